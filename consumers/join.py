@@ -1,0 +1,91 @@
+"""Pairs request and response halves by request_id inside a bounded window (count and time).
+
+A half that waits longer than the window, or is pushed out by the count bound,
+comes back from `expired()` so the caller can score it alone or dead-letter it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from consumers.wire import Origin, Record, merge_halves
+
+Side = Literal["request", "response"]
+
+
+@dataclass(frozen=True, slots=True)
+class Half:
+    side: Side
+    record: Record
+    origin: Origin
+    raw: bytes
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    record: Record
+    origins: tuple[Origin, Origin]
+
+
+class Joiner:
+    def __init__(
+        self,
+        window_seconds: float,
+        max_pending: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.max_pending = max_pending
+        self._clock = clock
+        # request_id -> (half, arrival); insertion order is arrival order, so expiry pops the front.
+        self._pending: OrderedDict[str, tuple[Half, float]] = OrderedDict()
+        self._evicted: list[Half] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, half: Half) -> Joined | Half | None:
+        """Joined when the other half was waiting; the half itself when it is a duplicate
+        of one already waiting on the same side; None when it now waits."""
+        rid = half.record.request_id
+        waiting = self._pending.get(rid)
+        if waiting is not None:
+            other = waiting[0]
+            if other.side == half.side:
+                return half
+            del self._pending[rid]
+            request, response = (other, half) if other.side == "request" else (half, other)
+            return Joined(
+                merge_halves(request.record, response.record), (request.origin, response.origin)
+            )
+        self._pending[rid] = (half, self._clock())
+        if len(self._pending) > self.max_pending:
+            self._evicted.append(self._pending.popitem(last=False)[1][0])
+        return None
+
+    def expired(self) -> list[Half]:
+        """Halves whose window has closed, oldest first (count evictions included)."""
+        out, self._evicted = self._evicted, []
+        deadline = self._clock() - self.window_seconds
+        while self._pending:
+            half, arrived = next(iter(self._pending.values()))
+            if arrived > deadline:
+                break
+            self._pending.popitem(last=False)
+            out.append(half)
+        return out
+
+    def drop(self, partitions: Iterable[tuple[str, int]]) -> list[Half]:
+        """Forget halves read from these partitions (after a rebalance took them away)."""
+        gone = set(partitions)
+        dropped = [h for h, _ in self._pending.values() if h.origin[:2] in gone]
+        for half in dropped:
+            del self._pending[half.record.request_id]
+        dropped += [h for h in self._evicted if h.origin[:2] in gone]
+        self._evicted = [h for h in self._evicted if h.origin[:2] not in gone]
+        return dropped

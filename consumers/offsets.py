@@ -1,0 +1,73 @@
+"""Which offsets may be committed: per partition, everything below the oldest offset not done.
+
+Offsets finish out of order (a join half waits while later records are scored),
+so the commit point only moves over a contiguous run of finished offsets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from consumers.wire import Origin
+
+Partition = tuple[str, int]
+
+
+class _PartitionOffsets:
+    __slots__ = ("commit_point", "done", "pending")
+
+    def __init__(self, first: int) -> None:
+        self.pending: deque[int] = deque()
+        self.done: set[int] = set()
+        self.commit_point = first  # next offset to consume after everything committed-able
+
+    def finish(self, offset: int) -> None:
+        self.done.add(offset)
+        pending, done = self.pending, self.done
+        while pending and pending[0] in done:
+            done.discard(pending[0])
+            self.commit_point = pending.popleft() + 1
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._parts: dict[Partition, _PartitionOffsets] = {}
+        self._committed: dict[Partition, int] = {}
+
+    def started(self, origin: Origin) -> None:
+        """An offset was read and is now in flight."""
+        part = self._parts.get(origin[:2])
+        if part is None:
+            part = self._parts[origin[:2]] = _PartitionOffsets(origin.offset)
+        part.pending.append(origin.offset)
+
+    def finish(self, origins: Iterable[Origin]) -> None:
+        """These offsets are fully handled (scored and counted, or dead-lettered)."""
+        for origin in origins:
+            part = self._parts.get(origin[:2])
+            if part is not None:  # None: partition revoked while the batch was in flight
+                part.finish(origin.offset)
+
+    def commit_points(self) -> dict[Partition, int]:
+        """Offsets to commit now (`offset + 1` of the last contiguous done), changed ones only."""
+        return {
+            tp: part.commit_point
+            for tp, part in self._parts.items()
+            if self._committed.get(tp) != part.commit_point
+        }
+
+    def position(self, tp: Partition) -> int | None:
+        part = self._parts.get(tp)
+        return None if part is None else part.commit_point
+
+    def in_flight(self) -> int:
+        return sum(len(p.pending) for p in self._parts.values())
+
+    def mark_committed(self, points: dict[Partition, int]) -> None:
+        self._committed.update(points)
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        for tp in partitions:
+            self._parts.pop(tp, None)
+            self._committed.pop(tp, None)

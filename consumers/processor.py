@@ -1,0 +1,135 @@
+"""The poll loop: source -> one worker thread -> acks -> commits, with pause/resume backpressure.
+
+The poll thread owns the Kafka consumer (it is not thread-safe); the worker thread
+owns the model. Batches cross by queue and come back the same way, so a slow
+model pauses partitions instead of starving heartbeats or the commit loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from consumers.batcher import Batch
+from consumers.source import KafkaSource
+
+log = logging.getLogger(__name__)
+
+_POLL_CAP_S = 0.1  # bounds how late a due batch or a stop request is noticed
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    batch: Batch
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+class BatchWorker:
+    """Runs `process` on batches in its own thread. A batch that raises is retried, then each
+    record is processed alone so one bad record cannot sink its batch or the daemon."""
+
+    def __init__(self, process: Callable[[Batch], None], attempts: int = 3) -> None:
+        self._process = process
+        self._attempts = attempts
+        self._todo: queue.Queue[Batch | None] = queue.Queue()
+        self._done: queue.Queue[_Done] = queue.Queue()
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._run, name="driftwatch-worker", daemon=True)
+        self._thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, batch: Batch) -> None:
+        self._in_flight += 1
+        self._todo.put(batch)
+
+    def finished(self, wait_s: float = 0.0) -> list[_Done]:
+        out: list[_Done] = []
+        try:
+            out.append(self._done.get(timeout=wait_s) if wait_s > 0 else self._done.get_nowait())
+            while True:
+                out.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
+        self._in_flight -= len(out)
+        return out
+
+    def stop(self) -> None:
+        self._todo.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while (batch := self._todo.get()) is not None:
+            self._done.put(self._handle(batch))
+
+    def _handle(self, batch: Batch) -> _Done:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._process(batch)
+                return _Done(batch)
+            except Exception as exc:  # the daemon must outlive any batch
+                log.warning("batch of %d failed (attempt %d/%d): %r",
+                            len(batch.records), attempt, self._attempts, exc)
+                time.sleep(0.05 * attempt)
+        failures: dict[int, str] = {}
+        for i, (record, origins) in enumerate(zip(batch.records, batch.origins, strict=True)):
+            try:
+                self._process(Batch([record], [origins]))
+            except Exception as exc:
+                failures[i] = f"{type(exc).__name__}: {exc}"
+        log.error("%d of %d records failed alone; sent to the dead-letter topic",
+                  len(failures), len(batch.records))
+        return _Done(batch, failures)
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        source: KafkaSource,
+        process: Callable[[Batch], None],
+        max_in_flight: int = 4,
+        on_loop: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.source = source
+        self.max_in_flight = max_in_flight
+        self._worker = BatchWorker(process)
+        self._on_loop = on_loop
+        source.before_revoke = self.drain
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll, hand batches to the worker, ack and commit until `stop` is set; then finish the
+        batch in hand, commit, and leave the group."""
+        source = self.source
+        try:
+            while not stop.is_set():
+                source.poll(min(_POLL_CAP_S, source.time_to_next_batch()))
+                for batch in source.take_ready():
+                    self._worker.submit(batch)
+                self._ack(self._worker.finished())
+                if self._worker.in_flight >= self.max_in_flight:
+                    source.pause()
+                elif source.paused:
+                    source.resume()
+                source.commit()
+                self._on_loop()
+            self.drain()
+        finally:
+            self._worker.stop()
+            source.close()
+
+    def drain(self) -> None:
+        """Process everything read so far and ack it (shutdown and rebalance)."""
+        for batch in self.source.take_ready(force=True):
+            self._worker.submit(batch)
+        while self._worker.in_flight:
+            self._ack(self._worker.finished(wait_s=1.0))
+
+    def _ack(self, done: list[_Done]) -> None:
+        for d in done:
+            self.source.ack(d.batch, d.failures)

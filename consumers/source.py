@@ -1,0 +1,304 @@
+"""KafkaSource: a consumer-group member that turns messages into micro-batches.
+
+It decodes and validates every message, dead-letters the bad ones, joins split
+request/response topics, batches, and commits only offsets whose records were
+acked (at-least-once). It runs on one thread, the one that calls `poll`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import msgspec
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.batcher import Batch, Batcher
+from consumers.dead_letter import DeadLetter, DeadLetterWriter
+from consumers.decode import Decoder, Rejection
+from consumers.join import Half, Joined, Joiner, Side
+from consumers.offsets import OffsetTracker, Partition
+from consumers.settings import BatchSettings, JoinSettings, KafkaSettings
+from consumers.wire import Origin
+
+log = logging.getLogger(__name__)
+
+
+class SourceObserver(Protocol):
+    """What the source reports, for metrics; consumers know nothing of Prometheus."""
+
+    def consumed(self, topic: str, count: int) -> None: ...
+    def dead_lettered(self, reason: str) -> None: ...
+    def duplicate(self) -> None: ...
+    def unmatched(self, side: str, outcome: str) -> None: ...
+    def lag(self, lags: dict[Partition, int]) -> None: ...
+    def committed(self, points: dict[Partition, int]) -> None: ...
+    def assigned(self, partitions: frozenset[Partition]) -> None: ...
+
+
+class NullObserver:
+    def consumed(self, topic: str, count: int) -> None: ...
+    def dead_lettered(self, reason: str) -> None: ...
+    def duplicate(self) -> None: ...
+    def unmatched(self, side: str, outcome: str) -> None: ...
+    def lag(self, lags: dict[Partition, int]) -> None: ...
+    def committed(self, points: dict[Partition, int]) -> None: ...
+    def assigned(self, partitions: frozenset[Partition]) -> None: ...
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._source._on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._source._on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class KafkaSource:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        join: JoinSettings | None = None,
+        batch: BatchSettings | None = None,
+        observer: SourceObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = kafka
+        self.join_settings = join or JoinSettings()
+        batch = batch or BatchSettings()
+        self._observer: SourceObserver = observer or NullObserver()
+        self._clock = clock
+        self._decoder = Decoder(kafka.max_message_bytes)
+        self._batcher = Batcher(batch.max_records, batch.max_wait_ms / 1000.0, clock)
+        join = self.join_settings
+        self._joiner = Joiner(join.window_seconds, join.max_pending, clock)
+        self._tracker = OffsetTracker()
+        self._ready: deque[Batch] = deque()
+        self._sides: dict[str, Side] = {}
+        if kafka.request_topic and kafka.response_topic:
+            self._sides = {kafka.request_topic: "request", kafka.response_topic: "response"}
+        self._assigned: frozenset[Partition] = frozenset()
+        self._paused = False
+        self._last_commit = 0.0
+        # Called before partitions are taken away: finish in-flight work so it can be committed.
+        self.before_revoke: Callable[[], None] = lambda: None
+        self._consumer: KafkaConsumer | None = None
+        self._dead_letters: DeadLetterWriter | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect and join the group; raises kafka.errors.KafkaError when the broker is away."""
+        s = self.settings
+        common = {"bootstrap_servers": s.bootstrap_servers, "client_id": s.client_id}
+        producer = KafkaProducer(acks="all", linger_ms=5, **common)
+        self._consumer = KafkaConsumer(
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            max_poll_records=s.max_poll_records,
+            **common,
+        )
+        self._consumer.subscribe(list(s.topics), listener=_Rebalance(self))
+        self._dead_letters = DeadLetterWriter(producer, s.dead_letter_topic)
+
+    def close(self) -> None:
+        """Commit what is done and leave the group."""
+        if self._consumer is None:
+            return
+        try:
+            self.commit(force=True)
+        finally:
+            self._consumer.close(autocommit=False)
+            if self._dead_letters is not None:
+                self._dead_letters._producer.close(timeout=5)
+            self._consumer = None
+
+    @property
+    def assignment(self) -> frozenset[Partition]:
+        return self._assigned
+
+    def connected(self) -> bool:
+        """True while the group coordinator is known and reachable."""
+        if self._consumer is None:
+            return False
+        # kafka-python drops the coordinator id when its connection fails.
+        return not self._consumer._coordinator.coordinator_unknown()
+
+    # -- the poll loop's steps ----------------------------------------------------------------
+
+    def poll(self, timeout_s: float) -> int:
+        """Read what the broker has (or wait up to timeout_s); return the number of messages."""
+        assert self._consumer is not None, "open() first"
+        fetched = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        n = 0
+        for tp, messages in fetched.items():
+            n += len(messages)
+            self._observer.consumed(tp.topic, len(messages))
+            side = self._sides.get(tp.topic)
+            for m in messages:
+                origin = Origin(tp.topic, tp.partition, m.offset)
+                self._tracker.started(origin)
+                decoded = self._decoder.decode(m.value)
+                if isinstance(decoded, Rejection):
+                    self._dead_letter(m.value, m.key, origin, decoded, (origin,))
+                elif side is None:
+                    self._batcher.add(decoded, (origin,))
+                    if self._batcher.full():
+                        self._ready.append(self._batcher.take(force=True))  # type: ignore[arg-type]
+                else:
+                    self._join(Half(side, decoded, origin, m.value, m.key))
+        self._expire_halves()
+        return n
+
+    def take_ready(self, force: bool = False) -> list[Batch]:
+        """Batches ready for processing; `force` also closes the open one (shutdown, rebalance)."""
+        last = self._batcher.take(force=force)
+        if last is not None:
+            self._ready.append(last)
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    def time_to_next_batch(self) -> float:
+        return self._batcher.time_left()
+
+    def ack(self, batch: Batch, failures: dict[int, str] | None = None) -> None:
+        """The batch is processed; records that failed alone go to the dead-letter topic."""
+        if not failures:
+            self._tracker.finish(batch.positions())
+            return
+        for i, (record, origins) in enumerate(zip(batch.records, batch.origins, strict=True)):
+            if i in failures:
+                value = msgspec.json.encode(record)
+                rejection = Rejection("processing_error", failures[i][:300])
+                self._dead_letter(value, None, origins[0], rejection, origins)
+            else:
+                self._tracker.finish(origins)
+
+    def pause(self) -> None:
+        if not self._paused and self._consumer is not None:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+
+    def resume(self) -> None:
+        if self._paused and self._consumer is not None:
+            self._consumer.resume(*self._consumer.paused())
+            self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def commit(self, force: bool = False) -> dict[Partition, int]:
+        """Commit the offsets whose records are all done; throttled unless forced."""
+        now = self._clock()
+        if self._consumer is None or (
+            not force and now - self._last_commit < self.settings.commit_interval_ms / 1000.0
+        ):
+            return {}
+        self._last_commit = now
+        assert self._dead_letters is not None
+        for letter in self._dead_letters.flush(timeout_s=10.0 if force else 2.0):
+            self._tracker.finish(letter.settles)
+        points = self._tracker.commit_points()
+        if points:
+            offsets = {
+                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in points.items()
+            }
+            try:
+                self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("offset commit failed, will retry: %s", exc)
+                return {}
+            self._tracker.mark_committed(points)
+            self._observer.committed(points)
+        self._report_lag()
+        return points
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _dead_letter(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        origin: Origin,
+        rejection: Rejection,
+        settles: tuple[Origin, ...],
+    ) -> None:
+        assert self._dead_letters is not None
+        self._dead_letters.send(DeadLetter(value, key, origin, rejection, settles))
+        self._observer.dead_lettered(rejection.reason)
+
+    def _join(self, half: Half) -> None:
+        result = self._joiner.add(half)
+        if isinstance(result, Joined):
+            self._batcher.add(result.record, result.origins)
+            if self._batcher.full():
+                self._ready.append(self._batcher.take(force=True))  # type: ignore[arg-type]
+        elif result is not None:  # a second copy of a half that is already waiting
+            self._tracker.finish((half.origin,))
+            self._observer.duplicate()
+
+    def _expire_halves(self) -> None:
+        for half in self._joiner.expired():
+            if self.join_settings.unmatched == "score":
+                self._batcher.add(half.record, (half.origin,))
+                self._observer.unmatched(half.side, "scored")
+            else:
+                other = "response" if half.side == "request" else "request"
+                rejection = Rejection(
+                    f"unmatched_{half.side}",
+                    f"no {other} with request_id within {self.join_settings.window_seconds:g}s",
+                )
+                self._dead_letter(half.raw, half.key, half.origin, rejection, (half.origin,))
+                self._observer.unmatched(half.side, "dead_lettered")
+
+    def _report_lag(self) -> None:
+        assert self._consumer is not None
+        lags: dict[Partition, int] = {}
+        for tp in self._assigned:
+            high = self._consumer.highwater(TopicPartition(*tp))
+            position = self._tracker.position(tp)
+            if high is not None and position is not None:
+                lags[tp] = max(0, high - position)
+        if lags:
+            self._observer.lag(lags)
+
+    def _on_revoked(self, revoked: set[Partition]) -> None:
+        log.info("partitions revoked: %s", sorted(revoked))
+        self.before_revoke()  # drains in-flight batches through ack()
+        self.commit(force=True)
+        # What was read but not processed is dropped; whoever owns the partition next re-reads it.
+        dropped = self._batcher.drop(revoked) + [h.origin for h in self._joiner.drop(revoked)]
+        for batch in self._ready:
+            dropped.extend(batch.positions())
+        self._ready.clear()
+        # A joined record spanning a kept partition: rewind that partition to its commit point.
+        kept = {o[:2] for o in dropped} - revoked
+        for tp in kept:
+            position = self._tracker.position(tp)
+            self._batcher.drop([tp])
+            self._joiner.drop([tp])
+            if position is not None and self._consumer is not None:
+                self._consumer.seek(TopicPartition(*tp), position)
+        self._tracker.forget(revoked | kept)
+        self._assigned = self._assigned - revoked
+        self._observer.assigned(self._assigned)
+
+    def _on_assigned(self, assigned: set[Partition]) -> None:
+        log.info("partitions assigned: %s", sorted(assigned))
+        self._assigned = self._assigned | assigned
+        self._paused = False  # a new assignment starts unpaused
+        self._observer.assigned(self._assigned)

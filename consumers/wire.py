@@ -1,0 +1,95 @@
+"""The wire format: one JSON object per Kafka message, decoded straight into a typed Record.
+
+Unknown fields are ignored; every field but request_id is optional so request and
+response halves on split topics decode with the same type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, NamedTuple
+
+import msgspec
+
+Deployment = Literal["stable", "canary", "shadow"]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+# RFC 3339 requires an offset; a naive time would silently shift by the host's zone.
+Rfc3339 = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class Origin(NamedTuple):
+    """Where a message came from; offsets travel with the records they produced."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class ContentPart(msgspec.Struct, frozen=True, gc=False):
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(msgspec.Struct, frozen=True, gc=False):
+    """An OpenAI-style chat message; content may be a string or a list of parts."""
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if p.text)
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One LLM request/response as it arrives on the wire (validated)."""
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1)]
+    timestamp: Rfc3339 | float | None = None
+    model: str | None = None
+    model_version: str | None = None
+    deployment: Deployment | None = None
+    route: str | None = None
+    prompt: str | list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = None
+    response: str | None = None
+    context: list[str] | None = None
+    latency_ms: NonNegative | None = None
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
+    cost_usd: NonNegative | None = None
+    status: str | None = None
+    error_type: str | None = None
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The prompt as plain text; chat messages are joined one per line."""
+        prompt = self.prompt if self.prompt is not None else self.messages
+        if prompt is None or isinstance(prompt, str):
+            return prompt
+        return "\n".join(m.text for m in prompt)
+
+    @property
+    def event_time(self) -> float | None:
+        """Event time in epoch seconds (the wire carries RFC 3339 or epoch milliseconds)."""
+        ts = self.timestamp
+        if ts is None:
+            return None
+        if isinstance(ts, datetime):
+            return ts.timestamp()
+        return ts / 1000.0
+
+
+def merge_halves(request: Record, response: Record) -> Record:
+    """One record from a request half and its response half; the request wins on conflicts."""
+    fill = {
+        name: getattr(response, name)
+        for name in response.__struct_fields__
+        if getattr(request, name) is None and getattr(response, name) is not None
+    }
+    return msgspec.structs.replace(request, **fill) if fill else request

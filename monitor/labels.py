@@ -1,0 +1,55 @@
+"""Bounded, sanitised label values: no request ids or text can blow up Prometheus' series count."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+OTHER = "other"
+UNKNOWN = "unknown"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:/@+-]")
+_MAX_LEN = 64
+
+
+def sanitize(value: str) -> str:
+    cleaned = _UNSAFE.sub("_", value.strip())[:_MAX_LEN]
+    return cleaned or UNKNOWN
+
+
+class CappedLabel:
+    """Maps raw values to label values, keeping the first `max_values` distinct ones."""
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self._kept: dict[str, str] = {}
+        self._seen: set[str] = set()
+        self.overflowed = 0  # raw values folded into "other"
+
+    def __call__(self, raw: str | None) -> str:
+        if raw is None:
+            return UNKNOWN
+        label = self._kept.get(raw)
+        if label is not None:
+            return label
+        label = sanitize(raw)
+        if label in self._seen or len(self._seen) < self.max_values:
+            self._seen.add(label)
+            if len(self._kept) < 8 * self.max_values:  # raw spellings cached, also bounded
+                self._kept[raw] = label
+            return label
+        self.overflowed += 1
+        return OTHER
+
+
+class SegmentLabeler:
+    """The segment tuple (model, model_version, deployment, route) of a record's metrics;
+    labels left out of the config are empty, which Prometheus drops on ingestion."""
+
+    def __init__(self, enabled: Sequence[str], names: Sequence[str], max_values: int) -> None:
+        self.names = tuple(names)
+        self._caps = [CappedLabel(max_values) if n in enabled else None for n in self.names]
+
+    def key(self, values: Sequence[str | None]) -> tuple[str, ...]:
+        return tuple(
+            "" if cap is None else cap(v) for cap, v in zip(self._caps, values, strict=True)
+        )

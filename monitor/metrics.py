@@ -1,0 +1,93 @@
+"""Every metric driftwatch exports, declared once: the whole exported surface in one file.
+
+Names follow Prometheus conventions (prefix driftwatch_, base units, _total on
+counters); labels are few and bounded (segments are capped by monitor.labels).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from monitor.batch_histogram import BatchHistogram
+
+SEGMENT = ("model", "model_version", "deployment", "route")
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+LENGTH_BUCKETS = (0, 16, 64, 256, 1_024, 4_096, 16_384, 65_536)
+TOKEN_BUCKETS = (0, 8, 32, 128, 512, 2_048, 8_192, 32_768)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000)
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+BUILD_INFO = Info("driftwatch_build", "driftwatch version and Python runtime")
+
+# -- Kafka side --------------------------------------------------------------------------------
+MESSAGES_CONSUMED = Counter(
+    "driftwatch_messages_consumed_total", "Kafka messages read, valid or not", ["topic"]
+)
+RECORDS = Counter(
+    "driftwatch_records_total",
+    "Records handled by outcome: scored, dead_lettered, duplicate (a repeated join half)",
+    ["outcome", *SEGMENT],
+)
+DEAD_LETTERS = Counter(
+    "driftwatch_dead_letter_total", "Messages sent to the dead-letter topic, by reason", ["reason"]
+)
+JOIN_UNMATCHED = Counter(
+    "driftwatch_join_unmatched_total",
+    "Request or response halves whose partner did not arrive within the join window",
+    ["side", "outcome"],
+)
+CONSUMER_LAG = Gauge(
+    "driftwatch_consumer_lag",
+    "Messages between the partition's high watermark and the group's commit point",
+    ["topic", "partition"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "driftwatch_assigned_partitions", "Partitions this instance owns in the consumer group"
+)
+OFFSET_COMMITS = Counter(
+    "driftwatch_offset_commits_total", "Offset commits that succeeded (one per partition moved)"
+)
+READY = Gauge("driftwatch_ready", "1 when the broker is reachable and partitions are assigned")
+PAUSED = Gauge("driftwatch_paused", "1 while partitions are paused because the worker is behind")
+
+# -- Pipeline ----------------------------------------------------------------------------------
+BATCH_SIZE = Histogram(
+    "driftwatch_batch_size_records", "Records per processed micro-batch", buckets=BATCH_BUCKETS
+)
+BATCH_SECONDS = Histogram(
+    "driftwatch_batch_processing_seconds",
+    "Wall time to score and count one micro-batch",
+    buckets=SECONDS_BUCKETS,
+)
+LAST_EVENT_TIME = Gauge(
+    "driftwatch_last_event_timestamp_seconds", "Event time of the newest record scored"
+)
+
+# -- Operational scores (per record, by segment) -----------------------------------------------
+REQUEST_LATENCY = BatchHistogram(
+    "driftwatch_request_latency_seconds",
+    "LLM request latency reported by the serving side",
+    SEGMENT,
+    LATENCY_BUCKETS,
+)
+TEXT_LENGTH = BatchHistogram(
+    "driftwatch_text_length_characters",
+    "Prompt and response length in characters",
+    ("field", *SEGMENT),
+    LENGTH_BUCKETS,
+)
+COMPLETION_TOKENS = BatchHistogram(
+    "driftwatch_completion_tokens",
+    "Completion tokens per request",
+    SEGMENT,
+    TOKEN_BUCKETS,
+)
+TOKENS = Counter("driftwatch_tokens_total", "Tokens used, by kind (prompt, completion)",
+                 ["kind", *SEGMENT])
+COST = Counter("driftwatch_cost_usd_total", "Cost of the requests in US dollars", SEGMENT)
+RESPONSES = Counter(
+    "driftwatch_responses_total",
+    "Responses by status class (ok, error) and error type (bounded)",
+    ["status", "error_type", *SEGMENT],
+)

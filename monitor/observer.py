@@ -1,0 +1,41 @@
+"""Turns what the Kafka source reports into metrics (consumers know nothing of Prometheus)."""
+
+from __future__ import annotations
+
+from consumers.offsets import Partition
+from monitor import metrics as m
+
+_NO_SEGMENT = ("",) * len(m.SEGMENT)
+
+
+class MetricsObserver:
+    def __init__(self) -> None:
+        self._lag_series: set[Partition] = set()
+
+    def consumed(self, topic: str, count: int) -> None:
+        m.MESSAGES_CONSUMED.labels(topic).inc(count)
+
+    def dead_lettered(self, reason: str) -> None:
+        m.DEAD_LETTERS.labels(reason).inc()
+        m.RECORDS.labels("dead_lettered", *_NO_SEGMENT).inc()
+
+    def duplicate(self) -> None:
+        m.RECORDS.labels("duplicate", *_NO_SEGMENT).inc()
+
+    def unmatched(self, side: str, outcome: str) -> None:
+        m.JOIN_UNMATCHED.labels(side, outcome).inc()
+
+    def lag(self, lags: dict[Partition, int]) -> None:
+        for (topic, partition), lag in lags.items():
+            m.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        self._lag_series |= lags.keys()
+
+    def committed(self, points: dict[Partition, int]) -> None:
+        m.OFFSET_COMMITS.inc(len(points))
+
+    def assigned(self, partitions: frozenset[Partition]) -> None:
+        m.ASSIGNED_PARTITIONS.set(len(partitions))
+        # A partition that moved to another instance is that instance's to report.
+        for topic, partition in self._lag_series - partitions:
+            m.CONSUMER_LAG.remove(topic, str(partition))
+        self._lag_series &= partitions
