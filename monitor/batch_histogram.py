@@ -53,7 +53,7 @@ class BatchHistogram(Collector):
             if series is None:
                 self._series[labelvalues] = (counts.astype(np.int64), [total])
             else:
-                series[0] += counts
+                np.add(series[0], counts, out=series[0])
                 series[1][0] += total
 
     def describe(self) -> Iterator[HistogramMetricFamily]:

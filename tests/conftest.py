@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.local_broker import LocalBroker, free_port
+from tests.support import Daemon
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """One real Tansu broker for the session; tests isolate by unique topics and groups."""
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with LocalBroker(log_file=log) as b:
+        yield b
+
+
+@pytest.fixture
+def names() -> Callable[[str], str]:
+    suffix = uuid.uuid4().hex[:8]
+    return lambda base: f"{base}-{suffix}"
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[[Path, int], Daemon]]:
+    started: list[Daemon] = []
+
+    def start(config: Path, port: int) -> Daemon:
+        d = Daemon(config, port, tmp_path / f"daemon-{len(started)}.log")
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
