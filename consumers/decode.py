@@ -41,19 +41,21 @@ class Decoder:
         self._json = msgspec.json.Decoder(Record)
 
     def decode(self, value: bytes | None) -> Record | Rejection:
-        if not value:
-            return Rejection("empty", "message value is empty or null")
+        if not value or value.isspace():
+            return Rejection("empty", "message value is empty, whitespace or null")
         if len(value) > self.max_message_bytes:
             return Rejection(
                 "oversized", f"{len(value)} bytes > max_message_bytes={self.max_message_bytes}"
             )
+        # msgspec only checks UTF-8 inside fields it reads; unknown fields must be valid too.
+        # ASCII is valid UTF-8 and checking it is ~10x cheaper than decoding a copy.
+        if not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
         try:
-            # msgspec only checks UTF-8 inside fields it reads; unknown fields must be valid too.
-            text = value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
-        try:
-            return self._json.decode(text)
+            return self._json.decode(value)
         except msgspec.ValidationError as exc:
             return _classify(str(exc))
         except msgspec.DecodeError as exc:
@@ -64,8 +66,12 @@ class Decoder:
 
 def _classify(message: str) -> Rejection:
     detail = message[:_DETAIL_LIMIT]
-    if message.endswith("- at `$`") or message.startswith("Expected `object`"):
+    # msgspec names the path of a nested error ("- at `$.prompt[0]`"); a top-level one has none.
+    top_level = " - at `$" not in message
+    if top_level and message.startswith("Expected `object`"):
         return Rejection("not_object", detail)
-    if "`request_id`" in message or message.endswith("at `$.request_id`"):
+    if message == "Object missing required field `request_id`" or message.endswith(
+        " - at `$.request_id`"
+    ):
         return Rejection("missing_request_id", detail)
     return Rejection("invalid_field", detail)

@@ -22,8 +22,11 @@ class _PartitionOffsets:
         self.done: set[int] = set()
         self.commit_point = first  # next offset to consume after everything committed-able
 
-    def finish(self, offset: int) -> None:
-        self.done.add(offset)
+    def finish_many(self, offsets: list[int]) -> None:
+        self.done.update(offsets)
+        self.advance()
+
+    def advance(self) -> None:
         pending, done = self.pending, self.done
         while pending and pending[0] in done:
             done.discard(pending[0])
@@ -37,17 +40,26 @@ class OffsetTracker:
 
     def started(self, origin: Origin) -> None:
         """An offset was read and is now in flight."""
-        part = self._parts.get(origin[:2])
+        self.started_many(origin[:2], [origin.offset])
+
+    def started_many(self, tp: Partition, offsets: list[int]) -> None:
+        """Offsets of one partition, in the order read, are now in flight."""
+        if not offsets:
+            return
+        part = self._parts.get(tp)
         if part is None:
-            part = self._parts[origin[:2]] = _PartitionOffsets(origin.offset)
-        part.pending.append(origin.offset)
+            part = self._parts[tp] = _PartitionOffsets(offsets[0])
+        part.pending.extend(offsets)
 
     def finish(self, origins: Iterable[Origin]) -> None:
         """These offsets are fully handled (scored and counted, or dead-lettered)."""
-        for origin in origins:
-            part = self._parts.get(origin[:2])
+        by_partition: dict[Partition, list[int]] = {}
+        for topic, partition, offset in origins:
+            by_partition.setdefault((topic, partition), []).append(offset)
+        for tp, offsets in by_partition.items():
+            part = self._parts.get(tp)
             if part is not None:  # None: partition revoked while the batch was in flight
-                part.finish(origin.offset)
+                part.finish_many(offsets)
 
     def commit_points(self) -> dict[Partition, int]:
         """Offsets to commit now (`offset + 1` of the last contiguous done), changed ones only."""

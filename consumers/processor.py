@@ -93,7 +93,7 @@ class StreamProcessor:
         self,
         source: KafkaSource,
         process: Callable[[Batch], None],
-        max_in_flight: int = 4,
+        max_in_flight: int = 8,
         on_loop: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
@@ -112,9 +112,11 @@ class StreamProcessor:
                 for batch in source.take_ready():
                     self._worker.submit(batch)
                 self._ack(self._worker.finished())
+                # Hysteresis: kafka-python drops what it prefetched for a paused partition, so
+                # pausing and resuming on every batch would refetch the same data over and over.
                 if self._worker.in_flight >= self.max_in_flight:
                     source.pause()
-                elif source.paused:
+                elif source.paused and self._worker.in_flight <= self.max_in_flight // 2:
                     source.resume()
                 source.commit()
                 self._on_loop()

@@ -69,4 +69,4 @@ class BatchSettings(BaseModel):
     max_records: int = Field(default=512, ge=1, le=100_000)
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     # Batches handed to the worker and not yet done; beyond this the source pauses partitions.
-    max_in_flight: int = Field(default=4, ge=1, le=1_000)
+    max_in_flight: int = Field(default=8, ge=1, le=1_000)

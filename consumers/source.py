@@ -143,20 +143,22 @@ class KafkaSource:
         assert self._consumer is not None, "open() first"
         fetched = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
         n = 0
+        decode, batcher = self._decoder.decode, self._batcher
         for tp, messages in fetched.items():
             n += len(messages)
-            self._observer.consumed(tp.topic, len(messages))
-            side = self._sides.get(tp.topic)
+            topic, partition = tp.topic, tp.partition
+            self._observer.consumed(topic, len(messages))
+            self._tracker.started_many((topic, partition), [m.offset for m in messages])
+            side = self._sides.get(topic)
             for m in messages:
-                origin = Origin(tp.topic, tp.partition, m.offset)
-                self._tracker.started(origin)
-                decoded = self._decoder.decode(m.value)
+                origin = Origin(topic, partition, m.offset)
+                decoded = decode(m.value)
                 if isinstance(decoded, Rejection):
                     self._dead_letter(m.value, m.key, origin, decoded, (origin,))
                 elif side is None:
-                    self._batcher.add(decoded, (origin,))
-                    if self._batcher.full():
-                        self._ready.append(self._batcher.take(force=True))  # type: ignore[arg-type]
+                    batcher.add(decoded, (origin,))
+                    if batcher.full():
+                        self._ready.append(batcher.take(force=True))  # type: ignore[arg-type]
                 else:
                     self._join(Half(side, decoded, origin, m.value, m.key))
         self._expire_halves()

@@ -75,6 +75,14 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return "\n".join(m.text for m in prompt)
 
     @property
+    def prompt_chars(self) -> int | None:
+        """Length of prompt_text, without building it."""
+        prompt = self.prompt if self.prompt is not None else self.messages
+        if prompt is None or isinstance(prompt, str):
+            return None if prompt is None else len(prompt)
+        return sum(len(m.text) for m in prompt) + max(len(prompt) - 1, 0)
+
+    @property
     def event_time(self) -> float | None:
         """Event time in epoch seconds (the wire carries RFC 3339 or epoch milliseconds)."""
         ts = self.timestamp

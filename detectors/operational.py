@@ -17,12 +17,8 @@ _OK_STATUSES = frozenset({"ok", "success", "succeeded", "200", "stop", "complete
 
 
 def as_array(values: Sequence[float | int | None]) -> np.ndarray:
-    """Float64 array with NaN where a value is missing."""
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def text_lengths(texts: Sequence[str | None]) -> np.ndarray:
-    return np.array([np.nan if t is None else len(t) for t in texts], dtype=np.float64)
+    """Float64 array with NaN where a value is missing (numpy maps None to NaN)."""
+    return np.array(values, dtype=np.float64)
 
 
 def status_class(status: str | None, error_type: str | None) -> str:
@@ -34,6 +30,11 @@ def status_class(status: str | None, error_type: str | None) -> str:
     return OK if status.strip().lower() in _OK_STATUSES else ERROR
 
 
+# One row a record: latency_ms, prompt_tokens, completion_tokens, cost_usd, prompt and
+# response length in characters; None where the record does not say.
+Row = tuple[float | None, int | None, int | None, float | None, int | None, int | None]
+
+
 @dataclass(frozen=True)
 class OperationalFeatures:
     latency_seconds: np.ndarray
@@ -42,26 +43,16 @@ class OperationalFeatures:
     cost_usd: np.ndarray
     prompt_chars: np.ndarray
     response_chars: np.ndarray
-    status: list[str]
 
     @classmethod
-    def from_columns(
-        cls,
-        latency_ms: Sequence[float | None],
-        prompt_tokens: Sequence[int | None],
-        completion_tokens: Sequence[int | None],
-        cost_usd: Sequence[float | None],
-        prompts: Sequence[str | None],
-        responses: Sequence[str | None],
-        statuses: Sequence[str | None],
-        error_types: Sequence[str | None],
-    ) -> OperationalFeatures:
+    def from_rows(cls, rows: Sequence[Row]) -> OperationalFeatures:
+        """Columns from per-record rows in one numpy conversion (the batch hot path)."""
+        table = np.array(rows, dtype=np.float64).reshape(len(rows), 6)
         return cls(
-            latency_seconds=as_array(latency_ms) / 1000.0,
-            prompt_tokens=as_array(prompt_tokens),
-            completion_tokens=as_array(completion_tokens),
-            cost_usd=as_array(cost_usd),
-            prompt_chars=text_lengths(prompts),
-            response_chars=text_lengths(responses),
-            status=[status_class(s, e) for s, e in zip(statuses, error_types, strict=True)],
+            latency_seconds=table[:, 0] / 1000.0,
+            prompt_tokens=table[:, 1],
+            completion_tokens=table[:, 2],
+            cost_usd=table[:, 3],
+            prompt_chars=table[:, 4],
+            response_chars=table[:, 5],
         )

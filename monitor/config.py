@@ -74,10 +74,17 @@ def load_config(path: str | Path | None, **overrides: Any) -> Config:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             kind = type(loaded).__name__
             raise ConfigError(f"{path}: the top level must be a mapping, got {kind}")
         data = loaded or {}
+        bad_keys = [k for k in data if not isinstance(k, str)]
+        if bad_keys:
+            raise ConfigError(f"{path}: top-level keys must be setting names, got {bad_keys!r}")
     data.update(overrides)
     try:
         return Config(**data)

@@ -48,8 +48,16 @@ class SegmentLabeler:
     def __init__(self, enabled: Sequence[str], names: Sequence[str], max_values: int) -> None:
         self.names = tuple(names)
         self._caps = [CappedLabel(max_values) if n in enabled else None for n in self.names]
+        # Raw tuple -> key; real traffic has few distinct segments, so this is one lookup a record.
+        self._keys: dict[tuple[str | None, ...], tuple[str, ...]] = {}
+        self._max_cached = 8 * max_values
 
-    def key(self, values: Sequence[str | None]) -> tuple[str, ...]:
-        return tuple(
-            "" if cap is None else cap(v) for cap, v in zip(self._caps, values, strict=True)
-        )
+    def key(self, values: tuple[str | None, ...]) -> tuple[str, ...]:
+        key = self._keys.get(values)
+        if key is None:
+            key = tuple(
+                "" if cap is None else cap(v) for cap, v in zip(self._caps, values, strict=True)
+            )
+            if len(self._keys) < self._max_cached:
+                self._keys[values] = key
+        return key

@@ -16,7 +16,7 @@ import numpy as np
 
 from consumers.batcher import Batch
 from consumers.wire import Record
-from detectors.operational import OperationalFeatures
+from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
 from monitor.labels import CappedLabel, SegmentLabeler
 
@@ -30,7 +30,8 @@ class ScoredBatch:
     records: list[Record]
     features: OperationalFeatures
     segments: dict[Segment, np.ndarray]
-    error_types: list[str]
+    # (status class, error type label) per record: ("ok", "") or ("error", "timeout").
+    outcomes: list[tuple[str, str]]
 
 
 def _latency(b: ScoredBatch) -> None:
@@ -55,7 +56,7 @@ def _status(b: ScoredBatch) -> None:
     for seg, idx in b.segments.items():
         counts: dict[tuple[str, str], int] = {}
         for i in idx:
-            pair = (b.features.status[i], b.error_types[i])
+            pair = b.outcomes[i]
             counts[pair] = counts.get(pair, 0) + 1
         for (status, error_type), n in counts.items():
             m.RESPONSES.labels(status, error_type, *seg).inc(n)
@@ -91,6 +92,7 @@ class Pipeline:
         self._scorers = [SCORERS[name] for name in scorers]
         self._segments = SegmentLabeler(segment_labels, m.SEGMENT, max_label_values)
         self._error_types = CappedLabel(max_error_types)
+        self._outcomes: dict[tuple[str | None, str | None], tuple[str, str]] = {}
         self._audit = open(audit_log, "ab") if audit_log else None  # noqa: SIM115 (lives with us)
 
     def close(self) -> None:
@@ -103,7 +105,14 @@ class Pipeline:
         if not records:
             return
         scored = ScoredBatch(
-            records, _features(records), self._group(records), self._errors(records)
+            records,
+            OperationalFeatures.from_rows([
+                (r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.prompt_chars,
+                 None if r.response is None else len(r.response))
+                for r in records
+            ]),
+            self._group(records),
+            self._outcomes_of(records),
         )
         for scorer in self._scorers:
             scorer(scored)
@@ -133,19 +142,15 @@ class Pipeline:
             groups.setdefault(key((r.model, r.model_version, r.deployment, r.route)), []).append(i)
         return {seg: np.asarray(idx, dtype=np.intp) for seg, idx in groups.items()}
 
-    def _errors(self, records: list[Record]) -> list[str]:
-        cap = self._error_types
-        return ["" if r.error_type is None else cap(r.error_type) for r in records]
-
-
-def _features(records: list[Record]) -> OperationalFeatures:
-    return OperationalFeatures.from_columns(
-        latency_ms=[r.latency_ms for r in records],
-        prompt_tokens=[r.prompt_tokens for r in records],
-        completion_tokens=[r.completion_tokens for r in records],
-        cost_usd=[r.cost_usd for r in records],
-        prompts=[r.prompt_text for r in records],
-        responses=[r.response for r in records],
-        statuses=[r.status for r in records],
-        error_types=[r.error_type for r in records],
-    )
+    def _outcomes_of(self, records: list[Record]) -> list[tuple[str, str]]:
+        cache, out = self._outcomes, []
+        for r in records:
+            pair = (r.status, r.error_type)
+            outcome = cache.get(pair)
+            if outcome is None:
+                error_type = "" if r.error_type is None else self._error_types(r.error_type)
+                outcome = (status_class(r.status, r.error_type), error_type)
+                if len(cache) < 1_000:  # statuses and error types are few; stay bounded anyway
+                    cache[pair] = outcome
+            out.append(outcome)
+        return out

@@ -1,0 +1,271 @@
+"""Tests for monitor.config and `driftwatch check-config`: every bad setting is named with its
+value and what is allowed; the environment beats the file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from monitor.cli import main
+from monitor.config import ENV_PREFIX, Config, ConfigError, load_config
+
+GOOD: dict[str, Any] = {"kafka": {"topic": "traffic"}}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No DRIFTWATCH_* variable from the outer environment leaks into these tests."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    yield
+
+
+def _write(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _with(section: str, **values: object) -> dict[str, Any]:
+    base = {k: dict(v) for k, v in GOOD.items()}
+    base.setdefault(section, {}).update(values)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(_with("kafka", max_poll_interval_ms=-5),
+                     ["kafka.max_poll_interval_ms", "-5", "greater than or equal to 1000"],
+                     id="max_poll_interval_ms"),
+        pytest.param(_with("kafka", auto_offset_reset="middle"),
+                     ["kafka.auto_offset_reset", "'middle'", "'earliest' or 'latest'"],
+                     id="auto_offset_reset"),
+        pytest.param({"kafka": {"group_id": "g"}},
+                     ["kafka", "no input topic", "kafka.topic", "kafka.request_topic",
+                      "kafka.response_topic"],
+                     id="no-topics"),
+        pytest.param({"kafka": {"request_topic": "req"}},
+                     ["kafka", "no input topic", "kafka.response_topic"],
+                     id="request-topic-without-response-topic"),
+        pytest.param(_with("kafka", request_topic="req", response_topic="resp"),
+                     ["kafka.topic", "kafka.request_topic", "not both"],
+                     id="topic-and-request-topic"),
+        pytest.param(_with("kafka", heartbeat_interval_ms=10_000, session_timeout_ms=10_000),
+                     ["kafka.heartbeat_interval_ms=10000", "kafka.session_timeout_ms=10000",
+                      "below"],
+                     id="heartbeat-not-below-session-timeout"),
+        pytest.param(_with("join", unmatched="drop"),
+                     ["join.unmatched", "'drop'", "'score' or 'dead_letter'"], id="unmatched"),
+        pytest.param(_with("join", window_seconds=0),
+                     ["join.window_seconds", "= 0", "greater than 0"], id="window_seconds"),
+        pytest.param(_with("batch", max_records=0),
+                     ["batch.max_records", "= 0", "greater than or equal to 1"],
+                     id="max_records"),
+        pytest.param(_with("metrics", port=70_000),
+                     ["metrics.port", "70000", "less than or equal to 65535"], id="port"),
+        pytest.param(_with("metrics", labels=["model", "request_id"]),
+                     ["metrics.labels.1", "'request_id'",
+                      "'model', 'model_version', 'deployment' or 'route'"],
+                     id="labels"),
+        pytest.param({**GOOD, "kafak": {"topic": "x"}},
+                     ["kafak", "unknown setting", "check the spelling"], id="unknown-top-level"),
+        pytest.param(_with("kafka", bootstrap="broker:9092"),
+                     ["kafka.bootstrap", "unknown setting", "'broker:9092'"],
+                     id="unknown-nested"),
+        pytest.param({**GOOD, "log_level": "LOUD"},
+                     ["log_level", "'LOUD'", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"],
+                     id="log_level"),
+        pytest.param({**GOOD, "scorers": ["latency", "vibes"]},
+                     ["scorers.1", "'vibes'", "'latency', 'tokens', 'cost', 'status' or 'length'"],
+                     id="scorers"),
+        pytest.param({}, ["kafka", "required setting is missing"], id="no-kafka-section"),
+    ],
+)
+def test_invalid_setting_names_field_value_and_what_is_allowed(
+    tmp_path: Path, data: dict[str, Any], expected: list[str]
+) -> None:
+    path = _write(tmp_path / "driftwatch.yaml", data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    data = {"kafka": {"topic": "t", "max_poll_records": 0}, "metrics": {"port": -1},
+            "log_level": "LOUD"}
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path / "c.yaml", data))
+    message = str(info.value)
+    assert "(3 problem(s))" in message
+    assert all(f in message for f in ("kafka.max_poll_records", "metrics.port", "log_level"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("- kafka\n- metrics\n", "the top level must be a mapping, got list",
+                     id="list"),
+        pytest.param("just a string\n", "the top level must be a mapping, got str", id="str"),
+        pytest.param("kafka: {topic: [unclosed\n", "not valid YAML", id="invalid-yaml"),
+        pytest.param("kafka:\n  topic: t\n\tgroup_id: g\n", "not valid YAML", id="tab-indent"),
+    ],
+)
+def test_unusable_yaml_file_is_a_config_error_naming_the_path(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "driftwatch.yaml"
+    with pytest.raises(ConfigError, match="config file not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",  # None: the path is a directory
+    [
+        pytest.param(None, id="directory"),
+        pytest.param(b"kafka:\n  topic: caf\xe9\n", id="not-utf8"),
+        pytest.param(b"kafka: {topic: t}\n1: x\n", id="non-string-top-level-key"),
+    ],
+)
+def test_unreadable_config_file_is_a_config_error(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "driftwatch.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_empty_file_means_defaults_and_still_needs_a_topic(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="kafka: required setting is missing"):
+        load_config(path)
+
+
+def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path / "c.yaml", GOOD))
+    assert isinstance(config, Config)
+    assert config.kafka.topics == ("traffic",)
+    assert config.kafka.group_id == "driftwatch"
+    assert config.metrics.host == "127.0.0.1"
+    assert config.metrics.labels == ["model", "model_version", "deployment"]
+    assert config.scorers == ["latency", "tokens", "cost", "status", "length"]
+    assert config.join.unmatched == "score"
+
+
+def test_split_topics_are_listed_request_then_response(tmp_path: Path) -> None:
+    data = {"kafka": {"request_topic": "req", "response_topic": "resp"}}
+    assert load_config(_write(tmp_path / "c.yaml", data)).kafka.topics == ("req", "resp")
+
+
+# -- environment -------------------------------------------------------------------------------
+
+@pytest.fixture
+def file_config(tmp_path: Path) -> Path:
+    return _write(tmp_path / "driftwatch.yaml", {
+        "kafka": {"topic": "traffic", "group_id": "from-file",
+                  "bootstrap_servers": ["file:9092"], "max_poll_records": 123},
+        "metrics": {"port": 9200, "labels": ["model"]},
+        "log_level": "WARNING",
+    })
+
+
+def test_environment_overrides_the_file_and_keeps_its_other_nested_fields(
+    file_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTWATCH_KAFKA__GROUP_ID", "from-env")
+    config = load_config(file_config)
+    assert config.kafka.group_id == "from-env"
+    assert config.kafka.topic == "traffic"
+    assert config.kafka.bootstrap_servers == ["file:9092"]
+    assert config.kafka.max_poll_records == 123
+    assert config.metrics.port == 9200
+    assert config.log_level == "WARNING"
+
+
+def test_json_list_in_the_environment_sets_a_list_setting(
+    file_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTWATCH_METRICS__LABELS", '["route", "deployment"]')
+    monkeypatch.setenv("DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS", '["a:9092", "b:9092"]')
+    config = load_config(file_config)
+    assert config.metrics.labels == ["route", "deployment"]
+    assert config.kafka.bootstrap_servers == ["a:9092", "b:9092"]
+    assert config.metrics.port == 9200
+
+
+def test_environment_alone_can_supply_the_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTWATCH_KAFKA__TOPIC", "env-topic")
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "DEBUG")
+    config = load_config(None)
+    assert config.kafka.topics == ("env-topic",)
+    assert config.log_level == "DEBUG"
+
+
+def test_invalid_environment_value_is_named_like_a_file_value(
+    file_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTWATCH_METRICS__PORT", "70000")
+    with pytest.raises(ConfigError) as info:
+        load_config(file_config)
+    assert "metrics.port = '70000'" in str(info.value)
+    assert "less than or equal to 65535" in str(info.value)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path / "c.yaml", GOOD))
+    with pytest.raises(ValueError, match="frozen"):
+        config.kafka.group_id = "other"  # type: ignore[misc]
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def test_check_config_on_a_bad_file_exits_2_and_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _write(tmp_path / "bad.yaml", _with("metrics", port=70_000))
+    assert main(["check-config", "--config", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("driftwatch: invalid configuration in " + str(bad))
+    assert "metrics.port = 70000" in err
+
+
+def test_check_config_on_a_missing_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.yaml"
+    assert main(["check-config", "--config", str(missing)]) == 2
+    assert f"config file not found: {missing}" in capsys.readouterr().err
+
+
+def test_check_config_on_a_good_file_exits_0_and_prints_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _write(tmp_path / "good.yaml",
+                  {"kafka": {"request_topic": "req", "response_topic": "resp", "group_id": "g1"}})
+    assert main(["check-config", "--config", str(good)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"{good}: OK (topics req, resp, group g1)"
+    assert err == ""

@@ -1,0 +1,415 @@
+"""Unit and property tests for consumers.decode: bytes in, a Record or a dead-letter reason out,
+never an exception."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumers.decode import REASONS, Decoder, Rejection
+from consumers.wire import Record
+from monitor import traffic
+
+MAX_BYTES = 1_000
+NUMERIC_FIELDS = ("latency_ms", "prompt_tokens", "completion_tokens", "cost_usd")
+WIRE_FIELDS = (
+    "request_id", "timestamp", "model", "deployment", "prompt", "context", "latency_ms",
+    "prompt_tokens", "completion_tokens", "cost_usd", "status",
+)
+PROPERTY = settings(max_examples=300, deadline=None)
+# Real generated traffic (HaluEval text), the seeds of the mutation property.
+_WIRE = [traffic.encode(r) for r in traffic.wire_records(50, seed=0, start_ms=0)]
+
+
+@pytest.fixture(scope="module")
+def decoder() -> Decoder:
+    return Decoder(max_message_bytes=MAX_BYTES)
+
+
+def _record(result: Record | Rejection) -> Record:
+    assert isinstance(result, Record), result
+    return result
+
+
+def _encode(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+# -- one test per reason -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        pytest.param(b"", "empty", id="empty"),
+        pytest.param(b"{" + b" " * MAX_BYTES + b"}", "oversized", id="oversized"),
+        pytest.param(b'{"request_id":"r1","response":"caf\xe9"}', "not_utf8", id="not_utf8"),
+        pytest.param(b'{"request_id":"r1","model":', "not_json", id="not_json"),
+        pytest.param(b'[{"request_id":"r1"}]', "not_object", id="not_object"),
+        pytest.param(b'{"model":"m"}', "missing_request_id", id="missing_request_id"),
+        pytest.param(b'{"request_id":"r1","latency_ms":"fast"}', "invalid_field",
+                     id="invalid_field"),
+    ],
+)
+def test_each_bad_payload_is_rejected_with_its_reason_and_a_detail(
+    decoder: Decoder, payload: bytes, reason: str
+) -> None:
+    result = decoder.decode(payload)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    assert result.detail.strip()
+    assert reason in REASONS
+
+
+def test_null_value_is_empty(decoder: Decoder) -> None:
+    result = decoder.decode(None)
+    assert isinstance(result, Rejection) and result.reason == "empty"
+
+
+def test_oversized_detail_names_size_and_limit(decoder: Decoder) -> None:
+    result = decoder.decode(b"x" * (MAX_BYTES + 1))
+    assert isinstance(result, Rejection) and result.reason == "oversized"
+    assert str(MAX_BYTES + 1) in result.detail and f"max_message_bytes={MAX_BYTES}" in result.detail
+
+
+def test_message_of_exactly_max_bytes_is_not_oversized(decoder: Decoder) -> None:
+    payload = b'{"request_id":"r1"' + b" " * (MAX_BYTES - 19) + b"}"
+    assert len(payload) == MAX_BYTES
+    assert _record(decoder.decode(payload)).request_id == "r1"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"request_id":""}', "missing_request_id"),
+        (b'{"request_id":null}', "missing_request_id"),
+        (b'{"request_id":42}', "missing_request_id"),
+        (b"42", "not_object"),
+        (b'"r1"', "not_object"),
+        (b"null", "not_object"),
+        (b'{"request_id":"r1","deployment":"blue"}', "invalid_field"),
+        (b'{"request_id":"r1","completion_tokens":-3}', "invalid_field"),
+        (b'{"request_id":"r1","prompt_tokens":1.5}', "invalid_field"),
+        (b'{"request_id":"r1","context":"one string"}', "invalid_field"),
+        (b'{"request_id":"r1","cost_usd":true}', "invalid_field"),
+        (b'{"request_id":"r1","latency_ms":1e400}', "invalid_field"),
+        (b'{"request_id":"r1","prompt":[{"content":"no role"}]}', "invalid_field"),
+    ],
+)
+def test_field_level_problems_get_the_specific_reason(
+    decoder: Decoder, payload: bytes, reason: str
+) -> None:
+    result = decoder.decode(payload)
+    assert isinstance(result, Rejection)
+    assert (result.reason, bool(result.detail)) == (reason, True)
+
+
+def test_invalid_field_detail_names_the_field_path(decoder: Decoder) -> None:
+    result = decoder.decode(b'{"request_id":"r1","latency_ms":"fast"}')
+    assert isinstance(result, Rejection)
+    assert "$.latency_ms" in result.detail
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_tokens_are_not_json(decoder: Decoder, token: bytes) -> None:
+    result = decoder.decode(b'{"request_id":"r1","latency_ms":' + token + b"}")
+    assert isinstance(result, Rejection)
+    assert result.reason == "not_json"
+
+
+def test_pathological_nesting_is_not_json_not_a_crash() -> None:
+    # Deeper than the interpreter's recursion limit, inside a field the decoder skips.
+    deep = b'{"request_id":"r1","x":' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    result = Decoder(max_message_bytes=20_000).decode(deep)
+    assert isinstance(result, Rejection) and result.reason == "not_json"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b'{"request_id":"r1","prompt":["hello","world"]}', id="prompt-list-of-str"),
+        pytest.param(b'{"request_id":"r1","messages":[1]}', id="messages-list-of-int"),
+        pytest.param(b'{"request_id":"r1","messages":[{"role":"user","content":[5]}]}',
+                     id="content-part-int"),
+    ],
+)
+def test_non_object_inside_a_chat_field_is_invalid_field(
+    decoder: Decoder, payload: bytes
+) -> None:
+    result = decoder.decode(payload)
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_field"
+
+
+def test_bad_enum_value_mentioning_request_id_is_invalid_field(decoder: Decoder) -> None:
+    result = decoder.decode(b'{"request_id":"r1","deployment":"`request_id`"}')
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_field"
+
+
+# -- valid records -----------------------------------------------------------------------------
+
+def test_chat_prompt_with_string_and_part_contents_joins_one_line_per_message(
+    decoder: Decoder,
+) -> None:
+    payload = _encode({
+        "request_id": "chat-1",
+        "prompt": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is"},
+                {"type": "image_url", "image_url": {"url": "http://x/y.png"}},
+                {"type": "text", "text": "this?"},
+            ]},
+            {"role": "assistant", "content": None},
+        ],
+    })
+    record = _record(decoder.decode(payload))
+    assert record.prompt_text == "Be brief.\nWhat is\nthis?\n"
+    assert record.messages is None
+
+
+def test_messages_field_is_used_when_prompt_is_absent(decoder: Decoder) -> None:
+    payload = _encode({
+        "request_id": "chat-2",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
+            {"role": "user", "content": "bye"},
+        ],
+    })
+    record = _record(decoder.decode(payload))
+    assert record.prompt is None
+    assert record.prompt_text == "hi\nhello\nbye"
+
+
+def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: Decoder) -> None:
+    payload = _encode({"request_id": "p", "prompt": "plain",
+                       "messages": [{"role": "user", "content": "ignored"}]})
+    assert _record(decoder.decode(payload)).prompt_text == "plain"
+    assert _record(decoder.decode(b'{"request_id":"p"}')).prompt_text is None
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00+01:00", "2023-12-31T19:00:00.000-05:00",
+     1_704_067_200_000, 1_704_067_200_000.0],
+)
+def test_rfc3339_and_epoch_ms_timestamps_give_the_same_event_time(
+    decoder: Decoder, timestamp: str | float
+) -> None:
+    record = _record(decoder.decode(_encode({"request_id": "t", "timestamp": timestamp})))
+    assert record.event_time == datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+
+
+def test_missing_timestamp_has_no_event_time(decoder: Decoder) -> None:
+    assert _record(decoder.decode(b'{"request_id":"t"}')).event_time is None
+
+
+@pytest.mark.parametrize("timestamp", ["2024-01-01T00:00:00", "2024-01-01 00:00", "yesterday"])
+def test_timestamp_without_offset_or_unparseable_is_invalid_field(
+    decoder: Decoder, timestamp: str
+) -> None:
+    result = decoder.decode(_encode({"request_id": "t", "timestamp": timestamp}))
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_field"
+    assert "$.timestamp" in result.detail
+
+
+def test_unknown_fields_are_ignored(decoder: Decoder) -> None:
+    payload = _encode({
+        "request_id": "u", "tenant": "acme", "extra": {"nested": [1, {"deep": None}]},
+        "model": "m", "x-trace": 3.5,
+    })
+    record = _record(decoder.decode(payload))
+    assert (record.request_id, record.model) == ("u", "m")
+    assert not hasattr(record, "tenant")
+
+
+def test_full_record_round_trips_every_field(decoder: Decoder) -> None:
+    payload = _encode({
+        "request_id": "full", "timestamp": 1_000, "model": "m", "model_version": "v2",
+        "deployment": "canary", "route": "qa", "prompt": "q", "response": "a",
+        "context": ["c1", "c2"], "latency_ms": 12.5, "prompt_tokens": 3, "completion_tokens": 0,
+        "cost_usd": 0.0, "status": "error", "error_type": "timeout",
+    })
+    record = _record(decoder.decode(payload))
+    assert record == Record(
+        request_id="full", timestamp=1_000.0, model="m", model_version="v2",
+        deployment="canary", route="qa", prompt="q", response="a", context=["c1", "c2"],
+        latency_ms=12.5, prompt_tokens=3, completion_tokens=0, cost_usd=0.0, status="error",
+        error_type="timeout",
+    )
+    assert record.event_time == 1.0
+
+
+def test_generated_malformed_payloads_decode_to_their_paired_reason() -> None:
+    decoder = Decoder(max_message_bytes=1 << 20)
+    payloads = traffic.malformed_payloads(24, seed=0)
+    got = []
+    for payload, _ in payloads:
+        result = decoder.decode(payload)
+        got.append(result.reason if isinstance(result, Rejection) else None)
+    assert got == [reason for _, reason in payloads]
+
+
+def test_generated_wire_records_all_decode() -> None:
+    decoder = Decoder(max_message_bytes=1 << 20)
+    records = [_record(decoder.decode(p)) for p in _WIRE]
+    assert [r.request_id for r in records] == [f"req-0-{i:08d}" for i in range(len(_WIRE))]
+    assert all(r.prompt_text for r in records)
+
+
+# -- properties --------------------------------------------------------------------------------
+
+def _assert_well_formed(result: Record | Rejection) -> None:
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS
+        assert isinstance(result.detail, str) and result.detail
+        return
+    assert isinstance(result, Record)
+    assert isinstance(result.request_id, str) and result.request_id
+    for name in NUMERIC_FIELDS:
+        value = getattr(result, name)
+        assert value is None or value >= 0, (name, value)
+    assert result.prompt_text is None or isinstance(result.prompt_text, str)
+    assert result.event_time is None or isinstance(result.event_time, float)
+
+
+@PROPERTY
+@given(st.binary(max_size=2_000))
+def test_any_bytes_decode_without_raising(payload: bytes) -> None:
+    _assert_well_formed(Decoder(max_message_bytes=MAX_BYTES).decode(payload))
+
+
+_json_scalars = (
+    st.none() | st.booleans() | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+# Field junk may also be NaN/Infinity (json.dumps writes them as bare tokens).
+_junk = _json_values | st.floats()
+
+_offsets = st.integers(min_value=-23 * 60, max_value=23 * 60).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+_aware_times = st.datetimes(
+    min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=_offsets
+).map(lambda d: d.isoformat())
+_parts = st.lists(
+    st.fixed_dictionaries({}, optional={"type": st.text(max_size=6),
+                                        "text": st.none() | st.text(max_size=10)}),
+    max_size=3,
+)
+_chat = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant"])},
+        optional={"content": st.none() | st.text(max_size=20) | _parts},
+    ),
+    max_size=4,
+)
+_non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
+    min_value=0, max_value=1e12, allow_nan=False
+)
+_VALID: dict[str, st.SearchStrategy[Any]] = {
+    "request_id": st.text(min_size=1, max_size=20),
+    "timestamp": st.integers(min_value=0, max_value=4 * 10**12) | _aware_times,
+    "model": st.text(max_size=12),
+    "deployment": st.sampled_from(["stable", "canary", "shadow"]),
+    "prompt": st.text(max_size=30) | _chat,
+    "context": st.lists(st.text(max_size=10), max_size=3),
+    "latency_ms": _non_negative,
+    "prompt_tokens": st.integers(min_value=0, max_value=2**63 - 1),
+    "completion_tokens": st.integers(min_value=0, max_value=2**63 - 1),
+    "cost_usd": _non_negative,
+    "status": st.text(max_size=8),
+}
+assert set(_VALID) == set(WIRE_FIELDS)
+_RECORD_FIELDS = frozenset(Record.__struct_fields__)
+
+
+@st.composite
+def _wire_objects(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
+    """A JSON object over the wire fields, and whether every field drawn is valid."""
+    obj: dict[str, Any] = {}
+    all_valid = True
+    for name in WIRE_FIELDS:
+        presence = draw(st.sampled_from(["absent", "valid", "valid", "valid", "junk"]))
+        if presence == "valid":
+            obj[name] = draw(_VALID[name])
+        elif presence == "junk":
+            obj[name] = draw(_junk)
+            all_valid = False
+    if "request_id" not in obj:
+        all_valid = False
+    extras = draw(st.dictionaries(
+        st.text(max_size=10).filter(lambda k: k not in _RECORD_FIELDS), _json_values, max_size=3
+    ))
+    obj.update(extras)
+    return obj, all_valid
+
+
+@PROPERTY
+@given(_wire_objects())
+def test_json_objects_over_the_wire_fields_decode_without_raising(
+    drawn: tuple[dict[str, Any], bool],
+) -> None:
+    obj, all_valid = drawn
+    payload = json.dumps(obj).encode()
+    result = Decoder(max_message_bytes=1 << 20).decode(payload)
+    _assert_well_formed(result)
+    if all_valid:
+        record = _record(result)
+        assert record.request_id == obj["request_id"]
+        for name in NUMERIC_FIELDS:
+            assert getattr(record, name) == obj.get(name)
+        assert record.model == obj.get("model")
+        assert record.deployment == obj.get("deployment")
+        assert record.context == obj.get("context")
+    if isinstance(result, Record):
+        assert result.request_id == obj["request_id"]
+
+
+
+_mutation = st.one_of(
+    st.tuples(st.just("truncate"), st.integers(min_value=0), st.just(b"")),
+    st.tuples(st.just("flip"), st.integers(min_value=0), st.binary(min_size=1, max_size=1)),
+    st.tuples(st.just("insert"), st.integers(min_value=0), st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("delete"), st.integers(min_value=0), st.binary(max_size=0)),
+)
+
+
+def _mutate(data: bytes, mutations: list[tuple[str, int, bytes]]) -> bytes:
+    for kind, position, extra in mutations:
+        at = position % (len(data) + 1)
+        if kind == "truncate":
+            data = data[:at]
+        elif kind == "flip" and at < len(data):
+            data = data[:at] + bytes([data[at] ^ (extra[0] or 0x80)]) + data[at + 1:]
+        elif kind == "insert":
+            data = data[:at] + extra + data[at:]
+        elif kind == "delete":
+            data = data[:at] + data[at + 1:]
+    return data
+
+
+@PROPERTY
+@given(st.sampled_from(range(len(_WIRE))), st.lists(_mutation, max_size=6))
+def test_mutated_real_records_decode_without_raising(
+    index: int, mutations: list[tuple[str, int, bytes]]
+) -> None:
+    original = _WIRE[index]
+    payload = _mutate(original, mutations)
+    result = Decoder(max_message_bytes=1 << 20).decode(payload)
+    _assert_well_formed(result)
+    if payload == original:
+        assert _record(result).request_id == f"req-0-{index:08d}"
