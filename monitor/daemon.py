@@ -6,6 +6,7 @@ import logging
 import platform
 import signal
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 from kafka.errors import KafkaError
@@ -72,16 +73,38 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
 
 
 def _open(source: KafkaSource, stop: threading.Event, health: Health) -> bool:
-    """Connect with capped exponential backoff; False if stopped before it worked."""
+    """Connect, retrying with capped exponential backoff; False if stopped first.
+
+    kafka-python's bootstrap blocks for as long as the broker is away, so it runs in a
+    thread of its own and SIGTERM is still answered at once.
+    """
     delay = 0.5
+    servers = ",".join(source.settings.bootstrap_servers)
     while not stop.is_set():
-        try:
-            source.open()
-            return True
-        except KafkaError as exc:
+        outcome: list[BaseException | None] = []
+        opener = threading.Thread(target=_try_open, args=(source, outcome), daemon=True,
+                                  name="driftwatch-connect")
+        opener.start()
+        warn_at = time.monotonic() + 5.0
+        while not outcome and not stop.is_set():
             health.tick(broker_connected=False, partitions=0)
-            log.warning("cannot reach Kafka at %s (%s); retrying in %.1fs",
-                        ",".join(source.settings.bootstrap_servers), exc, delay)
-            stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+            stop.wait(0.2)
+            if time.monotonic() >= warn_at:
+                log.warning("cannot reach Kafka at %s yet; still trying", servers)
+                warn_at += 30.0
+        if not outcome:
+            return False
+        if outcome[0] is None:
+            return True
+        log.warning("cannot reach Kafka at %s (%s); retrying in %.1fs", servers, outcome[0], delay)
+        stop.wait(delay)
+        delay = min(delay * 2, 30.0)
     return False
+
+
+def _try_open(source: KafkaSource, outcome: list[BaseException | None]) -> None:
+    try:
+        source.open()
+        outcome.append(None)
+    except KafkaError as exc:
+        outcome.append(exc)

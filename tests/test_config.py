@@ -269,3 +269,10 @@ def test_check_config_on_a_good_file_exits_0_and_prints_ok(
     out, err = capsys.readouterr()
     assert out.strip() == f"{good}: OK (topics req, resp, group g1)"
     assert err == ""
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "driftwatch.yaml")
+    assert config.kafka.topics == ("llm-traffic",)
+    assert config.metrics.host == "127.0.0.1"

@@ -28,3 +28,19 @@ def test_demo_shows_live_numbers_and_exits_cleanly() -> None:
     assert scored + dead <= replayed + replayed // 100 + 1
     assert "records/s" in done.stdout
     assert "latency p50 / p99 (stable)" in done.stdout
+
+
+def test_bench_consume_prints_both_rates_and_their_ratio() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "bench", "consume", "--records", "4000",
+         "--partitions", "2", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    raw = re.search(r"raw kafka-python poll loop \(baseline\)\s+([\d,]+)", done.stdout)
+    ours = re.search(r"driftwatch decode\+validate\+batch\+metrics\s+([\d,]+)", done.stdout)
+    ratio = re.search(r"ratio driftwatch / raw: ([\d.]+)", done.stdout)
+    assert raw and ours and ratio, done.stdout
+    raw_rate, our_rate = (float(m.group(1).replace(",", "")) for m in (raw, ours))
+    assert raw_rate > 0 and our_rate > 0
+    assert float(ratio.group(1)) == pytest.approx(our_rate / raw_rate, abs=0.01)

@@ -1,0 +1,157 @@
+"""A real Prometheus scrapes the real daemon's /metrics; promtool checks the exposition."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitor import traffic
+from monitor.local_broker import free_port
+from tests.support import produce, wait_for, write_config
+
+pytestmark = pytest.mark.broker
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: `make test` installs the Debian package prometheus")
+    return path
+
+
+class Prometheus:
+    def __init__(self, target_port: int, workdir: Path) -> None:
+        self.port = free_port()
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: driftwatch\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+        )
+        self.process = subprocess.Popen(
+            [_tool("prometheus"), f"--config.file={config}",
+             f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        wait_for(self._ready, 30, "Prometheus to start")
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, promql: str) -> list[dict]:
+        reply = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/query",
+                          params={"query": promql}, timeout=5).json()
+        assert reply["status"] == "success", reply
+        return reply["data"]["result"]
+
+    def scalar(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator:
+    started: list[Prometheus] = []
+
+    def start(port: int) -> Prometheus:
+        started.append(Prometheus(port, tmp_path))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def test_prometheus_scrapes_counts_and_promtool_accepts_the_exposition(
+    broker, names, daemons, prometheus_for, tmp_path: Path
+) -> None:
+    topic, dlq, group = names("traffic"), names("dlq"), names("group")
+    broker.create_topics([(topic, 2), (dlq, 1)])
+    records = list(traffic.wire_records(1_000, seed=5, start_ms=0))
+    bad = traffic.malformed_payloads(12, seed=5)
+    produce(broker.bootstrap, topic,
+            [(i % 2, traffic.encode(r), None) for i, r in enumerate(records)]
+            + [(0, payload, None) for payload, _ in bad])
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
+                          kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq})
+    daemon = daemons(config, port)
+    daemon.wait_ready()
+    prometheus = prometheus_for(port)
+
+    def scraped_all() -> bool:
+        return prometheus.scalar('sum(driftwatch_records_total{outcome="scored"})') == 1_000
+    wait_for(scraped_all, 60, "Prometheus to see every scored record")
+
+    assert prometheus.scalar("sum(driftwatch_dead_letter_total)") == 12
+    assert prometheus.scalar('up{job="driftwatch"}') == 1
+    assert prometheus.scalar("driftwatch_ready") == 1
+    assert prometheus.scalar("driftwatch_assigned_partitions") == 2
+    stable = sum(1 for r in records if r["deployment"] == "stable" and "latency_ms" in r)
+    assert prometheus.scalar(
+        'sum(driftwatch_request_latency_seconds_count{deployment="stable"})') == stable
+    p99 = prometheus.scalar(
+        "histogram_quantile(0.99, sum by (le) (driftwatch_request_latency_seconds_bucket))")
+    assert p99 is not None and 0.1 < p99 <= 120
+    # Empty segment labels (route is not configured) are dropped by Prometheus on ingestion.
+    series = prometheus.query('driftwatch_records_total{outcome="scored"}')
+    assert series and all("route" not in s["metric"] for s in series)
+
+    exposition = daemon.get("/metrics").text
+    check = subprocess.run([_tool("promtool"), "check", "metrics"], input=exposition,
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.strip() == "" and check.stderr.strip() == "", (
+        check.stdout + check.stderr)
+    assert daemon.terminate() == 0
+
+
+def test_health_endpoints_answer_json(broker, names, daemons, tmp_path: Path) -> None:
+    topic, group = names("traffic"), names("group")
+    broker.create_topics([(topic, 1)])
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
+                          kafka={"topic": topic, "group_id": group})
+    daemon = daemons(config, port)
+    daemon.wait_ready()
+    assert daemon.get("/healthz").json()["ok"] is True
+    ready = daemon.get("/readyz").json()
+    assert ready == {"ok": True, "broker_connected": True, "partitions": 1}
+    assert daemon.get("/nope").status_code == 404
+    assert daemon.terminate() == 0
+
+
+def test_not_ready_but_serving_while_the_broker_is_unreachable(daemons, tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", f"127.0.0.1:{free_port()}", port,
+                          kafka={"topic": "nowhere", "group_id": "g"})
+    daemon = daemons(config, port)
+
+    def answering() -> bool:
+        daemon.check_alive()
+        try:
+            return daemon.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+    wait_for(answering, 30, "the endpoints to answer")
+    ready = daemon.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["broker_connected"] is False
+    assert "driftwatch_ready 0.0" in daemon.get("/metrics").text
+    wait_for(lambda: "cannot reach Kafka" in daemon.log.read_text(), 20,
+             "the daemon to say what it is waiting for")
+    assert daemon.get("/readyz").status_code == 503
+    assert daemon.terminate(timeout_s=10) == 0
