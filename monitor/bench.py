@@ -116,3 +116,78 @@ def bench_consume(n: int, partitions: int, rounds: int) -> int:
         print(f"{'driftwatch decode+validate+batch+metrics':<48}{dw.rate:>12,.0f}")
         print(f"ratio driftwatch / raw: {dw.rate / raw.rate:.2f}  (target >= 0.70)")
     return 0
+
+
+def _naive_encode(texts: list[str], device: str) -> float:
+    """The baseline: plain SentenceTransformer.encode on every text, as most monitors call it."""
+    from sentence_transformers import SentenceTransformer
+
+    from detectors.embedder import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path(None), device=device, local_files_only=True)
+    started = time.perf_counter()
+    model.encode(texts, normalize_embeddings=True)
+    return time.perf_counter() - started
+
+
+def bench_throughput(n: int, partitions: int) -> int:
+    """Records/s end to end (broker -> decode -> every scorer -> metrics) next to naive encode
+    of the same prompts and responses, in the same run, on whatever device is present."""
+    from monitor.config import OfflineConfig
+    from monitor.model_scoring import ModelScorers
+
+    config = OfflineConfig()
+    models = ModelScorers(config.scorers, config.scoring)
+    device = models.embedder.device if models.embedder else "cpu"
+    records = list(traffic.wire_records(n, seed=13, start_ms=0))
+    texts = []
+    for r in records:
+        prompt = r["prompt"]
+        texts.append(prompt if isinstance(prompt, str) else
+                     "\n".join(m["content"] for m in prompt))  # type: ignore[union-attr]
+        texts.append(str(r.get("response") or ""))
+    naive_s = _naive_encode(texts, device)
+    with LocalBroker() as broker:
+        broker.create_topics([(TOPIC, partitions), (f"{TOPIC}-dlq", 1)])
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
+        for i, r in enumerate(records):
+            producer.send(TOPIC, traffic.encode(r), partition=i % partitions)
+        producer.flush()
+        producer.close()
+        settings = KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=TOPIC,
+                                 group_id="bench-throughput", dead_letter_topic=f"{TOPIC}-dlq")
+        source = KafkaSource(settings, batch=BatchSettings(max_records=512),
+                             observer=MetricsObserver())
+        pipeline = Pipeline(config.scorers, ["model", "model_version", "deployment"], 50,
+                            models=models)
+        run = _timed(source, pipeline, n)
+    naive = n / naive_s
+    print(f"bench throughput: {n:,} HaluEval records on {device} "
+          f"(embedder {models.embedder.backend if models.embedder else '-'}, "
+          f"{models.embedder.precision if models.embedder else '-'})")
+    print(f"{'path':<58}{'records/s':>12}")
+    print(f"{'naive SentenceTransformer.encode(prompt, response)':<58}{naive:>12,.1f}")
+    print(f"{'driftwatch end to end (broker, all scorers, metrics)':<58}{run.rate:>12,.1f}")
+    print(f"ratio driftwatch / naive: {run.rate / naive:.2f}  (goal >= 3 on 2 CPU cores)")
+    return 0
+
+
+def _timed(source: KafkaSource, pipeline: Pipeline, n: int) -> Run:
+    stop = threading.Event()
+    processed = 0
+    started: float | None = None
+    last = 0.0
+
+    def process(batch: Batch) -> None:
+        nonlocal processed, started, last
+        if started is None:
+            started = time.perf_counter()
+        pipeline.process(batch)
+        processed += len(batch.records)
+        last = time.perf_counter()
+        if processed >= n:
+            stop.set()
+
+    source.open()
+    StreamProcessor(source, process).run(stop)
+    return Run(processed, last - (started or last))

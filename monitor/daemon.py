@@ -14,8 +14,9 @@ from kafka.errors import KafkaError
 from consumers.processor import StreamProcessor
 from consumers.source import KafkaSource
 from monitor import metrics as m
-from monitor.config import Config
+from monitor.config import MODEL_SCORERS, Config
 from monitor.endpoints import Endpoints, Health
+from monitor.model_scoring import ModelScorers, Overload
 from monitor.observer import MetricsObserver
 from monitor.pipeline import Pipeline
 
@@ -41,11 +42,15 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     log.info("serving /metrics, /healthz, /readyz on http://%s:%d",
              config.metrics.host, endpoints.port)
     try:
-        source = KafkaSource(config.kafka, config.join, config.batch, MetricsObserver())
+        overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
+        models = build_models(config)  # loads models before joining the group
+        source = KafkaSource(config.kafka, config.join, config.batch,
+                             MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)))
         if not _open(source, stop, health):
             return 0
         pipeline = Pipeline(config.scorers, config.metrics.labels,
-                            config.metrics.max_label_values, audit_log=config.audit_log)
+                            config.metrics.max_label_values, audit_log=config.audit_log,
+                            models=models, fraction=overload.fraction)
 
         def on_loop() -> None:
             ready = source.connected() and bool(source.assignment)
@@ -64,6 +69,15 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     finally:
         m.READY.set(0)
         endpoints.stop()
+
+
+def build_models(config: Config) -> ModelScorers | None:
+    if not set(config.scorers) & MODEL_SCORERS:
+        return None
+    models = ModelScorers(config.scorers, config.scoring)
+    for role, name, device, backend, precision in models.models():
+        log.info("%s model %s on %s %s %s", role, name, device, backend, precision)
+    return models
 
 
 def _request_stop(stop: threading.Event, signum: int) -> None:

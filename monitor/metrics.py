@@ -91,3 +91,53 @@ RESPONSES = Counter(
     "Responses by status class (ok, error) and error type (bounded)",
     ["status", "error_type", *SEGMENT],
 )
+
+# -- Model scores (issue: scoring every record) ------------------------------------------------
+SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+TOXICITY = BatchHistogram(
+    "driftwatch_toxicity_score",
+    "Toxicity score in [0, 1] per scored text, by field (response, prompt)",
+    ("field", *SEGMENT),
+    SCORE_BUCKETS,
+)
+GROUNDEDNESS = BatchHistogram(
+    "driftwatch_groundedness_score",
+    "Share of response sentences supported by the retrieved context (records with context)",
+    SEGMENT,
+    SCORE_BUCKETS,
+)
+FLAGS = Counter(
+    "driftwatch_flags_total",
+    "Records flagged: toxic, ungrounded, novel_number, novel_name, empty_response, refusal, "
+    "truncated, charset_anomaly",
+    ["flag", *SEGMENT],
+)
+MODEL_SCORED = Counter(
+    "driftwatch_model_scored_records_total",
+    "Records that went through the model scorers (all records are counted; under overload "
+    "only a uniform sample is scored)",
+    SEGMENT,
+)
+SCORED_FRACTION = Gauge(
+    "driftwatch_scored_fraction",
+    "Fraction of records sent to the model scorers now (1 unless lag exceeds the overload bound)",
+)
+EMBEDDED_TEXTS = Counter(
+    "driftwatch_embedder_texts_total", "Texts embedded, by outcome (embedded, cache_hit)",
+    ["outcome"],
+)
+EMBEDDER_TRUNCATED = Counter(
+    "driftwatch_embedder_truncated_total", "Texts cut to the embedding model's maximum length"
+)
+EMBEDDER_BATCH = Histogram(
+    "driftwatch_embedder_batch_size_texts", "Texts per embedding model call",
+    buckets=(1, 4, 16, 32, 64, 128, 256, 512, 1_024),
+)
+EMBEDDER_SECONDS = Counter(
+    "driftwatch_embedder_seconds_total", "Time spent in the embedding model (throughput = "
+    "rate(driftwatch_embedder_texts_total{outcome=\"embedded\"}) / rate(this))",
+)
+MODEL_INFO = Gauge(
+    "driftwatch_model_info", "Models loaded, with device, backend and precision (value 1)",
+    ["role", "name", "device", "backend", "precision"],
+)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from consumers.offsets import Partition
 from monitor import metrics as m
 
@@ -9,8 +11,9 @@ _NO_SEGMENT = ("",) * len(m.SEGMENT)
 
 
 class MetricsObserver:
-    def __init__(self) -> None:
+    def __init__(self, on_lag: Callable[[int], None] = lambda total: None) -> None:
         self._lag_series: set[Partition] = set()
+        self._on_lag = on_lag
 
     def consumed(self, topic: str, count: int) -> None:
         m.MESSAGES_CONSUMED.labels(topic).inc(count)
@@ -29,6 +32,7 @@ class MetricsObserver:
         for (topic, partition), lag in lags.items():
             m.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         self._lag_series |= lags.keys()
+        self._on_lag(sum(lags.values()))
 
     def committed(self, points: dict[Partition, int]) -> None:
         m.OFFSET_COMMITS.inc(len(points))

@@ -18,7 +18,9 @@ from consumers.batcher import Batch
 from consumers.wire import Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
+from monitor.config import MODEL_SCORERS
 from monitor.labels import CappedLabel, SegmentLabeler
+from monitor.model_scoring import BatchScores, ModelScorers
 
 Segment = tuple[str, ...]
 
@@ -85,11 +87,18 @@ class Pipeline:
         max_label_values: int,
         max_error_types: int = 20,
         audit_log: Path | None = None,
+        models: ModelScorers | None = None,
+        fraction: Callable[[], float] = lambda: 1.0,
     ) -> None:
-        unknown = sorted(set(scorers) - SCORERS.keys())
+        unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
-        self._scorers = [SCORERS[name] for name in scorers]
+        self._scorers = [SCORERS[name] for name in scorers if name in SCORERS]
+        self.models = models
+        self._fraction = fraction
+        if models is not None:
+            for labels in models.models():
+                m.MODEL_INFO.labels(*labels).set(1)
         self._segments = SegmentLabeler(segment_labels, m.SEGMENT, max_label_values)
         self._error_types = CappedLabel(max_error_types)
         self._outcomes: dict[tuple[str | None, str | None], tuple[str, str]] = {}
@@ -116,6 +125,8 @@ class Pipeline:
         )
         for scorer in self._scorers:
             scorer(scored)
+        if self.models is not None:
+            self._model_metrics(scored.segments, self.score_models(records))
         for seg, idx in scored.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))
         newest = max((t for r in records if (t := r.event_time) is not None), default=None)
@@ -125,6 +136,33 @@ class Pipeline:
             self._write_audit(batch)
         m.BATCH_SIZE.observe(len(records))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def score_models(self, records: list[Record]) -> BatchScores:
+        assert self.models is not None
+        fraction = self._fraction()
+        m.SCORED_FRACTION.set(fraction)
+        scores = self.models.score(records, fraction)
+        embedder = self.models.embedder
+        if embedder is not None:
+            stats = embedder.stats.take()
+            m.EMBEDDED_TEXTS.labels("embedded").inc(stats.embedded)
+            m.EMBEDDED_TEXTS.labels("cache_hit").inc(stats.cache_hits)
+            m.EMBEDDER_TRUNCATED.inc(stats.truncated)
+            m.EMBEDDER_SECONDS.inc(stats.seconds)
+            for size in stats.batches:
+                m.EMBEDDER_BATCH.observe(size)
+        return scores
+
+    def _model_metrics(self, segments: dict[Segment, np.ndarray], scores: BatchScores) -> None:
+        for seg, idx in segments.items():
+            m.MODEL_SCORED.labels(*seg).inc(int(scores.sampled[idx].sum()))
+            m.TOXICITY.observe_many(("response", *seg), scores.toxicity[idx])
+            m.TOXICITY.observe_many(("prompt", *seg), scores.prompt_toxicity[idx])
+            m.GROUNDEDNESS.observe_many(seg, scores.groundedness[idx])
+            for flag, values in scores.flags.items():
+                count = int(values[idx].sum())
+                if count:
+                    m.FLAGS.labels(flag, *seg).inc(count)
 
     def _write_audit(self, batch: Batch) -> None:
         assert self._audit is not None

@@ -68,6 +68,8 @@ def write_config(path: Path, bootstrap: str, port: int, **sections: object) -> P
         "kafka": {"bootstrap_servers": [bootstrap], "commit_interval_ms": 200},
         "metrics": {"port": port},
         "batch": {"max_wait_ms": 50},
+        # The spine's scorers; model scorers are tested where they are the point.
+        "scorers": ["latency", "tokens", "cost", "status", "length"],
     }
     for name, section in sections.items():
         if isinstance(section, dict) and isinstance(config.get(name), dict):

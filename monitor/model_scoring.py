@@ -1,0 +1,151 @@
+"""The model stage of the pipeline: embeddings, toxicity, groundedness and sanity flags.
+
+Built once from the config (models load here, before the first batch) and run on the
+worker thread, one batch at a time, so one thread owns the model and the GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from consumers.wire import Record
+from detectors import sanity
+from detectors.embedder import Embedder
+from monitor.config import MODEL_SCORERS, ScoringSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Per-record model outputs of one batch, aligned with its records; NaN = not scored."""
+
+    sampled: np.ndarray  # bool: went through the models (all of them unless overloaded)
+    toxicity: np.ndarray
+    prompt_toxicity: np.ndarray
+    groundedness: np.ndarray
+    flags: dict[str, np.ndarray]  # flag name -> bool per record
+    novel_numbers: list[tuple[str, ...]]
+    novel_names: list[tuple[str, ...]]
+
+
+class ModelScorers:
+    def __init__(self, scorers: Sequence[str], settings: ScoringSettings, seed: int = 0) -> None:
+        self.enabled = set(scorers) & MODEL_SCORERS
+        self.settings = settings
+        self._rng = np.random.default_rng(seed)
+        emb = settings.embedding
+        needs_embedder = bool(self.enabled & {"groundedness", "sanity"})
+        self.embedder = (
+            Embedder(emb.model, settings.device, emb.backend, emb.precision, emb.token_budget,
+                     emb.max_batch, emb.cache_size)
+            if needs_embedder else None
+        )
+        self.toxicity = None
+        if "toxicity" in self.enabled:
+            from detectors.toxicity import load_toxicity_scorer
+
+            device = self.embedder.device if self.embedder else "cpu"
+            self.toxicity = load_toxicity_scorer(settings.toxicity.model, device)
+        self.groundedness = None
+        if "groundedness" in self.enabled:
+            from detectors.groundedness import GroundednessScorer, NliSupport
+
+            g = settings.groundedness
+            assert self.embedder is not None
+            nli = NliSupport(g.nli_model, self.embedder.device) if g.nli_model else None
+            self.groundedness = GroundednessScorer(
+                self.embedder.encode, support_threshold=g.support_threshold, nli=nli,
+                nli_threshold=g.nli_threshold,
+            )
+        self._refusals = (
+            self.embedder.encode(settings.sanity.refusals)
+            if self.embedder is not None and "sanity" in self.enabled else None
+        )
+
+    def models(self) -> list[tuple[str, str, str, str, str]]:
+        """(role, name, device, backend, precision) of each loaded model, for the info metric."""
+        out = []
+        if self.embedder is not None:
+            e = self.embedder
+            out.append(("embedding", e.name, e.device, e.backend, e.precision))
+        if self.toxicity is not None:
+            device = self.embedder.device if self.embedder else "cpu"
+            out.append(("toxicity", self.toxicity.name, device, "", ""))
+        return out
+
+    def score(self, records: Sequence[Record], fraction: float = 1.0) -> BatchScores:
+        n = len(records)
+        sampled = np.ones(n, dtype=bool) if fraction >= 1.0 else self._rng.random(n) < fraction
+        idx = np.flatnonzero(sampled)
+        picked = [records[i] for i in idx]
+        responses = [r.response for r in picked]
+        prompts = [r.prompt_text for r in picked]
+        nan = np.full(n, np.nan)
+        toxicity, prompt_toxicity, groundedness = nan.copy(), nan.copy(), nan.copy()
+        flags: dict[str, np.ndarray] = {}
+        novel_numbers: list[tuple[str, ...]] = [()] * n
+        novel_names: list[tuple[str, ...]] = [()] * n
+
+        def spread(values: np.ndarray, fill: float | bool = np.nan) -> np.ndarray:
+            out = np.full(n, fill, dtype=values.dtype)
+            out[idx] = values
+            return out
+
+        if self.toxicity is not None and picked:
+            fields = self.settings.toxicity.fields
+            if "response" in fields:
+                has = np.array([bool(t) for t in responses])
+                scores = self.toxicity.score([t or "" for t in responses])
+                toxicity = spread(np.where(has, scores, np.nan))
+            if "prompt" in fields:
+                has = np.array([bool(t) for t in prompts])
+                scores = self.toxicity.score([t or "" for t in prompts])
+                prompt_toxicity = spread(np.where(has, scores, np.nan))
+            limit = self.settings.toxicity.threshold
+            flags["toxic"] = (np.nan_to_num(toxicity, nan=0) >= limit) | (
+                np.nan_to_num(prompt_toxicity, nan=0) >= limit)
+        if self.groundedness is not None and picked:
+            result = self.groundedness.score(responses, [r.context for r in picked], prompts)
+            groundedness = spread(result.groundedness)
+            below = self.settings.groundedness.ungrounded_below
+            flags["ungrounded"] = np.nan_to_num(groundedness, nan=1.0) < below
+            for j, i in enumerate(idx):
+                novel_numbers[i] = result.novel_numbers[j]
+                novel_names[i] = result.novel_names[j]
+            flags["novel_number"] = np.array([bool(x) for x in novel_numbers])
+            flags["novel_name"] = np.array([bool(x) for x in novel_names])
+        if "sanity" in self.enabled and picked:
+            assert self.embedder is not None and self._refusals is not None
+            present = ~sanity.empty(responses)
+            vectors = self.embedder.encode([t if p else "" for t, p in zip(
+                responses, present, strict=True)])
+            s = self.settings.sanity
+            flags["empty_response"] = spread(~present, False)
+            flags["refusal"] = spread(
+                sanity.refusals(vectors, self._refusals, present, s.refusal_threshold), False)
+            tokens = np.array([r.completion_tokens for r in picked], dtype=np.float64)
+            flags["truncated"] = spread(
+                sanity.truncated([r.status for r in picked], tokens, s.max_completion_tokens),
+                False)
+            flags["charset_anomaly"] = spread(sanity.charset_anomalies(responses, prompts), False)
+        return BatchScores(sampled, toxicity, prompt_toxicity, groundedness, flags,
+                           novel_numbers, novel_names)
+
+
+class Overload:
+    """Fraction of records to model-score, from the consumer lag: 1 until lag passes max_lag,
+    then max_lag / lag (a uniform sample, so rates stay unbiased), never below min_fraction."""
+
+    def __init__(self, max_lag: int, min_fraction: float) -> None:
+        self.max_lag, self.min_fraction = max_lag, min_fraction
+        self.lag = 0
+
+    def fraction(self) -> float:
+        if self.lag <= self.max_lag:
+            return 1.0
+        return max(self.min_fraction, self.max_lag / self.lag)

@@ -1,0 +1,44 @@
+"""Sanity flags on known inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import sanity
+from detectors.embedder import Embedder
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder(device="cpu", backend="torch")
+
+
+def test_refusals_are_found_by_similarity_not_by_exact_text(embedder: Embedder) -> None:
+    refusal_set = embedder.encode(list(sanity.DEFAULT_REFUSALS))
+    responses = [
+        "I'm sorry, but I cannot help with that request.",
+        "Unfortunately I am not able to assist with this.",
+        "The capital of France is Paris.",
+        "Robert Downey Jr. starred in Zodiac in 2007.",
+        "I can help with that! Here is the answer.",
+    ]
+    vectors = embedder.encode(responses)
+    # The config default (0.6); measured maxima: 0.89, 0.64 | 0.07, 0.10, 0.51.
+    flags = sanity.refusals(vectors, refusal_set, np.ones(5, dtype=bool), threshold=0.6)
+    assert flags.tolist() == [True, True, False, False, False]
+
+
+def test_empty_truncated_and_charset_flags() -> None:
+    assert sanity.empty(["", "   \n", None, "ok"]).tolist() == [True, True, True, False]
+    tokens = np.array([12.0, 4096.0, np.nan, 10.0])
+    flags = sanity.truncated(["ok", "ok", "length", None], tokens, limit=4096)
+    assert flags.tolist() == [False, True, True, False]
+    assert sanity.truncated(["ok", "LENGTH"], np.array([1.0, 1.0]), None).tolist() == [
+        False, True]
+    anomalies = sanity.charset_anomalies(
+        ["Paris is the capital.", "Париж — столица Франции.", "bad \ufffd byte", "CafÃ© au lait",
+         "tab\tand newline\nare fine", None],
+        ["What is the capital of France?", "What is the capital of France?", "x", "y", "z", "q"],
+    )
+    assert anomalies.tolist() == [False, True, True, True, False, False]
