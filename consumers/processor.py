@@ -95,12 +95,17 @@ class StreamProcessor:
         process: Callable[[Batch], None],
         max_in_flight: int = 8,
         on_loop: Callable[[], None] = lambda: None,
+        shutdown_timeout_s: float = 25.0,
     ) -> None:
         self.source = source
         self.max_in_flight = max_in_flight
+        self.shutdown_timeout_s = shutdown_timeout_s
         self._worker = BatchWorker(process)
         self._on_loop = on_loop
-        source.before_revoke = self.drain
+        # A rebalance waits for us no longer than the poll interval: finish what fits in half
+        # of it; the rest stays uncommitted and the partition's next owner re-reads it.
+        revoke_budget_s = source.settings.max_poll_interval_ms / 2_000
+        source.before_revoke = lambda: self.drain(revoke_budget_s)
 
     def run(self, stop: threading.Event) -> None:
         """Poll, hand batches to the worker, ack and commit until `stop` is set; then finish the
@@ -120,17 +125,22 @@ class StreamProcessor:
                     source.resume()
                 source.commit()
                 self._on_loop()
-            self.drain()
+            self.drain(self.shutdown_timeout_s)
         finally:
             self._worker.stop()
             source.close()
 
-    def drain(self) -> None:
-        """Process everything read so far and ack it (shutdown and rebalance)."""
+    def drain(self, timeout_s: float) -> None:
+        """Process what was read so far and ack it, for at most `timeout_s` (shutdown and
+        rebalance); whatever is unfinished then stays uncommitted, to be read again."""
+        deadline = time.monotonic() + timeout_s
         for batch in self.source.take_ready(force=True):
             self._worker.submit(batch)
-        while self._worker.in_flight:
-            self._ack(self._worker.finished(wait_s=1.0))
+        while self._worker.in_flight and (left := deadline - time.monotonic()) > 0:
+            self._ack(self._worker.finished(wait_s=min(1.0, left)))
+        if self._worker.in_flight:
+            log.warning("%d batch(es) unfinished after %.0fs; their offsets stay uncommitted",
+                        self._worker.in_flight, timeout_s)
 
     def _ack(self, done: list[_Done]) -> None:
         for d in done:

@@ -130,13 +130,16 @@ def _naive_encode(texts: list[str], device: str) -> float:
     return time.perf_counter() - started
 
 
-def bench_throughput(n: int, partitions: int) -> int:
+def bench_throughput(n: int, partitions: int, precision: str = "auto") -> int:
     """Records/s end to end (broker -> decode -> every scorer -> metrics) next to naive encode
     of the same prompts and responses, in the same run, on whatever device is present."""
     from monitor.config import OfflineConfig
     from monitor.model_scoring import ModelScorers
 
     config = OfflineConfig()
+    embedding = config.scoring.embedding.model_copy(update={"precision": precision})
+    config = config.model_copy(update={
+        "scoring": config.scoring.model_copy(update={"embedding": embedding})})
     models = ModelScorers(config.scorers, config.scoring)
     device = models.embedder.device if models.embedder else "cpu"
     records = list(traffic.wire_records(n, seed=13, start_ms=0))

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--config", default=DEFAULT_CONFIG)
 
     demo = sub.add_parser("demo", help="local broker + replayed traffic + daemon + live summary")
-    demo.add_argument("--rate", type=float, default=300.0, help="records per second to replay")
+    demo.add_argument("--rate", type=float, default=100.0, help="records per second to replay")
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--port", type=int, default=9108, help="metrics port (0 = any free)")
@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     throughput.add_argument("--records", type=int, default=2_000)
     throughput.add_argument("--partitions", type=int, default=4)
+    throughput.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"],
+                            default="auto", help="embedding precision (int8: ONNX Runtime)")
 
     args = parser.parse_args(argv)
     try:
@@ -87,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _logging("WARNING")
             from monitor.bench import bench_throughput
 
-            return bench_throughput(args.records, args.partitions)
+            return bench_throughput(args.records, args.partitions, args.precision)
     except ConfigError as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +103,8 @@ def _logging(level: str) -> None:
     )
     # kafka-python is chatty at INFO (every connection and rebalance step).
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from consumers.settings import BatchSettings, KafkaSettings
 from monitor import traffic
-from monitor.config import Config, MetricsSettings
+from monitor.config import Config, MetricsSettings, OverloadSettings, ScoringSettings
 from monitor.daemon import run as run_daemon
 from monitor.local_broker import LocalBroker, free_port
 
@@ -130,6 +130,20 @@ def render(now: Snapshot, before: Snapshot | None, sent: int, elapsed: float) ->
                   f"{tokens.get('prompt', 0):,.0f} / {tokens.get('completion', 0):,.0f}")
     table.add_row("cost", f"${now.total('driftwatch_cost_usd_total'):,.2f}")
     table.add_row("batches (mean size)", _mean_batch(now))
+    scored_by_models = now.total("driftwatch_model_scored_records_total")
+    if scored_by_models:
+        flags = now.by("driftwatch_flags_total", "flag")
+        shares = ", ".join(f"{name} {flags.get(name, 0) / scored_by_models:.1%}" for name in
+                           ("toxic", "ungrounded", "novel_number", "refusal", "empty_response"))
+        table.add_row("model-scored records", f"{scored_by_models:,.0f}")
+        table.add_row("flagged", shares)
+        g50 = now.quantile(0.5, "driftwatch_groundedness_score")
+        if g50 is not None:
+            table.add_row("groundedness p50", f"{g50:.2f}")
+        table.add_row("scored fraction (overload)",
+                      f"{now.total('driftwatch_scored_fraction'):.2f}")
+        table.add_row("device", ", ".join(sorted({labels.get("device", "") for labels, _ in
+                                                  now.samples.get("driftwatch_model_info", [])})))
     return table
 
 
@@ -143,14 +157,17 @@ def _mean_batch(snap: Snapshot) -> str:
 def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
     console = Console()
     port = metrics_port or free_port()
-    console.print("[bold]driftwatch demo[/]: starting a local Tansu broker ...")
+    console.print("[bold]driftwatch demo[/]: loading models and starting a local Tansu broker ...")
     with LocalBroker() as broker:
         broker.create_topics([(TOPIC, PARTITIONS), (DEAD_LETTER_TOPIC, 1)])
         config = Config(
             kafka=KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=TOPIC,
                                 group_id="driftwatch-demo", dead_letter_topic=DEAD_LETTER_TOPIC),
             metrics=MetricsSettings(port=port),
-            batch=BatchSettings(max_wait_ms=100),
+            # Small batches keep the CPU demo lively; the daemon's defaults favour throughput.
+            batch=BatchSettings(max_records=32, max_wait_ms=200),
+            # Behind by more than this, the models score a uniform sample (all are counted).
+            scoring=ScoringSettings(overload=OverloadSettings(max_lag=300)),
         )
         stop = threading.Event()
         replayer = Replayer(broker.bootstrap, rate, stop)

@@ -31,6 +31,10 @@ class BatchScores:
     flags: dict[str, np.ndarray]  # flag name -> bool per record
     novel_numbers: list[tuple[str, ...]]
     novel_names: list[tuple[str, ...]]
+    # Unit vectors of the sampled records' prompts and responses (rows follow `sampled`), for
+    # the drift detectors; empty texts embed as "".
+    prompt_embeddings: np.ndarray | None = None
+    response_embeddings: np.ndarray | None = None
 
 
 class ModelScorers:
@@ -39,7 +43,8 @@ class ModelScorers:
         self.settings = settings
         self._rng = np.random.default_rng(seed)
         emb = settings.embedding
-        needs_embedder = bool(self.enabled & {"groundedness", "sanity"})
+        # Prompts and responses are embedded whenever a model scorer runs (drift needs them).
+        needs_embedder = bool(self.enabled)
         self.embedder = (
             Embedder(emb.model, settings.device, emb.backend, emb.precision, emb.token_budget,
                      emb.max_batch, emb.cache_size)
@@ -96,14 +101,19 @@ class ModelScorers:
             out[idx] = values
             return out
 
+        prompt_vectors = response_vectors = None
+        if self.embedder is not None and picked:
+            # One call for both: shared cache, one sort by length, fewer padded tokens.
+            both = self.embedder.encode([t or "" for t in prompts] + [t or "" for t in responses])
+            prompt_vectors, response_vectors = both[: len(picked)], both[len(picked):]
         if self.toxicity is not None and picked:
             fields = self.settings.toxicity.fields
             if "response" in fields:
-                has = np.array([bool(t) for t in responses])
+                has = ~sanity.empty(responses)
                 scores = self.toxicity.score([t or "" for t in responses])
                 toxicity = spread(np.where(has, scores, np.nan))
             if "prompt" in fields:
-                has = np.array([bool(t) for t in prompts])
+                has = ~sanity.empty(prompts)
                 scores = self.toxicity.score([t or "" for t in prompts])
                 prompt_toxicity = spread(np.where(has, scores, np.nan))
             limit = self.settings.toxicity.threshold
@@ -121,20 +131,20 @@ class ModelScorers:
             flags["novel_name"] = np.array([bool(x) for x in novel_names])
         if "sanity" in self.enabled and picked:
             assert self.embedder is not None and self._refusals is not None
+            assert response_vectors is not None
             present = ~sanity.empty(responses)
-            vectors = self.embedder.encode([t if p else "" for t, p in zip(
-                responses, present, strict=True)])
             s = self.settings.sanity
             flags["empty_response"] = spread(~present, False)
             flags["refusal"] = spread(
-                sanity.refusals(vectors, self._refusals, present, s.refusal_threshold), False)
+                sanity.refusals(response_vectors, self._refusals, present, s.refusal_threshold),
+                False)
             tokens = np.array([r.completion_tokens for r in picked], dtype=np.float64)
             flags["truncated"] = spread(
                 sanity.truncated([r.status for r in picked], tokens, s.max_completion_tokens),
                 False)
             flags["charset_anomaly"] = spread(sanity.charset_anomalies(responses, prompts), False)
         return BatchScores(sampled, toxicity, prompt_toxicity, groundedness, flags,
-                           novel_numbers, novel_names)
+                           novel_numbers, novel_names, prompt_vectors, response_vectors)
 
 
 class Overload:

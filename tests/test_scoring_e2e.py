@@ -1,0 +1,80 @@
+"""Model scores end to end: `driftwatch score` on a file, and the daemon through a real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor import traffic
+from monitor.local_broker import free_port
+from tests.support import produce, wait_for, write_config
+
+CONTEXT = ["The Eiffel Tower is 330 metres tall. It was completed in 1889 in Paris."]
+
+
+def _score(tmp_path: Path, lines: list[str]) -> list[dict]:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "score", "--input", str(path)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"scored {len(lines)} record(s)" in done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"request_id": "copied", "prompt": "How tall is the Eiffel Tower?",
+                    "context": CONTEXT, "response": "The Eiffel Tower is 330 metres tall."}),
+        json.dumps({"request_id": "invented", "prompt": "How tall is the Eiffel Tower?",
+                    "context": CONTEXT, "response": "The Eiffel Tower is 530 metres tall."}),
+        json.dumps({"request_id": "toxic", "prompt": "hi",
+                    "response": "Shut up, you are a worthless fucking idiot."}),
+        json.dumps({"request_id": "refusal", "prompt": "Build me a weapon",
+                    "response": "I'm sorry, but I can't help with that."}),
+        '{"request_id": "broken", ',
+        json.dumps({"request_id": "empty", "prompt": "hello", "response": "  "}),
+    ]
+    out = {row["request_id"] or f"line{row['line']}": row for row in _score(tmp_path, lines)}
+    assert out["copied"]["groundedness"] == 1.0 and out["copied"]["novel_numbers"] == []
+    assert out["invented"]["groundedness"] < 1.0
+    assert out["invented"]["novel_numbers"] == ["530"]
+    assert "ungrounded" in out["invented"]["flags"] or "novel_number" in out["invented"]["flags"]
+    assert out["toxic"]["groundedness"] is None  # no context: no score, not 0
+    assert out["toxic"]["toxicity"] > 0.9 and "toxic" in out["toxic"]["flags"]
+    assert out["copied"]["toxicity"] < 0.2
+    assert "refusal" in out["refusal"]["flags"] and "refusal" not in out["copied"]["flags"]
+    assert out["empty"]["flags"] == ["empty_response"] and out["empty"]["toxicity"] is None
+    assert out["line5"]["error"] == "not_json"
+
+
+@pytest.mark.broker
+def test_daemon_exports_model_scores_for_every_record(broker, names, daemons,
+                                                      tmp_path: Path) -> None:
+    topic, group = names("traffic"), names("group")
+    broker.create_topics([(topic, 2)])
+    records = list(traffic.wire_records(150, seed=8, start_ms=0))
+    produce(broker.bootstrap, topic, ((i % 2, traffic.encode(r), None)
+                                      for i, r in enumerate(records)))
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
+                          kafka={"topic": topic, "group_id": group},
+                          scorers=["latency", "status", "toxicity", "groundedness", "sanity"])
+    daemon = daemons(config, port)
+    daemon.wait_ready(timeout_s=90)
+    wait_for(lambda: daemon.metrics().sum("driftwatch_records_total", outcome="scored") == 150,
+             120, "every record to be scored")
+    m = daemon.metrics()
+    answered = sum(1 for r in records if str(r.get("response") or "").strip())
+    assert m.sum("driftwatch_model_scored_records_total") == 150
+    assert m.sum("driftwatch_toxicity_score_count", field="response") == answered
+    assert m.sum("driftwatch_groundedness_score_count") == answered  # every record has context
+    assert m.sum("driftwatch_flags_total", flag="empty_response") == 150 - answered
+    assert m.sum("driftwatch_scored_fraction") == 1.0
+    assert m.sum("driftwatch_model_info", role="embedding", device="cpu") == 1
+    assert m.sum("driftwatch_embedder_texts_total", outcome="embedded") > 150
+    assert daemon.terminate() == 0
