@@ -36,6 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument("--output", type=Path, default=None, help="JSONL file (default: stdout)")
     score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
 
+    evaluate = sub.add_parser(
+        "evaluate", help="ROC AUC of the scorers on labelled data, next to a length baseline"
+    )
+    evaluate.add_argument("which", choices=["toxicity", "groundedness", "all"])
+    evaluate.add_argument("--limit", type=int, default=1000, help="pairs/texts (0 = all)")
+    evaluate.add_argument("--config", default=None)
+
     bench = sub.add_parser("bench", help="benchmarks that print a figure next to a baseline")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     consume = bench_sub.add_parser(
@@ -80,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_score(args.input, sys.stdout.buffer, offline)
             with open(args.output, "wb") as out:
                 return run_score(args.input, out, offline)
+        if args.command == "evaluate":
+            _logging("WARNING")
+            from monitor.config import load_offline_config
+            from monitor.evaluate import run_evaluate
+
+            return run_evaluate(args.which, args.limit, load_offline_config(args.config))
         if args.command == "bench" and args.bench == "consume":
             _logging("WARNING")
             from monitor.bench import bench_consume
