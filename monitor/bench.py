@@ -61,35 +61,7 @@ def driftwatch_loop(bootstrap: str, n: int, group: str) -> Run:
                              dead_letter_topic=f"{TOPIC}-dlq")
     source = KafkaSource(settings, batch=BatchSettings(), observer=MetricsObserver())
     pipeline = Pipeline(list(SCORERS), ["model", "model_version", "deployment"], 50)
-    stop = threading.Event()
-    processed = 0
-    first: float | None = None
-    last = 0.0
-
-    def process(batch: Batch) -> None:
-        nonlocal processed, first, last
-        if first is None:
-            first = time.perf_counter()
-        pipeline.process(batch)
-        processed += len(batch.records)
-        last = time.perf_counter()
-        if processed >= n:
-            stop.set()
-
-    source.open()
-    consumer_first: list[float] = []
-    original_poll = source.poll
-
-    def timed_poll(timeout_s: float) -> int:
-        got = original_poll(timeout_s)
-        if got and not consumer_first:
-            consumer_first.append(time.perf_counter())
-        return got
-
-    source.poll = timed_poll  # type: ignore[method-assign]
-    StreamProcessor(source, process).run(stop)
-    start = consumer_first[0] if consumer_first else (first or last)
-    return Run(processed, last - start)
+    return _timed(source, pipeline, n)
 
 
 def bench_consume(n: int, partitions: int, rounds: int) -> int:
@@ -176,15 +148,15 @@ def bench_throughput(n: int, partitions: int, precision: str = "auto") -> int:
 
 
 def _timed(source: KafkaSource, pipeline: Pipeline, n: int) -> Run:
+    """Run the poll loop until n records are processed; time from the first poll that returned
+    records (like the raw loop's first record) to the last processed batch."""
     stop = threading.Event()
     processed = 0
-    started: float | None = None
+    first_poll: float | None = None
     last = 0.0
 
     def process(batch: Batch) -> None:
-        nonlocal processed, started, last
-        if started is None:
-            started = time.perf_counter()
+        nonlocal processed, last
         pipeline.process(batch)
         processed += len(batch.records)
         last = time.perf_counter()
@@ -192,5 +164,15 @@ def _timed(source: KafkaSource, pipeline: Pipeline, n: int) -> Run:
             stop.set()
 
     source.open()
+    poll = source.poll
+
+    def timed_poll(timeout_s: float) -> int:
+        nonlocal first_poll
+        got = poll(timeout_s)
+        if got and first_poll is None:
+            first_poll = time.perf_counter()
+        return got
+
+    source.poll = timed_poll  # type: ignore[method-assign]
     StreamProcessor(source, process).run(stop)
-    return Run(processed, last - (started or last))
+    return Run(processed, last - (first_poll or last))

@@ -104,7 +104,21 @@ class ScoringSettings(BaseModel):
     overload: OverloadSettings = OverloadSettings()
 
 
-class Config(BaseSettings):
+class _EnvBeatsFile(BaseSettings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the file (the file's values arrive as init kwargs).
+        return (env_settings, init_settings)
+
+
+class Config(_EnvBeatsFile):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
@@ -120,18 +134,6 @@ class Config(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.
     audit_log: Path | None = None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment beats the file (the file's values arrive as init kwargs).
-        return (env_settings, init_settings)
 
 
 def _read_yaml(path: str | Path | None) -> tuple[dict[str, Any], Path | None]:
@@ -168,7 +170,7 @@ def load_config(path: str | Path | None, **overrides: Any) -> Config:
         raise ConfigError(_explain(exc, path)) from None
 
 
-class OfflineConfig(BaseSettings):
+class OfflineConfig(_EnvBeatsFile):
     """The parts of the config that `driftwatch score` and `backtest` use (no Kafka needed)."""
 
     model_config = SettingsConfigDict(
@@ -177,17 +179,6 @@ class OfflineConfig(BaseSettings):
 
     scorers: list[ScorerName] = Config.model_fields["scorers"].default
     scoring: ScoringSettings = ScoringSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
 
 
 def load_offline_config(path: str | Path | None) -> OfflineConfig:
