@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import msgspec
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consumers.decode import Decoder, Rejection
@@ -83,7 +84,7 @@ def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig)
     try:
         with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,.0f} B"),
                       TimeElapsedColumn(), disable=not sys.stderr.isatty(),
-                      console=None, transient=True) as progress:
+                      console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("score", total=total)
 
             def lines() -> Iterator[bytes]:

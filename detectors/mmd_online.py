@@ -1,0 +1,206 @@
+"""Online embedding drift: a sliding-window MMD test against a reference sample whose threshold
+is calibrated by simulation so that false alarms come, on average, once every `ert` records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+# Reference rows used for the median-heuristic bandwidth: the median settles long before this.
+_BANDWIDTH_SAMPLE = 1_000
+# Streams per calibration chunk: keeps streams x steps x features within a few hundred MB.
+_CHUNK_FLOATS = 32_000_000
+# Below this many surviving simulated streams the conditional quantile is noise: stop conditioning.
+_MIN_SURVIVORS = 50
+
+
+def _as_rows(x: np.ndarray | torch.Tensor, device: str) -> torch.Tensor:
+    rows = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    rows = rows.to(device=device, dtype=torch.float32)
+    return rows.unsqueeze(0) if rows.dim() == 1 else rows
+
+
+def median_bandwidth(x: torch.Tensor, generator: torch.Generator) -> float:
+    """Median pairwise Euclidean distance of (a subsample of) `x`: the usual Gaussian-kernel
+    bandwidth heuristic (Gretton et al. 2012)."""
+    if len(x) > _BANDWIDTH_SAMPLE:
+        pick = torch.randperm(len(x), generator=generator)[:_BANDWIDTH_SAMPLE]
+        x = x[pick.to(x.device)]
+    dist = torch.cdist(x, x)
+    upper = dist[torch.triu_indices(len(x), len(x), offset=1, device=x.device).unbind()]
+    sigma = float(upper.median()) if upper.numel() else 0.0
+    return sigma if sigma > 0 else 1.0
+
+
+class OnlineMMD:
+    """Sliding-window MMD against a reference, with random Fourier features (Rahimi & Recht 2007):
+    the window's feature mean is kept as a running sum, so an update costs O(batch x features).
+
+    The statistic after each record is ||mean_window(phi) - mean_ref(phi)||^2, a biased MMD^2
+    estimate for the Gaussian kernel exp(-|x - y|^2 / 2 bandwidth^2). Thresholds follow Cobb et al.
+    2022 ("Sequential multivariate change detection with calibrated and memoryless false
+    detection rates", AISTATS), as in alibi-detect's MMDDriftOnline: `n_bootstraps` streams are
+    resampled from the reference and the threshold at each step is the (1 - 1/ert) quantile of
+    the statistic over the streams that have not yet crossed, so the run length to a false alarm
+    is roughly geometric with mean `ert`. Until the window is full the statistic uses the records
+    seen so far, with per-step thresholds; from step 2 x window_size the threshold is constant.
+    The reference is split in two: one half gives mean_ref(phi), the other feeds the simulated
+    streams, so a simulated window never contains the points behind the mean it is compared to.
+
+    >>> rng = np.random.default_rng(0)
+    >>> detector = OnlineMMD(rng.normal(size=(1000, 4)), ert=200, window_size=20)
+    >>> detector.update(rng.normal(size=(30, 4)) + 3.0)
+    >>> detector.drift_detected, detector.detected_at is not None and detector.detected_at < 30
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        reference: np.ndarray | torch.Tensor,
+        ert: int,
+        window_size: int,
+        n_features: int = 512,
+        bandwidth: float | None = None,
+        n_bootstraps: int = 1000,
+        device: str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        if ert <= 1:
+            raise ValueError(f"ert={ert!r}: the expected run time must be more than 1 record")
+        if window_size < 1:
+            raise ValueError(f"window_size={window_size!r}: must be at least 1")
+        if n_features < 1 or n_bootstraps < 1:
+            raise ValueError(
+                f"n_features={n_features!r}, n_bootstraps={n_bootstraps!r}: both must be >= 1")
+        self.device = device
+        ref = _as_rows(reference, device)
+        if ref.dim() != 2 or len(ref) < 4:
+            raise ValueError(
+                f"reference has shape {tuple(ref.shape)}: need a 2-D array of at least 4 rows")
+        self.ert, self.window_size, self.n_features = int(ert), int(window_size), int(n_features)
+        self.n_bootstraps = int(n_bootstraps)
+        # Random draws on a CPU generator: the same seed gives the same detector on any device.
+        gen = torch.Generator().manual_seed(seed)
+        self.reference = ref
+        self._ref_unit = torch.nn.functional.normalize(ref, dim=1)
+        self.bandwidth = float(bandwidth) if bandwidth is not None else median_bandwidth(ref, gen)
+        dim = ref.shape[1]
+        self._w = (torch.randn(dim, n_features, generator=gen) / self.bandwidth).to(device)
+        self._b = (torch.rand(n_features, generator=gen) * 2 * torch.pi).to(device)
+        order = torch.randperm(len(ref), generator=gen).to(device)
+        half = len(ref) // 2
+        self.ref_mean = self.features(ref[order[:half]]).mean(0)
+        self.thresholds = self._calibrate(self.features(ref[order[half:]]), gen)
+        self._features = torch.zeros(self.window_size, n_features, device=device)
+        self._rows = torch.zeros(self.window_size, dim, device=device)
+        self.reset()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Random Fourier features: phi(x) . phi(y) ~ exp(-|x - y|^2 / 2 bandwidth^2)."""
+        return torch.cos(x @ self._w + self._b) * (2.0 / self.n_features) ** 0.5
+
+    def _calibrate(self, sim: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Per-step thresholds for steps 1 .. 2 x window_size (Cobb et al. 2022, Algorithm 1).
+
+        Steps past window_size are simulated too: the steady-state threshold must be conditioned
+        on no alarm over a full window of overlapping windows before it, not on the warm-up."""
+        w, steps = self.window_size, 2 * self.window_size
+        picks = torch.randint(len(sim), (self.n_bootstraps, steps), generator=gen).to(self.device)
+        chunk = max(1, _CHUNK_FLOATS // (steps * self.n_features))
+        counts = torch.clamp(torch.arange(1, steps + 1, device=self.device), max=w)
+        stats = []
+        for start in range(0, self.n_bootstraps, chunk):
+            sums = sim[picks[start:start + chunk]].cumsum(1)  # streams x steps x features
+            sums[:, w:] -= sums[:, :-w].clone()
+            means = sums / counts[None, :, None]
+            stats.append(((means - self.ref_mean) ** 2).sum(-1))
+        stats_t = torch.cat(stats)  # streams x steps
+        alive = torch.ones(self.n_bootstraps, dtype=torch.bool, device=self.device)
+        thresholds = torch.empty(steps, device=self.device)
+        q = 1.0 - 1.0 / self.ert
+        for step in range(steps):
+            if int(alive.sum()) < min(_MIN_SURVIVORS, self.n_bootstraps):
+                alive[:] = True
+            thresholds[step] = torch.quantile(stats_t[alive, step], q)
+            alive &= stats_t[:, step] <= thresholds[step]
+        return thresholds
+
+    def reset(self) -> None:
+        """Forget the window and restart the warm-up (after a detection, or on rollover)."""
+        self.t = 0
+        self._sum = torch.zeros(self.n_features, device=self.device)
+        self._since_refresh = 0
+        self.statistic = 0.0
+        self.threshold = float(self.thresholds[0])
+        self.drift_detected = False
+        self.detected_at: int | None = None
+
+    def update(self, x: np.ndarray | torch.Tensor) -> None:
+        """Add a batch of records (rows; a 1-D array is one record). The test runs after each
+        record; `drift_detected` says whether any record of this batch crossed its threshold."""
+        rows = _as_rows(x, self.device)
+        n, w = len(rows), self.window_size
+        self.drift_detected, self.detected_at = False, None
+        if n == 0:
+            return
+        phi = self.features(rows)
+        # Record j of the batch pushes out the record w places before it, if there is one:
+        # from the ring buffer when that record came in an earlier batch, else from this batch.
+        gone = torch.arange(self.t - w, self.t - w + n, device=self.device)
+        outgoing = torch.zeros_like(phi)
+        old = (gone >= 0) & (gone < self.t)
+        outgoing[old] = self._features[gone[old] % w]
+        fresh = gone >= self.t
+        outgoing[fresh] = phi[gone[fresh] - self.t]
+        sums = self._sum + (phi - outgoing).cumsum(0)
+        seen = torch.arange(self.t + 1, self.t + n + 1, device=self.device)
+        means = sums / torch.clamp(seen, max=w)[:, None].float()
+        stats = ((means - self.ref_mean) ** 2).sum(-1)
+        thresholds = self.thresholds[torch.clamp(seen, max=len(self.thresholds)) - 1]
+        crossed = torch.nonzero(stats > thresholds)
+        # Ring buffer: only the last w records of the batch can still be in the window.
+        keep = slice(max(0, n - w), n)
+        slots = torch.arange(self.t, self.t + n, device=self.device)[keep] % w
+        self._features[slots] = phi[keep]
+        self._rows[slots] = rows[keep]
+        self._sum = sums[-1]
+        self.t += n
+        self._since_refresh += n
+        if self._since_refresh >= w:  # float32 running sums drift; recompute, amortised O(1)
+            self._sum = self._features[: min(self.t, w)].sum(0)
+            self._since_refresh = 0
+        self.statistic, self.threshold = float(stats[-1]), float(thresholds[-1])
+        if len(crossed):
+            self.drift_detected = True
+            self.detected_at = self.t - n + int(crossed[0, 0])
+
+    def window(self) -> torch.Tensor:
+        """The raw rows now in the window, oldest first."""
+        w = self.window_size
+        if self.t <= w:
+            return self._rows[: self.t]
+        return torch.roll(self._rows, -(self.t % w), dims=0)
+
+    def explain(
+        self, window_ids: Sequence[object], k: int = 5
+    ) -> list[tuple[object, int, float]]:
+        """The `k` window records most characteristic of the window against the reference (largest
+        MMD witness phi(x) . (mean_window - mean_ref)), each as (its id, the index of its nearest
+        reference row by cosine, that cosine). `window_ids` name the window's records, oldest
+        first; the window holds the last min(t, window_size) records."""
+        rows = self.window()
+        if len(window_ids) != len(rows):
+            raise ValueError(
+                f"window_ids has {len(window_ids)} ids but the window holds {len(rows)} records "
+                f"(the last min(t, window_size) seen, oldest first)")
+        if len(rows) == 0:
+            return []
+        phi = self.features(rows)
+        witness = phi @ (phi.mean(0) - self.ref_mean)
+        top = torch.topk(witness, min(k, len(rows))).indices
+        cosines = torch.nn.functional.normalize(rows[top], dim=1) @ self._ref_unit.T
+        best, nearest = cosines.max(1)
+        return [(window_ids[int(i)], int(j), float(c))
+                for i, j, c in zip(top.tolist(), nearest.tolist(), best.tolist(), strict=True)]
