@@ -1,0 +1,150 @@
+"""The online MMD drift detector: false alarms at the configured rate, detection soon after a
+shift (synthetic and real text embeddings), batch-size invariance and explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.embedder import Embedder
+from detectors.mmd_online import OnlineMMD
+from monitor.traffic import load_examples
+
+DIM = 16
+
+
+def _normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(size=(n, DIM)).astype(np.float32)
+
+
+def _run_length(detector: OnlineMMD, rng: np.random.Generator, batch: int, cap: int) -> int:
+    """Records until the first alarm on a fresh stationary stream (`cap` if none)."""
+    detector.reset()
+    while detector.t < cap:
+        detector.update(_normal(rng, batch))
+        if detector.drift_detected:
+            assert detector.detected_at is not None
+            return detector.detected_at + 1
+    return cap
+
+
+def test_mean_run_length_to_a_false_alarm_is_near_the_configured_ert() -> None:
+    rng = np.random.default_rng(0)
+    ert, batch = 100, 50
+    detector = OnlineMMD(_normal(rng, 2_000), ert=ert, window_size=20, seed=0)
+    runs = np.array([_run_length(detector, rng, batch, cap=20 * ert) for _ in range(60)])
+    # Measured: mean 115 (median 84) over these 60 streams; seeds 0-3 with 300 streams each
+    # gave 95, 92, 90, 121. A geometric run length has sd ~ ert, so 60 streams pin the mean to
+    # about +-13%: a factor of 2 is a wide margin, not a loose test.
+    assert ert / 2 <= runs.mean() <= 2 * ert
+    # Alarms land on single records, not on batch boundaries.
+    assert (runs % batch != 0).mean() > 0.9
+
+
+def test_a_one_sd_mean_shift_is_detected_within_three_windows() -> None:
+    rng = np.random.default_rng(1)
+    window, shift_at = 20, 200
+    detector = OnlineMMD(_normal(rng, 2_000), ert=1_000, window_size=window, seed=1)
+    stream = _normal(rng, 400)
+    stream[shift_at:, :4] += 1.0
+    detector.update(stream[:shift_at])
+    assert not detector.drift_detected
+    detector.update(stream[shift_at:])
+    assert detector.drift_detected and detector.detected_at is not None
+    # Measured delay: 14 records.
+    assert shift_at <= detector.detected_at < shift_at + 3 * window
+
+
+def test_one_record_at_a_time_and_batches_of_seven_agree() -> None:
+    rng = np.random.default_rng(2)
+    reference = _normal(rng, 1_000)
+    stream = _normal(rng, 140)
+    stream[90:, :2] += 1.5
+    single = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
+    batched = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
+    assert np.array_equal(single.thresholds.numpy(), batched.thresholds.numpy())
+    statistics, crossings = [], []
+    for i, row in enumerate(stream):
+        single.update(row)
+        statistics.append(single.statistic)
+        if single.drift_detected:
+            assert single.detected_at == i
+            crossings.append(i)
+    assert crossings and min(crossings) >= 90  # the shift is seen, nothing before it
+    for start in range(0, len(stream), 7):
+        batched.update(stream[start:start + 7])
+        last = min(start + 7, len(stream)) - 1
+        assert batched.statistic == pytest.approx(statistics[last], rel=1e-4, abs=1e-7)
+        assert batched.threshold == pytest.approx(single_threshold(single, last))
+        in_batch = [i for i in crossings if start <= i <= last]
+        assert batched.detected_at == (in_batch[0] if in_batch else None)
+        assert batched.drift_detected == bool(in_batch)
+    assert single.t == batched.t == len(stream)
+
+
+def single_threshold(detector: OnlineMMD, index: int) -> float:
+    return float(detector.thresholds[min(index, len(detector.thresholds) - 1)])
+
+
+def test_reset_clears_the_window_and_restarts_the_warm_up() -> None:
+    rng = np.random.default_rng(4)
+    detector = OnlineMMD(_normal(rng, 500), ert=100, window_size=10, seed=0)
+    detector.update(_normal(rng, 35) + 3.0)
+    assert detector.drift_detected
+    detector.reset()
+    assert (detector.t, detector.drift_detected, detector.detected_at) == (0, False, None)
+    assert len(detector.window()) == 0
+    detector.update(_normal(rng, 1))
+    assert detector.threshold == pytest.approx(float(detector.thresholds[0]))
+
+
+def test_explain_names_the_outlying_window_records_and_their_nearest_reference_rows() -> None:
+    rng = np.random.default_rng(5)
+    reference = _normal(rng, 800)
+    window = 20
+    detector = OnlineMMD(reference, ert=100, window_size=window, seed=0)
+    # 2 windows and a bit, so the ring buffer has wrapped; outliers sit mid-window.
+    stream = _normal(rng, 2 * window + 7)
+    outliers = [len(stream) - window + p for p in (2, 9, 15)]
+    stream[outliers] += 6.0
+    for start in range(0, len(stream), 6):
+        detector.update(stream[start:start + 6])
+    ids = [f"req-{i}" for i in range(len(stream) - window, len(stream))]
+    explained = detector.explain(ids, k=3)
+    assert {rid for rid, _, _ in explained} == {f"req-{i}" for i in outliers}
+    unit_ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    for rid, nearest, cosine in explained:
+        row = stream[int(rid.split("-")[1])]
+        cosines = unit_ref @ (row / np.linalg.norm(row))
+        assert nearest == int(cosines.argmax())
+        assert cosine == pytest.approx(float(cosines.max()), abs=1e-5)
+    with pytest.raises(ValueError, match="window holds 20 records"):
+        detector.explain(ids[:5])
+
+
+@pytest.fixture(scope="module")
+def questions_then_chat() -> tuple[np.ndarray, np.ndarray, int]:
+    """Reference: 600 HaluEval QA questions. Stream: 150 other QA questions, then the last user
+    turns of 150 HaluEval dialogues (film and book chat): a topic shift at record 150."""
+    examples = load_examples(1_000, ("qa", "dialogue"))
+    qa = [e.prompt for e in examples if e.task == "qa" and isinstance(e.prompt, str)][:750]
+    chat = [[m["content"] for m in e.prompt if m["role"] == "user"][-1]
+            for e in examples if e.task == "dialogue" and not isinstance(e.prompt, str)][:150]
+    vectors = Embedder(device="cpu", backend="torch").encode(qa + chat)
+    return vectors[:600], vectors[600:], 150
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_topic_shift_in_real_prompts_is_detected_within_thirty_records(
+    questions_then_chat: tuple[np.ndarray, np.ndarray, int], seed: int
+) -> None:
+    reference, stream, shift_at = questions_then_chat
+    detector = OnlineMMD(reference, ert=1_000, window_size=20, seed=seed)
+    detector.update(stream[:shift_at])
+    assert not detector.drift_detected
+    detector.update(stream[shift_at:])
+    assert detector.drift_detected and detector.detected_at is not None
+    # Measured delays for seeds 0-7: 11, 9, 12, 11, 9, 12, 10, 9 records.
+    assert shift_at <= detector.detected_at < shift_at + 30
+    explained = detector.explain(list(range(len(stream) - 20, len(stream))), k=3)
+    assert all(shift_at <= rid for rid, _, _ in explained)
