@@ -1,7 +1,7 @@
 """Per-record operational features as arrays: latency, tokens, cost, lengths, error class.
 
-Inputs are plain columns (detectors know nothing of Kafka or the wire format);
-a missing number is NaN so it is skipped by the metrics, never counted as zero.
+Inputs are plain rows (detectors know nothing of Kafka or the wire format); a missing
+number becomes NaN (numpy maps None to NaN) so the metrics skip it, never count it as zero.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import numpy as np
 OK = "ok"
 ERROR = "error"
 _OK_STATUSES = frozenset({"ok", "success", "succeeded", "200", "stop", "completed"})
-
-
-def as_array(values: Sequence[float | int | None]) -> np.ndarray:
-    """Float64 array with NaN where a value is missing (numpy maps None to NaN)."""
-    return np.array(values, dtype=np.float64)
 
 
 def status_class(status: str | None, error_type: str | None) -> str:
