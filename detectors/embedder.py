@@ -109,7 +109,7 @@ class Embedder:
         if precision == "int8" and backend != "onnx":
             raise ValueError("scoring.embedding.precision=int8 needs backend onnx")
         self.backend, self.precision = backend, precision
-        self.name = Path(self.path).name if model is None else model
+        self.name = "sentence-transformers/all-MiniLM-L6-v2" if model is None else model
         self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
         self._st.eval()
         if precision == "fp16":

@@ -36,6 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument("--output", type=Path, default=None, help="JSONL file (default: stdout)")
     score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
 
+    reference = sub.add_parser("reference", help="build or list drift reference snapshots")
+    reference.add_argument("action", choices=["build", "list"])
+    reference.add_argument("--name", default="default")
+    reference.add_argument("--store", type=Path, default=Path("state/references"))
+    reference.add_argument("--input", type=Path, default=None, help="JSONL wire records")
+    reference.add_argument("--limit", type=int, default=None, help="use the first N records")
+    reference.add_argument("--config", default=None)
+
     evaluate = sub.add_parser(
         "evaluate", help="ROC AUC of the scorers on labelled data, next to a length baseline"
     )
@@ -87,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_score(args.input, sys.stdout.buffer, offline)
             with open(args.output, "wb") as out:
                 return run_score(args.input, out, offline)
+        if args.command == "reference":
+            _logging("WARNING")
+            from monitor.config import load_offline_config
+            from monitor.reference_build import run_reference
+
+            return run_reference(args.action, args.name, args.store, args.input, args.limit,
+                                 load_offline_config(args.config))
         if args.command == "evaluate":
             _logging("WARNING")
             from monitor.config import load_offline_config

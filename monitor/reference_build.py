@@ -1,0 +1,104 @@
+"""`driftwatch reference`: build a reference snapshot from recorded traffic, or list them.
+
+The records go through the same decoder and model stage as the daemon, so the snapshot
+holds exactly what the detectors will compare live traffic with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from consumers.decode import Decoder
+from consumers.wire import Record
+from detectors.operational import OperationalFeatures, status_class
+from monitor.config import OfflineConfig
+from monitor.model_scoring import ModelScorers
+from monitor.reference import ReferenceMeta, ReferenceStore
+
+_BATCH = 256
+
+
+def outcome(record: Record) -> str:
+    """The categorical error class of a record: "ok", or "error" plus its error type."""
+    cls = status_class(record.status, record.error_type)
+    return cls if cls == "ok" else f"{cls}:{record.error_type or 'unspecified'}"
+
+
+def build_reference(
+    lines: Iterable[bytes], config: OfflineConfig, store: ReferenceStore, name: str,
+    source: str, limit: int | None = None,
+) -> ReferenceMeta:
+    scoring = config.scoring
+    models = ModelScorers(sorted(set(config.scorers) | {"sanity"}), scoring)
+    assert models.embedder is not None
+    decoder = Decoder(100 * 1_048_576)
+    prompts: list[np.ndarray] = []
+    responses: list[np.ndarray] = []
+    numeric: dict[str, list[np.ndarray]] = {}
+    outcomes: list[str] = []
+    batch: list[Record] = []
+    taken = 0
+
+    def flush() -> None:
+        if not batch:
+            return
+        scores = models.score(batch)
+        assert scores.prompt_embeddings is not None and scores.response_embeddings is not None
+        prompts.append(scores.prompt_embeddings)
+        responses.append(scores.response_embeddings)
+        f = OperationalFeatures.from_rows([
+            (r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.prompt_chars,
+             None if r.response is None else len(r.response)) for r in batch])
+        columns = {
+            "latency_seconds": f.latency_seconds, "prompt_tokens": f.prompt_tokens,
+            "completion_tokens": f.completion_tokens, "cost_usd": f.cost_usd,
+            "prompt_chars": f.prompt_chars, "response_chars": f.response_chars,
+            "toxicity": scores.toxicity, "groundedness": scores.groundedness,
+        }
+        for key, values in columns.items():
+            numeric.setdefault(key, []).append(values)
+        outcomes.extend(outcome(r) for r in batch)
+        batch.clear()
+
+    for line in lines:
+        if limit is not None and taken >= limit:
+            break
+        decoded = decoder.decode(line.rstrip(b"\r\n"))
+        if isinstance(decoded, Record):
+            batch.append(decoded)
+            taken += 1
+            if len(batch) >= _BATCH:
+                flush()
+    flush()
+    if not taken:
+        raise ValueError(f"no valid records in {source}: nothing to build a reference from")
+    return store.save(
+        name,
+        np.concatenate(prompts),
+        np.concatenate(responses),
+        {k: np.concatenate(v) for k, v in numeric.items()},
+        {"outcome": outcomes},
+        source,
+        models.embedder.name,
+    )
+
+
+def run_reference(action: str, name: str, store_dir: Path, input_path: Path | None,
+                  limit: int | None, config: OfflineConfig) -> int:
+    store = ReferenceStore(store_dir)
+    if action == "list":
+        for version in store.versions(name):
+            meta = store.load(name, version).meta
+            print(f"{name} v{version}: {meta.records} records from {meta.source}, "
+                  f"{meta.embedding_model} ({meta.dim}d), {meta.created_at}")
+        return 0
+    if input_path is None:
+        raise ValueError("reference build needs --input FILE.jsonl")
+    with open(input_path, "rb") as lines:
+        meta = build_reference(lines, config, store, name, f"file:{input_path}", limit)
+    print(f"saved {name} v{meta.version}: {meta.records} records -> "
+          f"{store_dir / name / f'v{meta.version:04d}'}")
+    return 0

@@ -1,0 +1,80 @@
+"""Reference snapshots: versioned, atomic, survive restart, clear errors; built from traffic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor import traffic
+from monitor.config import OfflineConfig
+from monitor.reference import ReferenceError, ReferenceStore
+from monitor.reference_build import build_reference
+
+
+def _save(store: ReferenceStore, name: str = "prod", n: int = 5, source: str = "test") -> None:
+    rng = np.random.default_rng(n)
+    store.save(name, rng.normal(size=(n, 4)).astype(np.float32),
+               rng.normal(size=(n, 4)).astype(np.float32),
+               {"latency_seconds": rng.random(n)}, {"outcome": ["ok"] * n}, source, "tiny")
+
+
+def test_round_trip_versions_and_pinning(tmp_path: Path) -> None:
+    store = ReferenceStore(tmp_path)
+    _save(store, n=5)
+    _save(store, n=7)
+    assert store.versions("prod") == [1, 2]
+    latest = ReferenceStore(tmp_path).load("prod")  # a new store object: as after a restart
+    assert latest.meta.version == 2 and latest.meta.records == 7
+    assert latest.prompt_embeddings.shape == (7, 4) and latest.prompt_embeddings.dtype == np.float32
+    assert latest.categorical["outcome"].tolist() == ["ok"] * 7
+    pinned = store.load("prod", version=1)
+    rng = np.random.default_rng(5)
+    np.testing.assert_array_equal(pinned.prompt_embeddings,
+                                  rng.normal(size=(5, 4)).astype(np.float32))
+    np.testing.assert_array_equal(pinned.response_embeddings,
+                                  rng.normal(size=(5, 4)).astype(np.float32))
+    np.testing.assert_array_equal(pinned.numeric["latency_seconds"], rng.random(5))
+
+
+def test_leftovers_of_a_crashed_save_are_not_versions(tmp_path: Path) -> None:
+    store = ReferenceStore(tmp_path)
+    _save(store)
+    (tmp_path / "prod" / ".staging-abc123").mkdir()
+    assert store.versions("prod") == [1]
+    _save(store)
+    assert store.versions("prod") == [1, 2]
+
+
+def test_missing_damaged_and_badly_named_references_are_clear_errors(tmp_path: Path) -> None:
+    store = ReferenceStore(tmp_path)
+    with pytest.raises(ReferenceError, match="driftwatch reference build --name prod"):
+        store.load("prod")
+    _save(store)
+    with pytest.raises(ReferenceError, match=r"no version 9; available: \[1\]"):
+        store.load("prod", version=9)
+    (tmp_path / "prod" / "v0001" / "manifest.json").write_text("{not json")
+    with pytest.raises(ReferenceError, match="unreadable"):
+        store.load("prod")
+    with pytest.raises(ValueError, match=r"reference name '\.\./etc'"):
+        store.versions("../etc")
+
+
+def test_built_from_recorded_traffic_with_the_daemons_scorers(tmp_path: Path) -> None:
+    records = list(traffic.wire_records(120, seed=31, start_ms=0))
+    lines = [traffic.encode(r) + b"\n" for r in records] + [b"{broken\n"]
+    store = ReferenceStore(tmp_path)
+    meta = build_reference(lines, OfflineConfig(), store, "prod", "file:test.jsonl")
+    assert meta.records == 120 and meta.dim == 384
+    assert meta.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+    ref = store.load("prod")
+    np.testing.assert_allclose(np.linalg.norm(ref.prompt_embeddings, axis=1), 1.0, atol=1e-5)
+    latency = [r.get("latency_ms") for r in records]
+    np.testing.assert_allclose(ref.numeric["latency_seconds"],
+                               np.array(latency, dtype=float) / 1000.0)
+    errors = {f"error:{r['error_type']}" for r in records if r.get("error_type")}
+    assert set(ref.categorical["outcome"].tolist()) == {"ok"} | errors
+    has_context_and_answer = [bool(r.get("context")) and bool(str(r.get("response") or "").strip())
+                              for r in records]
+    assert (~np.isnan(ref.numeric["groundedness"])).tolist() == has_context_and_answer
