@@ -36,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     score.add_argument("--output", type=Path, default=None, help="JSONL file (default: stdout)")
     score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
 
+    backtest = sub.add_parser("backtest", help="the pipeline over recorded traffic, no broker")
+    backtest.add_argument("--config", default=None)
+    backtest.add_argument("--input", default=None, help="JSONL wire records (default: stdin)")
+    backtest.add_argument("--output", type=Path, default=None, help="events JSONL (stdout)")
+
     reference = sub.add_parser("reference", help="build or list drift reference snapshots")
     reference.add_argument("action", choices=["build", "list"])
     reference.add_argument("--name", default="default")
@@ -95,6 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_score(args.input, sys.stdout.buffer, offline)
             with open(args.output, "wb") as out:
                 return run_score(args.input, out, offline)
+        if args.command == "backtest":
+            _logging("WARNING")
+            from monitor.backtest import run_backtest
+            from monitor.config import load_offline_config
+
+            offline = load_offline_config(args.config)
+            if args.output is None:
+                return run_backtest(args.input, sys.stdout.buffer, offline)
+            with open(args.output, "wb") as out:
+                return run_backtest(args.input, out, offline)
         if args.command == "reference":
             _logging("WARNING")
             from monitor.config import load_offline_config

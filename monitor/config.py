@@ -93,6 +93,49 @@ class OverloadSettings(BaseModel):
     min_fraction: float = Field(default=0.02, gt=0, le=1)
 
 
+class DriftReferenceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # warmup: each segment's first `warmup_records` model-scored records; snapshot: a snapshot
+    # from `driftwatch reference build` (pinned `version`, or the newest).
+    source: Literal["warmup", "snapshot"] = "warmup"
+    warmup_records: int = Field(default=1_000, ge=50, le=1_000_000)
+    store: Path = Path("state/references")
+    name: str = "default"
+    version: int | None = Field(default=None, ge=1)
+
+
+class EmbeddingDriftSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Expected records between false alarms (Cobb et al. 2022); n_bootstraps should be well
+    # above it for the calibration to hold.
+    ert: int = Field(default=1_000, ge=10, le=10_000_000)
+    window_size: int = Field(default=100, ge=2, le=100_000)
+    n_features: int = Field(default=256, ge=16, le=16_384)
+    n_bootstraps: int = Field(default=5_000, ge=100, le=1_000_000)
+    seed: int = 0
+
+
+class FeatureDriftSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_size: int = Field(default=1_000, ge=20, le=10_000_000)
+    fdr: float = Field(default=0.01, gt=0, lt=1)  # Benjamini-Hochberg level across features
+    psi_threshold: float | None = Field(default=0.25, gt=0)
+
+
+class DriftSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False  # off until rules and the outbox (issue 5) act on its events
+    reference: DriftReferenceSettings = DriftReferenceSettings()
+    embedding: EmbeddingDriftSettings = EmbeddingDriftSettings()
+    features: FeatureDriftSettings = FeatureDriftSettings()
+    # Segments tracked (by the metrics labels); a new one beyond the cap is counted, not tracked.
+    max_segments: int = Field(default=20, ge=1, le=10_000)
+
+
 class ScoringSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,6 +174,7 @@ class Config(_EnvBeatsFile):
         "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"
     ]
     scoring: ScoringSettings = ScoringSettings()
+    drift: DriftSettings = DriftSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.
     audit_log: Path | None = None
@@ -179,6 +223,8 @@ class OfflineConfig(_EnvBeatsFile):
 
     scorers: list[ScorerName] = Config.model_fields["scorers"].default
     scoring: ScoringSettings = ScoringSettings()
+    drift: DriftSettings = DriftSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 def load_offline_config(path: str | Path | None) -> OfflineConfig:

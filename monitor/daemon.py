@@ -15,6 +15,7 @@ from consumers.processor import StreamProcessor
 from consumers.source import KafkaSource
 from monitor import metrics as m
 from monitor.config import MODEL_SCORERS, Config
+from monitor.drift import DriftStage
 from monitor.endpoints import Endpoints, Health
 from monitor.model_scoring import ModelScorers, Overload
 from monitor.observer import MetricsObserver
@@ -48,9 +49,12 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
                              MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)))
         if not _open(source, stop, health):
             return 0
+        drift = None
+        if config.drift.enabled and models is not None and models.embedder is not None:
+            drift = DriftStage.from_settings(config.drift, models.embedder.device)
         pipeline = Pipeline(config.scorers, config.metrics.labels,
                             config.metrics.max_label_values, audit_log=config.audit_log,
-                            models=models, fraction=overload.fraction)
+                            models=models, fraction=overload.fraction, drift=drift)
 
         def on_loop() -> None:
             ready = source.connected() and bool(source.assignment)

@@ -141,3 +141,29 @@ MODEL_INFO = Gauge(
     "driftwatch_model_info", "Models loaded, with device, backend and precision (value 1)",
     ["role", "name", "device", "backend", "precision"],
 )
+
+# -- Drift --------------------------------------------------------------------------------------
+DRIFT_STATISTIC = Gauge(
+    "driftwatch_drift_statistic", "Online MMD statistic of the embedding window, by stream",
+    ["stream", *SEGMENT],
+)
+DRIFT_THRESHOLD = Gauge(
+    "driftwatch_drift_threshold", "Calibrated MMD threshold in force (ERT-calibrated)",
+    ["stream", *SEGMENT],
+)
+DRIFT_DETECTED = Gauge(
+    "driftwatch_drift_detected", "1 if the last batch crossed the embedding drift threshold",
+    ["stream", *SEGMENT],
+)
+DRIFT_DETECTIONS = Counter(
+    "driftwatch_drift_detections_total", "Drift detections by kind (embedding, feature) and "
+    "stream or feature", ["kind", "stream"],
+)
+DRIFT_REFERENCE_RECORDS = Gauge(
+    "driftwatch_drift_reference_records", "Records in the segment's drift reference (growing "
+    "during warm-up)", SEGMENT,
+)
+DRIFT_SEGMENTS_UNTRACKED = Counter(
+    "driftwatch_drift_segments_untracked_total",
+    "Batches of a segment beyond drift.max_segments (counted, not tracked)",
+)

@@ -6,6 +6,7 @@ arrays grouped by segment and updates its metrics once per segment, not per reco
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,10 +20,12 @@ from consumers.wire import Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
 from monitor.config import MODEL_SCORERS
+from monitor.drift import DriftEvent, DriftStage, feature_columns, outcome
 from monitor.labels import CappedLabel, SegmentLabeler
 from monitor.model_scoring import BatchScores, ModelScorers
 
 Segment = tuple[str, ...]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class Pipeline:
         audit_log: Path | None = None,
         models: ModelScorers | None = None,
         fraction: Callable[[], float] = lambda: 1.0,
+        drift: DriftStage | None = None,
+        on_events: Callable[[list[DriftEvent]], None] | None = None,
     ) -> None:
         unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
         if unknown:
@@ -96,6 +101,11 @@ class Pipeline:
         self._scorers = [SCORERS[name] for name in scorers if name in SCORERS]
         self.models = models
         self._fraction = fraction
+        if drift is not None and models is None:
+            raise ValueError("drift needs the model scorers (embeddings): enable one of "
+                             f"{sorted(MODEL_SCORERS)}")
+        self.drift = drift
+        self._on_events = on_events or _log_events
         if models is not None:
             for labels in models.models():
                 m.MODEL_INFO.labels(*labels).set(1)
@@ -114,19 +124,20 @@ class Pipeline:
         if not records:
             return
         scored = ScoredBatch(
-            records,
-            OperationalFeatures.from_rows([
-                (r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.prompt_chars,
-                 None if r.response is None else len(r.response))
-                for r in records
-            ]),
-            self._group(records),
+            records, operational_features(records), self._group(records),
             self._outcomes_of(records),
         )
         for scorer in self._scorers:
             scorer(scored)
         if self.models is not None:
-            self._model_metrics(scored.segments, self.score_models(records))
+            scores = self.score_models(records)
+            self._model_metrics(scored.segments, scores)
+            if self.drift is not None:
+                events = self.drift.update(
+                    records, scores, feature_columns(scored.features, scores),
+                    [outcome(r) for r in records], scored.segments)
+                if events:
+                    self._on_events(events)
         for seg, idx in scored.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))
         newest = max((t for r in records if (t := r.event_time) is not None), default=None)
@@ -192,3 +203,20 @@ class Pipeline:
                     cache[pair] = outcome
             out.append(outcome)
         return out
+
+
+def operational_features(records: Sequence[Record]) -> OperationalFeatures:
+    return OperationalFeatures.from_rows([
+        (r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.prompt_chars,
+         None if r.response is None else len(r.response))
+        for r in records
+    ])
+
+
+def _log_events(events: list[DriftEvent]) -> None:
+    # Ids and figures only: prompt and response text stays out of logs at INFO.
+    for e in events:
+        log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g examples=%s",
+                    e.kind, e.stream, e.segment, e.statistic, e.threshold,
+                    [rid for rid, _, _ in e.examples])
+

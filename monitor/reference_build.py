@@ -13,18 +13,13 @@ import numpy as np
 
 from consumers.decode import Decoder
 from consumers.wire import Record
-from detectors.operational import OperationalFeatures, status_class
 from monitor.config import OfflineConfig
+from monitor.drift import feature_columns, outcome
 from monitor.model_scoring import ModelScorers
+from monitor.pipeline import operational_features
 from monitor.reference import ReferenceMeta, ReferenceStore
 
 _BATCH = 256
-
-
-def outcome(record: Record) -> str:
-    """The categorical error class of a record: "ok", or "error" plus its error type."""
-    cls = status_class(record.status, record.error_type)
-    return cls if cls == "ok" else f"{cls}:{record.error_type or 'unspecified'}"
 
 
 def build_reference(
@@ -49,16 +44,7 @@ def build_reference(
         assert scores.prompt_embeddings is not None and scores.response_embeddings is not None
         prompts.append(scores.prompt_embeddings)
         responses.append(scores.response_embeddings)
-        f = OperationalFeatures.from_rows([
-            (r.latency_ms, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.prompt_chars,
-             None if r.response is None else len(r.response)) for r in batch])
-        columns = {
-            "latency_seconds": f.latency_seconds, "prompt_tokens": f.prompt_tokens,
-            "completion_tokens": f.completion_tokens, "cost_usd": f.cost_usd,
-            "prompt_chars": f.prompt_chars, "response_chars": f.response_chars,
-            "toxicity": scores.toxicity, "groundedness": scores.groundedness,
-        }
-        for key, values in columns.items():
+        for key, values in feature_columns(operational_features(batch), scores).items():
             numeric.setdefault(key, []).append(values)
         outcomes.extend(outcome(r) for r in batch)
         batch.clear()

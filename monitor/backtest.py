@@ -1,0 +1,96 @@
+"""`driftwatch backtest`: the daemon's pipeline (scorers, drift) over recorded traffic, in order,
+with no broker. Every event is a JSON line with the 0-based index of the record at which it
+fired; a summary table follows on stderr. Same code path as the daemon, so it predicts it."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+import msgspec
+
+from consumers.batcher import Batch
+from consumers.decode import Decoder, Rejection
+from consumers.wire import Record
+from monitor.config import MODEL_SCORERS, OfflineConfig
+from monitor.drift import DriftEvent, DriftStage
+from monitor.model_scoring import ModelScorers
+from monitor.pipeline import Pipeline
+
+BATCH = 256
+
+
+def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str, object]]:
+    """Events as dicts, in the order they fired."""
+    models = (ModelScorers(config.scorers, config.scoring)
+              if set(config.scorers) & MODEL_SCORERS else None)
+    device = models.embedder.device if models and models.embedder else "cpu"
+    drift = DriftStage.from_settings(config.drift, device) if config.drift.enabled else None
+    fired: list[dict[str, object]] = []
+
+    def collect(events: list[DriftEvent]) -> None:
+        fired.extend(_event(e) for e in events)
+
+    pipeline = Pipeline(config.scorers, config.metrics.labels, config.metrics.max_label_values,
+                        models=models, drift=drift, on_events=collect)
+    decoder = Decoder(100 * 1_048_576)
+    batch: list[Record] = []
+    positions: list[int] = []
+    for index, line in enumerate(lines):
+        decoded = decoder.decode(line.rstrip(b"\r\n"))
+        if isinstance(decoded, Rejection):
+            yield {"index": index, "type": "dead_letter", "reason": decoded.reason,
+                   "detail": decoded.detail}
+            continue
+        batch.append(decoded)
+        positions.append(index)
+        if len(batch) >= BATCH:
+            yield from _run(pipeline, batch, positions, fired)
+            batch, positions = [], []
+    yield from _run(pipeline, batch, positions, fired)
+
+
+def _run(pipeline: Pipeline, batch: list[Record], positions: list[int],
+         fired: list[dict[str, object]]) -> Iterator[dict[str, object]]:
+    if not batch:
+        return
+    pipeline.process(Batch(batch, [()] * len(batch)))
+    for event in fired:
+        event["index"] = positions[int(event.pop("batch_index"))]  # type: ignore[call-overload]
+        yield event
+    fired.clear()
+
+
+def _event(e: DriftEvent) -> dict[str, object]:
+    return {
+        "batch_index": e.index, "type": f"drift.{e.kind}", "stream": e.stream,
+        "segment": list(e.segment), "statistic": e.statistic, "threshold": e.threshold,
+        "q_value": None if e.q_value != e.q_value else e.q_value,
+        "examples": [{"request_id": rid, "text": text, "nearest_reference": ref}
+                     for rid, text, ref in e.examples],
+    }
+
+
+def run_backtest(input_path: str | None, output: IO[bytes], config: OfflineConfig) -> int:
+    source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
+    encoder = msgspec.json.Encoder()
+    summary: Counter[str] = Counter()
+    first: dict[str, int] = {}
+    try:
+        for event in backtest(source, config):
+            output.write(encoder.encode(event) + b"\n")
+            key = str(event["type"]) + (f" {event['stream']}" if "stream" in event else "")
+            summary[key] += 1
+            first.setdefault(key, int(event["index"]))  # type: ignore[call-overload]
+    finally:
+        if input_path:
+            source.close()
+        output.flush()
+    print(f"{'event':<40}{'count':>8}{'first at':>10}", file=sys.stderr)
+    for key, count in sorted(summary.items()):
+        print(f"{key:<40}{count:>8}{first[key]:>10}", file=sys.stderr)
+    if not summary:
+        print("no events", file=sys.stderr)
+    return 0

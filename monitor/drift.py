@@ -1,0 +1,213 @@
+"""The drift stage: per segment, embedding drift on prompts and responses (online MMD) and
+feature drift on scalar and categorical features, against a reference.
+
+The reference is a pinned snapshot, or the first `warmup_records` of each segment. It is
+never rolled over silently: a new reference takes an explicit command or rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from consumers.wire import Record
+from detectors.feature_drift import WindowedFeatureDrift
+from detectors.mmd_online import OnlineMMD
+from detectors.operational import OperationalFeatures, status_class
+from monitor import metrics as m
+from monitor.config import DriftSettings
+from monitor.model_scoring import BatchScores
+from monitor.reference import Reference, ReferenceStore
+
+log = logging.getLogger(__name__)
+Segment = tuple[str, ...]
+STREAMS = ("prompt", "response")
+_TEXT_LIMIT = 300  # characters of each example text in an event; ids only in metrics
+
+
+@dataclass(frozen=True)
+class DriftEvent:
+    kind: str  # "embedding" or "feature"
+    stream: str  # prompt | response | a feature name
+    segment: Segment
+    index: int  # 0-based index, in the batch, of the record at which it fired
+    statistic: float
+    threshold: float  # embedding: the calibrated threshold; feature: the FDR level
+    q_value: float = float("nan")  # feature tests: Benjamini-Hochberg adjusted p-value
+    # Window examples farthest from the reference: (request_id, text, nearest reference row).
+    examples: tuple[tuple[str, str, int], ...] = ()
+
+
+def outcome(record: Record) -> str:
+    """The categorical error class of a record: "ok", or "error" plus its error type."""
+    cls = status_class(record.status, record.error_type)
+    return cls if cls == "ok" else f"{cls}:{record.error_type or 'unspecified'}"
+
+
+def feature_columns(f: OperationalFeatures, scores: BatchScores) -> dict[str, np.ndarray]:
+    """The scalar features drift is tested on, one value per record (NaN = missing)."""
+    return {
+        "latency_seconds": f.latency_seconds, "prompt_tokens": f.prompt_tokens,
+        "completion_tokens": f.completion_tokens, "cost_usd": f.cost_usd,
+        "prompt_chars": f.prompt_chars, "response_chars": f.response_chars,
+        "toxicity": scores.toxicity, "groundedness": scores.groundedness,
+    }
+
+
+@dataclass
+class _SegmentState:
+    warmup_prompts: list[np.ndarray] = field(default_factory=list)
+    warmup_responses: list[np.ndarray] = field(default_factory=list)
+    warmup_numeric: list[dict[str, np.ndarray]] = field(default_factory=list)
+    warmup_outcomes: list[str] = field(default_factory=list)
+    collected: int = 0
+    mmd: dict[str, OnlineMMD] = field(default_factory=dict)
+    features: WindowedFeatureDrift | None = None
+    window_ids: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+class DriftStage:
+    def __init__(self, settings: DriftSettings, device: str,
+                 reference: Reference | None = None) -> None:
+        self.settings = settings
+        self.device = device
+        self._reference = reference
+        self._segments: dict[Segment, _SegmentState] = {}
+
+    @classmethod
+    def from_settings(cls, settings: DriftSettings, device: str) -> DriftStage:
+        ref = settings.reference
+        if ref.source == "snapshot":
+            snapshot = ReferenceStore(ref.store).load(ref.name, ref.version)
+            log.info("drift reference %s v%d (%d records)", ref.name, snapshot.meta.version,
+                     snapshot.meta.records)
+            return cls(settings, device, snapshot)
+        return cls(settings, device)
+
+    def update(self, records: Sequence[Record], scores: BatchScores,
+               numeric: dict[str, np.ndarray], outcomes: Sequence[str],
+               segments: dict[Segment, np.ndarray]) -> list[DriftEvent]:
+        """Feed one batch (model-scored rows only); return the detections it caused."""
+        if scores.prompt_embeddings is None or scores.response_embeddings is None:
+            return []
+        sampled = np.flatnonzero(scores.sampled)
+        row_of = np.full(len(records), -1)
+        row_of[sampled] = np.arange(len(sampled))
+        events: list[DriftEvent] = []
+        for seg, idx in segments.items():
+            idx = idx[scores.sampled[idx]]
+            if idx.size == 0:
+                continue
+            state = self._state(seg)
+            if state is None:
+                continue
+            if not state.mmd:  # warm-up: exactly the first warmup_records form the reference
+                need = self.settings.reference.warmup_records - state.collected
+                head, idx = idx[:need], idx[need:]
+                self._collect(seg, state, *self._slice(scores, row_of, numeric, outcomes, head))
+                if idx.size == 0:
+                    continue
+            vectors, seg_numeric, seg_outcomes = self._slice(scores, row_of, numeric, outcomes,
+                                                             idx)
+            events += self._detect(seg, state, records, idx, vectors, seg_numeric,
+                                   seg_outcomes)
+        return events
+
+    @staticmethod
+    def _slice(scores: BatchScores, row_of: np.ndarray, numeric: dict[str, np.ndarray],
+               outcomes: Sequence[str], idx: np.ndarray
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+        assert scores.prompt_embeddings is not None and scores.response_embeddings is not None
+        vectors = {"prompt": scores.prompt_embeddings[row_of[idx]],
+                   "response": scores.response_embeddings[row_of[idx]]}
+        return vectors, {k: v[idx] for k, v in numeric.items()}, [outcomes[i] for i in idx]
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _state(self, seg: Segment) -> _SegmentState | None:
+        state = self._segments.get(seg)
+        if state is None:
+            if len(self._segments) >= self.settings.max_segments:
+                m.DRIFT_SEGMENTS_UNTRACKED.inc()
+                return None
+            state = self._segments[seg] = _SegmentState()
+            if self._reference is not None:
+                r = self._reference
+                self._arm(seg, state, r.prompt_embeddings, r.response_embeddings, r.numeric,
+                          list(r.categorical.get("outcome", [])))
+        return state
+
+    def _collect(self, seg: Segment, state: _SegmentState, vectors: dict[str, np.ndarray],
+                 numeric: dict[str, np.ndarray], outcomes: list[str]) -> None:
+        if not outcomes:
+            return
+        state.warmup_prompts.append(vectors["prompt"])
+        state.warmup_responses.append(vectors["response"])
+        state.warmup_numeric.append(numeric)
+        state.warmup_outcomes += outcomes
+        state.collected += len(outcomes)
+        m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
+        if state.collected >= self.settings.reference.warmup_records:
+            keys = state.warmup_numeric[0].keys()
+            self._arm(seg, state, np.concatenate(state.warmup_prompts),
+                      np.concatenate(state.warmup_responses),
+                      {k: np.concatenate([n[k] for n in state.warmup_numeric]) for k in keys},
+                      state.warmup_outcomes)
+            state.warmup_prompts, state.warmup_responses, state.warmup_numeric = [], [], []
+
+    def _arm(self, seg: Segment, state: _SegmentState, prompts: np.ndarray,
+             responses: np.ndarray, numeric: dict[str, np.ndarray],
+             outcomes: list[str]) -> None:
+        e = self.settings.embedding
+        for stream, ref in zip(STREAMS, (prompts, responses), strict=True):
+            state.mmd[stream] = OnlineMMD(ref, ert=e.ert, window_size=e.window_size,
+                                          n_features=e.n_features, n_bootstraps=e.n_bootstraps,
+                                          device=self.device, seed=e.seed)
+            state.window_ids[stream] = []
+        f = self.settings.features
+        state.features = WindowedFeatureDrift(numeric, {"outcome": outcomes}, f.window_size,
+                                              fdr=f.fdr, psi_threshold=f.psi_threshold)
+        state.collected = len(outcomes)
+        m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
+        log.info("drift detectors armed for segment %s on %d reference records", seg,
+                 len(outcomes))
+
+    def _detect(self, seg: Segment, state: _SegmentState, records: Sequence[Record],
+                idx: np.ndarray, vectors: dict[str, np.ndarray],
+                numeric: dict[str, np.ndarray], outcomes: list[str]) -> list[DriftEvent]:
+        events: list[DriftEvent] = []
+        for stream, detector in state.mmd.items():
+            texts = [(records[i].request_id,
+                      (records[i].prompt_text if stream == "prompt" else records[i].response)
+                      or "") for i in idx]
+            start = detector.t
+            detector.update(vectors[stream])
+            ids = (state.window_ids[stream] + texts)[-detector.window_size:]
+            state.window_ids[stream] = ids
+            m.DRIFT_STATISTIC.labels(stream, *seg).set(detector.statistic)
+            m.DRIFT_THRESHOLD.labels(stream, *seg).set(detector.threshold)
+            m.DRIFT_DETECTED.labels(stream, *seg).set(detector.drift_detected)
+            if detector.drift_detected and detector.detected_at is not None:
+                at = detector.detected_at - start
+                examples = tuple(
+                    (rid, text[:_TEXT_LIMIT], ref_row)
+                    for (rid, text), ref_row, _ in detector.explain(ids, k=3)
+                )
+                events.append(DriftEvent("embedding", stream, seg, int(idx[at]),
+                                         detector.statistic, detector.threshold,
+                                         examples=examples))
+                m.DRIFT_DETECTIONS.labels("embedding", stream).inc()
+                detector.reset()
+                state.window_ids[stream] = []
+        assert state.features is not None
+        state.features.update(numeric, {"outcome": outcomes})
+        for result in state.features.results if state.features.drift_detected else []:
+            if result.drift:
+                events.append(DriftEvent("feature", result.feature, seg, int(idx[-1]),
+                                         result.statistic, state.features.fdr,
+                                         q_value=result.q_value))
+                m.DRIFT_DETECTIONS.labels("feature", result.feature).inc()
+        return events
