@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from consumers.wire import Record
-from detectors.feature_drift import WindowedFeatureDrift
+from detectors.feature_drift import StreamingChangeDetectors, WindowedFeatureDrift
 from detectors.mmd_online import OnlineMMD
 from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
@@ -30,7 +30,7 @@ _TEXT_LIMIT = 300  # characters of each example text in an event; ids only in me
 
 @dataclass(frozen=True)
 class DriftEvent:
-    kind: str  # "embedding" or "feature"
+    kind: str  # "embedding", "feature" (window test) or "change" (river, early signal)
     stream: str  # prompt | response | a feature name
     segment: Segment
     index: int  # 0-based index, in the batch, of the record at which it fired
@@ -66,6 +66,7 @@ class _SegmentState:
     collected: int = 0
     mmd: dict[str, OnlineMMD] = field(default_factory=dict)
     features: WindowedFeatureDrift | None = None
+    changes: StreamingChangeDetectors | None = None
     window_ids: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
@@ -170,6 +171,8 @@ class DriftStage:
         f = self.settings.features
         state.features = WindowedFeatureDrift(numeric, {"outcome": outcomes}, f.window_size,
                                               fdr=f.fdr, psi_threshold=f.psi_threshold)
+        # Streaming detectors need no reference: they watch for a change in the live stream.
+        state.changes = StreamingChangeDetectors(rates=["error_rate"], means=["latency_seconds"])
         state.collected = len(outcomes)
         m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
         log.info("drift detectors armed for segment %s on %d reference records", seg,
@@ -202,7 +205,13 @@ class DriftStage:
                 m.DRIFT_DETECTIONS.labels("embedding", stream).inc()
                 detector.reset()
                 state.window_ids[stream] = []
-        assert state.features is not None
+        assert state.features is not None and state.changes is not None
+        state.changes.update({"error_rate": np.array([o != "ok" for o in outcomes], dtype=float),
+                              "latency_seconds": numeric["latency_seconds"]})
+        for name in state.changes.drifted:
+            events.append(DriftEvent("change", name, seg, int(idx[-1]), float("nan"),
+                                     float("nan")))
+            m.DRIFT_DETECTIONS.labels("change", name).inc()
         state.features.update(numeric, {"outcome": outcomes})
         for result in state.features.results if state.features.drift_detected else []:
             if result.drift:

@@ -92,3 +92,30 @@ def test_drift_metrics_follow_the_stage(tmp_path: Path) -> None:
     threshold = REGISTRY.get_sample_value("driftwatch_drift_threshold",
                                           {"stream": "prompt", **segment})
     assert threshold is not None and threshold > 0
+
+
+def test_an_error_rate_jump_is_an_early_change_event(tmp_path: Path) -> None:
+    qa = traffic.load_examples(2_000, ("qa",))
+    calm = traffic.TrafficMix(canary_share=0.0, error_rate=0.02)
+    stormy = traffic.TrafficMix(canary_share=0.0, error_rate=0.30)
+    records = [*traffic.wire_records(700, seed=51, start_ms=0, mix=calm, examples=qa),
+               *traffic.wire_records(400, seed=52, start_ms=0, mix=stormy, examples=qa)]
+    data = tmp_path / "traffic.jsonl"
+    data.write_bytes(b"\n".join(traffic.encode(r) for r in records) + b"\n")
+    config = tmp_path / "dw.yaml"
+    config.write_text(yaml.safe_dump({
+        "scorers": ["latency", "sanity"], "metrics": {"labels": ["deployment"]},
+        "drift": {"enabled": True, "reference": {"warmup_records": 300},
+                  "embedding": {"ert": 500, "window_size": 30, "n_features": 64,
+                                "n_bootstraps": 1_000}},
+    }))
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "backtest", "--config", str(config),
+         "--input", str(data)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    changes = [e for e in events if e["type"] == "drift.change" and e["stream"] == "error_rate"]
+    assert changes, done.stderr
+    # Batches are 256 records, so an event is placed at the last record of its batch.
+    assert 700 <= changes[0]["index"] < 700 + 2 * 256
+    assert changes[0]["statistic"] is None  # river gives a flag, not a statistic
