@@ -119,3 +119,34 @@ def test_an_error_rate_jump_is_an_early_change_event(tmp_path: Path) -> None:
     # Batches are 256 records, so an event is placed at the last record of its batch.
     assert 700 <= changes[0]["index"] < 700 + 2 * 256
     assert changes[0]["statistic"] is None  # river gives a flag, not a statistic
+
+
+def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) -> None:
+    from monitor.backtest import backtest
+    from monitor.config import OfflineConfig
+    from monitor.reference import ReferenceStore
+    from monitor.reference_build import build_reference
+
+    qa = traffic.load_examples(2_000, ("qa",))
+    mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
+    base = OfflineConfig(scorers=["sanity"], metrics={"labels": ["deployment"]})
+    store = ReferenceStore(tmp_path / "refs")
+    reference = [traffic.encode(r) for r in
+                 traffic.wire_records(400, seed=61, start_ms=0, mix=mix, examples=qa)]
+    build_reference(reference, base, store, "prod", "test")
+    build_reference(reference[:100], base, store, "prod", "test")  # v2, not pinned below
+    data = tmp_path / "traffic.jsonl"
+    _traffic(data)
+    config = OfflineConfig(
+        scorers=["sanity"], metrics={"labels": ["deployment"]},
+        drift={"enabled": True,
+               "reference": {"source": "snapshot", "store": str(tmp_path / "refs"),
+                             "name": "prod", "version": 1},
+               "embedding": {"ert": 500, "window_size": 30, "n_features": 128,
+                             "n_bootstraps": 2_000}},
+    )
+    events = list(backtest(data.read_bytes().splitlines(), config))
+    prompt = [e for e in events if e["type"] == "drift.embedding" and e["stream"] == "prompt"]
+    shift_at = SHIFT + 1
+    assert prompt and all(e["index"] >= shift_at for e in prompt)
+    assert prompt[0]["index"] - shift_at <= 60
