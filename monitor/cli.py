@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference.add_argument("--store", type=Path, default=Path("state/references"))
     reference.add_argument("--input", type=Path, default=None, help="JSONL wire records")
     reference.add_argument("--limit", type=int, default=None, help="use the first N records")
+    reference.add_argument("--topic", default=None, help="read a topic's offset range instead")
+    reference.add_argument("--bootstrap", default=None, help="HOST:PORT, with --topic")
+    reference.add_argument("--from-offset", type=int, default=0, help="per partition")
+    reference.add_argument("--to-offset", type=int, default=None, help="exclusive")
     reference.add_argument("--config", default=None)
 
     evaluate = sub.add_parser(
@@ -125,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.reference_build import run_reference
 
             return run_reference(args.action, args.name, args.store, args.input, args.limit,
-                                 load_offline_config(args.config))
+                                 load_offline_config(args.config), args.topic, args.bootstrap,
+                                 (args.from_offset, args.to_offset))
         if args.command == "evaluate":
             _logging("WARNING")
             from monitor.config import load_offline_config

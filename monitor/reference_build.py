@@ -6,10 +6,11 @@ holds exactly what the detectors will compare live traffic with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from kafka import KafkaConsumer, TopicPartition
 
 from consumers.decode import Decoder
 from consumers.wire import Record
@@ -72,8 +73,40 @@ def build_reference(
     )
 
 
+def topic_values(bootstrap: str, topic: str, start: int = 0, end: int | None = None,
+                 idle_s: float = 3.0) -> Iterator[bytes]:
+    """Message values of a topic's offset range [start, end) on every partition, read without
+    joining a consumer group (so no group's offsets move); stops at `end` or when idle."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in
+                      sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise ValueError(f"topic {topic!r} not found on {bootstrap}")
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, start)
+        open_parts = set(partitions)
+        while open_parts:
+            fetched = consumer.poll(timeout_ms=int(idle_s * 1000))
+            if not fetched:
+                return
+            for tp, messages in fetched.items():
+                for message in messages:
+                    if end is not None and message.offset >= end:
+                        open_parts.discard(tp)
+                        consumer.pause(tp)
+                        break
+                    if message.value:
+                        yield message.value
+    finally:
+        consumer.close()
+
+
 def run_reference(action: str, name: str, store_dir: Path, input_path: Path | None,
-                  limit: int | None, config: OfflineConfig) -> int:
+                  limit: int | None, config: OfflineConfig,
+                  topic: str | None = None, bootstrap: str | None = None,
+                  offsets: tuple[int, int | None] = (0, None)) -> int:
     store = ReferenceStore(store_dir)
     if action == "list":
         for version in store.versions(name):
@@ -81,10 +114,18 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
             print(f"{name} v{version}: {meta.records} records from {meta.source}, "
                   f"{meta.embedding_model} ({meta.dim}d), {meta.created_at}")
         return 0
-    if input_path is None:
-        raise ValueError("reference build needs --input FILE.jsonl")
-    with open(input_path, "rb") as lines:
-        meta = build_reference(lines, config, store, name, f"file:{input_path}", limit)
+    if topic is not None:
+        if bootstrap is None:
+            raise ValueError("reference build --topic needs --bootstrap HOST:PORT")
+        start, end = offsets
+        source = f"topic:{topic} offsets {start}..{'end' if end is None else end}"
+        meta = build_reference(topic_values(bootstrap, topic, start, end), config, store, name,
+                               source, limit)
+    elif input_path is None:
+        raise ValueError("reference build needs --input FILE.jsonl or --topic NAME")
+    else:
+        with open(input_path, "rb") as lines:
+            meta = build_reference(lines, config, store, name, f"file:{input_path}", limit)
     print(f"saved {name} v{meta.version}: {meta.records} records -> "
           f"{store_dir / name / f'v{meta.version:04d}'}")
     return 0

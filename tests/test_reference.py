@@ -78,3 +78,23 @@ def test_built_from_recorded_traffic_with_the_daemons_scorers(tmp_path: Path) ->
     has_context_and_answer = [bool(r.get("context")) and bool(str(r.get("response") or "").strip())
                               for r in records]
     assert (~np.isnan(ref.numeric["groundedness"])).tolist() == has_context_and_answer
+
+
+@pytest.mark.broker
+def test_built_from_a_topic_offset_range_without_moving_any_group(broker, names,
+                                                                  tmp_path: Path) -> None:
+    from tests.support import produce
+
+    topic = names("traffic")
+    broker.create_topics([(topic, 2)])
+    records = list(traffic.wire_records(160, seed=33, start_ms=0))
+    produce(broker.bootstrap, topic, ((i % 2, traffic.encode(r), None)
+                                      for i, r in enumerate(records)))
+    from monitor.reference_build import run_reference
+
+    store_dir = tmp_path / "refs"
+    assert run_reference("build", "prod", store_dir, None, None, OfflineConfig(),
+                         topic, broker.bootstrap, (10, 60)) == 0
+    meta = ReferenceStore(store_dir).load("prod").meta
+    assert meta.records == 2 * 50  # offsets 10..59 of both partitions
+    assert meta.source == f"topic:{topic} offsets 10..60"
