@@ -26,8 +26,10 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str
     """Events as dicts, in the order they fired."""
     models = (ModelScorers(config.scorers, config.scoring)
               if set(config.scorers) & MODEL_SCORERS else None)
-    device = models.embedder.device if models and models.embedder else "cpu"
-    drift = DriftStage.from_settings(config.drift, device) if config.drift.enabled else None
+    embedder = models.embedder if models else None
+    drift = (DriftStage.from_settings(config.drift, embedder.device if embedder else "cpu",
+                                      embedder.name if embedder else "", keep_warmup=False)
+             if config.drift.enabled else None)
     fired: list[dict[str, object]] = []
 
     def collect(events: list[DriftEvent]) -> None:

@@ -51,7 +51,8 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
             return 0
         drift = None
         if config.drift.enabled and models is not None and models.embedder is not None:
-            drift = DriftStage.from_settings(config.drift, models.embedder.device)
+            drift = DriftStage.from_settings(config.drift, models.embedder.device,
+                                             models.embedder.name)
         pipeline = Pipeline(config.scorers, config.metrics.labels,
                             config.metrics.max_label_values, audit_log=config.audit_log,
                             models=models, fraction=overload.fraction, drift=drift)

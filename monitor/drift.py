@@ -7,6 +7,8 @@ never rolled over silently: a new reference takes an explicit command or rule.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
 from monitor.config import DriftSettings
 from monitor.model_scoring import BatchScores
-from monitor.reference import Reference, ReferenceStore
+from monitor.reference import Reference, ReferenceError, ReferenceStore
 
 log = logging.getLogger(__name__)
 Segment = tuple[str, ...]
@@ -70,23 +72,39 @@ class _SegmentState:
     window_ids: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
+def warmup_name(base: str, segment: Segment) -> str:
+    """Store name of a segment's warm-up reference (segment values may hold any label text)."""
+    digest = hashlib.blake2b(json.dumps(segment).encode(), digest_size=6).hexdigest()
+    return f"{base}.warmup.{digest}"
+
+
 class DriftStage:
     def __init__(self, settings: DriftSettings, device: str,
-                 reference: Reference | None = None) -> None:
+                 reference: Reference | None = None, store: ReferenceStore | None = None,
+                 embedding_model: str = "") -> None:
         self.settings = settings
         self.device = device
         self._reference = reference
+        # Warm-up references are saved here, and reused after a restart rather than relearnt
+        # from whatever traffic comes first: a reference never rolls over silently.
+        self._store = store
+        self._embedding_model = embedding_model
         self._segments: dict[Segment, _SegmentState] = {}
 
     @classmethod
-    def from_settings(cls, settings: DriftSettings, device: str) -> DriftStage:
+    def from_settings(cls, settings: DriftSettings, device: str, embedding_model: str = "",
+                      keep_warmup: bool = True) -> DriftStage:
+        """`keep_warmup`: save and reuse warm-up references (the daemon); a backtest leaves
+        the store as it found it."""
         ref = settings.reference
+        store = ReferenceStore(ref.store)
         if ref.source == "snapshot":
-            snapshot = ReferenceStore(ref.store).load(ref.name, ref.version)
+            snapshot = store.load(ref.name, ref.version)
             log.info("drift reference %s v%d (%d records)", ref.name, snapshot.meta.version,
                      snapshot.meta.records)
             return cls(settings, device, snapshot)
-        return cls(settings, device)
+        return cls(settings, device, store=store if keep_warmup else None,
+                   embedding_model=embedding_model)
 
     def update(self, records: Sequence[Record], scores: BatchScores,
                numeric: dict[str, np.ndarray], outcomes: Sequence[str],
@@ -135,11 +153,26 @@ class DriftStage:
                 m.DRIFT_SEGMENTS_UNTRACKED.inc()
                 return None
             state = self._segments[seg] = _SegmentState()
-            if self._reference is not None:
-                r = self._reference
+            r = self._reference or self._saved_warmup(seg)
+            if r is not None:
                 self._arm(seg, state, r.prompt_embeddings, r.response_embeddings, r.numeric,
                           list(r.categorical.get("outcome", [])))
         return state
+
+    def _saved_warmup(self, seg: Segment) -> Reference | None:
+        if self._store is None:
+            return None
+        name = warmup_name(self.settings.reference.name, seg)
+        if not self._store.versions(name):
+            return None
+        try:
+            reference = self._store.load(name)
+        except ReferenceError as exc:
+            log.warning("%s; warming up again", exc)
+            return None
+        log.info("reusing the warm-up reference of segment %s (%s v%d)", seg, name,
+                 reference.meta.version)
+        return reference
 
     def _collect(self, seg: Segment, state: _SegmentState, vectors: dict[str, np.ndarray],
                  numeric: dict[str, np.ndarray], outcomes: list[str]) -> None:
@@ -153,10 +186,14 @@ class DriftStage:
         m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
         if state.collected >= self.settings.reference.warmup_records:
             keys = state.warmup_numeric[0].keys()
-            self._arm(seg, state, np.concatenate(state.warmup_prompts),
-                      np.concatenate(state.warmup_responses),
-                      {k: np.concatenate([n[k] for n in state.warmup_numeric]) for k in keys},
-                      state.warmup_outcomes)
+            prompts = np.concatenate(state.warmup_prompts)
+            responses = np.concatenate(state.warmup_responses)
+            numeric = {k: np.concatenate([n[k] for n in state.warmup_numeric]) for k in keys}
+            if self._store is not None:
+                self._store.save(warmup_name(self.settings.reference.name, seg), prompts,
+                                 responses, numeric, {"outcome": state.warmup_outcomes},
+                                 f"warmup:{list(seg)}", self._embedding_model)
+            self._arm(seg, state, prompts, responses, numeric, state.warmup_outcomes)
             state.warmup_prompts, state.warmup_responses, state.warmup_numeric = [], [], []
 
     def _arm(self, seg: Segment, state: _SegmentState, prompts: np.ndarray,

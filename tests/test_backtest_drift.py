@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from monitor import traffic
@@ -150,3 +151,47 @@ def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) ->
     shift_at = SHIFT + 1
     assert prompt and all(e["index"] >= shift_at for e in prompt)
     assert prompt[0]["index"] - shift_at <= 60
+
+
+def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: Path) -> None:
+    from consumers.batcher import Batch
+    from consumers.decode import Decoder
+    from monitor.config import OfflineConfig
+    from monitor.drift import DriftStage, warmup_name
+    from monitor.model_scoring import ModelScorers
+    from monitor.pipeline import Pipeline
+    from monitor.reference import ReferenceStore
+
+    config = OfflineConfig(
+        scorers=["sanity"], metrics={"labels": ["deployment"]},
+        drift={"enabled": True,
+               "reference": {"warmup_records": 100, "store": str(tmp_path / "refs")},
+               "embedding": {"ert": 200, "window_size": 20, "n_features": 64,
+                             "n_bootstraps": 1_000}},
+    )
+    qa = traffic.load_examples(2_000, ("qa",))
+    mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
+    decoder = Decoder(1 << 20)
+    records = [decoder.decode(traffic.encode(r)) for r in
+               traffic.wire_records(150, seed=71, start_ms=0, mix=mix, examples=qa)]
+    models = ModelScorers(config.scorers, config.scoring)
+    store = ReferenceStore(tmp_path / "refs")
+    name = warmup_name("default", ("", "", "stable", ""))
+
+    def run() -> DriftStage:  # a daemon's life: a stage, a pipeline, some traffic
+        stage = DriftStage.from_settings(config.drift, "cpu", "minilm")
+        pipeline = Pipeline(config.scorers, ["deployment"], 50, models=models, drift=stage)
+        pipeline.process(Batch(records, [()] * len(records)))
+        return stage
+
+    first = run()
+    assert store.versions(name) == [1]
+    saved = store.load(name)
+    assert saved.meta.records == 100 and saved.meta.embedding_model == "minilm"
+    second = run()  # after a restart: armed from the saved reference, nothing relearnt
+    assert store.versions(name) == [1]
+    state = second._segments[("", "", "stable", "")]
+    assert state.mmd and state.collected == 100
+    np.testing.assert_array_equal(state.mmd["prompt"].reference.cpu().numpy(),
+                                  first._segments[("", "", "stable", "")]
+                                  .mmd["prompt"].reference.cpu().numpy())
