@@ -1,6 +1,6 @@
 """Runs alibi-detect's online detectors for `driftwatch bench drift`, in alibi-detect's own
 environment (it pins transformers<5 and numpy<2). Same procedure and data as the driftwatch
-side; prints one JSON line of figures."""
+side; prints one JSON line of figures per detector as soon as it has them."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ def main(data: str, ert: int, window: int, runs: int, clean_records: int) -> Non
 
     arrays = np.load(data)
     reference, clean, shifted = arrays["reference"], arrays["clean"], arrays["shifted"]
-    figures = []
     for name, cls in (("alibi-detect MMDDriftOnline", MMDDriftOnline),
                       ("alibi-detect LSDDDriftOnline", LSDDDriftOnline)):
         detector = cls(reference, ert=ert, window_size=window, backend="pytorch",
@@ -29,9 +28,9 @@ def main(data: str, ert: int, window: int, runs: int, clean_records: int) -> Non
         def update(row: np.ndarray, d=detector) -> bool:
             return bool(d.predict(row)["data"]["is_drift"])
 
-        figures.append(asdict(_measure(name, update, detector.reset_state, clean, shifted, runs,
-                                       clean_records)))
-    print(json.dumps(figures))
+        figures = _measure(name, update, detector.reset_state, clean, shifted, runs,
+                           clean_records)
+        print(json.dumps(asdict(figures)), flush=True)
 
 
 if __name__ == "__main__":
