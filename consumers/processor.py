@@ -125,7 +125,9 @@ class StreamProcessor:
                     source.resume()
                 source.commit()
                 self._on_loop()
-            self.drain(self.shutdown_timeout_s)
+            # Past max_poll_interval without a poll the group evicts us and the commit fails.
+            poll_budget_s = self.source.settings.max_poll_interval_ms / 2_000
+            self.drain(min(self.shutdown_timeout_s, poll_budget_s))
         finally:
             self._worker.stop()
             source.close()

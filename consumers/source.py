@@ -52,11 +52,18 @@ class NullObserver:
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """kafka-python 3 calls these on its IO thread: nothing here may block on a Kafka call."""
+
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self._source._on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        # Evicted from the group: a commit would be refused; drop the work, the next owner
+        # re-reads from the last commit.
+        self._source._on_revoked({(tp.topic, tp.partition) for tp in lost}, lost=True)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self._source._on_assigned({(tp.topic, tp.partition) for tp in assigned})
@@ -87,6 +94,7 @@ class KafkaSource:
             self._sides = {kafka.request_topic: "request", kafka.response_topic: "response"}
         self._assigned: frozenset[Partition] = frozenset()
         self._paused = False
+        self._closing = False
         self._last_commit = 0.0
         # Called before partitions are taken away: finish in-flight work so it can be committed.
         self.before_revoke: Callable[[], None] = lambda: None
@@ -120,6 +128,7 @@ class KafkaSource:
         try:
             self.commit(force=True)
         finally:
+            self._closing = True  # the revoke that close() triggers has nothing left to do
             self._consumer.close(autocommit=False)
             if self._dead_letters is not None:
                 self._dead_letters._producer.close(timeout=5)
@@ -203,8 +212,12 @@ class KafkaSource:
     def paused(self) -> bool:
         return self._paused
 
-    def commit(self, force: bool = False) -> dict[Partition, int]:
-        """Commit the offsets whose records are all done; throttled unless forced."""
+    def commit(self, force: bool = False, blocking: bool = True) -> dict[Partition, int]:
+        """Commit the offsets whose records are all done; throttled unless forced.
+
+        `blocking=False` (inside a rebalance callback, on kafka-python's IO thread) sends the
+        commit without waiting; it reaches the coordinator before the rejoin that follows.
+        """
         now = self._clock()
         if self._consumer is None or (
             not force and now - self._last_commit < self.settings.commit_interval_ms / 1000.0
@@ -220,7 +233,10 @@ class KafkaSource:
                 TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in points.items()
             }
             try:
-                self._consumer.commit(offsets)
+                if blocking:
+                    self._consumer.commit(offsets)
+                else:
+                    self._consumer.commit_async(offsets, callback=_log_failed_commit)
             except (CommitFailedError, KafkaError) as exc:
                 log.warning("offset commit failed, will retry: %s", exc)
                 return {}
@@ -278,10 +294,14 @@ class KafkaSource:
         if lags:
             self._observer.lag(lags)
 
-    def _on_revoked(self, revoked: set[Partition]) -> None:
-        log.info("partitions revoked: %s", sorted(revoked))
-        self.before_revoke()  # drains in-flight batches through ack()
-        self.commit(force=True)
+    def _on_revoked(self, revoked: set[Partition], lost: bool = False) -> None:
+        log.info("partitions %s: %s", "lost" if lost else "revoked", sorted(revoked))
+        if not (lost or self._closing):
+            try:
+                self.before_revoke()  # drains in-flight batches through ack()
+                self.commit(force=True, blocking=False)
+            except Exception as exc:  # state must be dropped whatever happens
+                log.warning("could not finish work before the rebalance: %r", exc)
         # What was read but not processed is dropped; whoever owns the partition next re-reads it.
         dropped = self._batcher.drop(revoked) + [h.origin for h in self._joiner.drop(revoked)]
         for batch in self._ready:
@@ -304,3 +324,9 @@ class KafkaSource:
         self._assigned = self._assigned | assigned
         self._paused = False  # a new assignment starts unpaused
         self._observer.assigned(self._assigned)
+
+
+def _log_failed_commit(offsets: object, response: object) -> None:
+    if isinstance(response, Exception):
+        log.warning("offset commit at rebalance failed; the next owner re-reads: %s", response)
+

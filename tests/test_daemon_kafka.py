@@ -172,3 +172,54 @@ def test_sigterm_mid_stream_then_restart_skips_nothing(
     assert set(seen) == expected  # none skipped
     assert len(seen) >= total  # at least once; a replay after SIGTERM is at most the uncommitted
     assert len(seen) - total <= 2 * 200
+
+
+def test_rebalance_commits_what_is_done_and_drops_what_moved(broker, names, caplog) -> None:
+    import logging
+    import threading
+
+    from kafka import KafkaConsumer
+
+    from consumers.processor import StreamProcessor
+    from consumers.settings import BatchSettings, KafkaSettings
+    from consumers.source import KafkaSource
+
+    topic, dlq, group = names("traffic"), names("dlq"), names("group")
+    broker.create_topics([(topic, 4), (dlq, 1)])
+    produce(broker.bootstrap, topic, ((i % 4, traffic.encode(r), None) for i, r in
+                                      enumerate(traffic.wire_records(4_000, seed=9, start_ms=0))))
+    source = KafkaSource(
+        KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=topic, group_id=group,
+                      dead_letter_topic=dlq, commit_interval_ms=60_000),  # only rebalances commit
+        batch=BatchSettings(max_records=50),
+    )
+    source.open()
+    processed: list[str] = []
+
+    def slow(batch) -> None:
+        time.sleep(0.05)
+        processed.extend(r.request_id for r in batch.records)
+
+    stop = threading.Event()
+    caplog.set_level(logging.INFO)
+    loop = threading.Thread(target=StreamProcessor(source, slow).run, args=(stop,))
+    loop.start()
+    try:
+        wait_for(lambda: len(processed) >= 500, 60, "the first member to be mid-stream")
+        other = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                              enable_auto_commit=False, max_poll_interval_ms=10_000)
+        deadline = time.monotonic() + 60
+        while not other.assignment() and time.monotonic() < deadline:
+            other.poll(timeout_ms=500)
+        moved = {(tp.topic, tp.partition) for tp in other.assignment()}
+        assert moved and len(source.assignment) == 4 - len(moved)
+        assert not moved & source.assignment
+        done_before = committed(broker.bootstrap, group, topic, 4)
+        other.close(autocommit=False)
+    finally:
+        stop.set()
+        loop.join(60)
+    # What the first member finished on the partitions it gave up was committed at the revoke.
+    assert all((done_before[p] or 0) > 0 for _, p in moved)
+    assert not [r for r in caplog.records if "rebalance listener" in r.getMessage()
+                or "Cannot block" in r.getMessage()]
