@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import IO
 
 import msgspec
@@ -75,7 +76,8 @@ def _event(e: DriftEvent) -> dict[str, object]:
     }
 
 
-def run_backtest(input_path: str | None, output: IO[bytes], config: OfflineConfig) -> int:
+def run_backtest(input_path: str | Path | None, output: IO[bytes], config: OfflineConfig
+                 ) -> int:
     source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
     encoder = msgspec.json.Encoder()
     summary: Counter[str] = Counter()

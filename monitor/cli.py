@@ -103,26 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.demo import run_demo
 
             return run_demo(rate=args.rate, duration_s=args.duration, metrics_port=args.port)
-        if args.command == "score":
-            _logging("WARNING")
-            from monitor.config import load_offline_config
-            from monitor.score import run_score
-
-            offline = load_offline_config(args.config)
-            if args.output is None:
-                return run_score(args.input, sys.stdout.buffer, offline)
-            with open(args.output, "wb") as out:
-                return run_score(args.input, out, offline)
-        if args.command == "backtest":
+        if args.command in ("score", "backtest"):
             _logging("WARNING")
             from monitor.backtest import run_backtest
             from monitor.config import load_offline_config
+            from monitor.score import run_score
 
+            command = run_score if args.command == "score" else run_backtest
             offline = load_offline_config(args.config)
             if args.output is None:
-                return run_backtest(args.input, sys.stdout.buffer, offline)
+                return command(args.input, sys.stdout.buffer, offline)
             with open(args.output, "wb") as out:
-                return run_backtest(args.input, out, offline)
+                return command(args.input, out, offline)
         if args.command == "reference":
             _logging("WARNING")
             from monitor.config import load_offline_config
