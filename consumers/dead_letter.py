@@ -75,3 +75,6 @@ class DeadLetterWriter:
         for letter in failed:
             self.send(letter)
         return written
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.close(timeout=timeout_s)

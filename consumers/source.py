@@ -131,7 +131,7 @@ class KafkaSource:
             self._closing = True  # the revoke that close() triggers has nothing left to do
             self._consumer.close(autocommit=False)
             if self._dead_letters is not None:
-                self._dead_letters._producer.close(timeout=5)
+                self._dead_letters.close()
             self._consumer = None
 
     @property

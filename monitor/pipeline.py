@@ -20,11 +20,10 @@ from consumers.wire import Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
 from monitor.config import MODEL_SCORERS
-from monitor.drift import DriftEvent, DriftStage, feature_columns, outcome
+from monitor.drift import DriftEvent, DriftStage, Segment, feature_columns, outcome
 from monitor.labels import CappedLabel, SegmentLabeler
 from monitor.model_scoring import BatchScores, ModelScorers
 
-Segment = tuple[str, ...]
 log = logging.getLogger(__name__)
 
 
