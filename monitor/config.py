@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consumers.settings import BatchSettings, JoinSettings, KafkaSettings
 from detectors.sanity import DEFAULT_REFUSALS
+from monitor.action_settings import Action, CanarySettings, OutboxSettings, Rule
 
 SegmentLabel = Literal["model", "model_version", "deployment", "route"]
 ScorerName = Literal[
@@ -178,6 +179,15 @@ class Config(_EnvBeatsFile):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.
     audit_log: Path | None = None
+    actions: dict[str, Action] = {}
+    rules: list[Rule] = []
+    outbox: OutboxSettings = OutboxSettings()
+    canary: CanarySettings = CanarySettings()
+
+    @model_validator(mode="after")
+    def _rules_fit(self) -> Config:
+        check_rules(self.rules, self.actions, self.canary)
+        return self
 
 
 def _read_yaml(path: str | Path | None) -> tuple[dict[str, Any], Path | None]:
@@ -211,7 +221,7 @@ def load_config(path: str | Path | None, **overrides: Any) -> Config:
     try:
         return Config(**data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path)) from None
+        raise ConfigError(_explain(exc, path, data.get("rules"))) from None
 
 
 class OfflineConfig(_EnvBeatsFile):
@@ -225,6 +235,34 @@ class OfflineConfig(_EnvBeatsFile):
     scoring: ScoringSettings = ScoringSettings()
     drift: DriftSettings = DriftSettings()
     metrics: MetricsSettings = MetricsSettings()
+    actions: dict[str, Action] = {}
+    rules: list[Rule] = []
+    canary: CanarySettings = CanarySettings()
+
+    @model_validator(mode="after")
+    def _rules_fit(self) -> OfflineConfig:
+        check_rules(self.rules, self.actions, self.canary)
+        return self
+
+
+def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings) -> None:
+    """Cross-field checks: unique rule names, and every named action defined."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            problems.append(f"rule {rule.name!r}: name: used by more than one rule")
+        seen.add(rule.name)
+        for name in rule.actions:
+            if name not in actions:
+                problems.append(f"rule {rule.name!r}: actions: {name!r} is not defined; "
+                                f"defined actions: {sorted(actions)}")
+    for name in canary.actions:
+        if name not in actions:
+            problems.append(f"canary.actions: {name!r} is not defined; defined actions: "
+                            f"{sorted(actions)}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def load_offline_config(path: str | Path | None) -> OfflineConfig:
@@ -232,14 +270,24 @@ def load_offline_config(path: str | Path | None) -> OfflineConfig:
     try:
         return OfflineConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path)) from None
+        raise ConfigError(_explain(exc, path, data.get("rules"))) from None
 
 
-def _explain(exc: ValidationError, path: Path | None) -> str:
+def _field_name(loc: tuple[int | str, ...], rules: object) -> str:
+    """rules.2.when.above -> rule 'toxic-share' (rules[2]): when.above."""
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+        name = rule.get("name") if isinstance(rule, dict) else None
+        rest = ".".join(str(p) for p in loc[2:]) or "(the rule)"
+        return f"rule {name!r} (rules[{loc[1]}]): {rest}" if name else f"rules[{loc[1]}]: {rest}"
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> str:
     where = f" in {path}" if path else ""
     lines = [f"invalid configuration{where} ({exc.error_count()} problem(s)):"]
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        field = _field_name(err["loc"], rules)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"  {field}: unknown setting (value {err['input']!r}); check the spelling")

@@ -167,3 +167,45 @@ DRIFT_SEGMENTS_UNTRACKED = Counter(
     "driftwatch_drift_segments_untracked_total",
     "Batches of a segment beyond drift.max_segments (counted, not tracked)",
 )
+
+# -- Rules, outbox and deliveries ---------------------------------------------------------------
+RULE_FIRING = Gauge(
+    "driftwatch_rule_firing", "1 while a rule's condition holds for the segment",
+    ["rule", "severity", *SEGMENT],
+)
+RULE_ACTIONS = Counter(
+    "driftwatch_rule_actions_total", "Decisions put in the outbox, by rule and event type",
+    ["rule", "event_type"],
+)
+OUTBOX_DEPTH = Gauge(
+    "driftwatch_outbox_depth", "Deliveries waiting in the outbox, by action", ["action"],
+)
+OUTBOX_DELIVERIES = Counter(
+    "driftwatch_outbox_deliveries_total",
+    "Delivery attempts by action and outcome (delivered, retry, expired, disabled, failed)",
+    ["action", "outcome"],
+)
+OUTBOX_DELIVERY_SECONDS = Histogram(
+    "driftwatch_outbox_delivery_seconds",
+    "Time from a decision entering the outbox to its successful delivery",
+    ["action"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3_600),
+)
+ALERTS_ACTIVE = Gauge(
+    "driftwatch_alerts_active", "Alerts pushed to Alertmanager that are firing now", ["action"],
+)
+
+# -- Canary gate --------------------------------------------------------------------------------
+CANARY_VERDICT = Gauge(
+    "driftwatch_canary_verdict",
+    "The canary gate's verdict, one-hot by verdict (watching, promote, rollback)",
+    ["model", "verdict"],
+)
+CANARY_DIFFERENCE = Gauge(
+    "driftwatch_canary_difference",
+    "Canary minus stable for each gate: estimate and the bounds of its confidence sequence",
+    ["model", "gate", "bound"],
+)
+CANARY_RECORDS = Gauge(
+    "driftwatch_canary_records", "Records seen by the canary gate, by arm (stable, canary)",
+    ["model", "arm"],
+)

@@ -1,0 +1,168 @@
+"""Config sections for acting on findings: actions (where decisions go), rules (when to
+decide), the outbox (how deliveries survive), and the canary gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from monitor.decision import EventType, Severity
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_URL = r"^https?://[^\s/]+(/\S*)?$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- Actions ------------------------------------------------------------------------------------
+
+class WebhookAction(_Frozen):
+    """HTTP POST signed per Standard Webhooks v1 (webhook-id, -timestamp, -signature)."""
+
+    type: Literal["webhook"]
+    url: str = Field(pattern=_URL)
+    # The signing secret (`whsec_<base64>`) comes from the environment or a file, never the
+    # config file itself, and is never logged.
+    secret_env: str | None = Field(default="DRIFTWATCH_WEBHOOK_SECRET", pattern=_ENV)
+    secret_file: Path | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Only these event types are sent here (None: all).
+    event_types: list[EventType] | None = None
+
+
+class AlertmanagerAction(_Frozen):
+    """Alerts pushed to Alertmanager's v2 API, re-sent while firing, then resolved."""
+
+    type: Literal["alertmanager"]
+    url: str = Field(pattern=_URL)  # base URL, e.g. http://alertmanager:9093
+    # Prometheus' semantics: re-send firing alerts at this interval with endsAt 4x ahead,
+    # and keep sending a resolved alert for `resolved_for_seconds` after it clears.
+    resend_seconds: float = Field(default=60.0, ge=0.1, le=3_600)
+    resolved_for_seconds: float = Field(default=900.0, ge=0, le=86_400)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    generator_url: str | None = Field(default=None, pattern=_URL)
+
+
+Action = Annotated[WebhookAction | AlertmanagerAction, Field(discriminator="type")]
+
+
+class OutboxSettings(_Frozen):
+    path: Path = Path("state/outbox.sqlite3")
+    # Retries: exponential backoff with full jitter, from `backoff_initial` up to
+    # `backoff_max`; a delivery older than `max_age` is given up (counted as expired).
+    backoff_initial_seconds: float = Field(default=1.0, gt=0, le=3_600)
+    backoff_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    max_age_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    keep_days: float = Field(default=30.0, gt=0)  # delivered rows are pruned after this
+
+
+# -- Rules --------------------------------------------------------------------------------------
+
+RateSignal = Literal[
+    "toxic", "ungrounded", "refusal", "empty_response", "truncated", "charset_anomaly",
+    "error", "dead_letter",
+]
+
+
+class _Window(_Frozen):
+    # The rate or quantile is taken over the last `window_records` records, or the records of
+    # the last `window_seconds` of event time when that is set; nothing is decided on fewer
+    # than `min_records`.
+    window_records: int = Field(default=1_000, ge=1, le=10_000_000)
+    window_seconds: float | None = Field(default=None, gt=0)
+    min_records: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _min_fits(self) -> _Window:
+        if self.window_seconds is None and self.min_records > self.window_records:
+            raise ValueError(f"min_records ({self.min_records}) is larger than window_records "
+                             f"({self.window_records}): the rule could never decide")
+        return self
+
+
+class DriftCondition(_Frozen):
+    """The drift flag of a detector on a stream, in K consecutive windows."""
+
+    kind: Literal["drift"]
+    detector: Literal["embedding", "feature", "change", "any"] = "embedding"
+    stream: str = "any"  # prompt | response | a feature name (latency_seconds, outcome...) | any
+    consecutive: int = Field(default=1, ge=1, le=1_000)
+    # The condition clears after this many records of the segment without a detection.
+    clear_after_records: int = Field(default=1_000, ge=1)
+
+
+class RateCondition(_Window):
+    """A share of records (toxic, ungrounded, refusal, error, dead letter...) above a bound."""
+
+    kind: Literal["rate"]
+    signal: RateSignal
+    above: float = Field(ge=0, lt=1)
+
+
+class LatencyCondition(_Window):
+    """A latency quantile above a bound (seconds)."""
+
+    kind: Literal["latency"]
+    quantile: float = Field(default=0.99, gt=0, lt=1)
+    above_seconds: float = Field(gt=0)
+
+
+Condition = Annotated[DriftCondition | RateCondition | LatencyCondition,
+                      Field(discriminator="kind")]
+
+
+class Rule(_Frozen):
+    name: str = Field(pattern=_NAME)
+    when: Condition
+    severity: Severity = "warning"
+    # While the condition holds, actions repeat at most once per cooldown (event time).
+    cooldown_seconds: float = Field(default=3_600.0, ge=0)
+    actions: list[str] = Field(default_factory=list)  # names of entries in `actions`
+    # Default: drift.detected for drift conditions, quality.regressed otherwise.
+    event_type: EventType | None = None
+
+    @property
+    def decides(self) -> str:
+        if self.event_type is not None:
+            return self.event_type
+        return "drift.detected" if self.when.kind == "drift" else "quality.regressed"
+
+
+# -- Canary gate --------------------------------------------------------------------------------
+
+GateName = Literal["toxic", "ungrounded", "refusal", "error", "latency_p95", "embedding_drift"]
+
+
+class CanarySettings(_Frozen):
+    """Canary against stable on live traffic (the `deployment` field of each record)."""
+
+    enabled: bool = False
+    stable: str = "stable"
+    canary: str = "canary"
+    # Each gate's chance of a false rollback over an unbounded run (always-valid sequential
+    # tests: peeking after every batch is allowed).
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    # Hard gates (safety) roll back as soon as the canary is shown worse; soft gates need
+    # `min_records` per arm first.
+    hard_gates: list[GateName] = ["toxic", "ungrounded"]
+    soft_gates: list[GateName] = ["refusal", "error", "latency_p95", "embedding_drift"]
+    min_records: int = Field(default=500, ge=10)
+    # Promote once every gate has its minimum and shows the canary worse by no more than this
+    # (absolute difference in rates).
+    margin: float = Field(default=0.02, gt=0, lt=1)
+    actions: list[str] = Field(default_factory=list)  # targets of canary.* decisions
+
+    @model_validator(mode="after")
+    def _gates_disjoint(self) -> CanarySettings:
+        both = sorted(set(self.hard_gates) & set(self.soft_gates))
+        if both:
+            raise ValueError(f"gates {both} are both hard and soft; list each once")
+        if self.stable == self.canary:
+            raise ValueError(f"stable and canary are both {self.stable!r}")
+        return self
