@@ -18,13 +18,20 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Debian packages the tests run for real: Prometheus and promtool.
+# Debian packages the tests run for real: Prometheus, promtool and Alertmanager (Debian names
+# its binary prometheus-alertmanager).
 system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  echo "installing Debian package prometheus (tests scrape /metrics with a real Prometheus)"; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+	@if ! command -v alertmanager >/dev/null && ! command -v prometheus-alertmanager >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian package prometheus-alertmanager (tests push alerts to a real one)"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager; \
 	fi
 
 demo: $(STAMP)

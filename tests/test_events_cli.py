@@ -1,0 +1,55 @@
+"""`driftwatch events`: recent outbox events and their deliveries, as a table or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from monitor.cli import main
+from monitor.outbox import Outbox
+from tests.test_outbox import ACTIONS, NOW, decision
+
+
+def filled(path: Path) -> list[str]:
+    box = Outbox(path)
+    ids = box.put([decision(targets=("hook", "am")), decision(model="n", targets=("hook",))],
+                  ACTIONS, now=NOW)
+    box.retry(ids[0], "hook", NOW + 5, "HTTP 503")
+    box.delivered(ids[1], "hook", NOW + 1)
+    box.close()
+    return ids
+
+
+def test_events_as_json_lines(tmp_path: Path) -> None:
+    ids = filled(tmp_path / "outbox.sqlite3")
+    done = subprocess.run([sys.executable, "-m", "monitor.cli", "events", "--outbox",
+                           str(tmp_path / "outbox.sqlite3"), "--json", "--limit", "5"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {e["id"] for e in lines} == set(ids)
+    first = next(e for e in lines if e["id"] == ids[0])
+    assert (first["type"], first["rule"], first["status"], first["segment"]["model"]) == (
+        "quality.regressed", "toxic-rate", "firing", "m")
+    assert first["evidence"] == {"rate": 0.12, "threshold": 0.05}
+    assert first["deliveries"] == [{"action": "hook", "state": "pending", "attempts": 1,
+                                    "last_error": "HTTP 503", "delivered": None}]
+
+
+def test_events_table_reads_the_outbox_path_from_the_config(tmp_path: Path, capsys) -> None:
+    filled(tmp_path / "outbox.sqlite3")
+    config = tmp_path / "driftwatch.yaml"
+    config.write_text(f"kafka: {{bootstrap_servers: ['127.0.0.1:9092'], topic: t}}\n"
+                      f"outbox: {{path: {tmp_path / 'outbox.sqlite3'}}}\n")
+    assert main(["events", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("toxic-rate") == 2 and "quality.regressed" in out
+    assert "hook: pending, 1 tries" in out and "HTTP 503" in out
+    assert "hook: delivered, 1 tries" in out and "rate=0.12" in out and "model=n" in out
+
+
+def test_events_on_a_missing_outbox_says_so(tmp_path: Path, capsys) -> None:
+    assert main(["events", "--outbox", str(tmp_path / "nope.sqlite3")]) == 2
+    assert "no outbox at" in capsys.readouterr().err
+    assert not (tmp_path / "nope.sqlite3").exists()

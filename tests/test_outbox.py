@@ -1,0 +1,227 @@
+"""The outbox: what put stores, what is due, retries, expiry, pruning, and surviving restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.action_settings import AlertmanagerAction, OutboxSettings, WebhookAction
+from monitor.decision import Decision
+from monitor.delivery import DeliveryWorker
+from monitor.outbox import Outbox, OutboxError
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+NOW = 1_700_000_000.0
+
+ACTIONS = {
+    "hook": WebhookAction(type="webhook", url="http://127.0.0.1:9/hook"),
+    "drift-only": WebhookAction(type="webhook", url="http://127.0.0.1:9/d",
+                                event_types=["drift.detected"]),
+    "am": AlertmanagerAction(type="alertmanager", url="http://127.0.0.1:9"),
+}
+
+
+def decision(status: str = "firing", at: float = NOW, rule: str = "toxic-rate",
+             event_type: str = "quality.regressed", targets: tuple[str, ...] = ("hook", "am"),
+             model: str = "m") -> Decision:
+    return Decision(event_type=event_type, rule=rule, severity="critical", status=status,
+                    segment={"model": model, "deployment": "canary"},
+                    evidence={"rate": 0.12, "threshold": 0.05}, summary="toxic share 12% > 5%",
+                    targets=targets, at=at, details={"examples": ["x"]})
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Outbox]:
+    b = Outbox(tmp_path / "outbox.sqlite3")
+    yield b
+    b.close()
+
+
+def test_put_stores_the_event_and_a_delivery_per_allowed_webhook_target(box: Outbox) -> None:
+    d = decision(targets=("hook", "drift-only", "am"))
+    [event_id] = box.put([d], ACTIONS, now=NOW)
+    assert event_id.startswith("msg_") and len(event_id) == 36
+    int(event_id[4:], 16)
+    [event] = box.recent(10)
+    assert event.id == event_id and event.created == NOW
+    assert event.decision == d
+    # drift-only does not take quality.regressed; the alert target has no delivery row.
+    assert [(x.action, x.state, x.attempts) for x in event.deliveries] == [("hook", "pending", 0)]
+    assert box.depth() == {"hook": 1, "am": 1}
+    [alert] = box.alerts()
+    assert alert.labels == {"alertname": "toxic-rate", "severity": "critical", "model": "m",
+                            "deployment": "canary"}
+    assert alert.annotations == {"summary": "toxic share 12% > 5%", "rate": "0.12",
+                                 "threshold": "0.05"}
+    assert (alert.starts_at, alert.ends_at, alert.dirty) == (NOW, None, True)
+
+
+def test_resolved_decisions_send_no_webhook_but_end_the_alert(box: Outbox) -> None:
+    box.put([decision()], ACTIONS, now=NOW)
+    box.put([decision(at=NOW + 50)], ACTIONS, now=NOW + 50)  # repeated firing
+    [alert] = box.alerts()
+    assert alert.starts_at == NOW  # the original start is kept while active
+    box.put([decision(status="resolved", at=NOW + 100)], ACTIONS, now=NOW + 100)
+    [alert] = box.alerts()
+    assert (alert.starts_at, alert.ends_at) == (NOW, NOW + 100)
+    assert box.alerts_active() == {}
+    events = box.recent(10)
+    assert [e.decision.status for e in events] == ["resolved", "firing", "firing"]
+    assert events[0].deliveries == ()
+    # Firing again after the resolve is a new incident with a new start.
+    box.put([decision(at=NOW + 200)], ACTIONS, now=NOW + 200)
+    [alert] = box.alerts()
+    assert (alert.starts_at, alert.ends_at) == (NOW + 200, None)
+
+
+def test_one_put_is_one_transaction(box: Outbox) -> None:
+    good = decision()
+    bad = decision(targets=("nowhere",))
+    with pytest.raises(ValueError, match="'nowhere'"):
+        box.put([good, bad], ACTIONS, now=NOW)
+    assert box.recent(10) == [] and box.depth() == {}
+
+
+def test_due_and_retry_follow_the_next_attempt_time(box: Outbox) -> None:
+    [event_id] = box.put([decision(targets=("hook",))], ACTIONS, now=NOW)
+    [item] = box.due(NOW)
+    assert (item.event_id, item.action, item.attempts, item.created) == (event_id, "hook", 0, NOW)
+    assert box.due(NOW - 1) == []
+    box.retry(event_id, "hook", NOW + 10, "HTTP 500")
+    assert box.due(NOW + 9.9) == []
+    [item] = box.due(NOW + 10)
+    assert item.attempts == 1
+    [delivery] = box.recent(1)[0].deliveries
+    assert (delivery.state, delivery.next_attempt, delivery.last_error) == ("pending", NOW + 10,
+                                                                           "HTTP 500")
+    box.delivered(event_id, "hook", NOW + 11)
+    assert box.due(NOW + 1_000) == [] and box.depth() == {}
+    [delivery] = box.recent(1)[0].deliveries
+    assert (delivery.state, delivery.attempts, delivery.delivered) == ("delivered", 2, NOW + 11)
+
+
+def test_a_delivery_older_than_max_age_expires_without_an_attempt(
+        box: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", SECRET)
+    box.put([decision(targets=("hook",))], ACTIONS, now=NOW)
+    settings = OutboxSettings(max_age_seconds=60)
+    worker = DeliveryWorker(box, {"hook": ACTIONS["hook"]}, settings, "http://dw")
+    try:
+        worker.run_once(NOW + 61)  # port 9 would refuse: an attempt would be a retry, not this
+    finally:
+        worker.stop()
+    [delivery] = box.recent(1)[0].deliveries
+    assert (delivery.state, delivery.attempts) == ("expired", 0)
+    assert "max_age_seconds" in (delivery.last_error or "")
+    assert box.depth() == {}
+
+
+def test_prune_drops_old_settled_events_and_keeps_pending_ones(box: Outbox) -> None:
+    [old_done, old_pending] = box.put([decision(targets=("hook",)),
+                                       decision(targets=("hook",), model="n")], ACTIONS, now=NOW)
+    [new_done] = box.put([decision(targets=("hook",), model="o")], ACTIONS, now=NOW + 100)
+    box.delivered(old_done, "hook", NOW + 1)
+    box.delivered(new_done, "hook", NOW + 101)
+    assert box.prune(before=NOW + 50) == 1
+    assert {e.id for e in box.recent(10)} == {old_pending, new_done}
+    # Cooldowns do not depend on the pruned events.
+    assert box.last_fired(decision().key) == NOW
+
+
+def test_last_fired_is_the_newest_firing_event_time_per_key(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    a = decision(at=NOW + 30)
+    box.put([decision(at=NOW), a, decision(at=NOW + 10), decision(model="n", at=NOW + 99)],
+            ACTIONS, now=NOW)
+    box.put([decision(status="resolved", at=NOW + 500)], ACTIONS, now=NOW)
+    assert box.last_fired(a.key) == NOW + 30
+    assert box.last_fired("no-such-rule|model=m") is None
+    box.close()
+    reopened = Outbox(tmp_path / "o.sqlite3")
+    assert reopened.last_fired(a.key) == NOW + 30
+    reopened.close()
+
+
+def test_pending_deliveries_survive_a_process_that_dies_without_closing(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    # Another process puts and exits at once: no close, no atexit, no flush by Python.
+    script = (
+        "import os, sys; sys.path.insert(0, sys.argv[2]);"
+        "from monitor.outbox import Outbox; from tests.test_outbox import ACTIONS, decision;"
+        "box = Outbox(__import__('pathlib').Path(sys.argv[1]));"
+        "ids = box.put([decision(targets=('hook', 'am'))], ACTIONS);"
+        "print(ids[0], flush=True); os._exit(0)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path), str(Path.cwd())],
+                          capture_output=True, text=True, timeout=60, check=True)
+    event_id = done.stdout.strip()
+    box = Outbox(path)
+    try:
+        [item] = box.due(now=2e9)
+        assert (item.event_id, item.action, item.attempts) == (event_id, "hook", 0)
+        assert item.decision.summary == "toxic share 12% > 5%"
+        assert [a.ends_at for a in box.alerts()] == [None]
+        assert box.last_fired(decision().key) == NOW
+    finally:
+        box.close()
+
+
+def test_the_outbox_uses_wal_and_full_sync(box: Outbox) -> None:
+    db = sqlite3.connect(box.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"this is not a database, just some text " * 100)
+    with pytest.raises(OutboxError, match=r"not a usable driftwatch outbox.*outbox\.path"):
+        Outbox(path)
+
+
+def test_an_unknown_schema_version_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE events (id TEXT)")
+    db.execute("PRAGMA user_version = 7")
+    db.commit()
+    db.close()
+    with pytest.raises(OutboxError, match=r"schema version 7.*reads version 1"):
+        Outbox(path)
+
+
+def test_a_missing_outbox_is_not_created_when_reading(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match="no outbox at"):
+        Outbox(tmp_path / "absent.sqlite3", create=False)
+    assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_writer_and_reader_threads_share_the_outbox(box: Outbox) -> None:
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for i in range(50):
+                box.put([decision(targets=("hook",), model=f"m{i}")], ACTIONS, now=NOW)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = 0
+    while writer.is_alive():
+        for item in box.due(NOW):
+            box.delivered(item.event_id, item.action, NOW)
+            seen += 1
+    writer.join(timeout=60)
+    for item in box.due(NOW):
+        box.delivered(item.event_id, item.action, NOW)
+        seen += 1
+    assert errors == [] and seen == 50
+    assert box.depth() == {}

@@ -1,0 +1,303 @@
+"""Webhook deliveries to a real HTTP receiver: signing, retries, 410, Retry-After, depth."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from standardwebhooks import Webhook
+
+from monitor.action_settings import OutboxSettings, WebhookAction
+from monitor.decision import Decision
+from monitor.delivery import DeliveryWorker
+from monitor.outbox import Outbox
+from monitor.webhook import WebhookSecretError, load_secret
+from tests.support import wait_for
+
+SECRET = "whsec_" + base64.b64encode(b"driftwatch-test-secret-0123456789").decode()
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+
+@dataclass
+class Receiver:
+    """Answers each request with the next scripted reply: a status, 'reset' or 'hang'."""
+
+    url: str = ""
+    script: list[tuple[int | str, dict[str, str]]] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    hang_s: float = 3.0
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            try:
+                Webhook(SECRET).verify(body, headers)
+                verified = True
+            except Exception:
+                verified = False
+            state.received.append(Received(headers, body, verified))
+            reply, extra = state.script.pop(0) if state.script else (200, {})
+            if reply == "reset":
+                # SO_LINGER 0: close sends RST, the client sees a connection reset.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.connection.close()
+                return
+            if reply == "hang":
+                time.sleep(state.hang_s)
+                reply = 200
+            self.send_response(int(reply))
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/driftwatch"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"hook-{uuid.uuid4().hex[:8]}"  # metrics are process-wide: one label per test
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Outbox]:
+    b = Outbox(tmp_path / "outbox.sqlite3")
+    yield b
+    b.close()
+
+
+SETTINGS = OutboxSettings(backoff_initial_seconds=2, backoff_max_seconds=60)
+
+
+def setup(box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch,
+          settings: OutboxSettings = SETTINGS, **action: object
+          ) -> tuple[DeliveryWorker, dict[str, WebhookAction]]:
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    actions = {name: WebhookAction(type="webhook", url=receiver.url,
+                                   secret_env="TEST_HOOK_SECRET", **action)}
+    return DeliveryWorker(box, actions, settings, "http://driftwatch.test"), actions
+
+
+def decision(name: str, model: str = "m") -> Decision:
+    return Decision(event_type="canary.rollback", rule="canary-gate", severity="critical",
+                    status="firing", segment={"model": model, "deployment": "canary"},
+                    evidence={"difference": 0.07, "upper": 0.11}, summary="canary is worse",
+                    targets=(name,), at=1_700_000_000.5, details={"gate": "toxic"})
+
+
+def delivery(box: Outbox, event_id: str):
+    [event] = [e for e in box.recent(100) if e.id == event_id]
+    [d] = event.deliveries
+    return d
+
+
+def sample(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+def test_deliveries_arrive_signed_per_standard_webhooks(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    [event_id] = box.put([decision(name)], actions)
+    worker.run_once(time.time())
+    worker.stop()
+    [got] = receiver.received
+    assert got.verified
+    assert got.headers["webhook-id"] == event_id
+    # By hand, per the spec: v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    signed = f"{event_id}.{got.headers['webhook-timestamp']}.".encode() + got.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert got.headers["webhook-signature"] == f"v1,{expected}"
+    assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < 300
+    payload = json.loads(got.body)
+    assert payload["type"] == "canary.rollback"
+    assert payload["timestamp"].endswith("Z")
+    assert payload["data"] == {
+        "rule": "canary-gate", "severity": "critical", "status": "firing",
+        "segment": {"model": "m", "deployment": "canary"},
+        "evidence": {"difference": 0.07, "upper": 0.11}, "summary": "canary is worse",
+        "details": {"gate": "toxic"}, "at": "2023-11-14T22:13:20.500Z",
+    }
+    d = delivery(box, event_id)
+    assert (d.state, d.attempts, d.last_error) == ("delivered", 1, None)
+    assert sample("driftwatch_outbox_deliveries_total", action=name, outcome="delivered") == 1
+    assert sample("driftwatch_outbox_delivery_seconds_count", action=name) == 1
+
+
+def test_a_failing_endpoint_gets_the_same_webhook_id_until_it_succeeds(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver.script = [(500, {})] * 3
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    [event_id] = box.put([decision(name)], actions)
+    now = time.time()
+    delays = []
+    for _ in range(10):
+        worker.run_once(now)
+        d = delivery(box, event_id)
+        if d.state != "pending":
+            break
+        delays.append(d.next_attempt - now)
+        assert d.last_error == "HTTP 500"
+        now = d.next_attempt
+    worker.stop()
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id] * 4
+    assert all(r.verified for r in receiver.received)
+    assert len({r.body for r in receiver.received}) == 1  # same body on every try
+    d = delivery(box, event_id)
+    assert (d.state, d.attempts) == ("delivered", 4)
+    # Full jitter on a doubling cap: try n waits between the initial delay and initial * 2^(n-1).
+    assert len(delays) == 3
+    for n, delay in enumerate(delays, start=1):
+        assert 2 <= delay <= 2 * 2 ** (n - 1)
+    assert sample("driftwatch_outbox_deliveries_total", action=name, outcome="retry") == 3
+
+
+def test_410_disables_the_endpoint_for_later_deliveries(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    receiver.script = [(410, {})]
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    [first] = box.put([decision(name)], actions)
+    worker.run_once(time.time())
+    [second] = box.put([decision(name, model="n")], actions)
+    worker.run_once(time.time())
+    worker.stop()
+    # A worker started later (a restart) knows too: the outbox keeps disabled endpoints.
+    [third] = box.put([decision(name, model="o")], actions)
+    restarted, _ = setup(box, receiver, name, monkeypatch)
+    restarted.run_once(time.time())
+    restarted.stop()
+    assert len(receiver.received) == 1
+    assert [(delivery(box, i).state, delivery(box, i).attempts) for i in (first, second, third)
+            ] == [("disabled", 1), ("disabled", 0), ("disabled", 0)]
+    assert "410" in (delivery(box, second).last_error or "")
+    assert [r.message for r in caplog.records if "410" in r.message].__len__() == 1
+    assert sample("driftwatch_outbox_deliveries_total", action=name, outcome="disabled") == 3
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_throttling_answers_set_the_next_attempt_from_retry_after(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch,
+        status: int) -> None:
+    receiver.script = [(status, {"Retry-After": "120"}),
+                       (status, {"Retry-After": formatdate(time.time() + 600, usegmt=True)})]
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    [event_id] = box.put([decision(name)], actions)
+    now = time.time()
+    worker.run_once(now)
+    assert delivery(box, event_id).next_attempt == now + 120
+    worker.run_once(now + 119)
+    assert len(receiver.received) == 1  # not due yet
+    worker.run_once(now + 120)
+    d = delivery(box, event_id)
+    worker.stop()
+    assert (d.state, d.attempts, d.last_error) == ("pending", 2, f"HTTP {status}")
+    # An HTTP date: the delay is counted from when the answer came, to the second.
+    assert 590 <= d.next_attempt - (now + 120) <= 600
+
+
+def test_a_connection_reset_and_a_hang_are_retried(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver.script = [("reset", {}), ("hang", {})]
+    worker, actions = setup(box, receiver, name, monkeypatch, timeout_seconds=0.5)
+    [event_id] = box.put([decision(name)], actions)
+    now = time.time()
+    errors = []
+    for _ in range(3):
+        worker.run_once(now)
+        d = delivery(box, event_id)
+        errors.append(d.last_error)
+        now = d.next_attempt
+    worker.stop()
+    assert errors[0] is not None and "Error" in errors[0]
+    assert errors[1] is not None and errors[1].startswith("timeout after 0.5s")
+    d = delivery(box, event_id)
+    assert (d.state, d.attempts) == ("delivered", 3)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id] * 3
+
+
+def test_outbox_depth_rises_with_puts_and_falls_with_deliveries(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver.script = [(500, {})]
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    worker.update_gauges()
+    assert sample("driftwatch_outbox_depth", action=name) == 0
+    box.put([decision(name), decision(name, model="n")], actions)
+    worker.update_gauges()
+    assert sample("driftwatch_outbox_depth", action=name) == 2
+    now = time.time()
+    worker.run_once(now)  # the first fails, so the second waits for the next pass
+    assert sample("driftwatch_outbox_depth", action=name) == 2
+    worker.run_once(now + 60)
+    worker.stop()
+    assert sample("driftwatch_outbox_depth", action=name) == 0
+    assert len(receiver.received) == 3
+
+
+def test_the_worker_thread_delivers_and_stops_promptly(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, actions = setup(box, receiver, name, monkeypatch,
+                            settings=OutboxSettings(poll_seconds=0.05))
+    worker.start()
+    try:
+        [event_id] = box.put([decision(name)], actions)
+        wait_for(lambda: delivery(box, event_id).state == "delivered", 20, "the delivery")
+    finally:
+        worker.stop(timeout_s=15)
+    assert worker._thread is not None and not worker._thread.is_alive()
+
+
+def test_a_missing_or_malformed_secret_is_a_clear_error_that_hides_the_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    action = WebhookAction(type="webhook", url="http://x/", secret_env="NO_SUCH_SECRET")
+    with pytest.raises(WebhookSecretError, match=r"'rollback'.*NO_SUCH_SECRET is not set"):
+        load_secret("rollback", action)
+    monkeypatch.setenv("NO_SUCH_SECRET", "hunter2-not-whsec")
+    with pytest.raises(WebhookSecretError, match="NO_SUCH_SECRET is not of the form") as err:
+        load_secret("rollback", action)
+    assert "hunter2" not in str(err.value)
+    missing = WebhookAction(type="webhook", url="http://x/", secret_file=tmp_path / "nope")
+    with pytest.raises(WebhookSecretError, match=r"'retrain'.*secret_file .*nope"):
+        DeliveryWorker(Outbox(tmp_path / "o.sqlite3"), {"retrain": missing}, SETTINGS, "")
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    from_file = WebhookAction(type="webhook", url="http://x/", secret_file=tmp_path / "secret")
+    assert load_secret("retrain", from_file) == SECRET
