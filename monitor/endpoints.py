@@ -1,13 +1,20 @@
-"""HTTP endpoints: /metrics (Prometheus), /healthz (the loop is alive), /readyz (consuming)."""
+"""HTTP endpoints: /metrics (Prometheus), /healthz (the loop is alive), /readyz (consuming),
+the canary gate for rollout tools that pull (/canary, /canary/promote, /canary/rollback), and
+the explicit drift reference rollover (POST /admin/reference/rollover). Loopback by default."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from monitor.metrics import SEGMENT as SEGMENT_LABELS
 
 
 class Health:
@@ -33,9 +40,65 @@ class Health:
         return ok, {"broker_connected": self.broker_connected, "partitions": self.partitions}
 
 
+class CanaryStatus(Protocol):
+    def status(self) -> dict[str, object]: ...  # monitor.canary.CanaryGate
+
+
+def canary_reply(canary: CanaryStatus | None, path: str, model: str | None
+                 ) -> tuple[int, dict[str, object]]:
+    """The canary gate over HTTP, for Argo Rollouts' web metric and Flagger's webhooks.
+
+    GET /canary: 200 and the gate's status (every model's verdict and gate figures).
+    GET|POST /canary/promote, /canary/rollback (optional ?model=, required when the gate has
+    seen more than one model): 200 when that model's verdict is the one asked about; 409 with
+    {"model", "verdict"} when it is not (a model not seen yet is "watching"); 400 when the
+    model is ambiguous; 404 when the canary gate is not enabled.
+    """
+    if canary is None:
+        return 404, {"error": "the canary gate is not enabled (canary.enabled in the config)"}
+    status = canary.status()
+    if path == "/canary":
+        return 200, status
+    models: dict[str, dict[str, object]] = status["models"]  # type: ignore[assignment]
+    if model is None and len(models) > 1:
+        return 400, {"error": "several models: add ?model=NAME", "models": sorted(models)}
+    if model is None:
+        model = next(iter(models), None)
+    verdict = models.get(model or "", {}).get("verdict", "watching")
+    wanted = path.rsplit("/", 1)[1]
+    return (200 if verdict == wanted else 409), {"model": model, "verdict": verdict}
+
+
+class Rollover(Protocol):
+    def request_rollover(self, segment: Mapping[str, str] | None = None,
+                         reason: str = "command") -> None: ...  # monitor.drift.DriftStage
+
+
+def rollover_reply(drift: Rollover | None, query: dict[str, list[str]]
+                   ) -> tuple[int, dict[str, object]]:
+    """POST /admin/reference/rollover[?model=..&model_version=..&deployment=..&route=..]:
+    202 when the drift stage will adopt the matching segments' recent records as their
+    reference at its next batch (the log says what it did); 400 for an unknown label; 404
+    when drift detection is off."""
+    if drift is None:
+        return 404, {"error": "drift detection is not enabled (drift.enabled in the config)"}
+    unknown = sorted(set(query) - set(SEGMENT_LABELS))
+    if unknown:
+        return 400, {"error": f"unknown segment labels {unknown}; use {list(SEGMENT_LABELS)}"}
+    segment = {k: v[0] for k, v in query.items()}
+    drift.request_rollover(segment, reason="admin endpoint")
+    return 202, {"rollover": "requested", "segment": segment or "all"}
+
+
 class Endpoints:
-    def __init__(self, host: str, port: int, health: Health) -> None:
-        handler = _handler(health)
+    """The HTTP side of the daemon. `canary` and `drift` are attached once built (the
+    endpoints serve /metrics and readiness while models still load)."""
+
+    def __init__(self, host: str, port: int, health: Health,
+                 canary: CanaryStatus | None = None) -> None:
+        self.canary = canary
+        self.drift: Rollover | None = None
+        handler = _handler(health, self)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -55,18 +118,40 @@ class Endpoints:
         self._server.server_close()
 
 
-def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+_CANARY_PATHS = ("/canary", "/canary/promote", "/canary/rollback")
+
+
+def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            # Flagger POSTs its webhook payload; the verdict does not depend on it.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            url = urlsplit(self.path)
+            if url.path in _CANARY_PATHS[1:]:
+                self.do_GET()
+            elif url.path == "/admin/reference/rollover":
+                code, reply = rollover_reply(endpoints.drift, parse_qs(url.query))
+                self._send(code, json.dumps(reply).encode(), "application/json")
+            else:
+                self._send(405, b"POST is for /canary/promote, /canary/rollback and "
+                                b"/admin/reference/rollover\n", "text/plain")
+
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            url = urlsplit(self.path)
+            path = url.path
+            if path in _CANARY_PATHS:
+                model = parse_qs(url.query).get("model", [None])[0]
+                code, reply = canary_reply(endpoints.canary, path, model)
+                self._send(code, json.dumps(reply).encode(), "application/json")
+            elif path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):
                 ok, detail = health.live() if path == "/healthz" else health.ready()
                 body = json.dumps({"ok": ok, **detail}).encode()
                 self._send(200 if ok else 503, body, "application/json")
             else:
-                self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+                self._send(404, b"not found: try /metrics, /healthz, /readyz or /canary\n",
+                           "text/plain")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

@@ -1,0 +1,241 @@
+"""The canary gate: canary against stable on live traffic, per model, with always-valid sequential
+tests; its verdict (watching, promote, rollback) is a metric, a status for HTTP and a Decision.
+
+Gates and their error budget (each gate's false-rollback chance over an unbounded run <= alpha):
+- toxic, ungrounded, refusal, error: a confidence sequence for canary rate minus stable rate
+  (detectors.sequential, tau = margin: tuned to differences of the size the gate cares about).
+  The gate fails when its lower bound is above 0; it passes when its upper bound is <= margin.
+- latency_p95: the share of requests slower than stable's p95, which is fixed once from
+  stable's first `min_records` latencies; then both arms' exceedance shares go through the same
+  test. A quantile becomes a rate: under "no difference" both arms exceed the fixed threshold
+  equally often whatever error the threshold has, so the test keeps its alpha exactly, and a
+  slower canary shows as a share above 5%. Latencies of batches before the threshold exists
+  are not tested, and stable's reference latencies are left out (the threshold fits them).
+- embedding_drift: OnlineMMD with stable's first `min_records` response embeddings as its
+  reference, fed the next `min_records` canary embeddings, then frozen as passed. An ERT-
+  calibrated detector alarms falsely once per `ert` records on average, so on an unbounded run
+  it would alarm for sure; over a horizon of H records P(false alarm) <= H / ert, so ert is
+  H / alpha. The calibration needs n_bootstraps well above ert (2 x here): about 6 s of CPU per
+  model with the defaults (500 records, alpha 0.01), once, when stable's reference is complete.
+Hard gates fail as soon as their test says worse; soft gates need `min_records` per arm first.
+Promotion needs every configured gate to have its minimum and pass. Rollback is sticky; promote
+turns into rollback only, so a verdict a rollout tool has acted on does not flicker.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detectors.mmd_online import OnlineMMD
+from detectors.sequential import MeanDifferenceCS
+from monitor import metrics as m
+from monitor.action_settings import CanarySettings
+from monitor.decision import Decision
+from monitor.labels import CappedLabel
+
+VERDICTS = ("watching", "promote", "rollback")
+ARMS = ("stable", "canary")
+RATE_GATES = ("toxic", "ungrounded", "refusal", "error")
+_BOUNDS = ("estimate", "lower", "upper")
+_QUANTILE = 0.95
+_MAX_MODELS = 20  # models tracked (a metrics label); more are folded into "other"
+_MMD_FEATURES = 64  # random Fourier features: calibration cost grows with them, power barely
+
+
+@dataclass
+class _Embedding:
+    reference: list[np.ndarray] = field(default_factory=list)
+    collected: int = 0
+    detector: OnlineMMD | None = None
+    tested: int = 0  # canary embeddings fed to the detector
+    flagged: bool = False
+
+
+@dataclass
+class _Model:
+    tests: dict[str, MeanDifferenceCS]
+    verdict: str = "watching"
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    latency_reference: list[np.ndarray] = field(default_factory=list)
+    latency_collected: int = 0
+    p95: float | None = None
+    embedding: _Embedding = field(default_factory=_Embedding)
+
+
+class CanaryGate:
+    def __init__(self, settings: CanarySettings, device: str = "cpu") -> None:
+        self.settings = settings
+        self.device = device
+        self.gates: tuple[str, ...] = (*settings.hard_gates, *settings.soft_gates)
+        self._models: dict[str, _Model] = {}
+        self._label = CappedLabel(_MAX_MODELS)
+        self._lock = threading.Lock()  # the pipeline writes, HTTP threads read status()
+
+    def update(self, models: Sequence[str | None], deployments: Sequence[str | None],
+               signals: Mapping[str, np.ndarray], embeddings: np.ndarray | None,
+               at: float) -> list[Decision]:
+        """Feed one batch (records aligned across arguments); return the verdict changes."""
+        s = self.settings
+        deployment = np.asarray(deployments, dtype=object)
+        arm_of = {"stable": deployment == s.stable, "canary": deployment == s.canary}
+        in_gate = arm_of["stable"] | arm_of["canary"]
+        labels = {raw: self._label(raw) for raw in set(models)}
+        model = np.array([labels[raw] for raw in models], dtype=object)
+        decisions: list[Decision] = []
+        with self._lock:
+            for name in sorted(set(model[in_gate])):
+                idx = {arm: np.flatnonzero(arm_of[arm] & (model == name)) for arm in ARMS}
+                state = self._models.get(name) or self._new(name)
+                self._feed(state, idx, signals, embeddings)
+                decision = self._decide(name, state, at)
+                if decision is not None:
+                    decisions.append(decision)
+                self._export(name, state)
+        return decisions
+
+    def status(self) -> dict[str, object]:
+        """Every model's verdict, records per arm and gate figures; JSON-able (no NaN/inf)."""
+        s = self.settings
+        with self._lock:
+            models = {}
+            for name, state in self._models.items():
+                gates = {g: self._gate(state, g) for g in self.gates}
+                models[name] = {"verdict": state.verdict, "records": dict(state.records),
+                                "failed": [g for g, f in gates.items() if f["failed"]],
+                                "gates": gates}
+        return {"alpha": s.alpha, "margin": s.margin, "min_records": s.min_records,
+                "stable": s.stable, "canary": s.canary, "models": models}
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def _new(self, name: str) -> _Model:
+        tests = {g: MeanDifferenceCS(alpha=self.settings.alpha, tau=self.settings.margin)
+                 for g in self.gates if g != "embedding_drift"}
+        state = self._models[name] = _Model(tests)
+        return state
+
+    def _feed(self, state: _Model, idx: dict[str, np.ndarray], signals: Mapping[str, np.ndarray],
+              embeddings: np.ndarray | None) -> None:
+        a, b = idx["stable"], idx["canary"]
+        for arm in ARMS:
+            state.records[arm] += len(idx[arm])
+        for gate in RATE_GATES:
+            if gate in state.tests and gate in signals:
+                values = np.asarray(signals[gate], dtype=np.float64)
+                state.tests[gate].update(values[a], values[b])
+        if "latency_p95" in state.tests and "latency_seconds" in signals:
+            latency = np.asarray(signals["latency_seconds"], dtype=np.float64)
+            self._latency(state, latency[a], latency[b])
+        if "embedding_drift" in self.gates and embeddings is not None:
+            rows = np.asarray(embeddings, dtype=np.float32)
+            self._embedding(state.embedding, rows[a], rows[b])
+
+    def _latency(self, state: _Model, stable: np.ndarray, canary: np.ndarray) -> None:
+        stable, canary = stable[~np.isnan(stable)], canary[~np.isnan(canary)]
+        if state.p95 is None:
+            need = self.settings.min_records - state.latency_collected
+            state.latency_reference.append(stable[:need])
+            state.latency_collected += len(stable[:need])
+            if state.latency_collected < self.settings.min_records:
+                return
+            state.p95 = float(np.quantile(np.concatenate(state.latency_reference), _QUANTILE))
+            state.latency_reference = []
+            stable = stable[need:]
+        state.tests["latency_p95"].update(stable > state.p95, canary > state.p95)
+
+    def _embedding(self, e: _Embedding, stable: np.ndarray, canary: np.ndarray) -> None:
+        stable = stable[~np.isnan(stable).any(axis=1)]
+        canary = canary[~np.isnan(canary).any(axis=1)]
+        n = self.settings.min_records
+        if e.detector is None:
+            e.reference.append(stable[: n - e.collected])
+            e.collected += len(e.reference[-1])
+            if e.collected < n:
+                return
+            ert = math.ceil(n / self.settings.alpha)
+            e.detector = OnlineMMD(np.concatenate(e.reference), ert=ert,
+                                   window_size=max(10, min(100, n // 10)),
+                                   n_features=_MMD_FEATURES, n_bootstraps=2 * ert,
+                                   device=self.device, seed=0)
+            e.reference = []
+            return  # canary embeddings before the reference exists are not tested
+        if e.flagged or e.tested >= n:
+            e.tested += len(canary) if e.flagged else 0  # counted, for a soft gate's minimum
+            return
+        batch = canary[: n - e.tested]
+        if len(batch):
+            e.detector.update(batch)
+            e.tested += len(batch)
+            e.flagged = e.detector.drift_detected
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def _gate(self, state: _Model, gate: str) -> dict[str, object]:
+        """One gate's figures and outcome: `failed` (canary worse, minimum met where needed)
+        and `passed` (minimum met, within margin)."""
+        s = self.settings
+        hard = gate in s.hard_gates
+        if gate == "embedding_drift":
+            e = state.embedding
+            has_minimum = e.collected >= s.min_records and e.tested >= s.min_records
+            figures: dict[str, object] = {
+                "n_stable": e.collected, "n_canary": e.tested, "drift_detected": e.flagged,
+                "statistic": _finite(e.detector.statistic) if e.detector else None,
+                "threshold": _finite(e.detector.threshold) if e.detector else None}
+            failed = e.flagged and (hard or has_minimum)
+            passed = has_minimum and not e.flagged
+        else:
+            t = state.tests[gate]
+            has_minimum = min(t.n_a, t.n_b) >= s.min_records
+            figures = {"n_stable": t.n_a, "n_canary": t.n_b, "estimate": _finite(t.estimate),
+                       "lower": _finite(t.lower), "upper": _finite(t.upper)}
+            if gate == "latency_p95":
+                figures["threshold_seconds"] = state.p95
+            failed = bool(t.lower > 0) and (hard or has_minimum)
+            passed = has_minimum and bool(t.upper <= s.margin)
+        return {"kind": "hard" if hard else "soft", "has_minimum": has_minimum,
+                "failed": failed, "passed": passed, **figures}
+
+    def _decide(self, name: str, state: _Model, at: float) -> Decision | None:
+        gates = {g: self._gate(state, g) for g in self.gates}
+        failed = [g for g, f in gates.items() if f["failed"]]
+        if failed and state.verdict != "rollback":
+            state.verdict = "rollback"
+            shown = failed
+            summary = f"canary of {name} rolled back: worse than stable on {', '.join(failed)}"
+        elif state.verdict == "watching" and all(f["passed"] for f in gates.values()):
+            state.verdict = "promote"
+            shown = list(self.gates)
+            summary = (f"canary of {name} promoted: {', '.join(shown)} within margin "
+                       f"{self.settings.margin:g} of stable")
+        else:
+            return None
+        evidence = {f"records_{arm}": float(n) for arm, n in state.records.items()}
+        for g in shown:
+            for key, value in gates[g].items():
+                if key in (*_BOUNDS, "n_stable", "n_canary", "statistic", "threshold"):
+                    evidence[f"{g}.{key}"] = float("nan") if value is None else float(value)
+        rollback = state.verdict == "rollback"
+        return Decision(event_type=f"canary.{state.verdict}", rule="canary-gate",
+                        severity="critical" if rollback else "info", status="firing",
+                        segment={"model": name}, evidence=evidence, summary=summary,
+                        targets=tuple(self.settings.actions), at=at)
+
+    def _export(self, name: str, state: _Model) -> None:
+        for verdict in VERDICTS:
+            m.CANARY_VERDICT.labels(name, verdict).set(float(verdict == state.verdict))
+        for arm in ARMS:
+            m.CANARY_RECORDS.labels(name, arm).set(state.records[arm])
+        # Embedding drift has no difference of means: its figures are in status() only.
+        for gate, t in state.tests.items():
+            for bound in _BOUNDS:
+                m.CANARY_DIFFERENCE.labels(name, gate, bound).set(getattr(t, bound))
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
