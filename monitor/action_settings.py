@@ -3,6 +3,7 @@ decide), the outbox (how deliveries survive), and the canary gate."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -48,7 +49,20 @@ class AlertmanagerAction(_Frozen):
     generator_url: str | None = Field(default=None, pattern=_URL)
 
 
-Action = Annotated[WebhookAction | AlertmanagerAction, Field(discriminator="type")]
+class RolloverAction(_Frozen):
+    """Adopt the segment's recent records as its drift reference (saved as a new version).
+    Explicit in the config, never a default: a rollover can hide a drift that persists."""
+
+    type: Literal["reference_rollover"]
+
+
+Action = Annotated[WebhookAction | AlertmanagerAction | RolloverAction,
+                   Field(discriminator="type")]
+
+
+def rollover_actions(actions: Mapping[str, Action]) -> frozenset[str]:
+    """Names of the actions that roll the drift reference over (done in the pipeline)."""
+    return frozenset(name for name, a in actions.items() if a.type == "reference_rollover")
 
 
 class OutboxSettings(_Frozen):

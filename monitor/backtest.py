@@ -1,6 +1,7 @@
-"""`driftwatch backtest`: the daemon's pipeline (scorers, drift) over recorded traffic, in order,
-with no broker. Every event is a JSON line with the 0-based index of the record at which it
-fired; a summary table follows on stderr. Same code path as the daemon, so it predicts it."""
+"""`driftwatch backtest`: the daemon's pipeline (scorers, drift, rules, canary gate) over
+recorded traffic, in order, with no broker. Every detection and every decision is a JSON line
+with the 0-based index of the record at which it fired; a summary table follows on stderr.
+Same code path as the daemon, so it predicts it (time is event time in both)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import msgspec
 from consumers.batcher import Batch
 from consumers.decode import Decoder, Rejection
 from consumers.wire import Record
+from monitor.action_settings import rollover_actions
 from monitor.config import MODEL_SCORERS, OfflineConfig
+from monitor.decision import Decision
 from monitor.drift import DriftEvent, DriftStage
 from monitor.model_scoring import ModelScorers
 from monitor.pipeline import Pipeline
+from monitor.rules import RuleEngine
 
 BATCH = 256
 
@@ -32,18 +36,33 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str
                                       embedder.name if embedder else "", keep_warmup=False)
              if config.drift.enabled else None)
     fired: list[dict[str, object]] = []
+    intake = [0, 0]  # messages read, dead-lettered: what a dead-letter rule sees
 
     def collect(events: list[DriftEvent]) -> None:
         fired.extend(_event(e) for e in events)
 
+    def decided(decisions: list[Decision]) -> None:
+        fired.extend(_decision(d, len(batch)) for d in decisions)
+
+    canary = None
+    if config.canary.enabled:
+        from monitor.canary import CanaryGate
+
+        canary = CanaryGate(config.canary, embedder.device if embedder else "cpu")
     pipeline = Pipeline(config.scorers, config.metrics.labels, config.metrics.max_label_values,
-                        models=models, drift=drift, on_events=collect)
+                        models=models, drift=drift, on_events=collect,
+                        rules=RuleEngine(config.rules, config.actions) if config.rules else None,
+                        canary=canary, on_decisions=decided,
+                        intake=lambda: (intake[0], intake[1]),
+                        rollover_actions=rollover_actions(config.actions))
     decoder = Decoder(100 * 1_048_576)
     batch: list[Record] = []
     positions: list[int] = []
     for index, line in enumerate(lines):
         decoded = decoder.decode(line.rstrip(b"\r\n"))
+        intake[0] += 1
         if isinstance(decoded, Rejection):
+            intake[1] += 1
             yield {"index": index, "type": "dead_letter", "reason": decoded.reason,
                    "detail": decoded.detail}
             continue
@@ -76,6 +95,15 @@ def _event(e: DriftEvent) -> dict[str, object]:
     }
 
 
+def _decision(d: Decision, batch_size: int) -> dict[str, object]:
+    return {
+        "batch_index": d.index if d.index >= 0 else batch_size - 1, "type": d.event_type,
+        "rule": d.rule, "severity": d.severity, "status": d.status, "segment": d.segment,
+        "evidence": d.evidence, "summary": d.summary, "actions": list(d.targets),
+        "details": d.details,
+    }
+
+
 def run_backtest(input_path: str | Path | None, output: IO[bytes], config: OfflineConfig
                  ) -> int:
     source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
@@ -86,6 +114,8 @@ def run_backtest(input_path: str | Path | None, output: IO[bytes], config: Offli
         for event in backtest(source, config):
             output.write(encoder.encode(event) + b"\n")
             key = str(event["type"]) + (f" {event['stream']}" if "stream" in event else "")
+            if "rule" in event:
+                key = f"{event['type']} {event['rule']} ({event['status']})"
             summary[key] += 1
             first.setdefault(key, int(event["index"]))  # type: ignore[call-overload]
     finally:

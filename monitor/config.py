@@ -186,7 +186,7 @@ class Config(_EnvBeatsFile):
 
     @model_validator(mode="after")
     def _rules_fit(self) -> Config:
-        check_rules(self.rules, self.actions, self.canary)
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)
         return self
 
 
@@ -241,18 +241,29 @@ class OfflineConfig(_EnvBeatsFile):
 
     @model_validator(mode="after")
     def _rules_fit(self) -> OfflineConfig:
-        check_rules(self.rules, self.actions, self.canary)
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)
         return self
 
 
-def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings) -> None:
-    """Cross-field checks: unique rule names, and every named action defined."""
+def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings,
+                scorers: list[str], drift_enabled: bool) -> None:
+    """Cross-field checks: unique rule names, every named action defined, and every signal
+    a rule watches produced by an enabled scorer or detector."""
+    from monitor.rules import SIGNAL_SCORERS
+
     problems: list[str] = []
     seen: set[str] = set()
     for rule in rules:
         if rule.name in seen:
             problems.append(f"rule {rule.name!r}: name: used by more than one rule")
         seen.add(rule.name)
+        when = rule.when
+        needs = SIGNAL_SCORERS.get(getattr(when, "signal", ""))
+        if needs and needs not in scorers:
+            problems.append(f"rule {rule.name!r}: when.signal: {when.signal!r} needs the "
+                            f"{needs!r} scorer, which is not in scorers {scorers}")
+        if when.kind == "drift" and not drift_enabled:
+            problems.append(f"rule {rule.name!r}: when.kind: 'drift' needs drift.enabled: true")
         for name in rule.actions:
             if name not in actions:
                 problems.append(f"rule {rule.name!r}: actions: {name!r} is not defined; "

@@ -7,19 +7,27 @@ import platform
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from kafka.errors import KafkaError
+from prometheus_client import Counter
 
 from consumers.processor import StreamProcessor
 from consumers.source import KafkaSource
 from monitor import metrics as m
+from monitor.action_settings import Action, rollover_actions
+from monitor.canary import CanaryGate
 from monitor.config import MODEL_SCORERS, Config
+from monitor.decision import Decision
+from monitor.delivery import DeliveryWorker
 from monitor.drift import DriftStage
 from monitor.endpoints import Endpoints, Health
 from monitor.model_scoring import ModelScorers, Overload
 from monitor.observer import MetricsObserver
+from monitor.outbox import Outbox
 from monitor.pipeline import Pipeline
+from monitor.rules import RuleEngine
 
 log = logging.getLogger("driftwatch")
 
@@ -42,20 +50,28 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     endpoints = Endpoints(config.metrics.host, config.metrics.port, health).start()
     log.info("serving /metrics, /healthz, /readyz on http://%s:%d",
              config.metrics.host, endpoints.port)
+    acting = Acting()
     try:
         overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
         models = build_models(config)  # loads models before joining the group
+        device = models.embedder.device if models and models.embedder else "cpu"
+        # Secrets, the outbox and its backlog of undelivered decisions: before the group join,
+        # so a bad secret fails fast and deliveries left by a previous run resume at once.
+        acting = acting_parts(config, device, endpoints)
         source = KafkaSource(config.kafka, config.join, config.batch,
                              MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)))
         if not _open(source, stop, health):
             return 0
         drift = None
         if config.drift.enabled and models is not None and models.embedder is not None:
-            drift = DriftStage.from_settings(config.drift, models.embedder.device,
-                                             models.embedder.name)
+            drift = DriftStage.from_settings(config.drift, device, models.embedder.name)
+            endpoints.drift = drift
         pipeline = Pipeline(config.scorers, config.metrics.labels,
                             config.metrics.max_label_values, audit_log=config.audit_log,
-                            models=models, fraction=overload.fraction, drift=drift)
+                            models=models, fraction=overload.fraction, drift=drift,
+                            rules=acting.rules, canary=acting.canary,
+                            on_decisions=acting.put, intake=intake_totals,
+                            rollover_actions=rollover_actions(config.actions))
 
         def on_loop() -> None:
             ready = source.connected() and bool(source.assignment)
@@ -73,7 +89,58 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
         return 0
     finally:
         m.READY.set(0)
+        acting.close()
         endpoints.stop()
+
+
+@dataclass
+class Acting:
+    """Rules, canary gate, outbox and its delivery thread: present when the config has rules,
+    a canary gate or actions."""
+
+    rules: RuleEngine | None = None
+    canary: CanaryGate | None = None
+    outbox: Outbox | None = None
+    delivery: DeliveryWorker | None = None
+    actions: dict[str, Action] = field(default_factory=dict)
+
+    def put(self, decisions: list[Decision]) -> None:
+        assert self.outbox is not None
+        self.outbox.put(decisions, self.actions)  # durable before the batch is acknowledged
+
+    def close(self) -> None:
+        if self.delivery is not None:
+            self.delivery.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+
+
+def acting_parts(config: Config, device: str, endpoints: Endpoints) -> Acting:
+    if not (config.rules or config.canary.enabled or config.actions):
+        return Acting()
+    outbox = Outbox(config.outbox.path)
+    generator = f"http://{config.metrics.host}:{endpoints.port}/metrics"
+    delivery = DeliveryWorker(outbox, config.actions, config.outbox, generator)
+    delivery.start()
+    canary = None
+    if config.canary.enabled:
+        canary = CanaryGate(config.canary, device)
+        endpoints.canary = canary
+    rules = RuleEngine(config.rules, config.actions, last_fired=outbox.last_fired) \
+        if config.rules else None
+    log.info("%d rule(s), canary gate %s, outbox %s, actions: %s", len(config.rules),
+             "on" if canary else "off", config.outbox.path, ", ".join(config.actions) or "none")
+    return Acting(rules, canary, outbox, delivery, dict(config.actions))
+
+
+def intake_totals() -> tuple[int, int]:
+    """(messages read, messages dead-lettered) so far, from this process' counters."""
+    return (int(_counter_total(m.MESSAGES_CONSUMED)), int(_counter_total(m.DEAD_LETTERS)))
+
+
+def _counter_total(counter: Counter) -> float:
+    return sum(s.value for metric in counter.collect() for s in metric.samples
+               if s.name.endswith("_total"))
 
 
 def build_models(config: Config) -> ModelScorers | None:

@@ -36,6 +36,10 @@ class Decision:
 
     @property
     def key(self) -> str:
-        """The incident's identity: one alert per rule and segment."""
-        labels = ",".join(f"{k}={v}" for k, v in sorted(self.segment.items()))
-        return f"{self.rule}|{labels}"
+        return incident_key(self.rule, self.segment)
+
+
+def incident_key(rule: str, segment: dict[str, str]) -> str:
+    """An incident's identity: one alert per rule and segment."""
+    labels = ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
+    return f"{rule}|{labels}"

@@ -2,7 +2,8 @@
 feature drift on scalar and categorical features, against a reference.
 
 The reference is a pinned snapshot, or the first `warmup_records` of each segment. It is
-never rolled over silently: a new reference takes an explicit command or rule.
+never rolled over silently: a new reference takes an explicit command or rule
+(`request_rollover`), which adopts the segment's most recent `warmup_records` records.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import queue
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +62,32 @@ def feature_columns(f: OperationalFeatures, scores: BatchScores) -> dict[str, np
     }
 
 
+class _Recent:
+    """The last `size` model-scored rows of an armed segment: what a rollover adopts."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._parts: deque[tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]] = \
+            deque()
+        self.n = 0
+
+    def add(self, vectors: dict[str, np.ndarray], numeric: dict[str, np.ndarray],
+            outcomes: list[str]) -> None:
+        self._parts.append((vectors, numeric, outcomes))
+        self.n += len(outcomes)
+        while self._parts and self.n - len(self._parts[0][2]) >= self.size:
+            self.n -= len(self._parts.popleft()[2])
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str]]:
+        cut = max(0, self.n - self.size)
+        parts = list(self._parts)
+        prompts = np.concatenate([v["prompt"] for v, _, _ in parts])[cut:]
+        responses = np.concatenate([v["response"] for v, _, _ in parts])[cut:]
+        numeric = {k: np.concatenate([n[k] for _, n, _ in parts])[cut:] for k in parts[0][1]}
+        outcomes = [o for _, _, out in parts for o in out][cut:]
+        return prompts, responses, numeric, outcomes
+
+
 @dataclass
 class _SegmentState:
     warmup_prompts: list[np.ndarray] = field(default_factory=list)
@@ -70,12 +99,14 @@ class _SegmentState:
     features: WindowedFeatureDrift | None = None
     changes: StreamingChangeDetectors | None = None
     window_ids: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    recent: _Recent | None = None
 
 
-def warmup_name(base: str, segment: Segment) -> str:
-    """Store name of a segment's warm-up reference (segment values may hold any label text)."""
+def warmup_name(base: str, segment: Segment, kind: str = "warmup") -> str:
+    """Store name of a segment's own reference, from its warm-up or from a rollover (segment
+    values may hold any label text)."""
     digest = hashlib.blake2b(json.dumps(segment).encode(), digest_size=6).hexdigest()
-    return f"{base}.warmup.{digest}"
+    return f"{base}.{kind}.{digest}"
 
 
 class DriftStage:
@@ -90,6 +121,9 @@ class DriftStage:
         self._store = store
         self._embedding_model = embedding_model
         self._segments: dict[Segment, _SegmentState] = {}
+        self._labels: tuple[str, ...] = m.SEGMENT
+        # Rollover requests arrive from other threads (the admin endpoint); applied in update().
+        self._rollovers: queue.SimpleQueue[tuple[dict[str, str], str]] = queue.SimpleQueue()
 
     @classmethod
     def from_settings(cls, settings: DriftSettings, device: str, embedding_model: str = "",
@@ -102,14 +136,23 @@ class DriftStage:
             snapshot = store.load(ref.name, ref.version)
             log.info("drift reference %s v%d (%d records)", ref.name, snapshot.meta.version,
                      snapshot.meta.records)
-            return cls(settings, device, snapshot)
+            return cls(settings, device, snapshot, store=store if keep_warmup else None,
+                       embedding_model=embedding_model)
         return cls(settings, device, store=store if keep_warmup else None,
                    embedding_model=embedding_model)
+
+    def request_rollover(self, segment: Mapping[str, str] | None = None,
+                         reason: str = "command") -> None:
+        """Adopt the recent records as the reference of every armed segment matching
+        `segment` (label -> value; None or empty: all), at the next batch. Thread-safe."""
+        self._rollovers.put((dict(segment or {}), reason))
 
     def update(self, records: Sequence[Record], scores: BatchScores,
                numeric: dict[str, np.ndarray], outcomes: Sequence[str],
                segments: dict[Segment, np.ndarray]) -> list[DriftEvent]:
         """Feed one batch (model-scored rows only); return the detections it caused."""
+        while not self._rollovers.empty():
+            self._rollover(*self._rollovers.get())
         if scores.prompt_embeddings is None or scores.response_embeddings is None:
             return []
         sampled = np.flatnonzero(scores.sampled)
@@ -133,6 +176,9 @@ class DriftStage:
                                                              idx)
             events += self._detect(seg, state, records, idx, vectors, seg_numeric,
                                    seg_outcomes)
+            if state.recent is None:
+                state.recent = _Recent(self.settings.reference.warmup_records)
+            state.recent.add(vectors, seg_numeric, seg_outcomes)
         return events
 
     @staticmethod
@@ -153,16 +199,17 @@ class DriftStage:
                 m.DRIFT_SEGMENTS_UNTRACKED.inc()
                 return None
             state = self._segments[seg] = _SegmentState()
-            r = self._reference or self._saved_warmup(seg)
+            # A segment's rolled-over reference wins over the shared snapshot or its warm-up.
+            r = self._saved(seg, "rollover") or self._reference or self._saved(seg, "warmup")
             if r is not None:
                 self._arm(seg, state, r.prompt_embeddings, r.response_embeddings, r.numeric,
                           list(r.categorical.get("outcome", [])))
         return state
 
-    def _saved_warmup(self, seg: Segment) -> Reference | None:
+    def _saved(self, seg: Segment, kind: str) -> Reference | None:
         if self._store is None:
             return None
-        name = warmup_name(self.settings.reference.name, seg)
+        name = warmup_name(self.settings.reference.name, seg, kind)
         if not self._store.versions(name):
             return None
         try:
@@ -170,9 +217,38 @@ class DriftStage:
         except ReferenceError as exc:
             log.warning("%s; warming up again", exc)
             return None
-        log.info("reusing the warm-up reference of segment %s (%s v%d)", seg, name,
+        log.info("reusing the %s reference of segment %s (%s v%d)", kind, seg, name,
                  reference.meta.version)
         return reference
+
+    def _rollover(self, wanted: dict[str, str], reason: str) -> None:
+        matched = 0
+        for seg, state in self._segments.items():
+            labels = dict(zip(self._labels, seg, strict=True))
+            if any(labels.get(k) != v for k, v in wanted.items()) or not state.mmd:
+                continue
+            matched += 1
+            recent = state.recent
+            need = min(self.settings.reference.warmup_records, 50)
+            if recent is None or recent.n < need:
+                log.warning("rollover of segment %s refused: %d recent records, at least %d "
+                            "needed; the reference stays", seg, 0 if recent is None else recent.n,
+                            need)
+                continue
+            prompts, responses, numeric, outcomes = recent.take()
+            version = 0
+            if self._store is not None:
+                version = self._store.save(
+                    warmup_name(self.settings.reference.name, seg, "rollover"), prompts,
+                    responses, numeric, {"outcome": outcomes}, f"rollover:{reason}:{list(seg)}",
+                    self._embedding_model).version
+            self._arm(seg, state, prompts, responses, numeric, outcomes)
+            m.DRIFT_ROLLOVERS.labels(*seg).inc()
+            log.warning("drift reference of segment %s rolled over to its last %d records "
+                        "(%s%s)", seg, len(outcomes), reason,
+                        f", saved as v{version}" if version else "")
+        if not matched:
+            log.warning("rollover requested for %s: no armed segment matches", wanted or "all")
 
     def _collect(self, seg: Segment, state: _SegmentState, vectors: dict[str, np.ndarray],
                  numeric: dict[str, np.ndarray], outcomes: list[str]) -> None:

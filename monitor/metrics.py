@@ -209,3 +209,7 @@ CANARY_RECORDS = Gauge(
     "driftwatch_canary_records", "Records seen by the canary gate, by arm (stable, canary)",
     ["model", "arm"],
 )
+DRIFT_ROLLOVERS = Counter(
+    "driftwatch_drift_reference_rollovers_total",
+    "Explicit reference rollovers (by command or rule) to the segment's recent records", SEGMENT,
+)

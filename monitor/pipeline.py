@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -20,9 +21,11 @@ from consumers.wire import Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
 from monitor.config import MODEL_SCORERS
+from monitor.decision import Decision
 from monitor.drift import DriftEvent, DriftStage, Segment, feature_columns, outcome
 from monitor.labels import CappedLabel, SegmentLabeler
 from monitor.model_scoring import BatchScores, ModelScorers
+from monitor.rules import Observation, RuleEngine
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,15 @@ class Pipeline:
         fraction: Callable[[], float] = lambda: 1.0,
         drift: DriftStage | None = None,
         on_events: Callable[[list[DriftEvent]], None] | None = None,
+        rules: RuleEngine | None = None,
+        canary: CanaryUpdate | None = None,
+        on_decisions: Callable[[list[Decision]], None] | None = None,
+        intake: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        rollover_actions: frozenset[str] = frozenset(),
     ) -> None:
+        """`on_decisions` must make the decisions durable before it returns (the outbox):
+        the batch is acknowledged, and its offsets committed, only after. `intake` gives the
+        running totals (messages read, messages dead-lettered) for dead-letter rules."""
         unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
@@ -105,6 +116,14 @@ class Pipeline:
                              f"{sorted(MODEL_SCORERS)}")
         self.drift = drift
         self._on_events = on_events or _log_events
+        self.rules = rules
+        self.canary = canary
+        if (rules is not None or canary is not None) and on_decisions is None:
+            raise ValueError("rules and the canary gate need somewhere to put their decisions")
+        self._on_decisions = on_decisions or (lambda decisions: None)
+        self._intake = intake
+        self._intake_seen = intake()
+        self._rollover_actions = rollover_actions
         if models is not None:
             for labels in models.models():
                 m.MODEL_INFO.labels(*labels).set(1)
@@ -128,6 +147,8 @@ class Pipeline:
         )
         for scorer in self._scorers:
             scorer(scored)
+        scores: BatchScores | None = None
+        events: list[DriftEvent] = []
         if self.models is not None:
             scores = self.score_models(records)
             self._model_metrics(scored.segments, scores)
@@ -137,15 +158,40 @@ class Pipeline:
                     [outcome(r) for r in records], scored.segments)
                 if events:
                     self._on_events(events)
+        newest = max((t for r in records if (t := r.event_time) is not None), default=None)
+        if self.rules is not None or self.canary is not None:
+            self._decide(scored, scores, events, time.time() if newest is None else newest)
         for seg, idx in scored.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))
-        newest = max((t for r in records if (t := r.event_time) is not None), default=None)
         if newest is not None:
             m.LAST_EVENT_TIME.set(newest)
         if self._audit is not None:
             self._write_audit(batch)
         m.BATCH_SIZE.observe(len(records))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _decide(self, b: ScoredBatch, scores: BatchScores | None, events: list[DriftEvent],
+                at: float) -> None:
+        signals = rule_signals(b.outcomes, scores)
+        decisions: list[Decision] = []
+        if self.rules is not None:
+            messages, dead = self._intake()
+            seen_messages, seen_dead = self._intake_seen
+            self._intake_seen = (messages, dead)
+            decisions += self.rules.evaluate(Observation(
+                at, b.segments, signals, b.features.latency_seconds, events,
+                dead_letters=dead - seen_dead, messages=messages - seen_messages))
+        if self.canary is not None:
+            signals["latency_seconds"] = b.features.latency_seconds
+            decisions += self.canary.update(
+                [r.model for r in b.records], [r.deployment for r in b.records], signals,
+                _aligned(scores), at)
+        if decisions:
+            self._on_decisions(decisions)
+        for d in decisions:
+            if d.status == "firing" and self.drift is not None \
+                    and self._rollover_actions.intersection(d.targets):
+                self.drift.request_rollover(d.segment, reason=f"rule {d.rule}")
 
     def score_models(self, records: list[Record]) -> BatchScores:
         assert self.models is not None
@@ -210,6 +256,38 @@ def operational_features(records: Sequence[Record]) -> OperationalFeatures:
          None if r.response is None else len(r.response))
         for r in records
     ])
+
+
+class CanaryUpdate(Protocol):
+    def update(self, models: Sequence[str | None], deployments: Sequence[str | None],
+               signals: Mapping[str, np.ndarray], embeddings: np.ndarray | None, at: float
+               ) -> list[Decision]: ...
+
+
+def rule_signals(outcomes: Sequence[tuple[str, str]], scores: BatchScores | None
+                 ) -> dict[str, np.ndarray]:
+    """Per-record 1/0/NaN signals the rules and the canary gate watch (NaN: not applicable,
+    such as a record the models did not score, or groundedness without context)."""
+    signals = {"error": np.array([status != "ok" for status, _ in outcomes], dtype=np.float64)}
+    if scores is None:
+        return signals
+    for name, flags in scores.flags.items():
+        values = flags.astype(np.float64)
+        values[~scores.sampled] = np.nan
+        if name in ("ungrounded", "novel_number", "novel_name"):
+            values[np.isnan(scores.groundedness)] = np.nan
+        signals[name] = values
+    return signals
+
+
+def _aligned(scores: BatchScores | None) -> np.ndarray | None:
+    """Response embeddings with one row per record (NaN rows for records not model-scored)."""
+    if scores is None or scores.response_embeddings is None:
+        return None
+    out = np.full((len(scores.sampled), scores.response_embeddings.shape[1]), np.nan,
+                  dtype=scores.response_embeddings.dtype)
+    out[scores.sampled] = scores.response_embeddings
+    return out
 
 
 def _log_events(events: list[DriftEvent]) -> None:

@@ -1,4 +1,5 @@
-"""`driftwatch reference`: build a reference snapshot from recorded traffic, or list them.
+"""`driftwatch reference`: build a reference snapshot from recorded traffic, list them, or
+ask a running daemon to roll its reference over.
 
 The records go through the same decoder and model stage as the daemon, so the snapshot
 holds exactly what the detectors will compare live traffic with.
@@ -6,9 +7,11 @@ holds exactly what the detectors will compare live traffic with.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
@@ -128,4 +131,29 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
             meta = build_reference(lines, config, store, name, f"file:{input_path}", limit)
     print(f"saved {name} v{meta.version}: {meta.records} records -> "
           f"{store_dir / name / f'v{meta.version:04d}'}")
+    return 0
+
+
+def request_rollover(url: str, segment: list[str]) -> int:
+    """`driftwatch reference rollover`: ask a running daemon (its admin endpoint) to adopt the
+    matching segments' recent records as their reference. Explicit, logged, saved as a new
+    version: a reference never rolls over on its own."""
+    params: dict[str, str] = {}
+    for item in segment:
+        label, sep, value = item.partition("=")
+        if not sep or not label:
+            print(f"driftwatch: --segment {item!r}: expected LABEL=VALUE, e.g. "
+                  "deployment=stable", file=sys.stderr)
+            return 2
+        params[label] = value
+    target = url.rstrip("/") + "/admin/reference/rollover"
+    try:
+        reply = httpx.post(target, params=params, timeout=10.0)
+    except httpx.HTTPError as exc:
+        print(f"driftwatch: cannot reach the daemon at {target}: {exc}", file=sys.stderr)
+        return 1
+    print(reply.text.strip())
+    if reply.status_code != 202:
+        print(f"driftwatch: rollover refused ({reply.status_code})", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,223 @@
+"""Rules: conditions over detector outputs and rates, evaluated per segment after each batch,
+turned into decisions (firing, repeated once per cooldown, resolved) for the outbox."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor import metrics as m
+from monitor.action_settings import (
+    Action,
+    DriftCondition,
+    LatencyCondition,
+    RateCondition,
+    Rule,
+)
+from monitor.decision import Decision, incident_key
+from monitor.drift import DriftEvent, Segment
+
+# Record-level signals a rate rule can watch: 1 = hit, 0 = miss, NaN = not applicable.
+SIGNAL_SCORERS = {
+    "toxic": "toxicity", "ungrounded": "groundedness", "refusal": "sanity",
+    "empty_response": "sanity", "truncated": "sanity", "charset_anomaly": "sanity",
+}
+GLOBAL: Segment = ("", "", "", "")  # dead letters have no trustworthy segment
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the rules see of one batch."""
+
+    at: float  # event time of the batch's newest record (wall clock when none carries one)
+    segments: dict[Segment, np.ndarray]  # record indices per segment
+    signals: dict[str, np.ndarray]  # per record: 1, 0 or NaN (see SIGNAL_SCORERS, "error")
+    latency_seconds: np.ndarray
+    drift: Sequence[DriftEvent] = ()
+    dead_letters: int = 0  # messages dead-lettered since the previous observation
+    messages: int = 0  # messages consumed since the previous observation
+
+
+class _Values:
+    """The last `records` values, or those of the last `seconds` of event time."""
+
+    def __init__(self, records: int, seconds: float | None) -> None:
+        self.records, self.seconds = records, seconds
+        self._chunks: deque[tuple[float, np.ndarray]] = deque()
+        self._n = 0
+
+    def extend(self, at: float, values: np.ndarray) -> None:
+        values = values[~np.isnan(values)]
+        if values.size:
+            self._chunks.append((at, values))
+            self._n += values.size
+        if self.seconds is not None:
+            while self._chunks and self._chunks[0][0] < at - self.seconds:
+                self._n -= self._chunks.popleft()[1].size
+            return
+        while self._chunks and self._n - self._chunks[0][1].size >= self.records:
+            self._n -= self._chunks.popleft()[1].size
+        if self._n > self.records:  # cut the oldest chunk so exactly `records` remain
+            at0, oldest = self._chunks[0]
+            self._chunks[0] = (at0, oldest[self._n - self.records:])
+            self._n = self.records
+
+    def __len__(self) -> int:
+        return self._n
+
+    def array(self) -> np.ndarray:
+        return np.concatenate([v for _, v in self._chunks]) if self._chunks else np.empty(0)
+
+
+@dataclass
+class _State:
+    firing: bool = False
+    last_fired: float | None = None
+    consecutive: int = 0
+    since_detection: int = 0
+    window: _Values | None = None
+    evidence: dict[str, float] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class RuleEngine:
+    """Evaluates every rule on each observation; returns the decisions to put in the outbox.
+
+    `last_fired(key)` tells when an incident last acted (the outbox knows), so a restart
+    neither forgets a cooldown nor repeats an action the previous run already took.
+    """
+
+    def __init__(self, rules: Sequence[Rule], actions: Mapping[str, Action],
+                 labels: Sequence[str] = m.SEGMENT,
+                 last_fired: Callable[[str], float | None] = lambda key: None) -> None:
+        self.rules = list(rules)
+        self._actions = actions
+        self._labels = tuple(labels)
+        self._last_fired = last_fired
+        self._states: dict[tuple[str, Segment], _State] = {}
+
+    def evaluate(self, obs: Observation) -> list[Decision]:
+        decisions: list[Decision] = []
+        for rule in self.rules:
+            c = rule.when
+            if isinstance(c, RateCondition) and c.signal == "dead_letter":
+                share = np.zeros(obs.messages)
+                share[:obs.dead_letters] = 1.0
+                decisions += self._rate(rule, c, GLOBAL, share, obs.at, -1)
+                continue
+            for seg, idx in obs.segments.items():
+                if idx.size == 0:
+                    continue
+                last = int(idx[-1])
+                if isinstance(c, DriftCondition):
+                    decisions += self._drift(rule, c, seg, idx, obs)
+                elif isinstance(c, RateCondition):
+                    values = obs.signals.get(c.signal)
+                    if values is not None:
+                        decisions += self._rate(rule, c, seg, values[idx], obs.at, last)
+                elif isinstance(c, LatencyCondition):
+                    decisions += self._latency(rule, c, seg, obs.latency_seconds[idx], obs.at,
+                                               last)
+        return decisions
+
+    # -- conditions ---------------------------------------------------------------------------
+
+    def _rate(self, rule: Rule, c: RateCondition, seg: Segment, values: np.ndarray, at: float,
+              index: int) -> list[Decision]:
+        state = self._state(rule, seg)
+        window = state.window = state.window or _Values(c.window_records, c.window_seconds)
+        window.extend(at, values.astype(np.float64))
+        if len(window) < c.min_records:
+            return []
+        rate = float(window.array().mean())
+        state.evidence = {"rate": rate, "above": c.above, "records": float(len(window))}
+        summary = (f"{c.signal} share {rate:.3g} above {c.above:g} over {len(window)} records")
+        return self._decide(rule, seg, state, rate > c.above, at, index, summary)
+
+    def _latency(self, rule: Rule, c: LatencyCondition, seg: Segment, values: np.ndarray,
+                 at: float, index: int) -> list[Decision]:
+        state = self._state(rule, seg)
+        window = state.window = state.window or _Values(c.window_records, c.window_seconds)
+        window.extend(at, values.astype(np.float64))
+        if len(window) < c.min_records:
+            return []
+        q = float(np.quantile(window.array(), c.quantile))
+        state.evidence = {"quantile": c.quantile, "latency_seconds": q,
+                          "above_seconds": c.above_seconds, "records": float(len(window))}
+        summary = (f"p{c.quantile * 100:g} latency {q:.3g}s above {c.above_seconds:g}s over "
+                   f"{len(window)} records")
+        return self._decide(rule, seg, state, q > c.above_seconds, at, index, summary)
+
+    def _drift(self, rule: Rule, c: DriftCondition, seg: Segment, idx: np.ndarray,
+               obs: Observation) -> list[Decision]:
+        state = self._state(rule, seg)
+        hits = [e for e in obs.drift if e.segment == seg
+                and c.detector in ("any", e.kind) and c.stream in ("any", e.stream)]
+        if hits:
+            state.consecutive += len(hits)
+            last = hits[-1]
+            # Records of the segment after the last detection count towards clearing.
+            state.since_detection = int(np.count_nonzero(idx > last.index))
+            state.evidence = {"statistic": last.statistic, "threshold": last.threshold,
+                              "consecutive": float(state.consecutive)}
+            if last.q_value == last.q_value:
+                state.evidence["q_value"] = last.q_value
+            state.details = {"detector": last.kind, "stream": last.stream,
+                             "examples": [{"request_id": rid, "text": text,
+                                           "nearest_reference": ref}
+                                          for rid, text, ref in last.examples]}
+            index = last.index
+        else:
+            state.since_detection += idx.size
+            index = int(idx[-1])
+            if state.since_detection >= c.clear_after_records:  # never in a batch that hit
+                state.consecutive = 0
+        what = state.details.get("stream", c.stream)
+        summary = (f"{state.details.get('detector', c.detector)} drift on {what} in "
+                   f"{state.consecutive} consecutive window(s)")
+        return self._decide(rule, seg, state, state.consecutive >= c.consecutive, obs.at,
+                            index, summary)
+
+    # -- firing, cooldown, resolving -------------------------------------------------------------
+
+    def _decide(self, rule: Rule, seg: Segment, state: _State, holds: bool, at: float,
+                index: int, summary: str) -> list[Decision]:
+        segment = {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+        m.RULE_FIRING.labels(rule.name, rule.severity, *seg).set(holds)
+        if holds:
+            cooled = state.last_fired is None or at - state.last_fired >= rule.cooldown_seconds
+            targets = tuple(rule.actions) if cooled else self._alert_targets(rule)
+            if state.firing and not cooled:
+                return []  # still firing, within the cooldown: Alertmanager re-sends itself
+            state.firing = True
+            if cooled:
+                state.last_fired = at
+            # Decided even with no targets: the outbox keeps it for `driftwatch events`.
+            return [self._decision(rule, "firing", segment, state, at, index, summary, targets)]
+        if state.firing:
+            state.firing = False
+            return [self._decision(rule, "resolved", segment, state, at, index,
+                                   f"resolved: {summary}", self._alert_targets(rule))]
+        return []
+
+    def _decision(self, rule: Rule, status: str, segment: dict[str, str], state: _State,
+                  at: float, index: int, summary: str, targets: tuple[str, ...]) -> Decision:
+        where = ", ".join(f"{k}={v}" for k, v in segment.items()) or "all traffic"
+        m.RULE_ACTIONS.labels(rule.name, rule.decides).inc()
+        return Decision(rule.decides, rule.name, rule.severity, status,  # type: ignore[arg-type]
+                        segment, dict(state.evidence), f"{rule.name}: {summary} ({where})",
+                        targets, at, index, dict(state.details))
+
+    def _alert_targets(self, rule: Rule) -> tuple[str, ...]:
+        return tuple(a for a in rule.actions if self._actions[a].type == "alertmanager")
+
+    def _state(self, rule: Rule, seg: Segment) -> _State:
+        state = self._states.get((rule.name, seg))
+        if state is None:
+            state = self._states[(rule.name, seg)] = _State()
+            segment = {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+            state.last_fired = self._last_fired(incident_key(rule.name, segment))
+        return state

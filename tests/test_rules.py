@@ -1,0 +1,168 @@
+"""The rules engine: conditions, firing, cooldown, resolving, restart, config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from monitor.action_settings import Action, Rule
+from monitor.config import ConfigError, load_config
+from monitor.decision import Decision
+from monitor.drift import DriftEvent
+from monitor.rules import Observation, RuleEngine
+
+SEG = ("m", "v1", "stable", "")
+ACTIONS = TypeAdapter(dict[str, Action]).validate_python({
+    "hook": {"type": "webhook", "url": "http://127.0.0.1:1/hook"},
+    "pager": {"type": "alertmanager", "url": "http://127.0.0.1:2"},
+})
+
+
+def _rule(**fields: object) -> Rule:
+    return Rule.model_validate({"name": "r", "actions": ["hook", "pager"], **fields})
+
+
+def _obs(at: float, n: int = 100, toxic: float = 0.0, latency: float = 0.1,
+         drift: tuple[DriftEvent, ...] = (), messages: int = 0, dead: int = 0) -> Observation:
+    hits = np.zeros(n)
+    hits[: round(n * toxic)] = 1.0
+    return Observation(at, {SEG: np.arange(n)}, {"toxic": hits, "error": np.zeros(n)},
+                       np.full(n, latency), drift, dead_letters=dead, messages=messages)
+
+
+def _run(engine: RuleEngine, observations: list[Observation]) -> list[tuple[int, Decision]]:
+    return [(i, d) for i, o in enumerate(observations) for d in engine.evaluate(o)]
+
+
+def test_a_rate_rule_fires_once_repeats_after_cooldown_and_resolves_to_alerts_only() -> None:
+    rule = _rule(when={"kind": "rate", "signal": "toxic", "above": 0.05,
+                       "window_records": 200, "min_records": 100}, cooldown_seconds=50)
+    engine = RuleEngine([rule], ACTIONS)
+    # 10 s a batch: clean, then toxic for 12 batches (120 s), then clean again.
+    shares = [0.0] * 3 + [0.2] * 12 + [0.0] * 4
+    fired = _run(engine, [_obs(10.0 * i, toxic=s) for i, s in enumerate(shares)])
+    firing = [(i, d) for i, d in fired if d.status == "firing"]
+    # Batch 3 halves the 200-record window to 10%: fires. Repeats after 50 s: batches 8, 13.
+    assert [i for i, _ in firing] == [3, 8, 13]
+    assert all(d.targets == ("hook", "pager") for _, d in firing)
+    first = firing[0][1]
+    assert first.event_type == "quality.regressed" and first.segment == {
+        "model": "m", "model_version": "v1", "deployment": "stable"}
+    assert first.evidence["rate"] == pytest.approx(0.1) and first.evidence["records"] == 200
+    assert "toxic share 0.1 above 0.05" in first.summary
+    resolved = [(i, d) for i, d in fired if d.status == "resolved"]
+    # The window is all clean again two batches after the toxic ones stop; only alerts care.
+    assert [(i, d.targets) for i, d in resolved] == [(16, ("pager",))]
+
+
+def test_within_the_cooldown_a_new_incident_reaches_only_alertmanager() -> None:
+    rule = _rule(when={"kind": "rate", "signal": "toxic", "above": 0.05,
+                       "window_records": 100, "min_records": 100}, cooldown_seconds=1_000)
+    engine = RuleEngine([rule], ACTIONS)
+    shares = [0.2, 0.0, 0.2]
+    fired = _run(engine, [_obs(10.0 * i, toxic=s) for i, s in enumerate(shares)])
+    assert [(i, d.status, d.targets) for i, d in fired] == [
+        (0, "firing", ("hook", "pager")), (1, "resolved", ("pager",)), (2, "firing", ("pager",))]
+
+
+def test_a_restart_remembers_the_cooldown_through_last_fired() -> None:
+    rule = _rule(when={"kind": "rate", "signal": "toxic", "above": 0.05,
+                       "window_records": 100, "min_records": 100}, cooldown_seconds=100)
+    keys: list[str] = []
+
+    def last_fired(key: str) -> float | None:
+        keys.append(key)
+        return 95.0  # the previous run acted at t=95
+
+    engine = RuleEngine([rule], ACTIONS, last_fired=last_fired)
+    fired = _run(engine, [_obs(t, toxic=0.2) for t in (100.0, 150.0, 200.0)])
+    assert keys == ["r|deployment=stable,model=m,model_version=v1"]
+    assert [(i, d.targets) for i, d in fired] == [(0, ("pager",)), (2, ("hook", "pager"))]
+
+
+def test_a_latency_rule_uses_the_quantile_of_its_window() -> None:
+    rule = _rule(when={"kind": "latency", "quantile": 0.99, "above_seconds": 2.0,
+                       "window_records": 500, "min_records": 300})
+    engine = RuleEngine([rule], ACTIONS)
+    assert _run(engine, [_obs(0.0, n=200, latency=5.0)]) == []  # fewer than min_records
+    slow = np.r_[np.full(490, 0.2), np.full(10, 3.0)]  # 2% slow: p99 is 3 s
+    obs = Observation(1.0, {SEG: np.arange(500)}, {}, slow)
+    (decision,) = engine.evaluate(obs)
+    assert decision.evidence["latency_seconds"] == pytest.approx(3.0)
+    assert decision.index == 499
+
+
+def test_a_drift_rule_needs_k_consecutive_detections_and_clears_after_quiet_records() -> None:
+    rule = _rule(when={"kind": "drift", "detector": "embedding", "stream": "prompt",
+                       "consecutive": 2, "clear_after_records": 200})
+    engine = RuleEngine([rule], ACTIONS)
+
+    def event(stream: str, index: int) -> DriftEvent:
+        return DriftEvent("embedding", stream, SEG, index, 0.3, 0.1,
+                          examples=(("req-1", "a prompt", 7),))
+
+    fired = _run(engine, [
+        _obs(0, drift=(event("prompt", 40),)),  # 1
+        _obs(1, drift=(event("response", 40),)),  # another stream: ignored
+        _obs(2, drift=(event("prompt", 10),)),  # 2 in a row: fires at record 10
+        _obs(3), _obs(4),  # 89 + 200 quiet records: clears
+        _obs(5, drift=(event("prompt", 0),)),  # 1 again: not enough
+    ])
+    assert [(i, d.status, d.index) for i, d in fired] == [(2, "firing", 10), (4, "resolved", 99)]
+    firing = fired[0][1]
+    assert firing.event_type == "drift.detected"
+    assert firing.evidence == {"statistic": 0.3, "threshold": 0.1, "consecutive": 2.0}
+    assert firing.details["examples"] == [
+        {"request_id": "req-1", "text": "a prompt", "nearest_reference": 7}]
+
+
+def test_a_dead_letter_rule_watches_all_traffic() -> None:
+    rule = _rule(when={"kind": "rate", "signal": "dead_letter", "above": 0.1,
+                       "window_records": 1_000, "min_records": 500})
+    engine = RuleEngine([rule], ACTIONS)
+    fired = _run(engine, [_obs(0, messages=400, dead=10), _obs(1, messages=400, dead=200)])
+    ((i, decision),) = fired
+    assert i == 1 and decision.segment == {}
+    assert decision.evidence["rate"] == pytest.approx(210 / 800)
+    assert "all traffic" in decision.summary
+
+
+def _config(tmp_path: Path, **extra: object) -> Path:
+    path = tmp_path / "dw.yaml"
+    path.write_text(yaml.safe_dump({"kafka": {"topic": "t"}, **extra}))
+    return path
+
+
+def test_a_bad_rule_is_named_with_its_field(tmp_path: Path) -> None:
+    rules = [{"name": "ok", "when": {"kind": "latency", "above_seconds": 1}},
+             {"name": "toxic-share", "when": {"kind": "rate", "signal": "toxic", "above": 1.5}}]
+    with pytest.raises(ConfigError) as err:
+        load_config(_config(tmp_path, rules=rules))
+    assert "rule 'toxic-share' (rules[1]): when.rate.above = 1.5" in str(err.value)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"rules": [{"name": "a", "when": {"kind": "latency", "above_seconds": 1},
+                 "actions": ["nowhere"]}]},
+     "rule 'a': actions: 'nowhere' is not defined"),
+    ({"scorers": ["latency"],
+      "rules": [{"name": "b", "when": {"kind": "rate", "signal": "ungrounded", "above": 0.1}}]},
+     "rule 'b': when.signal: 'ungrounded' needs the 'groundedness' scorer"),
+    ({"rules": [{"name": "c", "when": {"kind": "drift"}}]},
+     "rule 'c': when.kind: 'drift' needs drift.enabled: true"),
+    ({"rules": [{"name": "d", "when": {"kind": "latency", "above_seconds": 1}},
+                {"name": "d", "when": {"kind": "latency", "above_seconds": 2}}]},
+     "rule 'd': name: used by more than one rule"),
+    ({"rules": [{"name": "e", "when": {"kind": "rate", "signal": "error", "above": 0.1,
+                                       "window_records": 50, "min_records": 100}}]},
+     "min_records (100) is larger than window_records (50)"),
+])
+def test_rule_cross_checks_say_what_to_fix(tmp_path: Path, extra: dict[str, object],
+                                           message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_config(tmp_path, **extra))
+    assert message in str(err.value)
