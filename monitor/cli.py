@@ -41,8 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     backtest.add_argument("--input", default=None, help="JSONL wire records (default: stdin)")
     backtest.add_argument("--output", type=Path, default=None, help="events JSONL (stdout)")
 
-    reference = sub.add_parser("reference", help="build or list drift reference snapshots")
-    reference.add_argument("action", choices=["build", "list"])
+    reference = sub.add_parser(
+        "reference", help="build or list drift reference snapshots, or roll a daemon's over")
+    reference.add_argument("action", choices=["build", "list", "rollover"])
     reference.add_argument("--name", default="default")
     reference.add_argument("--store", type=Path, default=Path("state/references"))
     reference.add_argument("--input", type=Path, default=None, help="JSONL wire records")
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference.add_argument("--from-offset", type=int, default=0, help="per partition")
     reference.add_argument("--to-offset", type=int, default=None, help="exclusive")
     reference.add_argument("--config", default=None)
+    reference.add_argument("--url", default="http://127.0.0.1:9108",
+                           help="rollover: the daemon's metrics address (default %(default)s)")
+    reference.add_argument("--segment", action="append", default=[], metavar="LABEL=VALUE",
+                           help="rollover: only segments with this label value (repeatable)")
 
     evaluate = sub.add_parser(
         "evaluate", help="ROC AUC of the scorers on labelled data, next to a length baseline"
@@ -59,6 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.add_argument("which", choices=["toxicity", "groundedness", "all"])
     evaluate.add_argument("--limit", type=int, default=1000, help="pairs/texts (0 = all)")
     evaluate.add_argument("--config", default=None)
+
+    events = sub.add_parser("events", help="recent decisions in the outbox and their deliveries")
+    where = events.add_mutually_exclusive_group()
+    where.add_argument("--config", default=None, help="YAML config (its outbox.path)")
+    where.add_argument("--outbox", type=Path, default=None, help="outbox file")
+    events.add_argument("--limit", type=int, default=20, help="newest N events")
+    events.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    from dashboards.command import add_parser as add_dashboards
+
+    add_dashboards(sub)
 
     bench = sub.add_parser("bench", help="benchmarks that print a figure next to a baseline")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -95,9 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             config = load_config(args.config)
             _logging(config.log_level)
+            from detectors.embedder import ModelNotFound
             from monitor.daemon import run as run_daemon
+            from monitor.outbox import OutboxError
+            from monitor.reference import ReferenceError
+            from monitor.webhook import WebhookSecretError
 
-            return run_daemon(config)
+            try:
+                return run_daemon(config)
+            except (ModelNotFound, OutboxError, ReferenceError, WebhookSecretError) as exc:
+                print(f"driftwatch: {exc}", file=sys.stderr)
+                return 2
         if args.command == "demo":
             _logging("WARNING")
             from monitor.demo import run_demo
@@ -118,8 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reference":
             _logging("WARNING")
             from monitor.config import load_offline_config
-            from monitor.reference_build import run_reference
+            from monitor.reference_build import request_rollover, run_reference
 
+            if args.action == "rollover":
+                return request_rollover(args.url, args.segment)
             return run_reference(args.action, args.name, args.store, args.input, args.limit,
                                  load_offline_config(args.config), args.topic, args.bootstrap,
                                  (args.from_offset, args.to_offset))
@@ -129,6 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.evaluate import run_evaluate
 
             return run_evaluate(args.which, args.limit, load_offline_config(args.config))
+        if args.command == "events":
+            from monitor.events_cli import run_events
+
+            if args.outbox is None:
+                path = load_config(args.config or DEFAULT_CONFIG).outbox.path
+            else:
+                path = args.outbox
+            return run_events(path, args.limit, args.json)
+        if args.command == "dashboards":
+            from dashboards.command import run as run_dashboards
+
+            return run_dashboards(args)
         if args.command == "bench" and args.bench == "consume":
             _logging("WARNING")
             from monitor.bench import bench_consume

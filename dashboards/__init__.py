@@ -1,0 +1,2 @@
+"""What driftwatch shows: Grafana dashboards and Prometheus rules, defined as typed Python.
+`driftwatch dashboards build` writes them out as the JSON and YAML files committed here."""

@@ -1,0 +1,45 @@
+"""`driftwatch dashboards build | push | render`: the command line of this package.
+monitor/cli.py adds the subparser with `add_parser` and hands the parsed arguments to `run`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    dash = sub.add_parser("dashboards", help="Grafana dashboards and Prometheus rules")
+    which = dash.add_subparsers(dest="dashboards", required=True)
+    build = which.add_parser("build", help="regenerate dashboards/grafana/*.json and alerts.yml")
+    build.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 if a committed file is stale")
+    push = which.add_parser("push", help="upload the dashboards to Grafana (idempotent)")
+    push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+    push.add_argument("--token-env", required=True,
+                      help="environment variable holding a service account token")
+    push.add_argument("--folder", default="driftwatch", help="folder title (default %(default)s)")
+    render = which.add_parser("render", help="plot the main panels from a Prometheus to a PNG")
+    render.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    render.add_argument("--output", type=Path, default=Path("dashboards/overview.png"))
+    render.add_argument("--minutes", type=float, default=15.0, help="time range to plot")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.dashboards == "build":
+        from dashboards.build import build
+
+        return build(check=args.check)
+    if args.dashboards == "push":
+        from dashboards.push import PushError, push
+
+        try:
+            uids = push(args.url, args.token_env, args.folder)
+        except PushError as exc:
+            print(f"driftwatch: {exc}", file=sys.stderr)
+            return 1
+        print(f"pushed {len(uids)} dashboards to folder {args.folder!r}: {', '.join(uids)}")
+        return 0
+    from dashboards.render import render
+
+    return render(args.prometheus, args.output, args.minutes)

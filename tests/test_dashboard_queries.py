@@ -1,0 +1,192 @@
+"""Every PromQL expression in every dashboard and rule, run by a real Prometheus (with
+alerts.yml loaded) scraping a real daemon that scores real traffic from a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from dashboards.alert_rules import ALERTS
+from dashboards.build import ALERTS_FILE, GRAFANA_DIR
+from dashboards.grafana_json import substitute
+from monitor import traffic
+from monitor.local_broker import LocalBroker, free_port
+from tests.support import Daemon, produce, wait_for, write_config
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+
+# Series of features still being wired (rules/outbox: issue 5; canary gate): an expression
+# built only on these may lack data, and is reported as a known gap instead of failing.
+NOT_YET_EXPORTED = frozenset({
+    "driftwatch_rule_firing", "driftwatch_outbox_depth", "driftwatch_outbox_deliveries_total",
+    "driftwatch_outbox_delivery_seconds_bucket", "driftwatch_alerts_active",
+    "driftwatch_canary_verdict", "driftwatch_canary_difference", "driftwatch_canary_records",
+})
+_LABEL_VALUES = re.compile(r"label_values\((.*),\s*(\w+)\)$")
+TOXIC = "You are a stupid idiot and a worthless moron, shut up."
+
+
+def _cases() -> list[tuple[str, str]]:
+    cases: list[tuple[str, str]] = []
+    for path in sorted(GRAFANA_DIR.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for t in panel.get("targets", []):
+                cases.append((f"{board['uid']}/{panel['title']}/{t['refId']}", t["expr"]))
+        for a in board["annotations"]["list"]:
+            # An event, not a level: did it mark anything during the run (1 s steps, as the
+            # run's data may span only seconds when queried)?
+            cases.append((f"{board['uid']}/annotation/{a['name']}",
+                          f"max_over_time(({a['expr']})[10m:1s])"))
+        for v in board["templating"]["list"]:
+            if m := _LABEL_VALUES.match(v.get("definition", "")):
+                # label_values(selector, label) has data when the selector has that label.
+                cases.append((f"{board['uid']}/variable/{v['name']}",
+                              f"count by ({m.group(2)}) ({m.group(1)})"))
+    for group in yaml.safe_load(ALERTS_FILE.read_text())["groups"]:
+        for rule in group["rules"]:
+            if "record" in rule:
+                cases.append((f"record/{rule['record']}", rule["record"]))
+                cases.append((f"record-expr/{rule['record']}", rule["expr"]))
+    cases += [(f"alert-signal/{a.alert}", a.signal) for a in ALERTS]
+    return cases
+
+
+CASES = _cases()
+
+
+class Prometheus:
+    def __init__(self, target_port: int, workdir: Path) -> None:
+        tool = shutil.which("prometheus")
+        if tool is None:
+            pytest.fail("prometheus not found: `make test` installs the Debian package")
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS_FILE)],
+            "scrape_configs": [{"job_name": "driftwatch", "static_configs": [
+                {"targets": [f"127.0.0.1:{target_port}"]}]}],
+        }))
+        self.process = subprocess.Popen(
+            [tool, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"],
+            stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        wait_for(self._ready, 30, "Prometheus to start")
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, promql: str) -> list[dict]:
+        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        body = reply.json()
+        assert body["status"] == "success", f"{promql}\n{body}"
+        return body["data"]["result"]
+
+    def rules(self) -> list[dict]:
+        body = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        return [r for g in body["data"]["groups"] for r in g["rules"]]
+
+
+def _traffic() -> list[bytes]:
+    """One model, stable and canary; some toxic answers; a topic shift halfway for drift."""
+    mix = traffic.TrafficMix(models=("assistant-small",), canary_share=0.3,
+                             hallucination_rate=0.3, error_rate=0.05)
+    qa = traffic.load_examples(300, ("qa",))
+    dialogue = traffic.load_examples(300, ("dialogue",))
+    records = [*traffic.wire_records(260, seed=61, mix=mix, examples=qa),
+               *traffic.wire_records(200, seed=62, mix=mix, examples=dialogue)]
+    for r in records[::12]:
+        if r["status"] == "ok":
+            r["response"] = TOXIC
+    return [traffic.encode(r) for r in records]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    workdir = tmp_path_factory.mktemp("dashboard-queries")
+    with LocalBroker(log_file=workdir / "tansu.log") as broker:
+        topic, dlq = "traffic-dashboards", "dlq-dashboards"
+        broker.create_topics([(topic, 2), (dlq, 1)])
+        payloads = _traffic()
+        bad = [p for p, _ in traffic.malformed_payloads(10, seed=3)]
+        produce(broker.bootstrap, topic, [(i % 2, p, None) for i, p in enumerate(payloads)]
+                + [(0, p, None) for p in bad])
+        port = free_port()
+        config = write_config(
+            workdir / "dw.yaml", broker.bootstrap, port,
+            kafka={"topic": topic, "group_id": "dashboards", "dead_letter_topic": dlq},
+            scorers=["latency", "tokens", "cost", "status", "length", "toxicity",
+                     "groundedness", "sanity"],
+            drift={"enabled": True, "reference": {"warmup_records": 50,
+                                                  "store": str(workdir / "refs")},
+                   "embedding": {"ert": 100, "window_size": 20, "n_features": 64,
+                                 "n_bootstraps": 500},
+                   "features": {"window_size": 50}},
+            rules=[{"name": "toxic-share", "severity": "warning",
+                    "when": {"kind": "rate", "signal": "toxic", "above": 0.05,
+                             "window_records": 100, "min_records": 20}}],
+            canary={"enabled": True, "min_records": 20},
+            outbox={"path": str(workdir / "outbox.sqlite3")},
+        )
+        daemon = Daemon(config, port, workdir / "daemon.log")
+        try:
+            daemon.wait_ready(timeout_s=120)
+            prometheus = Prometheus(port, workdir)
+
+            def scored_all() -> bool:
+                daemon.check_alive()
+                got = prometheus.query('sum(driftwatch_records_total{outcome="scored"})')
+                return bool(got) and float(got[0]["value"][1]) == len(payloads)
+            wait_for(scored_all, 300, "Prometheus to see every record scored", interval_s=1)
+            wait_for(lambda: bool(prometheus.query("driftwatch:toxic_rate:5m")), 60,
+                     "recording rules to be evaluated", interval_s=1)
+            wait_for(lambda: bool(prometheus.query("driftwatch_drift_detections_total")), 30,
+                     "a drift detection on the topic shift", interval_s=1)
+            wait_for(lambda: bool(prometheus.query('ALERTS{alertname=~"Driftwatch.*"}')), 30,
+                     "the drift alert", interval_s=1)
+            yield prometheus
+            render_to = os.environ.get("DRIFTWATCH_RENDER_TO")
+            if render_to:  # how dashboards/overview.png was made from this run's data
+                from dashboards.render import render
+
+                render(prometheus.url, Path(render_to), minutes=5)
+            prometheus.process.terminate()
+            prometheus.process.wait(timeout=10)
+        finally:
+            daemon.kill()
+
+
+@pytest.mark.parametrize(("where", "expr"), CASES, ids=[c[0] for c in CASES])
+def test_expression_evaluates_and_returns_data(live: Prometheus, where: str, expr: str) -> None:
+    result = live.query(substitute(expr))
+    if not result:
+        missing = sorted(m for m in NOT_YET_EXPORTED if m in expr)
+        if missing:
+            pytest.skip(f"known gap: {', '.join(missing)} not exported by the daemon yet")
+        pytest.fail(f"{where}: no data for {substitute(expr)}")
+
+
+def test_every_rule_evaluates_without_error(live: Prometheus) -> None:
+    rules = live.rules()
+    assert len(rules) == sum(len(g["rules"]) for g in
+                             yaml.safe_load(ALERTS_FILE.read_text())["groups"])
+    assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
+
+
+def test_drift_detections_fire_the_alert(live: Prometheus) -> None:
+    firing = live.query('ALERTS{alertname="DriftwatchDriftDetected"}')
+    assert firing and all(a["metric"]["severity"] == "warning" for a in firing)
