@@ -106,7 +106,10 @@ class Acting:
 
     def put(self, decisions: list[Decision]) -> None:
         assert self.outbox is not None
-        self.outbox.put(decisions, self.actions)  # durable before the batch is acknowledged
+        ids = self.outbox.put(decisions, self.actions)  # durable before the batch is acked
+        for event_id, d in zip(ids, decisions, strict=True):
+            log.info("decision %s: %s %s %s (%s) -> %s", event_id, d.event_type, d.status,
+                     d.summary, d.severity, ", ".join(d.targets) or "no action")
 
     def close(self) -> None:
         if self.delivery is not None:

@@ -72,6 +72,17 @@ class _Values:
         return np.concatenate([v for _, v in self._chunks]) if self._chunks else np.empty(0)
 
 
+def _rolling_means(before: np.ndarray, new: np.ndarray, size: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and count of the last `size` values after each of `new`, `before` preceding it."""
+    values = np.concatenate([before[-size:], new])
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(values.size - new.size + 1, values.size + 1)
+    starts = np.maximum(0, ends - size)
+    counts = ends - starts
+    return (sums[ends] - sums[starts]) / counts, counts
+
+
 @dataclass
 class _State:
     firing: bool = False
@@ -106,7 +117,9 @@ class RuleEngine:
             if isinstance(c, RateCondition) and c.signal == "dead_letter":
                 share = np.zeros(obs.messages)
                 share[:obs.dead_letters] = 1.0
-                decisions += self._rate(rule, c, GLOBAL, share, obs.at, -1)
+                # Where the dead letters fell within the batch is not known: batch-end check.
+                decisions += self._rate(rule, c, GLOBAL, share, np.full(share.size, -1), obs.at,
+                                        per_record=False)
                 continue
             for seg, idx in obs.segments.items():
                 if idx.size == 0:
@@ -117,7 +130,7 @@ class RuleEngine:
                 elif isinstance(c, RateCondition):
                     values = obs.signals.get(c.signal)
                     if values is not None:
-                        decisions += self._rate(rule, c, seg, values[idx], obs.at, last)
+                        decisions += self._rate(rule, c, seg, values[idx], idx, obs.at)
                 elif isinstance(c, LatencyCondition):
                     decisions += self._latency(rule, c, seg, obs.latency_seconds[idx], obs.at,
                                                last)
@@ -125,17 +138,37 @@ class RuleEngine:
 
     # -- conditions ---------------------------------------------------------------------------
 
-    def _rate(self, rule: Rule, c: RateCondition, seg: Segment, values: np.ndarray, at: float,
-              index: int) -> list[Decision]:
+    def _rate(self, rule: Rule, c: RateCondition, seg: Segment, values: np.ndarray,
+              positions: np.ndarray, at: float, per_record: bool = True) -> list[Decision]:
+        """A record window's rate is checked after every record, so a spike inside one large
+        batch is seen wherever the batch boundaries fall (and a backtest matches the daemon
+        whatever its batch size). A time window is checked once a batch."""
         state = self._state(rule, seg)
         window = state.window = state.window or _Values(c.window_records, c.window_seconds)
-        window.extend(at, values.astype(np.float64))
+        values = values.astype(np.float64)
+        keep = ~np.isnan(values)
+        values, positions = values[keep], positions[keep]
+        before = window.array()
+        window.extend(at, values)
+        decisions: list[Decision] = []
+        if per_record and c.window_seconds is None and values.size and not state.firing:
+            rates, counts = _rolling_means(before, values, c.window_records)
+            over = np.flatnonzero((counts >= c.min_records) & (rates > c.above))
+            if over.size:
+                j = int(over[0])
+                state.evidence = {"rate": float(rates[j]), "above": c.above,
+                                  "records": float(counts[j])}
+                summary = (f"{c.signal} share {rates[j]:.3g} (bound {c.above:g}) over "
+                           f"{counts[j]} records")
+                decisions += self._decide(rule, seg, state, True, at, int(positions[j]),
+                                          summary)
         if len(window) < c.min_records:
-            return []
+            return decisions
         rate = float(window.array().mean())
         state.evidence = {"rate": rate, "above": c.above, "records": float(len(window))}
-        summary = (f"{c.signal} share {rate:.3g} above {c.above:g} over {len(window)} records")
-        return self._decide(rule, seg, state, rate > c.above, at, index, summary)
+        summary = f"{c.signal} share {rate:.3g} (bound {c.above:g}) over {len(window)} records"
+        last = int(positions[-1]) if positions.size else -1
+        return decisions + self._decide(rule, seg, state, rate > c.above, at, last, summary)
 
     def _latency(self, rule: Rule, c: LatencyCondition, seg: Segment, values: np.ndarray,
                  at: float, index: int) -> list[Decision]:
@@ -147,7 +180,7 @@ class RuleEngine:
         q = float(np.quantile(window.array(), c.quantile))
         state.evidence = {"quantile": c.quantile, "latency_seconds": q,
                           "above_seconds": c.above_seconds, "records": float(len(window))}
-        summary = (f"p{c.quantile * 100:g} latency {q:.3g}s above {c.above_seconds:g}s over "
+        summary = (f"p{c.quantile * 100:g} latency {q:.3g}s (bound {c.above_seconds:g}s) over "
                    f"{len(window)} records")
         return self._decide(rule, seg, state, q > c.above_seconds, at, index, summary)
 

@@ -8,7 +8,9 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -21,16 +23,10 @@ from dashboards.grafana_json import substitute
 from monitor import traffic
 from monitor.local_broker import LocalBroker, free_port
 from tests.support import Daemon, produce, wait_for, write_config
+from tests.test_webhook_delivery import SECRET
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
 
-# Series of features still being wired (rules/outbox: issue 5; canary gate): an expression
-# built only on these may lack data, and is reported as a known gap instead of failing.
-NOT_YET_EXPORTED = frozenset({
-    "driftwatch_rule_firing", "driftwatch_outbox_depth", "driftwatch_outbox_deliveries_total",
-    "driftwatch_outbox_delivery_seconds_bucket", "driftwatch_alerts_active",
-    "driftwatch_canary_verdict", "driftwatch_canary_difference", "driftwatch_canary_records",
-})
 _LABEL_VALUES = re.compile(r"label_values\((.*),\s*(\w+)\)$")
 TOXIC = "You are a stupid idiot and a worthless moron, shut up."
 
@@ -115,9 +111,31 @@ def _traffic() -> list[bytes]:
     return [traffic.encode(r) for r in records]
 
 
+def _receiver() -> tuple[ThreadingHTTPServer, str]:
+    """Stands in for a webhook endpoint and Alertmanager: the first request fails."""
+    answered: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(500 if not answered else 200)
+            answered.append(1)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     workdir = tmp_path_factory.mktemp("dashboard-queries")
+    server, receiver = _receiver()
     with LocalBroker(log_file=workdir / "tansu.log") as broker:
         topic, dlq = "traffic-dashboards", "dlq-dashboards"
         broker.create_topics([(topic, 2), (dlq, 1)])
@@ -136,12 +154,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
                    "embedding": {"ert": 100, "window_size": 20, "n_features": 64,
                                  "n_bootstraps": 500},
                    "features": {"window_size": 50}},
-            rules=[{"name": "toxic-share", "severity": "warning",
+            rules=[{"name": "toxic-share", "severity": "warning", "actions": ["hook", "pager"],
                     "when": {"kind": "rate", "signal": "toxic", "above": 0.05,
                              "window_records": 100, "min_records": 20}}],
+            # The receiver fails the first delivery, so failures and retries have data too.
+            actions={"hook": {"type": "webhook", "url": f"{receiver}/hook",
+                              "secret_env": "DW_DASHBOARD_TEST_SECRET"},
+                     "pager": {"type": "alertmanager", "url": receiver}},
             canary={"enabled": True, "min_records": 20},
             outbox={"path": str(workdir / "outbox.sqlite3")},
         )
+        os.environ["DW_DASHBOARD_TEST_SECRET"] = SECRET
         daemon = Daemon(config, port, workdir / "daemon.log")
         try:
             daemon.wait_ready(timeout_s=120)
@@ -158,6 +181,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
                      "a drift detection on the topic shift", interval_s=1)
             wait_for(lambda: bool(prometheus.query('ALERTS{alertname=~"Driftwatch.*"}')), 30,
                      "the drift alert", interval_s=1)
+            wait_for(lambda: bool(prometheus.query("driftwatch_outbox_delivery_seconds_count")),
+                     30, "a delivery after a failed attempt", interval_s=1)
             yield prometheus
             render_to = os.environ.get("DRIFTWATCH_RENDER_TO")
             if render_to:  # how dashboards/overview.png was made from this run's data
@@ -168,16 +193,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
             prometheus.process.wait(timeout=10)
         finally:
             daemon.kill()
+            server.shutdown()
+            os.environ.pop("DW_DASHBOARD_TEST_SECRET", None)
 
 
 @pytest.mark.parametrize(("where", "expr"), CASES, ids=[c[0] for c in CASES])
 def test_expression_evaluates_and_returns_data(live: Prometheus, where: str, expr: str) -> None:
-    result = live.query(substitute(expr))
-    if not result:
-        missing = sorted(m for m in NOT_YET_EXPORTED if m in expr)
-        if missing:
-            pytest.skip(f"known gap: {', '.join(missing)} not exported by the daemon yet")
-        pytest.fail(f"{where}: no data for {substitute(expr)}")
+    assert live.query(substitute(expr)), f"{where}: no data for {substitute(expr)}"
 
 
 def test_every_rule_evaluates_without_error(live: Prometheus) -> None:

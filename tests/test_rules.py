@@ -46,14 +46,17 @@ def test_a_rate_rule_fires_once_repeats_after_cooldown_and_resolves_to_alerts_on
     shares = [0.0] * 3 + [0.2] * 12 + [0.0] * 4
     fired = _run(engine, [_obs(10.0 * i, toxic=s) for i, s in enumerate(shares)])
     firing = [(i, d) for i, d in fired if d.status == "firing"]
-    # Batch 3 halves the 200-record window to 10%: fires. Repeats after 50 s: batches 8, 13.
+    # Batch 3 fires. Repeats after 50 s: batches 8, 13.
     assert [i for i, _ in firing] == [3, 8, 13]
     assert all(d.targets == ("hook", "pager") for _, d in firing)
     first = firing[0][1]
     assert first.event_type == "quality.regressed" and first.segment == {
         "model": "m", "model_version": "v1", "deployment": "stable"}
-    assert first.evidence["rate"] == pytest.approx(0.1) and first.evidence["records"] == 200
-    assert "toxic share 0.1 above 0.05" in first.summary
+    # Checked after every record: the 11th toxic record (the batch leads with them) tips the
+    # 200-record window over 5%, wherever the batch boundaries fall.
+    assert first.index == 10
+    assert first.evidence["rate"] == pytest.approx(0.055) and first.evidence["records"] == 200
+    assert "toxic share 0.055 (bound 0.05) over 200 records" in first.summary
     resolved = [(i, d) for i, d in fired if d.status == "resolved"]
     # The window is all clean again two batches after the toxic ones stop; only alerts care.
     assert [(i, d.targets) for i, d in resolved] == [(16, ("pager",))]
@@ -166,3 +169,25 @@ def test_rule_cross_checks_say_what_to_fix(tmp_path: Path, extra: dict[str, obje
     with pytest.raises(ConfigError) as err:
         load_config(_config(tmp_path, **extra))
     assert message in str(err.value)
+
+
+def test_a_rate_spike_inside_one_large_batch_fires_at_the_same_record_as_in_small_batches(
+) -> None:
+    rule = _rule(when={"kind": "rate", "signal": "toxic", "above": 0.1,
+                       "window_records": 50, "min_records": 50})
+    hits = np.zeros(1_000)
+    hits[400:430] = 1.0  # a burst in the middle, over by the end of the stream
+
+    def first_firing(batch: int) -> list[tuple[str, int]]:
+        engine = RuleEngine([rule], ACTIONS)
+        out = []
+        for start in range(0, hits.size, batch):
+            part = hits[start:start + batch]
+            obs = Observation(0.0, {SEG: np.arange(start, start + part.size)},
+                              {"toxic": hits}, np.zeros(hits.size))
+            out += [(d.status, d.index) for d in engine.evaluate(obs)]
+        return out
+
+    # 6 toxic records in the last 50 exceed 10% at record 405; one batch sees it too.
+    assert first_firing(7)[0] == first_firing(1_000)[0] == ("firing", 405)
+    assert first_firing(1_000) == [("firing", 405), ("resolved", 999)]
