@@ -11,12 +11,12 @@ Gates and their error budget (each gate's false-rollback chance over an unbounde
   equally often whatever error the threshold has, so the test keeps its alpha exactly, and a
   slower canary shows as a share above 5%. Latencies of batches before the threshold exists
   are not tested, and stable's reference latencies are left out (the threshold fits them).
-- embedding_drift: OnlineMMD with stable's first `min_records` response embeddings as its
-  reference, fed the next `min_records` canary embeddings, then frozen as passed. An ERT-
-  calibrated detector alarms falsely once per `ert` records on average, so on an unbounded run
-  it would alarm for sure; over a horizon of H records P(false alarm) <= H / ert, so ert is
-  H / alpha. The calibration needs n_bootstraps well above ert (2 x here): about 6 s of CPU per
-  model with the defaults (500 records, alpha 0.01), once, when stable's reference is complete.
+- embedding_drift: one fixed-sample test, not a sequential one: stable's first `min_records`
+  response embeddings against the canary's first `min_records`, MMD with a permutation p-value
+  (detectors.two_sample); the gate fails when p <= alpha. A permutation test is exact at any
+  level, where an ERT-calibrated online detector over a horizon of H records, with ERT =
+  H / alpha, measured 2.3% false alarms at alpha 1% (300 runs, 200-row references): its
+  bootstrap calibration is loose that far in the tail. About 3 s of CPU once per model.
 Hard gates fail as soon as their test says worse; soft gates need `min_records` per arm first.
 Promotion needs every configured gate to have its minimum and pass. Rollback is sticky; promote
 turns into rollback only, so a verdict a rollout tool has acted on does not flicker.
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.mmd_online import OnlineMMD
 from detectors.sequential import MeanDifferenceCS
+from detectors.two_sample import MMDTest, mmd_permutation_test
 from monitor import metrics as m
 from monitor.action_settings import CanarySettings
 from monitor.decision import Decision
@@ -44,15 +44,15 @@ RATE_GATES = ("toxic", "ungrounded", "refusal", "error")
 _BOUNDS = ("estimate", "lower", "upper")
 _QUANTILE = 0.95
 _MAX_MODELS = 20  # models tracked (a metrics label); more are folded into "other"
-_MMD_FEATURES = 64  # random Fourier features: calibration cost grows with them, power barely
 
 
 @dataclass
 class _Embedding:
     reference: list[np.ndarray] = field(default_factory=list)
-    collected: int = 0
-    detector: OnlineMMD | None = None
-    tested: int = 0  # canary embeddings fed to the detector
+    collected: int = 0  # stable embeddings kept (up to min_records)
+    canary: list[np.ndarray] = field(default_factory=list)
+    tested: int = 0  # canary embeddings kept (up to min_records), then all counted
+    result: MMDTest | None = None
     flagged: bool = False
 
 
@@ -149,29 +149,22 @@ class CanaryGate:
         state.tests["latency_p95"].update(stable > state.p95, canary > state.p95)
 
     def _embedding(self, e: _Embedding, stable: np.ndarray, canary: np.ndarray) -> None:
-        stable = stable[~np.isnan(stable).any(axis=1)]
-        canary = canary[~np.isnan(canary).any(axis=1)]
         n = self.settings.min_records
-        if e.detector is None:
-            e.reference.append(stable[: n - e.collected])
-            e.collected += len(e.reference[-1])
-            if e.collected < n:
-                return
-            ert = math.ceil(n / self.settings.alpha)
-            e.detector = OnlineMMD(np.concatenate(e.reference), ert=ert,
-                                   window_size=max(10, min(100, n // 10)),
-                                   n_features=_MMD_FEATURES, n_bootstraps=2 * ert,
-                                   device=self.device, seed=0)
-            e.reference = []
-            return  # canary embeddings before the reference exists are not tested
-        if e.flagged or e.tested >= n:
-            e.tested += len(canary) if e.flagged else 0  # counted, for a soft gate's minimum
+        if e.result is not None:
+            e.tested += len(canary)  # counted, for a soft gate's minimum
             return
-        batch = canary[: n - e.tested]
-        if len(batch):
-            e.detector.update(batch)
-            e.tested += len(batch)
-            e.flagged = e.detector.drift_detected
+        stable = stable[~np.isnan(stable).any(axis=1)][: n - e.collected]
+        canary = canary[~np.isnan(canary).any(axis=1)][: n - e.tested]
+        e.reference.append(stable)
+        e.canary.append(canary)
+        e.collected += len(stable)
+        e.tested += len(canary)
+        if e.collected >= n and e.tested >= n:
+            e.result = mmd_permutation_test(
+                np.concatenate(e.reference), np.concatenate(e.canary),
+                n_resamples=max(999, math.ceil(20 / self.settings.alpha)))
+            e.flagged = e.result.pvalue <= self.settings.alpha
+            e.reference, e.canary = [], []
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -185,8 +178,8 @@ class CanaryGate:
             has_minimum = e.collected >= s.min_records and e.tested >= s.min_records
             figures: dict[str, object] = {
                 "n_stable": e.collected, "n_canary": e.tested, "drift_detected": e.flagged,
-                "statistic": _finite(e.detector.statistic) if e.detector else None,
-                "threshold": _finite(e.detector.threshold) if e.detector else None}
+                "statistic": _finite(e.result.statistic) if e.result else None,
+                "p_value": _finite(e.result.pvalue) if e.result else None}
             failed = e.flagged and (hard or has_minimum)
             passed = has_minimum and not e.flagged
         else:
