@@ -34,7 +34,7 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str
     embedder = models.embedder if models else None
     drift = (DriftStage.from_settings(config.drift, embedder.device if embedder else "cpu",
                                       embedder.name if embedder else "", keep_warmup=False)
-             if config.drift.enabled else None)
+             if config.drift.enabled and models is not None else None)
     fired: list[dict[str, object]] = []
     intake = [0, 0]  # messages read, dead-lettered: what a dead-letter rule sees
 

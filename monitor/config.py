@@ -129,7 +129,8 @@ class FeatureDriftSettings(BaseModel):
 class DriftSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = False  # off until rules and the outbox (issue 5) act on its events
+    # Needs a model scorer (embeddings); warm-up references are saved under reference.store.
+    enabled: bool = True
     reference: DriftReferenceSettings = DriftReferenceSettings()
     embedding: EmbeddingDriftSettings = EmbeddingDriftSettings()
     features: FeatureDriftSettings = FeatureDriftSettings()
@@ -262,8 +263,9 @@ def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySet
         if needs and needs not in scorers:
             problems.append(f"rule {rule.name!r}: when.signal: {when.signal!r} needs the "
                             f"{needs!r} scorer, which is not in scorers {scorers}")
-        if when.kind == "drift" and not drift_enabled:
-            problems.append(f"rule {rule.name!r}: when.kind: 'drift' needs drift.enabled: true")
+        if when.kind == "drift" and not (drift_enabled and set(scorers) & MODEL_SCORERS):
+            problems.append(f"rule {rule.name!r}: when.kind: 'drift' needs drift.enabled: true "
+                            f"and a model scorer ({sorted(MODEL_SCORERS)}) for embeddings")
         for name in rule.actions:
             if name not in actions:
                 problems.append(f"rule {rule.name!r}: actions: {name!r} is not defined; "

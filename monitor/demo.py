@@ -1,16 +1,25 @@
 """`driftwatch demo`: the embedded default, end to end on one machine.
 
 A local Tansu broker, HaluEval-based LLM traffic replayed into it (with a little
-malformed input), the real daemon consuming it, and a live terminal summary read
-from the daemon's own /metrics endpoint, until Ctrl-C or --duration.
+malformed input, and a topic shift after `SHIFT_AFTER` records), the real daemon consuming
+it with drift detection, rules, the canary gate and a signed webhook to a local receiver,
+and a live terminal summary read from the daemon's own /metrics endpoint, until Ctrl-C or
+--duration. State (references, outbox) lives in a temporary directory.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
+import os
+import secrets
+import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 from kafka import KafkaProducer
@@ -18,10 +27,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from standardwebhooks import Webhook
 
 from consumers.settings import BatchSettings, KafkaSettings
 from monitor import traffic
-from monitor.config import Config, MetricsSettings, OverloadSettings, ScoringSettings
+from monitor.action_settings import CanarySettings, OutboxSettings, Rule, WebhookAction
+from monitor.config import (
+    Config,
+    DriftReferenceSettings,
+    DriftSettings,
+    MetricsSettings,
+    OverloadSettings,
+    ScoringSettings,
+)
 from monitor.daemon import run as run_daemon
 from monitor.local_broker import LocalBroker, free_port
 
@@ -29,6 +47,8 @@ TOPIC = "llm-traffic"
 DEAD_LETTER_TOPIC = "driftwatch-dead-letter"
 PARTITIONS = 4
 MALFORMED_EVERY = 100  # one bad message per this many good ones
+SHIFT_AFTER = 3_000  # QA and summarization first, then dialogue joins: a topic shift
+SECRET_ENV = "DRIFTWATCH_DEMO_WEBHOOK_SECRET"
 
 
 class Replayer(threading.Thread):
@@ -43,8 +63,11 @@ class Replayer(threading.Thread):
         producer = KafkaProducer(bootstrap_servers=self.servers, linger_ms=20)
         malformed = itertools.cycle(traffic.malformed_payloads(60, seed=7))
         started = time.monotonic()
+        before = traffic.load_examples(tasks=("qa", "summarization"))
+        after = traffic.load_examples()
         for seed in itertools.count():
-            for record in traffic.wire_records(5_000, seed=seed):
+            pool = before if self.sent < SHIFT_AFTER else after
+            for record in traffic.wire_records(500, seed=seed, examples=pool):
                 if self.halt.is_set():
                     producer.close(timeout=5)
                     return
@@ -55,6 +78,70 @@ class Replayer(threading.Thread):
                 ahead = self.sent / self.rate - (time.monotonic() - started)
                 if ahead > 0:
                     self.halt.wait(ahead)
+
+
+class Receiver:
+    """The retraining service's end of the webhook: verifies each Standard Webhooks signature
+    and counts deliveries by event type."""
+
+    def __init__(self, secret: str) -> None:
+        self.received: Counter[str] = Counter()
+        self.rejected = 0
+        verifier, received = Webhook(secret), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    event = verifier.verify(body, dict(self.headers.items()))
+                    received.received[str(event["type"])] += 1
+                    status = 204
+                except Exception:  # a bad signature: refuse, as a receiver should
+                    received.rejected += 1
+                    status = 401
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/retrain"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config:
+    hook = "retrain-hook"
+    return Config(
+        kafka=KafkaSettings(bootstrap_servers=[bootstrap], topic=TOPIC,
+                            group_id="driftwatch-demo", dead_letter_topic=DEAD_LETTER_TOPIC),
+        metrics=MetricsSettings(port=port),
+        # Small batches keep the CPU demo lively; the daemon's defaults favour throughput.
+        batch=BatchSettings(max_records=32, max_wait_ms=200),
+        # Behind by more than this, the models score a uniform sample (all are counted).
+        scoring=ScoringSettings(overload=OverloadSettings(max_lag=300)),
+        drift=DriftSettings(reference=DriftReferenceSettings(
+            warmup_records=150, store=state / "references")),
+        actions={hook: WebhookAction(type="webhook", url=hook_url, secret_env=SECRET_ENV)},
+        rules=[Rule.model_validate(r) for r in (
+            {"name": "prompt-drift", "event_type": "retrain.requested", "actions": [hook],
+             "cooldown_seconds": 60, "when": {"kind": "drift", "stream": "prompt"}},
+            {"name": "toxic-share", "actions": [hook], "cooldown_seconds": 60,
+             "when": {"kind": "rate", "signal": "toxic", "above": 0.02,
+                      "window_records": 500, "min_records": 100}},
+            {"name": "error-share", "actions": [hook], "cooldown_seconds": 60,
+             "when": {"kind": "rate", "signal": "error", "above": 0.05,
+                      "window_records": 500, "min_records": 100}},
+        )],
+        canary=CanarySettings(enabled=True, min_records=100, actions=[hook]),
+        outbox=OutboxSettings(path=state / "outbox.sqlite3"),
+    )
 
 
 @dataclass
@@ -100,7 +187,8 @@ class Snapshot:
         return prev_le
 
 
-def render(now: Snapshot, before: Snapshot | None, sent: int, elapsed: float) -> Table:
+def render(now: Snapshot, before: Snapshot | None, sent: int, elapsed: float,
+           hook: Receiver | None = None) -> Table:
     table = Table(title=f"driftwatch demo: {elapsed:,.0f}s, Ctrl-C to stop", show_header=False)
     table.add_column(style="bold cyan")
     table.add_column(justify="right")
@@ -144,7 +232,34 @@ def render(now: Snapshot, before: Snapshot | None, sent: int, elapsed: float) ->
                       f"{now.total('driftwatch_scored_fraction'):.2f}")
         table.add_row("device", ", ".join(sorted({labels.get("device", "") for labels, _ in
                                                   now.samples.get("driftwatch_model_info", [])})))
+    _acting_rows(table, now, hook)
     return table
+
+
+def _acting_rows(table: Table, now: Snapshot, hook: Receiver | None) -> None:
+    for stream in ("prompt", "response"):
+        stats = now.samples.get("driftwatch_drift_statistic", [])
+        limits = {tuple(sorted(labels.items())): v for labels, v in
+                  now.samples.get("driftwatch_drift_threshold", [])}
+        ratios = [v / limits[key] for labels, v in stats if labels.get("stream") == stream
+                  and limits.get(key := tuple(sorted(labels.items())))]
+        if ratios:
+            table.add_row(f"drift {stream} (worst statistic / threshold)", f"{max(ratios):.2f}")
+    detections = now.by("driftwatch_drift_detections_total", "kind")
+    if detections:
+        table.add_row("drift detections", ", ".join(f"{k} {v:.0f}" for k, v in
+                                                    sorted(detections.items())))
+    decided = now.by("driftwatch_rule_actions_total", "event_type")
+    table.add_row("decisions", ", ".join(f"{k} {v:.0f}" for k, v in sorted(decided.items()))
+                  or "0")
+    verdicts = [labels["verdict"] for labels, v in now.samples.get("driftwatch_canary_verdict", [])
+                if v == 1]
+    if verdicts:
+        table.add_row("canary verdict", ", ".join(sorted(verdicts)))
+    table.add_row("outbox depth", f"{now.total('driftwatch_outbox_depth'):.0f}")
+    if hook is not None:
+        got = ", ".join(f"{k} {v}" for k, v in sorted(hook.received.items())) or "0"
+        table.add_row("webhooks received (signature ok)", got)
 
 
 def _mean_batch(snap: Snapshot) -> str:
@@ -158,17 +273,12 @@ def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
     console = Console()
     port = metrics_port or free_port()
     console.print("[bold]driftwatch demo[/]: loading models and starting a local Tansu broker ...")
-    with LocalBroker() as broker:
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    os.environ[SECRET_ENV] = secret  # the daemon reads its webhook secret from the environment
+    hook = Receiver(secret)
+    with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="driftwatch-demo-") as tmp:
         broker.create_topics([(TOPIC, PARTITIONS), (DEAD_LETTER_TOPIC, 1)])
-        config = Config(
-            kafka=KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=TOPIC,
-                                group_id="driftwatch-demo", dead_letter_topic=DEAD_LETTER_TOPIC),
-            metrics=MetricsSettings(port=port),
-            # Small batches keep the CPU demo lively; the daemon's defaults favour throughput.
-            batch=BatchSettings(max_records=32, max_wait_ms=200),
-            # Behind by more than this, the models score a uniform sample (all are counted).
-            scoring=ScoringSettings(overload=OverloadSettings(max_lag=300)),
-        )
+        config = demo_config(broker.bootstrap, port, Path(tmp), hook.url)
         stop = threading.Event()
         replayer = Replayer(broker.bootstrap, rate, stop)
         daemon = threading.Thread(target=run_daemon, args=(config, stop), name="driftwatch-daemon")
@@ -191,18 +301,21 @@ def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
                         before, now = now, Snapshot.scrape(url)
                     except httpx.HTTPError:
                         continue  # the endpoint is starting
-                    live.update(render(now, before, replayer.sent, time.monotonic() - started))
+                    live.update(render(now, before, replayer.sent, time.monotonic() - started,
+                                       hook))
         except KeyboardInterrupt:
             console.print("stopping: finishing the batch in hand and committing ...")
         finally:
             stop.set()
             replayer.join(timeout=10)
             daemon.join(timeout=30)
+            hook.close()
         if now is not None:
             console.print()
             dead = now.total("driftwatch_dead_letter_total")
             console.print(
                 f"demo summary: {now.total('driftwatch_records_total', outcome='scored'):.0f} "
-                f"records scored, {dead:.0f} dead-lettered, {replayer.sent} replayed"
+                f"records scored, {dead:.0f} dead-lettered, {replayer.sent} replayed, "
+                f"{sum(hook.received.values())} signed webhooks received"
             )
     return 0

@@ -277,4 +277,8 @@ def test_the_shipped_example_config_is_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     config = load_config(root / "driftwatch.yaml")
     assert config.kafka.topics == ("llm-traffic",)
+    assert [r.name for r in config.rules] == ["prompt-drift", "toxic-share", "slow-p99",
+                                              "dead-letters"]
+    assert {n: a.type for n, a in config.actions.items()} == {
+        "retrain-hook": "webhook", "pager": "alertmanager"}
     assert config.metrics.host == "127.0.0.1"
