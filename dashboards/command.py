@@ -20,7 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="environment variable holding a service account token")
     push.add_argument("--folder", default="driftwatch", help="folder title (default %(default)s)")
     render = which.add_parser("render", help="plot the main panels from a Prometheus to a PNG")
-    render.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    source = render.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", help="Prometheus base URL")
+    source.add_argument("--demo", action="store_true",
+                        help="run the demo (broker, traffic, daemon) and a local Prometheus "
+                             "for --minutes first, then plot: how overview.png is made")
+    render.add_argument("--rate", type=float, default=40.0, help="--demo: records/s replayed")
     render.add_argument("--output", type=Path, default=Path("dashboards/overview.png"))
     render.add_argument("--minutes", type=float, default=15.0, help="time range to plot")
 
@@ -40,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"pushed {len(uids)} dashboards to folder {args.folder!r}: {', '.join(uids)}")
         return 0
-    from dashboards.render import render
+    from dashboards.render import render, render_demo
 
+    if args.demo:
+        return render_demo(args.output, args.minutes, args.rate)
     return render(args.prometheus, args.output, args.minutes)

@@ -88,3 +88,27 @@ def render(prometheus: str, output: Path, minutes: float = 15.0) -> int:
     plt.close(fig)
     print(f"wrote {output}")
     return 0
+
+
+def render_demo(output: Path, minutes: float, rate: float) -> int:
+    """Regenerate the README picture from scratch: the demo's broker, traffic and daemon, a
+    real Prometheus with the shipped rules scraping it for `minutes`, then `render`."""
+    import tempfile
+
+    from dashboards.build import ALERTS_FILE
+    from monitor.demo import demo_stack
+    from monitor.local_prometheus import LocalPrometheus
+
+    with demo_stack(rate, 0) as stack, tempfile.TemporaryDirectory() as tmp:
+        prometheus = LocalPrometheus([f"127.0.0.1:{stack.port}"], Path(tmp), (ALERTS_FILE,),
+                                     interval_s=2.0)
+        try:
+            print(f"running the demo for {minutes:g} minutes, scraped by {prometheus.url} ...")
+            deadline = time.monotonic() + minutes * 60
+            while time.monotonic() < deadline:
+                if not stack.daemon.is_alive():
+                    raise RuntimeError("the daemon thread stopped; see the log above")
+                time.sleep(1.0)
+            return render(prometheus.url, output, minutes)
+        finally:
+            prometheus.stop()

@@ -17,6 +17,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -269,10 +271,21 @@ def _mean_batch(snap: Snapshot) -> str:
     return f"{count:,.0f} ({snap.total('driftwatch_batch_size_records_sum') / count:.0f})"
 
 
-def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
-    console = Console()
+@dataclass
+class Stack:
+    """What `demo_stack` runs: broker, replayer, daemon thread and the webhook receiver."""
+
+    bootstrap: str
+    port: int
+    replayer: Replayer
+    daemon: threading.Thread
+    hook: Receiver
+
+
+@contextmanager
+def demo_stack(rate: float, metrics_port: int) -> Iterator[Stack]:
+    """The demo's moving parts, started; stopped cleanly on exit (finish, commit, close)."""
     port = metrics_port or free_port()
-    console.print("[bold]driftwatch demo[/]: loading models and starting a local Tansu broker ...")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     os.environ[SECRET_ENV] = secret  # the daemon reads its webhook secret from the environment
     hook = Receiver(secret)
@@ -282,40 +295,49 @@ def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
         stop = threading.Event()
         replayer = Replayer(broker.bootstrap, rate, stop)
         daemon = threading.Thread(target=run_daemon, args=(config, stop), name="driftwatch-daemon")
-        console.print(f"broker {broker.bootstrap}, topic {TOPIC} ({PARTITIONS} partitions), "
-                      f"replaying HaluEval traffic at {rate:g} records/s")
-        console.print(f"metrics: http://127.0.0.1:{port}/metrics  (also /healthz, /readyz)")
         replayer.start()
         daemon.start()
-        started = time.monotonic()
-        before: Snapshot | None = None
-        now: Snapshot | None = None
-        url = f"http://127.0.0.1:{port}/metrics"
         try:
-            with Live(console=console, refresh_per_second=2, transient=False) as live:
-                while duration_s is None or time.monotonic() - started < duration_s:
-                    time.sleep(1.0)
-                    if not daemon.is_alive():
-                        raise RuntimeError("the daemon thread stopped; see the log above")
-                    try:
-                        before, now = now, Snapshot.scrape(url)
-                    except httpx.HTTPError:
-                        continue  # the endpoint is starting
-                    live.update(render(now, before, replayer.sent, time.monotonic() - started,
-                                       hook))
-        except KeyboardInterrupt:
-            console.print("stopping: finishing the batch in hand and committing ...")
+            yield Stack(broker.bootstrap, port, replayer, daemon, hook)
         finally:
             stop.set()
             replayer.join(timeout=10)
             daemon.join(timeout=30)
             hook.close()
-        if now is not None:
-            console.print()
-            dead = now.total("driftwatch_dead_letter_total")
-            console.print(
-                f"demo summary: {now.total('driftwatch_records_total', outcome='scored'):.0f} "
-                f"records scored, {dead:.0f} dead-lettered, {replayer.sent} replayed, "
-                f"{sum(hook.received.values())} signed webhooks received"
-            )
+
+
+def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
+    console = Console()
+    console.print("[bold]driftwatch demo[/]: loading models and starting a local Tansu broker ...")
+    now: Snapshot | None = None
+    with demo_stack(rate, metrics_port) as stack:
+        console.print(f"broker {stack.bootstrap}, topic {TOPIC} ({PARTITIONS} partitions), "
+                      f"replaying HaluEval traffic at {rate:g} records/s")
+        console.print(f"metrics: http://127.0.0.1:{stack.port}/metrics  (also /healthz, "
+                      "/readyz, /canary)")
+        started = time.monotonic()
+        before: Snapshot | None = None
+        url = f"http://127.0.0.1:{stack.port}/metrics"
+        try:
+            with Live(console=console, refresh_per_second=2, transient=False) as live:
+                while duration_s is None or time.monotonic() - started < duration_s:
+                    time.sleep(1.0)
+                    if not stack.daemon.is_alive():
+                        raise RuntimeError("the daemon thread stopped; see the log above")
+                    try:
+                        before, now = now, Snapshot.scrape(url)
+                    except httpx.HTTPError:
+                        continue  # the endpoint is starting
+                    live.update(render(now, before, stack.replayer.sent,
+                                       time.monotonic() - started, stack.hook))
+        except KeyboardInterrupt:
+            console.print("stopping: finishing the batch in hand and committing ...")
+    if now is not None:
+        console.print()
+        dead = now.total("driftwatch_dead_letter_total")
+        console.print(
+            f"demo summary: {now.total('driftwatch_records_total', outcome='scored'):.0f} "
+            f"records scored, {dead:.0f} dead-lettered, {stack.replayer.sent} replayed, "
+            f"{sum(stack.hook.received.values())} signed webhooks received"
+        )
     return 0

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -22,6 +19,7 @@ from dashboards.build import ALERTS_FILE, GRAFANA_DIR
 from dashboards.grafana_json import substitute
 from monitor import traffic
 from monitor.local_broker import LocalBroker, free_port
+from monitor.local_prometheus import LocalPrometheus
 from tests.support import Daemon, produce, wait_for, write_config
 from tests.test_webhook_delivery import SECRET
 
@@ -60,43 +58,6 @@ def _cases() -> list[tuple[str, str]]:
 CASES = _cases()
 
 
-class Prometheus:
-    def __init__(self, target_port: int, workdir: Path) -> None:
-        tool = shutil.which("prometheus")
-        if tool is None:
-            pytest.fail("prometheus not found: `make test` installs the Debian package")
-        self.url = f"http://127.0.0.1:{free_port()}"
-        config = workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(ALERTS_FILE)],
-            "scrape_configs": [{"job_name": "driftwatch", "static_configs": [
-                {"targets": [f"127.0.0.1:{target_port}"]}]}],
-        }))
-        self.process = subprocess.Popen(
-            [tool, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
-        wait_for(self._ready, 30, "Prometheus to start")
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def query(self, promql: str) -> list[dict]:
-        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
-        body = reply.json()
-        assert body["status"] == "success", f"{promql}\n{body}"
-        return body["data"]["result"]
-
-    def rules(self) -> list[dict]:
-        body = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
-        return [r for g in body["data"]["groups"] for r in g["rules"]]
-
-
 def _traffic() -> list[bytes]:
     """One model, stable and canary; some toxic answers; a topic shift halfway for drift."""
     mix = traffic.TrafficMix(models=("assistant-small",), canary_share=0.3,
@@ -133,7 +94,7 @@ def _receiver() -> tuple[ThreadingHTTPServer, str]:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
     workdir = tmp_path_factory.mktemp("dashboard-queries")
     server, receiver = _receiver()
     with LocalBroker(log_file=workdir / "tansu.log") as broker:
@@ -168,7 +129,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         daemon = Daemon(config, port, workdir / "daemon.log")
         try:
             daemon.wait_ready(timeout_s=120)
-            prometheus = Prometheus(port, workdir)
+            prometheus = LocalPrometheus([f"127.0.0.1:{port}"], workdir, (ALERTS_FILE,))
 
             def scored_all() -> bool:
                 daemon.check_alive()
@@ -189,8 +150,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
                 from dashboards.render import render
 
                 render(prometheus.url, Path(render_to), minutes=5)
-            prometheus.process.terminate()
-            prometheus.process.wait(timeout=10)
+            prometheus.stop()
         finally:
             daemon.kill()
             server.shutdown()
@@ -198,17 +158,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
 
 
 @pytest.mark.parametrize(("where", "expr"), CASES, ids=[c[0] for c in CASES])
-def test_expression_evaluates_and_returns_data(live: Prometheus, where: str, expr: str) -> None:
+def test_expression_evaluates_and_returns_data(live: LocalPrometheus, where: str,
+                                               expr: str) -> None:
     assert live.query(substitute(expr)), f"{where}: no data for {substitute(expr)}"
 
 
-def test_every_rule_evaluates_without_error(live: Prometheus) -> None:
+def test_every_rule_evaluates_without_error(live: LocalPrometheus) -> None:
     rules = live.rules()
     assert len(rules) == sum(len(g["rules"]) for g in
                              yaml.safe_load(ALERTS_FILE.read_text())["groups"])
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
 
 
-def test_drift_detections_fire_the_alert(live: Prometheus) -> None:
+def test_drift_detections_fire_the_alert(live: LocalPrometheus) -> None:
     firing = live.query('ALERTS{alertname="DriftwatchDriftDetected"}')
     assert firing and all(a["metric"]["severity"] == "warning" for a in firing)
