@@ -101,6 +101,8 @@ class OnlineMMD:
         half = len(ref) // 2
         self.ref_mean = self.features(ref[order[:half]]).mean(0)
         self.thresholds = self._calibrate(self.features(ref[order[half:]]), gen)
+        self._thresholds = self.thresholds.tolist()  # read per record on the one-record path
+        self._scale = (2.0 / n_features) ** 0.5
         self._features = torch.zeros(self.window_size, n_features, device=device)
         self._rows = torch.zeros(self.window_size, dim, device=device)
         self.reset()
@@ -160,6 +162,9 @@ class OnlineMMD:
         self.drift_detected, self.detected_at = False, None
         if n == 0:
             return
+        if n == 1:
+            self._update_one(rows)
+            return
         phi = self.features(rows)
         # Record j of the batch pushes out the record w places before it, if there is one:
         # from the ring buffer when that record came in an earlier batch, else from this batch.
@@ -190,6 +195,27 @@ class OnlineMMD:
         if len(crossed):
             self.drift_detected = True
             self.detected_at = self.t - n + int(crossed[0, 0])
+
+    def _update_one(self, row: torch.Tensor) -> None:
+        """One record: the same arithmetic as a batch with a fraction of the torch calls (a
+        single-record stream pays per call, not per flop)."""
+        w, slot = self.window_size, self.t % self.window_size
+        phi = torch.cos(torch.addmm(self._b, row, self._w)).mul_(self._scale)[0]
+        if self.t >= w:
+            self._sum.sub_(self._features[slot])
+        self._sum.add_(phi)
+        self._features[slot] = phi
+        self._rows[slot] = row[0]
+        self.t += 1
+        self._since_refresh += 1
+        step = min(self.t, len(self.thresholds)) - 1
+        stat = float(torch.dist(self._sum / min(self.t, w), self.ref_mean) ** 2)
+        self.statistic, self.threshold = stat, self._thresholds[step]
+        if self._since_refresh >= w:  # float32 running sums drift; recompute, amortised O(1)
+            self._sum = self._features[: min(self.t, w)].sum(0)
+            self._since_refresh = 0
+        if stat > self.threshold:
+            self.drift_detected, self.detected_at = True, self.t - 1
 
     def window(self) -> torch.Tensor:
         """The raw rows now in the window, oldest first."""

@@ -10,6 +10,7 @@ alibi-detect pins transformers<5 and numpy<2, so it cannot share driftwatch's en
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from detectors.embedder import Embedder
 from detectors.mmd_online import OnlineMMD
 from monitor import traffic
 
 _WORKER = Path(__file__).with_name("bench_drift_alibi.py")
+_THREADS_ENV = "DRIFTWATCH_BENCH_THREADS"
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,18 @@ def bench_drift(ert: int, window: int, runs: int, clean_records: int,
                 alibi_python: str | None) -> int:
     qa, turns = _texts()
     embedder = Embedder(device="cpu")
+    # One record per update is latency-bound: with a thread pool, every small torch call pays a
+    # hand-off, which on a busy 2-core machine costs more than the arithmetic. Both sides run
+    # single-threaded (alibi-detect through the same setting in its worker).
+    threads = int(os.environ.get(_THREADS_ENV, "1"))
     started = time.perf_counter()
     qa_vectors = embedder.encode(qa)
     turn_vectors = embedder.encode(turns)
     print(f"bench drift: embedded {len(qa) + len(turns):,} HaluEval texts in "
           f"{time.perf_counter() - started:.0f}s; reference 1,000 QA questions, stream: QA "
           f"questions then dialogue turns from record 200; ERT {ert:,}, window {window}")
+    torch.set_num_threads(threads)
+    print(f"torch threads for the detectors: {threads} (both sides; {_THREADS_ENV} to change)")
     reference, clean = qa_vectors[:1_000], qa_vectors[1_000:]
     figures: list[DriftFigures] = []
 
@@ -147,7 +156,8 @@ def _alibi(python: str, reference: np.ndarray, clean: np.ndarray, shifted: np.nd
                    str(clean_records)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False,
-                                  timeout=timeout_s)
+                                  timeout=timeout_s,
+                                  env={**os.environ, _THREADS_ENV: str(torch.get_num_threads())})
             out = done.stdout
             if done.returncode != 0:  # report what finished; say why the rest did not
                 print(f"alibi-detect run ended with {done.returncode}:\n{done.stderr[-2000:]}")

@@ -5,6 +5,7 @@ side; prints one JSON line of figures per detector as soon as it has them."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +17,10 @@ from monitor.bench_drift import _measure
 
 
 def main(data: str, ert: int, window: int, runs: int, clean_records: int) -> None:
+    import torch
     from alibi_detect.cd import LSDDDriftOnline, MMDDriftOnline
+
+    torch.set_num_threads(int(os.environ.get("DRIFTWATCH_BENCH_THREADS", "1")))
 
     arrays = np.load(data)
     reference, clean, shifted = arrays["reference"], arrays["clean"], arrays["shifted"]
