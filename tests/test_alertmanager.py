@@ -13,16 +13,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from monitor.action_settings import AlertmanagerAction, OutboxSettings
+from monitor.action_settings import AlertmanagerAction, OutboxSettings, Rule
 from monitor.alertmanager import payload
 from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
 from monitor.local_broker import free_port
 from monitor.outbox import Outbox
+from monitor.rules import Observation, RuleEngine
 from tests.support import wait_for
 
 # Debian ships the binary as prometheus-alertmanager; upstream tarballs call it alertmanager.
@@ -55,8 +57,8 @@ def notifications() -> Iterator[tuple[str, list[dict]]]:
 @pytest.fixture
 def alertmanager(tmp_path: Path, notifications: tuple[str, list[dict]]) -> Iterator[str]:
     if BINARY is None:
-        pytest.skip("no alertmanager binary: install the Debian package prometheus-alertmanager "
-                    "(make system-deps)")
+        pytest.fail("no alertmanager binary: install the Debian package prometheus-alertmanager "
+                    "(make system-deps does)")
     config = {
         "route": {"receiver": "hook", "group_by": ["alertname", "model"], "group_wait": "1s",
                   "group_interval": "1s", "repeat_interval": "1h"},
@@ -198,3 +200,51 @@ def test_firing_alerts_end_four_resend_intervals_ahead() -> None:
         ("1970-01-01T00:16:40.000Z", "1970-01-01T00:25:00.000Z"),
     ]
     assert body[0]["generatorURL"] == "http://dw"
+
+
+def test_a_rule_firing_on_two_segments_pages_once_per_group_and_resolves(
+        tmp_path: Path, alertmanager: str, notifications: tuple[str, list[dict]]) -> None:
+    """Rule engine -> outbox -> delivery worker -> a real Alertmanager -> its receiver: one
+    incident on two model versions of one model is one notification (grouped by alertname and
+    model) however long it fires, and its resolve follows when the share falls."""
+    _, received = notifications
+    name = f"am-{uuid.uuid4().hex[:8]}"
+    actions = {name: AlertmanagerAction(type="alertmanager", url=alertmanager,
+                                        resend_seconds=0.2, resolved_for_seconds=2)}
+    rule = Rule.model_validate({"name": "toxic-share", "severity": "critical",
+                                "cooldown_seconds": 0, "actions": [name],
+                                "when": {"kind": "rate", "signal": "toxic", "above": 0.05,
+                                         "window_records": 100, "min_records": 100}})
+    engine = RuleEngine([rule], actions)
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    worker = DeliveryWorker(box, actions, OutboxSettings(poll_seconds=0.05),
+                            "http://driftwatch.test/metrics")
+    segments = {("chat-7b", "v3", "stable", ""): np.arange(0, 100),
+                ("chat-7b", "v4", "canary", ""): np.arange(100, 200)}
+
+    def batch(toxic_share: float) -> None:
+        toxic = (np.arange(200) % 100 < toxic_share * 100).astype(float)
+        decisions = engine.evaluate(Observation(time.time(), segments, {"toxic": toxic},
+                                                np.zeros(200)))
+        box.put(decisions, actions)
+
+    firing = lambda: [n for n in received if n["status"] == "firing"]  # noqa: E731
+    worker.start()
+    try:
+        for _ in range(10):  # the condition holds batch after batch
+            batch(0.2)
+            time.sleep(0.3)
+        wait_for(lambda: len(firing()) == 1, 30, "the firing notification")
+        [notice] = firing()
+        assert notice["groupLabels"] == {"alertname": "toxic-share", "model": "chat-7b"}
+        assert sorted(a["labels"]["model_version"] for a in notice["alerts"]) == ["v3", "v4"]
+        time.sleep(3)  # three more group intervals: no second page for the same incident
+        assert len(firing()) == 1
+        batch(0.0)  # a clean window: the rule clears on both segments
+        wait_for(lambda: any(n["status"] == "resolved" for n in received), 30,
+                 "the resolved notification")
+        [resolved] = [n for n in received if n["status"] == "resolved"]
+        assert len(resolved["alerts"]) == 2 and len(firing()) == 1
+    finally:
+        worker.stop(timeout_s=15)
+        box.close()
