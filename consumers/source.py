@@ -225,7 +225,10 @@ class KafkaSource:
             return {}
         self._last_commit = now
         assert self._dead_letters is not None
-        for letter in self._dead_letters.flush(timeout_s=10.0 if force else 2.0):
+        # On kafka-python's IO thread (blocking=False, a rebalance) heartbeats wait for us:
+        # a short flush there; dead letters not yet acknowledged keep their offsets back.
+        budget = 10.0 if force and blocking else 2.0
+        for letter in self._dead_letters.flush(timeout_s=budget):
             self._tracker.finish(letter.settles)
         points = self._tracker.commit_points()
         if points:
