@@ -2,9 +2,79 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class KafkaSecretError(ValueError):
+    """The SASL password is not where the config says; the message names the setting."""
+
+
+class KafkaSecurity(BaseModel):
+    """TLS and SASL, passed through to kafka-python. The SASL password comes from the
+    environment or a file, never from the config file, and is never logged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None  # client certificate, for mutual TLS
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sasl_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.protocol.startswith("SASL"):
+            if self.sasl_mechanism is None or not self.sasl_username:
+                raise ValueError(f"protocol {self.protocol} needs sasl_mechanism and "
+                                 "sasl_username")
+            if (self.sasl_password_env is None) == (self.sasl_password_file is None):
+                raise ValueError(f"protocol {self.protocol} needs exactly one of "
+                                 "sasl_password_env or sasl_password_file")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_password_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {str(path)!r}: no such file")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for every client driftwatch opens."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol in ("SSL", "SASL_SSL"):
+            options |= {"ssl_check_hostname": self.ssl_check_hostname,
+                        "ssl_cafile": _str(self.ssl_cafile),
+                        "ssl_certfile": _str(self.ssl_certfile),
+                        "ssl_keyfile": _str(self.ssl_keyfile)}
+        if self.protocol.startswith("SASL"):
+            options |= {"sasl_mechanism": self.sasl_mechanism,
+                        "sasl_plain_username": self.sasl_username,
+                        "sasl_plain_password": self._password()}
+        return options
+
+    def _password(self) -> str:
+        if self.sasl_password_env is not None:
+            value = os.environ.get(self.sasl_password_env)
+            if not value:
+                raise KafkaSecretError(f"kafka.security.sasl_password_env: the environment "
+                                       f"variable {self.sasl_password_env} is not set")
+            return value
+        assert self.sasl_password_file is not None
+        try:
+            return self.sasl_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KafkaSecretError(f"kafka.security.sasl_password_file: cannot read "
+                                   f"{self.sasl_password_file}: {exc.strerror}") from None
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class KafkaSettings(BaseModel):
@@ -26,6 +96,7 @@ class KafkaSettings(BaseModel):
     max_poll_records: int = Field(default=2_000, ge=1, le=100_000)
     commit_interval_ms: int = Field(default=1_000, ge=0, le=60_000)
     max_message_bytes: int = Field(default=1_048_576, ge=64, le=100 * 1_048_576)
+    security: KafkaSecurity = KafkaSecurity()
 
     @model_validator(mode="after")
     def _one_topic_layout(self) -> KafkaSettings:

@@ -100,13 +100,16 @@ class KafkaSource:
         self.before_revoke: Callable[[], None] = lambda: None
         self._consumer: KafkaConsumer | None = None
         self._dead_letters: DeadLetterWriter | None = None
+        # Resolved now, in the caller's thread: a missing SASL secret fails at start, clearly.
+        self._security = self.settings.security.client_options()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect and join the group; raises kafka.errors.KafkaError when the broker is away."""
         s = self.settings
-        common = {"bootstrap_servers": s.bootstrap_servers, "client_id": s.client_id}
+        common = {"bootstrap_servers": s.bootstrap_servers, "client_id": s.client_id,
+                  **self._security}
         producer = KafkaProducer(acks="all", linger_ms=5, **common)
         self._consumer = KafkaConsumer(
             group_id=s.group_id,

@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             config = load_config(args.config)
             _logging(config.log_level)
+            from consumers.settings import KafkaSecretError
             from detectors.embedder import ModelNotFound
             from monitor.daemon import run as run_daemon
             from monitor.outbox import OutboxError
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             try:
                 return run_daemon(config)
-            except (ModelNotFound, OutboxError, ReferenceError, WebhookSecretError) as exc:
+            except (ModelNotFound, OutboxError, ReferenceError, WebhookSecretError,
+                    KafkaSecretError) as exc:
                 print(f"driftwatch: {exc}", file=sys.stderr)
                 return 2
         if args.command == "demo":
