@@ -61,7 +61,7 @@ def test_bad_security_settings_name_the_field(tmp_path: Path, security: dict[str
                                               message: str) -> None:
     path = tmp_path / "dw.yaml"
     path.write_text(yaml.safe_dump({"kafka": {"topic": "t", "security": security}}))
-    with pytest.raises(ConfigError, match="kafka.security") as err:
+    with pytest.raises(ConfigError, match=r"kafka\.security") as err:
         load_config(path)
     assert message in str(err.value)
 
