@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -108,6 +110,29 @@ class Metrics:
         return out
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test HTTP handler: `reply` sends an empty answer; requests are not logged."""
+
+    def reply(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """A real HTTP server on a free loopback port, in a thread: (server, base URL). Stop it
+    with server.shutdown() and server.server_close()."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class Daemon:
     """`driftwatch run` as a real process, scraped over HTTP."""
 
@@ -151,5 +176,15 @@ class Daemon:
             self.process.wait()
 
 
-__all__ = ["Daemon", "Metrics", "committed", "free_port", "produce", "read_topic", "wait_for",
-           "write_config"]
+__all__ = [
+    "Daemon",
+    "Metrics",
+    "QuietHandler",
+    "committed",
+    "free_port",
+    "produce",
+    "read_topic",
+    "serve",
+    "wait_for",
+    "write_config",
+]

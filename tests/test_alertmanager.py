@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ from monitor.delivery import DeliveryWorker
 from monitor.local_broker import free_port
 from monitor.outbox import Outbox
 from monitor.rules import Observation, RuleEngine
-from tests.support import wait_for
+from tests.support import QuietHandler, serve, wait_for
 
 # Debian ships the binary as prometheus-alertmanager; upstream tarballs call it alertmanager.
 BINARY = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
@@ -36,20 +34,13 @@ def notifications() -> Iterator[tuple[str, list[dict]]]:
     """A webhook receiver for Alertmanager's notifications: (url, received payloads)."""
     received: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
+            self.reply(200)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/notify", received
+    server, url = serve(Handler)
+    yield f"{url}/notify", received
     server.shutdown()
     server.server_close()
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from dashboards.grafana_json import substitute
 from monitor import traffic
 from monitor.local_broker import LocalBroker, free_port
 from monitor.local_prometheus import LocalPrometheus
-from tests.support import Daemon, produce, wait_for, write_config
+from tests.support import Daemon, QuietHandler, produce, serve, wait_for, write_config
 from tests.test_webhook_delivery import SECRET
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
@@ -76,21 +75,13 @@ def _receiver() -> tuple[ThreadingHTTPServer, str]:
     """Stands in for a webhook endpoint and Alertmanager: the first request fails."""
     answered: list[int] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(500 if not answered else 200)
+            self.reply(500 if not answered else 200)
             answered.append(1)
-            self.send_header("content-length", "0")
-            self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return serve(Handler)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from monitor import traffic
 from monitor.local_broker import free_port
+from monitor.local_prometheus import LocalPrometheus
 from tests.support import produce, wait_for, write_config
 
 pytestmark = pytest.mark.broker
@@ -24,51 +25,17 @@ def _tool(name: str) -> str:
     return path
 
 
-class Prometheus:
-    def __init__(self, target_port: int, workdir: Path) -> None:
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: driftwatch\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
-        )
-        self.process = subprocess.Popen(
-            [_tool("prometheus"), f"--config.file={config}",
-             f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
-        wait_for(self._ready, 30, "Prometheus to start")
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def query(self, promql: str) -> list[dict]:
-        reply = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/query",
-                          params={"query": promql}, timeout=5).json()
-        assert reply["status"] == "success", reply
-        return reply["data"]["result"]
-
-    def scalar(self, promql: str) -> float | None:
-        result = self.query(promql)
-        return float(result[0]["value"][1]) if result else None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+def _scalar(prometheus: LocalPrometheus, promql: str) -> float | None:
+    result = prometheus.query(promql)
+    return float(result[0]["value"][1]) if result else None
 
 
 @pytest.fixture
 def prometheus_for(tmp_path: Path) -> Iterator:
-    started: list[Prometheus] = []
+    started: list[LocalPrometheus] = []
 
-    def start(port: int) -> Prometheus:
-        started.append(Prometheus(port, tmp_path))
+    def start(port: int) -> LocalPrometheus:
+        started.append(LocalPrometheus([f"127.0.0.1:{port}"], tmp_path))
         return started[-1]
 
     yield start
@@ -94,17 +61,17 @@ def test_prometheus_scrapes_counts_and_promtool_accepts_the_exposition(
     prometheus = prometheus_for(port)
 
     def scraped_all() -> bool:
-        return prometheus.scalar('sum(driftwatch_records_total{outcome="scored"})') == 1_000
+        return _scalar(prometheus, 'sum(driftwatch_records_total{outcome="scored"})') == 1_000
     wait_for(scraped_all, 60, "Prometheus to see every scored record")
 
-    assert prometheus.scalar("sum(driftwatch_dead_letter_total)") == 12
-    assert prometheus.scalar('up{job="driftwatch"}') == 1
-    assert prometheus.scalar("driftwatch_ready") == 1
-    assert prometheus.scalar("driftwatch_assigned_partitions") == 2
+    assert _scalar(prometheus, "sum(driftwatch_dead_letter_total)") == 12
+    assert _scalar(prometheus, 'up{job="driftwatch"}') == 1
+    assert _scalar(prometheus, "driftwatch_ready") == 1
+    assert _scalar(prometheus, "driftwatch_assigned_partitions") == 2
     stable = sum(1 for r in records if r["deployment"] == "stable" and "latency_ms" in r)
-    assert prometheus.scalar(
+    assert _scalar(prometheus,
         'sum(driftwatch_request_latency_seconds_count{deployment="stable"})') == stable
-    p99 = prometheus.scalar(
+    p99 = _scalar(prometheus,
         "histogram_quantile(0.99, sum by (le) (driftwatch_request_latency_seconds_bucket))")
     assert p99 is not None and 0.1 < p99 <= 120
     # Empty segment labels (route is not configured) are dropped by Prometheus on ingestion.

@@ -8,13 +8,11 @@ import hmac
 import json
 import socket
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
 from monitor.outbox import Outbox
 from monitor.webhook import WebhookSecretError, load_secret
-from tests.support import wait_for
+from tests.support import QuietHandler, serve, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"driftwatch-test-secret-0123456789").decode()
 
@@ -52,7 +50,7 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -72,20 +70,10 @@ def receiver() -> Iterator[Receiver]:
             if reply == "hang":
                 time.sleep(state.hang_s)
                 reply = 200
-            self.send_response(int(reply))
-            for k, v in extra.items():
-                self.send_header(k, v)
-            self.send_header("content-length", "0")
-            self.end_headers()
+            self.reply(int(reply), extra)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/driftwatch"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server, url = serve(Handler)
+    state.url = f"{url}/hooks/driftwatch"
     yield state
     server.shutdown()
     server.server_close()
