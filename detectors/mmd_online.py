@@ -107,6 +107,18 @@ class OnlineMMD:
         self._rows = torch.zeros(self.window_size, dim, device=device)
         self.reset()
 
+    def __getstate__(self) -> dict[str, object]:
+        # Pickled on the CPU, so a checkpoint written on a GPU loads on a machine without one.
+        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+
+    def to(self, device: str) -> OnlineMMD:
+        """Move the detector's tensors to `device` (after loading from a checkpoint)."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        self.device = device
+        return self
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Random Fourier features: phi(x) . phi(y) ~ exp(-|x - y|^2 / 2 bandwidth^2)."""
         return torch.cos(x @ self._w + self._b) * (2.0 / self.n_features) ** 0.5

@@ -98,6 +98,21 @@ class CanaryGate:
                 self._export(name, state)
         return decisions
 
+    def state(self) -> dict[str, object]:
+        """Every model's tests, counts and verdict, and the model label caps, for a checkpoint."""
+        with self._lock:
+            return {"models": dict(self._models), "labels": self._label}
+
+    def restore(self, state: Mapping[str, object]) -> None:
+        """Resume from `state()`: verdicts stay sticky across restarts."""
+        models, labels = state.get("models"), state.get("labels")
+        if not isinstance(models, dict) or not isinstance(labels, CappedLabel):
+            return
+        with self._lock:
+            self._models, self._label = models, labels
+            for name, model in models.items():
+                self._export(name, model)
+
     def status(self) -> dict[str, object]:
         """Every model's verdict, records per arm and gate figures; JSON-able (no NaN/inf)."""
         s = self.settings

@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _logging(config.log_level)
             from consumers.settings import KafkaSecretError
             from detectors.embedder import ModelNotFound
+            from monitor.checkpoint import CheckpointInUse
             from monitor.daemon import run as run_daemon
             from monitor.outbox import OutboxError
             from monitor.reference import ReferenceError
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return run_daemon(config)
             except (ModelNotFound, OutboxError, ReferenceError, WebhookSecretError,
-                    KafkaSecretError) as exc:
+                    KafkaSecretError, CheckpointInUse) as exc:
                 print(f"driftwatch: {exc}", file=sys.stderr)
                 return 2
         if args.command == "demo":

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from consumers.settings import BatchSettings, JoinSettings, KafkaSettings
 from detectors.sanity import DEFAULT_REFUSALS
 from monitor.action_settings import Action, CanarySettings, OutboxSettings, Rule
+from monitor.checkpoint import CheckpointSettings
 
 SegmentLabel = Literal["model", "model_version", "deployment", "route"]
 ScorerName = Literal[
@@ -184,6 +185,7 @@ class Config(_EnvBeatsFile):
     rules: list[Rule] = []
     outbox: OutboxSettings = OutboxSettings()
     canary: CanarySettings = CanarySettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
 
     @model_validator(mode="after")
     def _rules_fit(self) -> Config:

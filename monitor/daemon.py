@@ -18,6 +18,7 @@ from consumers.source import KafkaSource
 from monitor import metrics as m
 from monitor.action_settings import Action, rollover_actions
 from monitor.canary import CanaryGate
+from monitor.checkpoint import Checkpointer, fingerprint
 from monitor.config import MODEL_SCORERS, Config
 from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
@@ -51,6 +52,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     log.info("serving /metrics, /healthz, /readyz on http://%s:%d",
              config.metrics.host, endpoints.port)
     acting = Acting()
+    checkpoints: Checkpointer | None = None
     try:
         overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
         models = build_models(config)  # loads models before joining the group
@@ -58,6 +60,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
         # Secrets, the outbox and its backlog of undelivered decisions: before the group join,
         # so a bad secret fails fast and deliveries left by a previous run resume at once.
         acting = acting_parts(config, device, endpoints)
+        checkpoints = checkpointer(config, models)
         source = KafkaSource(config.kafka, config.join, config.batch,
                              MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)))
         if not _open(source, stop, health):
@@ -71,13 +74,15 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
                             models=models, fraction=overload.fraction, drift=drift,
                             rules=acting.rules, canary=acting.canary,
                             on_decisions=acting.put, intake=intake_totals,
-                            rollover_actions=rollover_actions(config.actions))
+                            rollover_actions=rollover_actions(config.actions),
+                            checkpoints=checkpoints)
 
         def on_loop() -> None:
             ready = source.connected() and bool(source.assignment)
             health.tick(source.connected(), len(source.assignment))
             m.READY.set(ready)
             m.PAUSED.set(source.paused)
+            pipeline.checkpoint_if_due()
 
         log.info("consuming %s as group %s from %s", ", ".join(config.kafka.topics),
                  config.kafka.group_id, ",".join(config.kafka.bootstrap_servers))
@@ -90,6 +95,8 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     finally:
         m.READY.set(0)
         acting.close()
+        if checkpoints is not None:
+            checkpoints.close()
         endpoints.stop()
 
 
@@ -134,6 +141,21 @@ def acting_parts(config: Config, device: str, endpoints: Endpoints) -> Acting:
     log.info("%d rule(s), canary gate %s, outbox %s, actions: %s", len(config.rules),
              "on" if canary else "off", config.outbox.path, ", ".join(config.actions) or "none")
     return Acting(rules, canary, outbox, delivery, dict(config.actions))
+
+
+def checkpointer(config: Config, models: ModelScorers | None) -> Checkpointer | None:
+    """Checkpoints of the detectors', rules' and canary's state; each part fingerprinted with
+    the config that shapes it, so a changed config drops only what it invalidates."""
+    if not config.checkpoint.enabled:
+        return None
+    labels = (config.metrics.labels, config.metrics.max_label_values)
+    model = models.embedder.name if models is not None and models.embedder is not None else ""
+    return Checkpointer(config.checkpoint, {
+        "segments": fingerprint(*labels),
+        "drift": fingerprint(config.drift, model, *labels),
+        "rules": fingerprint(config.rules, *labels),
+        "canary": fingerprint(config.canary),
+    })
 
 
 def intake_totals() -> tuple[int, int]:

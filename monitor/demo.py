@@ -34,6 +34,7 @@ from standardwebhooks import Webhook
 from consumers.settings import BatchSettings, KafkaSettings
 from monitor import traffic
 from monitor.action_settings import CanarySettings, OutboxSettings, Rule, WebhookAction
+from monitor.checkpoint import CheckpointSettings
 from monitor.config import (
     Config,
     DriftReferenceSettings,
@@ -143,6 +144,7 @@ def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config
         )],
         canary=CanarySettings(enabled=True, min_records=100, actions=[hook]),
         outbox=OutboxSettings(path=state / "outbox.sqlite3"),
+        checkpoint=CheckpointSettings(path=state / "checkpoint.bin"),
     )
 
 

@@ -147,6 +147,22 @@ class DriftStage:
         `segment` (label -> value; None or empty: all), at the next batch. Thread-safe."""
         self._rollovers.put((dict(segment or {}), reason))
 
+    def state(self) -> dict[Segment, _SegmentState]:
+        """Every tracked segment's warm-up, detectors and recent rows, for a checkpoint."""
+        return dict(self._segments)
+
+    def restore(self, segments: Mapping[Segment, object]) -> None:
+        """Resume from `state()`, on this stage's device. Segments beyond the cap are dropped."""
+        for seg, state in list(segments.items())[: self.settings.max_segments]:
+            if not isinstance(state, _SegmentState):
+                continue
+            for detector in state.mmd.values():
+                detector.to(self.device)
+            self._segments[seg] = state
+            m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
+        log.info("drift state of %d segment(s) restored (%d armed)", len(self._segments),
+                 sum(bool(s.mmd) for s in self._segments.values()))
+
     def update(self, records: Sequence[Record], scores: BatchScores,
                numeric: dict[str, np.ndarray], outcomes: Sequence[str],
                segments: dict[Segment, np.ndarray]) -> list[DriftEvent]:

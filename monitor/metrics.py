@@ -213,3 +213,22 @@ DRIFT_ROLLOVERS = Counter(
     "driftwatch_drift_reference_rollovers_total",
     "Explicit reference rollovers (by command or rule) to the segment's recent records", SEGMENT,
 )
+
+# -- State checkpoints --------------------------------------------------------------------------
+CHECKPOINTS = Counter(
+    "driftwatch_checkpoints_total",
+    "State checkpoints by outcome (written, failed, loaded, rejected)", ["outcome"],
+)
+CHECKPOINT_BYTES = Gauge("driftwatch_checkpoint_bytes", "Size of the last checkpoint written")
+CHECKPOINT_SECONDS = Histogram(
+    "driftwatch_checkpoint_seconds", "Time to write a checkpoint (pickle, fsync, rename)",
+    buckets=SECONDS_BUCKETS,
+)
+CHECKPOINT_TIME = Gauge(
+    "driftwatch_checkpoint_timestamp_seconds", "Unix time of the last checkpoint written",
+)
+CHECKPOINT_REPLAYED = Counter(
+    "driftwatch_checkpoint_replayed_records_total",
+    "Records read again after a restart that the checkpointed state already held: scored and "
+    "counted again, not applied to the detectors twice",
+)

@@ -7,6 +7,7 @@ arrays grouped by segment and updates its metrics once per segment, not per reco
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from consumers.batcher import Batch
 from consumers.wire import Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor import metrics as m
+from monitor.checkpoint import Checkpointer, Partition
 from monitor.config import MODEL_SCORERS
 from monitor.decision import Decision
 from monitor.drift import DriftEvent, DriftStage, Segment, feature_columns, outcome
@@ -101,6 +103,7 @@ class Pipeline:
         on_decisions: Callable[[list[Decision]], None] | None = None,
         intake: Callable[[], tuple[int, int]] = lambda: (0, 0),
         rollover_actions: frozenset[str] = frozenset(),
+        checkpoints: Checkpointer | None = None,
     ) -> None:
         """`on_decisions` must make the decisions durable before it returns (the outbox):
         the batch is acknowledged, and its offsets committed, only after. `intake` gives the
@@ -131,12 +134,113 @@ class Pipeline:
         self._error_types = CappedLabel(max_error_types)
         self._outcomes: dict[tuple[str | None, str | None], tuple[str, str]] = {}
         self._audit = open(audit_log, "ab") if audit_log else None  # noqa: SIM115 (lives with us)
+        # Next offset per partition whose record is in the state (detectors, rules, canary);
+        # `_replay`: those of the checkpoint resumed from, until each partition passes them.
+        self._positions: dict[Partition, int] = {}
+        self._replay: dict[Partition, int] = {}
+        self._checkpoints = checkpoints
+        self._dirty = False  # state changed since the last checkpoint
+        self._lock = threading.Lock()  # a checkpoint at close never sees a batch half-applied
+        if checkpoints is not None:
+            self._resume(checkpoints)
 
     def close(self) -> None:
+        """Write the last checkpoint (unless a batch is still stuck in the worker)."""
+        if self._lock.acquire(timeout=5.0):
+            try:
+                if self._checkpoints is not None:
+                    self._checkpoints.save(self._positions, self.state())
+            finally:
+                self._lock.release()
+        else:
+            log.warning("no checkpoint at shutdown: a batch is still being processed")
         if self._audit is not None:
             self._audit.close()
 
+    def state(self) -> dict[str, object]:
+        """What a checkpoint holds, by part."""
+        parts: dict[str, object] = {"segments": self._segments}
+        if self.drift is not None:
+            parts["drift"] = self.drift.state()
+        if self.rules is not None:
+            parts["rules"] = self.rules.state()
+        if self.canary is not None:
+            parts["canary"] = self.canary.state()
+        return parts
+
+    def _resume(self, checkpoints: Checkpointer) -> None:
+        checkpoint = checkpoints.load()
+        if checkpoint is None:
+            return
+        parts = checkpoint.parts
+        if isinstance(parts.get("segments"), SegmentLabeler):
+            self._segments = parts["segments"]  # type: ignore[assignment]
+        if self.drift is not None and isinstance(parts.get("drift"), dict):
+            self.drift.restore(parts["drift"])  # type: ignore[arg-type]
+        if self.rules is not None and isinstance(parts.get("rules"), dict):
+            self.rules.restore(parts["rules"])  # type: ignore[arg-type]
+        if self.canary is not None and isinstance(parts.get("canary"), dict):
+            self.canary.restore(parts["canary"])  # type: ignore[arg-type]
+        self._positions = dict(checkpoint.positions)
+        self._replay = dict(checkpoint.positions)
+
     def process(self, batch: Batch) -> None:
+        with self._lock:
+            if self._replay:
+                replayed, fresh = self._split_replayed(batch)
+                if replayed.records:
+                    m.CHECKPOINT_REPLAYED.inc(len(replayed.records))
+                    self._process(replayed, stateful=False)
+                batch = fresh
+            self._process(batch)
+            for origins in batch.origins:
+                for topic, partition, offset in origins:
+                    if offset >= self._positions.get((topic, partition), 0):
+                        self._positions[(topic, partition)] = offset + 1
+            self._dirty = True
+            self._checkpoint_if_due()
+
+    def checkpoint_if_due(self) -> None:
+        """From another thread (the poll loop): checkpoint what an idle stream left unsaved.
+        Skipped while a batch is being processed; that batch checkpoints itself when due."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._checkpoint_if_due()
+            finally:
+                self._lock.release()
+
+    def _checkpoint_if_due(self) -> None:
+        if self._checkpoints is not None and self._dirty and self._checkpoints.due():
+            self._checkpoints.save(self._positions, self.state())
+            self._dirty = False
+
+    def _split_replayed(self, batch: Batch) -> tuple[Batch, Batch]:
+        """Records the checkpointed state already holds (every position below the checkpoint's)
+        and the rest. A partition leaves the replay once it reaches its checkpoint position."""
+        replay = self._replay
+        old: list[int] = []
+        for i, origins in enumerate(batch.origins):
+            if all(offset < replay.get((t, p), 0) for t, p, offset in origins):
+                old.append(i)
+                continue
+            for t, p, offset in origins:
+                end = replay.get((t, p))
+                if end is not None and offset >= end:
+                    del replay[(t, p)]
+                    if offset > end:
+                        log.warning("partition %s-%d resumes at offset %d but the checkpoint "
+                                    "holds its state up to %d: %d records are missing from the "
+                                    "state (committed after the last checkpoint)", t, p, offset,
+                                    end, offset - end)
+        if not old:
+            return Batch([], []), batch
+        keep = set(old)
+        return (Batch([batch.records[i] for i in old], [batch.origins[i] for i in old]),
+                Batch([r for i, r in enumerate(batch.records) if i not in keep],
+                      [o for i, o in enumerate(batch.origins) if i not in keep]))
+
+    def _process(self, batch: Batch, stateful: bool = True) -> None:
+        """Score and count a batch; `stateful`: also feed the detectors, rules and canary."""
         started = time.perf_counter()
         records = batch.records
         if not records:
@@ -152,14 +256,14 @@ class Pipeline:
         if self.models is not None:
             scores = self.score_models(records)
             self._model_metrics(scored.segments, scores)
-            if self.drift is not None:
+            if self.drift is not None and stateful:
                 events = self.drift.update(
                     records, scores, feature_columns(scored.features, scores),
                     [outcome(r) for r in records], scored.segments)
                 if events:
                     self._on_events(events)
         newest = max((t for r in records if (t := r.event_time) is not None), default=None)
-        if self.rules is not None or self.canary is not None:
+        if (self.rules is not None or self.canary is not None) and stateful:
             self._decide(scored, scores, events, time.time() if newest is None else newest)
         for seg, idx in scored.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))

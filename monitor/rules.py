@@ -110,6 +110,23 @@ class RuleEngine:
         self._last_fired = last_fired
         self._states: dict[tuple[str, Segment], _State] = {}
 
+    def state(self) -> dict[tuple[str, Segment], object]:
+        """Each rule's per-segment state (windows, consecutive counts, firing), for a checkpoint."""
+        return dict(self._states)
+
+    def restore(self, states: Mapping[tuple[str, Segment], object]) -> None:
+        """Resume from `state()`; states of rules no longer configured are dropped. The outbox
+        stays the judge of cooldowns: it may know of a decision newer than the checkpoint."""
+        names = {rule.name for rule in self.rules}
+        for (name, seg), state in states.items():
+            if name not in names or not isinstance(state, _State):
+                continue
+            segment = {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+            fired = self._last_fired(incident_key(name, segment))
+            if fired is not None and (state.last_fired is None or fired > state.last_fired):
+                state.last_fired = fired
+            self._states[(name, seg)] = state
+
     def evaluate(self, obs: Observation) -> list[Decision]:
         decisions: list[Decision] = []
         for rule in self.rules:

@@ -72,6 +72,8 @@ def write_config(path: Path, bootstrap: str, port: int, **sections: object) -> P
         "batch": {"max_wait_ms": 50},
         # The spine's scorers; model scorers are tested where they are the point.
         "scorers": ["latency", "tokens", "cost", "status", "length"],
+        # State next to the config: tests never resume from each other's checkpoints.
+        "checkpoint": {"path": str(path.with_suffix(".checkpoint"))},
     }
     for name, section in sections.items():
         if isinstance(section, dict) and isinstance(config.get(name), dict):
