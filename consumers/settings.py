@@ -77,6 +77,16 @@ def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+class KafkaClientSettings(BaseModel):
+    """What a one-off client (`driftwatch reference build --topic`) takes from the config's
+    `kafka` section: where the brokers are and how to reach them; the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    bootstrap_servers: list[str] = Field(default=["127.0.0.1:9092"], min_length=1)
+    security: KafkaSecurity = KafkaSecurity()
+
+
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -165,6 +165,9 @@ class OnlineMMD:
         self.threshold = float(self.thresholds[0])
         self.drift_detected = False
         self.detected_at: int | None = None
+        # The statistic and threshold at the record that crossed (the batch's last record
+        # may be back under its threshold by the end of the batch).
+        self.detected_statistic = self.detected_threshold = float("nan")
 
     def update(self, x: np.ndarray | torch.Tensor) -> None:
         """Add a batch of records (rows; a 1-D array is one record). The test runs after each
@@ -205,8 +208,11 @@ class OnlineMMD:
             self._since_refresh = 0
         self.statistic, self.threshold = float(stats[-1]), float(thresholds[-1])
         if len(crossed):
+            first = int(crossed[0, 0])
             self.drift_detected = True
-            self.detected_at = self.t - n + int(crossed[0, 0])
+            self.detected_at = self.t - n + first
+            self.detected_statistic = float(stats[first])
+            self.detected_threshold = float(thresholds[first])
 
     def _update_one(self, row: torch.Tensor) -> None:
         """One record: the same arithmetic as a batch with a fraction of the torch calls (a
@@ -228,6 +234,7 @@ class OnlineMMD:
             self._since_refresh = 0
         if stat > self.threshold:
             self.drift_detected, self.detected_at = True, self.t - 1
+            self.detected_statistic, self.detected_threshold = stat, self.threshold
 
     def window(self) -> torch.Tensor:
         """The raw rows now in the window, oldest first."""

@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference.add_argument("--input", type=Path, default=None, help="JSONL wire records")
     reference.add_argument("--limit", type=int, default=None, help="use the first N records")
     reference.add_argument("--topic", default=None, help="read a topic's offset range instead")
-    reference.add_argument("--bootstrap", default=None, help="HOST:PORT, with --topic")
+    reference.add_argument("--bootstrap", default=None,
+                           help="HOST:PORT, with --topic (default: the config's kafka section, "
+                                "whose security settings apply too)")
     reference.add_argument("--from-offset", type=int, default=0, help="per partition")
     reference.add_argument("--to-offset", type=int, default=None, help="exclusive")
     reference.add_argument("--config", default=None)
@@ -72,9 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.add_argument("--limit", type=int, default=20, help="newest N events")
     events.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
+    from chaos.command import add_parser as add_chaos
     from dashboards.command import add_parser as add_dashboards
 
     add_dashboards(sub)
+    add_chaos(sub)
 
     bench = sub.add_parser("bench", help="benchmarks that print a figure next to a baseline")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -144,14 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return command(args.input, out, offline)
         if args.command == "reference":
             _logging("WARNING")
+            from consumers.settings import KafkaSecretError
             from monitor.config import load_offline_config
             from monitor.reference_build import request_rollover, run_reference
 
             if args.action == "rollover":
                 return request_rollover(args.url, args.segment)
-            return run_reference(args.action, args.name, args.store, args.input, args.limit,
-                                 load_offline_config(args.config), args.topic, args.bootstrap,
-                                 (args.from_offset, args.to_offset))
+            try:
+                return run_reference(args.action, args.name, args.store, args.input,
+                                     args.limit, load_offline_config(args.config), args.topic,
+                                     args.bootstrap, (args.from_offset, args.to_offset))
+            except KafkaSecretError as exc:
+                print(f"driftwatch: {exc}", file=sys.stderr)
+                return 2
         if args.command == "evaluate":
             _logging("WARNING")
             from monitor.config import load_offline_config
@@ -166,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 path = args.outbox
             return run_events(path, args.limit, args.json)
+        if args.command == "chaos":
+            from chaos.command import run as run_chaos
+
+            return run_chaos(args)
         if args.command == "dashboards":
             from dashboards.command import run as run_dashboards
 

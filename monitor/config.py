@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from consumers.settings import BatchSettings, JoinSettings, KafkaSettings
+from consumers.settings import BatchSettings, JoinSettings, KafkaClientSettings, KafkaSettings
 from detectors.sanity import DEFAULT_REFUSALS
 from monitor.action_settings import Action, CanarySettings, OutboxSettings, Rule
 from monitor.checkpoint import CheckpointSettings
@@ -241,6 +241,7 @@ class OfflineConfig(_EnvBeatsFile):
     actions: dict[str, Action] = {}
     rules: list[Rule] = []
     canary: CanarySettings = CanarySettings()
+    kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
 
     @model_validator(mode="after")
     def _rules_fit(self) -> OfflineConfig:

@@ -24,6 +24,7 @@ from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
 from monitor.drift import DriftStage
 from monitor.endpoints import Endpoints, Health
+from monitor.heap import HeapTrimmer
 from monitor.model_scoring import ModelScorers, Overload
 from monitor.observer import MetricsObserver
 from monitor.outbox import Outbox
@@ -53,6 +54,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
              config.metrics.host, endpoints.port)
     acting = Acting()
     checkpoints: Checkpointer | None = None
+    heap = HeapTrimmer()  # before the models load: their buffers follow its mmap threshold
     try:
         overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
         models = build_models(config)  # loads models before joining the group
@@ -83,6 +85,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
             m.READY.set(ready)
             m.PAUSED.set(source.paused)
             pipeline.checkpoint_if_due()
+            heap.maybe_trim()
 
         log.info("consuming %s as group %s from %s", ", ".join(config.kafka.topics),
                  config.kafka.group_id, ",".join(config.kafka.bootstrap_servers))

@@ -16,11 +16,9 @@ import secrets
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from standardwebhooks import Webhook
 
+from chaos.receiver import WebhookReceiver
 from consumers.settings import BatchSettings, KafkaSettings
 from monitor import traffic
 from monitor.action_settings import CanarySettings, OutboxSettings, Rule, WebhookAction
@@ -81,42 +79,6 @@ class Replayer(threading.Thread):
                 ahead = self.sent / self.rate - (time.monotonic() - started)
                 if ahead > 0:
                     self.halt.wait(ahead)
-
-
-class Receiver:
-    """The retraining service's end of the webhook: verifies each Standard Webhooks signature
-    and counts deliveries by event type."""
-
-    def __init__(self, secret: str) -> None:
-        self.received: Counter[str] = Counter()
-        self.rejected = 0
-        verifier, received = Webhook(secret), self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                try:
-                    event = verifier.verify(body, dict(self.headers.items()))
-                    received.received[str(event["type"])] += 1
-                    status = 204
-                except Exception:  # a bad signature: refuse, as a receiver should
-                    received.rejected += 1
-                    status = 401
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/retrain"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config:
@@ -192,7 +154,7 @@ class Snapshot:
 
 
 def render(now: Snapshot, before: Snapshot | None, sent: int, elapsed: float,
-           hook: Receiver | None = None) -> Table:
+           hook: WebhookReceiver | None = None) -> Table:
     table = Table(title=f"driftwatch demo: {elapsed:,.0f}s, Ctrl-C to stop", show_header=False)
     table.add_column(style="bold cyan")
     table.add_column(justify="right")
@@ -240,7 +202,7 @@ def render(now: Snapshot, before: Snapshot | None, sent: int, elapsed: float,
     return table
 
 
-def _acting_rows(table: Table, now: Snapshot, hook: Receiver | None) -> None:
+def _acting_rows(table: Table, now: Snapshot, hook: WebhookReceiver | None) -> None:
     for stream in ("prompt", "response"):
         stats = now.samples.get("driftwatch_drift_statistic", [])
         limits = {tuple(sorted(labels.items())): v for labels, v in
@@ -262,7 +224,7 @@ def _acting_rows(table: Table, now: Snapshot, hook: Receiver | None) -> None:
         table.add_row("canary verdict", ", ".join(sorted(verdicts)))
     table.add_row("outbox depth", f"{now.total('driftwatch_outbox_depth'):.0f}")
     if hook is not None:
-        got = ", ".join(f"{k} {v}" for k, v in sorted(hook.received.items())) or "0"
+        got = ", ".join(f"{k} {v}" for k, v in sorted(hook.types().items())) or "0"
         table.add_row("webhooks received (signature ok)", got)
 
 
@@ -281,7 +243,7 @@ class Stack:
     port: int
     replayer: Replayer
     daemon: threading.Thread
-    hook: Receiver
+    hook: WebhookReceiver
 
 
 @contextmanager
@@ -290,7 +252,7 @@ def demo_stack(rate: float, metrics_port: int) -> Iterator[Stack]:
     port = metrics_port or free_port()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     os.environ[SECRET_ENV] = secret  # the daemon reads its webhook secret from the environment
-    hook = Receiver(secret)
+    hook = WebhookReceiver(secret, path="/retrain")
     with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="driftwatch-demo-") as tmp:
         broker.create_topics([(TOPIC, PARTITIONS), (DEAD_LETTER_TOPIC, 1)])
         config = demo_config(broker.bootstrap, port, Path(tmp), hook.url)
@@ -340,6 +302,6 @@ def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
         console.print(
             f"demo summary: {now.total('driftwatch_records_total', outcome='scored'):.0f} "
             f"records scored, {dead:.0f} dead-lettered, {stack.replayer.sent} replayed, "
-            f"{sum(stack.hook.received.values())} signed webhooks received"
+            f"{sum(stack.hook.types().values())} signed webhooks received"
         )
     return 0

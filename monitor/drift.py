@@ -329,8 +329,8 @@ class DriftStage:
                     for (rid, text), ref_row, _ in detector.explain(ids, k=3)
                 )
                 events.append(DriftEvent("embedding", stream, seg, int(idx[at]),
-                                         detector.statistic, detector.threshold,
-                                         examples=examples))
+                                         detector.detected_statistic,
+                                         detector.detected_threshold, examples=examples))
                 m.DRIFT_DETECTIONS.labels("embedding", stream).inc()
                 detector.reset()
                 state.window_ids[stream] = []

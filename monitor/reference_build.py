@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -76,11 +77,14 @@ def build_reference(
     )
 
 
-def topic_values(bootstrap: str, topic: str, start: int = 0, end: int | None = None,
-                 idle_s: float = 3.0) -> Iterator[bytes]:
+def topic_values(bootstrap: str | list[str], topic: str, start: int = 0, end: int | None = None,
+                 idle_s: float = 3.0, client_options: dict[str, Any] | None = None
+                 ) -> Iterator[bytes]:
     """Message values of a topic's offset range [start, end) on every partition, read without
-    joining a consumer group (so no group's offsets move); stops at `end` or when idle."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    joining a consumer group (so no group's offsets move); stops at `end` or when idle.
+    `client_options`: TLS and SASL settings for kafka-python (`KafkaSecurity.client_options`)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             **(client_options or {}))
     try:
         partitions = [TopicPartition(topic, p) for p in
                       sorted(consumer.partitions_for_topic(topic) or ())]
@@ -118,12 +122,15 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
                   f"{meta.embedding_model} ({meta.dim}d), {meta.created_at}")
         return 0
     if topic is not None:
-        if bootstrap is None:
-            raise ValueError("reference build --topic needs --bootstrap HOST:PORT")
+        # The config's kafka section says where the brokers are and how to reach them (TLS,
+        # SASL with the password from the environment or a file); --bootstrap overrides.
+        servers = [bootstrap] if bootstrap else config.kafka.bootstrap_servers
+        security = config.kafka.security.client_options()
         start, end = offsets
         source = f"topic:{topic} offsets {start}..{'end' if end is None else end}"
-        meta = build_reference(topic_values(bootstrap, topic, start, end), config, store, name,
-                               source, limit)
+        meta = build_reference(topic_values(servers, topic, start, end,
+                                            client_options=security),
+                               config, store, name, source, limit)
     elif input_path is None:
         raise ValueError("reference build needs --input FILE.jsonl or --topic NAME")
     else:

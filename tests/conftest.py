@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from chaos.receiver import WebhookReceiver
 from monitor.local_broker import LocalBroker, free_port
 from tests.support import Daemon
+
+SECRET = "whsec_" + base64.b64encode(b"driftwatch-test-secret-0123456789").decode()
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +45,11 @@ def daemons(tmp_path: Path) -> Iterator[Callable[[Path, int], Daemon]]:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A signature-checking webhook receiver on loopback, scripted by the test."""
+    r = WebhookReceiver(SECRET)
+    yield r
+    r.close()

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from chaos.receiver import WebhookReceiver as Receiver
 from monitor import traffic
 from monitor.drift import warmup_name
 from monitor.local_broker import free_port
 from monitor.outbox import Outbox
 from monitor.reference import ReferenceStore
+from tests.conftest import SECRET
 from tests.support import committed, produce, wait_for, write_config
-from tests.test_webhook_delivery import SECRET, Receiver, receiver  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.broker
 
@@ -26,7 +27,7 @@ def _records(n: int, seed: int, error_rate: float) -> list[bytes]:
 
 
 def test_a_decision_survives_kill_9_and_is_delivered_signed_after_restart(
-        broker, names, daemons, receiver: Receiver, tmp_path: Path,  # noqa: F811
+        broker, names, daemons, receiver: Receiver, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     topic, group = names("acting"), names("group")
     broker.create_topics([(topic, 2)])
@@ -88,7 +89,7 @@ def test_a_decision_survives_kill_9_and_is_delivered_signed_after_restart(
 
 
 def test_rollover_is_explicit_logged_saved_and_kept_after_a_restart(
-        broker, names, daemons, tmp_path: Path) -> None:
+        broker, names, daemons, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     topic, group = names("rollover"), names("group")
     broker.create_topics([(topic, 1)])
     store = tmp_path / "refs"
@@ -126,6 +127,8 @@ def test_rollover_is_explicit_logged_saved_and_kept_after_a_restart(
     log = daemon.log.read_text()
     assert "rolled over to its last 100 records (admin endpoint, saved as v1)" in log
 
+    # Without a checkpoint (lost, or another instance's segment) the saved rollover arms it.
+    monkeypatch.setenv("DRIFTWATCH_CHECKPOINT__ENABLED", "false")
     again = daemons(config, port)
     again.wait_ready(timeout_s=120)
     produce(broker.bootstrap, topic, ((0, p, None) for p in _records(10, 74, 0.0)))

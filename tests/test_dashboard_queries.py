@@ -19,8 +19,8 @@ from dashboards.grafana_json import substitute
 from monitor import traffic
 from monitor.local_broker import LocalBroker, free_port
 from monitor.local_prometheus import LocalPrometheus
+from tests.conftest import SECRET
 from tests.support import Daemon, QuietHandler, produce, serve, wait_for, write_config
-from tests.test_webhook_delivery import SECRET
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
 

@@ -77,3 +77,18 @@ def test_the_daemon_refuses_to_start_without_its_sasl_password(tmp_path: Path) -
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "DW_NO_SUCH_VAR is not set" in done.stderr
+
+
+def test_reference_build_from_a_topic_uses_the_configs_security(tmp_path: Path) -> None:
+    path = tmp_path / "dw.yaml"
+    path.write_text(yaml.safe_dump({
+        "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"],
+                  "security": {"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                               "sasl_username": "u", "sasl_password_env": "DW_NO_SUCH_VAR"}},
+        "scorers": ["sanity"]}))
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "reference", "build", "--topic", "t",
+         "--config", str(path), "--store", str(tmp_path / "refs")],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "DW_NO_SUCH_VAR is not set" in done.stderr

@@ -53,6 +53,10 @@ def test_a_one_sd_mean_shift_is_detected_within_three_windows() -> None:
     assert detector.drift_detected and detector.detected_at is not None
     # Measured delay: 14 records.
     assert shift_at <= detector.detected_at < shift_at + 3 * window
+    # The figures of the crossing record, not of the batch's last one.
+    assert detector.detected_statistic > detector.detected_threshold
+    step = min(detector.detected_at + 1, len(detector.thresholds)) - 1
+    assert detector.detected_threshold == float(detector.thresholds[step])
 
 
 def test_one_record_at_a_time_and_batches_of_seven_agree() -> None:

@@ -93,8 +93,10 @@ def test_built_from_a_topic_offset_range_without_moving_any_group(broker, names,
     from monitor.reference_build import run_reference
 
     store_dir = tmp_path / "refs"
-    assert run_reference("build", "prod", store_dir, None, None, OfflineConfig(),
-                         topic, broker.bootstrap, (10, 60)) == 0
+    # The brokers come from the config's kafka section when --bootstrap is not given.
+    config = OfflineConfig(kafka={"bootstrap_servers": [broker.bootstrap], "topic": "other"})
+    assert run_reference("build", "prod", store_dir, None, None, config, topic, None,
+                         (10, 60)) == 0
     meta = ReferenceStore(store_dir).load("prod").meta
     assert meta.records == 2 * 50  # offsets 10..59 of both partitions
     assert meta.source == f"topic:{topic} offsets 10..60"

@@ -6,77 +6,23 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
-import struct
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from standardwebhooks import Webhook
 
+from chaos.receiver import WebhookReceiver as Receiver
 from monitor.action_settings import OutboxSettings, WebhookAction
 from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
 from monitor.outbox import Outbox
 from monitor.webhook import WebhookSecretError, load_secret
-from tests.support import QuietHandler, serve, wait_for
-
-SECRET = "whsec_" + base64.b64encode(b"driftwatch-test-secret-0123456789").decode()
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    verified: bool
-
-
-@dataclass
-class Receiver:
-    """Answers each request with the next scripted reply: a status, 'reset' or 'hang'."""
-
-    url: str = ""
-    script: list[tuple[int | str, dict[str, str]]] = field(default_factory=list)
-    received: list[Received] = field(default_factory=list)
-    hang_s: float = 3.0
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(QuietHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            try:
-                Webhook(SECRET).verify(body, headers)
-                verified = True
-            except Exception:
-                verified = False
-            state.received.append(Received(headers, body, verified))
-            reply, extra = state.script.pop(0) if state.script else (200, {})
-            if reply == "reset":
-                # SO_LINGER 0: close sends RST, the client sees a connection reset.
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-                self.connection.close()
-                return
-            if reply == "hang":
-                time.sleep(state.hang_s)
-                reply = 200
-            self.reply(int(reply), extra)
-
-    server, url = serve(Handler)
-    state.url = f"{url}/hooks/driftwatch"
-    yield state
-    server.shutdown()
-    server.server_close()
+from tests.conftest import SECRET
+from tests.support import wait_for
 
 
 @pytest.fixture

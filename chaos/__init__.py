@@ -1,0 +1,1 @@
+"""Reproducible failure scenarios against the real daemon, broker and receivers."""
