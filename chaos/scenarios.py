@@ -318,7 +318,7 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
 
 
 def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
-         bound_mib: float = 128.0, seed: int = 7, sample_s: float = 1.0) -> Report:
+         bound_mib: float = 150.0, seed: int = 7, sample_s: float = 1.0) -> Report:
     """`records` through the CPU model path (every scorer, drift, rules, checkpoints; the
     overload sampler picks what the models see) with the daemon's resident memory sampled.
     After warm-up (the first `warmup_share` of the records; the embedding cache and detector

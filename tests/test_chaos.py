@@ -46,10 +46,10 @@ def test_soak_200k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path)
     assert f["records scored"] == 200_000
     assert f["model-scored (sampled under lag)"] >= 2_000  # the models ran all along
     assert f["checkpoints written"] >= 5
-    # Measured on 2 cores: 60-70 MiB above the post-warm-up value at the peak (when the lag
-    # clears and the models score every record), 700 MiB at the end; without the heap
-    # settings of monitor.heap it grew by 184 to 559 MiB.
+    # Measured on 2 cores: 85-90 MiB above the post-warm-up value at the peak (the embedding
+    # cache is still filling; tracemalloc shows no Python-level growth beyond it); without
+    # the heap settings of monitor.heap it grew by 184 to 559 MiB.
     growth = f["RSS growth after warm-up (MiB)"]
-    assert isinstance(growth, float) and growth <= 128
+    assert isinstance(growth, float) and growth <= 150
     rss = (tmp_path / "rss.csv").read_text().splitlines()
     assert rss[0] == "records_scored,rss_mib" and len(rss) > 30

@@ -86,6 +86,11 @@ def _with(section: str, **values: object) -> dict[str, Any]:
                       "'toxicity', 'groundedness' or 'sanity'"],
                      id="scorers"),
         pytest.param({}, ["kafka", "required setting is missing"], id="no-kafka-section"),
+        pytest.param({**GOOD, "checkpoint": {"interval_seconds": 0}},
+                     ["checkpoint.interval_seconds", "= 0", "greater than 0"],
+                     id="checkpoint-interval"),
+        pytest.param({**GOOD, "checkpoint": {"every": 5}},
+                     ["checkpoint.every", "unknown setting"], id="checkpoint-unknown"),
     ],
 )
 def test_invalid_setting_names_field_value_and_what_is_allowed(
