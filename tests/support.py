@@ -1,27 +1,4 @@
 """The real parts tests drive live in `chaos.parts`, shared with `driftwatch chaos`."""
 
-from chaos.parts import (
-    Daemon,
-    Metrics,
-    QuietHandler,
-    committed,
-    free_port,
-    produce,
-    read_topic,
-    serve,
-    wait_for,
-    write_config,
-)
-
-__all__ = [
-    "Daemon",
-    "Metrics",
-    "QuietHandler",
-    "committed",
-    "free_port",
-    "produce",
-    "read_topic",
-    "serve",
-    "wait_for",
-    "write_config",
-]
+from chaos.parts import *  # noqa: F403 (re-exported as they are)
+from chaos.parts import __all__  # noqa: F401
