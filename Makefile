@@ -39,7 +39,8 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	# Two workers: many integration tests wait on real processes (outages, kills, soak).
+	$(VENV)/bin/pytest -q -n 2
 
 bench: $(STAMP)
 	$(VENV)/bin/driftwatch bench consume

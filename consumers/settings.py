@@ -103,6 +103,8 @@ class KafkaSettings(BaseModel):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=60_000)
     # Also the rebalance timeout: Tansu joins a group in ~3 s at 10 s, ~23 s at Kafka's 300 s.
     max_poll_interval_ms: int = Field(default=10_000, ge=1_000, le=3_600_000)
+    # kafka-python's default waits up to 30 s between reconnects after an outage.
+    reconnect_backoff_max_ms: int = Field(default=5_000, ge=50, le=60_000)
     max_poll_records: int = Field(default=2_000, ge=1, le=100_000)
     commit_interval_ms: int = Field(default=1_000, ge=0, le=60_000)
     max_message_bytes: int = Field(default=1_048_576, ge=64, le=100 * 1_048_576)

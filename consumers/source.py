@@ -109,7 +109,7 @@ class KafkaSource:
         """Connect and join the group; raises kafka.errors.KafkaError when the broker is away."""
         s = self.settings
         common = {"bootstrap_servers": s.bootstrap_servers, "client_id": s.client_id,
-                  **self._security}
+                  "reconnect_backoff_max_ms": s.reconnect_backoff_max_ms, **self._security}
         producer = KafkaProducer(acks="all", linger_ms=5, **common)
         self._consumer = KafkaConsumer(
             group_id=s.group_id,

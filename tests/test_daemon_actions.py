@@ -3,6 +3,7 @@ real CLI: decisions survive kill -9 and are delivered signed; rollover is explic
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,9 @@ def test_a_decision_survives_kill_9_and_is_delivered_signed_after_restart(
     second.wait_ready()
     wait_for(lambda: second.metrics().sum("driftwatch_outbox_depth", action="retrain") == 0,
              30, "the outbox to drain")
+    for d in (first, second):  # the signing secret never reaches the log
+        assert SECRET not in d.log.read_text()
+        assert SECRET.removeprefix("whsec_") not in d.log.read_text()
     ids = {r.headers["webhook-id"] for r in receiver.received}
     assert ids == {event.id}  # every retry, before and after the restart, carries one id
     assert all(r.verified for r in receiver.received)
@@ -104,7 +108,8 @@ def test_rollover_is_explicit_logged_saved_and_kept_after_a_restart(
     )
     daemon = daemons(config, port)
     daemon.wait_ready(timeout_s=120)
-    produce(broker.bootstrap, topic, ((0, p, None) for p in _records(250, 72, 0.0)))
+    first_records = _records(250, 72, 0.0)
+    produce(broker.bootstrap, topic, ((0, p, None) for p in first_records))
     wait_for(lambda: daemon.metrics().sum("driftwatch_records_total", outcome="scored") == 250,
              120, "the first records scored")
     cli = [sys.executable, "-m", "monitor.cli", "reference", "rollover",
@@ -126,6 +131,14 @@ def test_rollover_is_explicit_logged_saved_and_kept_after_a_restart(
     assert daemon.terminate() == 0
     log = daemon.log.read_text()
     assert "rolled over to its last 100 records (admin endpoint, saved as v1)" in log
+    # At INFO the log names records by request id only: no prompt or response text.
+    for payload in first_records:
+        record = json.loads(payload)
+        prompt = record.get("prompt") or ""
+        if not isinstance(prompt, str):
+            prompt = "\n".join(m["content"] for m in prompt)
+        texts = [record.get("response") or "", prompt]
+        assert not [t for t in texts if len(t) >= 20 and t[:60] in log], record["request_id"]
 
     # Without a checkpoint (lost, or another instance's segment) the saved rollover arms it.
     monkeypatch.setenv("DRIFTWATCH_CHECKPOINT__ENABLED", "false")
