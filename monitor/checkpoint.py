@@ -134,19 +134,46 @@ def read(path: Path) -> Checkpoint:
     return checkpoint
 
 
-class _Unpickler(pickle.Unpickler):
-    """Loads only what a checkpoint holds: our classes and those of the libraries they use."""
+def _bound_method(obj: object, name: str) -> object:
+    """`getattr` as checkpoints use it (river pickles a detector's bound method this way):
+    only a method of an instance of an allowed class, and never a dunder name, so the
+    path to a function's globals, a class or a module stays closed."""
+    refused = pickle.UnpicklingError(f"getattr({type(obj).__name__}, {name!r}) is not allowed "
+                                     "in a checkpoint")
+    home = type(obj).__module__.split(".")[0]
+    # Built-in types (modules, functions, dicts) are never the object: only library classes.
+    if (name.startswith("__") or home == "builtins" or home not in _Unpickler._ALLOWED
+            or isinstance(obj, type)):
+        raise refused
+    found = getattr(obj, name)
+    if getattr(found, "__self__", None) is not obj:
+        raise refused
+    return found
 
-    _ALLOWED = ("builtins", "collections", "copyreg", "numpy", "torch", "river", "detectors",
-                "monitor", "consumers", "scipy", "_codecs")
+
+class _Unpickler(pickle.Unpickler):
+    """Loads only what a checkpoint holds: classes and functions defined by driftwatch and
+    the libraries its state is made of. No dotted names (a path through a module's
+    attributes) and only a narrow `getattr`, so nothing outside them can be reached."""
+
+    _ALLOWED = frozenset({"builtins", "collections", "copyreg", "numpy", "torch", "river",
+                          "detectors", "monitor", "consumers", "scipy", "_codecs"})
     _BUILTINS = frozenset({"set", "frozenset", "dict", "list", "tuple", "float", "int",
-                           "complex", "bytearray", "slice", "range", "getattr", "object"})
+                           "complex", "bytearray", "slice", "range", "object"})
 
     def find_class(self, module: str, name: str) -> object:
-        root = module.split(".")[0]
-        if root not in self._ALLOWED or (module == "builtins" and name not in self._BUILTINS):
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint")
-        return super().find_class(module, name)
+        refused = pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint")
+        if module == "builtins" and name == "getattr":
+            return _bound_method
+        if (module.split(".")[0] not in self._ALLOWED or "." in name
+                or (module == "builtins" and name not in self._BUILTINS)):
+            raise refused
+        found = super().find_class(module, name)
+        # A name re-exported from elsewhere (an os function held by a library) is refused.
+        home = getattr(found, "__module__", None) or ""
+        if not callable(found) or home.split(".")[0] not in self._ALLOWED:
+            raise refused
+        return found
 
 
 class Checkpointer:

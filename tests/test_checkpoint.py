@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -98,6 +99,36 @@ def test_a_payload_that_would_run_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is not allowed in a checkpoint"):
         read(path)
     assert not Path("pwned").exists()
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("torch", "os.system"),  # a path through a library's attributes
+    ("builtins", "eval"),
+    ("torch", "os"),  # a module a library happens to hold
+    ("torch", "sys"),
+])
+def test_names_that_lead_outside_the_allowed_libraries_are_refused(
+        tmp_path: Path, module: str, name: str) -> None:
+    import io
+
+    from monitor.checkpoint import _Unpickler
+
+    payload = f"c{module}\n{name}\n.".encode()  # protocol 0: GLOBAL module name
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        _Unpickler(io.BytesIO(payload)).load()
+
+
+def test_getattr_reaches_an_allowed_objects_methods_only() -> None:
+    from river.drift import PageHinkley
+
+    from monitor.checkpoint import _bound_method
+
+    detector = PageHinkley()
+    assert _bound_method(detector, "update") == detector.update
+    for obj, name in [(detector, "__class__"), (detector, "__init__"), (PageHinkley, "update"),
+                      (os, "system"), (detector, "threshold")]:
+        with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+            _bound_method(obj, name)
 
 
 def test_a_part_whose_config_changed_is_dropped_and_the_rest_kept(
