@@ -193,10 +193,13 @@ class Pipeline:
                     self._process(replayed, stateful=False)
                 batch = fresh
             self._process(batch)
+            if self._checkpoints is None:
+                return  # nothing to tie positions to: keep the hot path free of the loop
+            positions = self._positions
             for origins in batch.origins:
                 for topic, partition, offset in origins:
-                    if offset >= self._positions.get((topic, partition), 0):
-                        self._positions[(topic, partition)] = offset + 1
+                    if offset >= positions.get((topic, partition), 0):
+                        positions[(topic, partition)] = offset + 1
             self._dirty = True
             self._checkpoint_if_due()
 
