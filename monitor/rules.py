@@ -121,7 +121,7 @@ class RuleEngine:
         for (name, seg), state in states.items():
             if name not in names or not isinstance(state, _State):
                 continue
-            segment = {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+            segment = self._segment(seg)
             fired = self._last_fired(incident_key(name, segment))
             if fired is not None and (state.last_fired is None or fired > state.last_fired):
                 state.last_fired = fired
@@ -235,7 +235,7 @@ class RuleEngine:
 
     def _decide(self, rule: Rule, seg: Segment, state: _State, holds: bool, at: float,
                 index: int, summary: str) -> list[Decision]:
-        segment = {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+        segment = self._segment(seg)
         m.RULE_FIRING.labels(rule.name, rule.severity, *seg).set(holds)
         if holds:
             cooled = state.last_fired is None or at - state.last_fired >= rule.cooldown_seconds
@@ -264,10 +264,14 @@ class RuleEngine:
     def _alert_targets(self, rule: Rule) -> tuple[str, ...]:
         return tuple(a for a in rule.actions if self._actions[a].type == "alertmanager")
 
+    def _segment(self, seg: Segment) -> dict[str, str]:
+        """The segment's configured labels and their values (empty labels left out)."""
+        return {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+
     def _state(self, rule: Rule, seg: Segment) -> _State:
         state = self._states.get((rule.name, seg))
         if state is None:
             state = self._states[(rule.name, seg)] = _State()
-            segment = {k: v for k, v in zip(self._labels, seg, strict=True) if v}
+            segment = self._segment(seg)
             state.last_fired = self._last_fired(incident_key(rule.name, segment))
         return state
