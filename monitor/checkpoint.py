@@ -207,7 +207,7 @@ class Checkpointer:
         checkpoint = Checkpoint(dict(positions), dict(parts), self.fingerprints, time.time())
         try:
             size = write(self.settings.path, checkpoint)
-        except (OSError, pickle.PicklingError, TypeError) as exc:
+        except Exception as exc:  # a checkpoint that fails must not fail the batch with it
             m.CHECKPOINTS.labels("failed").inc()
             log.error("checkpoint to %s failed: %r; the previous one stays", self.settings.path,
                       exc)
