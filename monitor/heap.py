@@ -45,10 +45,6 @@ class HeapTrimmer:
         else:
             self._trim.argtypes, self._trim.restype = [ctypes.c_size_t], ctypes.c_int
 
-    @property
-    def available(self) -> bool:
-        return self._trim is not None
-
     def maybe_trim(self) -> bool:
         """Trim if the interval has passed; True if it trimmed."""
         if self._trim is None or time.monotonic() < self._next:
