@@ -89,7 +89,7 @@ def _event(e: DriftEvent) -> dict[str, object]:
     return {
         "batch_index": e.index, "type": f"drift.{e.kind}", "stream": e.stream,
         "segment": list(e.segment), "statistic": e.statistic, "threshold": e.threshold,
-        "q_value": None if e.q_value != e.q_value else e.q_value,
+        "q_value": None if e.q_value != e.q_value else e.q_value, "window": e.window,
         "examples": [{"request_id": rid, "text": text, "nearest_reference": ref}
                      for rid, text, ref in e.examples],
     }

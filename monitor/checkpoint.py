@@ -42,7 +42,8 @@ from monitor import metrics as m
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+# 2: multi-scale OnlineMMD (a format-1 drift state would not fit the detector any more).
+FORMAT = 2
 _MAGIC = b"DWCKPT\n"
 _HEADER = struct.Struct(">H32s")  # format version, BLAKE2b-256 of the payload
 

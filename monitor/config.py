@@ -7,7 +7,7 @@ prefix DRIFTWATCH_, sections joined by a double underscore, lists and maps as JS
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -116,7 +116,16 @@ class EmbeddingDriftSettings(BaseModel):
     window_size: int = Field(default=100, ge=2, le=100_000)
     n_features: int = Field(default=256, ge=16, le=16_384)
     n_bootstraps: int = Field(default=5_000, ge=100, le=1_000_000)
+    # Window lengths scanned, each up to window_size; unset: window_size, /4 and /10 (>= 5).
+    scales: tuple[Annotated[int, Field(ge=2)], ...] | None = Field(default=None, min_length=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _scales_fit(self) -> EmbeddingDriftSettings:
+        if self.scales is not None and max(self.scales) > self.window_size:
+            raise ValueError(f"scales: {list(self.scales)} has a window longer than "
+                             f"window_size: {self.window_size}; allowed: 2 .. window_size")
+        return self
 
 
 class FeatureDriftSettings(BaseModel):

@@ -42,6 +42,7 @@ class DriftEvent:
     statistic: float
     threshold: float  # embedding: the calibrated threshold; feature: the FDR level
     q_value: float = float("nan")  # feature tests: Benjamini-Hochberg adjusted p-value
+    window: int | None = None  # embedding: the window length (records) that crossed
     # Window examples farthest from the reference: (request_id, text, nearest reference row).
     examples: tuple[tuple[str, str, int], ...] = ()
 
@@ -295,7 +296,7 @@ class DriftStage:
         for stream, ref in zip(STREAMS, (prompts, responses), strict=True):
             state.mmd[stream] = OnlineMMD(ref, ert=e.ert, window_size=e.window_size,
                                           n_features=e.n_features, n_bootstraps=e.n_bootstraps,
-                                          device=self.device, seed=e.seed)
+                                          scales=e.scales, device=self.device, seed=e.seed)
             state.window_ids[stream] = []
         f = self.settings.features
         state.features = WindowedFeatureDrift(numeric, {"outcome": outcomes}, f.window_size,
@@ -330,7 +331,8 @@ class DriftStage:
                 )
                 events.append(DriftEvent("embedding", stream, seg, int(idx[at]),
                                          detector.detected_statistic,
-                                         detector.detected_threshold, examples=examples))
+                                         detector.detected_threshold, examples=examples,
+                                         window=detector.detected_scale))
                 m.DRIFT_DETECTIONS.labels("embedding", stream).inc()
                 detector.reset()
                 state.window_ids[stream] = []

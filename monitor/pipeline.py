@@ -400,7 +400,7 @@ def _aligned(scores: BatchScores | None) -> np.ndarray | None:
 def _log_events(events: list[DriftEvent]) -> None:
     # Ids and figures only: prompt and response text stays out of logs at INFO.
     for e in events:
-        log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g examples=%s",
-                    e.kind, e.stream, e.segment, e.statistic, e.threshold,
-                    [rid for rid, _, _ in e.examples])
+        log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g window=%s "
+                    "examples=%s", e.kind, e.stream, e.segment, e.statistic, e.threshold,
+                    e.window, [rid for rid, _, _ in e.examples])
 

@@ -215,6 +215,8 @@ class RuleEngine:
                               "consecutive": float(state.consecutive)}
             if last.q_value == last.q_value:
                 state.evidence["q_value"] = last.q_value
+            if last.window is not None:
+                state.evidence["window"] = float(last.window)
             state.details = {"detector": last.kind, "stream": last.stream,
                              "examples": [{"request_id": rid, "text": text,
                                            "nearest_reference": ref}

@@ -56,6 +56,7 @@ def test_backtest_reports_a_topic_shift_at_the_right_record(tmp_path: Path) -> N
     assert prompt[0]["segment"] == ["", "", "stable", ""]
     assert prompt[0]["statistic"] > prompt[0]["threshold"]
     assert prompt[0]["q_value"] is None
+    assert prompt[0]["window"] in (7, 30)  # the window length that crossed: 30 or its quarter
     examples = prompt[0]["examples"]
     assert len(examples) == 3  # the window rows farthest from the reference: all post-shift
     assert {x["request_id"] for x in examples} <= {f"req-42-{i:08d}" for i in range(300)}

@@ -91,6 +91,12 @@ def _with(section: str, **values: object) -> dict[str, Any]:
                      id="checkpoint-interval"),
         pytest.param({**GOOD, "checkpoint": {"every": 5}},
                      ["checkpoint.every", "unknown setting"], id="checkpoint-unknown"),
+        pytest.param({**GOOD, "drift": {"embedding": {"window_size": 50, "scales": [5, 80]}}},
+                     ["drift.embedding", "scales: [5, 80]", "window_size: 50",
+                      "allowed: 2 .. window_size"], id="drift-scales-too-long"),
+        pytest.param({**GOOD, "drift": {"embedding": {"scales": [1, 10]}}},
+                     ["drift.embedding.scales.0", "= 1", "greater than or equal to 2"],
+                     id="drift-scales-too-short"),
     ],
 )
 def test_invalid_setting_names_field_value_and_what_is_allowed(
