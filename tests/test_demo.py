@@ -54,17 +54,23 @@ def test_bench_consume_prints_both_rates_and_their_ratio() -> None:
 
 def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "bench", "drift", "--ert", "200", "--window", "30",
+        [sys.executable, "-m", "monitor.cli", "bench", "drift", "--ert", "1000", "--window", "30",
          "--runs", "3", "--clean-records", "1000"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {m.group(1).strip(): m for m in re.finditer(
-        r"^(driftwatch OnlineMMD.*?|river ADWIN.*?)\s+([\d.]+|nan)\s+(\d+)/3\s+(\d+)\s+(\d+)$",
+        r"^(driftwatch OnlineMMD.*?|river ADWIN.*?)\s+([\d.]+|nan)\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)$",
         done.stdout, re.MULTILINE)}
-    assert set(rows) == {"driftwatch OnlineMMD (RFF, 256 features)",
+    default = "driftwatch OnlineMMD (256 RFF, windows 7/30) x3 seeds"
+    one_window = "driftwatch OnlineMMD (256 RFF, window 30 only) x3 seeds"
+    assert set(rows) == {default, one_window,
+                         "driftwatch OnlineMMD (512 RFF, windows 7/30) x3 seeds",
                          "river ADWIN on PC1 (delta 0.002)"}, done.stdout
-    ours = rows["driftwatch OnlineMMD (RFF, 256 features)"]
-    assert int(ours.group(3)) >= 2  # the topic shift is found in most runs
-    assert float(ours.group(2)) < 100  # within a few windows of the shift
+    ours = rows[default]
+    assert ours.group(4) == "9"  # 3 runs for each of 3 detector seeds, pooled
+    # Measured: 8/9 runs detected 9.2 records after the shift (one window: 7/9, 13.1).
+    assert int(ours.group(3)) >= 6  # the topic shift is found in most runs
+    assert float(ours.group(2)) < 30  # within a window of the shift
+    assert float(ours.group(2)) < float(rows[one_window].group(2))  # the short window helps
     assert "alibi-detect not run" in done.stdout
