@@ -66,13 +66,19 @@ def test_bad_security_settings_name_the_field(tmp_path: Path, security: dict[str
     assert message in str(err.value)
 
 
-def test_the_daemon_refuses_to_start_without_its_sasl_password(tmp_path: Path) -> None:
-    path = tmp_path / "dw.yaml"
+def _sasl_without_password(path: Path, **rest: object) -> Path:
+    """A config whose SASL password comes from an environment variable that is not set."""
     path.write_text(yaml.safe_dump({
         "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"],
                   "security": {"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
                                "sasl_username": "u", "sasl_password_env": "DW_NO_SUCH_VAR"}},
-        "metrics": {"port": 0}, "scorers": ["latency"]}))
+        **rest}))
+    return path
+
+
+def test_the_daemon_refuses_to_start_without_its_sasl_password(tmp_path: Path) -> None:
+    path = _sasl_without_password(tmp_path / "dw.yaml", metrics={"port": 0},
+                                  scorers=["latency"])
     done = subprocess.run([sys.executable, "-m", "monitor.cli", "run", "--config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
@@ -80,12 +86,7 @@ def test_the_daemon_refuses_to_start_without_its_sasl_password(tmp_path: Path) -
 
 
 def test_reference_build_from_a_topic_uses_the_configs_security(tmp_path: Path) -> None:
-    path = tmp_path / "dw.yaml"
-    path.write_text(yaml.safe_dump({
-        "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"],
-                  "security": {"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-                               "sasl_username": "u", "sasl_password_env": "DW_NO_SUCH_VAR"}},
-        "scorers": ["sanity"]}))
+    path = _sasl_without_password(tmp_path / "dw.yaml", scorers=["sanity"])
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "reference", "build", "--topic", "t",
          "--config", str(path), "--store", str(tmp_path / "refs")],
