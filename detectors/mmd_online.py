@@ -217,13 +217,14 @@ class OnlineMMD:
         self.detected_statistic = self.detected_threshold = float("nan")
         self.detected_scale: int | None = None
 
+    def _history(self) -> torch.Tensor:
+        """The window's features, oldest first, zeros where no record is yet (t < window)."""
+        older = torch.arange(self.t - self.window_size, self.t, device=self.device)
+        return self._features[older % self.window_size] * (older >= 0)[:, None]
+
     def _refresh(self) -> None:
         """Recompute the running sums from the ring buffer: float32 sums drift (amortised O(1))."""
-        w = self.window_size
-        ages = torch.arange(w, device=self.device)  # 0: the newest record
-        newest_first = self._features[(self.t - 1 - ages) % w]
-        newest_first[ages >= min(self.t, w)] = 0.0
-        self._sums = newest_first.cumsum(0)[self._lengths - 1]
+        self._sums = self._history().flip(0).cumsum(0)[self._lengths - 1]
         self._since_refresh = 0
 
     def update(self, x: np.ndarray | torch.Tensor) -> None:
@@ -240,9 +241,7 @@ class OnlineMMD:
         phi = self.features(rows)
         # Prefix sums over the window so far (oldest first, zeros before the first record) and
         # the batch: each scale's window sum after record j is one difference, no running state.
-        older = torch.arange(t - w, t, device=self.device)
-        history = self._features[older % w] * (older >= 0)[:, None]
-        prefix = torch.cat([torch.zeros_like(phi[:1]), history, phi]).cumsum(0)
+        prefix = torch.cat([torch.zeros_like(phi[:1]), self._history(), phi]).cumsum(0)
         ends = torch.arange(w + 1, w + n + 1, device=self.device)
         sums = prefix[ends] - prefix[ends - self._lengths[:, None]]  # scales x n x features
         seen = torch.arange(t + 1, t + n + 1, device=self.device)
