@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboards.alert_rules import ALERTS
+from dashboards.alert_rules import ALERTS, RECORDS
 from dashboards.build import ALERTS_FILE, GRAFANA_DIR
 from dashboards.grafana_json import substitute
 from monitor import traffic
@@ -127,8 +127,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                 got = prometheus.query('sum(driftwatch_records_total{outcome="scored"})')
                 return bool(got) and float(got[0]["value"][1]) == len(payloads)
             wait_for(scored_all, 300, "Prometheus to see every record scored", interval_s=1)
-            wait_for(lambda: bool(prometheus.query("driftwatch:toxic_rate:5m")), 60,
-                     "recording rules to be evaluated", interval_s=1)
+            # A series born at its final value (every record scored between two scrapes)
+            # has a rate only from its second scrape: wait for each recording rule, and for
+            # the scored rate the throughput panels read, not just for the first to appear.
+            recorded = [r.record for r in RECORDS]
+            recorded.append('driftwatch:records:rate5m{outcome="scored"}')
+            wait_for(lambda: all(prometheus.query(q) for q in recorded), 60,
+                     "every recording rule to be evaluated with data", interval_s=1)
             wait_for(lambda: bool(prometheus.query("driftwatch_drift_detections_total")), 30,
                      "a drift detection on the topic shift", interval_s=1)
             wait_for(lambda: bool(prometheus.query('ALERTS{alertname=~"Driftwatch.*"}')), 30,
