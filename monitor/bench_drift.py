@@ -33,7 +33,8 @@ _SEEDS = (0, 1, 2)
 class DriftFigures:
     detector: str
     mean_delay: float  # records after the shift, over runs without a pre-shift alarm
-    detected: str  # runs detected within the horizon / runs
+    detected: int  # runs detected within the horizon, of `runs`
+    runs: int
     false_alarms_per_100k: float
     us_per_update: float  # one record per update, as alibi-detect's online detectors take them
 
@@ -148,7 +149,7 @@ def bench_drift(ert: int, window: int, runs: int, clean_records: int,
                             ert=realised))
     print(f"{'detector':<62}{'delay':>8}{'detected':>10}{'FA/100k':>10}{'us/update':>11}")
     for f in figures:
-        print(f"{f.detector:<62}{f.mean_delay:>8.1f}{f.detected:>10}"
+        print(f"{f.detector:<62}{f.mean_delay:>8.1f}{f'{f.detected}/{f.runs}':>10}"
               f"{f.false_alarms_per_100k:>10.0f}{f.us_per_update:>11.0f}")
     if alibi_mmd is not None:
         for mine in (figures[0], figures[1], figures[-1]):
@@ -165,16 +166,15 @@ def _measure(name, update, reset, clean, shifted, runs, clean_records,
     delays, _missed = _runs(update, reset, clean, shifted, runs, 200, 500, seed=1 + seed_offset)
     fa, cost = _false_alarms(update, reset, clean, clean_records, seed=2 + seed_offset)
     mean = float(np.mean(delays)) if delays else float("nan")
-    return DriftFigures(name, mean, f"{len(delays)}/{runs}", fa, cost)
+    return DriftFigures(name, mean, len(delays), runs, fa, cost)
 
 
 def _pooled(figures: list[DriftFigures]) -> DriftFigures:
-    counts = [tuple(int(n) for n in f.detected.split("/")) for f in figures]
-    detected = sum(c[0] for c in counts)
-    delay = sum(f.mean_delay * c[0] for f, c in zip(figures, counts, strict=True) if c[0])
+    detected = sum(f.detected for f in figures)
+    delay = sum(f.mean_delay * f.detected for f in figures if f.detected)
     return DriftFigures(f"{figures[0].detector} x{len(figures)} seeds",
-                        delay / detected if detected else float("nan"),
-                        f"{detected}/{sum(c[1] for c in counts)}",
+                        delay / detected if detected else float("nan"), detected,
+                        sum(f.runs for f in figures),
                         float(np.mean([f.false_alarms_per_100k for f in figures])),
                         float(np.mean([f.us_per_update for f in figures])))
 
