@@ -6,6 +6,9 @@ dead-letter topic and the `reason` label of driftwatch_dead_letter_total.
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -20,11 +23,20 @@ REASONS: tuple[str, ...] = (
     "not_object",
     "missing_request_id",
     "invalid_field",
+    "too_deep",
     "unmatched_request",
     "unmatched_response",
     "processing_error",
 )
 _DETAIL_LIMIT = 300
+# msgspec builds (or skips) nested values recursively; past this it raises RecursionError.
+MAX_DEPTH_NOTE = "about 1,000 levels"
+# An escaped high surrogate not followed by a low one, or a low one on its own.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+# 2000-01-01T00:00:00Z: older event times are clock or unit errors, not traffic.
+NOT_BEFORE = 946_684_800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +45,32 @@ class Rejection:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class EventTimeBounds:
+    """The event times a record may carry: from `not_before` (epoch seconds) to
+    `max_future_seconds` after its arrival. Outside, the record is `invalid_field`: a time
+    from a broken clock would date decisions wrongly and stall cooldowns."""
+
+    max_future_seconds: float = 86_400.0
+    not_before: float = NOT_BEFORE
+
+    def problem(self, t: float, now: float) -> str | None:
+        if t < self.not_before:
+            return f"event time {t:.0f} (epoch s) is before not_before={self.not_before:.0f}"
+        if t > now + self.max_future_seconds:
+            return (f"event time {t:.0f} (epoch s) is {t - now:.0f}s after arrival; "
+                    f"max_future_seconds={self.max_future_seconds:g}")
+        return None
+
+
 class Decoder:
     """Decodes one message value at a time with a reusable msgspec decoder (the hot path)."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, event_time: EventTimeBounds | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.max_message_bytes = max_message_bytes
+        self.event_time = event_time or EventTimeBounds()
+        self._clock = clock
         self._json = msgspec.json.Decoder(Record)
 
     def decode(self, value: bytes | None) -> Record | Rejection:
@@ -55,13 +88,44 @@ class Decoder:
             except UnicodeDecodeError as exc:
                 return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
         try:
-            return self._json.decode(value)
+            record = self._json.decode(value)
         except msgspec.ValidationError as exc:
             return _classify(str(exc))
         except msgspec.DecodeError as exc:
-            return Rejection("not_json", str(exc)[:_DETAIL_LIMIT])
-        except (RecursionError, ValueError) as exc:  # pathological nesting and the like
+            return Rejection("not_json", _json_problem(value, str(exc)))
+        except RecursionError:
+            return Rejection("too_deep", f"nested deeper than the decoder allows "
+                             f"({MAX_DEPTH_NOTE}); unknown fields are skipped, but they are "
+                             "parsed, so the limit holds for them too")
+        except ValueError as exc:
             return Rejection("not_json", f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
+        return self._checked(record)
+
+    def _checked(self, record: Record) -> Record | Rejection:
+        """What the type cannot say: event time in range, token counts whole numbers."""
+        t = record.event_time
+        if t is not None and (problem := self.event_time.problem(t, self._clock())):
+            return Rejection("invalid_field", f"{problem} - at `$.timestamp`")
+        p, c = record.prompt_tokens, record.completion_tokens
+        if type(p) is float or type(c) is float:  # 1000.0 is a count, 1000.5 is not
+            fixed: dict[str, int] = {}
+            for name, n in (("prompt_tokens", p), ("completion_tokens", c)):
+                if type(n) is float:
+                    if not n.is_integer():
+                        return Rejection("invalid_field", f"Expected a whole number, got {n!r} "
+                                         f"- at `$.{name}`")
+                    fixed[name] = int(n)
+            record = msgspec.structs.replace(record, **fixed)
+        return record
+
+
+def _json_problem(value: bytes, message: str) -> str:
+    # msgspec reports an unpaired surrogate escape as "Input data was truncated".
+    lone = _LONE_SURROGATE.search(value)
+    if lone is not None:
+        return (f"unpaired UTF-16 surrogate escape {lone.group().decode()} at byte "
+                f"{lone.start()}: JSON strings must be valid Unicode")
+    return message[:_DETAIL_LIMIT]
 
 
 def _classify(message: str) -> Rejection:

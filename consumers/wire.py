@@ -13,7 +13,9 @@ import msgspec
 
 Deployment = Literal["stable", "canary", "shadow"]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+# Whole numbers; 1000.0 decodes too (some encoders write every number as a float) and the
+# decoder turns it into 1000, or rejects 1000.5.
+Count = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
 # RFC 3339 requires an offset; a naive time would silently shift by the host's zone.
 Rfc3339 = Annotated[datetime, msgspec.Meta(tz=True)]
 

@@ -25,8 +25,9 @@ SUMMARIZE_PREFIX = "Summarize the following document:\n\n"
 _TURN = re.compile(r"\[(Human|Assistant)\]:")
 _ROLES = {"Human": "user", "Assistant": "assistant"}
 _TIMEOUT_MS = 30_000.0
-# Fixed epoch for malformed payloads so they are byte-identical for a seed (2023-11-14T22:13:20Z).
-_FIXED_START_MS = 1_700_000_000_000
+# A fixed epoch (2023-11-14T22:13:20Z): replays and malformed payloads byte-identical for a
+# seed, and event times inside the decoder's bounds (after 2000, not in the future).
+FIXED_START_MS = 1_700_000_000_000
 
 
 class TrafficDataMissing(RuntimeError):
@@ -335,7 +336,7 @@ _CASES: tuple[tuple[str, _Payload], ...] = tuple(
 
 def malformed_payloads(n: int, seed: int = 0) -> list[tuple[bytes, str]]:
     """`n` bad payloads paired with the dead-letter reason the decoder must give them."""
-    base = wire_records(n, seed=seed, start_ms=_FIXED_START_MS)
+    base = wire_records(n, seed=seed, start_ms=FIXED_START_MS)
     payloads: list[tuple[bytes, str]] = []
     for i, record in enumerate(base):
         # Distinct ids keep bad payloads from colliding with good traffic of the same seed.

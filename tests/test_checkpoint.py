@@ -173,9 +173,9 @@ def batches() -> list[Batch]:
     """700 records, a topic shift after 400, in batches of 50 from one partition."""
     mix = traffic.TrafficMix(canary_share=0.3, error_rate=0.08)
     decoder = Decoder(1 << 20)
-    raw = [*traffic.wire_records(400, seed=5, start_ms=0, mix=mix,
+    raw = [*traffic.wire_records(400, seed=5, start_ms=traffic.FIXED_START_MS, mix=mix,
                                  examples=traffic.load_examples(600, ("qa",))),
-           *traffic.wire_records(300, seed=6, start_ms=400_000, mix=mix,
+           *traffic.wire_records(300, seed=6, start_ms=traffic.FIXED_START_MS + 400_000, mix=mix,
                                  examples=traffic.load_examples(600, ("dialogue",)))]
     records = [decoder.decode(traffic.encode(r)) for r in raw]
     return [Batch(records[i:i + BATCH], [(Origin("t", 0, j),) for j in range(i, i + BATCH)])

@@ -30,7 +30,7 @@ def test_valid_records_counted_invalid_dead_lettered_offsets_committed(
     topic, dlq, group = names("traffic"), names("dlq"), names("group")
     broker.create_topics([(topic, PARTITIONS), (dlq, 1)])
     n_valid, n_invalid = 3_000, 60
-    valid = [traffic.encode(r) for r in traffic.wire_records(n_valid, seed=1, start_ms=0)]
+    valid = [traffic.encode(r) for r in traffic.wire_records(n_valid, seed=1, start_ms=traffic.FIXED_START_MS)]
     bad = traffic.malformed_payloads(n_invalid, seed=1)
     expected_reason = {payload: reason for payload, reason in bad}
     payloads = _interleaved(valid, [p for p, _ in bad], seed=1)
@@ -83,7 +83,7 @@ def test_split_topics_join_out_of_order_and_unmatched_halves_dead_lettered(
     req_topic, resp_topic, dlq, group = (names("req"), names("resp"), names("dlq"),
                                          names("group"))
     broker.create_topics([(req_topic, 2), (resp_topic, 2), (dlq, 1)])
-    records = list(traffic.wire_records(500, seed=2, start_ms=0))
+    records = list(traffic.wire_records(500, seed=2, start_ms=traffic.FIXED_START_MS))
     halves = [traffic.split_request_response(r) for r in records]
     no_response = {r["request_id"] for r in records[:40]}
     no_request = {r["request_id"] for r in records[40:70]}
@@ -142,7 +142,7 @@ def test_sigterm_mid_stream_then_restart_skips_nothing(
     topic, dlq, group = names("traffic"), names("dlq"), names("group")
     broker.create_topics([(topic, 2), (dlq, 1)])
     total = 30_000
-    records = list(traffic.wire_records(total, seed=3, start_ms=0))
+    records = list(traffic.wire_records(total, seed=3, start_ms=traffic.FIXED_START_MS))
     ends = produce(broker.bootstrap, topic,
                    ((i % 2, traffic.encode(r), None) for i, r in enumerate(records)))
     audit = tmp_path / "audit.jsonl"
@@ -187,7 +187,7 @@ def test_rebalance_commits_what_is_done_and_drops_what_moved(broker, names, capl
     topic, dlq, group = names("traffic"), names("dlq"), names("group")
     broker.create_topics([(topic, 4), (dlq, 1)])
     produce(broker.bootstrap, topic, ((i % 4, traffic.encode(r), None) for i, r in
-                                      enumerate(traffic.wire_records(4_000, seed=9, start_ms=0))))
+                                      enumerate(traffic.wire_records(4_000, seed=9, start_ms=traffic.FIXED_START_MS))))
     source = KafkaSource(
         KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=topic, group_id=group,
                       dead_letter_topic=dlq, commit_interval_ms=60_000),  # only rebalances commit

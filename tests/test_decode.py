@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.decode import REASONS, Decoder, Rejection
+from consumers.decode import REASONS, Decoder, EventTimeBounds, Rejection
 from consumers.wire import Record
 from monitor import traffic
 
@@ -23,7 +23,7 @@ WIRE_FIELDS = (
 )
 PROPERTY = settings(max_examples=300, deadline=None)
 # Real generated traffic (HaluEval text), the seeds of the mutation property.
-_WIRE = [traffic.encode(r) for r in traffic.wire_records(50, seed=0, start_ms=0)]
+_WIRE = [traffic.encode(r) for r in traffic.wire_records(50, seed=0, start_ms=traffic.FIXED_START_MS)]
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +121,64 @@ def test_nan_and_infinity_tokens_are_not_json(decoder: Decoder, token: bytes) ->
     assert result.reason == "not_json"
 
 
-def test_pathological_nesting_is_not_json_not_a_crash() -> None:
-    # Deeper than the interpreter's recursion limit, inside a field the decoder skips.
+def test_pathological_nesting_is_too_deep_not_a_crash() -> None:
+    # Deeper than the decoder's limit, inside a field the decoder skips: its own reason.
     deep = b'{"request_id":"r1","x":' + b"[" * 5_000 + b"]" * 5_000 + b"}"
     result = Decoder(max_message_bytes=20_000).decode(deep)
+    assert isinstance(result, Rejection) and result.reason == "too_deep"
+    assert "unknown fields are skipped" in result.detail
+
+
+def test_nesting_within_the_limit_inside_an_unknown_field_is_ignored() -> None:
+    nested = b'{"request_id":"r1","x":' + b"[" * 500 + b"]" * 500 + b"}"
+    assert _record(Decoder(1 << 20).decode(nested)).request_id == "r1"
+
+
+@pytest.mark.parametrize(("escape", "where"), [
+    (rb"ab\ud800cd", r"\ud800"), (rb"ab\udc00cd", r"\udc00"), (rb"x\ud83dy", r"\ud83d")])
+def test_an_unpaired_surrogate_escape_is_named_as_such(
+        decoder: Decoder, escape: bytes, where: str) -> None:
+    result = decoder.decode(b'{"request_id":"r1","prompt":"' + escape + b'"}')
     assert isinstance(result, Rejection) and result.reason == "not_json"
+    assert f"unpaired UTF-16 surrogate escape {where}" in result.detail
+    assert "truncated" not in result.detail
+
+
+def test_a_surrogate_pair_escape_is_one_character(decoder: Decoder) -> None:
+    record = _record(decoder.decode(rb'{"request_id":"r1","prompt":"a\ud83d\ude00b"}'))
+    assert record.prompt == "a\U0001F600b"
+
+
+@pytest.mark.parametrize("field", ["prompt_tokens", "completion_tokens"])
+def test_integral_float_token_counts_are_whole_numbers(decoder: Decoder, field: str) -> None:
+    record = _record(decoder.decode(_encode({"request_id": "t", field: 1000.0})))
+    value = getattr(record, field)
+    assert value == 1000 and type(value) is int
+
+
+def test_fractional_token_counts_are_invalid_field(decoder: Decoder) -> None:
+    result = decoder.decode(_encode({"request_id": "t", "prompt_tokens": 1000.5}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert "whole number" in result.detail and "$.prompt_tokens" in result.detail
+
+
+@pytest.mark.parametrize("timestamp", [
+    "9999-12-31T23:59:59.999999-12:00", "9999-12-31T23:59:59Z", 1e20, 253_402_300_800_000,
+    "1999-12-31T23:59:59Z", 0, 946_684_799_000])
+def test_event_times_outside_the_bounds_are_invalid_field(
+        decoder: Decoder, timestamp: str | float) -> None:
+    result = decoder.decode(_encode({"request_id": "t", "timestamp": timestamp}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert "$.timestamp" in result.detail and "event time" in result.detail
+
+
+def test_event_time_bounds_follow_the_arrival_clock() -> None:
+    now = 1_800_000_000.0
+    decoder = Decoder(1 << 20, EventTimeBounds(max_future_seconds=60), clock=lambda: now)
+    ok = decoder.decode(_encode({"request_id": "t", "timestamp": (now + 59) * 1000}))
+    late = decoder.decode(_encode({"request_id": "t", "timestamp": (now + 61) * 1000}))
+    assert _record(ok).event_time == now + 59
+    assert isinstance(late, Rejection) and "max_future_seconds=60" in late.detail
 
 
 @pytest.mark.parametrize(
@@ -232,19 +285,19 @@ def test_unknown_fields_are_ignored(decoder: Decoder) -> None:
 
 def test_full_record_round_trips_every_field(decoder: Decoder) -> None:
     payload = _encode({
-        "request_id": "full", "timestamp": 1_000, "model": "m", "model_version": "v2",
+        "request_id": "full", "timestamp": 1_704_067_200_000, "model": "m", "model_version": "v2",
         "deployment": "canary", "route": "qa", "prompt": "q", "response": "a",
         "context": ["c1", "c2"], "latency_ms": 12.5, "prompt_tokens": 3, "completion_tokens": 0,
         "cost_usd": 0.0, "status": "error", "error_type": "timeout",
     })
     record = _record(decoder.decode(payload))
     assert record == Record(
-        request_id="full", timestamp=1_000.0, model="m", model_version="v2",
+        request_id="full", timestamp=1_704_067_200_000.0, model="m", model_version="v2",
         deployment="canary", route="qa", prompt="q", response="a", context=["c1", "c2"],
         latency_ms=12.5, prompt_tokens=3, completion_tokens=0, cost_usd=0.0, status="error",
         error_type="timeout",
     )
-    assert record.event_time == 1.0
+    assert record.event_time == 1_704_067_200.0
 
 
 def test_generated_malformed_payloads_decode_to_their_paired_reason() -> None:
@@ -303,7 +356,7 @@ _offsets = st.integers(min_value=-23 * 60, max_value=23 * 60).map(
     lambda m: timezone(timedelta(minutes=m))
 )
 _aware_times = st.datetimes(
-    min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=_offsets
+    min_value=datetime(2000, 1, 2), max_value=datetime(2025, 1, 1), timezones=_offsets
 ).map(lambda d: d.isoformat())
 _parts = st.lists(
     st.fixed_dictionaries({}, optional={"type": st.text(max_size=6),
@@ -322,7 +375,8 @@ _non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
 )
 _VALID: dict[str, st.SearchStrategy[Any]] = {
     "request_id": st.text(min_size=1, max_size=20),
-    "timestamp": st.integers(min_value=0, max_value=4 * 10**12) | _aware_times,
+    "timestamp": st.integers(min_value=946_771_200_000, max_value=1_735_689_600_000)
+    | _aware_times,
     "model": st.text(max_size=12),
     "deployment": st.sampled_from(["stable", "canary", "shadow"]),
     "prompt": st.text(max_size=30) | _chat,

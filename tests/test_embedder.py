@@ -11,7 +11,7 @@ from monitor import traffic
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    records = traffic.wire_records(300, seed=21, start_ms=0)
+    records = traffic.wire_records(300, seed=21, start_ms=traffic.FIXED_START_MS)
     return [str(r["response"]) for r in records if r.get("response")][:160]
 
 

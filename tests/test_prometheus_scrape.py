@@ -48,7 +48,7 @@ def test_prometheus_scrapes_counts_and_promtool_accepts_the_exposition(
 ) -> None:
     topic, dlq, group = names("traffic"), names("dlq"), names("group")
     broker.create_topics([(topic, 2), (dlq, 1)])
-    records = list(traffic.wire_records(1_000, seed=5, start_ms=0))
+    records = list(traffic.wire_records(1_000, seed=5, start_ms=traffic.FIXED_START_MS))
     bad = traffic.malformed_payloads(12, seed=5)
     produce(broker.bootstrap, topic,
             [(i % 2, traffic.encode(r), None) for i, r in enumerate(records)]

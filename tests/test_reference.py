@@ -62,7 +62,7 @@ def test_missing_damaged_and_badly_named_references_are_clear_errors(tmp_path: P
 
 
 def test_built_from_recorded_traffic_with_the_daemons_scorers(tmp_path: Path) -> None:
-    records = list(traffic.wire_records(120, seed=31, start_ms=0))
+    records = list(traffic.wire_records(120, seed=31, start_ms=traffic.FIXED_START_MS))
     lines = [traffic.encode(r) + b"\n" for r in records] + [b"{broken\n"]
     store = ReferenceStore(tmp_path)
     meta = build_reference(lines, OfflineConfig(), store, "prod", "file:test.jsonl")
@@ -87,7 +87,7 @@ def test_built_from_a_topic_offset_range_without_moving_any_group(broker, names,
 
     topic = names("traffic")
     broker.create_topics([(topic, 2)])
-    records = list(traffic.wire_records(160, seed=33, start_ms=0))
+    records = list(traffic.wire_records(160, seed=33, start_ms=traffic.FIXED_START_MS))
     produce(broker.bootstrap, topic, ((i % 2, traffic.encode(r), None)
                                       for i, r in enumerate(records)))
     from monitor.reference_build import run_reference

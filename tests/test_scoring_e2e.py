@@ -57,7 +57,7 @@ def test_daemon_exports_model_scores_for_every_record(broker, names, daemons,
                                                       tmp_path: Path) -> None:
     topic, group = names("traffic"), names("group")
     broker.create_topics([(topic, 2)])
-    records = list(traffic.wire_records(150, seed=8, start_ms=0))
+    records = list(traffic.wire_records(150, seed=8, start_ms=traffic.FIXED_START_MS))
     produce(broker.bootstrap, topic, ((i % 2, traffic.encode(r), None)
                                       for i, r in enumerate(records)))
     port = free_port()

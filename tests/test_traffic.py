@@ -314,7 +314,7 @@ def test_malformed_payloads_cover_every_reason_from_real_records(
     assert [type(json.loads(p)) for p in by_reason["not_object"]] == [list, int, str]
 
     # The truncated payload is the first half of a real record, cut on a character boundary.
-    base = list(wire_records(3, seed=5, start_ms=traffic._FIXED_START_MS))[2]
+    base = list(wire_records(3, seed=5, start_ms=traffic.FIXED_START_MS))[2]
     whole = encode({**base, "request_id": "bad-5-00000002"}).decode()
     assert by_reason["not_json"][0].decode() == whole[: len(whole) // 2]
 
