@@ -26,6 +26,7 @@ from monitor.local_broker import LocalBroker, free_port
 
 SECRET_ENV = "DRIFTWATCH_CHAOS_WEBHOOK_SECRET"
 _MIB = 1 << 20
+T0 = traffic.FIXED_START_MS  # replayed event times start here
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def kill9(workdir: Path, records: int = 50_000, kills: int = 3, invalid: int = 5
     started = time.monotonic()
     rng = random.Random(seed)
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.3)
-    wire = list(traffic.wire_records(records, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix))
+    wire = list(traffic.wire_records(records, seed=seed, start_ms=T0, mix=mix))
     bad = traffic.malformed_payloads(invalid, seed=seed)
     messages = [traffic.encode(r) for r in wire]
     for payload, _ in bad:  # invalid messages at random places; valid ones in event-time order
@@ -189,7 +190,8 @@ def broker_outage(workdir: Path, down_s: float = 30.0, before: int = 500, after:
     topic, broker_port, port = "chaos-outage", free_port(), free_port()
 
     def payloads(n: int, s: int) -> list[bytes]:
-        return [traffic.encode(r) for r in traffic.wire_records(n, seed=s, start_ms=traffic.FIXED_START_MS)]
+        return [traffic.encode(r) for r in traffic.wire_records(n, seed=s,
+                                                                start_ms=T0)]
 
     first = LocalBroker(port=broker_port, log_file=workdir / "tansu-1.log").start()
     daemon: Daemon | None = None
@@ -274,7 +276,7 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
         mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.3)
         produce(stack.broker.bootstrap, topic, (
             (i % 2, traffic.encode(r), None) for i, r in
-            enumerate(traffic.wire_records(records, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix))))
+            enumerate(traffic.wire_records(records, seed=seed, start_ms=T0, mix=mix))))
         depths: list[tuple[float, float]] = []
         while time.monotonic() < outage_end:
             depths.append((time.monotonic(), daemon.metrics().sum("driftwatch_outbox_depth")))
@@ -348,7 +350,7 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
 
         def producer() -> None:  # in chunks, so the traffic never sits in memory whole
             mix = traffic.TrafficMix(error_rate=0.02)
-            stream = traffic.wire_records(records, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix)
+            stream = traffic.wire_records(records, seed=seed, start_ms=T0, mix=mix)
             while sent[0] < records:
                 chunk = [traffic.encode(next(stream))
                          for _ in range(min(10_000, records - sent[0]))]

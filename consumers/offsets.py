@@ -15,9 +15,10 @@ Partition = tuple[str, int]
 
 
 class _PartitionOffsets:
-    __slots__ = ("commit_point", "done", "pending")
+    __slots__ = ("commit_point", "done", "first", "pending")
 
     def __init__(self, first: int) -> None:
+        self.first = first
         self.pending: deque[int] = deque()
         self.done: set[int] = set()
         self.commit_point = first  # next offset to consume after everything committed-able
@@ -72,6 +73,11 @@ class OffsetTracker:
     def position(self, tp: Partition) -> int | None:
         part = self._parts.get(tp)
         return None if part is None else part.commit_point
+
+    def uncommitted(self) -> int:
+        """Offsets read and not yet covered by a commit (finished or not)."""
+        return sum(len(p.pending) + p.commit_point - self._committed.get(tp, p.first)
+                   for tp, p in self._parts.items())
 
     def in_flight(self) -> int:
         return sum(len(p.pending) for p in self._parts.values())

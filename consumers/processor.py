@@ -3,6 +3,11 @@
 The poll thread owns the Kafka consumer (it is not thread-safe); the worker thread
 owns the model. Batches cross by queue and come back the same way, so a slow
 model pauses partitions instead of starving heartbeats or the commit loop.
+
+A stop never waits on the model without polling: the poll thread keeps the group
+membership alive while the worker finishes, then cancels what is left (`cancel`, which
+`process` checks between sub-batches, raising `Cancelled`); cancelled batches stay
+uncommitted, to be read again.
 """
 
 from __future__ import annotations
@@ -20,25 +25,34 @@ from consumers.source import KafkaSource
 log = logging.getLogger(__name__)
 
 _POLL_CAP_S = 0.1  # bounds how late a due batch or a stop request is noticed
+WORKER_THREAD = "driftwatch-worker"
+
+
+class Cancelled(Exception):
+    """Raised by `process` when the stop's cancel event is set: the batch is left unfinished."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Done:
     batch: Batch
     failures: dict[int, str] = field(default_factory=dict)
+    cancelled: bool = False
 
 
 class BatchWorker:
     """Runs `process` on batches in its own thread. A batch that raises is retried, then each
-    record is processed alone so one bad record cannot sink its batch or the daemon."""
+    record is processed alone so one bad record cannot sink its batch or the daemon. Once
+    `cancel` is set, batches raising Cancelled, and those still queued, come back cancelled."""
 
-    def __init__(self, process: Callable[[Batch], None], attempts: int = 3) -> None:
+    def __init__(self, process: Callable[[Batch], None], attempts: int = 3,
+                 cancel: threading.Event | None = None) -> None:
         self._process = process
         self._attempts = attempts
+        self.cancel = cancel or threading.Event()
         self._todo: queue.Queue[Batch | None] = queue.Queue()
         self._done: queue.Queue[_Done] = queue.Queue()
         self._in_flight = 0
-        self._thread = threading.Thread(target=self._run, name="driftwatch-worker", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=WORKER_THREAD, daemon=True)
         self._thread.start()
 
     @property
@@ -60,19 +74,26 @@ class BatchWorker:
         self._in_flight -= len(out)
         return out
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Ask the thread to end after the batch in hand; True if it did within `timeout_s`.
+        A thread still inside native model code is left alone (tearing down a running
+        native thread pool aborts the process); see `busy_threads`."""
         self._todo.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while (batch := self._todo.get()) is not None:
-            self._done.put(self._handle(batch))
+            self._done.put(_Done(batch, cancelled=True) if self.cancel.is_set()
+                           else self._handle(batch))
 
     def _handle(self, batch: Batch) -> _Done:
         for attempt in range(1, self._attempts + 1):
             try:
                 self._process(batch)
                 return _Done(batch)
+            except Cancelled:
+                return _Done(batch, cancelled=True)
             except Exception as exc:  # the daemon must outlive any batch
                 log.warning("batch of %d failed (attempt %d/%d): %r",
                             len(batch.records), attempt, self._attempts, exc)
@@ -81,11 +102,18 @@ class BatchWorker:
         for i, (record, origins) in enumerate(zip(batch.records, batch.origins, strict=True)):
             try:
                 self._process(Batch([record], [origins]))
+            except Cancelled:
+                return _Done(batch, cancelled=True)
             except Exception as exc:
                 failures[i] = f"{type(exc).__name__}: {exc}"
         log.error("%d of %d records failed alone; sent to the dead-letter topic",
                   len(failures), len(batch.records))
         return _Done(batch, failures)
+
+
+def busy_threads() -> list[str]:
+    """Worker threads still running (inside a model call that could not be cancelled)."""
+    return [t.name for t in threading.enumerate() if t.name == WORKER_THREAD and t.is_alive()]
 
 
 class StreamProcessor:
@@ -95,21 +123,26 @@ class StreamProcessor:
         process: Callable[[Batch], None],
         max_in_flight: int = 8,
         on_loop: Callable[[], None] = lambda: None,
-        shutdown_timeout_s: float = 25.0,
+        shutdown_timeout_s: float = 20.0,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.source = source
         self.max_in_flight = max_in_flight
         self.shutdown_timeout_s = shutdown_timeout_s
-        self._worker = BatchWorker(process)
+        self._worker = BatchWorker(process, cancel=cancel)
         self._on_loop = on_loop
+        self._draining = False
+        # What the final commit did, for the last log line.
+        self.summary = "not started"
         # A rebalance waits for us no longer than the poll interval: finish what fits in half
         # of it; the rest stays uncommitted and the partition's next owner re-reads it.
         revoke_budget_s = source.settings.max_poll_interval_ms / 2_000
-        source.before_revoke = lambda: self.drain(revoke_budget_s)
+        source.before_revoke = lambda: None if self._draining else self.drain(revoke_budget_s)
 
     def run(self, stop: threading.Event) -> None:
-        """Poll, hand batches to the worker, ack and commit until `stop` is set; then finish the
-        batch in hand, commit, and leave the group."""
+        """Poll, hand batches to the worker, ack and commit until `stop` is set; then finish
+        the batches in hand for up to `shutdown_timeout_s` (polling all along, partitions
+        paused, so the group keeps us), cancel what is left, commit, and leave the group."""
         source = self.source
         try:
             while not stop.is_set():
@@ -125,25 +158,43 @@ class StreamProcessor:
                     source.resume()
                 source.commit()
                 self._on_loop()
-            # Past max_poll_interval without a poll the group evicts us and the commit fails.
-            poll_budget_s = self.source.settings.max_poll_interval_ms / 2_000
-            self.drain(min(self.shutdown_timeout_s, poll_budget_s))
+            source.pause()
+            self.drain(self.shutdown_timeout_s, keep_polling=True)
         finally:
-            self._worker.stop()
-            source.close()
+            self._worker.cancel.set()
+            if self._worker.in_flight:  # cancelled between sub-batches: seconds at most
+                self._settle(5.0)
+            self.summary = source.close()
+            if not self._worker.stop(timeout_s=2.0):
+                log.warning("the worker is still inside a model call; its batch stays "
+                            "uncommitted and is read again on restart")
 
-    def drain(self, timeout_s: float) -> None:
+    def drain(self, timeout_s: float, keep_polling: bool = False) -> None:
         """Process what was read so far and ack it, for at most `timeout_s` (shutdown and
-        rebalance); whatever is unfinished then stays uncommitted, to be read again."""
-        deadline = time.monotonic() + timeout_s
-        for batch in self.source.take_ready(force=True):
-            self._worker.submit(batch)
-        while self._worker.in_flight and (left := deadline - time.monotonic()) > 0:
-            self._ack(self._worker.finished(wait_s=min(1.0, left)))
+        rebalance); whatever is unfinished then stays uncommitted, to be read again.
+        `keep_polling` (shutdown, on the poll thread): poll while waiting, so the group does
+        not evict us for missing max_poll_interval_ms."""
+        self._draining = True
+        try:
+            for batch in self.source.take_ready(force=True):
+                self._worker.submit(batch)
+            self._settle(timeout_s, keep_polling)
+        finally:
+            self._draining = False
         if self._worker.in_flight:
             log.warning("%d batch(es) unfinished after %.0fs; their offsets stay uncommitted",
                         self._worker.in_flight, timeout_s)
 
+    def _settle(self, timeout_s: float, keep_polling: bool = False) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._worker.in_flight and (left := deadline - time.monotonic()) > 0:
+            if keep_polling:
+                self.source.poll(0)  # paused: keeps membership, reads nothing
+                self._ack(self._worker.finished(wait_s=min(0.2, left)))
+            else:
+                self._ack(self._worker.finished(wait_s=min(1.0, left)))
+
     def _ack(self, done: list[_Done]) -> None:
         for d in done:
-            self.source.ack(d.batch, d.failures)
+            if not d.cancelled:
+                self.source.ack(d.batch, d.failures)

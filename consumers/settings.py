@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from consumers.decode import EventTimeBounds
 
 
 class KafkaSecretError(ValueError):
@@ -108,6 +111,12 @@ class KafkaSettings(BaseModel):
     max_poll_records: int = Field(default=2_000, ge=1, le=100_000)
     commit_interval_ms: int = Field(default=1_000, ge=0, le=60_000)
     max_message_bytes: int = Field(default=1_048_576, ge=64, le=100 * 1_048_576)
+    # The largest dead letter written (value, key and headers); a larger original is cut to a
+    # prefix, with its length and SHA-256 in headers. The broker's default limit is 1 MiB.
+    dead_letter_max_bytes: int = Field(default=1_000_000, ge=4_096, le=100 * 1_048_576)
+    # Failed dead-letter writes retried (with backoff) before the partition stops: its offset
+    # cannot be committed until the letter is written.
+    dead_letter_attempts: int = Field(default=5, ge=1, le=1_000)
     security: KafkaSecurity = KafkaSecurity()
 
     @model_validator(mode="after")
@@ -135,6 +144,21 @@ class KafkaSettings(BaseModel):
         if self.topic:
             return (self.topic,)
         return (self.request_topic or "", self.response_topic or "")
+
+
+class ValidationSettings(BaseModel):
+    """What a record must hold beyond its types; a record outside is dead-lettered as
+    invalid_field, so one broken clock cannot date decisions or stall cooldowns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Event times later than arrival by more than this are refused.
+    max_future_seconds: float = Field(default=86_400.0, ge=0, le=10 * 365 * 86_400)
+    # Event times before this are refused (a unit or clock error, not traffic).
+    not_before: AwareDatetime = datetime(2000, 1, 1, tzinfo=UTC)
+
+    def event_time_bounds(self) -> EventTimeBounds:
+        return EventTimeBounds(self.max_future_seconds, self.not_before.timestamp())
 
 
 class JoinSettings(BaseModel):

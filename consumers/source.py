@@ -23,7 +23,7 @@ from consumers.dead_letter import DeadLetter, DeadLetterWriter
 from consumers.decode import Decoder, Rejection
 from consumers.join import Half, Joined, Joiner, Side
 from consumers.offsets import OffsetTracker, Partition
-from consumers.settings import BatchSettings, JoinSettings, KafkaSettings
+from consumers.settings import BatchSettings, JoinSettings, KafkaSettings, ValidationSettings
 from consumers.wire import Origin
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class SourceObserver(Protocol):
     def lag(self, lags: dict[Partition, int]) -> None: ...
     def committed(self, points: dict[Partition, int]) -> None: ...
     def assigned(self, partitions: frozenset[Partition]) -> None: ...
+    def dead_letter_truncated(self) -> None: ...
+    def stalled(self, partitions: dict[Partition, str]) -> None: ...
 
 
 class NullObserver:
@@ -49,6 +51,8 @@ class NullObserver:
     def lag(self, lags: dict[Partition, int]) -> None: ...
     def committed(self, points: dict[Partition, int]) -> None: ...
     def assigned(self, partitions: frozenset[Partition]) -> None: ...
+    def dead_letter_truncated(self) -> None: ...
+    def stalled(self, partitions: dict[Partition, str]) -> None: ...
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -77,13 +81,15 @@ class KafkaSource:
         batch: BatchSettings | None = None,
         observer: SourceObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        validation: ValidationSettings | None = None,
     ) -> None:
         self.settings = kafka
         self.join_settings = join or JoinSettings()
         batch = batch or BatchSettings()
         self._observer: SourceObserver = observer or NullObserver()
         self._clock = clock
-        self._decoder = Decoder(kafka.max_message_bytes)
+        bounds = (validation or ValidationSettings()).event_time_bounds()
+        self._decoder = Decoder(kafka.max_message_bytes, bounds)
         self._batcher = Batcher(batch.max_records, batch.max_wait_ms / 1000.0, clock)
         join = self.join_settings
         self._joiner = Joiner(join.window_seconds, join.max_pending, clock)
@@ -93,9 +99,15 @@ class KafkaSource:
         if kafka.request_topic and kafka.response_topic:
             self._sides = {kafka.request_topic: "request", kafka.response_topic: "response"}
         self._assigned: frozenset[Partition] = frozenset()
+        # Assigned partitions whose lag is not known yet: learnt from their first fetch, before
+        # its batch is scored, so the overload sampler sees a backlog from the first batch.
+        self._fresh: set[Partition] = set()
+        # Partitions stopped because a dead letter of theirs cannot be written.
+        self._stalled: dict[Partition, str] = {}
         self._paused = False
         self._closing = False
         self._last_commit = 0.0
+        self.last_commit_error: str | None = None  # of the latest commit, None if it worked
         # Called before partitions are taken away: finish in-flight work so it can be committed.
         self.before_revoke: Callable[[], None] = lambda: None
         self._consumer: KafkaConsumer | None = None
@@ -110,7 +122,9 @@ class KafkaSource:
         s = self.settings
         common = {"bootstrap_servers": s.bootstrap_servers, "client_id": s.client_id,
                   "reconnect_backoff_max_ms": s.reconnect_backoff_max_ms, **self._security}
-        producer = KafkaProducer(acks="all", linger_ms=5, **common)
+        # max_block_ms: send() waits for topic metadata or buffer room on the poll thread.
+        producer = KafkaProducer(acks="all", linger_ms=5, max_block_ms=1_000,
+                                 max_request_size=s.dead_letter_max_bytes, **common)
         self._consumer = KafkaConsumer(
             group_id=s.group_id,
             enable_auto_commit=False,
@@ -122,17 +136,18 @@ class KafkaSource:
             **common,
         )
         self._consumer.subscribe(list(s.topics), listener=_Rebalance(self))
-        self._dead_letters = DeadLetterWriter(producer, s.dead_letter_topic)
+        self._dead_letters = DeadLetterWriter(producer, s.dead_letter_topic,
+                                              s.dead_letter_max_bytes, s.dead_letter_attempts)
 
-    def close(self) -> None:
-        """Commit what is done and leave the group."""
+    def close(self) -> str:
+        """Commit what is done and leave the group; return what was and was not committed."""
         if self._consumer is None:
-            return
+            return "not connected: nothing to commit"
         try:
-            self.commit(force=True)
+            return self._final_commit()
         finally:
             self._closing = True  # the revoke that close() triggers has nothing left to do
-            self._consumer.close(autocommit=False)
+            self._consumer.close(autocommit=False, timeout_ms=5_000)
             if self._dead_letters is not None:
                 self._dead_letters.close()
             self._consumer = None
@@ -142,11 +157,20 @@ class KafkaSource:
         return self._assigned
 
     def connected(self) -> bool:
-        """True while the group coordinator is known and reachable."""
+        """True while the group coordinator is known and, once in the group, answers
+        heartbeats: a frozen broker keeps its TCP connections open for a request timeout
+        (30 s), but stops answering heartbeats within a heartbeat interval or two."""
         if self._consumer is None:
             return False
+        coordinator = self._consumer._coordinator
         # kafka-python drops the coordinator id when its connection fails.
-        return not self._consumer._coordinator.coordinator_unknown()
+        if coordinator.coordinator_unknown():
+            return False
+        if not coordinator.stable():  # joining: no heartbeats yet
+            return True
+        heartbeat = coordinator.heartbeat
+        silence = time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset)
+        return silence < 2 * self.settings.heartbeat_interval_ms / 1000 + 1.0
 
     # -- the poll loop's steps ----------------------------------------------------------------
 
@@ -174,6 +198,9 @@ class KafkaSource:
                 else:
                     self._join(Half(side, decoded, origin, m.value, m.key))
         self._expire_halves()
+        if self._fresh and self._fresh & {(tp.topic, tp.partition) for tp in fetched}:
+            self._fresh -= {(tp.topic, tp.partition) for tp in fetched}
+            self._report_lag()
         return n
 
     def take_ready(self, force: bool = False) -> list[Batch]:
@@ -208,8 +235,14 @@ class KafkaSource:
 
     def resume(self) -> None:
         if self._paused and self._consumer is not None:
-            self._consumer.resume(*self._consumer.paused())
+            stalled = {TopicPartition(*tp) for tp in self._stalled}
+            self._consumer.resume(*(self._consumer.paused() - stalled))
             self._paused = False
+
+    @property
+    def stalled(self) -> dict[Partition, str]:
+        """Partitions stopped on a dead letter that cannot be written, with its last error."""
+        return dict(self._stalled)
 
     @property
     def paused(self) -> bool:
@@ -233,6 +266,7 @@ class KafkaSource:
         budget = 10.0 if force and blocking else 2.0
         for letter in self._dead_letters.flush(timeout_s=budget):
             self._tracker.finish(letter.settles)
+        self._update_stalled()
         points = self._tracker.commit_points()
         if points:
             offsets = {
@@ -240,16 +274,32 @@ class KafkaSource:
             }
             try:
                 if blocking:
-                    self._consumer.commit(offsets)
+                    # Bounded: a frozen broker must not hold the poll loop for a request timeout.
+                    self._consumer.commit(offsets, timeout_ms=5_000 if force else 2_000)
                 else:
                     self._consumer.commit_async(offsets, callback=_log_failed_commit)
             except (CommitFailedError, KafkaError) as exc:
-                log.warning("offset commit failed, will retry: %s", exc)
+                log.warning("offset commit failed, will retry: %r", exc)
+                self.last_commit_error = repr(exc)
                 return {}
+            self.last_commit_error = None
             self._tracker.mark_committed(points)
             self._observer.committed(points)
         self._report_lag()
         return points
+
+    def _final_commit(self) -> str:
+        """The commit at close, and a summary that says what it did and did not do."""
+        self.commit(force=True)
+        ahead = self._tracker.uncommitted()
+        if self.last_commit_error is not None:
+            return (f"the final offset commit failed ({self.last_commit_error}): the last "
+                    f"committed offsets stand, and {ahead} record(s) read since are read again "
+                    "on restart")
+        if ahead:
+            return (f"offsets committed up to the last finished record; {ahead} record(s) read "
+                    "but not finished are read again on restart")
+        return "every record read was finished and its offset committed"
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -262,8 +312,25 @@ class KafkaSource:
         settles: tuple[Origin, ...],
     ) -> None:
         assert self._dead_letters is not None
+        truncated = self._dead_letters.truncated
         self._dead_letters.send(DeadLetter(value, key, origin, rejection, settles))
         self._observer.dead_lettered(rejection.reason)
+        if self._dead_letters.truncated != truncated:
+            self._observer.dead_letter_truncated()
+
+    def _update_stalled(self) -> None:
+        """Stop the partitions whose dead letter cannot be written; resume those that can."""
+        assert self._dead_letters is not None and self._consumer is not None
+        stuck = {tp: e for tp, e in self._dead_letters.stuck().items() if tp in self._assigned}
+        if stuck.keys() == self._stalled.keys():
+            return
+        freed = [TopicPartition(*tp) for tp in self._stalled.keys() - stuck.keys()]
+        self._stalled = stuck
+        if stuck:
+            self._consumer.pause(*(TopicPartition(*tp) for tp in stuck))
+        if freed and not self._paused:
+            self._consumer.resume(*freed)
+        self._observer.stalled(dict(stuck))
 
     def _join(self, half: Half) -> None:
         result = self._joiner.add(half)
@@ -322,12 +389,18 @@ class KafkaSource:
             if position is not None and self._consumer is not None:
                 self._consumer.seek(TopicPartition(*tp), position)
         self._tracker.forget(revoked | kept)
+        if self._dead_letters is not None:
+            self._dead_letters.drop(revoked)
+        for tp in revoked:
+            self._stalled.pop(tp, None)
+            self._fresh.discard(tp)
         self._assigned = self._assigned - revoked
         self._observer.assigned(self._assigned)
 
     def _on_assigned(self, assigned: set[Partition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
         self._assigned = self._assigned | assigned
+        self._fresh |= assigned
         self._paused = False  # a new assignment starts unpaused
         self._observer.assigned(self._assigned)
 

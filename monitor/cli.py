@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.webhook import WebhookSecretError
 
             try:
-                return run_daemon(config)
+                return _exit_past_busy_workers(run_daemon(config))
             except (ModelNotFound, OutboxError, ReferenceError, WebhookSecretError,
                     KafkaSecretError, CheckpointInUse) as exc:
                 print(f"driftwatch: {exc}", file=sys.stderr)
@@ -204,6 +205,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _exit_past_busy_workers(code: int) -> int:
+    """Return `code`, or exit with it at once when a worker is still inside a model call:
+    the interpreter's teardown would destroy torch's running thread pool and abort (SIGABRT).
+    Everything durable (outbox, commits, checkpoint) is already written by then."""
+    from consumers.processor import busy_threads
+
+    if busy_threads():
+        logging.getLogger("driftwatch").warning(
+            "exiting while the worker is inside a model call (its batch stays uncommitted)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _logging(level: str) -> None:

@@ -13,7 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from consumers.settings import BatchSettings, JoinSettings, KafkaClientSettings, KafkaSettings
+from consumers.settings import (
+    BatchSettings,
+    JoinSettings,
+    KafkaClientSettings,
+    KafkaSettings,
+    ValidationSettings,
+)
 from detectors.sanity import DEFAULT_REFUSALS
 from monitor.action_settings import Action, CanarySettings, OutboxSettings, Rule
 from monitor.checkpoint import CheckpointSettings
@@ -157,6 +163,10 @@ class ScoringSettings(BaseModel):
     groundedness: GroundednessSettings = GroundednessSettings()
     sanity: SanitySettings = SanitySettings()
     overload: OverloadSettings = OverloadSettings()
+    # Model time one batch may take; the records left when it is spent are counted but not
+    # model-scored (like the overload sample), so a backlog after a restart still moves.
+    # None: no bound.
+    max_batch_seconds: float | None = Field(default=10.0, gt=0, le=3_600)
 
 
 class _EnvBeatsFile(BaseSettings):
@@ -181,6 +191,7 @@ class Config(_EnvBeatsFile):
     kafka: KafkaSettings
     join: JoinSettings = JoinSettings()
     batch: BatchSettings = BatchSettings()
+    validation: ValidationSettings = ValidationSettings()
     metrics: MetricsSettings = MetricsSettings()
     scorers: list[ScorerName] = [
         "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"

@@ -64,9 +64,11 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
         acting = acting_parts(config, device, endpoints)
         checkpoints = checkpointer(config, models)
         source = KafkaSource(config.kafka, config.join, config.batch,
-                             MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)))
+                             MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)),
+                             validation=config.validation)
         if not _open(source, stop, health):
             return 0
+        cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
         drift = None
         if config.drift.enabled and models is not None and models.embedder is not None:
             drift = DriftStage.from_settings(config.drift, device, models.embedder.name)
@@ -77,7 +79,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
                             rules=acting.rules, canary=acting.canary,
                             on_decisions=acting.put, intake=intake_totals,
                             rollover_actions=rollover_actions(config.actions),
-                            checkpoints=checkpoints)
+                            checkpoints=checkpoints, cancel=cancel)
 
         def on_loop() -> None:
             ready = source.connected() and bool(source.assignment)
@@ -89,11 +91,13 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
 
         log.info("consuming %s as group %s from %s", ", ".join(config.kafka.topics),
                  config.kafka.group_id, ",".join(config.kafka.bootstrap_servers))
+        processor = StreamProcessor(source, pipeline.process, config.batch.max_in_flight,
+                                    on_loop, cancel=cancel)
         try:
-            StreamProcessor(source, pipeline.process, config.batch.max_in_flight, on_loop).run(stop)
+            processor.run(stop)
         finally:
             pipeline.close()
-        log.info("stopped cleanly: in-flight batches finished and offsets committed")
+        log.info("stopped: %s", processor.summary)
         return 0
     finally:
         m.READY.set(0)

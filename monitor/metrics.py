@@ -32,6 +32,15 @@ RECORDS = Counter(
 DEAD_LETTERS = Counter(
     "driftwatch_dead_letter_total", "Messages sent to the dead-letter topic, by reason", ["reason"]
 )
+DEAD_LETTERS_TRUNCATED = Counter(
+    "driftwatch_dead_letter_truncated_total",
+    "Dead letters over kafka.dead_letter_max_bytes, written as a prefix with the original's "
+    "length and SHA-256 in headers",
+)
+PARTITIONS_STALLED = Gauge(
+    "driftwatch_partitions_stalled",
+    "Partitions stopped because a dead letter of theirs cannot be written (retried until it is)",
+)
 JOIN_UNMATCHED = Counter(
     "driftwatch_join_unmatched_total",
     "Request or response halves whose partner did not arrive within the join window",
@@ -50,6 +59,13 @@ OFFSET_COMMITS = Counter(
 )
 READY = Gauge("driftwatch_ready", "1 when the broker is reachable and partitions are assigned")
 PAUSED = Gauge("driftwatch_paused", "1 while partitions are paused because the worker is behind")
+
+HTTP_REFUSED = Counter(
+    "driftwatch_http_refused_total",
+    "HTTP requests refused: unauthorized (401), forbidden (403), body too large (413), too "
+    "slow (408), or over the connection limit (503)",
+    ["code"],
+)
 
 # -- Pipeline ----------------------------------------------------------------------------------
 BATCH_SIZE = Histogram(
@@ -117,6 +133,12 @@ MODEL_SCORED = Counter(
     "Records that went through the model scorers (all records are counted; under overload "
     "only a uniform sample is scored)",
     SEGMENT,
+)
+MODEL_SKIPPED = Counter(
+    "driftwatch_model_skipped_records_total",
+    "Records counted but not model-scored, by reason: overload (the lag sampler left them out) "
+    "or time_budget (their batch used up scoring.max_batch_seconds)",
+    ["reason"],
 )
 SCORED_FRACTION = Gauge(
     "driftwatch_scored_fraction",

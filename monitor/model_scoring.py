@@ -7,11 +7,13 @@ worker thread, one batch at a time, so one thread owns the model and the GPU.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from consumers.processor import Cancelled
 from consumers.wire import Record
 from detectors import sanity
 from detectors.embedder import Embedder
@@ -35,6 +37,28 @@ class BatchScores:
     # the drift detectors; empty texts embed as "".
     prompt_embeddings: np.ndarray | None = None
     response_embeddings: np.ndarray | None = None
+    over_budget: int = 0  # records left unscored because the batch ran out of model time
+
+
+def _concat(parts: list[BatchScores]) -> BatchScores:
+    """One BatchScores from those of consecutive slices of a batch."""
+    if len(parts) == 1:
+        return parts[0]
+    names = {name for p in parts for name in p.flags}
+    flags = {name: np.concatenate([p.flags.get(name, np.zeros(p.sampled.size, dtype=bool))
+                                   for p in parts]) for name in sorted(names)}
+
+    def rows(field: str) -> np.ndarray | None:
+        blocks = [getattr(p, field) for p in parts if getattr(p, field) is not None]
+        return np.concatenate(blocks) if blocks else None
+
+    return BatchScores(
+        np.concatenate([p.sampled for p in parts]), np.concatenate([p.toxicity for p in parts]),
+        np.concatenate([p.prompt_toxicity for p in parts]),
+        np.concatenate([p.groundedness for p in parts]), flags,
+        [x for p in parts for x in p.novel_numbers], [x for p in parts for x in p.novel_names],
+        rows("prompt_embeddings"), rows("response_embeddings"),
+        sum(p.over_budget for p in parts))
 
 
 class ModelScorers:
@@ -83,9 +107,40 @@ class ModelScorers:
             out.append(("toxicity", self.toxicity.name, device, "", ""))
         return out
 
-    def score(self, records: Sequence[Record], fraction: float = 1.0) -> BatchScores:
+    def score(self, records: Sequence[Record], fraction: float = 1.0,
+              cancelled: Callable[[], bool] = lambda: False) -> BatchScores:
+        """Model outputs for a uniform `fraction` of the records. The batch runs in slices of
+        `slice_records`: a stop (`cancelled`) is seen between slices (raising Cancelled), and
+        once `scoring.max_batch_seconds` is spent the remaining records are left unscored
+        (`over_budget`), so one batch can neither hold a shutdown nor stall progress."""
         n = len(records)
         sampled = np.ones(n, dtype=bool) if fraction >= 1.0 else self._rng.random(n) < fraction
+        step = self.slice_records
+        if n <= step:
+            return self._score(records, sampled)
+        budget = self.settings.max_batch_seconds
+        started = time.monotonic()
+        parts: list[BatchScores] = []
+        for lo in range(0, n, step):
+            if cancelled():
+                raise Cancelled(f"stopped with {n - lo} of {n} records not model-scored")
+            part = sampled[lo:lo + step]
+            if budget is not None and parts and time.monotonic() - started > budget:
+                left = np.zeros_like(part)
+                parts.append(replace(self._score(records[lo:lo + step], left),
+                                     over_budget=int(part.sum())))
+            else:
+                parts.append(self._score(records[lo:lo + step], part))
+        return _concat(parts)
+
+    @property
+    def slice_records(self) -> int:
+        # Small slices on a CPU (about a second each); a GPU wants its large batches whole.
+        device = self.embedder.device if self.embedder is not None else "cpu"
+        return 64 if device == "cpu" else 1_024
+
+    def _score(self, records: Sequence[Record], sampled: np.ndarray) -> BatchScores:
+        n = len(records)
         idx = np.flatnonzero(sampled)
         picked = [records[i] for i in idx]
         responses = [r.response for r in picked]

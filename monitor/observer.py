@@ -37,6 +37,12 @@ class MetricsObserver:
     def committed(self, points: dict[Partition, int]) -> None:
         m.OFFSET_COMMITS.inc(len(points))
 
+    def dead_letter_truncated(self) -> None:
+        m.DEAD_LETTERS_TRUNCATED.inc()
+
+    def stalled(self, partitions: dict[Partition, str]) -> None:
+        m.PARTITIONS_STALLED.set(len(partitions))
+
     def assigned(self, partitions: frozenset[Partition]) -> None:
         m.ASSIGNED_PARTITIONS.set(len(partitions))
         # A partition that moved to another instance is that instance's to report.

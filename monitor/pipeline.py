@@ -104,10 +104,13 @@ class Pipeline:
         intake: Callable[[], tuple[int, int]] = lambda: (0, 0),
         rollover_actions: frozenset[str] = frozenset(),
         checkpoints: Checkpointer | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         """`on_decisions` must make the decisions durable before it returns (the outbox):
         the batch is acknowledged, and its offsets committed, only after. `intake` gives the
-        running totals (messages read, messages dead-lettered) for dead-letter rules."""
+        running totals (messages read, messages dead-lettered) for dead-letter rules.
+        `cancel`, once set (a stop), ends a batch between model slices with Cancelled."""
+        self._cancel = cancel or threading.Event()
         unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
@@ -265,9 +268,11 @@ class Pipeline:
                     [outcome(r) for r in records], scored.segments)
                 if events:
                     self._on_events(events)
-        newest = max((t for r in records if (t := r.event_time) is not None), default=None)
+        times = np.array([np.nan if (t := r.event_time) is None else t for r in records])
+        newest = float(np.nanmax(times)) if not np.isnan(times).all() else None
         if (self.rules is not None or self.canary is not None) and stateful:
-            self._decide(scored, scores, events, time.time() if newest is None else newest)
+            self._decide(scored, scores, events, decision_times(times, scored.segments,
+                                                                time.time()))
         for seg, idx in scored.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))
         if newest is not None:
@@ -278,7 +283,8 @@ class Pipeline:
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _decide(self, b: ScoredBatch, scores: BatchScores | None, events: list[DriftEvent],
-                at: float) -> None:
+                times: dict[Segment, float]) -> None:
+        at = max(times.values())
         signals = rule_signals(b.outcomes, scores)
         decisions: list[Decision] = []
         if self.rules is not None:
@@ -287,7 +293,7 @@ class Pipeline:
             self._intake_seen = (messages, dead)
             decisions += self.rules.evaluate(Observation(
                 at, b.segments, signals, b.features.latency_seconds, events,
-                dead_letters=dead - seen_dead, messages=messages - seen_messages))
+                dead_letters=dead - seen_dead, messages=messages - seen_messages, times=times))
         if self.canary is not None:
             signals["latency_seconds"] = b.features.latency_seconds
             decisions += self.canary.update(
@@ -304,7 +310,12 @@ class Pipeline:
         assert self.models is not None
         fraction = self._fraction()
         m.SCORED_FRACTION.set(fraction)
-        scores = self.models.score(records, fraction)
+        scores = self.models.score(records, fraction, self._cancel.is_set)
+        skipped = len(records) - int(scores.sampled.sum()) - scores.over_budget
+        if skipped:
+            m.MODEL_SKIPPED.labels("overload").inc(skipped)
+        if scores.over_budget:
+            m.MODEL_SKIPPED.labels("time_budget").inc(scores.over_budget)
         embedder = self.models.embedder
         if embedder is not None:
             stats = embedder.stats.take()
@@ -355,6 +366,18 @@ class Pipeline:
                     cache[pair] = outcome
             out.append(outcome)
         return out
+
+
+def decision_times(times: np.ndarray, segments: Mapping[Segment, np.ndarray], now: float
+                   ) -> dict[Segment, float]:
+    """Each segment's clock for this batch: its newest event time, never later than arrival
+    (`now`), and arrival when its records carry none. The rules keep it monotonic."""
+    out: dict[Segment, float] = {}
+    for seg, idx in segments.items():
+        seg_times = times[idx]
+        known = seg_times[~np.isnan(seg_times)]
+        out[seg] = min(float(known.max()), now) if known.size else now
+    return out
 
 
 def operational_features(records: Sequence[Record]) -> OperationalFeatures:

@@ -3,6 +3,8 @@ turned into decisions (firing, repeated once per cooldown, resolved) for the out
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,11 @@ SIGNAL_SCORERS = {
     "empty_response": "sanity", "truncated": "sanity", "charset_anomaly": "sanity",
 }
 GLOBAL: Segment = ("", "", "", "")  # dead letters have no trustworthy segment
+# A stored firing time this far past the wall clock cannot be real (decoders bound event
+# times to a day past arrival by default).
+FUTURE_SKEW_S = 86_400.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,11 @@ class Observation:
     drift: Sequence[DriftEvent] = ()
     dead_letters: int = 0  # messages dead-lettered since the previous observation
     messages: int = 0  # messages consumed since the previous observation
+    # Per segment: its newest event time in the batch, bounded by arrival (default: `at`).
+    times: Mapping[Segment, float] = field(default_factory=dict)
+
+    def time_of(self, seg: Segment) -> float:
+        return self.times.get(seg, self.at)
 
 
 class _Values:
@@ -87,6 +99,9 @@ def _rolling_means(before: np.ndarray, new: np.ndarray, size: int
 class _State:
     firing: bool = False
     last_fired: float | None = None
+    # The rule's clock on this segment: the latest time it has seen, so out-of-order event
+    # times across partitions (a catch-up) never move it back and cooldowns stay monotonic.
+    clock: float = float("-inf")
     consecutive: int = 0
     since_detection: int = 0
     window: _Values | None = None
@@ -122,7 +137,9 @@ class RuleEngine:
             if name not in names or not isinstance(state, _State):
                 continue
             segment = self._segment(seg)
-            fired = self._last_fired(incident_key(name, segment))
+            fired = self._trusted(incident_key(name, segment))
+            if state.last_fired is not None and state.last_fired > time.time() + FUTURE_SKEW_S:
+                state.last_fired, state.clock = None, float("-inf")  # see _trusted
             if fired is not None and (state.last_fired is None or fired > state.last_fired):
                 state.last_fired = fired
             self._states[(name, seg)] = state
@@ -147,10 +164,11 @@ class RuleEngine:
                 elif isinstance(c, RateCondition):
                     values = obs.signals.get(c.signal)
                     if values is not None:
-                        decisions += self._rate(rule, c, seg, values[idx], idx, obs.at)
+                        decisions += self._rate(rule, c, seg, values[idx], idx,
+                                                obs.time_of(seg))
                 elif isinstance(c, LatencyCondition):
-                    decisions += self._latency(rule, c, seg, obs.latency_seconds[idx], obs.at,
-                                               last)
+                    decisions += self._latency(rule, c, seg, obs.latency_seconds[idx],
+                                               obs.time_of(seg), last)
         return decisions
 
     # -- conditions ---------------------------------------------------------------------------
@@ -230,8 +248,8 @@ class RuleEngine:
         what = state.details.get("stream", c.stream)
         summary = (f"{state.details.get('detector', c.detector)} drift on {what} in "
                    f"{state.consecutive} consecutive window(s)")
-        return self._decide(rule, seg, state, state.consecutive >= c.consecutive, obs.at,
-                            index, summary)
+        return self._decide(rule, seg, state, state.consecutive >= c.consecutive,
+                            obs.time_of(seg), index, summary)
 
     # -- firing, cooldown, resolving -------------------------------------------------------------
 
@@ -239,6 +257,7 @@ class RuleEngine:
                 index: int, summary: str) -> list[Decision]:
         segment = self._segment(seg)
         m.RULE_FIRING.labels(rule.name, rule.severity, *seg).set(holds)
+        at = state.clock = max(state.clock, at)
         if holds:
             cooled = state.last_fired is None or at - state.last_fired >= rule.cooldown_seconds
             targets = tuple(rule.actions) if cooled else self._alert_targets(rule)
@@ -275,5 +294,15 @@ class RuleEngine:
         if state is None:
             state = self._states[(rule.name, seg)] = _State()
             segment = self._segment(seg)
-            state.last_fired = self._last_fired(incident_key(rule.name, segment))
+            state.last_fired = self._trusted(incident_key(rule.name, segment))
         return state
+
+    def _trusted(self, key: str) -> float | None:
+        """The outbox's last firing time for `key`, unless it lies beyond any real clock (an
+        outbox written before event times were bounded): that would silence the rule."""
+        fired = self._last_fired(key)
+        if fired is not None and fired > time.time() + FUTURE_SKEW_S:
+            log.warning("outbox: last firing of %s is dated %.0f, in the future; ignored for "
+                        "its cooldown", key, fired)
+            return None
+        return fired

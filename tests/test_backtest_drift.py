@@ -12,6 +12,8 @@ import yaml
 
 from monitor import traffic
 
+T0 = traffic.FIXED_START_MS  # replayed event times start here
+
 SHIFT = 600
 
 
@@ -19,8 +21,8 @@ def _traffic(path: Path) -> None:
     qa = traffic.load_examples(2_000, ("qa",))
     dialogue = traffic.load_examples(2_000, ("dialogue",))
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
-    before = traffic.wire_records(SHIFT, seed=41, start_ms=traffic.FIXED_START_MS, mix=mix, examples=qa)
-    after = traffic.wire_records(300, seed=42, start_ms=traffic.FIXED_START_MS, mix=mix, examples=dialogue)
+    before = traffic.wire_records(SHIFT, seed=41, start_ms=T0, mix=mix, examples=qa)
+    after = traffic.wire_records(300, seed=42, start_ms=T0, mix=mix, examples=dialogue)
     lines = [traffic.encode(r) for r in [*before, *after]]
     lines.insert(10, b"{not json")  # a dead letter keeps its place in the indices
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -100,8 +102,8 @@ def test_an_error_rate_jump_is_an_early_change_event(tmp_path: Path) -> None:
     qa = traffic.load_examples(2_000, ("qa",))
     calm = traffic.TrafficMix(canary_share=0.0, error_rate=0.02)
     stormy = traffic.TrafficMix(canary_share=0.0, error_rate=0.30)
-    records = [*traffic.wire_records(700, seed=51, start_ms=traffic.FIXED_START_MS, mix=calm, examples=qa),
-               *traffic.wire_records(400, seed=52, start_ms=traffic.FIXED_START_MS, mix=stormy, examples=qa)]
+    records = [*traffic.wire_records(700, seed=51, start_ms=T0, mix=calm, examples=qa),
+               *traffic.wire_records(400, seed=52, start_ms=T0, mix=stormy, examples=qa)]
     data = tmp_path / "traffic.jsonl"
     data.write_bytes(b"\n".join(traffic.encode(r) for r in records) + b"\n")
     config = tmp_path / "dw.yaml"
@@ -134,7 +136,7 @@ def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) ->
     base = OfflineConfig(scorers=["sanity"], metrics={"labels": ["deployment"]})
     store = ReferenceStore(tmp_path / "refs")
     reference = [traffic.encode(r) for r in
-                 traffic.wire_records(400, seed=61, start_ms=traffic.FIXED_START_MS, mix=mix, examples=qa)]
+                 traffic.wire_records(400, seed=61, start_ms=T0, mix=mix, examples=qa)]
     build_reference(reference, base, store, "prod", "test")
     build_reference(reference[:100], base, store, "prod", "test")  # v2, not pinned below
     data = tmp_path / "traffic.jsonl"
@@ -174,7 +176,7 @@ def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: 
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
     decoder = Decoder(1 << 20)
     records = [decoder.decode(traffic.encode(r)) for r in
-               traffic.wire_records(150, seed=71, start_ms=traffic.FIXED_START_MS, mix=mix, examples=qa)]
+               traffic.wire_records(150, seed=71, start_ms=T0, mix=mix, examples=qa)]
     models = ModelScorers(config.scorers, config.scoring)
     store = ReferenceStore(tmp_path / "refs")
     name = warmup_name("default", ("", "", "stable", ""))
@@ -213,8 +215,8 @@ def test_a_drift_rule_decides_and_its_rollover_action_adopts_the_new_traffic(
     qa = traffic.load_examples(2_000, ("qa",))
     dialogue = traffic.load_examples(2_000, ("dialogue",))
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
-    records = [*traffic.wire_records(SHIFT, seed=61, start_ms=traffic.FIXED_START_MS, mix=mix, examples=qa),
-               *traffic.wire_records(1_400, seed=62, start_ms=traffic.FIXED_START_MS + 3_600_000, mix=mix,
+    records = [*traffic.wire_records(SHIFT, seed=61, start_ms=T0, mix=mix, examples=qa),
+               *traffic.wire_records(1_400, seed=62, start_ms=T0 + 3_600_000, mix=mix,
                                      examples=dialogue)]
     data = tmp_path / "traffic.jsonl"
     data.write_bytes(b"\n".join(traffic.encode(r) for r in records) + b"\n")

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.broker
 
 def _records(n: int, seed: int, error_rate: float) -> list[bytes]:
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=error_rate)
-    return [traffic.encode(r) for r in traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix)]
+    records = traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix)
+    return [traffic.encode(r) for r in records]
 
 
 def test_a_decision_survives_kill_9_and_is_delivered_signed_after_restart(

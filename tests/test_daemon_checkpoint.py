@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
 def _records(n: int, seed: int, error_rate: float) -> list[bytes]:
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=error_rate)
-    return [traffic.encode(r) for r in traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix)]
+    records = traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS, mix=mix)
+    return [traffic.encode(r) for r in records]
 
 
 def _firing(outbox: Path) -> list[tuple[str, float]]:

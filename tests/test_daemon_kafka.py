@@ -30,7 +30,8 @@ def test_valid_records_counted_invalid_dead_lettered_offsets_committed(
     topic, dlq, group = names("traffic"), names("dlq"), names("group")
     broker.create_topics([(topic, PARTITIONS), (dlq, 1)])
     n_valid, n_invalid = 3_000, 60
-    valid = [traffic.encode(r) for r in traffic.wire_records(n_valid, seed=1, start_ms=traffic.FIXED_START_MS)]
+    valid = [traffic.encode(r) for r in traffic.wire_records(n_valid, seed=1,
+                                                             start_ms=traffic.FIXED_START_MS)]
     bad = traffic.malformed_payloads(n_invalid, seed=1)
     expected_reason = {payload: reason for payload, reason in bad}
     payloads = _interleaved(valid, [p for p, _ in bad], seed=1)
@@ -186,8 +187,9 @@ def test_rebalance_commits_what_is_done_and_drops_what_moved(broker, names, capl
 
     topic, dlq, group = names("traffic"), names("dlq"), names("group")
     broker.create_topics([(topic, 4), (dlq, 1)])
-    produce(broker.bootstrap, topic, ((i % 4, traffic.encode(r), None) for i, r in
-                                      enumerate(traffic.wire_records(4_000, seed=9, start_ms=traffic.FIXED_START_MS))))
+    records = traffic.wire_records(4_000, seed=9, start_ms=traffic.FIXED_START_MS)
+    produce(broker.bootstrap, topic,
+            ((i % 4, traffic.encode(r), None) for i, r in enumerate(records)))
     source = KafkaSource(
         KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=topic, group_id=group,
                       dead_letter_topic=dlq, commit_interval_ms=60_000),  # only rebalances commit

@@ -23,7 +23,8 @@ WIRE_FIELDS = (
 )
 PROPERTY = settings(max_examples=300, deadline=None)
 # Real generated traffic (HaluEval text), the seeds of the mutation property.
-_WIRE = [traffic.encode(r) for r in traffic.wire_records(50, seed=0, start_ms=traffic.FIXED_START_MS)]
+_WIRE = [traffic.encode(r) for r in traffic.wire_records(50, seed=0,
+                                                         start_ms=traffic.FIXED_START_MS)]
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,8 @@ def _hypothesis_payloads(found: list[list[bytes]], payloads: list[bytes]) -> Non
 def test_ten_thousand_fuzzed_messages_are_each_scored_or_dead_lettered_with_a_reason(
         broker, names, daemons, tmp_path) -> None:
     rng = random.Random(7)
-    mutated = [_mutate(r, rng) for r in traffic.wire_records(8_000, seed=91, start_ms=traffic.FIXED_START_MS)]
+    mutated = [_mutate(r, rng) for r in traffic.wire_records(8_000, seed=91,
+                                                             start_ms=traffic.FIXED_START_MS)]
     generated: list[list[bytes]] = []
     _hypothesis_payloads(generated)
     payloads = mutated + generated[0]

@@ -14,7 +14,8 @@ PARTITIONS = 6
 
 
 def _payloads(n: int, seed: int) -> list[bytes]:
-    return [traffic.encode(r) for r in traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS)]
+    return [traffic.encode(r) for r in traffic.wire_records(n, seed=seed,
+                                                            start_ms=traffic.FIXED_START_MS)]
 
 
 def test_two_daemons_split_the_partitions_and_one_takes_over_when_the_other_stops(
