@@ -110,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             config = load_config(args.config)
+            for warning in config.metrics.warnings():
+                print(f"warning: {warning}", file=sys.stderr)
             print(f"{args.config}: OK (topics {', '.join(config.kafka.topics)}, "
                   f"group {config.kafka.group_id})")
             return 0
@@ -119,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from consumers.settings import KafkaSecretError
             from detectors.embedder import ModelNotFound
             from monitor.checkpoint import CheckpointInUse
+            from monitor.config import AdminTokenError
             from monitor.daemon import run as run_daemon
             from monitor.outbox import OutboxError
             from monitor.reference import ReferenceError
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return _exit_past_busy_workers(run_daemon(config))
             except (ModelNotFound, OutboxError, ReferenceError, WebhookSecretError,
-                    KafkaSecretError, CheckpointInUse) as exc:
+                    KafkaSecretError, CheckpointInUse, AdminTokenError) as exc:
                 print(f"driftwatch: {exc}", file=sys.stderr)
                 return 2
         if args.command == "demo":

@@ -23,7 +23,7 @@ from monitor.config import MODEL_SCORERS, Config
 from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
 from monitor.drift import DriftStage
-from monitor.endpoints import Endpoints, Health
+from monitor.endpoints import Endpoints, Health, HttpLimits
 from monitor.heap import HeapTrimmer
 from monitor.model_scoring import ModelScorers, Overload
 from monitor.observer import MetricsObserver
@@ -49,7 +49,12 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
             signal.signal(sig, lambda signum, _frame: _request_stop(stop, signum))
     m.BUILD_INFO.info({"version": driftwatch_version(), "python": platform.python_version()})
     health = Health()
-    endpoints = Endpoints(config.metrics.host, config.metrics.port, health).start()
+    settings = config.metrics
+    limits = HttpLimits(settings.read_timeout_seconds, settings.max_body_bytes,
+                        settings.max_connections, settings.admin_token())
+    for warning in settings.warnings():
+        log.warning("%s", warning)
+    endpoints = Endpoints(settings.host, settings.port, health, limits=limits).start()
     log.info("serving /metrics, /healthz, /readyz on http://%s:%d",
              config.metrics.host, endpoints.port)
     acting = Acting()

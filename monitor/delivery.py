@@ -84,15 +84,18 @@ class DeliveryWorker:
     # -- One pass ------------------------------------------------------------------------------
 
     def run_once(self, now: float) -> None:
-        self._deliver_webhooks(now)
-        self._push_alerts(now)
-        if now - self._last_prune > 3_600:
-            self._last_prune = now
-            pruned = self.outbox.prune(now - self.settings.keep_days * 86_400)
-            if pruned:
-                log.info("pruned %d settled outbox events older than %g days", pruned,
-                         self.settings.keep_days)
-        self.update_gauges()
+        """One pass; the gauges are updated even when part of it fails."""
+        try:
+            self._deliver_webhooks(now)
+            self._push_alerts(now)
+            if now - self._last_prune > 3_600:
+                self._last_prune = now
+                pruned = self.outbox.prune(now - self.settings.keep_days * 86_400)
+                if pruned:
+                    log.info("pruned %d settled outbox events older than %g days", pruned,
+                             self.settings.keep_days)
+        finally:
+            self.update_gauges()
 
     def update_gauges(self) -> None:
         depth = self.outbox.depth()
@@ -109,45 +112,56 @@ class DeliveryWorker:
                 return
             if item.action in failing:
                 continue
-            action = self.actions.get(item.action)
-            if not isinstance(action, WebhookAction):
-                self._final(item, "failed", f"action {item.action!r} is no longer a webhook "
-                            "action in the config", attempted=False)
-                continue
-            if now - item.created > self.settings.max_age_seconds:
-                self._final(item, "expired", f"older than max_age_seconds "
-                            f"({self.settings.max_age_seconds:g})", attempted=False)
-                continue
-            reason = self._disabled.get((item.action, action.url))
-            if reason is not None:
-                self._final(item, "disabled", reason, attempted=False)
-                continue
-            outcome = self._webhooks.send(item.action, action, item.event_id,
-                                          webhook.body(item.created, item.decision))
-            sent_at = time.time()
-            if outcome.kind == "delivered":
-                self.outbox.delivered(item.event_id, item.action, sent_at)
-                OUTBOX_DELIVERIES.labels(item.action, "delivered").inc()
-                OUTBOX_DELIVERY_SECONDS.labels(item.action).observe(
-                    max(0.0, sent_at - item.created))
-            elif outcome.kind == "disabled":
-                log.warning("webhook action %r: %s answered 410 Gone; deliveries to it are "
-                            "disabled until its url changes", item.action, action.url)
-                self.outbox.disable_endpoint(item.action, action.url, outcome.error, now)
-                self._disabled[(item.action, action.url)] = outcome.error
-                self._final(item, "disabled", outcome.error)
-            else:
-                failing.add(item.action)
-                delay = (outcome.retry_after if outcome.retry_after is not None
-                         else backoff(item.attempts + 1, self.settings, self._rng))
-                if now + delay - item.created > self.settings.max_age_seconds:
-                    self._final(item, "expired", f"gave up after {item.attempts + 1} attempts; "
-                                f"last: {outcome.error}")
-                    continue
-                self.outbox.retry(item.event_id, item.action, now + delay, outcome.error)
+            try:
+                self._deliver(item, now, failing)
+            except Exception as exc:  # one undeliverable decision never blocks the others
+                delay = backoff(item.attempts + 1, self.settings, self._rng)
+                log.exception("webhook action %r: delivery of %s failed unexpectedly; next "
+                              "try in %.1fs (it expires after max_age_seconds)", item.action,
+                              item.event_id, delay)
+                self.outbox.retry(item.event_id, item.action, now + delay, f"{exc!r}"[:500])
                 OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
-                log.info("webhook action %r: %s for %s, attempt %d; next in %.1fs",
-                         item.action, outcome.error, item.event_id, item.attempts + 1, delay)
+
+    def _deliver(self, item: PendingDelivery, now: float, failing: set[str]) -> None:
+        action = self.actions.get(item.action)
+        if not isinstance(action, WebhookAction):
+            self._final(item, "failed", f"action {item.action!r} is no longer a webhook "
+                        "action in the config", attempted=False)
+            return
+        if now - item.created > self.settings.max_age_seconds:
+            self._final(item, "expired", f"older than max_age_seconds "
+                        f"({self.settings.max_age_seconds:g})", attempted=False)
+            return
+        reason = self._disabled.get((item.action, action.url))
+        if reason is not None:
+            self._final(item, "disabled", reason, attempted=False)
+            return
+        outcome = self._webhooks.send(item.action, action, item.event_id,
+                                      webhook.body(item.created, item.decision))
+        sent_at = time.time()
+        if outcome.kind == "delivered":
+            self.outbox.delivered(item.event_id, item.action, sent_at)
+            OUTBOX_DELIVERIES.labels(item.action, "delivered").inc()
+            OUTBOX_DELIVERY_SECONDS.labels(item.action).observe(
+                max(0.0, sent_at - item.created))
+        elif outcome.kind == "disabled":
+            log.warning("webhook action %r: %s answered 410 Gone; deliveries to it are "
+                        "disabled until its url changes", item.action, action.url)
+            self.outbox.disable_endpoint(item.action, action.url, outcome.error, now)
+            self._disabled[(item.action, action.url)] = outcome.error
+            self._final(item, "disabled", outcome.error)
+        else:
+            failing.add(item.action)
+            delay = (outcome.retry_after if outcome.retry_after is not None
+                     else backoff(item.attempts + 1, self.settings, self._rng))
+            if now + delay - item.created > self.settings.max_age_seconds:
+                self._final(item, "expired", f"gave up after {item.attempts + 1} attempts; "
+                            f"last: {outcome.error}")
+                return
+            self.outbox.retry(item.event_id, item.action, now + delay, outcome.error)
+            OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
+            log.info("webhook action %r: %s for %s, attempt %d; next in %.1fs",
+                     item.action, outcome.error, item.event_id, item.attempts + 1, delay)
 
     def _final(self, item: PendingDelivery, state: str, error: str, attempted: bool = True
                ) -> None:

@@ -1,20 +1,42 @@
 """HTTP endpoints: /metrics (Prometheus), /healthz (the loop is alive), /readyz (consuming),
 the canary gate for rollout tools that pull (/canary, /canary/promote, /canary/rollback), and
-the explicit drift reference rollover (POST /admin/reference/rollover). Loopback by default."""
+the explicit drift reference rollover (POST /admin/reference/rollover). Loopback by default.
+
+The port is often exposed for Prometheus, so: state-changing requests (/admin/...) need the
+admin bearer token, or, with none configured, a loopback client; every connection has a read
+timeout (408), bodies are capped (413), and connections past the limit get 503 at once, so
+slow or hostile clients cannot starve /metrics and /healthz.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import ipaddress
 import json
+import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from monitor.metrics import HTTP_REFUSED
 from monitor.metrics import SEGMENT as SEGMENT_LABELS
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client may hold of the HTTP side (see MetricsSettings)."""
+
+    read_timeout_s: float = 5.0
+    max_body_bytes: int = 65_536
+    max_connections: int = 1_024
+    admin_token: str | None = None  # None: admin requests only from loopback clients
 
 
 class Health:
@@ -90,17 +112,67 @@ def rollover_reply(drift: Rollover | None, query: dict[str, list[str]]
     return 202, {"rollover": "requested", "segment": segment or "all"}
 
 
+def admin_refusal(limits: HttpLimits, client: str, authorization: str | None
+                  ) -> tuple[int, str] | None:
+    """Why a state-changing request is refused (status, reason), or None to allow it."""
+    if limits.admin_token is None:
+        if ipaddress.ip_address(client.removeprefix("::ffff:")).is_loopback:
+            return None
+        return 403, ("admin endpoints answer loopback clients only while no admin token is "
+                     "set: set metrics.admin_token_env or metrics.admin_token_file")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return 401, "an admin bearer token is required (Authorization: Bearer ...)"
+    if not hmac.compare_digest(token.strip().encode(), limits.admin_token.encode()):
+        return 403, "the admin bearer token does not match"
+    return None
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once; past that a canned 503
+    and close, from the accepting thread, so a flood cannot hold it."""
+
+    daemon_threads = True
+    _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+             b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many connections, retry\n")
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        if not self._slots.acquire(blocking=False):
+            HTTP_REFUSED.labels("503").inc()
+            with contextlib.suppress(OSError):
+                request.settimeout(0.5)
+                request.sendall(self._BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class Endpoints:
     """The HTTP side of the daemon. `canary` and `drift` are attached once built (the
     endpoints serve /metrics and readiness while models still load)."""
 
     def __init__(self, host: str, port: int, health: Health,
-                 canary: CanaryStatus | None = None) -> None:
+                 canary: CanaryStatus | None = None, limits: HttpLimits | None = None) -> None:
         self.canary = canary
         self.drift: Rollover | None = None
+        self.limits = limits or HttpLimits()
         handler = _handler(health, self)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), handler, self.limits.max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="driftwatch-http", daemon=True
         )
@@ -122,14 +194,25 @@ _CANARY_PATHS = ("/canary", "/canary/promote", "/canary/rollback")
 
 
 def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
+    limits = endpoints.limits
+
     class Handler(BaseHTTPRequestHandler):
+        timeout = limits.read_timeout_s  # on every read of the socket: request line to body
+
         def do_POST(self) -> None:
-            # Flagger POSTs its webhook payload; the verdict does not depend on it.
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            # Flagger POSTs its webhook payload; the verdict does not depend on it, but it is
+            # read (bounded) so the connection stays well-formed.
+            if not self._read_body():
+                return
             url = urlsplit(self.path)
             if url.path in _CANARY_PATHS[1:]:
                 self.do_GET()
             elif url.path == "/admin/reference/rollover":
+                refused = admin_refusal(limits, self.client_address[0],
+                                        self.headers.get("Authorization"))
+                if refused is not None:
+                    self._refuse(*refused)
+                    return
                 code, reply = rollover_reply(endpoints.drift, parse_qs(url.query))
                 self._send(code, json.dumps(reply).encode(), "application/json")
             else:
@@ -153,8 +236,36 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
                 self._send(404, b"not found: try /metrics, /healthz, /readyz or /canary\n",
                            "text/plain")
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
+        def _read_body(self) -> bool:
+            """Read the announced body within the limits; False (answered) when it breaks them."""
+            length = self.headers.get("Content-Length") or "0"
+            if not length.isdigit():
+                self._refuse(400, f"Content-Length {length[:20]!r} is not a byte count")
+                return False
+            if int(length) > limits.max_body_bytes:
+                self._refuse(413, f"body of {length} bytes; at most {limits.max_body_bytes}")
+                return False
+            try:
+                body = self.rfile.read(int(length))
+            except TimeoutError:
+                body = b""
+            if len(body) < int(length):
+                self._refuse(408, f"body not received within {limits.read_timeout_s:g}s")
+                return False
+            return True
+
+        def _refuse(self, status: int, reason: str) -> None:
+            HTTP_REFUSED.labels(str(status)).inc()
+            self.close_connection = True
+            headers = {"WWW-Authenticate": 'Bearer realm="driftwatch"'} if status == 401 else {}
+            self._send(status, json.dumps({"error": reason}).encode(), "application/json",
+                       headers)
+
+        def _send(self, status: int, body: bytes, content_type: str,
+                  headers: Mapping[str, str] | None = None) -> None:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -162,5 +273,14 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
 
         def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
             pass
+
+        def log_error(self, format: str, *args: object) -> None:
+            # http.server's only word on a request line or headers that did not arrive in
+            # time, after which it drops the connection: answer 408 first.
+            if format.startswith("Request timed out"):
+                HTTP_REFUSED.labels("408").inc()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(b"HTTP/1.0 408 Request Timeout\r\nContent-Length: 0\r\n"
+                                     b"Connection: close\r\n\r\n")
 
     return Handler

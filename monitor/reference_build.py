@@ -7,6 +7,7 @@ holds exactly what the detectors will compare live traffic with.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -141,10 +142,14 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
     return 0
 
 
+ADMIN_TOKEN_ENV = "DRIFTWATCH_ADMIN_TOKEN"
+
+
 def request_rollover(url: str, segment: list[str]) -> int:
     """`driftwatch reference rollover`: ask a running daemon (its admin endpoint) to adopt the
     matching segments' recent records as their reference. Explicit, logged, saved as a new
-    version: a reference never rolls over on its own."""
+    version: a reference never rolls over on its own. The daemon's admin token, if it has
+    one, is read from the environment variable DRIFTWATCH_ADMIN_TOKEN."""
     params: dict[str, str] = {}
     for item in segment:
         label, sep, value = item.partition("=")
@@ -155,7 +160,9 @@ def request_rollover(url: str, segment: list[str]) -> int:
         params[label] = value
     target = url.rstrip("/") + "/admin/reference/rollover"
     try:
-        reply = httpx.post(target, params=params, timeout=10.0)
+        token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        reply = httpx.post(target, params=params, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
         print(f"driftwatch: cannot reach the daemon at {target}: {exc}", file=sys.stderr)
         return 1

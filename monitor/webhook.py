@@ -30,8 +30,13 @@ class WebhookSecretError(ValueError):
 
 
 def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    """UTC RFC 3339 with milliseconds; a time no datetime can hold (outboxes written before
+    event times were bounded) is clamped to 0001-01-01 .. 9999-12-31 rather than raise."""
+    try:
+        when = datetime.fromtimestamp(t, UTC)
+    except (ValueError, OverflowError, OSError):
+        when = datetime.max.replace(tzinfo=UTC) if t > 0 else datetime.min.replace(tzinfo=UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def load_secret(name: str, action: WebhookAction) -> str:
