@@ -21,14 +21,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.local_broker import free_port
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, bytes, bytes | None]]
-            ) -> dict[int, int]:
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, bytes, bytes | None]],
+            max_request_size: int = 1_048_576) -> dict[int, int]:
     """Send (partition, value, key) messages; return each partition's end offset (last + 1).
 
     End offsets come from the produce acks: Tansu's ListOffsets answers the base offset of
     the last batch, not the high watermark, so `end_offsets()` cannot be trusted there.
+    `max_request_size` above 1 MiB sends messages larger than a default client would.
     """
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             max_request_size=max_request_size)
     futures = [producer.send(topic, value=v, key=k, partition=p) for p, v, k in messages]
     producer.flush()
     ends: dict[int, int] = {}

@@ -55,3 +55,37 @@ def test_full_fraction_scores_everything_and_repeated_texts_hit_the_cache(
     assert stats.embedded <= 12 and stats.embedded + stats.cache_hits == 200
     assert scores.response_embeddings is not None
     np.testing.assert_array_equal(scores.response_embeddings[0], scores.response_embeddings[5])
+
+
+def test_slices_give_the_same_scores_as_one_call(models: ModelScorers) -> None:
+    records = _records(200)  # > one 64-record slice on a CPU
+    whole = models._score(records, np.ones(200, dtype=bool))
+    sliced = models.score(records)
+    assert models.slice_records == 64 and sliced.over_budget == 0
+    np.testing.assert_array_equal(sliced.toxicity, whole.toxicity)
+    assert sliced.flags.keys() == whole.flags.keys()
+    for name in whole.flags:
+        np.testing.assert_array_equal(sliced.flags[name], whole.flags[name])
+    assert sliced.response_embeddings is not None and whole.response_embeddings is not None
+    np.testing.assert_allclose(sliced.response_embeddings, whole.response_embeddings, atol=1e-6)
+
+
+def test_a_spent_time_budget_leaves_the_rest_of_the_batch_unscored_and_counted() -> None:
+    tight = ModelScorers(["sanity"], ScoringSettings(device="cpu", max_batch_seconds=1e-6))
+    records = [Record(request_id=f"r{i}", prompt=f"question {i}", response=f"answer {i}")
+               for i in range(300)]
+    scores = tight.score(records)
+    # The first slice always runs; the budget is spent after it.
+    assert scores.sampled[:64].all() and not scores.sampled[64:].any()
+    assert scores.over_budget == 236
+    assert scores.response_embeddings is not None
+    assert scores.response_embeddings.shape == (64, 384)
+    assert not scores.flags["refusal"][64:].any()
+
+
+def test_a_stop_is_seen_between_slices(models: ModelScorers) -> None:
+    from consumers.processor import Cancelled
+
+    calls = iter([False, False, True])
+    with pytest.raises(Cancelled, match="72 of 200 records not model-scored"):
+        models.score(_records(200), cancelled=lambda: next(calls))

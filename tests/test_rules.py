@@ -193,3 +193,45 @@ def test_a_rate_spike_inside_one_large_batch_fires_at_the_same_record_as_in_smal
     # 6 toxic records in the last 50 exceed 10% at record 405; one batch sees it too.
     assert first_firing(7)[0] == first_firing(1_000)[0] == ("firing", 405)
     assert first_firing(1_000) == [("firing", 405), ("resolved", 999)]
+
+
+def _two_segments(at: dict[tuple[str, ...], float], toxic: float = 0.2, n: int = 100
+                  ) -> Observation:
+    segs = list(at)
+    hits = np.zeros(n * len(segs))
+    for j in range(len(segs)):
+        hits[j * n: j * n + round(n * toxic)] = 1.0
+    return Observation(max(at.values()), {s: np.arange(j * n, (j + 1) * n)
+                                          for j, s in enumerate(segs)},
+                       {"toxic": hits, "error": np.zeros(hits.size)}, np.full(hits.size, 0.1),
+                       times=at)
+
+
+def test_cooldowns_follow_each_segments_own_clock_and_never_run_backwards() -> None:
+    # A catch-up: partition A (segment A) is an hour ahead of partition B (segment B), and
+    # batches mix them. Each segment's incidents keep their own cooldown, in order.
+    rule = _rule(when={"kind": "rate", "signal": "toxic", "above": 0.05,
+                       "window_records": 100, "min_records": 100}, cooldown_seconds=100)
+    engine = RuleEngine([rule], ACTIONS)
+    a, b = ("m", "v1", "stable", ""), ("m", "v2", "stable", "")
+    clean = _two_segments({a: 0.0, b: 0.0}, toxic=0.0)
+    fired = []
+    for t_a, t_b in ((3_600.0, 0.0), (3_650.0, 50.0), (3_500.0, 120.0), (3_720.0, 130.0)):
+        fired += engine.evaluate(_two_segments({a: t_a, b: t_b}))
+        engine.evaluate(Observation(0.0, clean.segments, clean.signals,
+                                    clean.latency_seconds, times={a: t_a, b: t_b}))
+    hooks = [(d.segment["model_version"], d.at) for d in fired if "hook" in d.targets]
+    # Segment B fires at 0 and 120 (its cooldown is its own); A at 3600 and 3720, and the
+    # out-of-order 3500 is read as A's latest time, 3650, within the cooldown.
+    assert hooks == [("v1", 3_600.0), ("v2", 0.0), ("v2", 120.0), ("v1", 3_720.0)]
+    ats = [d.at for d in fired if d.segment["model_version"] == "v1"]
+    assert ats == sorted(ats)  # dated monotonically
+
+
+def test_a_firing_time_from_the_far_future_in_the_outbox_does_not_silence_the_rule() -> None:
+    rule = _rule(when={"kind": "rate", "signal": "toxic", "above": 0.05,
+                       "window_records": 100, "min_records": 100}, cooldown_seconds=100)
+    year_9999 = 253_402_300_799.0  # written by a version that did not bound event times
+    engine = RuleEngine([rule], ACTIONS, last_fired=lambda key: year_9999)
+    fired = _run(engine, [_obs(1_700_000_000.0, toxic=0.2)])
+    assert [(d.status, d.targets) for _, d in fired] == [("firing", ("hook", "pager"))]

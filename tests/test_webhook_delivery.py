@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chaos.receiver import WebhookReceiver as Receiver
+from monitor import webhook
 from monitor.action_settings import OutboxSettings, WebhookAction
 from monitor.decision import Decision
 from monitor.delivery import DeliveryWorker
@@ -235,3 +237,44 @@ def test_a_missing_or_malformed_secret_is_a_clear_error_that_hides_the_secret(
     (tmp_path / "secret").write_text(SECRET + "\n")
     from_file = WebhookAction(type="webhook", url="http://x/", secret_file=tmp_path / "secret")
     assert load_secret("retrain", from_file) == SECRET
+
+
+def test_a_decision_dated_past_year_9999_is_delivered_and_blocks_nothing(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An outbox written before event times were bounded: the first due decision is dated in
+    # year 10000 (UTC), which datetime cannot hold.
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    poison = dataclasses.replace(decision(name), at=253_402_344_000.0)
+    ids = box.put([poison, decision(name, model="n")], actions)
+    worker.run_once(time.time())
+    worker.stop()
+    assert [delivery(box, i).state for i in ids] == ["delivered", "delivered"]
+    assert json.loads(receiver.received[0].body)["data"]["at"] == "9999-12-31T23:59:59.999Z"
+    assert sample("driftwatch_outbox_depth", action=name) == 0
+
+
+def test_a_delivery_that_fails_unexpectedly_is_retried_later_and_the_rest_go_on(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    bad, good = box.put([decision(name, model="bad"), decision(name, model="good")], actions)
+    real_body = webhook.body
+
+    def body(created: float, d: Decision) -> bytes:
+        if d.segment["model"] == "bad":
+            raise ValueError("cannot render")
+        return real_body(created, d)
+
+    monkeypatch.setattr(webhook, "body", body)
+    worker.run_once(time.time())
+    assert delivery(box, good).state == "delivered"
+    stuck = delivery(box, bad)
+    assert (stuck.state, stuck.attempts) == ("pending", 1) and "cannot render" in stuck.last_error
+    assert sample("driftwatch_outbox_depth", action=name) == 1  # set although a send failed
+    monkeypatch.setattr(worker, "_deliver_webhooks", lambda now: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        worker.run_once(time.time())
+    box.put([decision(name, model="later")], actions)
+    with pytest.raises(ZeroDivisionError):
+        worker.run_once(time.time())
+    worker.stop()
+    assert sample("driftwatch_outbox_depth", action=name) == 2  # the gauge follows a failed pass

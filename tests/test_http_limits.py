@@ -1,0 +1,148 @@
+"""The HTTP port is often exposed for Prometheus: admin requests need the token (or loopback),
+and slow, large or many connections cannot starve /metrics and /healthz. Real sockets."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from monitor.endpoints import Endpoints, Health, HttpLimits, admin_refusal
+
+
+class _Drift:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+
+    def request_rollover(self, segment: Mapping[str, str] | None = None,
+                         reason: str = "command") -> None:
+        self.requests.append(dict(segment or {}))
+
+
+def _serve(limits: HttpLimits) -> tuple[Endpoints, _Drift, str]:
+    health = Health()
+    health.tick(broker_connected=True, partitions=1)
+    endpoints = Endpoints("127.0.0.1", 0, health, limits=limits).start()
+    drift = _Drift()
+    endpoints.drift = drift
+    return endpoints, drift, f"http://127.0.0.1:{endpoints.port}"
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Endpoints, _Drift, str]]:
+    endpoints, drift, url = _serve(HttpLimits(read_timeout_s=1.0, max_body_bytes=1_000,
+                                              admin_token="s3cret-token"))
+    yield endpoints, drift, url
+    endpoints.stop()
+
+
+def _refused(code: str) -> float:
+    return REGISTRY.get_sample_value("driftwatch_http_refused_total", {"code": code}) or 0.0
+
+
+def test_the_rollover_needs_the_admin_bearer_token(served) -> None:
+    _, drift, url = served
+    before = (_refused("401"), _refused("403"))
+    target = f"{url}/admin/reference/rollover?model=m"
+    missing = httpx.post(target)
+    wrong = httpx.post(target, headers={"Authorization": "Bearer guess"})
+    right = httpx.post(target, headers={"Authorization": "Bearer s3cret-token"})
+    assert missing.status_code == 401 and "Bearer" in missing.headers["www-authenticate"]
+    assert wrong.status_code == 403
+    assert right.status_code == 202 and drift.requests == [{"model": "m"}]
+    assert (_refused("401"), _refused("403")) == (before[0] + 1, before[1] + 1)
+
+
+def test_without_a_token_only_loopback_clients_may_change_state() -> None:
+    open_limits = HttpLimits()
+    assert admin_refusal(open_limits, "127.0.0.1", None) is None
+    assert admin_refusal(open_limits, "::1", None) is None
+    code, reason = admin_refusal(open_limits, "10.1.2.3", None)  # type: ignore[misc]
+    assert code == 403 and "metrics.admin_token_env" in reason
+    assert admin_refusal(open_limits, "::ffff:192.168.0.9", None) is not None
+    endpoints, drift, url = _serve(open_limits)
+    try:
+        assert httpx.post(f"{url}/admin/reference/rollover").status_code == 202
+        assert drift.requests == [{}]
+    finally:
+        endpoints.stop()
+
+
+def test_a_large_body_is_413_and_a_body_that_never_comes_is_408(served) -> None:
+    _, _, url = served
+    host, port = url.removeprefix("http://").split(":")
+    before = (_refused("413"), _refused("408"))
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /canary/promote HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.0 413")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /canary/promote HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\nab")
+        started = time.monotonic()
+        assert s.recv(100).startswith(b"HTTP/1.0 408")
+        assert time.monotonic() - started < 5
+    assert (_refused("413"), _refused("408")) == (before[0] + 1, before[1] + 1)
+
+
+def test_hundreds_of_stalled_connections_do_not_starve_metrics_and_healthz(served) -> None:
+    _, _, url = served
+    host, port = url.removeprefix("http://").split(":")
+    stalled: list[socket.socket] = []
+    try:
+        for i in range(300):  # half announce a body they never send, half stop mid-headers
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(b"POST /canary/promote HTTP/1.1\r\nContent-Length: 900\r\n\r\n" if i % 2
+                      else b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            stalled.append(s)
+        with httpx.Client(base_url=url, timeout=5) as http:
+            for _ in range(3):
+                assert http.get("/metrics").status_code == 200
+                assert http.get("/healthz").status_code == 200
+        # The read timeout (1 s here) ends every stalled connection, each with a 408.
+        answers = [s.recv(64) for s in stalled]
+        assert all(a.startswith(b"HTTP/1.0 408") for a in answers), set(answers)
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_connections_past_the_limit_get_503_at_once() -> None:
+    endpoints, _, url = _serve(HttpLimits(read_timeout_s=5.0, max_connections=4))
+    host, port = url.removeprefix("http://").split(":")
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # the server has accepted them
+        with socket.create_connection((host, int(port)), timeout=10) as extra:
+            started = time.monotonic()
+            assert extra.recv(100).startswith(b"HTTP/1.0 503")
+            assert time.monotonic() - started < 2
+    finally:
+        for s in held:
+            s.close()
+        endpoints.stop()
+
+
+def test_check_config_warns_when_the_port_is_exposed_without_a_token(tmp_path: Path) -> None:
+    def check(metrics: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "dw.yaml"
+        path.write_text(yaml.safe_dump({"kafka": {"topic": "t"}, "metrics": metrics}))
+        return subprocess.run([sys.executable, "-m", "monitor.cli", "check-config",
+                               "--config", str(path)], capture_output=True, text=True,
+                              timeout=60)
+
+    exposed = check({"host": "0.0.0.0"})
+    assert exposed.returncode == 0
+    assert "warning: metrics.host 0.0.0.0" in exposed.stderr
+    assert "metrics.admin_token_env" in exposed.stderr
+    guarded = check({"host": "0.0.0.0", "admin_token_env": "DW_ADMIN_TOKEN"})
+    assert guarded.returncode == 0 and "warning" not in guarded.stderr
+    assert "warning" not in check({"host": "127.0.0.1"}).stderr
+    both = check({"admin_token_env": "A", "admin_token_file": str(tmp_path / "t")})
+    assert both.returncode != 0 and "at most one of metrics.admin_token_env" in both.stderr
