@@ -16,7 +16,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from chaos.scenarios import Report
 
-NAMES = ("kill9", "broker-outage", "webhook-outage", "soak")
+NAMES = ("kill9", "broker-outage", "webhook-outage", "soak", "hostile")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     chaos.add_argument("scenario", choices=(*NAMES, "all"))
     chaos.add_argument("--records", type=int, default=None,
                        help="records to send (default: the scenario's own: kill9 50,000, "
-                            "webhook-outage 3,000, soak 200,000)")
+                            "webhook-outage 3,000, soak 200,000, hostile 20,000)")
     chaos.add_argument("--seconds", type=float, default=None,
-                       help="outage length (broker-outage 30, webhook-outage 60)")
+                       help="outage length (broker-outage 30, webhook-outage 60, hostile's "
+                            "frozen broker 20)")
     chaos.add_argument("--seed", type=int, default=None, help="seed (default: the scenario's)")
     chaos.add_argument("--workdir", type=Path, default=None,
                        help="keep logs, configs, outbox and audit here (default: a temp dir)")
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
                 options["down_s"] = args.seconds
             if args.seconds is not None and name == "webhook-outage":
                 options["outage_s"] = args.seconds
+            if args.seconds is not None and name == "hostile":
+                options["freeze_s"] = args.seconds
             console.print(f"[bold]{name}[/bold]: running (logs in {workdir}) ...")
             try:
                 report = SCENARIOS[name](workdir, **options)  # type: ignore[operator]

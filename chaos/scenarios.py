@@ -12,6 +12,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chaos.hostile import SCORED, hostile_messages
 from chaos.parts import Daemon, committed, produce, read_topic, wait_for, write_config
 from chaos.receiver import WebhookReceiver
 from monitor import traffic
@@ -403,5 +405,126 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
     return Report("soak", figures, checks)
 
 
+# -- hostile input, kill -9 and a frozen broker ---------------------------------------------
+
+
+def hostile(workdir: Path, records: int = 20_000, kills: int = 1, freeze_s: float = 20.0,
+            partitions: int = 3, copies: int = 3, seed: int = 13) -> Report:
+    """Valid traffic with hostile messages of every kind that once stopped the monitor
+    (chaos.hostile), a flaky webhook receiver, kill -9 mid-run and the broker frozen
+    (SIGSTOP) for `freeze_s`: every valid record is scored, each hostile message gets its
+    reason, readiness drops within seconds of the freeze, every decision is delivered, and
+    the daemon never dies on its own."""
+    started = time.monotonic()
+    rng = random.Random(seed)
+    mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.3)
+    wire = list(traffic.wire_records(records, seed=seed, start_ms=T0, mix=mix))
+    bad = hostile_messages(copies, seed)
+    messages = [traffic.encode(r) for r in wire]
+    for h in bad:
+        messages.insert(rng.randrange(len(messages)), h.payload)
+    expected_scored = {r["request_id"] for r in wire} | {h.request_id for h in bad
+                                                         if h.request_id}
+    expected_letters = Counter((h.outcome, len(h.payload)) for h in bad if h.outcome != SCORED)
+    with _stack(workdir) as stack:
+        topic, dlq, group = "chaos-hostile", "chaos-hostile-dlq", "chaos-hostile"
+        stack.broker.create_topics([(topic, partitions), (dlq, 1)])
+        ends = produce(stack.broker.bootstrap, topic,
+                       ((i % partitions, m, None) for i, m in enumerate(messages)),
+                       max_request_size=4 * _MIB)
+        stack.receiver.script = [(500, {}), ("reset", {}), (503, {"Retry-After": "1"})] * 10
+        audit, outbox = workdir / "audit.jsonl", workdir / "outbox.sqlite3"
+        port = free_port()
+        config = write_config(
+            workdir / "dw.yaml", stack.broker.bootstrap, port,
+            kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq,
+                   "max_poll_records": 500},
+            batch={"max_records": 200}, audit_log=str(audit), metrics={"labels": ["model"]},
+            actions=_hook(stack.receiver, timeout_s=2.0), rules=_error_rule(60),
+            outbox={"path": str(outbox), "backoff_initial_seconds": 0.1,
+                    "backoff_max_seconds": 1.0},
+            checkpoint={"interval_seconds": 1},
+        )
+        for _ in range(kills):
+            daemon = stack.daemon(config, port)
+            daemon.wait_ready(60)
+            target = _lines(audit) + rng.randrange(500, max(501, min(5_000, records // 5)))
+            wait_for(lambda t=target: _lines(audit) > t, 120, "the run to be mid-stream")
+            daemon.kill()
+        last = stack.daemon(config, port)
+        last.wait_ready(60)
+        wait_for(lambda: _lines(audit) > len(expected_scored) // 2, 300, "half the records")
+        stack.broker.freeze()
+        frozen = time.monotonic()
+        probes = not_ready = alive = 0
+        not_ready_after: float | None = None
+        try:
+            while time.monotonic() - frozen < freeze_s:
+                last.check_alive()
+                probes += 1
+                alive += last.get("/healthz").status_code == 200
+                if last.get("/readyz").status_code == 503:
+                    not_ready += 1
+                    if not_ready_after is None:
+                        not_ready_after = time.monotonic() - frozen
+                time.sleep(1)
+        finally:
+            stack.broker.thaw()
+        thawed = time.monotonic()
+        wait_for(last.ready, 90, "the daemon to be ready after the thaw")
+        ready_s = time.monotonic() - thawed
+        wait_for(lambda: committed(stack.broker.bootstrap, group, topic, partitions) == ends,
+                 300, "the last run to commit to the end")
+        wait_for(lambda: last.metrics().sum("driftwatch_outbox_depth") == 0, 60,
+                 "the outbox to drain")
+        clean_exit = last.terminate() == 0
+        scored = [json.loads(line)["request_id"] for line in audit.read_text().splitlines()]
+        dead = read_topic(stack.broker.bootstrap, dlq, 1, len(expected_letters))
+        headers = [dict(x.headers) for x in dead]
+        letters = Counter((h["reason"].decode(), int(h.get("original_value_bytes", b"0"))
+                           or len(x.value)) for h, x in zip(headers, dead, strict=True))
+        truncated = [len(x.value) for h, x in zip(headers, dead, strict=True)
+                     if h.get("truncated") == b"true"]
+        events, states = _outbox_deliveries(outbox)
+        got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
+        logs = "".join(d.log.read_text() for d in stack.daemons)
+        figures: dict[str, float | int | str] = {
+            "messages": len(messages), "hostile messages": len(bad),
+            "hostile kinds": len({h.kind for h in bad}), "kills": kills,
+            "broker frozen (s)": freeze_s, "probes while frozen": probes,
+            "seconds to not-ready after the freeze": round(not_ready_after or -1.0, 1),
+            "/readyz said not ready": not_ready, "/healthz answered": alive,
+            "seconds to ready after the thaw": round(ready_s, 1),
+            "scorings": len(scored), "scored twice or more": len(scored) - len(set(scored)),
+            "dead letters": len(dead),
+            "of which written again after a kill": len(dead) - sum(expected_letters.values()),
+            "dead letters written as a prefix": len(truncated),
+            "largest dead letter (bytes)": max((len(x.value) for x in dead), default=0),
+            "decisions with a webhook": len(events), "webhook requests": len(got),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        checks = {
+            "every valid record scored at least once": set(scored) == expected_scored,
+            # At least once: a kill re-reads what it had not committed, dead letters included.
+            "each hostile message dead-lettered with its reason":
+                letters.keys() == expected_letters.keys()
+                and all(letters[k] >= n for k, n in expected_letters.items()),
+            "dead letters over 1 MiB written as a prefix under 1 MB": bool(truncated)
+                and all(x.value is not None and len(x.value) < 1_000_000 for x in dead)
+                and len(truncated) == sum(n for (_, size), n in letters.items()
+                                          if size >= 1_000_000),
+            "not ready within 10 s of the freeze": not_ready_after is not None
+                and not_ready_after <= 10,
+            "/healthz answered all through the freeze": alive == probes,
+            "no decision lost or invented (receiver = outbox)": set(got) == events,
+            "every delivery delivered": states <= {"delivered"} and bool(events),
+            "every request signed": all(r.verified for r in stack.receiver.received),
+            "no crash, abort or poll-timeout eviction": not any(
+                s in logs for s in ("Traceback", "terminate called", "poll timeout has expired")),
+            "the last run exited cleanly": clean_exit,
+        }
+    return Report("hostile", figures, checks)
+
+
 SCENARIOS = {"kill9": kill9, "broker-outage": broker_outage, "webhook-outage": webhook_outage,
-             "soak": soak}
+             "soak": soak, "hostile": hostile}

@@ -162,15 +162,22 @@ class KafkaSource:
         (30 s), but stops answering heartbeats within a heartbeat interval or two."""
         if self._consumer is None:
             return False
-        coordinator = self._consumer._coordinator
         # kafka-python drops the coordinator id when its connection fails.
-        if coordinator.coordinator_unknown():
+        return not self._consumer._coordinator.coordinator_unknown() and self.heartbeat_fresh()
+
+    def heartbeat_fresh(self) -> bool:
+        """False once a member of the group has had no heartbeat answer for an interval and
+        two seconds. Reads two timestamps and nothing else, so other threads (the readiness
+        probe) may call it while the poll thread is busy in a commit."""
+        consumer = self._consumer
+        if consumer is None:
             return False
+        coordinator = consumer._coordinator
         if not coordinator.stable():  # joining: no heartbeats yet
             return True
         heartbeat = coordinator.heartbeat
         silence = time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset)
-        return silence < 2 * self.settings.heartbeat_interval_ms / 1000 + 1.0
+        return silence < self.settings.heartbeat_interval_ms / 1000 + 2.0
 
     # -- the poll loop's steps ----------------------------------------------------------------
 
@@ -263,7 +270,7 @@ class KafkaSource:
         assert self._dead_letters is not None
         # On kafka-python's IO thread (blocking=False, a rebalance) heartbeats wait for us:
         # a short flush there; dead letters not yet acknowledged keep their offsets back.
-        budget = 10.0 if force and blocking else 2.0
+        budget = 5.0 if force and blocking else 0.5
         for letter in self._dead_letters.flush(timeout_s=budget):
             self._tracker.finish(letter.settles)
         self._update_stalled()

@@ -71,6 +71,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
         source = KafkaSource(config.kafka, config.join, config.batch,
                              MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag)),
                              validation=config.validation)
+        health.heartbeat = source.heartbeat_fresh
         if not _open(source, stop, health):
             return 0
         cancel = threading.Event()  # set by the processor when a stop cannot wait any longer

@@ -17,7 +17,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
@@ -47,6 +47,9 @@ class Health:
         self._last_tick = time.monotonic()
         self.broker_connected = False
         self.partitions = 0
+        # Read at each probe, not at the loop's tick: the loop may be inside a commit that
+        # waits for a hung broker (KafkaSource.heartbeat_fresh).
+        self.heartbeat: Callable[[], bool] = lambda: True
 
     def tick(self, broker_connected: bool, partitions: int) -> None:
         self._last_tick = time.monotonic()
@@ -58,8 +61,9 @@ class Health:
         return age < self.stall_after_s, {"loop_age_seconds": round(age, 3)}
 
     def ready(self) -> tuple[bool, dict[str, object]]:
-        ok = self.broker_connected and self.partitions > 0
-        return ok, {"broker_connected": self.broker_connected, "partitions": self.partitions}
+        connected = self.broker_connected and self.heartbeat()
+        return connected and self.partitions > 0, {"broker_connected": connected,
+                                                   "partitions": self.partitions}
 
 
 class CanaryStatus(Protocol):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -77,7 +78,19 @@ class LocalBroker:
         finally:
             admin.close()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the broker keeps its connections and (memory-only) topics but answers
+        nothing, as a hung or partitioned broker does, until `thaw`."""
+        assert self._process is not None, "start() first"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None, "start() first"
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # a frozen process cannot terminate
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

@@ -1,4 +1,5 @@
-"""`driftwatch chaos` scenarios not covered elsewhere: a 60 s webhook outage; the command."""
+"""`driftwatch chaos` scenarios not covered elsewhere: a 60 s webhook outage, hostile input with
+kill -9 and a frozen broker, the soak; the command."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.scenarios import soak, webhook_outage
+from chaos.scenarios import hostile, soak, webhook_outage
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -53,3 +54,15 @@ def test_soak_200k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path)
     assert isinstance(growth, float) and growth <= 150
     rss = (tmp_path / "rss.csv").read_text().splitlines()
     assert rss[0] == "records_scored,rss_mib" and len(rss) > 30
+
+
+def test_hostile_messages_kill_9_and_a_frozen_broker_lose_nothing(tmp_path: Path) -> None:
+    report = hostile(tmp_path, records=3_000, freeze_s=10)
+    assert report.ok, report
+    f = report.figures
+    assert f["hostile kinds"] == 9 and f["hostile messages"] == 23
+    assert f["dead letters written as a prefix"] >= 2  # the two over 1 MB, at least once each
+    assert isinstance(f["largest dead letter (bytes)"], int)
+    assert 900_000 < f["largest dead letter (bytes)"] < 1_000_000
+    assert f["/readyz said not ready"] >= 3  # of 9 one-second probes of the 10 s freeze
+    assert f["decisions with a webhook"] >= 1
