@@ -97,6 +97,27 @@ def _with(section: str, **values: object) -> dict[str, Any]:
         pytest.param({**GOOD, "drift": {"embedding": {"scales": [1, 10]}}},
                      ["drift.embedding.scales.0", "= 1", "greater than or equal to 2"],
                      id="drift-scales-too-short"),
+        pytest.param(_with("kafka", dead_letter_max_bytes=100),
+                     ["kafka.dead_letter_max_bytes", "= 100", "greater than or equal to 4096"],
+                     id="dead-letter-max-bytes"),
+        pytest.param(_with("kafka", dead_letter_attempts=0),
+                     ["kafka.dead_letter_attempts", "= 0", "greater than or equal to 1"],
+                     id="dead-letter-attempts"),
+        pytest.param({**GOOD, "validation": {"max_future_seconds": -1}},
+                     ["validation.max_future_seconds", "= -1", "greater than or equal to 0"],
+                     id="max-future-seconds"),
+        pytest.param({**GOOD, "validation": {"not_before": "2000-01-01T00:00:00"}},
+                     ["validation.not_before", "'2000-01-01T00:00:00'", "timezone"],
+                     id="not-before-without-offset"),
+        pytest.param({**GOOD, "scoring": {"max_batch_seconds": 0}},
+                     ["scoring.max_batch_seconds", "= 0", "greater than 0"],
+                     id="max-batch-seconds"),
+        pytest.param(_with("metrics", max_body_bytes=-1),
+                     ["metrics.max_body_bytes", "= -1", "greater than or equal to 0"],
+                     id="max-body-bytes"),
+        pytest.param(_with("metrics", admin_token_env="not a name"),
+                     ["metrics.admin_token_env", "'not a name'", "should match pattern"],
+                     id="admin-token-env"),
     ],
 )
 def test_invalid_setting_names_field_value_and_what_is_allowed(
@@ -293,3 +314,20 @@ def test_the_shipped_example_config_is_valid() -> None:
     assert {n: a.type for n, a in config.actions.items()} == {
         "retrain-hook": "webhook", "pager": "alertmanager"}
     assert config.metrics.host == "127.0.0.1"
+
+
+def test_the_admin_token_is_read_at_start_with_errors_that_name_the_setting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.config import AdminTokenError, MetricsSettings
+
+    monkeypatch.delenv("DW_TEST_ADMIN", raising=False)
+    with pytest.raises(AdminTokenError, match="metrics.admin_token_env: .* DW_TEST_ADMIN"):
+        MetricsSettings(admin_token_env="DW_TEST_ADMIN").admin_token()
+    monkeypatch.setenv("DW_TEST_ADMIN", " tok-1 \n")
+    assert MetricsSettings(admin_token_env="DW_TEST_ADMIN").admin_token() == "tok-1"
+    token_file = tmp_path / "token"
+    with pytest.raises(AdminTokenError, match="metrics.admin_token_file: cannot read"):
+        MetricsSettings(admin_token_file=token_file).admin_token()
+    token_file.write_text("tok-2\n")
+    assert MetricsSettings(admin_token_file=token_file).admin_token() == "tok-2"
+    assert MetricsSettings().admin_token() is None
