@@ -321,12 +321,12 @@ def test_the_admin_token_is_read_at_start_with_errors_that_name_the_setting(
     from monitor.config import AdminTokenError, MetricsSettings
 
     monkeypatch.delenv("DW_TEST_ADMIN", raising=False)
-    with pytest.raises(AdminTokenError, match="metrics.admin_token_env: .* DW_TEST_ADMIN"):
+    with pytest.raises(AdminTokenError, match=r"metrics\.admin_token_env: .* DW_TEST_ADMIN"):
         MetricsSettings(admin_token_env="DW_TEST_ADMIN").admin_token()
     monkeypatch.setenv("DW_TEST_ADMIN", " tok-1 \n")
     assert MetricsSettings(admin_token_env="DW_TEST_ADMIN").admin_token() == "tok-1"
     token_file = tmp_path / "token"
-    with pytest.raises(AdminTokenError, match="metrics.admin_token_file: cannot read"):
+    with pytest.raises(AdminTokenError, match=r"metrics\.admin_token_file: cannot read"):
         MetricsSettings(admin_token_file=token_file).admin_token()
     token_file.write_text("tok-2\n")
     assert MetricsSettings(admin_token_file=token_file).admin_token() == "tok-2"
