@@ -104,6 +104,57 @@ def _lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+@dataclass(frozen=True)
+class _AuditedRun:
+    """A topic of `messages` and a config that audits every scoring and acts through `hook`."""
+
+    topic: str
+    dlq: str
+    group: str
+    ends: dict[int, int]
+    audit: Path
+    outbox: Path
+    port: int
+    config: Path
+
+
+def _audited_run(stack: _Stack, name: str, messages: list[bytes], partitions: int,
+                 max_request_size: int = _MIB) -> _AuditedRun:
+    topic, dlq, group = f"chaos-{name}", f"chaos-{name}-dlq", f"chaos-{name}"
+    stack.broker.create_topics([(topic, partitions), (dlq, 1)])
+    ends = produce(stack.broker.bootstrap, topic,
+                   ((i % partitions, m, None) for i, m in enumerate(messages)),
+                   max_request_size=max_request_size)
+    audit, outbox = stack.workdir / "audit.jsonl", stack.workdir / "outbox.sqlite3"
+    port = free_port()
+    config = write_config(
+        stack.workdir / "dw.yaml", stack.broker.bootstrap, port,
+        kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq,
+               "max_poll_records": 500},
+        batch={"max_records": 200}, audit_log=str(audit), metrics={"labels": ["model"]},
+        actions=_hook(stack.receiver), rules=_error_rule(60),
+        outbox={"path": str(outbox), "backoff_initial_seconds": 0.1,
+                "backoff_max_seconds": 0.5},
+        checkpoint={"interval_seconds": 1},
+    )
+    return _AuditedRun(topic, dlq, group, ends, audit, outbox, port, config)
+
+
+def _kill_mid_stream(stack: _Stack, run: _AuditedRun, kills: int, rng: random.Random,
+                     most: int) -> list[int]:
+    """Start the daemon and kill -9 it `kills` times, each time 500 to `most` scorings into
+    its run; return the audit lines at each kill."""
+    killed_at: list[int] = []
+    for _ in range(kills):
+        daemon = stack.daemon(run.config, run.port)
+        daemon.wait_ready(60)
+        target = _lines(run.audit) + rng.randrange(500, max(501, most))
+        wait_for(lambda t=target: _lines(run.audit) > t, 120, "the run to be mid-stream")
+        daemon.kill()  # SIGKILL: no drain, no commit, no goodbye
+        killed_at.append(_lines(run.audit))
+    return killed_at
+
+
 # -- kill -9 ---------------------------------------------------------------------------------
 
 
@@ -121,33 +172,12 @@ def kill9(workdir: Path, records: int = 50_000, kills: int = 3, invalid: int = 5
     for payload, _ in bad:  # invalid messages at random places; valid ones in event-time order
         messages.insert(rng.randrange(len(messages)), payload)
     with _stack(workdir) as stack:
-        topic, dlq, group = "chaos-kill9", "chaos-kill9-dlq", "chaos-kill9"
-        stack.broker.create_topics([(topic, partitions), (dlq, 1)])
-        ends = produce(stack.broker.bootstrap, topic,
-                       ((i % partitions, m, None) for i, m in enumerate(messages)))
+        run = _audited_run(stack, "kill9", messages, partitions)
+        topic, dlq, group, ends = run.topic, run.dlq, run.group, run.ends
+        audit, outbox = run.audit, run.outbox
         stack.receiver.script = [(500, {}), ("reset", {})] * 20  # flaky as well
-        audit, outbox = workdir / "audit.jsonl", workdir / "outbox.sqlite3"
-        port = free_port()
-        config = write_config(
-            workdir / "dw.yaml", stack.broker.bootstrap, port,
-            kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq,
-                   "max_poll_records": 500},
-            batch={"max_records": 200}, audit_log=str(audit), metrics={"labels": ["model"]},
-            actions=_hook(stack.receiver), rules=_error_rule(60),
-            outbox={"path": str(outbox), "backoff_initial_seconds": 0.1,
-                    "backoff_max_seconds": 0.5},
-            checkpoint={"interval_seconds": 1},
-        )
-        killed_at: list[int] = []
-        for _ in range(kills):
-            daemon = stack.daemon(config, port)
-            daemon.wait_ready(60)
-            before = _lines(audit)
-            target = before + rng.randrange(500, max(501, min(8_000, records // 6)))
-            wait_for(lambda t=target: _lines(audit) > t, 120, "the run to be mid-stream")
-            daemon.kill()  # SIGKILL: no drain, no commit, no goodbye
-            killed_at.append(_lines(audit))
-        last = stack.daemon(config, port)
+        killed_at = _kill_mid_stream(stack, run, kills, rng, min(8_000, records // 6))
+        last = stack.daemon(run.config, run.port)
         last.wait_ready(60)
         wait_for(lambda: committed(stack.broker.bootstrap, group, topic, partitions) == ends,
                  300, "the last run to commit to the end")
@@ -427,31 +457,12 @@ def hostile(workdir: Path, records: int = 20_000, kills: int = 1, freeze_s: floa
                                                          if h.request_id}
     expected_letters = Counter((h.outcome, len(h.payload)) for h in bad if h.outcome != SCORED)
     with _stack(workdir) as stack:
-        topic, dlq, group = "chaos-hostile", "chaos-hostile-dlq", "chaos-hostile"
-        stack.broker.create_topics([(topic, partitions), (dlq, 1)])
-        ends = produce(stack.broker.bootstrap, topic,
-                       ((i % partitions, m, None) for i, m in enumerate(messages)),
-                       max_request_size=4 * _MIB)
+        run = _audited_run(stack, "hostile", messages, partitions, max_request_size=4 * _MIB)
+        topic, dlq, group, ends = run.topic, run.dlq, run.group, run.ends
+        audit, outbox = run.audit, run.outbox
         stack.receiver.script = [(500, {}), ("reset", {}), (503, {"Retry-After": "1"})] * 10
-        audit, outbox = workdir / "audit.jsonl", workdir / "outbox.sqlite3"
-        port = free_port()
-        config = write_config(
-            workdir / "dw.yaml", stack.broker.bootstrap, port,
-            kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq,
-                   "max_poll_records": 500},
-            batch={"max_records": 200}, audit_log=str(audit), metrics={"labels": ["model"]},
-            actions=_hook(stack.receiver, timeout_s=2.0), rules=_error_rule(60),
-            outbox={"path": str(outbox), "backoff_initial_seconds": 0.1,
-                    "backoff_max_seconds": 1.0},
-            checkpoint={"interval_seconds": 1},
-        )
-        for _ in range(kills):
-            daemon = stack.daemon(config, port)
-            daemon.wait_ready(60)
-            target = _lines(audit) + rng.randrange(500, max(501, min(5_000, records // 5)))
-            wait_for(lambda t=target: _lines(audit) > t, 120, "the run to be mid-stream")
-            daemon.kill()
-        last = stack.daemon(config, port)
+        _kill_mid_stream(stack, run, kills, rng, min(5_000, records // 5))
+        last = stack.daemon(run.config, run.port)
         last.wait_ready(60)
         wait_for(lambda: _lines(audit) > len(expected_scored) // 2, 300, "half the records")
         stack.broker.freeze()

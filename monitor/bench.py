@@ -67,7 +67,8 @@ def driftwatch_loop(bootstrap: str, n: int, group: str) -> Run:
 def bench_consume(n: int, partitions: int, rounds: int) -> int:
     with LocalBroker() as broker:
         broker.create_topics([(TOPIC, partitions), (f"{TOPIC}-dlq", 1)])
-        payloads = [traffic.encode(r) for r in traffic.wire_records(n, seed=11, start_ms=0)]
+        records = traffic.wire_records(n, seed=11, start_ms=traffic.FIXED_START_MS)
+        payloads = [traffic.encode(r) for r in records]
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20,
                                  batch_size=256 * 1024)
         for i, p in enumerate(payloads):
@@ -114,7 +115,7 @@ def bench_throughput(n: int, partitions: int, precision: str = "auto") -> int:
         "scoring": config.scoring.model_copy(update={"embedding": embedding})})
     models = ModelScorers(config.scorers, config.scoring)
     device = models.embedder.device if models.embedder else "cpu"
-    records = list(traffic.wire_records(n, seed=13, start_ms=0))
+    records = list(traffic.wire_records(n, seed=13, start_ms=traffic.FIXED_START_MS))
     texts = []
     for r in records:
         prompt = r["prompt"]
