@@ -205,8 +205,8 @@ class KafkaSource:
                 else:
                     self._join(Half(side, decoded, origin, m.value, m.key))
         self._expire_halves()
-        if self._fresh and self._fresh & {(tp.topic, tp.partition) for tp in fetched}:
-            self._fresh -= {(tp.topic, tp.partition) for tp in fetched}
+        if self._fresh and (seen := self._fresh & {(tp.topic, tp.partition) for tp in fetched}):
+            self._fresh -= seen
             self._report_lag()
         return n
 

@@ -137,6 +137,7 @@ class _BoundedServer(ThreadingHTTPServer):
     and close, from the accepting thread, so a flood cannot hold it."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog (socketserver's 5 drops bursts of clients)
     _BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
              b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many connections, retry\n")
 

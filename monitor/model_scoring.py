@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,6 +61,23 @@ def _concat(parts: list[BatchScores]) -> BatchScores:
         sum(p.over_budget for p in parts))
 
 
+def _spread(dense: BatchScores, idx: np.ndarray, n: int, over_budget: int = 0) -> BatchScores:
+    """Scores of the records at `idx` (all scored) laid out over a batch of `n`."""
+    def out(values: np.ndarray, fill: float | bool) -> np.ndarray:
+        full = np.full(n, fill, dtype=values.dtype)
+        full[idx] = values
+        return full
+
+    numbers: list[tuple[str, ...]] = [()] * n
+    names: list[tuple[str, ...]] = [()] * n
+    for j, i in enumerate(idx):
+        numbers[i], names[i] = dense.novel_numbers[j], dense.novel_names[j]
+    return BatchScores(out(dense.sampled, False), out(dense.toxicity, np.nan),
+                       out(dense.prompt_toxicity, np.nan), out(dense.groundedness, np.nan),
+                       {k: out(v, False) for k, v in dense.flags.items()}, numbers, names,
+                       dense.prompt_embeddings, dense.response_embeddings, over_budget)
+
+
 class ModelScorers:
     def __init__(self, scorers: Sequence[str], settings: ScoringSettings, seed: int = 0) -> None:
         self.enabled = set(scorers) & MODEL_SCORERS
@@ -109,29 +126,29 @@ class ModelScorers:
 
     def score(self, records: Sequence[Record], fraction: float = 1.0,
               cancelled: Callable[[], bool] = lambda: False) -> BatchScores:
-        """Model outputs for a uniform `fraction` of the records. The batch runs in slices of
-        `slice_records`: a stop (`cancelled`) is seen between slices (raising Cancelled), and
-        once `scoring.max_batch_seconds` is spent the remaining records are left unscored
-        (`over_budget`), so one batch can neither hold a shutdown nor stall progress."""
+        """Model outputs for a uniform `fraction` of the records. The sampled records go
+        through the models in slices of `slice_records`: a stop (`cancelled`) is seen between
+        slices (raising Cancelled), and once `scoring.max_batch_seconds` is spent the
+        remaining ones are left unscored (`over_budget`), so one batch can neither hold a
+        shutdown nor stall progress."""
         n = len(records)
         sampled = np.ones(n, dtype=bool) if fraction >= 1.0 else self._rng.random(n) < fraction
+        idx = np.flatnonzero(sampled)
         step = self.slice_records
-        if n <= step:
+        if idx.size <= step:
             return self._score(records, sampled)
         budget = self.settings.max_batch_seconds
         started = time.monotonic()
         parts: list[BatchScores] = []
-        for lo in range(0, n, step):
+        for lo in range(0, idx.size, step):
             if cancelled():
-                raise Cancelled(f"stopped with {n - lo} of {n} records not model-scored")
-            part = sampled[lo:lo + step]
+                raise Cancelled(f"stopped with {idx.size - lo} of {n} records not model-scored")
             if budget is not None and parts and time.monotonic() - started > budget:
-                left = np.zeros_like(part)
-                parts.append(replace(self._score(records[lo:lo + step], left),
-                                     over_budget=int(part.sum())))
-            else:
-                parts.append(self._score(records[lo:lo + step], part))
-        return _concat(parts)
+                sampled[idx[lo:]] = False
+                return _spread(_concat(parts), idx[:lo], n, over_budget=idx.size - lo)
+            picked = [records[i] for i in idx[lo:lo + step]]
+            parts.append(self._score(picked, np.ones(len(picked), dtype=bool)))
+        return _spread(_concat(parts), idx, n)
 
     @property
     def slice_records(self) -> int:

@@ -112,7 +112,7 @@ def test_sigterm_mid_batch_under_load_exits_0_and_says_what_was_committed(
     topic, group = names("stop"), names("group")
     broker.create_topics([(topic, 2)])
     ends = produce(broker.bootstrap, topic, ((i % 2, traffic.encode(r), None)
-                                             for i, r in enumerate(_records(3_000, seed=9))))
+                                             for i, r in enumerate(_records(1_500, seed=9))))
     config = write_config(
         tmp_path / "dw.yaml", broker.bootstrap, port,
         kafka={"topic": topic, "group_id": group}, batch={"max_records": 512},
