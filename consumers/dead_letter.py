@@ -29,7 +29,6 @@ Partition = tuple[str, int]
 # Room kept for the record batch framing kafka-python adds around one record.
 _FRAMING = 512
 _KEY_PREFIX = 1_024
-_STUCK_RETRY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +88,12 @@ class _Pending:
 
 class DeadLetterWriter:
     def __init__(self, producer: KafkaProducer, topic: str, max_bytes: int = 1_000_000,
-                 attempts: int = 5, clock: Callable[[], float] = time.monotonic) -> None:
+                 attempts: int = 5, clock: Callable[[], float] = time.monotonic,
+                 stuck_retry_s: float = 30.0) -> None:
         self.topic = topic
         self.max_bytes = max_bytes
         self.attempts = attempts
+        self.stuck_retry_s = stuck_retry_s  # between tries of a letter past `attempts`
         self._producer = producer
         self._clock = clock
         self._pending: list[_Pending] = []
@@ -177,12 +178,12 @@ class DeadLetterWriter:
         p.failures += 1
         p.last_error = error
         if p.failures >= self.attempts:
-            p.next_try = now + _STUCK_RETRY_S
+            p.next_try = now + self.stuck_retry_s
             if p.failures == self.attempts:
                 log.error("dead letter from %s-%d@%d cannot be written to %s after %d attempts "
                           "(%s): that partition stops until it is; retrying every %.0fs",
-                          *p.letter.origin, self.topic, p.failures, error, _STUCK_RETRY_S)
+                          *p.letter.origin, self.topic, p.failures, error, self.stuck_retry_s)
         else:
-            p.next_try = now + min(_STUCK_RETRY_S, 0.5 * 2 ** (p.failures - 1))
+            p.next_try = now + min(self.stuck_retry_s, 0.5 * 2 ** (p.failures - 1))
             log.warning("dead-letter send failed (attempt %d/%d), sending again: %s",
                         p.failures, self.attempts, error)

@@ -173,6 +173,7 @@ def test_a_dead_letter_that_cannot_be_written_stalls_its_partition_and_no_other(
         return real_send(*args, **kwargs)
 
     source._dead_letters._producer.send = send  # type: ignore[method-assign]
+    source._dead_letters.stuck_retry_s = 2.0  # 30 s in a daemon
     scored: list[str] = []
     stop = threading.Event()
     loop = threading.Thread(target=StreamProcessor(
@@ -185,7 +186,7 @@ def test_a_dead_letter_that_cannot_be_written_stalls_its_partition_and_no_other(
         assert (committed(broker.bootstrap, group, topic, 2)[0] or 0) == 0  # held at the pill
         assert observer.stalls[-1].keys() == {(topic, 0)}
         broken.clear()  # the dead-letter topic is back: the slow retry writes the letter
-        wait_for(lambda: committed(broker.bootstrap, group, topic, 2) == ends, 90,
+        wait_for(lambda: committed(broker.bootstrap, group, topic, 2) == ends, 60,
                  "partition 0 to resume and commit to its end")
         assert not source.stalled and observer.stalls[-1] == {}
     finally:

@@ -115,9 +115,9 @@ def test_sigterm_mid_batch_under_load_exits_0_and_says_what_was_committed(
                                              for i, r in enumerate(_records(1_500, seed=9))))
     config = write_config(
         tmp_path / "dw.yaml", broker.bootstrap, port,
-        kafka={"topic": topic, "group_id": group}, batch={"max_records": 512},
+        kafka={"topic": topic, "group_id": group}, batch={"max_records": 128},
         scorers=["latency", "toxicity", "sanity"], drift={"enabled": False},
-        # Large batches, no time bound: only cancellation can end the batch in hand quickly.
+        # No time bound: only cancellation ends the batches in hand quickly.
         scoring={"max_batch_seconds": None, "overload": {"max_lag": 100_000}})
     daemon = daemons(config, port)
     daemon.wait_ready(120)
