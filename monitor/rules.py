@@ -102,7 +102,10 @@ class _State:
     # The rule's clock on this segment: the latest time it has seen, so out-of-order event
     # times across partitions (a catch-up) never move it back and cooldowns stay monotonic.
     clock: float = float("-inf")
-    consecutive: int = 0
+    consecutive: int = 0  # the most consecutive windows of one stream (drift rules)
+    # Drift rules: consecutive windows flagged per "detector:stream"; None in checkpoints
+    # written before streams were counted apart.
+    per_stream: dict[str, int] | None = None
     since_detection: int = 0
     window: _Values | None = None
     evidence: dict[str, float] = field(default_factory=dict)
@@ -221,30 +224,46 @@ class RuleEngine:
 
     def _drift(self, rule: Rule, c: DriftCondition, seg: Segment, idx: np.ndarray,
                obs: Observation) -> list[Decision]:
+        """Detections count per stream (detector and stream): `consecutive: K` holds once one
+        stream has flagged K windows in a row, so one alarm on the prompts and one on the
+        responses at the same record are one window each, not two. Dated at the record that
+        completed the count."""
         state = self._state(rule, seg)
-        hits = [e for e in obs.drift if e.segment == seg
-                and c.detector in ("any", e.kind) and c.stream in ("any", e.stream)]
+        hits = sorted((e for e in obs.drift if e.segment == seg
+                       and c.detector in ("any", e.kind) and c.stream in ("any", e.stream)),
+                      key=lambda e: e.index)
+        counts = state.per_stream if state.per_stream is not None else {}
+        state.per_stream = counts
         if hits:
-            state.consecutive += len(hits)
-            last = hits[-1]
+            held = state.consecutive >= c.consecutive
+            decisive: DriftEvent | None = None  # the detection that completed the condition
+            for e in hits:
+                key = f"{e.kind}:{e.stream}"
+                counts[key] = counts.get(key, 0) + 1
+                if decisive is None and not held and counts[key] >= c.consecutive:
+                    decisive = e
+            decisive = decisive or hits[-1]
+            state.consecutive = max(counts.values())
             # Records of the segment after the last detection count towards clearing.
-            state.since_detection = int(np.count_nonzero(idx > last.index))
-            state.evidence = {"statistic": last.statistic, "threshold": last.threshold,
+            state.since_detection = int(np.count_nonzero(idx > hits[-1].index))
+            state.evidence = {"statistic": decisive.statistic,
+                              "threshold": decisive.threshold,
                               "consecutive": float(state.consecutive)}
-            if last.q_value == last.q_value:
-                state.evidence["q_value"] = last.q_value
-            if last.window is not None:
-                state.evidence["window"] = float(last.window)
-            state.details = {"detector": last.kind, "stream": last.stream,
+            if decisive.q_value == decisive.q_value:
+                state.evidence["q_value"] = decisive.q_value
+            if decisive.window is not None:
+                state.evidence["window"] = float(decisive.window)
+            state.details = {"detector": decisive.kind, "stream": decisive.stream,
                              "examples": [{"request_id": rid, "text": text,
                                            "nearest_reference": ref}
-                                          for rid, text, ref in last.examples]}
-            index = last.index
+                                          for rid, text, ref in decisive.examples]}
+            index = decisive.index
         else:
             state.since_detection += idx.size
             index = int(idx[-1])
             if state.since_detection >= c.clear_after_records:  # never in a batch that hit
                 state.consecutive = 0
+                counts.clear()
         what = state.details.get("stream", c.stream)
         summary = (f"{state.details.get('detector', c.detector)} drift on {what} in "
                    f"{state.consecutive} consecutive window(s)")

@@ -235,3 +235,39 @@ def test_a_firing_time_from_the_far_future_in_the_outbox_does_not_silence_the_ru
     engine = RuleEngine([rule], ACTIONS, last_fired=lambda key: year_9999)
     fired = _run(engine, [_obs(1_700_000_000.0, toxic=0.2)])
     assert [(d.status, d.targets) for _, d in fired] == [("firing", ("hook", "pager"))]
+
+
+def _drift_event(stream: str, index: int) -> DriftEvent:
+    return DriftEvent("embedding", stream, SEG, index, 0.3, 0.1)
+
+
+def test_one_alarm_on_each_stream_at_the_same_record_is_not_two_consecutive_windows() -> None:
+    rule = _rule(when={"kind": "drift", "detector": "embedding", "stream": "any",
+                       "consecutive": 2, "clear_after_records": 1_000})
+    engine = RuleEngine([rule], ACTIONS)
+    fired = _run(engine, [
+        _obs(0, drift=(_drift_event("prompt", 40), _drift_event("response", 40))),
+        _obs(1, drift=(_drift_event("response", 70),)),  # the response stream's second window
+    ])
+    assert [(i, d.status, d.index, d.details["stream"]) for i, d in fired] == [
+        (1, "firing", 70, "response")]
+    assert fired[0][1].evidence["consecutive"] == 2.0
+
+
+def test_a_drift_decision_is_dated_at_the_detection_that_completed_it() -> None:
+    # Events arrive prompt-then-response; the prompt's second window (record 30) completes
+    # the condition, although a response alarm comes later in the list at an earlier record.
+    rule = _rule(when={"kind": "drift", "detector": "embedding", "stream": "any",
+                       "consecutive": 2})
+    engine = RuleEngine([rule], ACTIONS)
+    fired = _run(engine, [
+        _obs(0, drift=(_drift_event("prompt", 90),)),
+        _obs(1, drift=(_drift_event("prompt", 30), _drift_event("response", 10))),
+    ])
+    [(i, decision)] = fired
+    assert (i, decision.index, decision.details["stream"]) == (1, 30, "prompt")
+    # And never dated before the latest detection that caused it, whatever the list order.
+    late = RuleEngine([_rule(when={"kind": "drift", "stream": "any"})], ACTIONS)
+    [(_, d)] = _run(late, [_obs(0, drift=(_drift_event("prompt", 80),
+                                          _drift_event("response", 20)))])
+    assert d.index == 20  # consecutive 1: the first alarm, record 20, completed it
