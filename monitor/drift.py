@@ -316,26 +316,34 @@ class DriftStage:
             texts = [(records[i].request_id,
                       (records[i].prompt_text if stream == "prompt" else records[i].response)
                       or "") for i in idx]
-            start = detector.t
-            detector.update(vectors[stream])
-            ids = (state.window_ids[stream] + texts)[-detector.window_size:]
-            state.window_ids[stream] = ids
-            m.DRIFT_STATISTIC.labels(stream, *seg).set(detector.statistic)
-            m.DRIFT_THRESHOLD.labels(stream, *seg).set(detector.threshold)
-            m.DRIFT_DETECTED.labels(stream, *seg).set(detector.drift_detected)
-            if detector.drift_detected and detector.detected_at is not None:
-                at = detector.detected_at - start
+            # After a detection the reset detector takes the rest of the batch, so a batch
+            # detects exactly what the same records one at a time would.
+            pos, detected = 0, False
+            while pos < len(idx):
+                start = detector.t
+                detector.update(vectors[stream][pos:])
+                if not (detector.drift_detected and detector.detected_at is not None):
+                    state.window_ids[stream] = (state.window_ids[stream]
+                                                + texts[pos:])[-detector.window_size:]
+                    break
+                end = pos + detector.detected_at - start + 1  # records up to the crossing
+                # The examples come from the window the detector holds: this stretch's end.
+                ids = (state.window_ids[stream] + texts[pos:])[-detector.window_size:]
                 examples = tuple(
                     (rid, text[:_TEXT_LIMIT], ref_row)
                     for (rid, text), ref_row, _ in detector.explain(ids, k=3)
                 )
-                events.append(DriftEvent("embedding", stream, seg, int(idx[at]),
+                events.append(DriftEvent("embedding", stream, seg, int(idx[end - 1]),
                                          detector.detected_statistic,
                                          detector.detected_threshold, examples=examples,
                                          window=detector.detected_scale))
                 m.DRIFT_DETECTIONS.labels("embedding", stream).inc()
                 detector.reset()
                 state.window_ids[stream] = []
+                pos, detected = end, True
+            m.DRIFT_STATISTIC.labels(stream, *seg).set(detector.statistic)
+            m.DRIFT_THRESHOLD.labels(stream, *seg).set(detector.threshold)
+            m.DRIFT_DETECTED.labels(stream, *seg).set(detected)
         assert state.features is not None and state.changes is not None
         state.changes.update({"error_rate": np.array([o != "ok" for o in outcomes], dtype=float),
                               "latency_seconds": numeric["latency_seconds"]})

@@ -1,0 +1,47 @@
+"""The drift stage on its own: a batch gives the same embedding detections, at the same
+records, as the same records one at a time (the detector resets mid-batch and goes on)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from consumers.wire import Record
+from monitor.config import DriftSettings
+from monitor.drift import DriftStage
+from monitor.model_scoring import BatchScores
+
+SEG = ("m", "", "", "")
+
+
+def _stream(n_ref: int, n_live: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(n_ref + n_live // 3, 16))
+    shifted = rng.normal(loc=0.8, size=(n_live - n_live // 3, 16))  # a lasting shift
+    rows = np.concatenate([ref, shifted]).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _feed(stage: DriftStage, rows: np.ndarray, first: int) -> list[tuple[str, int]]:
+    n = len(rows)
+    scores = BatchScores(np.ones(n, dtype=bool), np.full(n, np.nan), np.full(n, np.nan),
+                         np.full(n, np.nan), {}, [()] * n, [()] * n, rows,
+                         rows[:, ::-1].copy())  # responses: another view of each record
+    records = [Record(request_id=f"r{first + i}") for i in range(n)]
+    numeric = {"latency_seconds": np.full(n, 0.1)}
+    events = stage.update(records, scores, numeric, ["ok"] * n, {SEG: np.arange(n)})
+    return [(e.stream, first + e.index) for e in events if e.kind == "embedding"]
+
+
+def test_a_batch_detects_what_the_same_records_one_at_a_time_detect() -> None:
+    settings = DriftSettings.model_validate({
+        "reference": {"warmup_records": 200},
+        "embedding": {"ert": 50, "window_size": 20, "n_bootstraps": 500, "n_features": 64}})
+    rows = _stream(200, 600)
+    whole, single = DriftStage(settings, "cpu"), DriftStage(settings, "cpu")
+    _feed(whole, rows[:200], 0)
+    _feed(single, rows[:200], 0)
+    batched = _feed(whole, rows[200:], 200)
+    one_by_one = [e for i in range(200, 800) for e in _feed(single, rows[i:i + 1], i)]
+    prompt = [i for s, i in batched if s == "prompt"]
+    assert len(prompt) >= 3, batched  # the shift is seen, and seen again after each reset
+    assert batched == sorted(one_by_one, key=lambda e: (e[0] != "prompt", e[1]))
