@@ -78,9 +78,12 @@ class CanaryGate:
 
     def update(self, models: Sequence[str | None], deployments: Sequence[str | None],
                signals: Mapping[str, np.ndarray], embeddings: np.ndarray | None,
-               at: float) -> list[Decision]:
-        """Feed one batch (records aligned across arguments); return the verdict changes."""
+               at: float | np.ndarray) -> list[Decision]:
+        """Feed one batch (records aligned across arguments; `at`: each record's time, or
+        one for all); return the verdict changes, each dated at the last record of its model
+        in the batch, the one after which the gate decided."""
         s = self.settings
+        times = np.broadcast_to(np.asarray(at, dtype=np.float64), (len(models),))
         deployment = np.asarray(deployments, dtype=object)
         arm_of = {"stable": deployment == s.stable, "canary": deployment == s.canary}
         in_gate = arm_of["stable"] | arm_of["canary"]
@@ -92,7 +95,8 @@ class CanaryGate:
                 idx = {arm: np.flatnonzero(arm_of[arm] & (model == name)) for arm in ARMS}
                 state = self._models.get(name) or self._new(name)
                 self._feed(state, idx, signals, embeddings)
-                decision = self._decide(name, state, at)
+                last = int(max(i[-1] for i in idx.values() if i.size))
+                decision = self._decide(name, state, float(times[last]), last)
                 if decision is not None:
                     decisions.append(decision)
                 self._export(name, state)
@@ -209,7 +213,7 @@ class CanaryGate:
         return {"kind": "hard" if hard else "soft", "has_minimum": has_minimum,
                 "failed": failed, "passed": passed, **figures}
 
-    def _decide(self, name: str, state: _Model, at: float) -> Decision | None:
+    def _decide(self, name: str, state: _Model, at: float, index: int) -> Decision | None:
         gates = {g: self._gate(state, g) for g in self.gates}
         failed = [g for g, f in gates.items() if f["failed"]]
         if failed and state.verdict != "rollback":
@@ -232,7 +236,7 @@ class CanaryGate:
         return Decision(event_type=f"canary.{state.verdict}", rule="canary-gate",
                         severity="critical" if rollback else "info", status="firing",
                         segment={"model": name}, evidence=evidence, summary=summary,
-                        targets=tuple(self.settings.actions), at=at)
+                        targets=tuple(self.settings.actions), at=at, index=index)
 
     def _export(self, name: str, state: _Model) -> None:
         for verdict in VERDICTS:

@@ -271,8 +271,7 @@ class Pipeline:
         times = np.array([np.nan if (t := r.event_time) is None else t for r in records])
         newest = float(np.nanmax(times)) if not np.isnan(times).all() else None
         if (self.rules is not None or self.canary is not None) and stateful:
-            self._decide(scored, scores, events, decision_times(times, scored.segments,
-                                                                time.time()))
+            self._decide(scored, scores, events, times, time.time())
         for seg, idx in scored.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))
         if newest is not None:
@@ -283,8 +282,10 @@ class Pipeline:
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _decide(self, b: ScoredBatch, scores: BatchScores | None, events: list[DriftEvent],
-                times: dict[Segment, float]) -> None:
-        at = max(times.values())
+                times: np.ndarray, now: float) -> None:
+        """`times`: each record's event time (NaN: none); `now`: arrival, which bounds them."""
+        by_segment = decision_times(times, b.segments, now)
+        at = max(by_segment.values())
         signals = rule_signals(b.outcomes, scores)
         decisions: list[Decision] = []
         if self.rules is not None:
@@ -293,12 +294,13 @@ class Pipeline:
             self._intake_seen = (messages, dead)
             decisions += self.rules.evaluate(Observation(
                 at, b.segments, signals, b.features.latency_seconds, events,
-                dead_letters=dead - seen_dead, messages=messages - seen_messages, times=times))
+                dead_letters=dead - seen_dead, messages=messages - seen_messages,
+                times=by_segment))
         if self.canary is not None:
             signals["latency_seconds"] = b.features.latency_seconds
             decisions += self.canary.update(
                 [r.model for r in b.records], [r.deployment for r in b.records], signals,
-                _aligned(scores), at)
+                _aligned(scores), np.minimum(np.nan_to_num(times, nan=now), now))
         if decisions:
             self._on_decisions(decisions)
         for d in decisions:
@@ -390,8 +392,8 @@ def operational_features(records: Sequence[Record]) -> OperationalFeatures:
 
 class CanaryUpdate(Protocol):
     def update(self, models: Sequence[str | None], deployments: Sequence[str | None],
-               signals: Mapping[str, np.ndarray], embeddings: np.ndarray | None, at: float
-               ) -> list[Decision]: ...
+               signals: Mapping[str, np.ndarray], embeddings: np.ndarray | None,
+               at: float | np.ndarray) -> list[Decision]: ...
 
 
 def rule_signals(outcomes: Sequence[tuple[str, str]], scores: BatchScores | None

@@ -217,3 +217,23 @@ def test_http_gate_is_404_when_the_canary_gate_is_off() -> None:
             assert http.get("/readyz").status_code == 503
     finally:
         endpoints.stop()
+
+
+def test_a_verdict_is_dated_at_the_last_record_of_its_model_not_of_the_batch() -> None:
+    gate, name, other = CanaryGate(_settings()), _name(), _name()
+    rng = np.random.default_rng(3)
+    worse = {"toxic": 0.3}
+    for i in range(100):
+        models, deployments, signals, embeddings = _batch(rng, name, 60, worse)
+        o_models, o_deployments, o_signals, o_embeddings = _batch(rng, other, 40, {})
+        times = 1_000.0 + i * 100 + np.arange(100)  # each record its own time
+        decisions = gate.update(
+            models + o_models, deployments + o_deployments,
+            {k: np.concatenate([signals[k], o_signals[k]]) for k in signals},
+            np.concatenate([embeddings, o_embeddings]), times)
+        if decisions:
+            break
+    [decision] = decisions
+    assert decision.event_type == "canary.rollback" and decision.segment == {"model": name}
+    assert decision.index == 59  # its model's last record in the batch, not the batch's 99
+    assert decision.at == times[59]
