@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor.config import ConfigError, load_config
+from monitor.config import ConfigError, load_config, load_offline_config
 
 DEFAULT_CONFIG = "driftwatch.yaml"
 
@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     check = sub.add_parser("check-config", help="validate a config and exit (0 = valid)")
     check.add_argument("--config", default=DEFAULT_CONFIG)
+    check.add_argument("--offline", action="store_true",
+                       help="validate for score and backtest (no kafka section needed)")
 
     demo = sub.add_parser("demo", help="local broker + replayed traffic + daemon + live summary")
     demo.add_argument("--rate", type=float, default=100.0, help="records per second to replay")
@@ -108,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        if args.command == "check-config" and args.offline:
+            offline = load_offline_config(args.config)
+            print(f"{args.config}: OK for score and backtest ({len(offline.rules)} rule(s), "
+                  f"scorers {', '.join(offline.scorers)})")
+            return 0
         if args.command == "check-config":
             config = load_config(args.config)
             for warning in config.metrics.warnings():
@@ -141,7 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("score", "backtest"):
             _logging("WARNING")
             from monitor.backtest import run_backtest
-            from monitor.config import load_offline_config
             from monitor.score import run_score
 
             command = run_score if args.command == "score" else run_backtest
@@ -153,7 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reference":
             _logging("WARNING")
             from consumers.settings import KafkaSecretError
-            from monitor.config import load_offline_config
             from monitor.reference_build import request_rollover, run_reference
 
             if args.action == "rollover":
@@ -167,7 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
         if args.command == "evaluate":
             _logging("WARNING")
-            from monitor.config import load_offline_config
             from monitor.evaluate import run_evaluate
 
             return run_evaluate(args.which, args.limit, load_offline_config(args.config))

@@ -319,6 +319,18 @@ class OfflineConfig(_EnvBeatsFile):
     canary: CanarySettings = CanarySettings()
     kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_sections(cls, data: Any) -> Any:
+        """The daemon's sections are allowed (one file serves both) and ignored; anything
+        else is a misspelling, refused as `driftwatch check-config` refuses it."""
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in Config.model_fields)
+            if unknown:
+                raise ValueError(f"unknown setting(s) {unknown}; check the spelling (known: "
+                                 f"{', '.join(Config.model_fields)})")
+        return data
+
     @model_validator(mode="after")
     def _rules_fit(self) -> OfflineConfig:
         check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)

@@ -331,3 +331,33 @@ def test_the_admin_token_is_read_at_start_with_errors_that_name_the_setting(
     token_file.write_text("tok-2\n")
     assert MetricsSettings(admin_token_file=token_file).admin_token() == "tok-2"
     assert MetricsSettings().admin_token() is None
+
+
+@pytest.mark.parametrize("key", ["rulez", "drfit"])
+def test_offline_use_refuses_a_misspelled_section_and_needs_no_kafka(
+        tmp_path: Path, key: str) -> None:
+    from monitor.config import load_offline_config
+
+    path = tmp_path / "dw.yaml"
+    path.write_text(yaml.safe_dump({key: [{"name": "x"}]}))
+    with pytest.raises(ConfigError) as info:
+        load_offline_config(path)
+    assert key in str(info.value) and "check the spelling" in str(info.value)
+    path.write_text(yaml.safe_dump({"scorers": ["latency"], "outbox": {"path": "x.db"},
+                                    "checkpoint": {"enabled": False}}))
+    assert load_offline_config(path).scorers == ["latency"]  # daemon sections: ignored
+
+
+def test_check_config_offline_validates_without_a_kafka_section(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "dw.yaml"
+    path.write_text(yaml.safe_dump({"scorers": ["latency"], "rulez": []}))
+    run = [sys.executable, "-m", "monitor.cli", "check-config", "--offline", "--config",
+           str(path)]
+    bad = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "rulez" in bad.stderr
+    path.write_text(yaml.safe_dump({"scorers": ["latency"]}))
+    good = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0 and "OK for score and backtest" in good.stdout
