@@ -110,6 +110,10 @@ class Embedder:
             raise ValueError("scoring.embedding.precision=int8 needs backend onnx")
         self.backend, self.precision = backend, precision
         self.name = "sentence-transformers/all-MiniLM-L6-v2" if model is None else model
+        # Weight-loading progress bars would land among a daemon's logs and a backtest's output.
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
         self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
         self._st.eval()
         if precision == "fp16":

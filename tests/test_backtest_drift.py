@@ -117,6 +117,7 @@ def test_an_error_rate_jump_is_an_early_change_event(tmp_path: Path) -> None:
         [sys.executable, "-m", "monitor.cli", "backtest", "--config", str(config),
          "--input", str(data)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr  # the summary table alone
     events = [json.loads(line) for line in done.stdout.splitlines()]
     changes = [e for e in events if e["type"] == "drift.change" and e["stream"] == "error_rate"]
     assert changes, done.stderr
