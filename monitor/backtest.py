@@ -20,7 +20,7 @@ from monitor.action_settings import rollover_actions
 from monitor.config import MODEL_SCORERS, OfflineConfig
 from monitor.decision import Decision
 from monitor.drift import DriftEvent, DriftStage
-from monitor.model_scoring import ModelScorers
+from monitor.model_scoring import ModelScorers, wants_embeddings
 from monitor.pipeline import Pipeline
 from monitor.rules import RuleEngine
 
@@ -29,7 +29,8 @@ BATCH = 256
 
 def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str, object]]:
     """Events as dicts, in the order they fired."""
-    models = (ModelScorers(config.scorers, config.scoring)
+    embeddings = wants_embeddings(config.drift, config.canary)
+    models = (ModelScorers(config.scorers, config.scoring, embeddings=embeddings)
               if set(config.scorers) & MODEL_SCORERS else None)
     embedder = models.embedder if models else None
     drift = (DriftStage.from_settings(config.drift, embedder.device if embedder else "cpu",

@@ -25,7 +25,7 @@ from monitor.delivery import DeliveryWorker
 from monitor.drift import DriftStage
 from monitor.endpoints import Endpoints, Health, HttpLimits
 from monitor.heap import HeapTrimmer
-from monitor.model_scoring import ModelScorers, Overload
+from monitor.model_scoring import ModelScorers, Overload, wants_embeddings
 from monitor.observer import MetricsObserver
 from monitor.outbox import Outbox
 from monitor.pipeline import Pipeline
@@ -184,10 +184,18 @@ def _counter_total(counter: Counter) -> float:
 def build_models(config: Config) -> ModelScorers | None:
     if not set(config.scorers) & MODEL_SCORERS:
         return None
-    models = ModelScorers(config.scorers, config.scoring)
+    models = ModelScorers(config.scorers, config.scoring,
+                          embeddings=wants_embeddings(config.drift, config.canary))
     for role, name, device, backend, precision in models.models():
-        log.info("%s model %s on %s %s %s", role, name, device, backend, precision)
+        why = (", ".join(models.embedding_users) if role == "embedding"
+               else "the toxicity scorer")
+        log.info("%s model %s on %s %s %s, for %s", role, name, device, backend, precision,
+                 why)
+    if models.embedder is None:
+        log.info("no embedding model: no enabled scorer, drift detector or canary gate needs "
+                 "one")
     return models
+
 
 
 def _request_stop(stop: threading.Event, signum: int) -> None:

@@ -17,7 +17,8 @@ from consumers.processor import Cancelled
 from consumers.wire import Record
 from detectors import sanity
 from detectors.embedder import Embedder
-from monitor.config import MODEL_SCORERS, ScoringSettings
+from monitor.action_settings import CanarySettings
+from monitor.config import MODEL_SCORERS, DriftSettings, ScoringSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +80,24 @@ def _spread(dense: BatchScores, idx: np.ndarray, n: int, over_budget: int = 0) -
 
 
 class ModelScorers:
-    def __init__(self, scorers: Sequence[str], settings: ScoringSettings, seed: int = 0) -> None:
+    def __init__(self, scorers: Sequence[str], settings: ScoringSettings, seed: int = 0,
+                 embeddings: bool = True) -> None:
+        """`embeddings`: every record's prompt and response vectors are wanted (drift, the
+        canary's embedding gate). The embedding model loads only for what needs it."""
         self.enabled = set(scorers) & MODEL_SCORERS
         self.settings = settings
         self._rng = np.random.default_rng(seed)
         emb = settings.embedding
-        # Prompts and responses are embedded whenever a model scorer runs (drift needs them).
-        needs_embedder = bool(self.enabled)
+        # What each model output is computed for: nothing is computed that nothing reads.
+        self.embedding_users = sorted(
+            ({"drift or canary embeddings"} if embeddings and self.enabled else set())
+            | (self.enabled & {"groundedness", "sanity"}))
+        self._embed_prompts = embeddings and bool(self.enabled)
+        self._embed_responses = self._embed_prompts or "sanity" in self.enabled
         self.embedder = (
             Embedder(emb.model, settings.device, emb.backend, emb.precision, emb.token_budget,
                      emb.max_batch, emb.cache_size)
-            if needs_embedder else None
+            if self.embedding_users else None
         )
         self.toxicity = None
         if "toxicity" in self.enabled:
@@ -174,10 +182,12 @@ class ModelScorers:
             return out
 
         prompt_vectors = response_vectors = None
-        if self.embedder is not None and picked:
+        if self.embedder is not None and picked and self._embed_prompts:
             # One call for both: shared cache, one sort by length, fewer padded tokens.
             both = self.embedder.encode([t or "" for t in prompts] + [t or "" for t in responses])
             prompt_vectors, response_vectors = both[: len(picked)], both[len(picked):]
+        elif self.embedder is not None and picked and self._embed_responses:
+            response_vectors = self.embedder.encode([t or "" for t in responses])
         if self.toxicity is not None and picked:
             fields = self.settings.toxicity.fields
             if "response" in fields:
@@ -217,6 +227,13 @@ class ModelScorers:
             flags["charset_anomaly"] = spread(sanity.charset_anomalies(responses, prompts), False)
         return BatchScores(sampled, toxicity, prompt_toxicity, groundedness, flags,
                            novel_numbers, novel_names, prompt_vectors, response_vectors)
+
+
+def wants_embeddings(drift: DriftSettings, canary: CanarySettings) -> bool:
+    """Whether every record's prompt and response embeddings are read: drift detection, or
+    the canary's embedding gate."""
+    return drift.enabled or (canary.enabled and "embedding_drift" in (
+        *canary.hard_gates, *canary.soft_gates))
 
 
 class Overload:

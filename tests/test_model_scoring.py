@@ -89,3 +89,24 @@ def test_a_stop_is_seen_between_slices(models: ModelScorers) -> None:
     calls = iter([False, False, True])
     with pytest.raises(Cancelled, match="72 of 200 records not model-scored"):
         models.score(_records(200), cancelled=lambda: next(calls))
+
+
+def test_toxicity_alone_loads_no_embedding_model_and_embeds_nothing() -> None:
+    alone = ModelScorers(["toxicity"], ScoringSettings(device="cpu"), embeddings=False)
+    assert alone.embedder is None and alone.embedding_users == []
+    scores = alone.score(_records(10))
+    assert scores.prompt_embeddings is None and scores.response_embeddings is None
+    assert not np.isnan(scores.toxicity).any()
+    with_drift = ModelScorers(["toxicity"], ScoringSettings(device="cpu"), embeddings=True)
+    assert with_drift.embedding_users == ["drift or canary embeddings"]
+
+
+def test_sanity_without_drift_embeds_responses_only() -> None:
+    sanity = ModelScorers(["sanity"], ScoringSettings(device="cpu"), embeddings=False)
+    assert sanity.embedding_users == ["sanity"]
+    sanity.embedder.stats.take()  # type: ignore[union-attr]
+    scores = sanity.score([Record(request_id=f"r{i}", prompt=f"prompt {i}",
+                                  response=f"response {i}") for i in range(10)])
+    assert scores.prompt_embeddings is None and scores.response_embeddings is not None
+    stats = sanity.embedder.stats.take()  # type: ignore[union-attr]
+    assert stats.embedded + stats.cache_hits == 10  # the responses, not the prompts
