@@ -219,9 +219,10 @@ class ScoringSettings(BaseModel):
     groundedness: GroundednessSettings = GroundednessSettings()
     sanity: SanitySettings = SanitySettings()
     overload: OverloadSettings = OverloadSettings()
-    # Model time one batch may take; the records left when it is spent are counted but not
+    # The daemon's model time per batch; the records left when it is spent are counted but not
     # model-scored (like the overload sample), so a backlog after a restart still moves.
-    # None: no bound.
+    # None: no bound. Offline (score, backtest) never bounds it: results must not depend on
+    # the machine's speed.
     max_batch_seconds: float | None = Field(default=10.0, gt=0, le=3_600)
 
 

@@ -185,7 +185,8 @@ def build_models(config: Config) -> ModelScorers | None:
     if not set(config.scorers) & MODEL_SCORERS:
         return None
     models = ModelScorers(config.scorers, config.scoring,
-                          embeddings=wants_embeddings(config.drift, config.canary))
+                          embeddings=wants_embeddings(config.drift, config.canary),
+                          time_budget_s=config.scoring.max_batch_seconds)
     for role, name, device, backend, precision in models.models():
         why = (", ".join(models.embedding_users) if role == "embedding"
                else "the toxicity scorer")

@@ -81,9 +81,12 @@ def _spread(dense: BatchScores, idx: np.ndarray, n: int, over_budget: int = 0) -
 
 class ModelScorers:
     def __init__(self, scorers: Sequence[str], settings: ScoringSettings, seed: int = 0,
-                 embeddings: bool = True) -> None:
+                 embeddings: bool = True, time_budget_s: float | None = None) -> None:
         """`embeddings`: every record's prompt and response vectors are wanted (drift, the
-        canary's embedding gate). The embedding model loads only for what needs it."""
+        canary's embedding gate). The embedding model loads only for what needs it.
+        `time_budget_s`: model time per batch (the daemon's scoring.max_batch_seconds); None
+        offline, where results must not depend on the machine's speed."""
+        self.time_budget_s = time_budget_s
         self.enabled = set(scorers) & MODEL_SCORERS
         self.settings = settings
         self._rng = np.random.default_rng(seed)
@@ -136,7 +139,7 @@ class ModelScorers:
               cancelled: Callable[[], bool] = lambda: False) -> BatchScores:
         """Model outputs for a uniform `fraction` of the records. The sampled records go
         through the models in slices of `slice_records`: a stop (`cancelled`) is seen between
-        slices (raising Cancelled), and once `scoring.max_batch_seconds` is spent the
+        slices (raising Cancelled), and once `time_budget_s` is spent the
         remaining ones are left unscored (`over_budget`), so one batch can neither hold a
         shutdown nor stall progress."""
         n = len(records)
@@ -145,7 +148,7 @@ class ModelScorers:
         step = self.slice_records
         if idx.size <= step:
             return self._score(records, sampled)
-        budget = self.settings.max_batch_seconds
+        budget = self.time_budget_s
         started = time.monotonic()
         parts: list[BatchScores] = []
         for lo in range(0, idx.size, step):

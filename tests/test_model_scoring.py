@@ -71,7 +71,7 @@ def test_slices_give_the_same_scores_as_one_call(models: ModelScorers) -> None:
 
 
 def test_a_spent_time_budget_leaves_the_rest_of_the_batch_unscored_and_counted() -> None:
-    tight = ModelScorers(["sanity"], ScoringSettings(device="cpu", max_batch_seconds=1e-6))
+    tight = ModelScorers(["sanity"], ScoringSettings(device="cpu"), time_budget_s=1e-6)
     records = [Record(request_id=f"r{i}", prompt=f"question {i}", response=f"answer {i}")
                for i in range(300)]
     scores = tight.score(records)
@@ -110,3 +110,28 @@ def test_sanity_without_drift_embeds_responses_only() -> None:
     assert scores.prompt_embeddings is None and scores.response_embeddings is not None
     stats = sanity.embedder.stats.take()  # type: ignore[union-attr]
     assert stats.embedded + stats.cache_hits == 10  # the responses, not the prompts
+
+
+def test_the_pipeline_counts_what_the_time_budget_left_unscored() -> None:
+    from prometheus_client import REGISTRY
+
+    from consumers.batcher import Batch
+    from monitor.pipeline import Pipeline
+
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    tight = ModelScorers(["sanity"], ScoringSettings(device="cpu"), embeddings=False,
+                         time_budget_s=1e-6)
+    model = "budget-test"
+    pipeline = Pipeline(["latency", "sanity"], ["model"], 50, models=tight)
+    segment = {"model": model, "model_version": "", "deployment": "", "route": ""}
+    before = (sample("driftwatch_model_skipped_records_total", {"reason": "time_budget"}),
+              sample("driftwatch_model_scored_records_total", segment))
+    records = [Record(request_id=f"b{i}", model=model, response=f"answer {i}")
+               for i in range(300)]
+    pipeline.process(Batch(records, [()] * 300))
+    after = (sample("driftwatch_model_skipped_records_total", {"reason": "time_budget"}),
+             sample("driftwatch_model_scored_records_total", segment))
+    assert (after[0] - before[0], after[1] - before[1]) == (236, 64)
+    assert sample("driftwatch_records_total", {"outcome": "scored", **segment}) == 300

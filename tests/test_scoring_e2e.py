@@ -63,7 +63,9 @@ def test_daemon_exports_model_scores_for_every_record(broker, names, daemons,
     port = free_port()
     config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
                           kafka={"topic": topic, "group_id": group},
-                          scorers=["latency", "status", "toxicity", "groundedness", "sanity"])
+                          scorers=["latency", "status", "toxicity", "groundedness", "sanity"],
+                          # Every record model-scored, however busy the machine.
+                          scoring={"max_batch_seconds": None})
     daemon = daemons(config, port)
     daemon.wait_ready(timeout_s=90)
     wait_for(lambda: daemon.metrics().sum("driftwatch_records_total", outcome="scored") == 150,
