@@ -18,12 +18,16 @@ Gates and their error budget (each gate's false-rollback chance over an unbounde
   H / alpha, measured 2.3% false alarms at alpha 1% (300 runs, 200-row references): its
   bootstrap calibration is loose that far in the tail. About 3 s of CPU once per model.
 Hard gates fail as soon as their test says worse; soft gates need `min_records` per arm first.
-Promotion needs every configured gate to have its minimum and pass. Rollback is sticky; promote
+Promotion needs every configured gate to have its minimum and pass, except a gate that has seen
+no value at all once both arms have `min_records` records (its signal is not in this traffic,
+e.g. `ungrounded` without context): it is left out of promotion, marked "no data" with the
+reason in the status and the decision, and logged once. Rollback is sticky; promote
 turns into rollback only, so a verdict a rollout tool has acted on does not flicker.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -42,8 +46,18 @@ VERDICTS = ("watching", "promote", "rollback")
 ARMS = ("stable", "canary")
 RATE_GATES = ("toxic", "ungrounded", "refusal", "error")
 _BOUNDS = ("estimate", "lower", "upper")
+log = logging.getLogger(__name__)
 _QUANTILE = 0.95
 _MAX_MODELS = 20  # models tracked (a metrics label); more are folded into "other"
+# Why a gate may never see a value: its signal is not in the traffic (or not scored).
+NO_DATA = {
+    "toxic": "no response was scored for toxicity",
+    "ungrounded": "records carry no context",
+    "refusal": "no response was model-scored",
+    "error": "no records",
+    "latency_p95": "records carry no latency_ms",
+    "embedding_drift": "no response embeddings (is a model scorer on?)",
+}
 
 
 @dataclass
@@ -65,6 +79,7 @@ class _Model:
     latency_collected: int = 0
     p95: float | None = None
     embedding: _Embedding = field(default_factory=_Embedding)
+    no_data_warned: set[str] = field(default_factory=set)
 
 
 class CanaryGate:
@@ -97,6 +112,7 @@ class CanaryGate:
                 self._feed(state, idx, signals, embeddings)
                 last = int(max(i[-1] for i in idx.values() if i.size))
                 decision = self._decide(name, state, float(times[last]), last)
+                self._warn_no_data(name, state)
                 if decision is not None:
                     decisions.append(decision)
                 self._export(name, state)
@@ -210,8 +226,12 @@ class CanaryGate:
                 figures["threshold_seconds"] = state.p95
             failed = bool(t.lower > 0) and (hard or has_minimum)
             passed = has_minimum and bool(t.upper <= s.margin)
+        seen = figures["n_stable"] or figures["n_canary"]
+        no_data = not seen and min(state.records.values()) >= s.min_records
+        if no_data:
+            figures["no_data"] = NO_DATA[gate]
         return {"kind": "hard" if hard else "soft", "has_minimum": has_minimum,
-                "failed": failed, "passed": passed, **figures}
+                "failed": failed, "passed": passed or no_data, **figures}
 
     def _decide(self, name: str, state: _Model, at: float, index: int) -> Decision | None:
         gates = {g: self._gate(state, g) for g in self.gates}
@@ -222,9 +242,13 @@ class CanaryGate:
             summary = f"canary of {name} rolled back: worse than stable on {', '.join(failed)}"
         elif state.verdict == "watching" and all(f["passed"] for f in gates.values()):
             state.verdict = "promote"
-            shown = list(self.gates)
+            empty = [g for g, f in gates.items() if "no_data" in f]
+            shown = [g for g in self.gates if g not in empty]
             summary = (f"canary of {name} promoted: {', '.join(shown)} within margin "
                        f"{self.settings.margin:g} of stable")
+            if empty:
+                summary += "; no data for " + ", ".join(
+                    f"{g} ({gates[g]['no_data']})" for g in empty)
         else:
             return None
         evidence = {f"records_{arm}": float(n) for arm, n in state.records.items()}
@@ -237,6 +261,17 @@ class CanaryGate:
                         severity="critical" if rollback else "info", status="firing",
                         segment={"model": name}, evidence=evidence, summary=summary,
                         targets=tuple(self.settings.actions), at=at, index=index)
+
+    def _warn_no_data(self, name: str, state: _Model) -> None:
+        for gate in self.gates:
+            # A checkpoint from before this field has none: start an empty set.
+            warned = state.__dict__.setdefault("no_data_warned", set())
+            if gate in warned or "no_data" not in (g := self._gate(state, gate)):
+                continue
+            warned.add(gate)
+            log.warning("canary gate %r of model %s: no data after %d records per arm (%s); "
+                        "it is left out of promotion", gate, name,
+                        min(state.records.values()), g["no_data"])
 
     def _export(self, name: str, state: _Model) -> None:
         for verdict in VERDICTS:

@@ -29,7 +29,7 @@ from monitor.model_scoring import ModelScorers, Overload, wants_embeddings
 from monitor.observer import MetricsObserver
 from monitor.outbox import Outbox
 from monitor.pipeline import Pipeline
-from monitor.rules import RuleEngine
+from monitor.rules import SIGNAL_SCORERS, RuleEngine
 
 log = logging.getLogger("driftwatch")
 
@@ -149,6 +149,11 @@ def acting_parts(config: Config, device: str, endpoints: Endpoints) -> Acting:
     if config.canary.enabled:
         canary = CanaryGate(config.canary, device)
         endpoints.canary = canary
+        for gate in canary.gates:
+            scorer = SIGNAL_SCORERS.get(gate)
+            if scorer is not None and scorer not in config.scorers:
+                log.warning("canary gate %r needs the %r scorer, which is off: it will have "
+                            "no data and is left out of promotion", gate, scorer)
     rules = RuleEngine(config.rules, config.actions, last_fired=outbox.last_fired) \
         if config.rules else None
     log.info("%d rule(s), canary gate %s, outbox %s, actions: %s", len(config.rules),

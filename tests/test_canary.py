@@ -237,3 +237,24 @@ def test_a_verdict_is_dated_at_the_last_record_of_its_model_not_of_the_batch() -
     assert decision.event_type == "canary.rollback" and decision.segment == {"model": name}
     assert decision.index == 59  # its model's last record in the batch, not the batch's 99
     assert decision.at == times[59]
+
+
+def test_a_gate_without_data_is_named_and_left_out_of_promotion(
+        caplog: pytest.LogCaptureFixture) -> None:
+    gate, name = CanaryGate(_settings()), _name()
+    rng = np.random.default_rng(12)
+    decisions: list[Decision] = []
+    for i in range(300):
+        models, deployments, signals, embeddings = _batch(rng, name, 100, {})
+        signals["ungrounded"][:] = np.nan  # no record carries context
+        decisions += gate.update(models, deployments, signals, embeddings, 1_000.0 + i)
+        if decisions:
+            break
+    [decision] = decisions
+    assert decision.event_type == "canary.promote"
+    assert "no data for ungrounded (records carry no context)" in decision.summary
+    status = _model(gate, name)
+    assert status["verdict"] == "promote"
+    assert status["gates"]["ungrounded"]["no_data"] == "records carry no context"
+    assert "no_data" not in status["gates"]["toxic"]
+    assert sum("canary gate 'ungrounded'" in r.getMessage() for r in caplog.records) == 1
