@@ -177,3 +177,6 @@ class BatchSettings(BaseModel):
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     # Batches handed to the worker and not yet done; beyond this the source pauses partitions.
     max_in_flight: int = Field(default=8, ge=1, le=1_000)
+    # On a stop: how long the batches in hand may take before the rest is cancelled (left
+    # uncommitted, read again). Keep it, plus about 10 s, within the orchestrator's grace.
+    drain_seconds: float = Field(default=20.0, ge=0, le=600)

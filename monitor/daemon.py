@@ -98,7 +98,7 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
         log.info("consuming %s as group %s from %s", ", ".join(config.kafka.topics),
                  config.kafka.group_id, ",".join(config.kafka.bootstrap_servers))
         processor = StreamProcessor(source, pipeline.process, config.batch.max_in_flight,
-                                    on_loop, cancel=cancel)
+                                    on_loop, config.batch.drain_seconds, cancel=cancel)
         try:
             processor.run(stop)
         finally:

@@ -115,7 +115,9 @@ def test_sigterm_mid_batch_under_load_exits_0_and_says_what_was_committed(
                                              for i, r in enumerate(_records(1_500, seed=9))))
     config = write_config(
         tmp_path / "dw.yaml", broker.bootstrap, port,
-        kafka={"topic": topic, "group_id": group}, batch={"max_records": 128},
+        # A 1 s drain: the batches in hand cannot all finish, whatever the machine's speed.
+        kafka={"topic": topic, "group_id": group},
+        batch={"max_records": 128, "drain_seconds": 1},
         scorers=["latency", "toxicity", "sanity"], drift={"enabled": False},
         # No time bound: only cancellation ends the batches in hand quickly.
         scoring={"max_batch_seconds": None, "overload": {"max_lag": 100_000}})
@@ -129,7 +131,7 @@ def test_sigterm_mid_batch_under_load_exits_0_and_says_what_was_committed(
     took = time.monotonic() - stopped
     log = daemon.log.read_text()
     assert rc == 0, log[-3000:]
-    assert took < 40, f"took {took:.0f}s to stop"
+    assert took < 20, f"took {took:.0f}s to stop"
     assert "terminate called" not in log and "poll timeout has expired" not in log.lower()
     assert "stopped: " in log and "read again on restart" in log
     done = committed(broker.bootstrap, group, topic, 2)
