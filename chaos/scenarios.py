@@ -155,6 +155,19 @@ def _kill_mid_stream(stack: _Stack, run: _AuditedRun, kills: int, rng: random.Ra
     return killed_at
 
 
+def _finish(stack: _Stack, run: _AuditedRun, last: Daemon, partitions: int, letters: int
+            ) -> tuple[bool, list[str], list]:
+    """Let the last daemon commit to the end and drain its outbox, stop it: (exited cleanly,
+    request_ids scored in order, the dead letters)."""
+    wait_for(lambda: committed(stack.broker.bootstrap, run.group, run.topic, partitions)
+             == run.ends, 300, "the last run to commit to the end")
+    wait_for(lambda: last.metrics().sum("driftwatch_outbox_depth") == 0, 60,
+             "the outbox to drain")
+    clean_exit = last.terminate() == 0
+    scored = [json.loads(line)["request_id"] for line in run.audit.read_text().splitlines()]
+    return clean_exit, scored, read_topic(stack.broker.bootstrap, run.dlq, 1, letters)
+
+
 # -- kill -9 ---------------------------------------------------------------------------------
 
 
@@ -173,20 +186,12 @@ def kill9(workdir: Path, records: int = 50_000, kills: int = 3, invalid: int = 5
         messages.insert(rng.randrange(len(messages)), payload)
     with _stack(workdir) as stack:
         run = _audited_run(stack, "kill9", messages, partitions)
-        topic, dlq, group, ends = run.topic, run.dlq, run.group, run.ends
-        audit, outbox = run.audit, run.outbox
         stack.receiver.script = [(500, {}), ("reset", {})] * 20  # flaky as well
         killed_at = _kill_mid_stream(stack, run, kills, rng, min(8_000, records // 6))
         last = stack.daemon(run.config, run.port)
         last.wait_ready(60)
-        wait_for(lambda: committed(stack.broker.bootstrap, group, topic, partitions) == ends,
-                 300, "the last run to commit to the end")
-        wait_for(lambda: last.metrics().sum("driftwatch_outbox_depth") == 0, 60,
-                 "the outbox to drain")
-        clean_exit = last.terminate() == 0
-        scored = [json.loads(line)["request_id"] for line in audit.read_text().splitlines()]
-        dead = read_topic(stack.broker.bootstrap, dlq, 1, len(bad))
-        events, states = _outbox_deliveries(outbox)
+        clean_exit, scored, dead = _finish(stack, run, last, partitions, len(bad))
+        events, states = _outbox_deliveries(run.outbox)
         got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
         invalid_set = {m for m, _ in bad}
         figures: dict[str, float | int | str] = {
@@ -458,13 +463,11 @@ def hostile(workdir: Path, records: int = 20_000, kills: int = 1, freeze_s: floa
     expected_letters = Counter((h.outcome, len(h.payload)) for h in bad if h.outcome != SCORED)
     with _stack(workdir) as stack:
         run = _audited_run(stack, "hostile", messages, partitions, max_request_size=4 * _MIB)
-        topic, dlq, group, ends = run.topic, run.dlq, run.group, run.ends
-        audit, outbox = run.audit, run.outbox
         stack.receiver.script = [(500, {}), ("reset", {}), (503, {"Retry-After": "1"})] * 10
         _kill_mid_stream(stack, run, kills, rng, min(5_000, records // 5))
         last = stack.daemon(run.config, run.port)
         last.wait_ready(60)
-        wait_for(lambda: _lines(audit) > len(expected_scored) // 2, 300, "half the records")
+        wait_for(lambda: _lines(run.audit) > len(expected_scored) // 2, 300, "half the records")
         stack.broker.freeze()
         frozen = time.monotonic()
         probes = not_ready = alive = 0
@@ -484,19 +487,14 @@ def hostile(workdir: Path, records: int = 20_000, kills: int = 1, freeze_s: floa
         thawed = time.monotonic()
         wait_for(last.ready, 90, "the daemon to be ready after the thaw")
         ready_s = time.monotonic() - thawed
-        wait_for(lambda: committed(stack.broker.bootstrap, group, topic, partitions) == ends,
-                 300, "the last run to commit to the end")
-        wait_for(lambda: last.metrics().sum("driftwatch_outbox_depth") == 0, 60,
-                 "the outbox to drain")
-        clean_exit = last.terminate() == 0
-        scored = [json.loads(line)["request_id"] for line in audit.read_text().splitlines()]
-        dead = read_topic(stack.broker.bootstrap, dlq, 1, len(expected_letters))
+        clean_exit, scored, dead = _finish(stack, run, last, partitions,
+                                           sum(expected_letters.values()))
         headers = [dict(x.headers) for x in dead]
         letters = Counter((h["reason"].decode(), int(h.get("original_value_bytes", b"0"))
                            or len(x.value)) for h, x in zip(headers, dead, strict=True))
         truncated = [len(x.value) for h, x in zip(headers, dead, strict=True)
                      if h.get("truncated") == b"true"]
-        events, states = _outbox_deliveries(outbox)
+        events, states = _outbox_deliveries(run.outbox)
         got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
         logs = "".join(d.log.read_text() for d in stack.daemons)
         figures: dict[str, float | int | str] = {
