@@ -38,6 +38,7 @@ class WebhookReceiver:
                  ) -> None:
         self.script: list[tuple[Reply, dict[str, str]]] = []
         self.received: list[Received] = []
+        self.incomplete = 0  # requests cut off before their whole body arrived
         self.hang_s = hang_s
         self._verifier = Webhook(secret)
         self._down_until = 0.0
@@ -47,7 +48,12 @@ class WebhookReceiver:
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request (kill -9): no delivery was made.
+                    receiver.incomplete += 1
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 verified = receiver._verify(body, headers)
                 reply, extra = receiver._next(verified)

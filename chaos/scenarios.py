@@ -200,6 +200,7 @@ def kill9(workdir: Path, records: int = 50_000, kills: int = 3, invalid: int = 5
             "scorings": len(scored), "scored twice or more": len(scored) - len(set(scored)),
             "dead letters": len(dead), "decisions with a webhook": len(events),
             "webhook requests": len(got), "distinct webhook-ids": len(set(got)),
+            "requests cut off by a kill": stack.receiver.incomplete,
             "seconds": round(time.monotonic() - started, 1),
         }
         checks = {

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -278,3 +279,16 @@ def test_a_delivery_that_fails_unexpectedly_is_retried_later_and_the_rest_go_on(
         worker.run_once(time.time())
     worker.stop()
     assert sample("driftwatch_outbox_depth", action=name) == 2  # the gauge follows a failed pass
+
+
+def test_the_receiver_counts_a_request_cut_off_mid_body_as_no_delivery(
+        receiver: Receiver) -> None:
+    # kill -9 of the daemon can land between the headers and the body of a request.
+    host, port = receiver.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /hooks/driftwatch HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"type\":")
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1024) == b""  # closed without an answer
+    wait_for(lambda: receiver.incomplete == 1, 10, "the cut-off request")
+    assert receiver.received == []
