@@ -112,11 +112,37 @@ class DriftCondition(_Frozen):
 
 
 class RateCondition(_Window):
-    """A share of records (toxic, ungrounded, refusal, error, dead letter...) above a bound."""
+    """A share of records (toxic, ungrounded, refusal, error, dead letter...) risen above the
+    segment's own reference rate, or above an absolute bound.
+
+    Without `above`: a one-sided sequential test (detectors.rate_shift, a CUSUM) against the
+    rate of the segment's first `reference_records` values, tuned to a rise of
+    `above_reference_by`, with `ert` records between false decisions on average. With `above`:
+    the share over a window (`window_records` or `window_seconds`, from `min_records`)."""
 
     kind: Literal["rate"]
     signal: RateSignal
-    above: float = Field(ge=0, lt=1)
+    above: float | None = Field(default=None, ge=0, lt=1)
+    above_reference_by: float = Field(default=0.03, gt=0, lt=1)
+    reference_records: int = Field(default=1_000, ge=100, le=10_000_000)
+    ert: float = Field(default=100_000, ge=100, le=1e9)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RateCondition:
+        relative = {"above_reference_by", "reference_records", "ert"} & self.model_fields_set
+        window = {"window_records", "window_seconds", "min_records"} & self.model_fields_set
+        if self.above is not None and relative:
+            raise ValueError(f"{sorted(relative)} belong to a rule against the reference rate; "
+                             f"with an absolute bound (above: {self.above}) drop them")
+        if self.above is None and window:
+            raise ValueError(f"{sorted(window)} belong to a rule with an absolute bound; add "
+                             f"`above: <share>` or drop them (against the reference rate the "
+                             f"test is sequential, with no window)")
+        return self
+
+    @property
+    def relative(self) -> bool:
+        return self.above is None
 
 
 class LatencyCondition(_Window):

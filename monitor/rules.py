@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detectors.rate_shift import RateShift
 from monitor import metrics as m
 from monitor.action_settings import (
     Action,
@@ -108,6 +109,7 @@ class _State:
     per_stream: dict[str, int] | None = None
     since_detection: int = 0
     window: _Values | None = None
+    shift: RateShift | None = None  # rate rules against the segment's reference rate
     evidence: dict[str, float] = field(default_factory=dict)
     details: dict[str, object] = field(default_factory=dict)
 
@@ -181,6 +183,9 @@ class RuleEngine:
         """A record window's rate is checked after every record, so a spike inside one large
         batch is seen wherever the batch boundaries fall (and a backtest matches the daemon
         whatever its batch size). A time window is checked once a batch."""
+        if c.relative:
+            return self._rate_shift(rule, c, seg, values, positions, at)
+        assert c.above is not None
         state = self._state(rule, seg)
         window = state.window = state.window or _Values(c.window_records, c.window_seconds)
         values = values.astype(np.float64)
@@ -207,6 +212,36 @@ class RuleEngine:
         summary = f"{c.signal} share {rate:.3g} (bound {c.above:g}) over {len(window)} records"
         last = int(positions[-1]) if positions.size else -1
         return decisions + self._decide(rule, seg, state, rate > c.above, at, last, summary)
+
+    def _rate_shift(self, rule: Rule, c: RateCondition, seg: Segment, values: np.ndarray,
+                    positions: np.ndarray, at: float) -> list[Decision]:
+        """Against the segment's reference rate: decided at the record that raised the alarm
+        (per record wherever batch boundaries fall), resolved once the evidence is offset."""
+        state = self._state(rule, seg)
+        shift = state.shift = state.shift or RateShift(c.above_reference_by,
+                                                       c.reference_records, c.ert)
+        raised = shift.update(values.astype(np.float64))
+        if not shift.ready:
+            return []
+
+        def explain(hits: int, records: int, statistic: float) -> str:
+            rate = hits / records if records else float("nan")
+            state.evidence = {"rate": rate, "records": float(records),
+                              "reference_rate": shift.reference, "in_control_rate": shift.p0,
+                              "statistic": statistic, "threshold": shift.threshold}
+            return (f"{c.signal} share {rate:.3g} over the last {records} records against a "
+                    f"reference of {shift.reference:.3g} (CUSUM {statistic:.3g}, threshold "
+                    f"{shift.threshold:.3g}, tuned to a rise of {c.above_reference_by:g})")
+
+        decisions: list[Decision] = []
+        if raised is not None and not state.firing:  # decided at the record that raised it
+            summary = explain(shift.raised_hits, shift.raised_n, shift.threshold)
+            decisions = self._decide(rule, seg, state, True, at, int(positions[raised]), summary)
+            if shift.alarm:
+                return decisions
+        summary = explain(shift.run_hits, shift.run_n, shift.statistic)
+        last = int(positions[-1]) if positions.size else -1
+        return decisions + self._decide(rule, seg, state, shift.alarm, at, last, summary)
 
     def _latency(self, rule: Rule, c: LatencyCondition, seg: Segment, values: np.ndarray,
                  at: float, index: int) -> list[Decision]:
