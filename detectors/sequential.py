@@ -4,6 +4,24 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
+
+
+def one_sided_level(alpha: float) -> float:
+    """The two-sided level whose upper (or lower) boundary alone is crossed with chance at most
+    `alpha`: nearly 2 alpha (0.0984 for 0.05).
+
+    The two-sided boundary at level l is where the normal mixture M = sqrt(rho / (I + rho))
+    exp(S^2 / 2(I + rho)) reaches 1 / l. Mixing over positive effects only (a half-normal)
+    gives M+ = 2 M Phi(S / sqrt(I + rho)), also a nonnegative martingale; on the upper boundary
+    S / sqrt(I + rho) >= sqrt(2 log(1 / l)), so M+ >= 2 Phi(sqrt(2 log(1 / l))) / l there.
+    With l = 2 alpha Phi(sqrt(-2 log(2 alpha))) that is >= 1 / alpha, and Ville's inequality
+    bounds the crossing by alpha.
+
+    >>> round(one_sided_level(0.05), 4)
+    0.0984
+    """
+    return float(2 * alpha * stats.norm.cdf(np.sqrt(-2 * np.log(2 * alpha))))
 
 
 class MeanDifferenceCS:
@@ -73,10 +91,18 @@ class MeanDifferenceCS:
         self._mean[arm] += delta * n / total
         self._n[arm] = total
 
-    def _bounds(self) -> None:
+    def half_width(self, alpha: float | None = None) -> float:
+        """The interval's half-width at level `alpha` (default: the test's own): a sequence at
+        another level is as valid, e.g. a laxer one for promotion than for rollback."""
+        if not (self.n_a and self.n_b):
+            return float("inf")
+        level = self.alpha if alpha is None else alpha
         variances = (self._m2 + self.prior_variance) / (self._n + 1)
         information = 1.0 / float((variances / self._n).sum())
         v = information + self.rho
-        half_width = np.sqrt(v * np.log(v / (self.rho * self.alpha**2))) / information
+        return float(np.sqrt(v * np.log(v / (self.rho * level**2))) / information)
+
+    def _bounds(self) -> None:
+        half_width = self.half_width()
         self.estimate = float(self._mean[1] - self._mean[0])
         self.lower, self.upper = self.estimate - half_width, self.estimate + half_width

@@ -177,6 +177,12 @@ class Rule(_Frozen):
 # -- Canary gate --------------------------------------------------------------------------------
 
 GateName = Literal["toxic", "ungrounded", "refusal", "error", "latency_p95", "embedding_drift"]
+# Sized so that an identical canary is promoted within about 1,000 records per arm at usual
+# rates (`driftwatch canary plan` measures it): a margin m needs about 2 p (1 - p) x 9 / m^2
+# records per arm at a stable rate p (at promote_alpha 0.05), so rarer events get a tighter one.
+DEFAULT_MARGINS: dict[str, float] = {
+    "toxic": 0.02, "ungrounded": 0.05, "refusal": 0.03, "error": 0.02, "latency_p95": 0.04,
+}
 
 
 class CanarySettings(_Frozen):
@@ -193,10 +199,30 @@ class CanarySettings(_Frozen):
     hard_gates: list[GateName] = ["toxic", "ungrounded"]
     soft_gates: list[GateName] = ["refusal", "error", "latency_p95", "embedding_drift"]
     min_records: int = Field(default=500, ge=10)
-    # Promote once every gate has its minimum and shows the canary worse by no more than this
-    # (absolute difference in rates).
-    margin: float = Field(default=0.02, gt=0, lt=1)
+    # Promote once every gate has its minimum and its interval at `promote_alpha` shows the
+    # canary worse by no more than the gate's margin (absolute difference in rates; for
+    # latency_p95, in the share of requests slower than stable's p95, 5% on stable). A
+    # promotion of a canary worse by more than that has a chance of at most promote_alpha.
+    promote_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    margins: dict[GateName, float] = Field(default_factory=dict)
+    margin: float | None = Field(default=None, gt=0, lt=1)  # every gate not in `margins`
     actions: list[str] = Field(default_factory=list)  # targets of canary.* decisions
+
+    @model_validator(mode="after")
+    def _margins_in_range(self) -> CanarySettings:
+        bad = {g: v for g, v in self.margins.items() if not 0 < v < 1}
+        if bad:
+            raise ValueError(f"margins {bad}: each must be in (0, 1)")
+        if "embedding_drift" in self.margins:
+            raise ValueError("margins.embedding_drift: the embedding gate is a two-sample test "
+                             "with no margin; leave it out")
+        return self
+
+    def margin_of(self, gate: str) -> float:
+        """The gate's margin: `margins`, else `margin`, else the default for that gate."""
+        if gate in self.margins:
+            return self.margins[gate]  # type: ignore[index]
+        return self.margin if self.margin is not None else DEFAULT_MARGINS.get(gate, 0.02)
 
     @model_validator(mode="after")
     def _gates_disjoint(self) -> CanarySettings:

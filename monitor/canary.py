@@ -3,14 +3,18 @@ tests; its verdict (watching, promote, rollback) is a metric, a status for HTTP 
 
 Gates and their error budget (each gate's false-rollback chance over an unbounded run <= alpha):
 - toxic, ungrounded, refusal, error: a confidence sequence for canary rate minus stable rate
-  (detectors.sequential, tau = margin: tuned to differences of the size the gate cares about).
-  The gate fails when its lower bound is above 0; it passes when its upper bound is <= margin.
+  (detectors.sequential, tau = the gate's margin: tuned to differences of the size the gate
+  cares about). The gate fails when its lower bound at `alpha` is above 0; it passes when its
+  one-sided upper bound at `promote_alpha` is <= its margin (`canary.margins`): a canary worse
+  by more than the margin is promoted with chance at most promote_alpha, and an identical one
+  passes within about 1,000 records per arm at usual rates (`driftwatch canary plan`).
 - latency_p95: the share of requests slower than stable's p95, which is fixed once from
-  stable's first `min_records` latencies; then both arms' exceedance shares go through the same
+  stable's first 200 latencies; then both arms' exceedance shares go through the same
   test. A quantile becomes a rate: under "no difference" both arms exceed the fixed threshold
   equally often whatever error the threshold has, so the test keeps its alpha exactly, and a
-  slower canary shows as a share above 5%. Latencies of batches before the threshold exists
-  are not tested, and stable's reference latencies are left out (the threshold fits them).
+  slower canary shows as a share above 5%. The canary's latencies from before the threshold
+  are tested once it exists; stable's reference latencies are left out (the threshold fits
+  them).
 - embedding_drift: one fixed-sample test, not a sequential one: stable's first `min_records`
   response embeddings against the canary's first `min_records`, MMD with a permutation p-value
   (detectors.two_sample); the gate fails when p <= alpha. A permutation test is exact at any
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.sequential import MeanDifferenceCS
+from detectors.sequential import MeanDifferenceCS, one_sided_level
 from detectors.two_sample import MMDTest, mmd_permutation_test
 from monitor import metrics as m
 from monitor.action_settings import CanarySettings
@@ -48,6 +52,9 @@ RATE_GATES = ("toxic", "ungrounded", "refusal", "error")
 _BOUNDS = ("estimate", "lower", "upper")
 log = logging.getLogger(__name__)
 _QUANTILE = 0.95
+# Stable latencies that fix the p95 threshold (fewer when min_records is smaller): a noisier
+# threshold keeps the test exact (both arms meet the same one) and leaves more records to test.
+_LATENCY_REFERENCE = 200
 _MAX_MODELS = 20  # models tracked (a metrics label); more are folded into "other"
 # Why a gate may never see a value: its signal is not in the traffic (or not scored).
 NO_DATA = {
@@ -77,6 +84,7 @@ class _Model:
     records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
     latency_reference: list[np.ndarray] = field(default_factory=list)
     latency_collected: int = 0
+    latency_waiting: list[np.ndarray] = field(default_factory=list)  # canary's, before p95
     p95: float | None = None
     embedding: _Embedding = field(default_factory=_Embedding)
     no_data_warned: set[str] = field(default_factory=set)
@@ -143,13 +151,15 @@ class CanaryGate:
                 models[name] = {"verdict": state.verdict, "records": dict(state.records),
                                 "failed": [g for g, f in gates.items() if f["failed"]],
                                 "gates": gates}
-        return {"alpha": s.alpha, "margin": s.margin, "min_records": s.min_records,
+        return {"alpha": s.alpha, "promote_alpha": s.promote_alpha,
+                "margins": {g: s.margin_of(g) for g in self.gates if g != "embedding_drift"},
+                "min_records": s.min_records,
                 "stable": s.stable, "canary": s.canary, "models": models}
 
     # -- feeding ------------------------------------------------------------------------------
 
     def _new(self, name: str) -> _Model:
-        tests = {g: MeanDifferenceCS(alpha=self.settings.alpha, tau=self.settings.margin)
+        tests = {g: MeanDifferenceCS(alpha=self.settings.alpha, tau=self.settings.margin_of(g))
                  for g in self.gates if g != "embedding_drift"}
         state = self._models[name] = _Model(tests)
         return state
@@ -173,14 +183,20 @@ class CanaryGate:
     def _latency(self, state: _Model, stable: np.ndarray, canary: np.ndarray) -> None:
         stable, canary = stable[~np.isnan(stable)], canary[~np.isnan(canary)]
         if state.p95 is None:
-            need = self.settings.min_records - state.latency_collected
+            size = min(_LATENCY_REFERENCE, self.settings.min_records)
+            need = size - state.latency_collected
             state.latency_reference.append(stable[:need])
             state.latency_collected += len(stable[:need])
-            if state.latency_collected < self.settings.min_records:
+            # The canary's latencies wait for the threshold: it is made of stable's alone, so
+            # they are as independent of it as the later ones.
+            waiting = state.__dict__.setdefault("latency_waiting", [])
+            waiting.append(canary)
+            if state.latency_collected < size:
                 return
             state.p95 = float(np.quantile(np.concatenate(state.latency_reference), _QUANTILE))
             state.latency_reference = []
-            stable = stable[need:]
+            stable, canary = stable[need:], np.concatenate(waiting)
+            waiting.clear()
         state.tests["latency_p95"].update(stable > state.p95, canary > state.p95)
 
     def _embedding(self, e: _Embedding, stable: np.ndarray, canary: np.ndarray) -> None:
@@ -225,7 +241,11 @@ class CanaryGate:
             if gate == "latency_p95":
                 figures["threshold_seconds"] = state.p95
             failed = bool(t.lower > 0) and (hard or has_minimum)
-            passed = has_minimum and bool(t.upper <= s.margin)
+            margin = s.margin_of(gate)
+            promote_upper = t.estimate + t.half_width(one_sided_level(s.promote_alpha))
+            figures["margin"] = margin
+            figures["promote_upper"] = _finite(promote_upper)
+            passed = has_minimum and bool(promote_upper <= margin)
         seen = figures["n_stable"] or figures["n_canary"]
         no_data = not seen and min(state.records.values()) >= s.min_records
         if no_data:
@@ -244,8 +264,9 @@ class CanaryGate:
             state.verdict = "promote"
             empty = [g for g, f in gates.items() if "no_data" in f]
             shown = [g for g in self.gates if g not in empty]
-            summary = (f"canary of {name} promoted: {', '.join(shown)} within margin "
-                       f"{self.settings.margin:g} of stable")
+            summary = f"canary of {name} promoted: " + ", ".join(
+                g if g == "embedding_drift" else f"{g} within {gates[g]['margin']:g}"
+                for g in shown) + " of stable"
             if empty:
                 summary += "; no data for " + ", ".join(
                     f"{g} ({gates[g]['no_data']})" for g in empty)
@@ -254,7 +275,8 @@ class CanaryGate:
         evidence = {f"records_{arm}": float(n) for arm, n in state.records.items()}
         for g in shown:
             for key, value in gates[g].items():
-                if key in (*_BOUNDS, "n_stable", "n_canary", "statistic", "threshold"):
+                if key in (*_BOUNDS, "n_stable", "n_canary", "statistic", "threshold",
+                           "promote_upper", "margin"):
                     evidence[f"{g}.{key}"] = float("nan") if value is None else float(value)
         rollback = state.verdict == "rollback"
         return Decision(event_type=f"canary.{state.verdict}", rule="canary-gate",

@@ -80,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chaos.command import add_parser as add_chaos
     from dashboards.command import add_parser as add_dashboards
 
+    from monitor.canary_plan import add_parser as add_canary
+
     add_dashboards(sub)
     add_chaos(sub)
+    add_canary(sub)
 
     bench = sub.add_parser("bench", help="benchmarks that print a figure next to a baseline")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -121,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
             print(f"{args.config}: OK (topics {', '.join(config.kafka.topics)}, "
                   f"group {config.kafka.group_id})")
+            if config.canary.enabled:
+                from monitor.canary_plan import bounds_lines
+
+                print("canary: records per arm to promote an identical canary (measured: "
+                      "driftwatch canary plan)")
+                print("\n".join(bounds_lines(config.canary)))
             return 0
         if args.command == "run":
             config = load_config(args.config)
@@ -183,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 path = args.outbox
             return run_events(path, args.limit, args.json)
+        if args.command == "canary":
+            from monitor.canary_plan import run as run_canary
+
+            return run_canary(args)
         if args.command == "chaos":
             from chaos.command import run as run_chaos
 
