@@ -79,7 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from chaos.command import add_parser as add_chaos
     from dashboards.command import add_parser as add_dashboards
-
     from monitor.canary_plan import add_parser as add_canary
 
     add_dashboards(sub)
