@@ -3,6 +3,7 @@ is calibrated by simulation so that false alarms come, on average, once every `e
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -202,6 +203,24 @@ class OnlineMMD:
         # pool the surviving streams' statistics over the last half window instead.
         thresholds[-1] = _quantile(torch.cat(tail), q)
         return thresholds, null_means
+
+    def clone(self) -> OnlineMMD:
+        """A detector with this one's reference, features and calibrated thresholds and an
+        empty window: segments that share a reference calibrate once (seconds each), not once
+        per segment.
+
+        >>> rng = np.random.default_rng(0)
+        >>> first = OnlineMMD(rng.normal(size=(200, 4)), ert=100, window_size=10)
+        >>> first.update(rng.normal(size=(5, 4)))
+        >>> second = first.clone()
+        >>> second.t, first.t, bool((second.thresholds == first.thresholds).all())
+        (0, 5, True)
+        """
+        twin = copy.copy(self)
+        twin._features = torch.zeros_like(self._features)
+        twin._rows = torch.zeros_like(self._rows)
+        twin.reset()
+        return twin
 
     def reset(self) -> None:
         """Forget the window and restart the warm-up (after a detection, or on rollover)."""

@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     throughput.add_argument("--records", type=int, default=2_000)
     throughput.add_argument("--partitions", type=int, default=4)
+    rules_bench = bench_sub.add_parser(
+        "rules", help="each rule's false decisions on clean real text and delay on a regression"
+    )
+    rules_bench.add_argument("--records", type=int, default=4_000)
+    rules_bench.add_argument("--seeds", type=int, default=3)
+    rules_bench.add_argument("--config", type=Path, default=None,
+                             help="whose rules (default: the example driftwatch.yaml)")
     drift = bench_sub.add_parser(
         "drift", help="drift detection delay, false alarms and cost vs river (and alibi-detect)"
     )
@@ -214,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return bench_drift(args.ert, args.window, args.runs, args.clean_records,
                                args.alibi_python)
+        if args.command == "bench" and args.bench == "rules":
+            _logging("WARNING")
+            from monitor.bench_rules import run_bench_rules
+
+            return run_bench_rules(args.records, args.seeds, args.config)
         if args.command == "bench" and args.bench == "throughput":
             _logging("WARNING")
             from monitor.bench import bench_throughput

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import queue
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class DriftStage:
         self._store = store
         self._embedding_model = embedding_model
         self._segments: dict[Segment, _SegmentState] = {}
+        self._calibrated: dict[str, OnlineMMD] = {}  # per stream, for the shared reference
         self._labels: tuple[str, ...] = m.SEGMENT
         # Rollover requests arrive from other threads (the admin endpoint); applied in update().
         self._rollovers: queue.SimpleQueue[tuple[dict[str, str], str]] = queue.SimpleQueue()
@@ -220,7 +222,7 @@ class DriftStage:
             r = self._saved(seg, "rollover") or self._reference or self._saved(seg, "warmup")
             if r is not None:
                 self._arm(seg, state, r.prompt_embeddings, r.response_embeddings, r.numeric,
-                          list(r.categorical.get("outcome", [])))
+                          list(r.categorical.get("outcome", [])), shared=r is self._reference)
         return state
 
     def _saved(self, seg: Segment, kind: str) -> Reference | None:
@@ -291,12 +293,19 @@ class DriftStage:
 
     def _arm(self, seg: Segment, state: _SegmentState, prompts: np.ndarray,
              responses: np.ndarray, numeric: dict[str, np.ndarray],
-             outcomes: list[str]) -> None:
+             outcomes: list[str], shared: bool = False) -> None:
+        """`shared`: the snapshot every segment uses, calibrated once and cloned after."""
         e = self.settings.embedding
+        started = time.monotonic()
         for stream, ref in zip(STREAMS, (prompts, responses), strict=True):
-            state.mmd[stream] = OnlineMMD(ref, ert=e.ert, window_size=e.window_size,
-                                          n_features=e.n_features, n_bootstraps=e.n_bootstraps,
-                                          scales=e.scales, device=self.device, seed=e.seed)
+            template = self._calibrated.get(stream) if shared else None
+            if template is None:
+                template = OnlineMMD(ref, ert=e.ert, window_size=e.window_size,
+                                     n_features=e.n_features, n_bootstraps=e.n_bootstraps,
+                                     scales=e.scales, device=self.device, seed=e.seed)
+                if shared:
+                    self._calibrated[stream] = template
+            state.mmd[stream] = template.clone() if shared else template
             state.window_ids[stream] = []
         f = self.settings.features
         state.features = WindowedFeatureDrift(numeric, {"outcome": outcomes}, f.window_size,
@@ -305,8 +314,9 @@ class DriftStage:
         state.changes = StreamingChangeDetectors(rates=["error_rate"], means=["latency_seconds"])
         state.collected = len(outcomes)
         m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
-        log.info("drift detectors armed for segment %s on %d reference records", seg,
-                 len(outcomes))
+        log.info("drift detectors armed for segment %s on %d reference records in %.1f s%s",
+                 seg, len(outcomes), time.monotonic() - started,
+                 " (the shared reference's calibration)" if shared else "")
 
     def _detect(self, seg: Segment, state: _SegmentState, records: Sequence[Record],
                 idx: np.ndarray, vectors: dict[str, np.ndarray],

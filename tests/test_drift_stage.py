@@ -3,12 +3,17 @@ records, as the same records one at a time (the detector resets mid-batch and go
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from consumers.wire import Record
+from detectors.mmd_online import OnlineMMD
 from monitor.config import DriftSettings
 from monitor.drift import DriftStage
 from monitor.model_scoring import BatchScores
+from monitor.reference import ReferenceStore
 
 SEG = ("m", "", "", "")
 
@@ -45,3 +50,36 @@ def test_a_batch_detects_what_the_same_records_one_at_a_time_detect() -> None:
     prompt = [i for s, i in batched if s == "prompt"]
     assert len(prompt) >= 3, batched  # the shift is seen, and seen again after each reset
     assert batched == sorted(one_by_one, key=lambda e: (e[0] != "prompt", e[1]))
+
+
+def test_segments_that_share_a_snapshot_calibrate_once_and_detect_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = DriftSettings.model_validate({
+        "reference": {"source": "snapshot", "store": str(tmp_path)},
+        "embedding": {"ert": 50, "window_size": 20, "n_bootstraps": 500, "n_features": 64}})
+    rows = _stream(200, 600)
+    ReferenceStore(tmp_path).save("default", rows[:200], rows[:200, ::-1].copy(),
+                                  {"latency_seconds": np.full(200, 0.1)},
+                                  {"outcome": np.array(["ok"] * 200)}, "test", "")
+    calibrations = []
+    original = OnlineMMD._calibrate
+
+    def counted(self: OnlineMMD, *args: object) -> object:
+        calibrations.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(OnlineMMD, "_calibrate", counted)
+    stage = DriftStage.from_settings(settings, "cpu", keep_warmup=False)
+    segments = [(f"m{k}", "", "", "") for k in range(4)]
+    found = {}
+    for seg in segments:  # each segment sees the same records: its detections must match
+        n = 600
+        scores = BatchScores(np.ones(n, dtype=bool), np.full(n, np.nan), np.full(n, np.nan),
+                             np.full(n, np.nan), {}, [()] * n, [()] * n, rows[200:],
+                             rows[200:, ::-1].copy())
+        records = [Record(request_id=f"r{i}") for i in range(n)]
+        events = stage.update(records, scores, {"latency_seconds": np.full(n, 0.1)},
+                              ["ok"] * n, {seg: np.arange(n)})
+        found[seg] = [(e.stream, e.index) for e in events if e.kind == "embedding"]
+    assert len(calibrations) == 2  # prompt and response, once for all four segments
+    assert found[segments[0]] and all(f == found[segments[0]] for f in found.values())

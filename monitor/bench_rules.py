@@ -1,0 +1,192 @@
+"""`driftwatch bench rules`: each rule of a config (the example `driftwatch.yaml` by default),
+run by `backtest` over real text: its false decisions on clean traffic and its delay on an
+injected regression, over several seeds (median and range), next to a baseline rule measured
+in the same run (the fixed-window toxic share that the example used before).
+
+Clean traffic is HaluEval answers with 8% casual comments from the Impermium corpus labelled
+not insulting (benign text the default toxicity scorer flags at about 2%), on one model, so
+one segment. Each regression starts at `records // 2`: a topic shift of the prompts (QA ->
+dialogue), 5% of responses replaced by insults, 3% of requests stalled 12 s, 3% malformed
+messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+
+import numpy as np
+
+from detectors.insults_corpus import load_insults
+from monitor import traffic
+from monitor.action_settings import RateCondition, Rule
+from monitor.backtest import backtest
+from monitor.config import OfflineConfig, load_offline_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "driftwatch.yaml"
+_MIX = traffic.TrafficMix(canary_share=0.0, error_rate=0.01, models=("assistant-small",))
+_CASUAL = 0.08
+BASELINE = Rule.model_validate({
+    "name": "baseline-fixed-window", "severity": "critical",
+    "when": {"kind": "rate", "signal": "toxic", "above": 0.02, "window_records": 1000,
+             "min_records": 200}})
+
+Record = dict[str, object]
+
+
+@dataclass(frozen=True)
+class RuleFigures:
+    rule: str
+    regression: str
+    clean_records: int  # records after warm-up, over all seeds
+    false_decisions: int
+    delays: tuple[float, ...]  # per seed: records from the regression to the first firing
+
+
+def _clean(n: int, seed: int, examples: list[traffic.Example]) -> list[Record]:
+    benign = [t for t, label in zip(*_insults(), strict=True) if label == 0]
+    rng = Random(seed + 7)
+    records = list(traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS,
+                                        mix=_MIX, examples=examples))
+    for r in records:
+        if r["status"] == "ok" and rng.random() < _CASUAL:
+            r["response"] = rng.choice(benign)
+    return records
+
+
+def _insults() -> tuple[tuple[str, ...], np.ndarray]:
+    corpus = load_insults()
+    return corpus.texts, corpus.labels
+
+
+def _inject_insults(records: list[Record], start: int, seed: int) -> None:
+    insults = [t for t, label in zip(*_insults(), strict=True) if label == 1]
+    rng = Random(seed + 11)
+    for r in records[start:]:
+        if r["status"] == "ok" and rng.random() < 0.05:
+            r["response"] = rng.choice(insults)
+
+
+def _inject_stalls(records: list[Record], start: int, seed: int) -> None:
+    rng = Random(seed + 17)
+    for r in records[start:]:
+        if rng.random() < 0.03:
+            r["latency_ms"] = float(r["latency_ms"]) + 12_000  # type: ignore[arg-type]
+
+
+def _lines(records: list[Record], bad_from: int | None = None, seed: int = 0) -> list[bytes]:
+    lines = [traffic.encode(r) for r in records]
+    if bad_from is None:
+        return lines
+    rng = Random(seed + 13)
+    bad = iter(traffic.malformed_payloads(len(lines), seed=seed))
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        if i >= bad_from and rng.random() < 0.03:
+            out.append(next(bad)[0])
+        out.append(line)
+    return out
+
+
+def _shifted(n: int, start: int, seed: int) -> list[Record]:
+    qa = traffic.load_examples(2_000, ("qa",))
+    dialogue = traffic.load_examples(2_000, ("dialogue",))
+    return (_clean(start, seed, qa)
+            + _clean(n - start, seed + 100, dialogue))
+
+
+def _firings(config: OfflineConfig, lines: list[bytes]) -> dict[str, list[int]]:
+    fired: dict[str, list[int]] = {}
+    for e in backtest(lines, config):
+        if e["type"] not in ("dead_letter",) and e.get("status") == "firing":
+            fired.setdefault(str(e["rule"]), []).append(int(e["index"]))  # type: ignore[arg-type]
+    return fired
+
+
+def _needs_drift(rule: Rule) -> bool:
+    return rule.when.kind == "drift"
+
+
+def _regression(rule: Rule) -> tuple[str, Callable[[int, int, int], list[bytes]]]:
+    """What breaks for this rule, and the lines of a run with it from `start`."""
+    c = rule.when
+    qa = traffic.load_examples(2_000, ("qa",))
+    if c.kind == "drift":
+        return "prompts shift from QA to dialogue", lambda n, s, seed: _lines(
+            _shifted(n, s, seed))
+    if c.kind == "latency":
+        def slow(n: int, s: int, seed: int) -> list[bytes]:
+            records = _clean(n, seed, qa)
+            _inject_stalls(records, s, seed)
+            return _lines(records)
+        return "3% of requests stall 12 s", slow
+    assert isinstance(c, RateCondition)
+    if c.signal == "dead_letter":
+        return "3% malformed messages", lambda n, s, seed: _lines(_clean(n, seed, qa), s, seed)
+
+    def toxic(n: int, s: int, seed: int) -> list[bytes]:
+        records = _clean(n, seed, qa)
+        _inject_insults(records, s, seed)
+        return _lines(records)
+    return "5% of responses are insults", toxic
+
+
+def bench_rules(records: int, seeds: int, config_path: Path | None = None) -> list[RuleFigures]:
+    base = load_offline_config(config_path or EXAMPLE)
+    rules = [*base.rules, BASELINE]
+    warmup = base.drift.reference.warmup_records
+    qa = traffic.load_examples(2_000, ("qa",))
+    start = records // 2
+    false: dict[str, int] = {r.name: 0 for r in rules}
+    delays: dict[str, list[float]] = {r.name: [] for r in rules}
+    plain = base.model_copy(update={"rules": rules, "actions": {}})
+    for seed in range(seeds):
+        clean = _firings(plain, _lines(_clean(records, seed, qa)))
+        for name, at in clean.items():
+            false[name] += len(at)
+        for rule in rules:
+            _, make = _regression(rule)
+            config = plain.model_copy(update={
+                "rules": [rule.model_copy(update={"actions": []})],
+                "drift": base.drift.model_copy(update={"enabled": _needs_drift(rule)})})
+            after = [i - start for i in _firings(config, make(records, start, seed)).get(
+                rule.name, []) if i >= start]
+            delays[rule.name].append(float(after[0]) if after else float("inf"))
+    return [RuleFigures(r.name, _regression(r)[0], seeds * (records - warmup), false[r.name],
+                        tuple(delays[r.name])) for r in rules]
+
+
+def _spread(values: tuple[float, ...]) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    missed = len(values) - len(finite)
+    if not finite:
+        return "missed"
+    text = f"{np.median(values):,.0f} ({min(finite):,.0f}-{max(finite):,.0f})"
+    return text + (f", {missed} missed" if missed else "")
+
+
+def run_bench_rules(records: int, seeds: int, config_path: Path | None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    figures = bench_rules(records, seeds, config_path)
+    table = Table(title=f"rules over real text: {seeds} seeds x {records:,} records, "
+                        f"regression from record {records // 2:,}")
+    for column in ("rule", "false decisions on clean traffic", "per 10k records",
+                   "regression", "delay in records: median (range)"):
+        table.add_column(column)
+    for f in figures:
+        table.add_row(f.rule, f"{f.false_decisions} in {f.clean_records:,}",
+                      f"{10_000 * f.false_decisions / max(1, f.clean_records):.2f}",
+                      f.regression, _spread(f.delays))
+    Console(width=140).print(table)
+    rows = {f.rule: f for f in figures}
+    if "toxic-share" in rows:
+        new, old = rows["toxic-share"], rows[BASELINE.name]
+        ratio = np.median(old.delays) / max(1.0, float(np.median(new.delays)))
+        print(f"toxic-share against the fixed-window baseline: delay ratio {ratio:.2f}x "
+              f"(baseline / example), false decisions {new.false_decisions} vs "
+              f"{old.false_decisions}")
+    return 0
