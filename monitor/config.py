@@ -181,6 +181,11 @@ class EmbeddingDriftSettings(BaseModel):
     # Window lengths scanned, each up to window_size; unset: window_size, /4 and /10 (>= 5).
     scales: tuple[Annotated[int, Field(ge=2)], ...] | None = Field(default=None, min_length=1)
     seed: int = 0
+    # Calibration takes seconds per detector (two per segment). The daemon calibrates in a
+    # background thread so batches keep flowing; a segment's embedding detectors start when
+    # it is done (records in between are counted and logged, not tested). `inline` blocks the
+    # batch instead, as backtest always does.
+    calibration: Literal["background", "inline"] = "background"
 
     @model_validator(mode="after")
     def _scales_fit(self) -> EmbeddingDriftSettings:

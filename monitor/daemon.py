@@ -77,7 +77,8 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
         cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
         drift = None
         if config.drift.enabled and models is not None and models.embedder is not None:
-            drift = DriftStage.from_settings(config.drift, device, models.embedder.name)
+            drift = DriftStage.from_settings(config.drift, device, models.embedder.name,
+                                             background=True)
             endpoints.drift = drift
         pipeline = Pipeline(config.scorers, config.metrics.labels,
                             config.metrics.max_label_values, audit_log=config.audit_log,

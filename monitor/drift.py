@@ -12,9 +12,11 @@ import hashlib
 import json
 import logging
 import queue
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +104,44 @@ class _SegmentState:
     changes: StreamingChangeDetectors | None = None
     window_ids: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     recent: _Recent | None = None
+    # Embedding detectors being calibrated in the background, and their reference (kept so a
+    # checkpoint taken meanwhile calibrates again on restore); records not tested meanwhile.
+    pending: Future[dict[str, OnlineMMD]] | None = None
+    pending_reference: tuple[np.ndarray, np.ndarray] | None = None
+    untested: int = 0
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**vars(self), "pending": None}  # a future does not outlive the process
+
+
+class _Calibrator:
+    """One daemon thread that builds detectors in turn: calibration is torch work that
+    releases the GIL, so the batches go on meanwhile. A daemon thread never holds up exit."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[dict[str, OnlineMMD]],
+                                            Callable[[], dict[str, OnlineMMD]]]] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+
+    def submit(self, build: Callable[[], dict[str, OnlineMMD]]) -> Future[dict[str, OnlineMMD]]:
+        future: Future[dict[str, OnlineMMD]] = Future()
+        self._jobs.put((future, build))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="drift-calibration",
+                                            daemon=True)
+            self._thread.start()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, build = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(build())
+            except BaseException as exc:  # handed to the pipeline thread, which logs it
+                future.set_exception(exc)
 
 
 def warmup_name(base: str, segment: Segment, kind: str = "warmup") -> str:
@@ -114,7 +154,9 @@ def warmup_name(base: str, segment: Segment, kind: str = "warmup") -> str:
 class DriftStage:
     def __init__(self, settings: DriftSettings, device: str,
                  reference: Reference | None = None, store: ReferenceStore | None = None,
-                 embedding_model: str = "") -> None:
+                 embedding_model: str = "", calibrate_in_background: bool = False) -> None:
+        """`calibrate_in_background`: the daemon's choice, when the settings allow it (a
+        backtest calibrates inline, so its detections do not depend on the machine's speed)."""
         self.settings = settings
         self.device = device
         self._reference = reference
@@ -124,25 +166,26 @@ class DriftStage:
         self._embedding_model = embedding_model
         self._segments: dict[Segment, _SegmentState] = {}
         self._calibrated: dict[str, OnlineMMD] = {}  # per stream, for the shared reference
+        background = settings.embedding.calibration == "background"
+        self._calibrator = _Calibrator() if background and calibrate_in_background else None
         self._labels: tuple[str, ...] = m.SEGMENT
         # Rollover requests arrive from other threads (the admin endpoint); applied in update().
         self._rollovers: queue.SimpleQueue[tuple[dict[str, str], str]] = queue.SimpleQueue()
 
     @classmethod
     def from_settings(cls, settings: DriftSettings, device: str, embedding_model: str = "",
-                      keep_warmup: bool = True) -> DriftStage:
+                      keep_warmup: bool = True, background: bool = False) -> DriftStage:
         """`keep_warmup`: save and reuse warm-up references (the daemon); a backtest leaves
-        the store as it found it."""
+        the store as it found it. `background`: calibrate off the batch path (the daemon)."""
         ref = settings.reference
         store = ReferenceStore(ref.store)
+        snapshot = None
         if ref.source == "snapshot":
             snapshot = store.load(ref.name, ref.version)
             log.info("drift reference %s v%d (%d records)", ref.name, snapshot.meta.version,
                      snapshot.meta.records)
-            return cls(settings, device, snapshot, store=store if keep_warmup else None,
-                       embedding_model=embedding_model)
-        return cls(settings, device, store=store if keep_warmup else None,
-                   embedding_model=embedding_model)
+        return cls(settings, device, snapshot, store=store if keep_warmup else None,
+                   embedding_model=embedding_model, calibrate_in_background=background)
 
     def request_rollover(self, segment: Mapping[str, str] | None = None,
                          reason: str = "command") -> None:
@@ -161,10 +204,15 @@ class DriftStage:
                 continue
             for detector in state.mmd.values():
                 detector.to(self.device)
+            if state.pending_reference is not None:  # saved mid-calibration
+                if self._calibrator is not None:
+                    self._calibrate(seg, state, *state.pending_reference)
+                else:
+                    state.mmd, state.pending_reference = self._build(*state.pending_reference), None
             self._segments[seg] = state
             m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
         log.info("drift state of %d segment(s) restored (%d armed)", len(self._segments),
-                 sum(bool(s.mmd) for s in self._segments.values()))
+                 sum(s.features is not None for s in self._segments.values()))
 
     def update(self, records: Sequence[Record], scores: BatchScores,
                numeric: dict[str, np.ndarray], outcomes: Sequence[str],
@@ -185,12 +233,14 @@ class DriftStage:
             state = self._state(seg)
             if state is None:
                 continue
-            if not state.mmd:  # warm-up: exactly the first warmup_records form the reference
+            if state.features is None:  # warm-up: exactly the first warmup_records form it
                 need = self.settings.reference.warmup_records - state.collected
                 head, idx = idx[:need], idx[need:]
                 self._collect(seg, state, *self._slice(scores, row_of, numeric, outcomes, head))
                 if idx.size == 0:
                     continue
+            if state.pending is not None:
+                self._install(seg, state, idx.size)
             vectors, seg_numeric, seg_outcomes = self._slice(scores, row_of, numeric, outcomes,
                                                              idx)
             events += self._detect(seg, state, records, idx, vectors, seg_numeric,
@@ -244,7 +294,7 @@ class DriftStage:
         matched = 0
         for seg, state in self._segments.items():
             labels = dict(zip(self._labels, seg, strict=True))
-            if any(labels.get(k) != v for k, v in wanted.items()) or not state.mmd:
+            if any(labels.get(k) != v for k, v in wanted.items()) or state.features is None:
                 continue
             matched += 1
             recent = state.recent
@@ -295,18 +345,16 @@ class DriftStage:
              responses: np.ndarray, numeric: dict[str, np.ndarray],
              outcomes: list[str], shared: bool = False) -> None:
         """`shared`: the snapshot every segment uses, calibrated once and cloned after."""
-        e = self.settings.embedding
         started = time.monotonic()
-        for stream, ref in zip(STREAMS, (prompts, responses), strict=True):
-            template = self._calibrated.get(stream) if shared else None
-            if template is None:
-                template = OnlineMMD(ref, ert=e.ert, window_size=e.window_size,
-                                     n_features=e.n_features, n_bootstraps=e.n_bootstraps,
-                                     scales=e.scales, device=self.device, seed=e.seed)
-                if shared:
-                    self._calibrated[stream] = template
-            state.mmd[stream] = template.clone() if shared else template
-            state.window_ids[stream] = []
+        state.mmd, state.window_ids = {}, {stream: [] for stream in STREAMS}
+        if shared and self._calibrated:
+            state.mmd = {stream: d.clone() for stream, d in self._calibrated.items()}
+        elif shared or self._calibrator is None:
+            state.mmd = self._build(prompts, responses)
+            if shared:
+                self._calibrated = {stream: d.clone() for stream, d in state.mmd.items()}
+        else:
+            self._calibrate(seg, state, prompts, responses)
         f = self.settings.features
         state.features = WindowedFeatureDrift(numeric, {"outcome": outcomes}, f.window_size,
                                               fdr=f.fdr, psi_threshold=f.psi_threshold)
@@ -314,9 +362,45 @@ class DriftStage:
         state.changes = StreamingChangeDetectors(rates=["error_rate"], means=["latency_seconds"])
         state.collected = len(outcomes)
         m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
-        log.info("drift detectors armed for segment %s on %d reference records in %.1f s%s",
-                 seg, len(outcomes), time.monotonic() - started,
-                 " (the shared reference's calibration)" if shared else "")
+        if state.pending is None:
+            log.info("drift detectors armed for segment %s on %d reference records in %.1f s",
+                     seg, len(outcomes), time.monotonic() - started)
+
+    def _build(self, prompts: np.ndarray, responses: np.ndarray) -> dict[str, OnlineMMD]:
+        e = self.settings.embedding
+        return {stream: OnlineMMD(ref, ert=e.ert, window_size=e.window_size,
+                                  n_features=e.n_features, n_bootstraps=e.n_bootstraps,
+                                  scales=e.scales, device=self.device, seed=e.seed)
+                for stream, ref in zip(STREAMS, (prompts, responses), strict=True)}
+
+    def _calibrate(self, seg: Segment, state: _SegmentState, prompts: np.ndarray,
+                   responses: np.ndarray) -> None:
+        assert self._calibrator is not None
+        state.mmd, state.untested = {}, 0
+        state.pending_reference = (prompts, responses)
+        state.pending = self._calibrator.submit(lambda: self._build(prompts, responses))
+        log.info("drift: calibrating the embedding detectors of segment %s in the background "
+                 "(%d reference records); its records are tested for embedding drift once "
+                 "done", seg, len(prompts))
+
+    def _install(self, seg: Segment, state: _SegmentState, records: int) -> None:
+        """Put calibrated detectors in place, or count `records` as untested meanwhile."""
+        assert state.pending is not None
+        if not state.pending.done():
+            state.untested += records
+            m.DRIFT_UNTESTED.labels(*seg).inc(records)
+            return
+        future, state.pending = state.pending, None
+        try:
+            state.mmd = future.result()
+        except Exception:
+            log.exception("drift: background calibration of segment %s failed; calibrating "
+                          "inline", seg)
+            assert state.pending_reference is not None
+            state.mmd = self._build(*state.pending_reference)
+        state.pending_reference = None
+        log.info("drift detectors armed for segment %s; %d record(s) came while they were "
+                 "calibrated and were not tested for embedding drift", seg, state.untested)
 
     def _detect(self, seg: Segment, state: _SegmentState, records: Sequence[Record],
                 idx: np.ndarray, vectors: dict[str, np.ndarray],

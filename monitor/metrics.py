@@ -185,6 +185,11 @@ DRIFT_REFERENCE_RECORDS = Gauge(
     "driftwatch_drift_reference_records", "Records in the segment's drift reference (growing "
     "during warm-up)", SEGMENT,
 )
+DRIFT_UNTESTED = Counter(
+    "driftwatch_drift_untested_records_total",
+    "Records of a segment not tested for embedding drift while its detectors were calibrated "
+    "in the background", SEGMENT,
+)
 DRIFT_SEGMENTS_UNTRACKED = Counter(
     "driftwatch_drift_segments_untracked_total",
     "Batches of a segment beyond drift.max_segments (counted, not tracked)",

@@ -103,8 +103,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                      "groundedness", "sanity"],
             drift={"enabled": True, "reference": {"warmup_records": 50,
                                                   "store": str(workdir / "refs")},
+                   # Inline: armed before the next batch, so every drift series has data.
                    "embedding": {"ert": 100, "window_size": 20, "n_features": 64,
-                                 "n_bootstraps": 500},
+                                 "n_bootstraps": 500, "calibration": "inline"},
                    "features": {"window_size": 50}},
             rules=[{"name": "toxic-share", "severity": "warning", "actions": ["hook", "pager"],
                     "when": {"kind": "rate", "signal": "toxic", "above": 0.05,

@@ -3,6 +3,9 @@ records, as the same records one at a time (the detector resets mid-batch and go
 
 from __future__ import annotations
 
+import logging
+import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +86,39 @@ def test_segments_that_share_a_snapshot_calibrate_once_and_detect_alike(
         found[seg] = [(e.stream, e.index) for e in events if e.kind == "embedding"]
     assert len(calibrations) == 2  # prompt and response, once for all four segments
     assert found[segments[0]] and all(f == found[segments[0]] for f in found.values())
+
+
+def test_background_calibration_keeps_batches_flowing_then_detects_and_survives_a_checkpoint(
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = DriftSettings.model_validate({
+        "reference": {"warmup_records": 200},
+        "embedding": {"ert": 50, "window_size": 20, "n_bootstraps": 500, "n_features": 64}})
+    rows = _stream(200, 600)
+    stage = DriftStage(settings, "cpu", calibrate_in_background=True)
+    release = threading.Event()
+    build = stage._build
+
+    def held(*args: np.ndarray) -> dict[str, OnlineMMD]:
+        release.wait(60)  # the calibration is still running while batches arrive
+        return build(*args)
+
+    stage._build = held  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="monitor.drift")
+    assert _feed(stage, rows[:200], 0) == []
+    state = stage.state()[SEG]
+    assert state.pending is not None and state.mmd == {}
+    assert _feed(stage, rows[200:260], 200) == []  # not blocked, not tested
+    assert state.untested == 60
+    # A checkpoint taken now holds the reference; a restored stage calibrates it again.
+    copy = pickle.loads(pickle.dumps(stage.state()))
+    assert copy[SEG].pending is None and copy[SEG].pending_reference is not None
+    restored = DriftStage(settings, "cpu", calibrate_in_background=False)
+    restored.restore(copy)
+    assert set(restored.state()[SEG].mmd) == {"prompt", "response"}
+    release.set()
+    state.pending.result(timeout=60)
+    found = _feed(stage, rows[260:], 260)
+    assert state.pending is None and set(state.mmd) == {"prompt", "response"}
+    assert [i for s, i in found if s == "prompt"], found  # the shift after 467 is seen
+    assert "in the background" in caplog.text
+    assert "60 record(s) came while they were calibrated" in caplog.text
