@@ -149,3 +149,18 @@ def test_window_fields_without_a_bound_and_test_fields_with_one_are_refused() ->
     with pytest.raises(ValidationError, match="belong to a rule against the reference rate"):
         RateCondition.model_validate({"kind": "rate", "signal": "toxic", "above": 0.05,
                                       "ert": 1000})
+
+
+def test_bench_rules_reports_false_decisions_and_delays_per_rule(tmp_path: Path) -> None:
+    from monitor.bench_rules import bench_rules
+
+    config = tmp_path / "dw.yaml"
+    config.write_text(
+        "scorers: [latency, status, toxicity]\ndrift: {enabled: false}\nrules:\n"
+        "  - {name: toxic-share, when: {kind: rate, signal: toxic, above_reference_by: 0.03}}\n")
+    figures = {f.rule: f for f in bench_rules(3000, 1, config)}
+    assert set(figures) == {"toxic-share", "old-example-0.02", "fixed-window-0.05"}
+    toxic = figures["toxic-share"]
+    assert toxic.false_decisions == 0 and toxic.clean_records == 2000
+    [delay] = toxic.delays
+    assert 0 <= delay < 1500
