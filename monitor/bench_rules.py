@@ -23,7 +23,8 @@ from detectors.insults_corpus import load_insults
 from monitor import traffic
 from monitor.action_settings import RateCondition, Rule
 from monitor.backtest import backtest
-from monitor.config import OfflineConfig, load_offline_config
+from monitor.config import MODEL_SCORERS, OfflineConfig, load_offline_config
+from monitor.rules import SIGNAL_SCORERS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "driftwatch.yaml"
 _MIX = traffic.TrafficMix(canary_share=0.0, error_rate=0.01, models=("assistant-small",))
@@ -108,8 +109,13 @@ def _firings(config: OfflineConfig, lines: list[bytes]) -> dict[str, list[int]]:
     return fired
 
 
-def _needs_drift(rule: Rule) -> bool:
-    return rule.when.kind == "drift"
+def _scorers_for(rule: Rule, scorers: list[str]) -> list[str]:
+    """What a regression run of one rule scores: the operational scorers, plus the model
+    scorer its signal needs (a drift rule keeps them all: drift reads the embeddings)."""
+    if rule.when.kind == "drift":
+        return scorers
+    signal = rule.when.signal if isinstance(rule.when, RateCondition) else ""
+    return [s for s in scorers if s not in MODEL_SCORERS or s == SIGNAL_SCORERS.get(signal)]
 
 
 def _regression(rule: Rule) -> tuple[str, Callable[[int, int, int], list[bytes]]]:
@@ -153,7 +159,8 @@ def bench_rules(records: int, seeds: int, config_path: Path | None = None) -> li
             _, make = _regression(rule)
             config = plain.model_copy(update={
                 "rules": [rule.model_copy(update={"actions": []})],
-                "drift": base.drift.model_copy(update={"enabled": _needs_drift(rule)})})
+                "scorers": _scorers_for(rule, list(base.scorers)),
+                "drift": base.drift.model_copy(update={"enabled": rule.when.kind == "drift"})})
             fired = _firings(config, make(records, start, seed)).get(rule.name, [])
             after = [i - start for i in fired if i >= start]
             if len(after) < len(fired):  # already firing on the clean half: no delay to tell

@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _logging("WARNING")
             from monitor.demo import run_demo
 
-            return run_demo(rate=args.rate, duration_s=args.duration, metrics_port=args.port)
+            return _exit_past_busy_workers(
+                run_demo(rate=args.rate, duration_s=args.duration, metrics_port=args.port))
         if args.command in ("score", "backtest"):
             _logging("WARNING")
             from monitor.backtest import run_backtest
@@ -239,14 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _exit_past_busy_workers(code: int) -> int:
-    """Return `code`, or exit with it at once when a worker is still inside a model call:
+    """Return `code`, or exit with it at once when a worker is still inside a model call or
+    a background drift calibration:
     the interpreter's teardown would destroy torch's running thread pool and abort (SIGABRT).
     Everything durable (outbox, commits, checkpoint) is already written by then."""
     from consumers.processor import busy_threads
+    from monitor.drift import calibrating
 
-    if busy_threads():
+    if busy_threads() or calibrating():
         logging.getLogger("driftwatch").warning(
-            "exiting while the worker is inside a model call (its batch stays uncommitted)")
+            "exiting while a worker is inside a model call or a drift calibration (what it "
+            "was doing stays uncommitted, and is done again on restart)")
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

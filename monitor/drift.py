@@ -114,6 +114,15 @@ class _SegmentState:
         return {**vars(self), "pending": None}  # a future does not outlive the process
 
 
+_building: set[int] = set()  # calibrator threads inside a build (torch work)
+
+
+def calibrating() -> bool:
+    """Whether a background calibration is inside torch now: exiting the interpreter under it
+    would abort (the CLI exits at once instead, as it does past a busy worker)."""
+    return bool(_building)
+
+
 class _Calibrator:
     """One daemon thread that builds detectors in turn: calibration is torch work that
     releases the GIL, so the batches go on meanwhile. A daemon thread never holds up exit."""
@@ -138,10 +147,13 @@ class _Calibrator:
             future, build = self._jobs.get()
             if not future.set_running_or_notify_cancel():
                 continue
+            _building.add(threading.get_ident())
             try:
                 future.set_result(build())
             except BaseException as exc:  # handed to the pipeline thread, which logs it
                 future.set_exception(exc)
+            finally:
+                _building.discard(threading.get_ident())
 
 
 def warmup_name(base: str, segment: Segment, kind: str = "warmup") -> str:
