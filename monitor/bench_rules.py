@@ -144,7 +144,9 @@ def _regression(rule: Rule) -> tuple[str, Callable[[int, int, int], list[bytes]]
 
 def bench_rules(records: int, seeds: int, config_path: Path | None = None) -> list[RuleFigures]:
     base = load_offline_config(config_path or EXAMPLE)
-    rules = [*base.rules, *BASELINES]
+    # No actions: a backtest delivers nothing, and a repeat inside a cooldown would look
+    # for its Alertmanager targets.
+    rules = [r.model_copy(update={"actions": []}) for r in (*base.rules, *BASELINES)]
     warmup = base.drift.reference.warmup_records
     qa = traffic.load_examples(2_000, ("qa",))
     start = records // 2
@@ -158,7 +160,7 @@ def bench_rules(records: int, seeds: int, config_path: Path | None = None) -> li
         for rule in rules:
             _, make = _regression(rule)
             config = plain.model_copy(update={
-                "rules": [rule.model_copy(update={"actions": []})],
+                "rules": [rule],
                 "scorers": _scorers_for(rule, list(base.scorers)),
                 "drift": base.drift.model_copy(update={"enabled": rule.when.kind == "drift"})})
             fired = _firings(config, make(records, start, seed)).get(rule.name, [])
