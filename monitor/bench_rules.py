@@ -212,8 +212,12 @@ def run_bench_rules(records: int, seeds: int, config_path: Path | None) -> int:
         new = rows["toxic-share"]
         for baseline in BASELINES:
             old = rows[baseline.name]
-            ratio = _median(old.delays) / max(1.0, _median(new.delays))
-            print(f"toxic-share against {baseline.name}: median delay {_median(new.delays):,.0f}"
-                  f" vs {_median(old.delays):,.0f} records ({ratio:.2f}x faster), false "
-                  f"decisions {new.false_decisions} vs {old.false_decisions}")
+            if np.isnan(_median(old.delays)):
+                delay = "the baseline was already firing on the clean half of every run"
+            else:
+                ratio = _median(old.delays) / max(1.0, _median(new.delays))
+                delay = (f"median delay {_median(new.delays):,.0f} vs "
+                         f"{_median(old.delays):,.0f} records ({ratio:.2f}x faster)")
+            print(f"toxic-share against {baseline.name}: {delay}; false decisions on clean "
+                  f"traffic {new.false_decisions} vs {old.false_decisions}")
     return 0
