@@ -48,10 +48,11 @@ class WebhookReceiver:
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length)
-                if len(body) < length:
-                    # The sender died mid-request (kill -9): no delivery was made.
+                length = int(self.headers.get("content-length") or -1)
+                body = self.rfile.read(max(0, length))
+                if len(body) < length or length < 0:
+                    # The sender died mid-request (kill -9): no delivery was made. A cut in the
+                    # headers ends them early (EOF), before content-length or with no body.
                     receiver.incomplete += 1
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}

@@ -290,5 +290,9 @@ def test_the_receiver_counts_a_request_cut_off_mid_body_as_no_delivery(
                      b"Content-Length: 100\r\n\r\n{\"type\":")
         conn.shutdown(socket.SHUT_WR)
         assert conn.recv(1024) == b""  # closed without an answer
-    wait_for(lambda: receiver.incomplete == 1, 10, "the cut-off request")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:  # cut in the headers
+        conn.sendall(b"POST /hooks/driftwatch HTTP/1.1\r\nHost: x\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1024) == b""
+    wait_for(lambda: receiver.incomplete == 2, 10, "the cut-off requests")
     assert receiver.received == []
