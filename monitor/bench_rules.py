@@ -12,6 +12,7 @@ messages.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class RuleFigures:
 
 
 def _clean(n: int, seed: int, examples: list[traffic.Example]) -> list[Record]:
-    benign = [t for t, label in zip(*_insults(), strict=True) if label == 0]
+    benign, _ = _comments()
     rng = Random(seed + 7)
     records = list(traffic.wire_records(n, seed=seed, start_ms=traffic.FIXED_START_MS,
                                         mix=_MIX, examples=examples))
@@ -60,13 +61,16 @@ def _clean(n: int, seed: int, examples: list[traffic.Example]) -> list[Record]:
     return records
 
 
-def _insults() -> tuple[tuple[str, ...], np.ndarray]:
+@functools.cache
+def _comments() -> tuple[list[str], list[str]]:
+    """Impermium comments labelled not insulting, and insults."""
     corpus = load_insults()
-    return corpus.texts, corpus.labels
+    pairs = list(zip(corpus.texts, corpus.labels, strict=True))
+    return [t for t, label in pairs if label == 0], [t for t, label in pairs if label == 1]
 
 
 def _inject_insults(records: list[Record], start: int, seed: int) -> None:
-    insults = [t for t, label in zip(*_insults(), strict=True) if label == 1]
+    _, insults = _comments()
     rng = Random(seed + 11)
     for r in records[start:]:
         if r["status"] == "ok" and rng.random() < 0.05:

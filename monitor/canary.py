@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 _QUANTILE = 0.95
 # Stable latencies that fix the p95 threshold (fewer when min_records is smaller): a noisier
 # threshold keeps the test exact (both arms meet the same one) and leaves more records to test.
-_LATENCY_REFERENCE = 200
+LATENCY_REFERENCE = 200
 _MAX_MODELS = 20  # models tracked (a metrics label); more are folded into "other"
 # Why a gate may never see a value: its signal is not in the traffic (or not scored).
 NO_DATA = {
@@ -119,8 +119,9 @@ class CanaryGate:
                 state = self._models.get(name) or self._new(name)
                 self._feed(state, idx, signals, embeddings)
                 last = int(max(i[-1] for i in idx.values() if i.size))
-                decision = self._decide(name, state, float(times[last]), last)
-                self._warn_no_data(name, state)
+                gates = {g: self._gate(state, g) for g in self.gates}
+                decision = self._decide(name, state, gates, float(times[last]), last)
+                self._warn_no_data(name, state, gates)
                 if decision is not None:
                     decisions.append(decision)
                 self._export(name, state)
@@ -183,12 +184,13 @@ class CanaryGate:
     def _latency(self, state: _Model, stable: np.ndarray, canary: np.ndarray) -> None:
         stable, canary = stable[~np.isnan(stable)], canary[~np.isnan(canary)]
         if state.p95 is None:
-            size = min(_LATENCY_REFERENCE, self.settings.min_records)
+            size = min(LATENCY_REFERENCE, self.settings.min_records)
             need = size - state.latency_collected
             state.latency_reference.append(stable[:need])
             state.latency_collected += len(stable[:need])
             # The canary's latencies wait for the threshold: it is made of stable's alone, so
             # they are as independent of it as the later ones.
+            # (A checkpoint from before this field has none: start an empty list.)
             waiting = state.__dict__.setdefault("latency_waiting", [])
             waiting.append(canary)
             if state.latency_collected < size:
@@ -253,8 +255,8 @@ class CanaryGate:
         return {"kind": "hard" if hard else "soft", "has_minimum": has_minimum,
                 "failed": failed, "passed": passed or no_data, **figures}
 
-    def _decide(self, name: str, state: _Model, at: float, index: int) -> Decision | None:
-        gates = {g: self._gate(state, g) for g in self.gates}
+    def _decide(self, name: str, state: _Model, gates: dict[str, dict[str, object]],
+                at: float, index: int) -> Decision | None:
         failed = [g for g, f in gates.items() if f["failed"]]
         if failed and state.verdict != "rollback":
             state.verdict = "rollback"
@@ -284,11 +286,12 @@ class CanaryGate:
                         segment={"model": name}, evidence=evidence, summary=summary,
                         targets=tuple(self.settings.actions), at=at, index=index)
 
-    def _warn_no_data(self, name: str, state: _Model) -> None:
-        for gate in self.gates:
-            # A checkpoint from before this field has none: start an empty set.
-            warned = state.__dict__.setdefault("no_data_warned", set())
-            if gate in warned or "no_data" not in (g := self._gate(state, gate)):
+    def _warn_no_data(self, name: str, state: _Model,
+                      gates: dict[str, dict[str, object]]) -> None:
+        # A checkpoint from before this field has none: start an empty set.
+        warned = state.__dict__.setdefault("no_data_warned", set())
+        for gate, g in gates.items():
+            if gate in warned or "no_data" not in g:
                 continue
             warned.add(gate)
             log.warning("canary gate %r of model %s: no data after %d records per arm (%s); "

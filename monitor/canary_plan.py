@@ -12,7 +12,7 @@ import numpy as np
 
 from detectors.sequential import MeanDifferenceCS, one_sided_level
 from monitor.action_settings import CanarySettings
-from monitor.canary import _LATENCY_REFERENCE, CanaryGate
+from monitor.canary import LATENCY_REFERENCE, CanaryGate
 
 # Stable rates assumed unless given (--rate gate=value): usual for LLM serving. latency_p95
 # is the share above stable's own p95: 5% by construction.
@@ -65,7 +65,7 @@ def records_to_pass(settings: CanarySettings, gate: str, rate: float,
         mid = (low + high) // 2
         low, high = (low, mid) if fits(mid) else (mid, high)
     if gate == "latency_p95":  # stable's first records fix the threshold and are not tested
-        high = _latency_records(high, min(_LATENCY_REFERENCE, settings.min_records))
+        high = _latency_records(high, min(LATENCY_REFERENCE, settings.min_records))
     return max(high, settings.min_records)
 
 

@@ -204,7 +204,6 @@ def build_models(config: Config) -> ModelScorers | None:
     return models
 
 
-
 def _request_stop(stop: threading.Event, signum: int) -> None:
     log.info("%s received: finishing the batch in hand, committing, exiting",
              signal.Signals(signum).name)

@@ -155,7 +155,6 @@ class ModelScorers:
             if cancelled():
                 raise Cancelled(f"stopped with {idx.size - lo} of {n} records not model-scored")
             if budget is not None and parts and time.monotonic() - started > budget:
-                sampled[idx[lo:]] = False
                 return _spread(_concat(parts), idx[:lo], n, over_budget=idx.size - lo)
             picked = [records[i] for i in idx[lo:lo + step]]
             parts.append(self._score(picked, np.ones(len(picked), dtype=bool)))
