@@ -1,5 +1,5 @@
 """`driftwatch chaos SCENARIO`: run a failure scenario against real processes and print its
-figures and checks as a table; exit 0 when every check holds. monitor/cli.py adds the
+figures and checks as a table; exit 0 when every check holds. monitor/cli/driftwatch.py adds the
 subparser with `add_parser` and hands the parsed arguments to `run`."""
 
 from __future__ import annotations

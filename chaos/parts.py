@@ -7,10 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,7 +16,8 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.local_broker import free_port
+from monitor.local.broker import free_port
+from monitor.local.receiver import QuietHandler, serve
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, bytes, bytes | None]],
@@ -115,29 +114,6 @@ class Metrics:
         return out
 
 
-class QuietHandler(BaseHTTPRequestHandler):
-    """An HTTP handler whose `reply` sends an empty answer; requests are not logged."""
-
-    def reply(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
-    """A real HTTP server on a free loopback port, in a thread: (server, base URL). Stop it
-    with server.shutdown() and server.server_close()."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 class Daemon:
     """`driftwatch run` as a real process, scraped over HTTP."""
 
@@ -168,7 +144,7 @@ class Daemon:
             raise AssertionError(f"daemon exited with {self.process.returncode}:\n"
                                  + self.log.read_text()[-3000:])
 
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
         wait_for(self.ready, timeout_s, "the daemon to be ready")
 
     def terminate(self, timeout_s: float = 30.0) -> int:

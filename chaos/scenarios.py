@@ -22,9 +22,9 @@ import numpy as np
 
 from chaos.hostile import SCORED, hostile_messages
 from chaos.parts import Daemon, committed, produce, read_topic, wait_for, write_config
-from chaos.receiver import WebhookReceiver
-from monitor import traffic
-from monitor.local_broker import LocalBroker, free_port
+from monitor.local import traffic
+from monitor.local.broker import LocalBroker, free_port
+from monitor.local.receiver import WebhookReceiver
 
 SECRET_ENV = "DRIFTWATCH_CHAOS_WEBHOOK_SECRET"
 _MIB = 1 << 20

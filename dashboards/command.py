@@ -1,5 +1,6 @@
 """`driftwatch dashboards build | push | render`: the command line of this package.
-monitor/cli.py adds the subparser with `add_parser` and hands the parsed arguments to `run`."""
+monitor/cli/driftwatch.py adds the subparser with `add_parser` and hands the parsed
+arguments to `run`."""
 
 from __future__ import annotations
 

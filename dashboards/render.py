@@ -96,8 +96,8 @@ def render_demo(output: Path, minutes: float, rate: float) -> int:
     import tempfile
 
     from dashboards.build import ALERTS_FILE
-    from monitor.demo import demo_stack
-    from monitor.local_prometheus import LocalPrometheus
+    from monitor.local.demo import demo_stack
+    from monitor.local.prometheus import LocalPrometheus
 
     with demo_stack(rate, 0) as stack, tempfile.TemporaryDirectory() as tmp:
         prometheus = LocalPrometheus([f"127.0.0.1:{stack.port}"], Path(tmp), (ALERTS_FILE,),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.receiver import WebhookReceiver
-from monitor.local_broker import LocalBroker, free_port
+from monitor.local.broker import LocalBroker, free_port
+from monitor.local.receiver import WebhookReceiver
 from tests.support import Daemon
 
 SECRET = "whsec_" + base64.b64encode(b"driftwatch-test-secret-0123456789").decode()

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from monitor.action_settings import AlertmanagerAction, OutboxSettings, Rule
-from monitor.alertmanager import payload
-from monitor.decision import Decision
-from monitor.delivery import DeliveryWorker
-from monitor.local_broker import free_port
-from monitor.outbox import Outbox
-from monitor.rules import Observation, RuleEngine
+from monitor.acting.alertmanager import payload
+from monitor.acting.delivery import DeliveryWorker
+from monitor.acting.outbox import Outbox
+from monitor.acting.rules import Observation, RuleEngine
+from monitor.config.acting import AlertmanagerAction, OutboxSettings, Rule
+from monitor.local.broker import free_port
+from monitor.types import Decision
 from tests.support import QuietHandler, serve, wait_for
 
 # Debian ships the binary as prometheus-alertmanager; upstream tarballs call it alertmanager.
@@ -181,7 +181,7 @@ def test_an_unreachable_alertmanager_is_retried_and_the_alert_survives_a_restart
 
 def test_firing_alerts_end_four_resend_intervals_ahead() -> None:
     action = AlertmanagerAction(type="alertmanager", url="http://am:9093", resend_seconds=60)
-    from monitor.outbox import StoredAlert
+    from monitor.acting.outbox import StoredAlert
 
     firing = StoredAlert("am", "k", {"alertname": "r"}, {}, 1_000.0, None, 1_000.0, True, 0)
     resolved = StoredAlert("am", "k", {"alertname": "r"}, {}, 1_000.0, 1_500.0, 1_500.0, True, 0)

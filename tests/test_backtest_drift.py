@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from monitor import traffic
+from monitor.local import traffic
 
 T0 = traffic.FIXED_START_MS  # replayed event times start here
 
@@ -69,7 +69,7 @@ def test_backtest_reports_a_topic_shift_at_the_right_record(tmp_path: Path) -> N
 def test_drift_metrics_follow_the_stage(tmp_path: Path) -> None:
     from prometheus_client import REGISTRY
 
-    from monitor.backtest import backtest
+    from monitor.app.backtest import backtest
     from monitor.config import OfflineConfig
 
     data = tmp_path / "traffic.jsonl"
@@ -127,10 +127,10 @@ def test_an_error_rate_jump_is_an_early_change_event(tmp_path: Path) -> None:
 
 
 def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) -> None:
-    from monitor.backtest import backtest
+    from monitor.app.backtest import backtest
+    from monitor.app.reference_build import build_reference
     from monitor.config import OfflineConfig
-    from monitor.reference import ReferenceStore
-    from monitor.reference_build import build_reference
+    from monitor.pipeline.reference import ReferenceStore
 
     qa = traffic.load_examples(2_000, ("qa",))
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
@@ -160,11 +160,11 @@ def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) ->
 def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: Path) -> None:
     from consumers.batcher import Batch
     from consumers.decode import Decoder
+    from monitor.app.wiring import assemble
     from monitor.config import OfflineConfig
-    from monitor.drift import DriftStage, warmup_name
-    from monitor.model_scoring import ModelScorers
-    from monitor.pipeline import Pipeline
-    from monitor.reference import ReferenceStore
+    from monitor.pipeline.drift import DriftStage, warmup_name
+    from monitor.pipeline.model_scoring import ModelScorers
+    from monitor.pipeline.reference import ReferenceStore
 
     config = OfflineConfig(
         scorers=["sanity"], metrics={"labels": ["deployment"]},
@@ -184,7 +184,7 @@ def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: 
 
     def run() -> DriftStage:  # a daemon's life: a stage, a pipeline, some traffic
         stage = DriftStage.from_settings(config.drift, "cpu", "minilm")
-        pipeline = Pipeline(config.scorers, ["deployment"], 50, models=models, drift=stage)
+        pipeline = assemble(config.scorers, ["deployment"], 50, models=models, drift=stage)
         pipeline.process(Batch(records, [()] * len(records)))
         return stage
 

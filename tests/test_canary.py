@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from monitor.action_settings import CanarySettings
-from monitor.canary import CanaryGate
-from monitor.decision import Decision
-from monitor.endpoints import Endpoints, Health
+from monitor.acting.canary import CanaryGate
+from monitor.config.acting import CanarySettings
+from monitor.telemetry.endpoints import Endpoints, Health
+from monitor.types import Decision
 
 DIM = 8
 STABLE = {"toxic": 0.01, "ungrounded": 0.10, "refusal": 0.03, "error": 0.01, "slowdown": 1.0,

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from detectors.sequential import MeanDifferenceCS, one_sided_level
-from monitor import traffic
-from monitor.action_settings import CanarySettings
-from monitor.backtest import backtest
-from monitor.canary_plan import plan, records_to_pass
+from monitor.acting.canary_plan import plan, records_to_pass
+from monitor.app.backtest import backtest
 from monitor.cli import main
 from monitor.config import OfflineConfig
+from monitor.config.acting import CanarySettings
+from monitor.local import traffic
 
 
 def test_an_identical_canary_on_real_traffic_is_promoted_within_about_1000_per_arm() -> None:

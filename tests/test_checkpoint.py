@@ -15,10 +15,12 @@ import pytest
 from consumers.batcher import Batch
 from consumers.decode import Decoder
 from consumers.wire import Origin
-from monitor import metrics as m
-from monitor import traffic
-from monitor.canary import CanaryGate
-from monitor.checkpoint import (
+from monitor.acting.canary import CanaryGate
+from monitor.acting.rules import RuleEngine
+from monitor.app.wiring import assemble
+from monitor.config import OfflineConfig
+from monitor.local import traffic
+from monitor.pipeline.checkpoint import (
     FORMAT,
     Checkpoint,
     Checkpointer,
@@ -28,12 +30,10 @@ from monitor.checkpoint import (
     read,
     write,
 )
-from monitor.config import OfflineConfig
-from monitor.decision import Decision
-from monitor.drift import DriftEvent, DriftStage
-from monitor.model_scoring import ModelScorers
-from monitor.pipeline import Pipeline
-from monitor.rules import RuleEngine
+from monitor.pipeline.drift import DriftStage
+from monitor.pipeline.model_scoring import ModelScorers
+from monitor.telemetry import metrics as m
+from monitor.types import Decision, DriftEvent
 
 FINGERPRINTS = {"segments": "s1", "drift": "d1", "rules": "r1", "canary": "c1"}
 
@@ -111,7 +111,7 @@ def test_names_that_lead_outside_the_allowed_libraries_are_refused(
         tmp_path: Path, module: str, name: str) -> None:
     import io
 
-    from monitor.checkpoint import _Unpickler
+    from monitor.pipeline.checkpoint import _Unpickler
 
     payload = f"c{module}\n{name}\n.".encode()  # protocol 0: GLOBAL module name
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
@@ -121,7 +121,7 @@ def test_names_that_lead_outside_the_allowed_libraries_are_refused(
 def test_getattr_reaches_an_allowed_objects_methods_only() -> None:
     from river.drift import PageHinkley
 
-    from monitor.checkpoint import _bound_method
+    from monitor.pipeline.checkpoint import _bound_method
 
     detector = PageHinkley()
     assert _bound_method(detector, "update") == detector.update
@@ -195,7 +195,7 @@ class Run:
         self.decisions: list[Decision] = []
         self.drift = DriftStage.from_settings(CONFIG.drift, "cpu", "minilm", keep_warmup=False)
         self.canary = CanaryGate(CONFIG.canary)
-        self.pipeline = Pipeline(
+        self.pipeline = assemble(
             CONFIG.scorers, ["deployment"], 50, models=models, drift=self.drift,
             on_events=self.events.extend, rules=RuleEngine(CONFIG.rules, CONFIG.actions),
             canary=self.canary, on_decisions=self.decisions.extend, checkpoints=checkpoints)

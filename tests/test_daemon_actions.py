@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from chaos.receiver import WebhookReceiver as Receiver
-from monitor import traffic
-from monitor.drift import warmup_name
-from monitor.local_broker import free_port
-from monitor.outbox import Outbox
-from monitor.reference import ReferenceStore
+from monitor.acting.outbox import Outbox
+from monitor.local import traffic
+from monitor.local.broker import free_port
+from monitor.local.receiver import WebhookReceiver as Receiver
+from monitor.pipeline.drift import warmup_name
+from monitor.pipeline.reference import ReferenceStore
 from tests.conftest import SECRET
 from tests.support import committed, produce, wait_for, write_config
 

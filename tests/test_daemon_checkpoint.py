@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor import traffic
-from monitor.checkpoint import read
-from monitor.local_broker import free_port
-from monitor.outbox import Outbox
+from monitor.acting.outbox import Outbox
+from monitor.local import traffic
+from monitor.local.broker import free_port
+from monitor.pipeline.checkpoint import read
 from tests.support import committed, produce, wait_for, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import traffic
-from monitor.local_broker import free_port
+from monitor.local import traffic
+from monitor.local.broker import free_port
 from tests.support import committed, produce, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.broker

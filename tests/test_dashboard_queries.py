@@ -16,9 +16,9 @@ import yaml
 from dashboards.alert_rules import ALERTS, RECORDS
 from dashboards.build import ALERTS_FILE, GRAFANA_DIR
 from dashboards.grafana_json import substitute
-from monitor import traffic
-from monitor.local_broker import LocalBroker, free_port
-from monitor.local_prometheus import LocalPrometheus
+from monitor.local import traffic
+from monitor.local.broker import LocalBroker, free_port
+from monitor.local.prometheus import LocalPrometheus
 from tests.conftest import SECRET
 from tests.support import Daemon, QuietHandler, produce, serve, wait_for, write_config
 

@@ -9,7 +9,7 @@ import re
 import yaml
 from prometheus_client import REGISTRY
 
-import monitor.metrics  # noqa: F401  (declares every exported metric in REGISTRY)
+import monitor.telemetry.metrics  # noqa: F401  (declares every exported metric in REGISTRY)
 from dashboards.build import ALERTS_FILE, GRAFANA_DIR, build, stale
 from dashboards.grafana_json import SEGMENT_VARIABLES, substitute
 

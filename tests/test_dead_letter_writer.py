@@ -16,7 +16,7 @@ from consumers.processor import StreamProcessor
 from consumers.settings import BatchSettings, KafkaSettings
 from consumers.source import KafkaSource, NullObserver
 from consumers.wire import Origin
-from monitor import traffic
+from monitor.local import traffic
 from tests.support import committed, produce, read_topic, wait_for
 
 ORIGIN = Origin("in", 3, 42)

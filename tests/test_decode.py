@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from consumers.decode import REASONS, Decoder, EventTimeBounds, Rejection
 from consumers.wire import Record
-from monitor import traffic
+from monitor.local import traffic
 
 MAX_BYTES = 1_000
 NUMERIC_FIELDS = ("latency_ms", "prompt_tokens", "completion_tokens", "cost_usd")

@@ -14,9 +14,9 @@ import pytest
 from consumers.wire import Record
 from detectors.mmd_online import OnlineMMD
 from monitor.config import DriftSettings
-from monitor.drift import DriftStage
-from monitor.model_scoring import BatchScores
-from monitor.reference import ReferenceStore
+from monitor.pipeline.drift import DriftStage
+from monitor.pipeline.model_scoring import BatchScores
+from monitor.pipeline.reference import ReferenceStore
 
 SEG = ("m", "", "", "")
 
@@ -103,7 +103,7 @@ def test_background_calibration_keeps_batches_flowing_then_detects_and_survives_
         return build(*args)
 
     stage._build = held  # type: ignore[method-assign]
-    caplog.set_level(logging.INFO, logger="monitor.drift")
+    caplog.set_level(logging.INFO, logger="monitor.pipeline.drift")
     assert _feed(stage, rows[:200], 0) == []
     state = stage.state()[SEG]
     assert state.pending is not None and state.mmd == {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detectors.embedder import Embedder, ModelNotFound, pick_device, resolve_model_path
-from monitor import traffic
+from monitor.local import traffic
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from monitor.acting.outbox import Outbox
 from monitor.cli import main
-from monitor.outbox import Outbox
 from tests.test_outbox import ACTIONS, NOW, decision
 
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.decode import REASONS
-from monitor import traffic
-from monitor.local_broker import free_port
+from monitor.local import traffic
+from monitor.local.broker import free_port
 from tests.support import committed, produce, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.broker

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from monitor.config import MetricsSettings
-from monitor.endpoints import Endpoints, Health, HttpLimits, admin_refusal
+from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits, admin_refusal
 
 
 class _Drift:

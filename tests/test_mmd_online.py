@@ -8,7 +8,7 @@ import pytest
 
 from detectors.embedder import Embedder
 from detectors.mmd_online import OnlineMMD
-from monitor.traffic import load_examples
+from monitor.local.traffic import load_examples
 
 DIM = 16
 

@@ -7,7 +7,7 @@ import pytest
 
 from consumers.wire import Record
 from monitor.config import ScoringSettings
-from monitor.model_scoring import ModelScorers, Overload
+from monitor.pipeline.model_scoring import ModelScorers, Overload
 
 
 def test_overload_fraction_follows_lag_down_to_its_floor() -> None:
@@ -116,7 +116,7 @@ def test_the_pipeline_counts_what_the_time_budget_left_unscored() -> None:
     from prometheus_client import REGISTRY
 
     from consumers.batcher import Batch
-    from monitor.pipeline import Pipeline
+    from monitor.app.wiring import assemble
 
     def sample(name: str, labels: dict[str, str]) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -124,7 +124,7 @@ def test_the_pipeline_counts_what_the_time_budget_left_unscored() -> None:
     tight = ModelScorers(["sanity"], ScoringSettings(device="cpu"), embeddings=False,
                          time_budget_s=1e-6)
     model = "budget-test"
-    pipeline = Pipeline(["latency", "sanity"], ["model"], 50, models=tight)
+    pipeline = assemble(["latency", "sanity"], ["model"], 50, models=tight)
     segment = {"model": model, "model_version": "", "deployment": "", "route": ""}
     before = (sample("driftwatch_model_skipped_records_total", {"reason": "time_budget"}),
               sample("driftwatch_model_scored_records_total", segment))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.action_settings import AlertmanagerAction, OutboxSettings, WebhookAction
-from monitor.decision import Decision
-from monitor.delivery import DeliveryWorker
-from monitor.outbox import Outbox, OutboxError
+from monitor.acting.delivery import DeliveryWorker
+from monitor.acting.outbox import Outbox, OutboxError
+from monitor.config.acting import AlertmanagerAction, OutboxSettings, WebhookAction
+from monitor.types import Decision
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = 1_700_000_000.0
@@ -153,7 +153,7 @@ def test_pending_deliveries_survive_a_process_that_dies_without_closing(tmp_path
     # Another process puts and exits at once: no close, no atexit, no flush by Python.
     script = (
         "import os, sys; sys.path.insert(0, sys.argv[2]);"
-        "from monitor.outbox import Outbox; from tests.test_outbox import ACTIONS, decision;"
+        "from monitor.acting.outbox import Outbox; from tests.test_outbox import ACTIONS, decision;"
         "box = Outbox(__import__('pathlib').Path(sys.argv[1]));"
         "ids = box.put([decision(targets=('hook', 'am'))], ACTIONS);"
         "print(ids[0], flush=True); os._exit(0)"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.receiver import WebhookReceiver as Receiver
-from monitor import traffic
-from monitor.local_broker import LocalBroker, free_port
+from monitor.local import traffic
+from monitor.local.broker import LocalBroker, free_port
+from monitor.local.receiver import WebhookReceiver as Receiver
 from tests.conftest import SECRET
 from tests.support import committed, produce, read_topic, wait_for, write_config
 

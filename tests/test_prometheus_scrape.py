@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitor import traffic
-from monitor.local_broker import free_port
-from monitor.local_prometheus import LocalPrometheus
+from monitor.local import traffic
+from monitor.local.broker import free_port
+from monitor.local.prometheus import LocalPrometheus
 from tests.support import produce, wait_for, write_config
 
 pytestmark = pytest.mark.broker

@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from detectors.insults_corpus import load_insults
 from detectors.rate_shift import RateShift, reference_rate, run_length, threshold
 from detectors.toxicity import ProfanityCheckScorer
-from monitor.action_settings import RateCondition, Rule
+from monitor.acting.rules import Observation, RuleEngine
 from monitor.config import load_config
-from monitor.decision import Decision
-from monitor.rules import Observation, RuleEngine
-from monitor.traffic import load_examples
+from monitor.config.acting import RateCondition, Rule
+from monitor.local.traffic import load_examples
+from monitor.types import Decision
 
 SEG = ("m", "v1", "stable", "")
 EXAMPLE = Path(__file__).resolve().parent.parent / "driftwatch.yaml"
@@ -152,7 +152,7 @@ def test_window_fields_without_a_bound_and_test_fields_with_one_are_refused() ->
 
 
 def test_bench_rules_reports_false_decisions_and_delays_per_rule(tmp_path: Path) -> None:
-    from monitor.bench_rules import bench_rules
+    from monitor.local.bench_rules import bench_rules
 
     config = tmp_path / "dw.yaml"
     config.write_text(

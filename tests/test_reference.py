@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor import traffic
+from monitor.app.reference_build import build_reference
 from monitor.config import OfflineConfig
-from monitor.reference import ReferenceError, ReferenceStore
-from monitor.reference_build import build_reference
+from monitor.local import traffic
+from monitor.pipeline.reference import ReferenceStore, ReferenceStoreError
 
 
 def _save(store: ReferenceStore, name: str = "prod", n: int = 5, source: str = "test") -> None:
@@ -49,13 +49,13 @@ def test_leftovers_of_a_crashed_save_are_not_versions(tmp_path: Path) -> None:
 
 def test_missing_damaged_and_badly_named_references_are_clear_errors(tmp_path: Path) -> None:
     store = ReferenceStore(tmp_path)
-    with pytest.raises(ReferenceError, match="driftwatch reference build --name prod"):
+    with pytest.raises(ReferenceStoreError, match="driftwatch reference build --name prod"):
         store.load("prod")
     _save(store)
-    with pytest.raises(ReferenceError, match=r"no version 9; available: \[1\]"):
+    with pytest.raises(ReferenceStoreError, match=r"no version 9; available: \[1\]"):
         store.load("prod", version=9)
     (tmp_path / "prod" / "v0001" / "manifest.json").write_text("{not json")
-    with pytest.raises(ReferenceError, match="unreadable"):
+    with pytest.raises(ReferenceStoreError, match="unreadable"):
         store.load("prod")
     with pytest.raises(ValueError, match=r"reference name '\.\./etc'"):
         store.versions("../etc")
@@ -90,7 +90,7 @@ def test_built_from_a_topic_offset_range_without_moving_any_group(broker, names,
     records = list(traffic.wire_records(160, seed=33, start_ms=traffic.FIXED_START_MS))
     produce(broker.bootstrap, topic, ((i % 2, traffic.encode(r), None)
                                       for i, r in enumerate(records)))
-    from monitor.reference_build import run_reference
+    from monitor.app.reference_build import run_reference
 
     store_dir = tmp_path / "refs"
     # The brokers come from the config's kafka section when --bootstrap is not given.

@@ -9,11 +9,10 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from monitor.action_settings import Action, Rule
+from monitor.acting.rules import Observation, RuleEngine
 from monitor.config import ConfigError, load_config
-from monitor.decision import Decision
-from monitor.drift import DriftEvent
-from monitor.rules import Observation, RuleEngine
+from monitor.config.acting import Action, Rule
+from monitor.types import Decision, DriftEvent
 
 SEG = ("m", "v1", "stable", "")
 ACTIONS = TypeAdapter(dict[str, Action]).validate_python({

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor import traffic
-from monitor.local_broker import free_port
+from monitor.local import traffic
+from monitor.local.broker import free_port
 from tests.support import committed, produce, wait_for, write_config
 
 pytestmark = pytest.mark.broker

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import traffic
-from monitor.local_broker import free_port
+from monitor.local import traffic
+from monitor.local.broker import free_port
 from tests.support import produce, wait_for, write_config
 
 CONTEXT = ["The Eiffel Tower is 330 metres tall. It was completed in 1889 in Paris."]

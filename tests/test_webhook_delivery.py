@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from chaos.receiver import WebhookReceiver as Receiver
-from monitor import webhook
-from monitor.action_settings import OutboxSettings, WebhookAction
-from monitor.decision import Decision
-from monitor.delivery import DeliveryWorker
-from monitor.outbox import Outbox
-from monitor.webhook import WebhookSecretError, load_secret
+from monitor.acting import webhook
+from monitor.acting.delivery import DeliveryWorker
+from monitor.acting.outbox import Outbox
+from monitor.acting.webhook import WebhookSecretError, load_secret
+from monitor.config.acting import OutboxSettings, WebhookAction
+from monitor.local.receiver import WebhookReceiver as Receiver
+from monitor.types import Decision
 from tests.conftest import SECRET
 from tests.support import wait_for
 

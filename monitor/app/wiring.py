@@ -1,0 +1,161 @@
+"""The one place a config becomes a pipeline: the daemon and the backtest both wire theirs
+here, so a backtest runs exactly the stages, detectors, rules and gate the daemon would.
+
+`live` is the only difference between them, and it changes how, never what, is decided: the
+daemon bounds model time per batch, calibrates drift detectors off the batch path and keeps
+warm-up references for its next start; a backtest does none of that, so its results do not
+depend on the machine's speed or on what an earlier run left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.acting.canary import CanaryGate
+from monitor.acting.rules import RuleEngine
+from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
+from monitor.pipeline.checkpoint import Checkpointer, fingerprint
+from monitor.pipeline.drift import DriftStage
+from monitor.pipeline.model_scoring import ModelScorers, wants_embeddings
+from monitor.pipeline.pipeline import Pipeline
+from monitor.pipeline.stages import (
+    AuditStage,
+    CanaryUpdate,
+    DecideStage,
+    DriftStep,
+    ModelStage,
+    OperationalStage,
+    Stage,
+)
+from monitor.types import Decision, DriftEvent, IntakeCounts
+
+log = logging.getLogger(__name__)
+
+# Records per micro-batch when reading a file (backtest, score, reference build).
+OFFLINE_BATCH = 256
+
+
+@dataclass
+class Parts:
+    """The stateful parts a config asks for; None where it asks for none."""
+
+    models: ModelScorers | None = None
+    drift: DriftStage | None = None
+    rules: RuleEngine | None = None
+    canary: CanaryGate | None = None
+
+    @property
+    def device(self) -> str:
+        embedder = self.models.embedder if self.models is not None else None
+        return embedder.device if embedder is not None else "cpu"
+
+
+def build_models(config: OfflineConfig | Config, live: bool) -> ModelScorers | None:
+    """The model scorers the config enables (None: no model scorer is on)."""
+    if not set(config.scorers) & MODEL_SCORERS:
+        return None
+    return ModelScorers(config.scorers, config.scoring,
+                        embeddings=wants_embeddings(config.drift, config.canary),
+                        time_budget_s=config.scoring.max_batch_seconds if live else None)
+
+
+def build_parts(config: OfflineConfig | Config, live: bool,
+                last_fired: Callable[[str], float | None] | None = None,
+                models: ModelScorers | None = None) -> Parts:
+    """Models, drift stage, rule engine and canary gate, as `config` sets them. `last_fired`:
+    the outbox's memory of when each incident last fired (cooldowns across restarts).
+    `models`: already loaded ones (a caller that loads them first, to fail fast)."""
+    models = models if models is not None else build_models(config, live)
+    parts = Parts(models)
+    embedder = models.embedder if models is not None else None
+    if config.drift.enabled and embedder is not None:
+        parts.drift = DriftStage.from_settings(config.drift, embedder.device, embedder.name,
+                                               keep_warmup=live, background=live)
+    if config.rules:
+        parts.rules = RuleEngine(config.rules, config.actions, last_fired=last_fired or _never)
+    if config.canary.enabled:
+        parts.canary = CanaryGate(config.canary, parts.device)
+    return parts
+
+
+def assemble(
+    scorers: Sequence[str],
+    segment_labels: Sequence[str],
+    max_label_values: int,
+    *,
+    models: ModelScorers | None = None,
+    drift: DriftStage | None = None,
+    rules: RuleEngine | None = None,
+    canary: CanaryUpdate | None = None,
+    on_events: Callable[[list[DriftEvent]], None] | None = None,
+    on_decisions: Callable[[list[Decision]], None] | None = None,
+    intake: IntakeCounts | None = None,
+    rollover_actions: frozenset[str] = frozenset(),
+    fraction: Callable[[], float] = lambda: 1.0,
+    cancel: threading.Event | None = None,
+    audit_log: Path | None = None,
+    checkpoints: Checkpointer | None = None,
+) -> Pipeline:
+    """The stages, in order, for the parts given (each stage only when its part is there)."""
+    if drift is not None and models is None:
+        raise ValueError("drift needs the model scorers (embeddings): enable one of "
+                         f"{sorted(MODEL_SCORERS)}")
+    if (rules is not None or canary is not None) and on_decisions is None:
+        raise ValueError("rules and the canary gate need somewhere to put their decisions")
+    operational = OperationalStage(scorers, segment_labels, max_label_values)
+    stages: list[Stage] = []
+    if models is not None:
+        stages.append(ModelStage(models, fraction, cancel))
+    if drift is not None:
+        stages.append(DriftStep(drift, on_events))
+    if rules is not None or canary is not None:
+        assert on_decisions is not None
+        stages.append(DecideStage(rules, canary, on_decisions, intake,
+                                  drift.request_rollover if drift is not None else None,
+                                  rollover_actions))
+    if audit_log is not None:
+        stages.append(AuditStage(audit_log))
+    return Pipeline(operational, stages, checkpoints)
+
+
+def wire(
+    config: OfflineConfig | Config,
+    parts: Parts,
+    *,
+    on_decisions: Callable[[list[Decision]], None],
+    intake: IntakeCounts,
+    on_events: Callable[[list[DriftEvent]], None] | None = None,
+    fraction: Callable[[], float] = lambda: 1.0,
+    cancel: threading.Event | None = None,
+    checkpoints: Checkpointer | None = None,
+) -> Pipeline:
+    """The pipeline of `config` over `parts`: what the daemon and the backtest both run."""
+    return assemble(
+        config.scorers, config.metrics.labels, config.metrics.max_label_values,
+        models=parts.models, drift=parts.drift, rules=parts.rules, canary=parts.canary,
+        on_events=on_events, on_decisions=on_decisions, intake=intake,
+        rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
+        audit_log=getattr(config, "audit_log", None), checkpoints=checkpoints)
+
+
+def _never(key: str) -> float | None:
+    return None  # no outbox: no incident fired before this run
+
+
+def checkpointer(config: Config, models: ModelScorers | None) -> Checkpointer | None:
+    """Checkpoints of the detectors', rules' and canary's state; each part fingerprinted with
+    the config that shapes it, so a changed config drops only what it invalidates."""
+    if not config.checkpoint.enabled:
+        return None
+    labels = (config.metrics.labels, config.metrics.max_label_values)
+    model = models.embedder.name if models is not None and models.embedder is not None else ""
+    return Checkpointer(config.checkpoint, {
+        "segments": fingerprint(*labels),
+        "drift": fingerprint(config.drift, model, *labels),
+        "rules": fingerprint(config.rules, *labels),
+        "canary": fingerprint(config.canary),
+    })

@@ -1,0 +1,62 @@
+"""`driftwatch bench ...`: benchmarks that print a figure next to a baseline of the same run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from monitor.cli.common import setup_logging
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks that print a figure next to a baseline")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    consume = bench_sub.add_parser(
+        "consume", help="records/s through decode, validate, batch, metrics vs a raw poll loop"
+    )
+    consume.add_argument("--records", type=int, default=100_000)
+    consume.add_argument("--partitions", type=int, default=4)
+    consume.add_argument("--rounds", type=int, default=2)
+    throughput = bench_sub.add_parser(
+        "throughput", help="records/s end to end with every scorer vs naive encode"
+    )
+    throughput.add_argument("--records", type=int, default=2_000)
+    throughput.add_argument("--partitions", type=int, default=4)
+    throughput.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"],
+                            default="auto", help="embedding precision (int8: ONNX Runtime)")
+    rules_bench = bench_sub.add_parser(
+        "rules", help="each rule's false decisions on clean real text and delay on a regression"
+    )
+    rules_bench.add_argument("--records", type=int, default=4_000)
+    rules_bench.add_argument("--seeds", type=int, default=3)
+    rules_bench.add_argument("--config", type=Path, default=None,
+                             help="whose rules (default: the example driftwatch.yaml)")
+    drift = bench_sub.add_parser(
+        "drift", help="drift detection delay, false alarms and cost vs river (and alibi-detect)"
+    )
+    drift.add_argument("--ert", type=int, default=1_000)
+    drift.add_argument("--window", type=int, default=100)
+    drift.add_argument("--runs", type=int, default=20)
+    drift.add_argument("--clean-records", type=int, default=20_000)
+    drift.add_argument("--alibi-python", default=None,
+                       help="a Python with alibi-detect[torch] (make bench-drift builds one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    if args.bench == "consume":
+        from monitor.local.bench import bench_consume
+
+        return bench_consume(args.records, args.partitions, args.rounds)
+    if args.bench == "drift":
+        from monitor.local.bench_drift import bench_drift
+
+        return bench_drift(args.ert, args.window, args.runs, args.clean_records,
+                           args.alibi_python)
+    if args.bench == "rules":
+        from monitor.local.bench_rules import run_bench_rules
+
+        return run_bench_rules(args.records, args.seeds, args.config)
+    from monitor.local.bench import bench_throughput
+
+    return bench_throughput(args.records, args.partitions, args.precision)

@@ -1,0 +1,36 @@
+"""`driftwatch check-config`: validate a config and say what it sets up."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from monitor.cli.common import DEFAULT_CONFIG
+from monitor.config import load_config, load_offline_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check-config", help="validate a config and exit (0 = valid)")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+    check.add_argument("--offline", action="store_true",
+                       help="validate for score and backtest (no kafka section needed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.offline:
+        offline = load_offline_config(args.config)
+        print(f"{args.config}: OK for score and backtest ({len(offline.rules)} rule(s), "
+              f"scorers {', '.join(offline.scorers)})")
+        return 0
+    config = load_config(args.config)
+    for warning in config.metrics.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.config}: OK (topics {', '.join(config.kafka.topics)}, "
+          f"group {config.kafka.group_id})")
+    if config.canary.enabled:
+        from monitor.acting.canary_plan import bounds_lines
+
+        print("canary: records per arm to promote an identical canary (measured: "
+              "driftwatch canary plan)")
+        print("\n".join(bounds_lines(config.canary)))
+    return 0

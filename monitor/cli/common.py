@@ -1,0 +1,38 @@
+"""What every verb shares: the default config path, logging setup, and a safe exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+DEFAULT_CONFIG = "driftwatch.yaml"
+
+
+def exit_past_busy_workers(code: int) -> int:
+    """Return `code`, or exit with it at once when a worker is still inside a model call or
+    a background drift calibration:
+    the interpreter's teardown would destroy torch's running thread pool and abort (SIGABRT).
+    Everything durable (outbox, commits, checkpoint) is already written by then."""
+    from consumers.processor import busy_threads
+    from monitor.pipeline.drift import calibrating
+
+    if busy_threads() or calibrating():
+        logging.getLogger("driftwatch").warning(
+            "exiting while a worker is inside a model call or a drift calibration (what it "
+            "was doing stays uncommitted, and is done again on restart)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # kafka-python is chatty at INFO (every connection and rebalance step).
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)

@@ -1,0 +1,45 @@
+"""The `driftwatch` command line: collects one parser per verb and runs the one asked for."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from chaos import command as chaos
+from dashboards import command as dashboards
+from monitor.cli import (
+    backtest,
+    bench,
+    canary,
+    check_config,
+    demo,
+    evaluate,
+    events,
+    reference,
+    run,
+    score,
+)
+from monitor.config import ConfigError
+
+# In the order `driftwatch --help` lists them; each has add_parser(sub) and run(args).
+VERBS = (run, check_config, demo, score, backtest, reference, evaluate, events, dashboards,
+         chaos, canary, bench)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="driftwatch", description="Streaming production monitor for LLM serving."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for verb in VERBS:
+        before = set(sub.choices)
+        verb.add_parser(sub)
+        for name in set(sub.choices) - before:
+            sub.choices[name].set_defaults(verb=verb)
+    args = parser.parse_args(argv)
+    try:
+        return args.verb.run(args)
+    except ConfigError as exc:
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,47 @@
+"""`driftwatch reference`: build or list drift reference snapshots, or roll a daemon's over."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from monitor.cli.common import setup_logging
+from monitor.config import load_offline_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    reference = sub.add_parser(
+        "reference", help="build or list drift reference snapshots, or roll a daemon's over")
+    reference.add_argument("action", choices=["build", "list", "rollover"])
+    reference.add_argument("--name", default="default")
+    reference.add_argument("--store", type=Path, default=Path("state/references"))
+    reference.add_argument("--input", type=Path, default=None, help="JSONL wire records")
+    reference.add_argument("--limit", type=int, default=None, help="use the first N records")
+    reference.add_argument("--topic", default=None, help="read a topic's offset range instead")
+    reference.add_argument("--bootstrap", default=None,
+                           help="HOST:PORT, with --topic (default: the config's kafka section, "
+                                "whose security settings apply too)")
+    reference.add_argument("--from-offset", type=int, default=0, help="per partition")
+    reference.add_argument("--to-offset", type=int, default=None, help="exclusive")
+    reference.add_argument("--config", default=None)
+    reference.add_argument("--url", default="http://127.0.0.1:9108",
+                           help="rollover: the daemon's metrics address (default %(default)s)")
+    reference.add_argument("--segment", action="append", default=[], metavar="LABEL=VALUE",
+                           help="rollover: only segments with this label value (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    from consumers.settings import KafkaSecretError
+    from monitor.app.reference_build import request_rollover, run_reference
+
+    if args.action == "rollover":
+        return request_rollover(args.url, args.segment)
+    try:
+        return run_reference(args.action, args.name, args.store, args.input,
+                             args.limit, load_offline_config(args.config), args.topic,
+                             args.bootstrap, (args.from_offset, args.to_offset))
+    except KafkaSecretError as exc:
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 2

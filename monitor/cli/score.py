@@ -1,0 +1,28 @@
+"""`driftwatch score`: one JSON line of model scores per wire record."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from monitor.cli.common import setup_logging
+from monitor.config import load_offline_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    score = sub.add_parser("score", help="score wire-format JSON lines from a file or stdin")
+    score.add_argument("--input", type=Path, default=None, help="JSONL file (default: stdin)")
+    score.add_argument("--output", type=Path, default=None, help="JSONL file (default: stdout)")
+    score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    from monitor.app.score import run_score
+
+    offline = load_offline_config(args.config)
+    if args.output is None:
+        return run_score(args.input, sys.stdout.buffer, offline)
+    with open(args.output, "wb") as out:
+        return run_score(args.input, out, offline)

@@ -1,0 +1,15 @@
+"""Settings of state checkpoints: where, and how often."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CheckpointSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    path: Path = Path("state/checkpoint.bin")
+    interval_seconds: float = Field(default=30.0, gt=0, le=86_400)

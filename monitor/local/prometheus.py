@@ -1,0 +1,68 @@
+"""A real Prometheus on a loopback port (the Debian package's binary), scraping given targets
+and loading rule files: for `dashboards render --demo` and the tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from monitor.local.broker import free_port
+
+
+class PrometheusMissing(RuntimeError):
+    """No prometheus binary; the message says how to install it."""
+
+
+class LocalPrometheus:
+    def __init__(self, targets: list[str], workdir: Path, rule_files: tuple[Path, ...] = (),
+                 interval_s: float = 1.0, job: str = "driftwatch") -> None:
+        tool = shutil.which("prometheus")
+        if tool is None:
+            raise PrometheusMissing("prometheus not found: install the Debian package "
+                                    "`prometheus` (make test does)")
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = workdir / "prometheus.yml"
+        every = f"{interval_s:g}s"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": every, "evaluation_interval": every},
+            "rule_files": [str(p) for p in rule_files],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+        }))
+        self.process = subprocess.Popen(
+            [tool, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"],
+            stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 30
+        while not self._ready():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"Prometheus did not start; see {workdir / 'prometheus.log'}")
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, promql: str) -> list[dict]:
+        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        body = reply.json()
+        if body["status"] != "success":
+            raise RuntimeError(f"Prometheus rejected {promql!r}: {body}")
+        return body["data"]["result"]
+
+    def rules(self) -> list[dict]:
+        body = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        return [r for g in body["data"]["groups"] for r in g["rules"]]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

@@ -1,0 +1,98 @@
+"""The pipeline: one micro-batch in, scores, counts and decisions out. Runs on the worker
+thread. It only orders its stages (see `stages`) and ties their state to Kafka positions
+(see `ledger`); what each stage does lives with the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from consumers.batcher import Batch
+from consumers.wire import Record
+from monitor.pipeline.checkpoint import Checkpointer
+from monitor.pipeline.ledger import ReplayLedger
+from monitor.pipeline.stages import OperationalStage, Stage, Work
+from monitor.telemetry import metrics as m
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Runs each batch through the operational stage, then `stages` in order, and checkpoints
+    their state with the positions it covers."""
+
+    def __init__(self, operational: OperationalStage, stages: Sequence[Stage] = (),
+                 checkpoints: Checkpointer | None = None) -> None:
+        self.operational = operational
+        self.stages = list(stages)
+        self._ledger = ReplayLedger(checkpoints)
+        self._lock = threading.Lock()  # a checkpoint at close never sees a batch half-applied
+        checkpoint = self._ledger.resume()
+        if checkpoint is not None:
+            for stage in self._all():
+                stage.restore(checkpoint.parts)
+
+    def _all(self) -> list[Stage]:
+        return [self.operational, *self.stages]
+
+    def close(self) -> None:
+        """Write the last checkpoint (unless a batch is still stuck in the worker)."""
+        if self._lock.acquire(timeout=5.0):
+            try:
+                self._ledger.save(self.state)
+            finally:
+                self._lock.release()
+        else:
+            log.warning("no checkpoint at shutdown: a batch is still being processed")
+        for stage in self._all():
+            stage.close()
+
+    def state(self) -> dict[str, object]:
+        """What a checkpoint holds, by part."""
+        parts: dict[str, object] = {}
+        for stage in self._all():
+            parts.update(stage.state())
+        return parts
+
+    def process(self, batch: Batch) -> None:
+        with self._lock:
+            if self._ledger.replaying:
+                replayed, batch = self._ledger.split(batch)
+                if replayed.records:
+                    m.CHECKPOINT_REPLAYED.inc(len(replayed.records))
+                    self._process(replayed, stateful=False)
+            self._process(batch)
+            self._ledger.applied(batch, self.state)
+
+    def checkpoint_if_due(self) -> None:
+        """From another thread (the poll loop): checkpoint what an idle stream left unsaved.
+        Skipped while a batch is being processed; that batch checkpoints itself when due."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._ledger.save_if_due(self.state)
+            finally:
+                self._lock.release()
+
+    def _process(self, batch: Batch, stateful: bool = True) -> None:
+        """Score and count a batch; `stateful`: also feed the detectors, rules and canary."""
+        started = time.perf_counter()
+        records = batch.records
+        if not records:
+            return
+        work = Work(self.operational.scored(records), batch.origins, event_times(records),
+                    stateful)
+        for stage in self._all():
+            stage.process(work)
+        self.operational.count(work)
+        m.BATCH_SIZE.observe(len(records))
+        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+
+def event_times(records: Sequence[Record]) -> np.ndarray:
+    """Each record's event time in seconds, NaN where it has none."""
+    return np.array([np.nan if (t := r.event_time) is None else t for r in records])
