@@ -270,7 +270,10 @@ def demo_stack(rate: float, metrics_port: int) -> Iterator[Stack]:
             hook.close()
 
 
-def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
+def run_demo(rate: float, duration_s: float | None, metrics_port: int,
+             until_scored: int | None = None) -> int:
+    """Run until Ctrl-C, `duration_s` seconds, or (when set) `until_scored` records scored,
+    whichever comes first."""
     console = Console()
     console.print("[bold]driftwatch demo[/]: loading models and starting a local Tansu broker ...")
     now: Snapshot | None = None
@@ -284,7 +287,10 @@ def run_demo(rate: float, duration_s: float | None, metrics_port: int) -> int:
         url = f"http://127.0.0.1:{stack.port}/metrics"
         try:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
-                while duration_s is None or time.monotonic() - started < duration_s:
+                while (duration_s is None or time.monotonic() - started < duration_s) and not (
+                        until_scored is not None and now is not None
+                        and now.total("driftwatch_records_total", outcome="scored")
+                        >= until_scored):
                     time.sleep(1.0)
                     if not stack.daemon.is_alive():
                         raise RuntimeError("the daemon thread stopped; see the log above")
