@@ -32,7 +32,7 @@ from monitor.pipeline.checkpoint import (
 )
 from monitor.pipeline.drift import DriftStage
 from monitor.pipeline.model_scoring import ModelScorers
-from monitor.telemetry import metrics as m
+from monitor.telemetry.metrics import METRICS as m
 from monitor.types import Decision, DriftEvent
 
 FINGERPRINTS = {"segments": "s1", "drift": "d1", "rules": "r1", "canary": "c1"}

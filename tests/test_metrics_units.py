@@ -1,5 +1,5 @@
 """Unit tests for the metrics side: the batch histogram against prometheus_client's own, bounded
-labels, and the pipeline's counters read back from the (global) registry as deltas."""
+labels, and the pipeline's counters read back as deltas from a registry of the tests' own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.batcher import Batch
@@ -21,6 +21,7 @@ from consumers.wire import Origin, Record
 from monitor.app.wiring import assemble
 from monitor.telemetry.batch_histogram import BatchHistogram
 from monitor.telemetry.labels import OTHER, UNKNOWN, CappedLabel, SegmentLabeler, sanitize
+from monitor.telemetry.metrics import Metrics
 
 # Dyadic bounds and values: every sum is exact in float64 whatever the summation order.
 BUCKETS = (0.25, 0.5, 1.0, 2.5, 10.0)
@@ -170,10 +171,12 @@ def test_segment_labeler_leaves_unconfigured_labels_empty() -> None:
 # -- pipeline ----------------------------------------------------------------------------------
 
 SCORERS = ["latency", "tokens", "cost", "status", "length"]
+OWN = CollectorRegistry()  # the pipeline tests' metrics: nothing else counts here
+METRICS = Metrics(OWN)
 
 
 def _value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return OWN.get_sample_value(name, labels) or 0.0
 
 
 def _seg(model: str, deployment: str) -> dict[str, str]:
@@ -200,7 +203,7 @@ def model() -> str:
 
 
 def test_pipeline_counts_records_tokens_cost_status_and_latency_per_segment(model: str) -> None:
-    pipeline = assemble(SCORERS, ["model", "deployment"], max_label_values=5)
+    pipeline = assemble(SCORERS, ["model", "deployment"], max_label_values=5, metrics=METRICS)
     records = [
         Record(request_id="1", model=model, deployment="stable", latency_ms=250.0,
                prompt_tokens=10, completion_tokens=4, cost_usd=0.25, status="ok",
@@ -257,7 +260,7 @@ def test_pipeline_counts_records_tokens_cost_status_and_latency_per_segment(mode
 
 
 def test_pipeline_sets_last_event_time_to_the_newest_record(model: str) -> None:
-    pipeline = assemble(SCORERS, ["model"], max_label_values=5)
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, metrics=METRICS)
     records = [Record(request_id="a", model=model, timestamp=1_700_000_002_000.0),
                Record(request_id="b", model=model, timestamp=1_700_000_001_000.0),
                Record(request_id="c", model=model)]
@@ -266,7 +269,7 @@ def test_pipeline_sets_last_event_time_to_the_newest_record(model: str) -> None:
 
 
 def test_pipeline_folds_models_beyond_max_label_values_into_other() -> None:
-    pipeline = assemble(["status"], ["model"], max_label_values=5)
+    pipeline = assemble(["status"], ["model"], max_label_values=5, metrics=METRICS)
     models = [f"cap-{uuid.uuid4().hex[:10]}" for _ in range(7)]
     records = [Record(request_id=str(i), model=m) for i, m in enumerate(models)]
     other = {"model": OTHER, "model_version": "", "deployment": "", "route": ""}
@@ -283,19 +286,20 @@ def test_pipeline_folds_models_beyond_max_label_values_into_other() -> None:
 
 
 def test_pipeline_with_only_some_scorers_updates_only_their_metrics(model: str) -> None:
-    pipeline = assemble(["cost"], ["model"], max_label_values=5)
+    pipeline = assemble(["cost"], ["model"], max_label_values=5, metrics=METRICS)
     seg = {"model": model, "model_version": "", "deployment": "", "route": ""}
     pipeline.process(_batch([Record(request_id="x", model=model, cost_usd=1.5, prompt_tokens=3,
                                     latency_ms=10.0)]))
     assert _value("driftwatch_cost_usd_total", **seg) == 1.5
-    assert REGISTRY.get_sample_value("driftwatch_tokens_total", {"kind": "prompt", **seg}) is None
-    assert REGISTRY.get_sample_value("driftwatch_request_latency_seconds_count", seg) is None
+    assert OWN.get_sample_value("driftwatch_tokens_total", {"kind": "prompt", **seg}) is None
+    assert OWN.get_sample_value("driftwatch_request_latency_seconds_count", seg) is None
     assert _value("driftwatch_records_total", outcome="scored", **seg) == 1
 
 
 def test_pipeline_writes_an_audit_line_per_record(model: str, tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    pipeline = assemble(SCORERS, ["model"], max_label_values=5, audit_log=audit)
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, audit_log=audit,
+                        metrics=METRICS)
     batch = Batch([Record(request_id="a", model=model), Record(request_id="b", model=model)],
                   [(Origin("req", 0, 3), Origin("resp", 1, 8)), (Origin("req", 0, 4),)])
     pipeline.process(batch)
@@ -308,7 +312,7 @@ def test_pipeline_writes_an_audit_line_per_record(model: str, tmp_path: Path) ->
 
 
 def test_empty_batch_changes_nothing(model: str) -> None:
-    pipeline = assemble(SCORERS, ["model"], max_label_values=5)
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, metrics=METRICS)
     before = _value("driftwatch_batch_size_records_count")
     pipeline.process(Batch([], []))
     assert _value("driftwatch_batch_size_records_count") == before
@@ -316,5 +320,5 @@ def test_empty_batch_changes_nothing(model: str) -> None:
 
 def test_unknown_scorer_name_raises_value_error_naming_it() -> None:
     with pytest.raises(ValueError, match=r"unknown scorers \['vibes'\]") as info:
-        assemble(["latency", "vibes"], ["model"], max_label_values=5)
+        assemble(["latency", "vibes"], ["model"], max_label_values=5, metrics=METRICS)
     assert "latency" in str(info.value)  # the available ones are listed too

@@ -42,8 +42,8 @@ import numpy as np
 from detectors.sequential import MeanDifferenceCS, one_sided_level
 from detectors.two_sample import MMDTest, mmd_permutation_test
 from monitor.config import RATE_GATES, CanarySettings
-from monitor.telemetry import metrics as m
 from monitor.telemetry.labels import CappedLabel
+from monitor.telemetry.metrics import METRICS as m
 from monitor.types import Decision
 
 VERDICTS = ("watching", "promote", "rollback")

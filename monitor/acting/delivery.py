@@ -17,12 +17,7 @@ import httpx
 from monitor.acting import alertmanager, webhook
 from monitor.acting.outbox import Outbox, PendingDelivery, StoredAlert
 from monitor.config.acting import Action, AlertmanagerAction, OutboxSettings, WebhookAction
-from monitor.telemetry.metrics import (
-    ALERTS_ACTIVE,
-    OUTBOX_DELIVERIES,
-    OUTBOX_DELIVERY_SECONDS,
-    OUTBOX_DEPTH,
-)
+from monitor.telemetry.metrics import METRICS as m
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +101,9 @@ class DeliveryWorker:
         depth = self.outbox.depth()
         active = self.outbox.alerts_active()
         for name, action in self.actions.items():
-            OUTBOX_DEPTH.labels(name).set(depth.get(name, 0))
+            m.OUTBOX_DEPTH.labels(name).set(depth.get(name, 0))
             if isinstance(action, AlertmanagerAction):
-                ALERTS_ACTIVE.labels(name).set(active.get(name, 0))
+                m.ALERTS_ACTIVE.labels(name).set(active.get(name, 0))
 
     def _deliver_webhooks(self, now: float) -> None:
         failing: set[str] = set()  # endpoints that failed in this pass: spare them the rest
@@ -125,7 +120,7 @@ class DeliveryWorker:
                               "try in %.1fs (it expires after max_age_seconds)", item.action,
                               item.event_id, delay)
                 self.outbox.retry(item.event_id, item.action, now + delay, f"{exc!r}"[:500])
-                OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
+                m.OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
 
     def _deliver(self, item: PendingDelivery, now: float, failing: set[str]) -> None:
         action = self.actions.get(item.action)
@@ -146,8 +141,8 @@ class DeliveryWorker:
         sent_at = time.time()
         if outcome.kind == "delivered":
             self.outbox.delivered(item.event_id, item.action, sent_at)
-            OUTBOX_DELIVERIES.labels(item.action, "delivered").inc()
-            OUTBOX_DELIVERY_SECONDS.labels(item.action).observe(
+            m.OUTBOX_DELIVERIES.labels(item.action, "delivered").inc()
+            m.OUTBOX_DELIVERY_SECONDS.labels(item.action).observe(
                 max(0.0, sent_at - item.created))
         elif outcome.kind == "disabled":
             log.warning("webhook action %r: %s answered 410 Gone; deliveries to it are "
@@ -164,14 +159,14 @@ class DeliveryWorker:
                             f"last: {outcome.error}")
                 return
             self.outbox.retry(item.event_id, item.action, now + delay, outcome.error)
-            OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
+            m.OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
             log.info("webhook action %r: %s for %s, attempt %d; next in %.1fs",
                      item.action, outcome.error, item.event_id, item.attempts + 1, delay)
 
     def _final(self, item: PendingDelivery, state: str, error: str, attempted: bool = True
                ) -> None:
         self.outbox.give_up(item.event_id, item.action, state, error, attempted)
-        OUTBOX_DELIVERIES.labels(item.action, state).inc()
+        m.OUTBOX_DELIVERIES.labels(item.action, state).inc()
 
     def _push_alerts(self, now: float) -> None:
         by_action: dict[str, list[StoredAlert]] = {}
@@ -194,14 +189,14 @@ class DeliveryWorker:
                                                            now))
             sent_at = time.time()
             if error is None:
-                OUTBOX_DELIVERIES.labels(name, "delivered").inc()
+                m.OUTBOX_DELIVERIES.labels(name, "delivered").inc()
                 for alert in alerts:
                     if alert.dirty:
-                        OUTBOX_DELIVERY_SECONDS.labels(name).observe(
+                        m.OUTBOX_DELIVERY_SECONDS.labels(name).observe(
                             max(0.0, sent_at - alert.changed))
                     self.outbox.alert_sent(alert, sent_at, now + action.resend_seconds)
             else:
-                OUTBOX_DELIVERIES.labels(name, "retry").inc()
+                m.OUTBOX_DELIVERIES.labels(name, "retry").inc()
                 log.info("alertmanager action %r: %s; retrying", name, error)
                 for alert in alerts:
                     delay = min(backoff(alert.attempts + 1, self.settings, self._rng),

@@ -19,7 +19,7 @@ from monitor.config.acting import (
     RateCondition,
     Rule,
 )
-from monitor.telemetry import metrics as m
+from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS, Decision, DriftEvent, Segment, incident_key
 
 GLOBAL: Segment = ("", "", "", "")  # dead letters have no trustworthy segment

@@ -22,8 +22,8 @@ from monitor.app.wiring import build_models, build_parts, checkpointer, wire
 from monitor.config import SIGNAL_SCORERS, Action, Config
 from monitor.pipeline.checkpoint import Checkpointer
 from monitor.pipeline.model_scoring import ModelScorers, Overload
-from monitor.telemetry import metrics as m
 from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits
+from monitor.telemetry.metrics import METRICS as m
 from monitor.telemetry.observer import MetricsObserver
 from monitor.types import Decision
 

@@ -31,6 +31,7 @@ from monitor.pipeline.stages import (
     OperationalStage,
     Stage,
 )
+from monitor.telemetry.metrics import METRICS, Metrics
 from monitor.types import Decision, DriftEvent, IntakeCounts
 
 log = logging.getLogger(__name__)
@@ -99,17 +100,19 @@ def assemble(
     cancel: threading.Event | None = None,
     audit_log: Path | None = None,
     checkpoints: Checkpointer | None = None,
+    metrics: Metrics = METRICS,
 ) -> Pipeline:
-    """The stages, in order, for the parts given (each stage only when its part is there)."""
+    """The stages, in order, for the parts given (each stage only when its part is there).
+    `metrics`: where the operational and model stages count (a test passes its own)."""
     if drift is not None and models is None:
         raise ValueError("drift needs the model scorers (embeddings): enable one of "
                          f"{sorted(MODEL_SCORERS)}")
     if (rules is not None or canary is not None) and on_decisions is None:
         raise ValueError("rules and the canary gate need somewhere to put their decisions")
-    operational = OperationalStage(scorers, segment_labels, max_label_values)
+    operational = OperationalStage(scorers, segment_labels, max_label_values, metrics=metrics)
     stages: list[Stage] = []
     if models is not None:
-        stages.append(ModelStage(models, fraction, cancel))
+        stages.append(ModelStage(models, fraction, cancel, metrics))
     if drift is not None:
         stages.append(DriftStep(drift, on_events))
     if rules is not None or canary is not None:
@@ -119,7 +122,7 @@ def assemble(
                                   rollover_actions))
     if audit_log is not None:
         stages.append(AuditStage(audit_log))
-    return Pipeline(operational, stages, checkpoints)
+    return Pipeline(operational, stages, checkpoints, metrics)
 
 
 def wire(

@@ -35,7 +35,9 @@ def as_json(event: EventRecord) -> dict[str, object]:
     }
 
 
-def run_events(outbox_path: Path, limit: int, json_lines: bool, out: TextIO = sys.stdout) -> int:
+def run_events(outbox_path: Path, limit: int, json_lines: bool, out: TextIO | None = None
+               ) -> int:
+    out = out or sys.stdout  # looked up now: a caller may have redirected it
     try:
         box = Outbox(outbox_path, create=False)
     except OutboxError as exc:

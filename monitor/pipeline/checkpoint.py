@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from consumers.offsets import Partition
 from monitor.config.checkpoint import CheckpointSettings
-from monitor.telemetry import metrics as m
+from monitor.telemetry.metrics import METRICS as m
 
 log = logging.getLogger(__name__)
 

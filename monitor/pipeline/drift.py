@@ -28,7 +28,7 @@ from detectors.operational import OperationalFeatures, status_class
 from monitor.config import DriftSettings
 from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.reference import Reference, ReferenceStore, ReferenceStoreError
-from monitor.telemetry import metrics as m
+from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS, DriftEvent, Segment
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from consumers.wire import Record
 from monitor.pipeline.checkpoint import Checkpointer
 from monitor.pipeline.ledger import ReplayLedger
 from monitor.pipeline.stages import OperationalStage, Stage, Work
-from monitor.telemetry import metrics as m
+from monitor.telemetry.metrics import METRICS, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ class Pipeline:
     their state with the positions it covers."""
 
     def __init__(self, operational: OperationalStage, stages: Sequence[Stage] = (),
-                 checkpoints: Checkpointer | None = None) -> None:
+                 checkpoints: Checkpointer | None = None, metrics: Metrics = METRICS) -> None:
+        self._m = metrics
         self.operational = operational
         self.stages = list(stages)
         self._ledger = ReplayLedger(checkpoints)
@@ -64,7 +65,7 @@ class Pipeline:
             if self._ledger.replaying:
                 replayed, batch = self._ledger.split(batch)
                 if replayed.records:
-                    m.CHECKPOINT_REPLAYED.inc(len(replayed.records))
+                    self._m.CHECKPOINT_REPLAYED.inc(len(replayed.records))
                     self._process(replayed, stateful=False)
             self._process(batch)
             self._ledger.applied(batch, self.state)
@@ -89,8 +90,8 @@ class Pipeline:
         for stage in self._all():
             stage.process(work)
         self.operational.count(work)
-        m.BATCH_SIZE.observe(len(records))
-        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._m.BATCH_SIZE.observe(len(records))
+        self._m.BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
 def event_times(records: Sequence[Record]) -> np.ndarray:

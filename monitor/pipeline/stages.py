@@ -25,8 +25,8 @@ from monitor.acting.rules import Observation, RuleEngine
 from monitor.config import MODEL_SCORERS
 from monitor.pipeline.drift import DriftStage, feature_columns, outcome
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
-from monitor.telemetry import metrics as m
 from monitor.telemetry.labels import CappedLabel, SegmentLabeler
+from monitor.telemetry.metrics import METRICS, Metrics
 from monitor.types import SEGMENT_LABELS, Decision, DriftEvent, IntakeCounts, Segment
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,12 @@ class _Stateless:
 
 # -- Operational: counts every record, by segment --------------------------------------------
 
-def _latency(b: ScoredBatch) -> None:
+def _latency(b: ScoredBatch, m: Metrics) -> None:
     for seg, idx in b.segments.items():
         m.REQUEST_LATENCY.observe_many(seg, b.features.latency_seconds[idx])
 
 
-def _tokens(b: ScoredBatch) -> None:
+def _tokens(b: ScoredBatch, m: Metrics) -> None:
     f = b.features
     for seg, idx in b.segments.items():
         m.TOKENS.labels("prompt", *seg).inc(float(np.nansum(f.prompt_tokens[idx])))
@@ -95,12 +95,12 @@ def _tokens(b: ScoredBatch) -> None:
         m.COMPLETION_TOKENS.observe_many(seg, f.completion_tokens[idx])
 
 
-def _cost(b: ScoredBatch) -> None:
+def _cost(b: ScoredBatch, m: Metrics) -> None:
     for seg, idx in b.segments.items():
         m.COST.labels(*seg).inc(float(np.nansum(b.features.cost_usd[idx])))
 
 
-def _status(b: ScoredBatch) -> None:
+def _status(b: ScoredBatch, m: Metrics) -> None:
     for seg, idx in b.segments.items():
         counts: dict[tuple[str, str], int] = {}
         for i in idx:
@@ -110,13 +110,13 @@ def _status(b: ScoredBatch) -> None:
             m.RESPONSES.labels(status, error_type, *seg).inc(n)
 
 
-def _length(b: ScoredBatch) -> None:
+def _length(b: ScoredBatch, m: Metrics) -> None:
     for seg, idx in b.segments.items():
         m.TEXT_LENGTH.observe_many(("prompt", *seg), b.features.prompt_chars[idx])
         m.TEXT_LENGTH.observe_many(("response", *seg), b.features.response_chars[idx])
 
 
-SCORERS: dict[str, Callable[[ScoredBatch], None]] = {
+SCORERS: dict[str, Callable[[ScoredBatch, Metrics], None]] = {
     "latency": _latency,
     "tokens": _tokens,
     "cost": _cost,
@@ -137,7 +137,9 @@ class OperationalStage:
     """Groups a batch by segment (labels capped) and runs the operational scorers on it."""
 
     def __init__(self, scorers: Sequence[str], segment_labels: Sequence[str],
-                 max_label_values: int, max_error_types: int = 20) -> None:
+                 max_label_values: int, max_error_types: int = 20,
+                 metrics: Metrics = METRICS) -> None:
+        self._m = metrics
         unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
@@ -153,10 +155,11 @@ class OperationalStage:
 
     def process(self, work: Work) -> None:
         for scorer in self._scorers:
-            scorer(work.batch)
+            scorer(work.batch, self._m)
 
     def count(self, work: Work) -> None:
         """After every other stage: the records are scored."""
+        m = self._m
         for seg, idx in work.batch.segments.items():
             m.RECORDS.labels("scored", *seg).inc(len(idx))
         times = work.times
@@ -200,8 +203,9 @@ class ModelStage(_Stateless):
     """Model-scores the batch (a sample under overload) and exports the model metrics."""
 
     def __init__(self, models: ModelScorers, fraction: Callable[[], float] = lambda: 1.0,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, metrics: Metrics = METRICS) -> None:
         """`cancel`, once set (a stop), ends a batch between model slices with Cancelled."""
+        self._m = m = metrics
         self.models = models
         self._fraction = fraction
         self._cancel = cancel or threading.Event()
@@ -210,9 +214,10 @@ class ModelStage(_Stateless):
 
     def process(self, work: Work) -> None:
         work.scores = self.score(work.batch.records)
-        self._metrics(work.batch.segments, work.scores)
+        self._metrics(work.batch.segments, work.scores, self._m)
 
     def score(self, records: list[Record]) -> BatchScores:
+        m = self._m
         fraction = self._fraction()
         m.SCORED_FRACTION.set(fraction)
         scores = self.models.score(records, fraction, self._cancel.is_set)
@@ -233,7 +238,7 @@ class ModelStage(_Stateless):
         return scores
 
     @staticmethod
-    def _metrics(segments: dict[Segment, np.ndarray], scores: BatchScores) -> None:
+    def _metrics(segments: dict[Segment, np.ndarray], scores: BatchScores, m: Metrics) -> None:
         for seg, idx in segments.items():
             m.MODEL_SCORED.labels(*seg).inc(int(scores.sampled[idx].sum()))
             m.TOXICITY.observe_many(("response", *seg), scores.toxicity[idx])

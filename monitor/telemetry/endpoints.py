@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from monitor.telemetry.metrics import HTTP_REFUSED
+from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS
 
 
@@ -148,7 +148,7 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def process_request(self, request: socket.socket, client_address: object) -> None:
         if not self._slots.acquire(blocking=False):
-            HTTP_REFUSED.labels("503").inc()
+            m.HTTP_REFUSED.labels("503").inc()
             with contextlib.suppress(OSError):
                 request.settimeout(0.5)
                 request.sendall(self._BUSY)
@@ -260,7 +260,7 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
             return True
 
         def _refuse(self, status: int, reason: str) -> None:
-            HTTP_REFUSED.labels(str(status)).inc()
+            m.HTTP_REFUSED.labels(str(status)).inc()
             self.close_connection = True
             headers = {"WWW-Authenticate": 'Bearer realm="driftwatch"'} if status == 401 else {}
             self._send(status, json.dumps({"error": reason}).encode(), "application/json",
@@ -283,7 +283,7 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
             # http.server's only word on a request line or headers that did not arrive in
             # time, after which it drops the connection: answer 408 first.
             if format.startswith("Request timed out"):
-                HTTP_REFUSED.labels("408").inc()
+                m.HTTP_REFUSED.labels("408").inc()
                 with contextlib.suppress(OSError):
                     self.wfile.write(b"HTTP/1.0 408 Request Timeout\r\nContent-Length: 0\r\n"
                                      b"Connection: close\r\n\r\n")
