@@ -11,6 +11,8 @@ SCORED = "scored"
 
 @dataclass(frozen=True)
 class Hostile:
+    """A hostile message and what must become of it: a dead-letter reason, or scored."""
+
     kind: str
     payload: bytes
     outcome: str  # the dead-letter reason it must get, or SCORED

@@ -97,6 +97,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 
 class Metrics:
+    """Samples parsed from a /metrics page, summed or broken down by label."""
+
     def __init__(self, text: str) -> None:
         self.samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 

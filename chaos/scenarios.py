@@ -33,6 +33,8 @@ T0 = traffic.FIXED_START_MS  # replayed event times start here
 
 @dataclass(frozen=True)
 class Report:
+    """A scenario's figures and the checks that must hold; ok when all of them do."""
+
     scenario: str
     figures: dict[str, float | int | str]
     checks: dict[str, bool] = field(default_factory=dict)

@@ -22,6 +22,8 @@ class Batch:
 
 
 class Batcher:
+    """Collects records into a batch that is due when full or when its oldest has waited."""
+
     def __init__(
         self, max_records: int, max_wait_seconds: float, clock: Callable[[], float] = time.monotonic
     ) -> None:

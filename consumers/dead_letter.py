@@ -33,6 +33,8 @@ _KEY_PREFIX = 1_024
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """A rejected message bound for the dead-letter topic, with its origin and reason."""
+
     value: bytes | None
     key: bytes | None
     origin: Origin
@@ -87,6 +89,8 @@ class _Pending:
 
 
 class DeadLetterWriter:
+    """Sends dead letters, retries failed sends, and reports which are durably written."""
+
     def __init__(self, producer: KafkaProducer, topic: str, max_bytes: int = 1_000_000,
                  attempts: int = 5, clock: Callable[[], float] = time.monotonic,
                  stuck_retry_s: float = 30.0) -> None:

@@ -41,6 +41,8 @@ NOT_BEFORE = 946_684_800.0
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """Why a message is dead-lettered: a reason (one of REASONS) and a detail."""
+
     reason: str
     detail: str
 

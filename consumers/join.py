@@ -19,6 +19,8 @@ Side = Literal["request", "response"]
 
 @dataclass(frozen=True, slots=True)
 class Half:
+    """A request or response half waiting for its partner, with its raw bytes and origin."""
+
     side: Side
     record: Record
     origin: Origin
@@ -28,11 +30,15 @@ class Half:
 
 @dataclass(frozen=True, slots=True)
 class Joined:
+    """A request and response merged into one record, with both Kafka origins."""
+
     record: Record
     origins: tuple[Origin, Origin]
 
 
 class Joiner:
+    """Pairs request and response halves by request_id within a count and time window."""
+
     def __init__(
         self,
         window_seconds: float,

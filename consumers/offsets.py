@@ -35,6 +35,8 @@ class _PartitionOffsets:
 
 
 class OffsetTracker:
+    """Tracks offsets in flight per partition and the points that may be committed."""
+
     def __init__(self) -> None:
         self._parts: dict[Partition, _PartitionOffsets] = {}
         self._committed: dict[Partition, int] = {}

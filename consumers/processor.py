@@ -117,6 +117,8 @@ def busy_threads() -> list[str]:
 
 
 class StreamProcessor:
+    """Runs the poll loop: batches to the worker, acks, commits and backpressure."""
+
     def __init__(
         self,
         source: KafkaSource,

@@ -91,6 +91,8 @@ class KafkaClientSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
+    """The kafka section: brokers, group, topics, timeouts, limits and security."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bootstrap_servers: list[str] = Field(default=["127.0.0.1:9092"], min_length=1)
@@ -162,6 +164,8 @@ class ValidationSettings(BaseModel):
 
 
 class JoinSettings(BaseModel):
+    """How long and how many halves wait for a partner, and what becomes of the rest."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window_seconds: float = Field(default=30.0, gt=0, le=3_600)
@@ -171,6 +175,8 @@ class JoinSettings(BaseModel):
 
 
 class BatchSettings(BaseModel):
+    """Micro-batch size and wait, batches in flight, and the drain time at a stop."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_records: int = Field(default=512, ge=1, le=100_000)

@@ -44,6 +44,8 @@ class SourceObserver(Protocol):
 
 
 class NullObserver:
+    """A SourceObserver that ignores everything it is told."""
+
     def consumed(self, topic: str, count: int) -> None: ...
     def dead_lettered(self, reason: str) -> None: ...
     def duplicate(self) -> None: ...
@@ -74,6 +76,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class KafkaSource:
+    """A consumer-group member that turns messages into batches and commits acked offsets."""
+
     def __init__(
         self,
         kafka: KafkaSettings,

@@ -29,6 +29,8 @@ class Origin(NamedTuple):
 
 
 class ContentPart(msgspec.Struct, frozen=True, gc=False):
+    """One part of a chat message's content list, such as a text part."""
+
     type: str = "text"
     text: str | None = None
 

@@ -13,12 +13,16 @@ _ZERO_IF_NONE = f"or 0 * sum by ({SEGMENT_BY}) (rate(driftwatch_model_scored_rec
 
 @dataclass(frozen=True)
 class Record:
+    """A Prometheus recording rule: the series it records and its expression."""
+
     record: str
     expr: str
 
 
 @dataclass(frozen=True)
 class Alert:
+    """A Prometheus alerting rule, with the series it is about and what it says when firing."""
+
     alert: str
     expr: str
     # The series the condition is about: it has data whenever a daemon runs, whether the

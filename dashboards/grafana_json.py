@@ -24,6 +24,8 @@ PanelKind = Literal["timeseries", "stat", "table", "heatmap", "state-timeline"]
 
 @dataclass(frozen=True)
 class Query:
+    """One PromQL query of a panel, with its legend and how it is shown."""
+
     expr: str
     legend: str = ""
     instant: bool = False  # tables and stats show the latest value, not a range
@@ -32,6 +34,8 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
+    """A Grafana panel: its title, queries, kind, unit and size on the grid."""
+
     title: str
     queries: tuple[Query, ...]
     kind: PanelKind = "timeseries"
@@ -44,11 +48,15 @@ class Panel:
 
 @dataclass(frozen=True)
 class Row:
+    """A row header on the dashboard; the panels after it start on a new line."""
+
     title: str
 
 
 @dataclass(frozen=True)
 class Annotation:
+    """A Grafana annotation drawn from a PromQL query."""
+
     name: str
     expr: str
     title: str
@@ -57,6 +65,8 @@ class Annotation:
 
 @dataclass(frozen=True)
 class Dashboard:
+    """A Grafana dashboard: panels and rows in order, and its annotations."""
+
     uid: str
     title: str
     description: str

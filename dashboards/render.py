@@ -28,6 +28,8 @@ _LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 @dataclass(frozen=True)
 class Series:
+    """One series of a query_range answer: its legend name, times and values."""
+
     name: str
     times: tuple[float, ...]
     values: tuple[float, ...]

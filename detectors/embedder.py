@@ -67,6 +67,8 @@ def resolve_model_path(model: str | None, setting: str = SETTING) -> str:
 
 @dataclass
 class EmbedderStats:
+    """Counts of the embedder's work since last read: texts, cache hits, batches, time."""
+
     embedded: int = 0
     cache_hits: int = 0
     truncated: int = 0
@@ -82,6 +84,8 @@ class EmbedderStats:
 
 
 class Embedder:
+    """A sentence-embedding model that encodes texts in token-budget batches with a cache."""
+
     def __init__(
         self,
         model: str | None = None,

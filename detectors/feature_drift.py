@@ -20,6 +20,8 @@ _EPS = 1e-4  # PSI's floor for empty bins (the usual convention)
 
 @dataclass(frozen=True)
 class FeatureTest:
+    """One feature's two-sample test against the reference: p- and q-values, effect sizes."""
+
     feature: str
     test: str  # "ks" or "chi2"
     statistic: float

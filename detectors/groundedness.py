@@ -300,6 +300,8 @@ def _entailment_index(num_labels: int, id2label: dict[int, str]) -> int | None:
 
 @dataclass(frozen=True)
 class GroundednessResult:
+    """Per-record groundedness scores, unsupported sentences, and novel numbers and names."""
+
     # 1 - share of unsupported response sentences. NaN when there is nothing to judge (no
     # context, or an empty response): unknown is not the same as ungrounded.
     groundedness: np.ndarray

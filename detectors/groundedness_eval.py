@@ -37,6 +37,8 @@ class EvalDataMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Pair:
+    """A HaluEval item: context, prompt, and its right and hallucinated answers."""
+
     context: str
     prompt: str | None
     right: str
@@ -83,6 +85,8 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class GroundednessEval:
+    """ROC AUC of the groundedness scorer and of a length baseline on HaluEval pairs."""
+
     task: str
     pairs: int
     auc: float  # hallucination score (1 - groundedness) against the hallucinated label

@@ -29,6 +29,8 @@ _HIGH_RUN = re.compile(r"[\x80-\xff]+")
 
 @dataclass(frozen=True, eq=False)
 class LabelledTexts:
+    """A named set of texts, each labelled insult (1) or not (0)."""
+
     name: str
     texts: tuple[str, ...]
     labels: np.ndarray  # int8, 1 = insult (toxic), 0 = not

@@ -32,6 +32,8 @@ Row = tuple[float | None, int | None, int | None, float | None, int | None, int 
 
 @dataclass(frozen=True)
 class OperationalFeatures:
+    """A batch's latency, tokens, cost and lengths as arrays, NaN where missing."""
+
     latency_seconds: np.ndarray
     prompt_tokens: np.ndarray
     completion_tokens: np.ndarray

@@ -32,6 +32,8 @@ _BENIGN_WORDS = ("non", "not", "neutral", "normal", "safe", "clean", "neither")
 
 
 class ToxicityScorer(Protocol):
+    """What a toxicity scorer provides: a name, per-label probabilities and batch scores."""
+
     name: str  # for the *_info metric: "profanity-check" or the model folder's name
     labels: dict[str, np.ndarray]  # per-label probabilities of the last call; may be empty
 

@@ -13,6 +13,8 @@ from detectors.toxicity import ToxicityScorer
 
 @dataclass(frozen=True)
 class ToxicityEval:
+    """ROC AUC of a toxicity scorer on labelled texts, next to text length alone."""
+
     dataset: str
     scorer: str
     n: int

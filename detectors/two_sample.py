@@ -20,6 +20,8 @@ from scipy.stats import permutation_test
 
 @dataclass(frozen=True)
 class MMDTest:
+    """The result of an MMD permutation test: statistic, p-value and kernel bandwidth."""
+
     statistic: float  # biased MMD^2 (Gretton et al. 2012) of the two samples
     pvalue: float
     bandwidth: float  # Gaussian kernel width: the median pairwise distance of the pooled sample

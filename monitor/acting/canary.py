@@ -90,6 +90,8 @@ class _Model:
 
 
 class CanaryGate:
+    """Compares canary against stable per model on live traffic and decides promote or rollback."""
+
     def __init__(self, settings: CanarySettings, device: str = "cpu") -> None:
         self.settings = settings
         self.device = device

@@ -23,6 +23,8 @@ _MODEL = "canary-plan"
 
 @dataclass(frozen=True)
 class GatePlan:
+    """One gate's plan: records per arm to pass (bound and simulated) and its false rollbacks."""
+
     gate: str
     kind: str  # hard | soft
     rate: float  # stable rate assumed (NaN: embedding_drift)
@@ -35,6 +37,8 @@ class GatePlan:
 
 @dataclass(frozen=True)
 class Plan:
+    """The canary plan: each gate's figures and the records per arm until promotion."""
+
     gates: tuple[GatePlan, ...]
     promote_median: float  # records per arm to promotion (every gate at once)
     promote_p90: float

@@ -70,6 +70,8 @@ class OutboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class PendingDelivery:
+    """A delivery of an event to one action that is due for its next attempt."""
+
     event_id: str
     action: str
     attempts: int  # attempts made so far
@@ -79,6 +81,8 @@ class PendingDelivery:
 
 @dataclass(frozen=True)
 class DeliveryRecord:
+    """The state of one event's delivery to one action, as stored in the outbox."""
+
     action: str
     state: str
     attempts: int
@@ -89,6 +93,8 @@ class DeliveryRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
+    """A stored event: its id, when it was created, its decision and its deliveries."""
+
     id: str
     created: float
     decision: Decision
@@ -97,6 +103,8 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class StoredAlert:
+    """An Alertmanager alert as stored in the outbox, with its send state."""
+
     action: str
     key: str
     labels: dict[str, str]

@@ -69,6 +69,8 @@ def body(created: float, decision: Decision) -> bytes:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one webhook attempt came to: delivered, retry (maybe after a delay) or disabled."""
+
     kind: Literal["delivered", "retry", "disabled"]
     error: str = ""
     retry_after: float | None = None  # seconds, from a throttling answer's Retry-After

@@ -32,6 +32,8 @@ def _libc_function(name: str) -> Callable[..., int] | None:
 
 
 class HeapTrimmer:
+    """Keeps large blocks in mmap and trims freed heap back to the system at an interval."""
+
     def __init__(self, interval_s: float = 10.0, mmap_threshold: int = 4 << 20) -> None:
         self.interval_s = interval_s
         self._trim = _libc_function("malloc_trim")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 DEFAULT_CONFIG = "driftwatch.yaml"
 
@@ -36,3 +39,11 @@ def setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+
+
+def to_output(path: Path | None, write: Callable[[IO[bytes]], int]) -> int:
+    """Run `write` on the file at `path` (stdout when None); return its exit code."""
+    if path is None:
+        return write(sys.stdout.buffer)
+    with open(path, "wb") as out:
+        return write(out)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from monitor.cli.common import setup_logging
+from monitor.cli.common import setup_logging, to_output
 from monitor.config import load_offline_config
 
 
@@ -22,7 +21,4 @@ def run(args: argparse.Namespace) -> int:
     from monitor.app.score import run_score
 
     offline = load_offline_config(args.config)
-    if args.output is None:
-        return run_score(args.input, sys.stdout.buffer, offline)
-    with open(args.output, "wb") as out:
-        return run_score(args.input, out, offline)
+    return to_output(args.output, lambda out: run_score(args.input, out, offline))

@@ -65,6 +65,8 @@ def rollover_actions(actions: Mapping[str, Action]) -> frozenset[str]:
 
 
 class OutboxSettings(_Frozen):
+    """Where the outbox lives, how deliveries are retried, and how long rows are kept."""
+
     path: Path = Path("state/outbox.sqlite3")
     # Retries: exponential backoff with full jitter, from `backoff_initial` up to
     # `backoff_max`; a delivery older than `max_age` is given up (counted as expired).
@@ -157,6 +159,8 @@ Condition = Annotated[DriftCondition | RateCondition | LatencyCondition,
 
 
 class Rule(_Frozen):
+    """A named condition, with the event it decides and the actions taken while it holds."""
+
     name: str = Field(pattern=NAME)
     when: Condition
     severity: Severity = "warning"

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class CheckpointSettings(BaseModel):
+    """Whether state checkpoints are written, where, and how often."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class DriftReferenceSettings(BaseModel):
+    """Where the drift reference comes from: each segment's warm-up or a snapshot."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # warmup: each segment's first `warmup_records` model-scored records; snapshot: a snapshot
@@ -21,6 +23,8 @@ class DriftReferenceSettings(BaseModel):
 
 
 class EmbeddingDriftSettings(BaseModel):
+    """Settings of the online MMD test for embedding drift and its calibration."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Expected records between false alarms (Cobb et al. 2022); n_bootstraps should be well
@@ -47,6 +51,8 @@ class EmbeddingDriftSettings(BaseModel):
 
 
 class FeatureDriftSettings(BaseModel):
+    """Settings of the windowed drift tests on scalar and categorical features."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window_size: int = Field(default=1_000, ge=20, le=10_000_000)
@@ -55,6 +61,8 @@ class FeatureDriftSettings(BaseModel):
 
 
 class DriftSettings(BaseModel):
+    """The drift section: reference, embedding and feature tests, segments tracked."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Needs a model scorer (embeddings); warm-up references are saved under reference.store.

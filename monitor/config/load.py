@@ -49,6 +49,8 @@ class _EnvBeatsFile(BaseSettings):
 
 
 class Config(_EnvBeatsFile):
+    """The whole driftwatch config, from driftwatch.yaml with environment overrides."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )

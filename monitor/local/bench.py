@@ -29,6 +29,8 @@ TOPIC = "bench-consume"
 
 @dataclass(frozen=True)
 class Run:
+    """Records read in one timed consume run, and how long it took."""
+
     records: int
     seconds: float
 

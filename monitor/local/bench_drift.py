@@ -31,6 +31,8 @@ _SEEDS = (0, 1, 2)
 
 @dataclass(frozen=True)
 class DriftFigures:
+    """One detector's delay, detections, false alarms and cost per update on the stream."""
+
     detector: str
     mean_delay: float  # records after the shift, over runs without a pre-shift alarm
     detected: int  # runs detected within the horizon, of `runs`

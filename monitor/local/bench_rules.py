@@ -42,6 +42,8 @@ Record = dict[str, object]
 
 @dataclass(frozen=True)
 class RuleFigures:
+    """One rule's false decisions on clean traffic and its delays on a regression."""
+
     rule: str
     regression: str
     clean_records: int  # records after warm-up, over all seeds

@@ -40,6 +40,8 @@ def tansu_binary() -> str:
 
 
 class LocalBroker:
+    """A local Tansu broker process on a loopback port, started and stopped on demand."""
+
     def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"

@@ -31,6 +31,7 @@ from rich.table import Table
 from consumers.settings import BatchSettings, KafkaSettings
 from monitor.app.daemon import run as run_daemon
 from monitor.config import (
+    CheckpointSettings,
     Config,
     DriftReferenceSettings,
     DriftSettings,
@@ -42,7 +43,6 @@ from monitor.config.acting import CanarySettings, OutboxSettings, Rule, WebhookA
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker, free_port
 from monitor.local.receiver import WebhookReceiver
-from monitor.pipeline.checkpoint import CheckpointSettings
 
 TOPIC = "llm-traffic"
 DEAD_LETTER_TOPIC = "driftwatch-dead-letter"
@@ -112,6 +112,8 @@ def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config
 
 @dataclass
 class Snapshot:
+    """One scrape of the daemon's /metrics, with sums, breakdowns and quantiles over it."""
+
     at: float
     samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
 

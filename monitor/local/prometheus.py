@@ -19,6 +19,8 @@ class PrometheusMissing(RuntimeError):
 
 
 class LocalPrometheus:
+    """A Prometheus process on a loopback port, scraping given targets; query it."""
+
     def __init__(self, targets: list[str], workdir: Path, rule_files: tuple[Path, ...] = (),
                  interval_s: float = 1.0, job: str = "driftwatch") -> None:
         tool = shutil.which("prometheus")

@@ -44,6 +44,8 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, s
 
 @dataclass(frozen=True)
 class Received:
+    """One request the receiver got: when, its headers and body, and how it replied."""
+
     at: float  # monotonic time of arrival
     headers: dict[str, str]  # lower-case names
     body: bytes

@@ -36,6 +36,8 @@ class TrafficDataMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Example:
+    """One HaluEval item: its task, prompt, context, and right and hallucinated answers."""
+
     task: str
     prompt: str | list[dict[str, str]]
     context: tuple[str, ...]
@@ -45,6 +47,8 @@ class Example:
 
 @dataclass(frozen=True)
 class TrafficMix:
+    """The shape of replayed traffic: error, hallucination and canary shares, models, routes."""
+
     hallucination_rate: float = 0.1
     error_rate: float = 0.02
     canary_share: float = 0.1

@@ -59,6 +59,8 @@ class CheckpointInUse(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """The pipeline's state parts, their config fingerprints and the Kafka positions covered."""
+
     positions: dict[Partition, int]  # next offset per partition not yet in the state
     parts: dict[str, object]  # part name -> its state
     fingerprints: dict[str, str]  # part name -> fingerprint of the config that shaped it

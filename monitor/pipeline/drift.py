@@ -150,6 +150,8 @@ def warmup_name(base: str, segment: Segment, kind: str = "warmup") -> str:
 
 
 class DriftStage:
+    """The drift stage: embedding and feature drift per segment, against its reference."""
+
     def __init__(self, settings: DriftSettings, device: str,
                  reference: Reference | None = None, store: ReferenceStore | None = None,
                  embedding_model: str = "", calibrate_in_background: bool = False) -> None:

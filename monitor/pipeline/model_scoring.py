@@ -80,6 +80,8 @@ def _spread(dense: BatchScores, idx: np.ndarray, n: int, over_budget: int = 0) -
 
 
 class ModelScorers:
+    """The models a config asks for, loaded once, scoring each batch on the worker thread."""
+
     def __init__(self, scorers: Sequence[str], settings: ScoringSettings, seed: int = 0,
                  embeddings: bool = True, time_budget_s: float | None = None) -> None:
         """`embeddings`: every record's prompt and response vectors are wanted (drift, the

@@ -32,6 +32,8 @@ class ReferenceStoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class ReferenceMeta:
+    """The manifest of one reference snapshot version: origin, size, model and format."""
+
     name: str
     version: int
     created_at: str
@@ -44,6 +46,8 @@ class ReferenceMeta:
 
 @dataclass(frozen=True)
 class Reference:
+    """A reference snapshot: its embeddings and feature columns, with its manifest."""
+
     meta: ReferenceMeta
     prompt_embeddings: np.ndarray  # (records, dim) float32, unit rows
     response_embeddings: np.ndarray
@@ -52,6 +56,8 @@ class Reference:
 
 
 class ReferenceStore:
+    """A folder of versioned reference snapshots, each saved atomically and never replaced."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 

@@ -292,6 +292,8 @@ def _log_events(events: list[DriftEvent]) -> None:
 # -- Decisions: rules and the canary gate -----------------------------------------------------
 
 class CanaryUpdate(Protocol):
+    """What the decision stage needs of a canary gate (monitor.acting.canary.CanaryGate)."""
+
     def update(self, models: Sequence[str | None], deployments: Sequence[str | None],
                signals: Mapping[str, np.ndarray], embeddings: np.ndarray | None,
                at: float | np.ndarray) -> list[Decision]: ...

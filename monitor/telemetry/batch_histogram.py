@@ -17,6 +17,8 @@ from prometheus_client.utils import floatToGoString
 
 
 class BatchHistogram(Collector):
+    """A classic Prometheus histogram that bins a whole numpy batch per call."""
+
     def __init__(
         self,
         name: str,

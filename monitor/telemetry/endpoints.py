@@ -67,6 +67,8 @@ class Health:
 
 
 class CanaryStatus(Protocol):
+    """What the /canary endpoints need of the canary gate: its status."""
+
     def status(self) -> dict[str, object]: ...  # monitor.acting.canary.CanaryGate
 
 
@@ -96,6 +98,8 @@ def canary_reply(canary: CanaryStatus | None, path: str, model: str | None
 
 
 class Rollover(Protocol):
+    """What the rollover endpoint needs of the drift stage: a way to request a rollover."""
+
     def request_rollover(self, segment: Mapping[str, str] | None = None,
                          reason: str = "command") -> None: ...  # monitor.pipeline.drift.DriftStage
 

@@ -153,7 +153,8 @@ def test_pending_deliveries_survive_a_process_that_dies_without_closing(tmp_path
     # Another process puts and exits at once: no close, no atexit, no flush by Python.
     script = (
         "import os, sys; sys.path.insert(0, sys.argv[2]);"
-        "from monitor.acting.outbox import Outbox; from tests.test_outbox import ACTIONS, decision;"
+        "from monitor.acting.outbox import Outbox;"
+        "from tests.monitor.acting.test_outbox import ACTIONS, decision;"
         "box = Outbox(__import__('pathlib').Path(sys.argv[1]));"
         "ids = box.put([decision(targets=('hook', 'am'))], ACTIONS);"
         "print(ids[0], flush=True); os._exit(0)"

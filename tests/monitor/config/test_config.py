@@ -306,7 +306,7 @@ def test_check_config_on_a_good_file_exits_0_and_prints_ok(
 
 
 def test_the_shipped_example_config_is_valid() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     config = load_config(root / "driftwatch.yaml")
     assert config.kafka.topics == ("llm-traffic",)
     assert [r.name for r in config.rules] == ["prompt-drift", "toxic-share", "slow-p99",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("monitor", "consumers", "detectors", "chaos", "dashboards")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("monitor.cli",),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from monitor.acting.outbox import Outbox
 from monitor.cli import main
-from tests.test_outbox import ACTIONS, NOW, decision
+from tests.monitor.acting.test_outbox import ACTIONS, NOW, decision
 
 
 def filled(path: Path) -> list[str]:

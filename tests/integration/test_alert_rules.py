@@ -20,7 +20,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     if tool is None:
         pytest.fail("promtool not found: `make test` installs the Debian package prometheus")
     return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parent.parent)
+                          cwd=Path(__file__).resolve().parents[2])
 
 
 def test_promtool_accepts_the_rule_file() -> None:

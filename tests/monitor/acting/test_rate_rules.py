@@ -21,7 +21,7 @@ from monitor.local.traffic import load_examples
 from monitor.types import Decision
 
 SEG = ("m", "v1", "stable", "")
-EXAMPLE = Path(__file__).resolve().parent.parent / "driftwatch.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "driftwatch.yaml"
 
 
 @functools.cache
