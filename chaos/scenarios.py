@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from chaos.hostile import SCORED, hostile_messages
-from chaos.parts import Daemon, committed, produce, read_topic, wait_for, write_config
+from chaos.parts import Daemon, Metrics, committed, produce, read_topic, wait_for, write_config
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker, free_port
 from monitor.local.receiver import WebhookReceiver
@@ -359,12 +359,26 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
 # -- soak ------------------------------------------------------------------------------------
 
 
+def _armed(m: Metrics) -> bool:
+    """Every tracked segment's embedding drift detectors calibrated and testing."""
+    def segment(labels: dict[str, str]) -> tuple[str, ...]:
+        return tuple(labels.get(k, "") for k in ("model", "model_version", "deployment", "route"))
+
+    tracked = {segment(s.labels) for s in m.samples
+               if s.name == "driftwatch_drift_reference_records"}
+    testing = {segment(s.labels) for s in m.samples
+               if s.name == "driftwatch_drift_threshold" and s.labels.get("stream") == "response"}
+    return bool(tracked) and tracked <= testing
+
+
 def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
          bound_mib: float = 150.0, seed: int = 7, sample_s: float = 1.0) -> Report:
     """`records` through the CPU model path (every scorer, drift, rules, checkpoints; the
     overload sampler picks what the models see) with the daemon's resident memory sampled.
-    After warm-up (the first `warmup_share` of the records; the embedding cache and detector
-    windows fill there) RSS must stay within `bound_mib` of its value at the end of warm-up."""
+    After warm-up (the first `warmup_share` of the records, and until every segment's drift
+    detectors are calibrated and testing: the embedding cache and detector windows fill there,
+    and a calibration's transient memory is not growth) RSS must stay within `bound_mib` of its
+    value at the end of warm-up."""
     started = time.monotonic()
     with _stack(workdir) as stack:
         topic, group = "chaos-soak", "chaos-soak"
@@ -402,10 +416,14 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
         thread.start()
         samples: list[tuple[float, float]] = []  # (records scored, RSS MiB)
         scored = 0.0
+        warm_from: float | None = None  # records scored when warm-up ended
         deadline = time.monotonic() + 3_600
         while scored < records and time.monotonic() < deadline:
             daemon.check_alive()
-            scored = daemon.metrics().sum("driftwatch_records_total", outcome="scored")
+            now = daemon.metrics()
+            scored = now.sum("driftwatch_records_total", outcome="scored")
+            if warm_from is None and scored >= warmup_share * records and _armed(now):
+                warm_from = scored
             samples.append((scored, daemon.rss_bytes() / _MIB))
             time.sleep(sample_s)
         thread.join(timeout=60)
@@ -416,9 +434,10 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
     seconds = time.monotonic() - started
     (workdir / "rss.csv").write_text("records_scored,rss_mib\n" + "".join(
         f"{n:.0f},{rss:.1f}\n" for n, rss in samples))
-    warm = [rss for n, rss in samples if n >= warmup_share * records]
+    warm_end = float("inf") if warm_from is None else warm_from
+    warm = [rss for n, rss in samples if n >= warm_end]
     at_warm = warm[0] if warm else float("nan")
-    after = np.array([(n, rss) for n, rss in samples if n >= warmup_share * records])
+    after = np.array([(n, rss) for n, rss in samples if n >= warm_end])
     slope = (float(np.polyfit(after[:, 0], after[:, 1], 1)[0]) * 100_000
              if len(after) >= 3 else float("nan"))
     figures: dict[str, float | int | str] = {
@@ -427,6 +446,7 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
         "model-scored (sampled under lag)": int(model_scored),
         "checkpoints written": int(checkpoints),
         "RSS at start (MiB)": round(samples[0][1], 1) if samples else 0.0,
+        "warm-up ended at (records)": -1 if warm_from is None else int(warm_from),
         "RSS after warm-up (MiB)": round(at_warm, 1),
         "RSS peak after warm-up (MiB)": round(max(warm), 1) if warm else 0.0,
         "RSS at the end (MiB)": round(samples[-1][1], 1) if samples else 0.0,

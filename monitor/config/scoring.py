@@ -57,7 +57,7 @@ class SanitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     refusals: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), min_length=1)
-    refusal_threshold: float = Field(default=0.6, ge=-1, le=1)  # see tests/test_sanity.py
+    refusal_threshold: float = Field(default=0.6, ge=-1, le=1)  # see tests/detectors/test_sanity.py
     # A completion this long was cut by the serving limit (also: status "length").
     max_completion_tokens: int | None = Field(default=None, ge=1)
 

@@ -413,6 +413,7 @@ def _wire_objects(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
     return obj, all_valid
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 @PROPERTY
 @given(_wire_objects())
 def test_json_objects_over_the_wire_fields_decode_without_raising(
@@ -457,6 +458,7 @@ def _mutate(data: bytes, mutations: list[tuple[str, int, bytes]]) -> bytes:
     return data
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 @PROPERTY
 @given(st.sampled_from(range(len(_WIRE))), st.lists(_mutation, max_size=6))
 def test_mutated_real_records_decode_without_raising(

@@ -1,5 +1,6 @@
 """The committed dashboards: fresh against their Python definitions, every panel on the
-datasource variable, and every metric they query exported by monitor/metrics.py or recorded."""
+datasource variable, and every metric they query exported by monitor/telemetry/metrics.py
+or recorded."""
 
 from __future__ import annotations
 

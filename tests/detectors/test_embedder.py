@@ -8,6 +8,9 @@ import pytest
 from detectors.embedder import Embedder, ModelNotFound, pick_device, resolve_model_path
 from monitor.local import traffic
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:

@@ -24,6 +24,9 @@ from detectors.groundedness import (
 )
 from detectors.groundedness_eval import GroundednessEval, evaluate_groundedness, load_pairs
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 TOWER = ("The Eiffel Tower is 330 meters tall. It was designed by the engineering firm of "
          "Gustave Eiffel and opened in 1889.")
 

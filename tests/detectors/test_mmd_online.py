@@ -10,6 +10,9 @@ from detectors.embedder import Embedder
 from detectors.mmd_online import OnlineMMD
 from monitor.local.traffic import load_examples
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 DIM = 16
 
 

@@ -8,6 +8,9 @@ import pytest
 
 from detectors.sequential import MeanDifferenceCS
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 
 def _ever_above_zero(rng: np.random.Generator, p: float, n: int, batch: int) -> bool:
     cs = MeanDifferenceCS(alpha=0.05, tau=0.05)

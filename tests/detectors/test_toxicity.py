@@ -16,6 +16,9 @@ from detectors.toxicity import (
 )
 from detectors.toxicity_eval import evaluate_toxicity
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 DETOXIFY = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
 TOXIC = ["you are a fucking idiot", "shut up, you worthless piece of shit", "go to hell, moron"]
 BENIGN = ["Thanks, the meeting is at 3pm.", "Could you send me the quarterly report?",

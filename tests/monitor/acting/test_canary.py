@@ -17,6 +17,9 @@ from monitor.config.acting import CanarySettings
 from monitor.telemetry.endpoints import Endpoints, Health
 from monitor.types import Decision
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 DIM = 8
 STABLE = {"toxic": 0.01, "ungrounded": 0.10, "refusal": 0.03, "error": 0.01, "slowdown": 1.0,
           "shift": 0.0}

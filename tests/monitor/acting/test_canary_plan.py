@@ -18,6 +18,9 @@ from monitor.config import OfflineConfig
 from monitor.config.acting import CanarySettings
 from monitor.local import traffic
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 
 def test_an_identical_canary_on_real_traffic_is_promoted_within_about_1000_per_arm() -> None:
     # HaluEval answers scored by the default toxicity scorer, latencies of one model profile,

@@ -148,6 +148,7 @@ def test_last_fired_is_the_newest_firing_event_time_per_key(tmp_path: Path) -> N
     reopened.close()
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 def test_pending_deliveries_survive_a_process_that_dies_without_closing(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     # Another process puts and exits at once: no close, no atexit, no flush by Python.

@@ -20,6 +20,9 @@ from monitor.config.acting import RateCondition, Rule
 from monitor.local.traffic import load_examples
 from monitor.types import Decision
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 SEG = ("m", "v1", "stable", "")
 EXAMPLE = Path(__file__).resolve().parents[3] / "driftwatch.yaml"
 

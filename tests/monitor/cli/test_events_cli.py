@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from monitor.acting.outbox import Outbox
 from monitor.cli import main
 from tests.monitor.acting.test_outbox import ACTIONS, NOW, decision
@@ -22,6 +24,7 @@ def filled(path: Path) -> list[str]:
     return ids
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 def test_events_as_json_lines(tmp_path: Path) -> None:
     ids = filled(tmp_path / "outbox.sqlite3")
     done = subprocess.run([sys.executable, "-m", "monitor.cli", "events", "--outbox",

@@ -348,6 +348,7 @@ def test_offline_use_refuses_a_misspelled_section_and_needs_no_kafka(
     assert load_offline_config(path).scorers == ["latency"]  # daemon sections: ignored
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 def test_check_config_offline_validates_without_a_kafka_section(tmp_path: Path) -> None:
     import subprocess
     import sys

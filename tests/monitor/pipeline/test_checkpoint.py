@@ -35,6 +35,9 @@ from monitor.pipeline.model_scoring import ModelScorers
 from monitor.telemetry.metrics import METRICS as m
 from monitor.types import Decision, DriftEvent
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 FINGERPRINTS = {"segments": "s1", "drift": "d1", "rules": "r1", "canary": "c1"}
 
 

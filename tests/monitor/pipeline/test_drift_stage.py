@@ -18,6 +18,9 @@ from monitor.pipeline.drift import DriftStage
 from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.reference import ReferenceStore
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 SEG = ("m", "", "", "")
 
 

@@ -9,6 +9,9 @@ from consumers.wire import Record
 from monitor.config import ScoringSettings
 from monitor.pipeline.model_scoring import ModelScorers, Overload
 
+# Loads a model, calibrates a detector or simulates at length: not in make test-fast.
+pytestmark = pytest.mark.slow
+
 
 def test_overload_fraction_follows_lag_down_to_its_floor() -> None:
     overload = Overload(max_lag=1_000, min_fraction=0.05)

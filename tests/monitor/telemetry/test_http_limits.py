@@ -93,6 +93,7 @@ def test_a_large_body_is_413_and_a_body_that_never_comes_is_408(served) -> None:
     assert (_refused("413"), _refused("408")) == (before[0] + 1, before[1] + 1)
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 def test_hundreds_of_stalled_connections_do_not_starve_metrics_and_healthz(served) -> None:
     _, _, url = served
     host, port = url.removeprefix("http://").split(":")
@@ -131,6 +132,7 @@ def test_connections_past_the_limit_get_503_at_once() -> None:
         endpoints.stop()
 
 
+@pytest.mark.slow  # starts a process or runs many examples
 def test_check_config_warns_when_the_port_is_exposed_without_a_token(tmp_path: Path) -> None:
     path = tmp_path / "dw.yaml"
     path.write_text(yaml.safe_dump({"kafka": {"topic": "t"}, "metrics": {"host": "0.0.0.0"}}))
