@@ -1,4 +1,5 @@
-"""The model stage of the pipeline: embeddings, toxicity, groundedness and sanity flags.
+"""The model scorers: embeddings, toxicity, groundedness and sanity flags for a batch (the
+pipeline runs them in its model stage, `stages.ModelStage`).
 
 Built once from the config (models load here, before the first batch) and run on the
 worker thread, one batch at a time, so one thread owns the model and the GPU.
