@@ -40,7 +40,8 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	# Two workers: many integration tests wait on real processes (outages, kills, soak).
-	$(VENV)/bin/pytest -q -n 2
+	# loadgroup: tests marked with one xdist_group share a worker (and its module fixtures).
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 # The unit tests alone: no model loaded, no process started (tests/integration holds those,
 # and tests marked slow load a model or calibrate a detector).

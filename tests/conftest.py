@@ -53,10 +53,3 @@ def receiver() -> Iterator[WebhookReceiver]:
     r = WebhookReceiver(SECRET)
     yield r
     r.close()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Process-level tests first (stable order otherwise): with two workers the minute-long
-    ones start early and the second-long unit tests fill in at the end, so both finish close
-    together."""
-    items.sort(key=lambda item: "integration" not in item.path.parts)

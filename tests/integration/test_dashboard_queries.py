@@ -22,7 +22,9 @@ from monitor.local.prometheus import LocalPrometheus
 from tests.conftest import SECRET
 from tests.support import Daemon, QuietHandler, produce, serve, wait_for, write_config
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+# One worker runs them all: the module's daemon and Prometheus start once, not per worker.
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(600),
+              pytest.mark.xdist_group("dashboard-queries")]
 
 _LABEL_VALUES = re.compile(r"label_values\((.*),\s*(\w+)\)$")
 TOXIC = "You are a stupid idiot and a worthless moron, shut up."
