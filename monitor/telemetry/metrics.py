@@ -51,8 +51,7 @@ class Metrics:
         self.DEAD_LETTERS_TRUNCATED = Counter(
             "driftwatch_dead_letter_truncated_total",
             "Dead letters over kafka.dead_letter_max_bytes, written as a prefix with the "
-            "original's "
-            "length and SHA-256 in headers",
+            "original's length and SHA-256 in headers",
             registry=registry,
         )
         self.PARTITIONS_STALLED = Gauge(
@@ -96,8 +95,8 @@ class Metrics:
 
         self.HTTP_REFUSED = Counter(
             "driftwatch_http_refused_total",
-            "HTTP requests refused: unauthorized (401), forbidden (403), body too large (413), too "
-            "slow (408), or over the connection limit (503)",
+            "HTTP requests refused: unauthorized (401), forbidden (403), body too large (413), "
+            "too slow (408), or over the connection limit (503)",
             ["code"],
             registry=registry,
         )
@@ -180,8 +179,7 @@ class Metrics:
         self.FLAGS = Counter(
             "driftwatch_flags_total",
             "Records flagged: toxic, ungrounded, novel_number, novel_name, empty_response, "
-            "refusal, "
-            "truncated, charset_anomaly",
+            "refusal, truncated, charset_anomaly",
             ["flag", *SEGMENT_LABELS],
             registry=registry,
         )
@@ -195,8 +193,7 @@ class Metrics:
         self.MODEL_SKIPPED = Counter(
             "driftwatch_model_skipped_records_total",
             "Records counted but not model-scored, by reason: overload (the lag sampler left them "
-            "out) "
-            "or time_budget (their batch used up scoring.max_batch_seconds)",
+            "out) or time_budget (their batch used up scoring.max_batch_seconds)",
             ["reason"],
             registry=registry,
         )
@@ -270,8 +267,7 @@ class Metrics:
         self.DRIFT_UNTESTED = Counter(
             "driftwatch_drift_untested_records_total",
             "Records of a segment not tested for embedding drift while its detectors were "
-            "calibrated "
-            "in the background",
+            "calibrated in the background",
             SEGMENT_LABELS,
             registry=registry,
         )
@@ -370,8 +366,7 @@ class Metrics:
         self.CHECKPOINT_REPLAYED = Counter(
             "driftwatch_checkpoint_replayed_records_total",
             "Records read again after a restart that the checkpointed state already held: scored "
-            "and "
-            "counted again, not applied to the detectors twice",
+            "and counted again, not applied to the detectors twice",
             registry=registry,
         )
 
