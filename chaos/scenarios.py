@@ -361,12 +361,9 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
 
 def _armed(m: Metrics) -> bool:
     """Every tracked segment's embedding drift detectors calibrated and testing."""
-    def segment(labels: dict[str, str]) -> tuple[str, ...]:
-        return tuple(labels.get(k, "") for k in ("model", "model_version", "deployment", "route"))
-
-    tracked = {segment(s.labels) for s in m.samples
+    tracked = {frozenset(s.labels.items()) for s in m.samples
                if s.name == "driftwatch_drift_reference_records"}
-    testing = {segment(s.labels) for s in m.samples
+    testing = {frozenset(s.labels.items() - {("stream", "response")}) for s in m.samples
                if s.name == "driftwatch_drift_threshold" and s.labels.get("stream") == "response"}
     return bool(tracked) and tracked <= testing
 

@@ -117,11 +117,11 @@ class RuleEngine:
 
     def __init__(self, rules: Sequence[Rule], actions: Mapping[str, Action],
                  labels: Sequence[str] = SEGMENT_LABELS,
-                 last_fired: Callable[[str], float | None] = lambda key: None) -> None:
+                 last_fired: Callable[[str], float | None] | None = None) -> None:
         self.rules = list(rules)
         self._actions = actions
         self._labels = tuple(labels)
-        self._last_fired = last_fired
+        self._last_fired = last_fired or (lambda key: None)  # None: no outbox, no history
         self._states: dict[tuple[str, Segment], _State] = {}
 
     def state(self) -> dict[tuple[str, Segment], object]:

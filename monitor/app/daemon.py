@@ -76,7 +76,8 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
             return 0
         cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
         pipeline = wire(config, parts, on_decisions=acting.put, intake=observer.intake,
-                        fraction=overload.fraction, cancel=cancel, checkpoints=checkpoints)
+                        fraction=overload.fraction, cancel=cancel, checkpoints=checkpoints,
+                        audit_log=config.audit_log)
 
         def on_loop() -> None:
             ready = source.connected() and bool(source.assignment)

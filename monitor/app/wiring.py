@@ -77,7 +77,7 @@ def build_parts(config: OfflineConfig | Config, live: bool,
         parts.drift = DriftStage.from_settings(config.drift, embedder.device, embedder.name,
                                                keep_warmup=live, background=live)
     if config.rules:
-        parts.rules = RuleEngine(config.rules, config.actions, last_fired=last_fired or _never)
+        parts.rules = RuleEngine(config.rules, config.actions, last_fired=last_fired)
     if config.canary.enabled:
         parts.canary = CanaryGate(config.canary, parts.device)
     return parts
@@ -135,6 +135,7 @@ def wire(
     fraction: Callable[[], float] = lambda: 1.0,
     cancel: threading.Event | None = None,
     checkpoints: Checkpointer | None = None,
+    audit_log: Path | None = None,
 ) -> Pipeline:
     """The pipeline of `config` over `parts`: what the daemon and the backtest both run."""
     return assemble(
@@ -142,11 +143,7 @@ def wire(
         models=parts.models, drift=parts.drift, rules=parts.rules, canary=parts.canary,
         on_events=on_events, on_decisions=on_decisions, intake=intake,
         rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
-        audit_log=getattr(config, "audit_log", None), checkpoints=checkpoints)
-
-
-def _never(key: str) -> float | None:
-    return None  # no outbox: no incident fired before this run
+        audit_log=audit_log, checkpoints=checkpoints)
 
 
 def checkpointer(config: Config, models: ModelScorers | None) -> Checkpointer | None:

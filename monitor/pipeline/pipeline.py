@@ -30,16 +30,13 @@ class Pipeline:
                  checkpoints: Checkpointer | None = None, metrics: Metrics = METRICS) -> None:
         self._m = metrics
         self.operational = operational
-        self.stages = list(stages)
+        self._stages: list[Stage] = [operational, *stages]  # in the order they run
         self._ledger = ReplayLedger(checkpoints)
         self._lock = threading.Lock()  # a checkpoint at close never sees a batch half-applied
         checkpoint = self._ledger.resume()
         if checkpoint is not None:
-            for stage in self._all():
+            for stage in self._stages:
                 stage.restore(checkpoint.parts)
-
-    def _all(self) -> list[Stage]:
-        return [self.operational, *self.stages]
 
     def close(self) -> None:
         """Write the last checkpoint (unless a batch is still stuck in the worker)."""
@@ -50,13 +47,13 @@ class Pipeline:
                 self._lock.release()
         else:
             log.warning("no checkpoint at shutdown: a batch is still being processed")
-        for stage in self._all():
+        for stage in self._stages:
             stage.close()
 
     def state(self) -> dict[str, object]:
         """What a checkpoint holds, by part."""
         parts: dict[str, object] = {}
-        for stage in self._all():
+        for stage in self._stages:
             parts.update(stage.state())
         return parts
 
@@ -87,7 +84,7 @@ class Pipeline:
             return
         work = Work(self.operational.scored(records), batch.origins, event_times(records),
                     stateful)
-        for stage in self._all():
+        for stage in self._stages:
             stage.process(work)
         self.operational.count(work)
         self._m.BATCH_SIZE.observe(len(records))
