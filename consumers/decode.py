@@ -27,6 +27,7 @@ REASONS: tuple[str, ...] = (
     "unmatched_request",
     "unmatched_response",
     "processing_error",
+    "scored_format",  # on the internal scored topic: not a record this version reads
 )
 _DETAIL_LIMIT = 300
 # msgspec builds (or skips) nested values recursively; past this it raises RecursionError.

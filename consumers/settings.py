@@ -120,6 +120,10 @@ class KafkaSettings(BaseModel):
     # cannot be committed until the letter is written.
     dead_letter_attempts: int = Field(default=5, ge=1, le=1_000)
     security: KafkaSecurity = KafkaSecurity()
+    # A split deployment (`driftwatch run --stage score|decide`): the internal topic the score
+    # stage writes, keyed by segment, and the consumer group of the decide stage reading it.
+    scored_topic: str = Field(default="driftwatch-scored", min_length=1)
+    decide_group_id: str | None = None  # None: "<group_id>-decide"
 
     @model_validator(mode="after")
     def _one_topic_layout(self) -> KafkaSettings:
@@ -140,6 +144,13 @@ class KafkaSettings(BaseModel):
                 f"kafka.session_timeout_ms={self.session_timeout_ms}"
             )
         return self
+
+    def for_decide(self, commit_interval_ms: int) -> KafkaSettings:
+        """The settings of the decide stage's consumer: the scored topic, its own group."""
+        return self.model_copy(update={
+            "topic": self.scored_topic, "request_topic": None, "response_topic": None,
+            "group_id": self.decide_group_id or f"{self.group_id}-decide",
+            "commit_interval_ms": commit_interval_ms})
 
     @property
     def topics(self) -> tuple[str, ...]:

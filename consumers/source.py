@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -27,6 +27,12 @@ from consumers.settings import BatchSettings, JoinSettings, KafkaSettings, Valid
 from consumers.wire import Origin
 
 log = logging.getLogger(__name__)
+
+
+class MessageDecoder(Protocol):
+    """Turns one message value into a record, or says why it is dead-lettered."""
+
+    def decode(self, value: bytes | None) -> Any: ...  # a record, or a Rejection
 
 
 class SourceObserver(Protocol):
@@ -86,14 +92,17 @@ class KafkaSource:
         observer: SourceObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         validation: ValidationSettings | None = None,
+        decoder: MessageDecoder | None = None,
     ) -> None:
+        """`decoder`: how a message value becomes a record (default: the JSON wire format,
+        validated); a Rejection from it dead-letters the message."""
         self.settings = kafka
         self.join_settings = join or JoinSettings()
         batch = batch or BatchSettings()
         self._observer: SourceObserver = observer or NullObserver()
         self._clock = clock
         bounds = (validation or ValidationSettings()).event_time_bounds()
-        self._decoder = Decoder(kafka.max_message_bytes, bounds)
+        self._decoder: MessageDecoder = decoder or Decoder(kafka.max_message_bytes, bounds)
         self._batcher = Batcher(batch.max_records, batch.max_wait_ms / 1000.0, clock)
         join = self.join_settings
         self._joiner = Joiner(join.window_seconds, join.max_pending, clock)
@@ -114,6 +123,11 @@ class KafkaSource:
         self.last_commit_error: str | None = None  # of the latest commit, None if it worked
         # Called before partitions are taken away: finish in-flight work so it can be committed.
         self.before_revoke: Callable[[], None] = lambda: None
+        # Called before each commit: state that must cover what is committed is saved here.
+        self.before_commit: Callable[[], None] = lambda: None
+        # Called with the partitions just taken away (and whether they were lost, that is
+        # owned by another member already), once their work is committed or dropped.
+        self.after_revoke: Callable[[set[Partition], bool], None] = lambda _revoked, _lost: None
         self._consumer: KafkaConsumer | None = None
         self._dead_letters: DeadLetterWriter | None = None
         # Resolved now, in the caller's thread: a missing SASL secret fails at start, clearly.
@@ -278,6 +292,7 @@ class KafkaSource:
         for letter in self._dead_letters.flush(timeout_s=budget):
             self._tracker.finish(letter.settles)
         self._update_stalled()
+        self.before_commit()
         points = self._tracker.commit_points()
         if points:
             offsets = {
@@ -407,6 +422,7 @@ class KafkaSource:
             self._fresh.discard(tp)
         self._assigned = self._assigned - revoked
         self._observer.assigned(self._assigned)
+        self.after_revoke(revoked, lost)
 
     def _on_assigned(self, assigned: set[Partition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
