@@ -6,11 +6,11 @@ worker reads what is due and records each attempt, so nothing is lost across res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,8 +116,14 @@ class StoredAlert:
     attempts: int
 
 
-def new_event_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
+def decision_id(decision: Decision) -> str:
+    """The decision's message id, derived from what it decided (incident, type, status and
+    the event time of the record that decided it): the same decision made again, by a replay
+    after a crash or by the next owner of its segment, has the same id, so receivers that
+    dedupe on the Standard Webhooks id see it once."""
+    d = decision
+    text = f"{d.key}\x1f{d.event_type}\x1f{d.status}\x1f{d.at!r}"
+    return f"msg_{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
 
 def alert_labels(decision: Decision) -> dict[str, str]:
@@ -202,23 +208,27 @@ class Outbox:
         """Store decisions and what each target must receive, in one transaction."""
         now = time.time() if now is None else now
         ids: list[str] = []
+        for d in decisions:
+            undefined = [name for name in d.targets if name not in actions]
+            if undefined:
+                raise ValueError(f"decision of rule {d.rule!r} targets action {undefined[0]!r}, "
+                                 f"which is not defined; defined: {sorted(actions)}")
         with self._write() as db:
             for d in decisions:
-                event_id = new_event_id()
-                ids.append(event_id)
-                db.execute(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ids.append(event_id := decision_id(d))
+                stored = db.execute(
+                    "INSERT OR IGNORE INTO events VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (event_id, now, d.event_type, d.rule, d.severity, d.status, d.key, d.at,
                      d.index, json.dumps(d.segment), json.dumps(d.evidence), d.summary,
                      json.dumps(list(d.targets)), json.dumps(d.details, default=str)))
+                if not stored.rowcount:
+                    continue  # made before (a replay): stored, and its deliveries queued, then
                 if d.status == "firing":
                     db.execute("INSERT INTO fired VALUES (?, ?) ON CONFLICT (decision_key) DO "
                                "UPDATE SET at = max(at, excluded.at)", (d.key, d.at))
                 for name in d.targets:
-                    action = actions.get(name)
-                    if action is None:
-                        raise ValueError(f"decision of rule {d.rule!r} targets action {name!r}, "
-                                         f"which is not defined; defined: {sorted(actions)}")
+                    action = actions[name]
                     if isinstance(action, WebhookAction):
                         if d.status == "firing" and (action.event_types is None
                                                      or d.event_type in action.event_types):

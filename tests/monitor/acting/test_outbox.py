@@ -227,3 +227,16 @@ def test_writer_and_reader_threads_share_the_outbox(box: Outbox) -> None:
         seen += 1
     assert errors == [] and seen == 50
     assert box.depth() == {}
+
+
+def test_a_decision_made_again_keeps_its_id_and_is_stored_and_sent_once(box: Outbox) -> None:
+    # A replay after a crash, or the next owner of a segment, makes the same decision again.
+    first = decision(targets=("hook",))
+    [a] = box.put([first], ACTIONS, now=NOW)
+    [b] = box.put([decision(targets=("hook",))], ACTIONS, now=NOW + 5)
+    assert a == b and a.startswith("msg_") and len(a) == 36
+    assert len(box.recent(10)) == 1 and len(box.due(NOW + 10)) == 1
+    # Another event time, status or rule is another decision.
+    later = decision(targets=("hook",), at=first.at + 1)
+    [c] = box.put([later], ACTIONS, now=NOW)
+    assert c != a and len(box.recent(10)) == 2
