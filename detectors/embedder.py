@@ -31,6 +31,11 @@ class ModelNotFound(RuntimeError):
     """A configured model is not on disk; driftwatch never downloads one."""
 
 
+def embedding_model_name(model: str | None) -> str:
+    """The name a configured model goes by (None: the offline default)."""
+    return "sentence-transformers/all-MiniLM-L6-v2" if model is None else model
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 
@@ -113,7 +118,7 @@ class Embedder:
         if precision == "int8" and backend != "onnx":
             raise ValueError("scoring.embedding.precision=int8 needs backend onnx")
         self.backend, self.precision = backend, precision
-        self.name = "sentence-transformers/all-MiniLM-L6-v2" if model is None else model
+        self.name = embedding_model_name(model)
         # Weight-loading progress bars would land among a daemon's logs and a backtest's output.
         from transformers.utils import logging as transformers_logging
 

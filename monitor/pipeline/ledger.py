@@ -83,6 +83,11 @@ class ReplayLedger:
             self._checkpoints.save(self._positions, state())
             self._dirty = False
 
+    def save_if_changed(self, state: Callable[[], dict[str, object]]) -> None:
+        if self._checkpoints is not None and self._dirty:
+            self._checkpoints.save(self._positions, state())
+            self._dirty = False
+
     def save(self, state: Callable[[], dict[str, object]]) -> None:
         if self._checkpoints is not None:
             self._checkpoints.save(self._positions, state())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,8 +27,12 @@ class Pipeline:
     their state with the positions it covers."""
 
     def __init__(self, operational: OperationalStage, stages: Sequence[Stage] = (),
-                 checkpoints: Checkpointer | None = None, metrics: Metrics = METRICS) -> None:
+                 checkpoints: Checkpointer | None = None, metrics: Metrics = METRICS,
+                 begin: Callable[[OperationalStage, Batch, bool], Work] | None = None) -> None:
+        """`begin`: how a batch becomes a `Work` (default: wire records, scored here; the
+        decide stage's tasks pass `scored.begin`, for records scored by the score stage)."""
         self._m = metrics
+        self._begin = begin or _begin
         self.operational = operational
         self._stages: list[Stage] = [operational, *stages]  # in the order they run
         self._ledger = ReplayLedger(checkpoints)
@@ -40,15 +44,28 @@ class Pipeline:
 
     def close(self) -> None:
         """Write the last checkpoint (unless a batch is still stuck in the worker)."""
-        if self._lock.acquire(timeout=5.0):
-            try:
-                self._ledger.save(self.state)
-            finally:
-                self._lock.release()
-        else:
+        if not self.save():
             log.warning("no checkpoint at shutdown: a batch is still being processed")
         for stage in self._stages:
             stage.close()
+
+    def discard(self) -> None:
+        """Close without a checkpoint (the state is another owner's now)."""
+        for stage in self._stages:
+            stage.close()
+
+    def save(self, only_if_changed: bool = False) -> bool:
+        """Checkpoint now, between two batches; False when a batch held on for 5 s."""
+        if not self._lock.acquire(timeout=5.0):
+            return False
+        try:
+            if only_if_changed:
+                self._ledger.save_if_changed(self.state)
+            else:
+                self._ledger.save(self.state)
+            return True
+        finally:
+            self._lock.release()
 
     def state(self) -> dict[str, object]:
         """What a checkpoint holds, by part."""
@@ -82,13 +99,17 @@ class Pipeline:
         records = batch.records
         if not records:
             return
-        work = Work(self.operational.scored(records), batch.origins, event_times(records),
-                    stateful)
+        work = self._begin(self.operational, batch, stateful)
         for stage in self._stages:
             stage.process(work)
         self.operational.count(work)
         self._m.BATCH_SIZE.observe(len(records))
         self._m.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+
+def _begin(operational: OperationalStage, batch: Batch, stateful: bool) -> Work:
+    records = batch.records
+    return Work(operational.scored(records), batch.origins, event_times(records), stateful)
 
 
 def event_times(records: Sequence[Record]) -> np.ndarray:

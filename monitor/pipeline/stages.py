@@ -138,8 +138,10 @@ class OperationalStage:
 
     def __init__(self, scorers: Sequence[str], segment_labels: Sequence[str],
                  max_label_values: int, max_error_types: int = 20,
-                 metrics: Metrics = METRICS) -> None:
+                 metrics: Metrics = METRICS, outcome: str = "scored") -> None:
+        """`outcome`: what `count` calls the records (driftwatch_records_total)."""
         self._m = metrics
+        self.outcome = outcome
         unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
@@ -148,20 +150,23 @@ class OperationalStage:
         self._error_types = CappedLabel(max_error_types)
         self._outcomes: dict[tuple[str | None, str | None], tuple[str, str]] = {}
 
-    def scored(self, records: list[Record]) -> ScoredBatch:
-        """The batch with its features and segments; also what starts a `Work`."""
-        return ScoredBatch(records, operational_features(records), self._group(records),
-                           self._outcomes_of(records))
+    def scored(self, records: list[Record],
+               features: OperationalFeatures | None = None) -> ScoredBatch:
+        """The batch with its features (computed here unless given: the decide stage gets
+        them from the score stage) and segments; also what starts a `Work`."""
+        return ScoredBatch(records, features or operational_features(records),
+                           self._group(records), self._outcomes_of(records))
 
     def process(self, work: Work) -> None:
         for scorer in self._scorers:
             scorer(work.batch, self._m)
 
     def count(self, work: Work) -> None:
-        """After every other stage: the records are scored."""
+        """After every other stage: the records are scored (or, in the decide stage,
+        decided)."""
         m = self._m
         for seg, idx in work.batch.segments.items():
-            m.RECORDS.labels("scored", *seg).inc(len(idx))
+            m.RECORDS.labels(self.outcome, *seg).inc(len(idx))
         times = work.times
         if not np.isnan(times).all():
             m.LAST_EVENT_TIME.set(float(np.nanmax(times)))

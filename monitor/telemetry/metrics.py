@@ -38,8 +38,21 @@ class Metrics:
         )
         self.RECORDS = Counter(
             "driftwatch_records_total",
-            "Records handled by outcome: scored, dead_lettered, duplicate (a repeated join half)",
+            "Records handled by outcome: scored, dead_lettered, duplicate (a repeated join half), "
+            "decided (by the decide stage of a split deployment)",
             ["outcome", *SEGMENT_LABELS],
+            registry=registry,
+        )
+        self.SCORED_PUBLISHED = Counter(
+            "driftwatch_scored_published_total",
+            "Scored records the score stage wrote to the internal scored topic (acknowledged "
+            "by the broker)",
+            registry=registry,
+        )
+        self.STAGE_INFO = Gauge(
+            "driftwatch_stage",
+            "The stages this process runs: score, decide, or all (both, in one process)",
+            ["stage"],
             registry=registry,
         )
         self.DEAD_LETTERS = Counter(

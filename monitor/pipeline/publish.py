@@ -1,0 +1,80 @@
+"""The score stage's last step: each scored record to the internal topic, keyed by its
+partition key, acknowledged by the broker before the batch is done (and so before its input
+offsets are committed): at least once through the stage, a replayed record scored twice at
+worst, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from kafka.errors import KafkaError
+
+from consumers.processor import Cancelled
+from monitor.pipeline import scored
+from monitor.pipeline.stages import Work
+from monitor.telemetry.metrics import METRICS, Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Producer(Protocol):
+    """What the stage needs of a kafka-python KafkaProducer."""
+
+    def send(self, topic: str, value: bytes, key: bytes) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+class PublishStage:
+    """Produces a batch's scored records and waits for the broker's acknowledgement of all of
+    them; a failed send is sent again (with a growing pause) until it is acknowledged or the
+    daemon stops, which leaves the batch unfinished and its offsets uncommitted."""
+
+    def __init__(self, producer: Producer, topic: str, key_labels: tuple[str, ...],
+                 cancel: threading.Event | None = None, metrics: Metrics = METRICS,
+                 ack_timeout_s: float = 30.0) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._key_labels = key_labels
+        self._cancel = cancel or threading.Event()
+        self._m = metrics
+        self._ack_timeout_s = ack_timeout_s
+
+    def process(self, work: Work) -> None:
+        b = work.batch
+        records = scored.encode_batch(b.records, b.features, work.scores)
+        pending = [(scored.key_of(r, self._key_labels), scored.encode(r)) for r in records]
+        delay = 0.5
+        while pending:
+            futures = [(key, value, self._producer.send(self._topic, value=value, key=key))
+                       for key, value in pending]
+            self._producer.flush(timeout=self._ack_timeout_s)
+            failed = []
+            for key, value, future in futures:
+                try:
+                    future.get(timeout=0)
+                except KafkaError as exc:
+                    failed.append((key, value))
+                    error = exc
+            self._m.SCORED_PUBLISHED.inc(len(pending) - len(failed))
+            if not failed:
+                return
+            log.warning("%d scored record(s) not acknowledged by the broker (%r); sending "
+                        "again in %.1fs", len(failed), error, delay)
+            pending = failed
+            if self._cancel.wait(delay):
+                raise Cancelled("stopping with scored records unacknowledged")
+            delay = min(delay * 2, 10.0)
+
+    def state(self) -> dict[str, object]:
+        return {}
+
+    def restore(self, parts: Mapping[str, object]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,202 @@
+"""The scored-record format: what the score stage writes to the internal topic
+(`kafka.scored_topic`) and the decide stage reads back, one Kafka message per input record.
+
+Binary (msgpack, by msgspec), array-like and versioned: the first element is the format
+version, read alone before anything else, so a record written by another version is refused
+with an error naming both versions instead of being misread field by field. Embeddings travel
+as float16 bytes (half the size; the drift tests work on unit vectors, where float16 keeps
+about three significant digits). Texts are only the short excerpts that drift explanations
+show, truncated as in the events.
+
+The message key is the record's partition key (`partition_key`): every record whose state
+meets in one place (a drift segment; the canary gate's model) lands in one partition, so one
+decide instance owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from consumers.batcher import Batch
+from consumers.decode import Rejection
+from consumers.wire import Record
+from detectors.operational import OperationalFeatures
+from monitor.pipeline.model_scoring import BatchScores
+from monitor.pipeline.stages import OperationalStage, Work
+
+FORMAT = 1
+TEXT_LIMIT = 300  # characters kept of each text: what a drift event shows (drift._TEXT_LIMIT)
+_FEATURES = ("latency_seconds", "prompt_tokens", "completion_tokens", "cost_usd",
+             "prompt_chars", "response_chars")
+
+
+class ScoredFormatError(ValueError):
+    """A scored record this version cannot read (another format version, or not one at all)."""
+
+
+class _Version(msgspec.Struct, array_like=True):
+    v: int
+
+
+class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One input record after the score stage: labels, features, model scores, vectors."""
+
+    v: int
+    request_id: str
+    event_time: float | None
+    model: str | None
+    model_version: str | None
+    deployment: str | None
+    route: str | None
+    status: str | None
+    error_type: str | None
+    features: tuple[float, float, float, float, float, float]  # as _FEATURES, NaN: missing
+    sampled: bool  # went through the models; the scores below are NaN otherwise
+    toxicity: float
+    prompt_toxicity: float
+    groundedness: float
+    flags: dict[str, bool]
+    novel_numbers: tuple[str, ...] = ()
+    novel_names: tuple[str, ...] = ()
+    prompt_embedding: bytes | None = None  # float16, little-endian
+    response_embedding: bytes | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_version = msgspec.msgpack.Decoder(_Version)
+_decoder = msgspec.msgpack.Decoder(ScoredRecord)
+
+
+def partition_key(labels: Sequence[str], canary: bool) -> tuple[str, ...]:
+    """The raw labels whose values key the internal topic. Drift and rules keep state per
+    segment (the configured labels), the canary gate per model: the key must be no finer than
+    either. With `model` among the labels the model alone is that key; without it a canary
+    gate ties every segment together (one key), and without a gate the segment is the key."""
+    if "model" in labels:
+        return ("model",)
+    if canary:
+        return ()
+    return tuple(labels)
+
+
+def key_of(record: ScoredRecord, key_labels: tuple[str, ...]) -> bytes:
+    return "\x1f".join(getattr(record, name) or "" for name in key_labels).encode()
+
+
+def encode_batch(records: Sequence[Record], features: OperationalFeatures,
+                 scores: BatchScores | None) -> list[ScoredRecord]:
+    """The scored records of one batch, in its order."""
+    columns = np.column_stack([getattr(features, name) for name in _FEATURES])
+    prompt_rows = response_rows = None
+    if scores is not None:
+        rows = np.cumsum(scores.sampled) - 1  # embedding row of each sampled record
+        prompt_rows, response_rows = scores.prompt_embeddings, scores.response_embeddings
+    out = []
+    for i, r in enumerate(records):
+        sampled = scores is not None and bool(scores.sampled[i])
+        prompt_vec = response_vec = None
+        if sampled and scores is not None:
+            if prompt_rows is not None:
+                prompt_vec = prompt_rows[rows[i]].astype("<f2").tobytes()
+            if response_rows is not None:
+                response_vec = response_rows[rows[i]].astype("<f2").tobytes()
+        prompt, response = r.prompt_text, r.response
+        out.append(ScoredRecord(
+            FORMAT, r.request_id, r.event_time, r.model, r.model_version, r.deployment,
+            r.route, r.status, r.error_type, tuple(float(x) for x in columns[i]), sampled,
+            float(scores.toxicity[i]) if scores is not None else np.nan,
+            float(scores.prompt_toxicity[i]) if scores is not None else np.nan,
+            float(scores.groundedness[i]) if scores is not None else np.nan,
+            {k: bool(v[i]) for k, v in scores.flags.items()} if scores is not None else {},
+            scores.novel_numbers[i] if scores is not None else (),
+            scores.novel_names[i] if scores is not None else (),
+            prompt_vec, response_vec,
+            None if prompt is None else prompt[:TEXT_LIMIT],
+            None if response is None else response[:TEXT_LIMIT]))
+    return out
+
+
+def encode(record: ScoredRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode(value: bytes | None) -> ScoredRecord:
+    """One scored record; ScoredFormatError when it is not one this version reads."""
+    if not value:
+        raise ScoredFormatError("an empty message is not a scored record")
+    try:
+        version = _version.decode(value).v
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ScoredFormatError(f"not a driftwatch scored record: {exc}") from None
+    if version != FORMAT:
+        raise ScoredFormatError(
+            f"scored record format {version}; this driftwatch reads format {FORMAT} only. "
+            "Run the score and decide stages at one version (drain the scored topic first "
+            "when upgrading)")
+    try:
+        return _decoder.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ScoredFormatError(f"a format-{FORMAT} scored record that does not decode: "
+                                f"{exc}") from None
+
+
+def as_record(s: ScoredRecord) -> Record:
+    """The wire record the decide stage's rules and drift explanations see (texts cut)."""
+    return Record(request_id=s.request_id,
+                  timestamp=None if s.event_time is None else s.event_time * 1000.0,
+                  model=s.model, model_version=s.model_version,
+                  deployment=s.deployment,  # type: ignore[arg-type] (validated upstream)
+                  route=s.route, prompt=s.prompt_text, response=s.response_text,
+                  status=s.status, error_type=s.error_type)
+
+
+def decode_batch(scored: Sequence[ScoredRecord]) -> tuple[OperationalFeatures, BatchScores]:
+    """The features and model scores of a batch of scored records, as the score stage had
+    them (embeddings back in float32, rows for the sampled records only)."""
+    n = len(scored)
+    table = np.array([s.features for s in scored], dtype=np.float64).reshape(n, 6)
+    features = OperationalFeatures(*(table[:, j] for j in range(6)))
+    sampled = np.array([s.sampled for s in scored], dtype=bool)
+    names = sorted({k for s in scored for k in s.flags})
+    flags = {k: np.array([s.flags.get(k, False) for s in scored], dtype=bool) for k in names}
+
+    def vectors(field: str) -> np.ndarray | None:
+        blobs = [getattr(s, field) for s in scored if s.sampled]
+        if not blobs or any(b is None for b in blobs):
+            return None
+        return np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(blobs), -1) \
+            .astype(np.float32)
+
+    scores = BatchScores(
+        sampled, np.array([s.toxicity for s in scored], dtype=np.float64),
+        np.array([s.prompt_toxicity for s in scored], dtype=np.float64),
+        np.array([s.groundedness for s in scored], dtype=np.float64), flags,
+        [s.novel_numbers for s in scored], [s.novel_names for s in scored],
+        vectors("prompt_embedding"), vectors("response_embedding"))
+    return features, scores
+
+
+def begin(operational: OperationalStage, batch: Batch, stateful: bool) -> Work:
+    """A decide task's `Work` from a batch of scored records (see `Pipeline`'s `begin`)."""
+    scored: list[ScoredRecord] = batch.records  # type: ignore[assignment]
+    records = [as_record(s) for s in scored]
+    features, scores = decode_batch(scored)
+    times = np.array([np.nan if s.event_time is None else s.event_time for s in scored])
+    return Work(operational.scored(records, features), batch.origins, times, stateful,
+                scores=scores)
+
+
+class ScoredDecoder:
+    """The decide stage's message decoder: a scored record, or a dead letter that says why
+    not (`scored_format`), never a misread one."""
+
+    def decode(self, value: bytes | None) -> ScoredRecord | Rejection:
+        try:
+            return decode(value)
+        except ScoredFormatError as exc:
+            return Rejection("scored_format", str(exc)[:300])
