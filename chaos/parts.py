@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import httpx
@@ -119,12 +119,13 @@ class Metrics:
 class Daemon:
     """`driftwatch run` as a real process, scraped over HTTP."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(self, config: Path, port: int, log: Path, args: Sequence[str] = ()) -> None:
+        """`args`: more `driftwatch run` arguments, such as ("--stage", "decide")."""
         self.port = port
         self.log = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config), *args],
             stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env,  # noqa: SIM115
         )
 

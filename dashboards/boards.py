@@ -31,18 +31,24 @@ OVERVIEW = Dashboard("driftwatch-overview", "driftwatch / Overview",
     Panel("Throughput by outcome", (Query(
         f"sum by (outcome) (driftwatch:records:rate5m{{{SEG}}})", "{{outcome}}"),),
         unit="reqps", width=8, stacked=True,
-        description="Records per second: scored, dead_lettered, duplicate."),
+        description="Records per second: scored, dead_lettered, duplicate; decided: by the "
+                    "decide stage of a split deployment (scored: by the score stage)."),
     Panel("Scored records by segment", (Query(
         f'sum by ({BY_SEG}) (driftwatch:records:rate5m{{outcome="scored", {SEG}}})',
         LEGEND_SEG),), unit="reqps", width=8),
     Panel("Consumer lag", (Query("sum by (topic) (driftwatch_consumer_lag)", "{{topic}}"),),
-          width=8, description="Messages between the high watermark and the commit point."),
+          width=8, description="Messages between the high watermark and the commit point; "
+                               "the scored topic's is the decide stage's lag."),
     Panel("Dead letters by reason", (Query(
         f"sum by (reason) (rate(driftwatch_dead_letter_total[{RATE}]))", "{{reason}}"),),
         unit="reqps", width=8, stacked=True),
     Panel("Daemons ready", (Query("sum(driftwatch_ready)", "ready", instant=True),
-                            Query("count(driftwatch_ready)", "running", instant=True)),
-          kind="stat", width=4),
+                            Query("count(driftwatch_ready)", "running", instant=True),
+                            Query("sum by (stage) (driftwatch_stage)", "{{stage}}",
+                                  instant=True)),
+          kind="stat", width=4,
+          description="Processes ready and running, and how many run each stage (all: both "
+                      "in one process; score, decide: a split deployment)."),
     Panel("Model-scored fraction", (Query("min(driftwatch_scored_fraction)", "scored",
                                           instant=True),),
           kind="stat", unit="percentunit", width=4,

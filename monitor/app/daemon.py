@@ -7,25 +7,35 @@ import platform
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from consumers.batcher import Batch
+from consumers.offsets import Partition
 from consumers.processor import StreamProcessor
 from consumers.source import KafkaSource
+from detectors.embedder import embedding_model_name
 from monitor.acting.canary import CanaryGate
 from monitor.acting.delivery import DeliveryWorker
 from monitor.acting.outbox import Outbox
 from monitor.app.heap import HeapTrimmer
-from monitor.app.wiring import build_models, build_parts, checkpointer, wire
+from monitor.app.wiring import Parts, build_models, build_parts, checkpointer, wire
 from monitor.config import SIGNAL_SCORERS, Action, Config
+from monitor.pipeline import scored
 from monitor.pipeline.checkpoint import Checkpointer
 from monitor.pipeline.model_scoring import ModelScorers, Overload
+from monitor.pipeline.publish import PublishStage
+from monitor.pipeline.scored import ScoredDecoder
+from monitor.pipeline.tasks import DecideTasks, Task, TaskViews, task_path
 from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits
 from monitor.telemetry.metrics import METRICS as m
 from monitor.telemetry.observer import MetricsObserver
-from monitor.types import Decision
+from monitor.types import Decision, IntakeCounts
 
 log = logging.getLogger("driftwatch")
 
@@ -37,13 +47,21 @@ def driftwatch_version() -> str:
         return "0+unknown"
 
 
-def run(config: Config, stop: threading.Event | None = None) -> int:
-    """Run until `stop` is set (SIGTERM and SIGINT set it in the main thread); return 0."""
+Stage = Literal["all", "score", "decide"]
+
+
+def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all") -> int:
+    """Run until `stop` is set (SIGTERM and SIGINT set it in the main thread); return 0.
+
+    `stage`: "all" scores and decides in this process; "score" scores and writes the scored
+    records to kafka.scored_topic; "decide" reads them and runs drift, rules and the canary
+    gate, one task per scored partition (a split deployment, see the README)."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: _request_stop(stop, signum))
     m.BUILD_INFO.info({"version": driftwatch_version(), "python": platform.python_version()})
+    m.STAGE_INFO.labels(stage).set(1)
     health = Health()
     settings = config.metrics
     limits = HttpLimits(settings.read_timeout_seconds, settings.max_body_bytes,
@@ -51,58 +69,150 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     for warning in settings.warnings():
         log.warning("%s", warning)
     endpoints = Endpoints(settings.host, settings.port, health, limits=limits).start()
-    log.info("serving /metrics, /healthz, /readyz on http://%s:%d",
-             config.metrics.host, endpoints.port)
-    acting = Acting()
-    checkpoints: Checkpointer | None = None
+    log.info("serving /metrics, /healthz, /readyz on http://%s:%d (stage %s)",
+             config.metrics.host, endpoints.port, stage)
+    closers: list[Callable[[], None]] = []  # run in reverse order at the end
     heap = HeapTrimmer()  # before the models load: their buffers follow its mmap threshold
     try:
-        overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
-        models = build_models(config, live=True)  # loads models before joining the group
-        _log_models(models)
-        # Secrets, the outbox and its backlog of undelivered decisions: before the group join,
-        # so a bad secret fails fast and deliveries left by a previous run resume at once.
-        acting = acting_parts(config, endpoints)
-        parts = build_parts(config, live=True, models=models,
-                            last_fired=acting.outbox.last_fired if acting.outbox else None)
-        _gate_warnings(config, parts.canary)
-        endpoints.drift, endpoints.canary = parts.drift, parts.canary
-        checkpoints = checkpointer(config, models)
-        observer = MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag))
-        source = KafkaSource(config.kafka, config.join, config.batch, observer,
-                             validation=config.validation)
-        health.heartbeat = source.heartbeat_fresh
-        if not _open(source, stop, health):
-            return 0
-        cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
-        pipeline = wire(config, parts, on_decisions=acting.put, intake=observer.intake,
-                        fraction=overload.fraction, cancel=cancel, checkpoints=checkpoints,
-                        audit_log=config.audit_log)
-
-        def on_loop() -> None:
-            ready = source.connected() and bool(source.assignment)
-            health.tick(source.connected(), len(source.assignment))
-            m.READY.set(ready)
-            m.PAUSED.set(source.paused)
-            pipeline.checkpoint_if_due()
-            heap.maybe_trim()
-
-        log.info("consuming %s as group %s from %s", ", ".join(config.kafka.topics),
-                 config.kafka.group_id, ",".join(config.kafka.bootstrap_servers))
-        processor = StreamProcessor(source, pipeline.process, config.batch.max_in_flight,
-                                    on_loop, config.batch.drain_seconds, cancel=cancel)
-        try:
-            processor.run(stop)
-        finally:
-            pipeline.close()
-        log.info("stopped: %s", processor.summary)
-        return 0
+        stages = {"all": _run_all, "score": _run_score, "decide": _run_decide}
+        return stages[stage](config, stop, health, endpoints, closers, heap)
     finally:
         m.READY.set(0)
-        acting.close()
-        if checkpoints is not None:
-            checkpoints.close()
+        for close in reversed(closers):
+            close()
         endpoints.stop()
+
+
+def _run_all(config: Config, stop: threading.Event, health: Health, endpoints: Endpoints,
+             closers: list[Callable[[], None]], heap: HeapTrimmer) -> int:
+    """Both stages in one process: score and decide each batch in turn."""
+    overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
+    models = build_models(config, live=True)  # loads models before joining the group
+    _log_models(models)
+    # Secrets, the outbox and its backlog of undelivered decisions: before the group join,
+    # so a bad secret fails fast and deliveries left by a previous run resume at once.
+    acting = acting_parts(config, endpoints)
+    closers.append(acting.close)
+    parts = build_parts(config, live=True, models=models,
+                        last_fired=acting.outbox.last_fired if acting.outbox else None)
+    _gate_warnings(config, parts.canary)
+    endpoints.drift, endpoints.canary = parts.drift, parts.canary
+    checkpoints = checkpointer(config, models)
+    if checkpoints is not None:
+        closers.append(checkpoints.close)
+    observer = MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag))
+    source = KafkaSource(config.kafka, config.join, config.batch, observer,
+                         validation=config.validation)
+    if not _open(source, stop, health):
+        return 0
+    cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
+    pipeline = wire(config, parts, on_decisions=acting.put, intake=observer.intake,
+                    fraction=overload.fraction, cancel=cancel, checkpoints=checkpoints,
+                    audit_log=config.audit_log)
+    closers.append(pipeline.close)
+
+    def on_loop() -> None:
+        pipeline.checkpoint_if_due()
+        heap.maybe_trim()
+
+    return _consume(config, stop, health, source, pipeline.process, on_loop, cancel)
+
+
+def _run_score(config: Config, stop: threading.Event, health: Health, endpoints: Endpoints,
+               closers: list[Callable[[], None]], heap: HeapTrimmer) -> int:
+    """The stateless stage: validate, score, and write each record to the scored topic."""
+    overload = Overload(config.scoring.overload.max_lag, config.scoring.overload.min_fraction)
+    models = build_models(config, live=True)
+    _log_models(models)
+    observer = MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag))
+    source = KafkaSource(config.kafka, config.join, config.batch, observer,
+                         validation=config.validation)
+    if not _open(source, stop, health):
+        return 0
+    k = config.kafka
+    producer = KafkaProducer(
+        bootstrap_servers=k.bootstrap_servers, client_id=k.client_id, acks="all",
+        linger_ms=5, reconnect_backoff_max_ms=k.reconnect_backoff_max_ms,
+        **k.security.client_options())
+    closers.append(lambda: producer.close(timeout=5))
+    cancel = threading.Event()
+    key = scored.partition_key(config.metrics.labels, config.canary.enabled)
+    publish = PublishStage(producer, k.scored_topic, key, cancel)
+    pipeline = wire(config, Parts(models), on_decisions=_no_decisions, intake=observer.intake,
+                    fraction=overload.fraction, cancel=cancel, audit_log=config.audit_log,
+                    publish=publish)
+    closers.append(pipeline.close)
+    log.info("scoring into %s, keyed by %s", k.scored_topic, ", ".join(key) or "one key")
+    return _consume(config, stop, health, source, pipeline.process, heap.maybe_trim, cancel)
+
+
+def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints: Endpoints,
+                closers: list[Callable[[], None]], heap: HeapTrimmer) -> int:
+    """The stateful stage: drift, rules and the canary gate on scored records, one task per
+    scored partition, each with its own checkpoint under checkpoint.path's directory."""
+    acting = acting_parts(config, endpoints)
+    closers.append(acting.close)
+    last_fired = acting.outbox.last_fired if acting.outbox else None
+    model = embedding_model_name(config.scoring.embedding.model)
+    directory = config.checkpoint.path.parent / "tasks" if config.checkpoint.enabled else None
+
+    def build(checkpoints: Checkpointer | None) -> Task:
+        parts = build_parts(config, live=True, last_fired=last_fired, scored_input=True)
+        pipeline = wire(config, parts, on_decisions=acting.put, intake=IntakeCounts(),
+                        checkpoints=checkpoints, scored_input=True)
+        return Task(pipeline, parts.canary, parts.drift)
+
+    def open_checkpoints(partition: Partition) -> Checkpointer:
+        assert directory is not None
+        found = checkpointer(config, None, task_path(directory, partition), model)
+        assert found is not None
+        return found
+
+    tasks = DecideTasks(build, open_checkpoints if directory is not None else None)
+    closers.append(tasks.close)
+    views = TaskViews(tasks, directory, (lambda: CanaryGate(config.canary))
+                      if config.canary.enabled else None)
+    endpoints.canary = views if config.canary.enabled else None
+    endpoints.drift = views if config.drift.enabled else None
+    interval_ms = (int(config.checkpoint.interval_seconds * 1000) if directory is not None
+                   else config.kafka.commit_interval_ms)
+    source = KafkaSource(config.kafka.for_decide(interval_ms), batch=config.batch,
+                         observer=MetricsObserver(), decoder=ScoredDecoder())
+    source.before_commit = tasks.save  # a checkpoint always covers what is committed
+    source.after_revoke = tasks.release
+    if not _open(source, stop, health):
+        return 0
+
+    def on_loop() -> None:
+        tasks.checkpoint_if_due()
+        heap.maybe_trim()
+
+    return _consume(config, stop, health, source, tasks.process, on_loop, threading.Event())
+
+
+def _consume(config: Config, stop: threading.Event, health: Health, source: KafkaSource,
+             process: Callable[[Batch], None], on_loop: Callable[[], None],
+             cancel: threading.Event) -> int:
+    """The poll loop over an open source until `stop`; readiness follows the group."""
+
+    def loop() -> None:
+        ready = source.connected() and bool(source.assignment)
+        health.tick(source.connected(), len(source.assignment))
+        m.READY.set(ready)
+        m.PAUSED.set(source.paused)
+        on_loop()
+
+    log.info("consuming %s as group %s from %s", ", ".join(source.settings.topics),
+             source.settings.group_id, ",".join(source.settings.bootstrap_servers))
+    processor = StreamProcessor(source, process, config.batch.max_in_flight, loop,
+                                config.batch.drain_seconds, cancel=cancel)
+    processor.run(stop)
+    log.info("stopped: %s", processor.summary)
+    return 0
+
+
+def _no_decisions(decisions: list[Decision]) -> None:
+    raise AssertionError("the score stage makes no decisions")
 
 
 @dataclass
@@ -174,6 +284,7 @@ def _open(source: KafkaSource, stop: threading.Event, health: Health) -> bool:
     kafka-python's bootstrap blocks for as long as the broker is away, so it runs in a
     thread of its own and SIGTERM is still answered at once.
     """
+    health.heartbeat = source.heartbeat_fresh
     delay = 0.5
     servers = ",".join(source.settings.bootstrap_servers)
     while not stop.is_set():

@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from detectors.embedder import embedding_model_name, pick_device
 from monitor.acting.canary import CanaryGate
 from monitor.acting.rules import RuleEngine
 from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
+from monitor.pipeline import scored
 from monitor.pipeline.checkpoint import Checkpointer, fingerprint
 from monitor.pipeline.drift import DriftStage
 from monitor.pipeline.model_scoring import ModelScorers, wants_embeddings
@@ -66,21 +68,38 @@ def build_models(config: OfflineConfig | Config, live: bool) -> ModelScorers | N
 
 def build_parts(config: OfflineConfig | Config, live: bool,
                 last_fired: Callable[[str], float | None] | None = None,
-                models: ModelScorers | None = None) -> Parts:
+                models: ModelScorers | None = None, scored_input: bool = False) -> Parts:
     """Models, drift stage, rule engine and canary gate, as `config` sets them. `last_fired`:
     the outbox's memory of when each incident last fired (cooldowns across restarts).
-    `models`: already loaded ones (a caller that loads them first, to fail fast)."""
+    `models`: already loaded ones (a caller that loads them first, to fail fast).
+    `scored_input`: the decide stage, whose records come scored: no model is loaded, and the
+    drift stage is built for the embedding model the score stage runs."""
+    if scored_input:
+        parts = Parts()
+        if config.drift.enabled and wants_embeddings(config.drift, config.canary) \
+                and set(config.scorers) & MODEL_SCORERS:
+            parts.drift = DriftStage.from_settings(
+                config.drift, pick_device(config.scoring.device),
+                embedding_model_name(config.scoring.embedding.model), keep_warmup=live,
+                background=live)
+        _decisions(config, parts, last_fired, pick_device(config.scoring.device))
+        return parts
     models = models if models is not None else build_models(config, live)
     parts = Parts(models)
     embedder = models.embedder if models is not None else None
     if config.drift.enabled and embedder is not None:
         parts.drift = DriftStage.from_settings(config.drift, embedder.device, embedder.name,
                                                keep_warmup=live, background=live)
+    _decisions(config, parts, last_fired, parts.device)
+    return parts
+
+
+def _decisions(config: OfflineConfig | Config, parts: Parts,
+               last_fired: Callable[[str], float | None] | None, device: str) -> None:
     if config.rules:
         parts.rules = RuleEngine(config.rules, config.actions, last_fired=last_fired)
     if config.canary.enabled:
-        parts.canary = CanaryGate(config.canary, parts.device)
-    return parts
+        parts.canary = CanaryGate(config.canary, device)
 
 
 def assemble(
@@ -101,18 +120,26 @@ def assemble(
     audit_log: Path | None = None,
     checkpoints: Checkpointer | None = None,
     metrics: Metrics = METRICS,
+    publish: Stage | None = None,
+    scored_input: bool = False,
 ) -> Pipeline:
     """The stages, in order, for the parts given (each stage only when its part is there).
-    `metrics`: where the operational and model stages count (a test passes its own)."""
-    if drift is not None and models is None:
+    `metrics`: where the operational and model stages count (a test passes its own).
+    `publish`: the score stage's last step (records to the scored topic). `scored_input`:
+    the decide stage, whose batches are scored records (`scored.begin`)."""
+    if drift is not None and models is None and not scored_input:
         raise ValueError("drift needs the model scorers (embeddings): enable one of "
                          f"{sorted(MODEL_SCORERS)}")
     if (rules is not None or canary is not None) and on_decisions is None:
         raise ValueError("rules and the canary gate need somewhere to put their decisions")
-    operational = OperationalStage(scorers, segment_labels, max_label_values, metrics=metrics)
+    operational = OperationalStage([] if scored_input else scorers, segment_labels,
+                                   max_label_values, metrics=metrics,
+                                   outcome="decided" if scored_input else "scored")
     stages: list[Stage] = []
     if models is not None:
         stages.append(ModelStage(models, fraction, cancel, metrics))
+    if publish is not None:
+        stages.append(publish)
     if drift is not None:
         stages.append(DriftStep(drift, on_events))
     if rules is not None or canary is not None:
@@ -122,7 +149,8 @@ def assemble(
                                   rollover_actions))
     if audit_log is not None:
         stages.append(AuditStage(audit_log))
-    return Pipeline(operational, stages, checkpoints, metrics)
+    return Pipeline(operational, stages, checkpoints, metrics,
+                    begin=scored.begin if scored_input else None)
 
 
 def wire(
@@ -136,24 +164,34 @@ def wire(
     cancel: threading.Event | None = None,
     checkpoints: Checkpointer | None = None,
     audit_log: Path | None = None,
+    publish: Stage | None = None,
+    scored_input: bool = False,
 ) -> Pipeline:
-    """The pipeline of `config` over `parts`: what the daemon and the backtest both run."""
+    """The pipeline of `config` over `parts`: what the daemon and the backtest both run
+    (`publish`, `scored_input`: the score and decide stages of a split deployment)."""
     return assemble(
         config.scorers, config.metrics.labels, config.metrics.max_label_values,
         models=parts.models, drift=parts.drift, rules=parts.rules, canary=parts.canary,
         on_events=on_events, on_decisions=on_decisions, intake=intake,
         rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
-        audit_log=audit_log, checkpoints=checkpoints)
+        audit_log=audit_log, checkpoints=checkpoints, publish=publish,
+        scored_input=scored_input)
 
 
-def checkpointer(config: Config, models: ModelScorers | None) -> Checkpointer | None:
+def checkpointer(config: Config, models: ModelScorers | None, path: Path | None = None,
+                 embedding_model: str | None = None) -> Checkpointer | None:
     """Checkpoints of the detectors', rules' and canary's state; each part fingerprinted with
-    the config that shapes it, so a changed config drops only what it invalidates."""
+    the config that shapes it, so a changed config drops only what it invalidates. `path`:
+    instead of checkpoint.path (a decide task's file); `embedding_model`: the model's name
+    when none is loaded here (the decide stage)."""
     if not config.checkpoint.enabled:
         return None
     labels = (config.metrics.labels, config.metrics.max_label_values)
-    model = models.embedder.name if models is not None and models.embedder is not None else ""
-    return Checkpointer(config.checkpoint, {
+    model = models.embedder.name if models is not None and models.embedder is not None \
+        else embedding_model or ""
+    settings = config.checkpoint if path is None else config.checkpoint.model_copy(
+        update={"path": path})
+    return Checkpointer(settings, {
         "segments": fingerprint(*labels),
         "drift": fingerprint(config.drift, model, *labels),
         "rules": fingerprint(config.rules, *labels),

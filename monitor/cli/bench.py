@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     throughput.add_argument("--partitions", type=int, default=4)
     throughput.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"],
                             default="auto", help="embedding precision (int8: ONNX Runtime)")
+    throughput.add_argument("--workers", type=int, nargs="+", default=None,
+                            help="time the real daemon, `driftwatch run --workers N`, for each "
+                                 "N given (e.g. --workers 1 2), in rounds")
+    throughput.add_argument("--rounds", type=int, default=3,
+                            help="timed rounds per N with --workers (median and spread)")
     rules_bench = bench_sub.add_parser(
         "rules", help="each rule's false decisions on clean real text and delay on a regression"
     )
@@ -57,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from monitor.local.bench_rules import run_bench_rules
 
         return run_bench_rules(args.records, args.seeds, args.config)
+    if args.workers:
+        from monitor.local.bench_workers import bench_workers
+
+        return bench_workers(args.records, args.workers, args.rounds, args.partitions)
     from monitor.local.bench import bench_throughput
 
     return bench_throughput(args.records, args.partitions, args.precision)

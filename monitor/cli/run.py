@@ -12,6 +12,14 @@ from monitor.config import load_config
 def add_parser(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the daemon: consume, score, export metrics")
     run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default %(default)s)")
+    run.add_argument("--stage", choices=("all", "score", "decide"), default="all",
+                     help="all: score and decide in this process (default); score: score and "
+                          "write to kafka.scored_topic; decide: drift, rules and the canary "
+                          "gate on the scored topic (a split deployment)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="scoring processes on this machine (default 1: score and decide in "
+                          "this one). With N > 1, N `--stage score` processes (metrics on the "
+                          "configured port + 1..N) and, for --stage all, this process decides")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,8 +34,22 @@ def run(args: argparse.Namespace) -> int:
     from monitor.pipeline.checkpoint import CheckpointInUse
     from monitor.pipeline.reference import ReferenceStoreError
 
+    if args.workers < 1:
+        print(f"driftwatch: --workers {args.workers}: allowed 1 or more", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.stage == "decide":
+        print("driftwatch: --workers starts scoring processes; --stage decide scores nothing",
+              file=sys.stderr)
+        return 2
     try:
-        return exit_past_busy_workers(run_daemon(config))
+        if args.workers > 1:
+            from pathlib import Path
+
+            from monitor.app.workers import run as run_workers
+
+            return exit_past_busy_workers(run_workers(config, Path(args.config), args.workers,
+                                                      args.stage))
+        return exit_past_busy_workers(run_daemon(config, stage=args.stage))
     except (ModelNotFound, OutboxError, ReferenceStoreError, WebhookSecretError,
             KafkaSecretError, CheckpointInUse, AdminTokenError) as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)

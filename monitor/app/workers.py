@@ -1,0 +1,120 @@
+"""`driftwatch run --workers N`: N scoring processes on this machine, each a member of the
+scoring group (Kafka spreads the input partitions over them), next to this process, which
+decides (`--stage all`) or only looks after them (`--stage score`).
+
+Processes, not threads: scoring is Python work under one GIL per process. Each worker is a
+plain `driftwatch run --stage score` with the same config and its own metrics port (the
+configured port plus its number, 1..N; Prometheus scrapes each). A worker that exits when not
+asked to is started again after a pause that grows with each failure in a row; its partitions
+go to the others meanwhile, and its uncommitted records are scored again (at least once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from monitor.app import daemon
+from monitor.config import Config
+
+log = logging.getLogger("driftwatch")
+
+_STOP_WAIT_S = 60.0  # a worker's drain on SIGTERM (its batch in hand, the commit)
+
+
+class Worker:
+    """One scoring process, started again whenever it exits unasked."""
+
+    def __init__(self, number: int, config_path: Path, port: int) -> None:
+        self.number = number
+        self._argv = [sys.executable, "-m", "monitor.cli", "run", "--config",
+                      str(config_path), "--stage", "score"]
+        self._env = {**os.environ, "DRIFTWATCH_METRICS__PORT": str(port),
+                     "DRIFTWATCH_KAFKA__CLIENT_ID": f"driftwatch-score-{number}"}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._failures = 0  # exits in a row, each without a minute of uptime before it
+        self._started_at = 0.0
+        self._restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self._argv, env=self._env)
+        self._started_at = time.monotonic()
+        log.info("scoring worker %d started (pid %d)", self.number, self.process.pid)
+
+    def check(self, now: float) -> None:
+        """Start the worker again if it exited, once its backoff has passed."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            if self._failures and now - self._started_at > 60:
+                self._failures = 0
+            return
+        if self._restart_at is None:
+            delay = min(2.0 ** self._failures, 60.0)
+            log.error("scoring worker %d exited with %s; starting it again in %.0fs",
+                      self.number, self.process.returncode, delay)
+            self._failures += 1
+            self._restart_at = now + delay
+        elif now >= self._restart_at:
+            self._restart_at = None
+            self.restarts += 1
+            self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("scoring worker %d did not stop within %.0fs; killing it",
+                        self.number, _STOP_WAIT_S)
+            self.process.kill()
+            return self.process.wait()
+
+
+def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "all",
+        stop: threading.Event | None = None) -> int:
+    """Start `workers` scoring processes, then decide here (stage all) or wait (score)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _signum, _frame: stop.set())
+    base = config.metrics.port
+    pool = [Worker(i, config_path, base + i if base else 0) for i in range(1, workers + 1)]
+    for worker in pool:
+        worker.start()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            now = time.monotonic()
+            for worker in pool:
+                worker.check(now)
+
+    watcher = threading.Thread(target=watch, name="driftwatch-workers", daemon=True)
+    watcher.start()
+    try:
+        if stage == "all":
+            return daemon.run(config, stop, stage="decide")
+        stop.wait()
+        return 0
+    finally:
+        done.set()
+        watcher.join()
+        for worker in pool:
+            worker.stop()
+        deadline = time.monotonic() + _STOP_WAIT_S
+        codes = [worker.wait(deadline) for worker in pool]
+        log.info("scoring workers stopped: exit codes %s, restarts %s", codes,
+                 [w.restarts for w in pool])

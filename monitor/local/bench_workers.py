@@ -1,0 +1,162 @@
+"""`driftwatch bench throughput --workers N [N ...]`: records/s end to end through the real
+daemon (`driftwatch run --workers N`) on a local broker, with every scorer, drift and a rule
+on, next to naive `SentenceTransformer.encode` of the same texts, measured in the same run.
+
+Each N gets a fresh broker and daemon; once it is ready, a first round warms it up (models,
+drift warm-up and calibration, not timed), then each timed round produces `records` new
+records and times them from the first produce to the last decided record. Every record is
+model-scored (the overload sampler is off), so a rate is the models' work, not a sample's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.local import traffic
+from monitor.local.bench import _naive_encode
+from monitor.local.broker import LocalBroker, free_port
+
+_MODEL_SCORERS = ["latency", "tokens", "cost", "status", "length", "toxicity", "groundedness",
+                  "sanity"]
+
+
+def bench_workers(records: int, workers: list[int], rounds: int, partitions: int) -> int:
+    texts_of = _texts(records)
+    naive = [records / _naive_encode(texts_of, _device()) for _ in range(rounds)]
+    rates: dict[int, list[float]] = {}
+    for n in workers:
+        rates[n] = _rates(n, records, rounds, partitions)
+        print(f"  workers {n}: {_summary(rates[n])}", flush=True)
+    print(f"bench throughput: {records:,} HaluEval records a round, {rounds} timed rounds, on "
+          f"{_device()}; every scorer, drift and a rule on; median (min-max)")
+    print(f"{'path':<62}{'records/s':>24}")
+    print(f"{'naive SentenceTransformer.encode(prompt, response)':<62}{_summary(naive):>24}")
+    for n, values in rates.items():
+        name = f"driftwatch run --workers {n}" + (" (one process)" if n == 1 else "")
+        print(f"{name:<62}{_summary(values):>24}")
+    base = statistics.median(naive)
+    for n, values in rates.items():
+        print(f"ratio --workers {n} / naive: {statistics.median(values) / base:.2f}")
+    if 1 in rates:
+        one = statistics.median(rates[1])
+        for n, values in rates.items():
+            if n != 1:
+                print(f"ratio --workers {n} / --workers 1: {statistics.median(values) / one:.2f}"
+                      f"  (goal >= 1.7 for 2 workers on 2 cores)")
+    return 0
+
+
+def _rates(workers: int, records: int, rounds: int, partitions: int) -> list[float]:
+    with tempfile.TemporaryDirectory(prefix="dw-bench-workers-") as tmp, \
+            LocalBroker(log_file=Path(tmp) / "tansu.log") as broker:
+        work = Path(tmp)
+        topic = "bench-workers"
+        broker.create_topics([(topic, partitions), ("driftwatch-scored", partitions)])
+        port = free_port()
+        config = work / "dw.yaml"
+        config.write_text(yaml.safe_dump({
+            "kafka": {"bootstrap_servers": [broker.bootstrap], "topic": topic,
+                      "group_id": "bench-workers"},
+            "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
+            "scoring": {"overload": {"max_lag": 100_000_000}},
+            "drift": {"enabled": True, "reference": {"warmup_records": 300,
+                                                     "store": str(work / "references")}},
+            "rules": [{"name": "errors", "when": {"kind": "rate", "signal": "error",
+                                                  "above": 0.5}}],
+            "outbox": {"path": str(work / "outbox.sqlite3")},
+            "checkpoint": {"path": str(work / "checkpoint.bin")},
+        }))
+        log = open(work / "daemon.log", "ab")  # noqa: SIM115 (closed below)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config),
+             "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT)
+        ports = [port] if workers == 1 else [port, *(port + i for i in range(1, workers + 1))]
+        outcome = "scored" if workers == 1 else "decided"
+        try:
+            wait_for(lambda: all(_ready(p) for p in ports) or _dead(daemon, work), 600,
+                     "the daemon and its workers to be ready")
+            done = 0
+            out: list[float] = []
+            for i in range(rounds + 1):  # round 0 warms up
+                batch = traffic.wire_records(records, seed=100 + i,
+                                             start_ms=traffic.FIXED_START_MS + i * 3_600_000)
+                started = time.perf_counter()
+                producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
+                for j, r in enumerate(batch):
+                    producer.send(topic, traffic.encode(r), partition=j % partitions)
+                producer.flush()
+                producer.close()
+                done += records
+                target = done
+                wait_for(lambda: _count(port, outcome) >= target  # noqa: B023 (waited on here)
+                         or _dead(daemon, work), 3_600, f"{target} records {outcome}")
+                if i:
+                    out.append(records / (time.perf_counter() - started))
+            return out
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+            log.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _count(port: int, outcome: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples
+               if s.name == "driftwatch_records_total" and s.labels.get("outcome") == outcome)
+
+
+def _dead(process: subprocess.Popen[bytes], work: Path) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"the daemon exited with {process.returncode}:\n"
+                           + (work / "daemon.log").read_text()[-3_000:])
+    return False
+
+
+def _texts(n: int) -> list[str]:
+    texts = []
+    for r in traffic.wire_records(n, seed=99, start_ms=traffic.FIXED_START_MS):
+        prompt = r["prompt"]
+        texts.append(prompt if isinstance(prompt, str) else
+                     "\n".join(m["content"] for m in prompt))  # type: ignore[union-attr]
+        texts.append(str(r.get("response") or ""))
+    return texts
+
+
+def _device() -> str:
+    from detectors.embedder import pick_device
+
+    return pick_device("auto")
+
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"

@@ -1,0 +1,240 @@
+"""The two-stage topology on a real broker: scoring processes write to the scored topic,
+deciding processes own its partitions (and the segments in them), and together they decide
+what one `driftwatch backtest` of the same stream decides, also when a deciding process is
+killed with SIGKILL and its segments move to the other one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.acting.outbox import Outbox
+from monitor.app.backtest import backtest
+from monitor.config import load_offline_config
+from monitor.local import traffic
+from monitor.pipeline.scored import decode
+from tests.support import committed, free_port, produce, read_topic, wait_for, write_config
+
+pytestmark = pytest.mark.broker
+
+MODELS = ("m-a", "m-b", "m-c", "m-d", "m-e", "m-f")
+RULES = [
+    {"name": "error-share", "severity": "critical", "event_type": "retrain.requested",
+     "when": {"kind": "rate", "signal": "error", "above": 0.2, "window_records": 60,
+              "min_records": 30}},
+    # Judged against each segment's reference (its first 100 records): a new owner that
+    # started cold would take its reference from the burst and decide differently.
+    {"name": "error-shift", "when": {"kind": "rate", "signal": "error",
+                                     "above_reference_by": 0.15, "reference_records": 100,
+                                     "ert": 1_000}},
+]
+
+
+def _phase(n: int, errors: float, seed: int, start_ms: int) -> list[dict[str, object]]:
+    mix = traffic.TrafficMix(canary_share=0.2, error_rate=errors, models=MODELS)
+    return list(traffic.wire_records(n, seed=seed, start_ms=start_ms, mix=mix))
+
+
+def _stream() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Clean, then an error burst (phase one); clean again (phase two)."""
+    first = _phase(900, 0.0, 71, traffic.FIXED_START_MS)
+    first += _phase(900, 0.5, 72, int(max(r["timestamp"] for r in first)) + 1_000)  # type: ignore[arg-type, call-overload]
+    second = _phase(1_200, 0.0, 73, int(max(r["timestamp"] for r in first)) + 1_000)  # type: ignore[arg-type, call-overload]
+    return first, second
+
+
+def _key(rule: str, event_type: str, status: str, segment: dict[str, str]
+         ) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+    return rule, event_type, status, tuple(sorted(segment.items()))
+
+
+def _scored(bootstrap: str, topic: str, expected: int) -> tuple[list[str], dict[int, int]]:
+    """The scored topic's record ids and each partition's end (read: Tansu's ListOffsets
+    answers the last batch's base offset, not the high watermark)."""
+    messages = read_topic(bootstrap, topic, 4, expected)
+    ends: dict[int, int] = {}
+    for m in messages:
+        ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
+    return [decode(m.value).request_id for m in messages], ends
+
+
+def _decided(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The decide group's committed offsets, of the partitions that have records."""
+    return {p: o for p, o in committed(bootstrap, group, topic, 4).items() if o is not None}
+
+
+def _decisions(path: Path) -> dict[str, tuple[object, ...]]:
+    box = Outbox(path)
+    try:
+        return {e.id: (_key(e.decision.rule, e.decision.event_type, e.decision.status,
+                                  e.decision.segment), e.created) for e in box.recent(10_000)}
+    finally:
+        box.close()
+
+
+def test_scoring_and_deciding_processes_decide_what_the_backtest_decides(
+        broker, names, daemons, tmp_path: Path) -> None:
+    topic, scored, group = names("split-in"), names("split-scored"), names("split")
+    broker.create_topics([(topic, 6), (scored, 4)])
+    first, second = _stream()
+    shared = tmp_path / "shared"  # the decide stage's checkpoints: every instance reaches it
+
+    def config(name: str) -> tuple[Path, int]:
+        port = free_port()
+        return write_config(
+            tmp_path / f"{name}.yaml", broker.bootstrap, port,
+            kafka={"topic": topic, "group_id": group, "scored_topic": scored},
+            metrics={"labels": ["model"]}, rules=RULES,
+            canary={"enabled": True, "hard_gates": ["error"], "soft_gates": [],
+                    "min_records": 20},
+            outbox={"path": str(tmp_path / f"{name}.outbox")},
+            checkpoint={"path": str(shared / "checkpoint.bin"), "interval_seconds": 1},
+        ), port
+
+    # What one process reading the stream in order decides.
+    payloads = [traffic.encode(r) for r in first + second]
+    expected = sorted(
+        _key(str(e["rule"]), str(e["type"]), str(e["status"]), e["segment"])  # type: ignore[arg-type]
+        for e in backtest(payloads, load_offline_config(config("backtest")[0]))
+        if e["type"] != "dead_letter" and e["rule"] != "canary-gate")
+    assert {(k[0], k[2]) for k in expected} >= {
+        ("error-share", "firing"), ("error-share", "resolved"), ("error-shift", "firing")}
+    assert len({k[3] for k in expected}) == len(MODELS)  # every segment decides something
+
+    # Upstream keys its traffic by model: each model's records keep their order.
+    def messages(records: list[dict[str, object]]):
+        for r in records:
+            yield MODELS.index(str(r["model"])), traffic.encode(r), str(r["model"]).encode()
+
+    scorers = [daemons(*config(f"score-{i}"), "--stage", "score") for i in range(3)]
+    deciders = [config(f"decide-{i}") for i in range(2)]
+    a, b = (daemons(path, port, "--stage", "decide") for path, port in deciders)
+    for d in (*scorers, a, b):
+        d.wait_ready()
+    ends = produce(broker.bootstrap, topic, messages(first))
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 6) == ends, 120,
+             "the scoring processes to score and commit phase one")
+    assert sum(d.metrics().sum("driftwatch_records_total", outcome="scored")
+               for d in scorers) == len(first)  # each record scored once
+    ids, scored_ends = _scored(broker.bootstrap, scored, len(first))
+    assert sorted(ids) == sorted(str(r["request_id"]) for r in first)
+    wait_for(lambda: _decided(broker.bootstrap, f"{group}-decide", scored) == scored_ends,
+             120, "the deciding processes to decide and commit phase one")
+    decided = [d.metrics().sum("driftwatch_records_total", outcome="decided") for d in (a, b)]
+    assert sum(decided) == len(first) and min(decided) > 0  # each decided once, both busy
+
+    # Every instance gives the same canary verdicts, for the models it owns and the rest.
+    views = [d.get("/canary").json()["models"] for d in (a, b)]
+    assert set(views[0]) == set(views[1]) == set(MODELS)
+    for name in MODELS:
+        assert {k: v for k, v in views[0][name].items() if k != "owner"} == \
+            {k: v for k, v in views[1][name].items() if k != "owner"}
+    assert sum(v["records"]["canary"] for v in views[0].values()) > 100
+
+    # One owner per segment: no model's decisions come from both instances.
+    owned = [{k[3] for k, _ in _decisions(tmp_path / f"decide-{i}.outbox").values()}
+             for i in range(2)]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]
+
+    # SIGKILL one deciding process; the other takes its partitions and state over.
+    b.kill()
+    ends = produce(broker.bootstrap, topic, messages(second))
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 6) == ends, 120,
+             "the scoring processes to score and commit phase two")
+    ids, scored_ends = _scored(broker.bootstrap, scored, len(first) + len(second))
+    assert len(ids) == len(set(ids)) == len(first) + len(second)
+    wait_for(lambda: _decided(broker.bootstrap, f"{group}-decide", scored) == scored_ends,
+             120, "the surviving deciding process to decide and commit everything")
+    for d in (*scorers, a):
+        assert d.terminate() == 0
+    log = a.log.read_text()
+    assert "resuming from the checkpoint" in log
+
+    made = {**_decisions(tmp_path / "decide-1.outbox"), **_decisions(tmp_path / "decide-0.outbox")}
+    assert sorted(k for k, _ in made.values()) == expected  # none lost, none under two ids
+
+
+def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_again(
+        broker, names, daemons, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import httpx
+
+    topic, scored, group = names("workers-in"), names("workers-scored"), names("workers")
+    broker.create_topics([(topic, 4), (scored, 2)])
+    port = free_port()
+    while any(_listening(port + i) for i in range(1, 3)):  # the workers take port + 1, + 2
+        port = free_port()
+    config = write_config(
+        tmp_path / "dw.yaml", broker.bootstrap, port,
+        kafka={"topic": topic, "group_id": group, "scored_topic": scored},
+        metrics={"labels": ["model"]}, rules=RULES,
+        outbox={"path": str(tmp_path / "outbox")},
+        checkpoint={"path": str(tmp_path / "state" / "checkpoint.bin"), "interval_seconds": 1})
+    parent = daemons(config, port, "--workers", "2")
+    parent.wait_ready()
+    workers = [port + 1, port + 2]
+
+    def metrics(p: int) -> str:
+        return httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=5).text
+
+    wait_for(lambda: all(_ready(p) for p in workers), 120, "both scoring workers to be ready")
+    assert all('driftwatch_stage{stage="score"} 1.0' in metrics(p) for p in workers)
+    assert 'driftwatch_stage{stage="decide"} 1.0' in parent.get("/metrics").text
+    first, second = _stream()
+    ends = produce(broker.bootstrap, topic,
+                   ((i % 4, traffic.encode(r), None) for i, r in enumerate(first)))
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 4) == ends, 120,
+             "the workers to score and commit the first part")
+    per_worker = [_sum(metrics(p), "scored") for p in workers]
+    assert sum(per_worker) == len(first) and min(per_worker) > 0  # both scored a share
+
+    # SIGKILL one worker: the parent starts it again, and nothing is left unscored.
+    os.kill(_worker_pid(parent.process.pid, 1), signal.SIGKILL)
+    ends = produce(broker.bootstrap, topic,
+                   ((i % 4, traffic.encode(r), None) for i, r in enumerate(second)))
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 4) == ends, 180,
+             "the workers to score and commit the rest")
+    ids, _ = _scored(broker.bootstrap, scored, len(first) + len(second))
+    assert set(ids) == {str(r["request_id"]) for r in first + second}  # none unscored
+    wait_for(lambda: _ready(workers[0]), 120, "the killed worker to be started again")
+    wait_for(lambda: parent.metrics().sum("driftwatch_records_total", outcome="decided")
+             >= len(ids), 120, "every scored record to be decided")
+    assert parent.terminate(timeout_s=90) == 0
+    log = parent.log.read_text()
+    assert "scoring worker 1 exited with -9; starting it again" in log
+    assert "scoring workers stopped: exit codes [0, 0]" in log
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ready(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _sum(text: str, outcome: str) -> float:
+    from tests.support import Metrics
+
+    return Metrics(text).sum("driftwatch_records_total", outcome=outcome)
+
+
+def _worker_pid(parent: int, number: int) -> int:
+    """The pid of scoring worker `number`, a child of `parent` (from /proc)."""
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            if f"DRIFTWATCH_KAFKA__CLIENT_ID=driftwatch-score-{number}".encode() in environ:
+                return int(child)
+    raise AssertionError(f"no scoring worker {number} under pid {parent}")
