@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kafka.errors import KafkaError
 
 from consumers.processor import Cancelled
 from monitor.pipeline import scored
-from monitor.pipeline.stages import Work
+from monitor.pipeline.stages import Stateless, Work
 from monitor.telemetry.metrics import METRICS, Metrics
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ class Producer(Protocol):
     def flush(self, timeout: float | None = None) -> None: ...
 
 
-class PublishStage:
+class PublishStage(Stateless):
     """Produces a batch's scored records and waits for the broker's acknowledgement of all of
     them; a failed send is sent again (with a growing pause) until it is acknowledged or the
     daemon stops, which leaves the batch unfinished and its offsets uncommitted."""
@@ -69,12 +68,3 @@ class PublishStage:
             if self._cancel.wait(delay):
                 raise Cancelled("stopping with scored records unacknowledged")
             delay = min(delay * 2, 10.0)
-
-    def state(self) -> dict[str, object]:
-        return {}
-
-    def restore(self, parts: Mapping[str, object]) -> None:
-        return None
-
-    def close(self) -> None:
-        return None

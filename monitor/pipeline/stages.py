@@ -69,7 +69,9 @@ class Stage(Protocol):
     def close(self) -> None: ...
 
 
-class _Stateless:
+class Stateless:
+    """A stage that keeps nothing across batches: no state to checkpoint, nothing to close."""
+
     def state(self) -> dict[str, object]:
         return {}
 
@@ -204,7 +206,7 @@ class OperationalStage:
 
 # -- Models: toxicity, groundedness, sanity, embeddings ------------------------------------
 
-class ModelStage(_Stateless):
+class ModelStage(Stateless):
     """Model-scores the batch (a sample under overload) and exports the model metrics."""
 
     def __init__(self, models: ModelScorers, fraction: Callable[[], float] = lambda: 1.0,
@@ -414,7 +416,7 @@ def _aligned(scores: BatchScores | None) -> np.ndarray | None:
 
 # -- Audit ------------------------------------------------------------------------------------
 
-class AuditStage(_Stateless):
+class AuditStage(Stateless):
     """Appends each scored record's request id and Kafka positions to a JSON-lines file."""
 
     def __init__(self, path: Path) -> None:

@@ -53,8 +53,8 @@ def test_soak_20k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path) 
     assert f["checkpoints written"] >= 5
     # Measured on 2 cores: 200k records grew 85-90 MiB after warm-up at the peak (the
     # embedding cache still filling), 60k records 13 MiB after warm-up ended at 40k (once the
-    # drift detectors were calibrated), 20k records 30 MiB; without the heap settings of monitor.app.heap the
-    # 200k run grew by 184 to 559 MiB.
+    # drift detectors were calibrated), 20k records 30 MiB; without the heap settings of
+    # monitor.app.heap the 200k run grew by 184 to 559 MiB.
     growth = f["RSS growth after warm-up (MiB)"]
     assert isinstance(growth, float) and growth <= 150
     rss = (tmp_path / "rss.csv").read_text().splitlines()
