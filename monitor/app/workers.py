@@ -31,11 +31,14 @@ _STOP_WAIT_S = 60.0  # a worker's drain on SIGTERM (its batch in hand, the commi
 class Worker:
     """One scoring process, started again whenever it exits unasked."""
 
-    def __init__(self, number: int, config_path: Path, port: int) -> None:
+    def __init__(self, number: int, config_path: Path, port: int, threads: int) -> None:
+        """`threads`: the worker's share of the cores for torch's intra-op pool (each process
+        would otherwise start one thread per core, and N of them would fight over them)."""
         self.number = number
         self._argv = [sys.executable, "-m", "monitor.cli", "run", "--config",
                       str(config_path), "--stage", "score"]
-        self._env = {**os.environ, "DRIFTWATCH_METRICS__PORT": str(port),
+        self._env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                     **os.environ, "DRIFTWATCH_METRICS__PORT": str(port),
                      "DRIFTWATCH_KAFKA__CLIENT_ID": f"driftwatch-score-{number}"}
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -91,7 +94,9 @@ def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda _signum, _frame: stop.set())
     base = config.metrics.port
-    pool = [Worker(i, config_path, base + i if base else 0) for i in range(1, workers + 1)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = [Worker(i, config_path, base + i if base else 0, threads)
+            for i in range(1, workers + 1)]
     for worker in pool:
         worker.start()
     done = threading.Event()
