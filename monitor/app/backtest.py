@@ -18,12 +18,15 @@ from consumers.decode import Decoder, Rejection
 from consumers.wire import Record
 from monitor.app.wiring import OFFLINE_BATCH, build_parts, wire
 from monitor.config import OfflineConfig
+from monitor.pipeline.model_scoring import ModelScorers
 from monitor.pipeline.pipeline import Pipeline
 from monitor.types import Decision, DriftEvent, IntakeCounts
 
 
-def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str, object]]:
-    """Events as dicts, in the order they fired."""
+def backtest(lines: Iterable[bytes], config: OfflineConfig,
+             models: ModelScorers | None = None) -> Iterator[dict[str, object]]:
+    """Events as dicts, in the order they fired. `models`: loaded ones to reuse (their
+    embedding cache too), such as across backtests of one stream under two configs."""
     fired: list[dict[str, object]] = []
     intake = IntakeCounts()  # messages read, dead-lettered: what a dead-letter rule sees
 
@@ -33,7 +36,7 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig) -> Iterator[dict[str
     def decided(decisions: list[Decision]) -> None:
         fired.extend(_decision(d, len(batch)) for d in decisions)
 
-    pipeline = wire(config, build_parts(config, live=False), on_decisions=decided,
+    pipeline = wire(config, build_parts(config, live=False, models=models), on_decisions=decided,
                     intake=intake, on_events=collect)
     decoder = Decoder(100 * 1_048_576)
     batch: list[Record] = []

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from monitor.local import traffic
@@ -15,6 +16,18 @@ from monitor.local import traffic
 T0 = traffic.FIXED_START_MS  # replayed event times start here
 
 SHIFT = 600
+# One worker runs them all, so they share the module's models (see `models`).
+pytestmark = pytest.mark.xdist_group("backtest-drift")
+
+
+@pytest.fixture(scope="module")
+def models():
+    """One set of model scorers for the in-process backtests here: the model loads once, and
+    the texts they share are embedded once (the embedder's cache)."""
+    from monitor.app.wiring import build_models
+    from monitor.config import OfflineConfig
+
+    return build_models(OfflineConfig(scorers=["sanity"], drift={"enabled": True}), live=False)
 
 
 def _traffic(path: Path) -> None:
@@ -66,7 +79,7 @@ def test_backtest_reports_a_topic_shift_at_the_right_record(tmp_path: Path) -> N
     assert "drift.embedding prompt" in done.stderr  # the summary table
 
 
-def test_drift_metrics_follow_the_stage(tmp_path: Path) -> None:
+def test_drift_metrics_follow_the_stage(tmp_path: Path, models) -> None:
     from prometheus_client import REGISTRY
 
     from monitor.app.backtest import backtest
@@ -88,7 +101,7 @@ def test_drift_metrics_follow_the_stage(tmp_path: Path) -> None:
                                          {"kind": "embedding", "stream": "prompt"}) or 0.0
 
     before = detections()
-    events = list(backtest(data.read_bytes().splitlines(), config))
+    events = list(backtest(data.read_bytes().splitlines(), config, models))
     fired = sum(1 for e in events if e["type"] == "drift.embedding" and e["stream"] == "prompt")
     assert fired >= 1 and detections() - before == fired
     segment = {"model": "", "model_version": "", "deployment": "stable", "route": ""}
@@ -126,7 +139,7 @@ def test_an_error_rate_jump_is_an_early_change_event(tmp_path: Path) -> None:
     assert changes[0]["statistic"] is None  # river gives a flag, not a statistic
 
 
-def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) -> None:
+def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path, models) -> None:
     from monitor.app.backtest import backtest
     from monitor.app.reference_build import build_reference
     from monitor.config import OfflineConfig
@@ -150,20 +163,20 @@ def test_a_pinned_snapshot_arms_the_detectors_without_warm_up(tmp_path: Path) ->
                "embedding": {"ert": 500, "window_size": 30, "n_features": 128,
                              "n_bootstraps": 2_000}},
     )
-    events = list(backtest(data.read_bytes().splitlines(), config))
+    events = list(backtest(data.read_bytes().splitlines(), config, models))
     prompt = [e for e in events if e["type"] == "drift.embedding" and e["stream"] == "prompt"]
     shift_at = SHIFT + 1
     assert prompt and all(e["index"] >= shift_at for e in prompt)
     assert prompt[0]["index"] - shift_at <= 60
 
 
-def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: Path) -> None:
+def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: Path,
+                                                                      models) -> None:
     from consumers.batcher import Batch
     from consumers.decode import Decoder
     from monitor.app.wiring import assemble
     from monitor.config import OfflineConfig
     from monitor.pipeline.drift import DriftStage, warmup_name
-    from monitor.pipeline.model_scoring import ModelScorers
     from monitor.pipeline.reference import ReferenceStore
 
     config = OfflineConfig(
@@ -178,7 +191,6 @@ def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: 
     decoder = Decoder(1 << 20)
     records = [decoder.decode(traffic.encode(r)) for r in
                traffic.wire_records(150, seed=71, start_ms=T0, mix=mix, examples=qa)]
-    models = ModelScorers(config.scorers, config.scoring)
     store = ReferenceStore(tmp_path / "refs")
     name = warmup_name("default", ("", "", "stable", ""))
 
@@ -201,18 +213,11 @@ def test_a_warm_up_reference_is_saved_once_and_reused_after_a_restart(tmp_path: 
                                   .mmd["prompt"].reference.cpu().numpy())
 
 
-def _backtest(tmp_path: Path, data: Path, settings: dict[str, object]) -> list[dict]:
-    config = tmp_path / "dw.yaml"
-    config.write_text(yaml.safe_dump(settings))
-    done = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "backtest", "--config", str(config),
-         "--input", str(data)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
-
-
 def test_a_drift_rule_decides_and_its_rollover_action_adopts_the_new_traffic(
-        tmp_path: Path) -> None:
+        tmp_path: Path, models) -> None:
+    from monitor.app.backtest import backtest
+    from monitor.config import OfflineConfig
+
     qa = traffic.load_examples(2_000, ("qa",))
     dialogue = traffic.load_examples(2_000, ("dialogue",))
     mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
@@ -231,9 +236,11 @@ def test_a_drift_rule_decides_and_its_rollover_action_adopts_the_new_traffic(
         "rules": [{"name": "prompt-drift", "cooldown_seconds": 0,
                    "when": {"kind": "drift", "stream": "prompt", "clear_after_records": 100}}],
     }
-    plain = _backtest(tmp_path, data, settings)
+    # In process, with one set of models: the second run's embeddings come from the cache.
+    lines = data.read_bytes().splitlines()
+    plain = list(backtest(lines, OfflineConfig(**settings), models))
     settings["rules"][0]["actions"] = ["roll"]  # type: ignore[index]
-    rolled = _backtest(tmp_path, data, settings)
+    rolled = list(backtest(lines, OfflineConfig(**settings), models))
 
     def prompt_drift(events: list[dict]) -> list[int]:
         return [e["index"] for e in events
