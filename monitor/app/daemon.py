@@ -137,7 +137,7 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     closers.append(lambda: producer.close(timeout=5))
     cancel = threading.Event()
     key = scored.partition_key(config.metrics.labels, config.canary.enabled)
-    publish = PublishStage(producer, k.scored_topic, key, cancel)
+    publish = PublishStage(producer, k.scored_topic, key, cancel, intake=observer.intake)
     pipeline = wire(config, Parts(models), on_decisions=_no_decisions, intake=observer.intake,
                     fraction=overload.fraction, cancel=cancel, audit_log=config.audit_log,
                     publish=publish)
@@ -159,7 +159,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     def build(checkpoints: Checkpointer | None) -> Task:
         parts = build_parts(config, live=True, last_fired=last_fired, scored_input=True)
         pipeline = wire(config, parts, on_decisions=acting.put, intake=IntakeCounts(),
-                        checkpoints=checkpoints, scored_input=True)
+                        checkpoints=checkpoints, scored_input=True)  # counts from the records
         return Task(pipeline, parts.canary, parts.drift)
 
     def open_checkpoints(partition: Partition) -> Checkpointer:

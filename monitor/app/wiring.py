@@ -127,6 +127,8 @@ def assemble(
     `metrics`: where the operational and model stages count (a test passes its own).
     `publish`: the score stage's last step (records to the scored topic). `scored_input`:
     the decide stage, whose batches are scored records (`scored.begin`)."""
+    if scored_input and intake is None:
+        intake = IntakeCounts()  # one for the decide stage and the scored records' tallies
     if drift is not None and models is None and not scored_input:
         raise ValueError("drift needs the model scorers (embeddings): enable one of "
                          f"{sorted(MODEL_SCORERS)}")
@@ -150,7 +152,8 @@ def assemble(
     if audit_log is not None:
         stages.append(AuditStage(audit_log))
     return Pipeline(operational, stages, checkpoints, metrics,
-                    begin=scored.begin if scored_input else None)
+                    begin=scored.beginner(intake) if intake is not None and scored_input
+                    else None)
 
 
 def wire(

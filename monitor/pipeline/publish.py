@@ -16,6 +16,7 @@ from consumers.processor import Cancelled
 from monitor.pipeline import scored
 from monitor.pipeline.stages import Stateless, Work
 from monitor.telemetry.metrics import METRICS, Metrics
+from monitor.types import IntakeCounts
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,11 @@ class PublishStage(Stateless):
 
     def __init__(self, producer: Producer, topic: str, key_labels: tuple[str, ...],
                  cancel: threading.Event | None = None, metrics: Metrics = METRICS,
-                 ack_timeout_s: float = 30.0) -> None:
+                 ack_timeout_s: float = 30.0, intake: IntakeCounts | None = None) -> None:
+        """`intake`: the source's running count of dead letters; those since the previous
+        batch travel on the batch's first scored record, for the decide stage's rules."""
+        self._intake = intake or IntakeCounts()
+        self._dead_seen = self._intake.dead_letters
         self._producer = producer
         self._topic = topic
         self._key_labels = key_labels
@@ -45,7 +50,8 @@ class PublishStage(Stateless):
 
     def process(self, work: Work) -> None:
         b = work.batch
-        records = scored.encode_batch(b.records, b.features, work.scores)
+        dead = self._intake.dead_letters - self._dead_seen
+        records = scored.encode_batch(b.records, b.features, work.scores, dead)
         pending = [(scored.key_of(r, self._key_labels), scored.encode(r)) for r in records]
         delay = 0.5
         while pending:
@@ -61,6 +67,7 @@ class PublishStage(Stateless):
                     error = exc
             self._m.SCORED_PUBLISHED.inc(len(pending) - len(failed))
             if not failed:
+                self._dead_seen += dead
                 return
             log.warning("%d scored record(s) not acknowledged by the broker (%r); sending "
                         "again in %.1fs", len(failed), error, delay)

@@ -15,7 +15,7 @@ decide instance owns it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 import numpy as np
@@ -26,6 +26,7 @@ from consumers.wire import Record
 from detectors.operational import OperationalFeatures
 from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.stages import OperationalStage, Work
+from monitor.types import IntakeCounts
 
 FORMAT = 1
 TEXT_LIMIT = 300  # characters kept of each text: what a drift event shows (drift._TEXT_LIMIT)
@@ -65,6 +66,10 @@ class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     response_embedding: bytes | None = None
     prompt_text: str | None = None
     response_text: str | None = None
+    # Input messages dead-lettered since the score stage's previous batch, on the batch's
+    # first record: what the decide stage's dead-letter rules judge (as the single process's
+    # rules judge the dead letters read since its previous batch).
+    dead_letters_before: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -89,8 +94,9 @@ def key_of(record: ScoredRecord, key_labels: tuple[str, ...]) -> bytes:
 
 
 def encode_batch(records: Sequence[Record], features: OperationalFeatures,
-                 scores: BatchScores | None) -> list[ScoredRecord]:
-    """The scored records of one batch, in its order."""
+                 scores: BatchScores | None, dead_letters: int = 0) -> list[ScoredRecord]:
+    """The scored records of one batch, in its order; `dead_letters` (read since the previous
+    batch) ride on the first."""
     columns = np.column_stack([getattr(features, name) for name in _FEATURES])
     prompt_rows = response_rows = None
     if scores is not None:
@@ -117,7 +123,8 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
             scores.novel_names[i] if scores is not None else (),
             prompt_vec, response_vec,
             None if prompt is None else prompt[:TEXT_LIMIT],
-            None if response is None else response[:TEXT_LIMIT]))
+            None if response is None else response[:TEXT_LIMIT],
+            dead_letters if i == 0 else 0))
     return out
 
 
@@ -181,15 +188,23 @@ def decode_batch(scored: Sequence[ScoredRecord]) -> tuple[OperationalFeatures, B
     return features, scores
 
 
-def begin(operational: OperationalStage, batch: Batch, stateful: bool) -> Work:
-    """A decide task's `Work` from a batch of scored records (see `Pipeline`'s `begin`)."""
-    scored: list[ScoredRecord] = batch.records  # type: ignore[assignment]
-    records = [as_record(s) for s in scored]
-    features, scores = decode_batch(scored)
-    times = np.array([np.nan if s.event_time is None else s.event_time for s in scored])
-    return Work(operational.scored(records, features), batch.origins, times, stateful,
-                scores=scores)
+def beginner(intake: IntakeCounts) -> Callable[[OperationalStage, Batch, bool], Work]:
+    """How a decide task starts its `Work` from a batch of scored records (see `Pipeline`'s
+    `begin`), counting into `intake` the input messages and dead letters they stand for."""
 
+    def begin(operational: OperationalStage, batch: Batch, stateful: bool) -> Work:
+        scored: list[ScoredRecord] = batch.records  # type: ignore[assignment]
+        records = [as_record(s) for s in scored]
+        features, scores = decode_batch(scored)
+        times = np.array([np.nan if s.event_time is None else s.event_time for s in scored])
+        if stateful:  # a replay's dead letters are in the checkpointed rule state already
+            dead = sum(s.dead_letters_before for s in scored)
+            intake.dead_letters += dead
+            intake.messages += len(scored) + dead
+        return Work(operational.scored(records, features), batch.origins, times, stateful,
+                    scores=scores)
+
+    return begin
 
 class ScoredDecoder:
     """The decide stage's message decoder: a scored record, or a dead letter that says why

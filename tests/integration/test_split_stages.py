@@ -170,7 +170,10 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
     config = write_config(
         tmp_path / "dw.yaml", broker.bootstrap, port,
         kafka={"topic": topic, "group_id": group, "scored_topic": scored},
-        metrics={"labels": ["model"]}, rules=RULES,
+        metrics={"labels": ["model"]},
+        rules=[*RULES, {"name": "dead-letters", "when": {
+            "kind": "rate", "signal": "dead_letter", "above": 0.1, "window_records": 200,
+            "min_records": 100}}],
         outbox={"path": str(tmp_path / "outbox")},
         checkpoint={"path": str(tmp_path / "state" / "checkpoint.bin"), "interval_seconds": 1})
     parent = daemons(config, port, "--workers", "2")
@@ -193,12 +196,15 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
 
     # SIGKILL one worker: the parent starts it again, and nothing is left unscored.
     os.kill(_worker_pid(parent.process.pid, 1), signal.SIGKILL)
-    ends = produce(broker.bootstrap, topic,
-                   ((i % 4, traffic.encode(r), None) for i, r in enumerate(second)))
+    # One message in four unreadable: dead letters, judged by the deciding process's rule.
+    garbled = [b'{"request_id": "cut' if i % 4 == 3 else traffic.encode(r)
+               for i, r in enumerate(second)]
+    valid = [r for i, r in enumerate(second) if i % 4 != 3]
+    ends = produce(broker.bootstrap, topic, ((i % 4, p, None) for i, p in enumerate(garbled)))
     wait_for(lambda: committed(broker.bootstrap, group, topic, 4) == ends, 180,
              "the workers to score and commit the rest")
-    ids, _ = _scored(broker.bootstrap, scored, len(first) + len(second))
-    assert set(ids) == {str(r["request_id"]) for r in first + second}  # none unscored
+    ids, _ = _scored(broker.bootstrap, scored, len(first) + len(valid))
+    assert set(ids) == {str(r["request_id"]) for r in first + valid}  # none unscored
     wait_for(lambda: _ready(workers[0]), 120, "the killed worker to be started again")
     wait_for(lambda: parent.metrics().sum("driftwatch_records_total", outcome="decided")
              >= len(ids), 120, "every scored record to be decided")
@@ -206,6 +212,8 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
     log = parent.log.read_text()
     assert "scoring worker 1 exited with -9; starting it again" in log
     assert "scoring workers stopped: exit codes [0, 0]" in log
+    fired = {k[0] for k, _ in _decisions(tmp_path / "outbox").values() if k[2] == "firing"}
+    assert "dead-letters" in fired  # the score stage's dead letters reached the decide stage
 
 
 def _listening(port: int) -> bool:

@@ -12,7 +12,8 @@ from consumers.decode import Rejection
 from consumers.wire import Origin, Record
 from monitor.pipeline import scored
 from monitor.pipeline.model_scoring import BatchScores
-from monitor.pipeline.stages import OperationalStage, operational_features
+from monitor.pipeline.stages import OperationalStage, Work, operational_features
+from monitor.types import IntakeCounts
 
 
 def _records() -> list[Record]:
@@ -114,10 +115,98 @@ def test_a_decide_task_starts_its_work_from_scored_records() -> None:
     values = scored.encode_batch(records, operational_features(records), scores)
     batch = Batch(list(values), [(Origin("scored", 0, i),) for i in range(3)])
     stage = OperationalStage([], ["model", "deployment"], 10, outcome="decided")
-    work = scored.begin(stage, batch, stateful=True)
+    work = scored.beginner(IntakeCounts())(stage, batch, stateful=True)
     assert {k: v.tolist() for k, v in work.batch.segments.items()} == {
         ("m1", "", "stable", ""): [0], ("m2", "", "canary", ""): [1],
         ("m1", "", "unknown", ""): [2]}
     assert work.batch.outcomes == [("ok", ""), ("error", "timeout"), ("ok", "")]
     assert work.scores is not None and work.scores.sampled.tolist() == [True, False, True]
     np.testing.assert_array_equal(work.times, [1_700_000_000.0, np.nan, 1_700_000_001.0])
+
+
+def test_dead_letters_ride_on_the_first_record_and_count_once_in_the_decide_stage() -> None:
+    records = _records()
+    values = scored.encode_batch(records, operational_features(records), None, dead_letters=4)
+    back = [scored.decode(scored.encode(v)) for v in values]
+    assert [s.dead_letters_before for s in back] == [4, 0, 0]
+    batch = Batch(back, [(Origin("scored", 0, i),) for i in range(3)])
+    stage = OperationalStage([], ["model"], 10, outcome="decided")
+    intake = IntakeCounts()
+    begin = scored.beginner(intake)
+    begin(stage, batch, stateful=False)  # a replay: the checkpointed rules hold these already
+    assert (intake.messages, intake.dead_letters) == (0, 0)
+    begin(stage, batch, stateful=True)
+    assert (intake.messages, intake.dead_letters) == (7, 4)  # 3 records + 4 dead letters
+
+
+class _Future:
+    def __init__(self, error: Exception | None) -> None:
+        self._error = error
+
+    def get(self, timeout: float | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+class _Producer:
+    """kafka-python's producer as the publish step uses it; fails the first `failures` sends."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    def send(self, topic: str, value: bytes, key: bytes) -> _Future:
+        if self.failures:
+            self.failures -= 1
+            from kafka.errors import KafkaTimeoutError
+
+            return _Future(KafkaTimeoutError("no ack"))
+        self.sent.append((topic, key, value))
+        return _Future(None)
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+
+def _work(records: list[Record]) -> Work:
+    stage = OperationalStage([], ["model"], 10)
+    return Work(stage.scored(records), [(Origin("in", 0, i),) for i in range(len(records))],
+                np.full(len(records), np.nan))
+
+
+def test_the_publish_step_sends_every_record_keyed_and_again_until_acknowledged() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from monitor.pipeline.publish import PublishStage
+    from monitor.telemetry.metrics import Metrics
+
+    producer, intake = _Producer(failures=2), IntakeCounts()
+    metrics = Metrics(CollectorRegistry())
+    stage = PublishStage(producer, "scored", ("model",), metrics=metrics, intake=intake)
+    intake.dead_letters = 5  # read before the first batch
+    stage.process(_work(_records()))
+    # The two unacknowledged sends went again (after 0.5 s): each record is on the topic
+    # once, keyed by its model.
+    assert sorted((t, k) for t, k, _ in producer.sent) == [
+        ("scored", b"m1"), ("scored", b"m1"), ("scored", b"m2")]
+    ids = sorted(scored.decode(v).request_id for _, _, v in producer.sent)
+    assert ids == ["a", "b", "c"]
+    assert metrics.SCORED_PUBLISHED._value.get() == 3
+    first = [scored.decode(v) for _, _, v in producer.sent if scored.decode(v).request_id == "a"]
+    assert first[0].dead_letters_before == 5
+    producer.sent.clear()
+    stage.process(_work(_records()[:1]))  # no new dead letters since
+    assert scored.decode(producer.sent[0][2]).dead_letters_before == 0
+
+
+def test_a_stop_while_the_broker_does_not_acknowledge_leaves_the_batch_unfinished() -> None:
+    import threading
+
+    from consumers.processor import Cancelled
+    from monitor.pipeline.publish import PublishStage
+
+    cancel = threading.Event()
+    cancel.set()  # the daemon is stopping
+    stage = PublishStage(_Producer(failures=1_000), "scored", ("model",), cancel)
+    with pytest.raises(Cancelled):
+        stage.process(_work(_records()))  # its offsets stay uncommitted, to be read again
