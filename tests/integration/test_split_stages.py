@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from monitor.acting.outbox import Outbox
 from monitor.app.backtest import backtest
 from monitor.config import load_offline_config
 from monitor.local import traffic
-from monitor.pipeline.scored import decode
+from monitor.pipeline.scored import FORMAT, decode, encode
 from tests.support import committed, free_port, produce, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.broker
@@ -76,7 +77,8 @@ def _decisions(path: Path) -> dict[str, tuple[object, ...]]:
 def test_scoring_and_deciding_processes_decide_what_the_backtest_decides(
         broker, names, daemons, tmp_path: Path) -> None:
     topic, scored, group = names("split-in"), names("split-scored"), names("split")
-    broker.create_topics([(topic, 6), (scored, 4)])
+    dlq = names("split-dlq")
+    broker.create_topics([(topic, 6), (scored, 4), (dlq, 1)])
     first, second = _stream()
     shared = tmp_path / "shared"  # the decide stage's checkpoints: every instance reaches it
 
@@ -84,7 +86,8 @@ def test_scoring_and_deciding_processes_decide_what_the_backtest_decides(
         port = free_port()
         return write_config(
             tmp_path / f"{name}.yaml", broker.bootstrap, port,
-            kafka={"topic": topic, "group_id": group, "scored_topic": scored},
+            kafka={"topic": topic, "group_id": group, "scored_topic": scored,
+                   "dead_letter_topic": dlq},
             metrics={"labels": ["model"]}, rules=RULES,
             canary={"enabled": True, "hard_gates": ["error"], "soft_gates": [],
                     "min_records": 20},
@@ -146,6 +149,16 @@ def test_scoring_and_deciding_processes_decide_what_the_backtest_decides(
     assert len(ids) == len(set(ids)) == len(first) + len(second)
     wait_for(lambda: _decided(broker.bootstrap, f"{group}-decide", scored) == scored_ends,
              120, "the surviving deciding process to decide and commit everything")
+    # A scored record of another format version (a newer score stage, say) is refused by
+    # name and dead-lettered, never misread.
+    newer = msgspec.structs.replace(decode(read_topic(broker.bootstrap, scored, 4, 1)[0].value),
+                                    v=FORMAT + 1)
+    produce(broker.bootstrap, scored, [(3, encode(newer), b"m-x")])
+    [letter] = read_topic(broker.bootstrap, dlq, 1, 1, timeout_s=60)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["reason"] == "scored_format" and letter.value == encode(newer)
+    assert f"format {FORMAT + 1}; this driftwatch reads format {FORMAT} only" in \
+        headers["detail"]
     for d in (*scorers, a):
         assert d.terminate() == 0
     log = a.log.read_text()
