@@ -123,8 +123,9 @@ class KafkaSource:
         self.last_commit_error: str | None = None  # of the latest commit, None if it worked
         # Called before partitions are taken away: finish in-flight work so it can be committed.
         self.before_revoke: Callable[[], None] = lambda: None
-        # Called before each commit: state that must cover what is committed is saved here.
-        self.before_commit: Callable[[], None] = lambda: None
+        # Called before each commit: state that must cover what is committed is saved here;
+        # False (it could not be saved now) skips this commit, to be tried at the next one.
+        self.before_commit: Callable[[], bool] = lambda: True
         # Called with the partitions just taken away (and whether they were lost, that is
         # owned by another member already), once their work is committed or dropped.
         self.after_revoke: Callable[[set[Partition], bool], None] = lambda _revoked, _lost: None
@@ -292,7 +293,9 @@ class KafkaSource:
         for letter in self._dead_letters.flush(timeout_s=budget):
             self._tracker.finish(letter.settles)
         self._update_stalled()
-        self.before_commit()
+        if not self.before_commit():
+            log.debug("commit skipped: the state that must cover it could not be saved yet")
+            return {}
         points = self._tracker.commit_points()
         if points:
             offsets = {

@@ -80,10 +80,12 @@ class DecideTasks:
                 [batch.records[i] for i in idx], [batch.origins[i] for i in idx])
             self._task_for(partition).process(sub)
 
-    def save(self) -> None:
-        """Before a commit (poll thread): checkpoint every task that changed."""
-        for task in list(self._tasks.values()):
-            task.pipeline.save(only_if_changed=True)
+    def save(self) -> bool:
+        """Before a commit (poll thread): checkpoint every task that changed. False when one
+        could not be (a batch held its lock too long): the commit waits for the next try, so
+        a checkpoint never trails what is committed."""
+        return all([task.pipeline.save(only_if_changed=True)
+                    for task in list(self._tasks.values())])
 
     def checkpoint_if_due(self) -> None:
         for task in list(self._tasks.values()):
