@@ -145,6 +145,13 @@ class KafkaSettings(BaseModel):
             )
         return self
 
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python keyword arguments every client of these settings shares: brokers,
+        client id, reconnect backoff and security (a missing secret raises here)."""
+        return {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id,
+                "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
+                **self.security.client_options()}
+
     def for_decide(self, commit_interval_ms: int) -> KafkaSettings:
         """The settings of the decide stage's consumer: the scored topic, its own group."""
         return self.model_copy(update={

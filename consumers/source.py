@@ -132,15 +132,14 @@ class KafkaSource:
         self._consumer: KafkaConsumer | None = None
         self._dead_letters: DeadLetterWriter | None = None
         # Resolved now, in the caller's thread: a missing SASL secret fails at start, clearly.
-        self._security = self.settings.security.client_options()
+        self._client_options = self.settings.client_options()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect and join the group; raises kafka.errors.KafkaError when the broker is away."""
         s = self.settings
-        common = {"bootstrap_servers": s.bootstrap_servers, "client_id": s.client_id,
-                  "reconnect_backoff_max_ms": s.reconnect_backoff_max_ms, **self._security}
+        common = self._client_options
         # max_block_ms: send() waits for topic metadata or buffer room on the poll thread.
         producer = KafkaProducer(acks="all", linger_ms=5, max_block_ms=1_000,
                                  max_request_size=s.dead_letter_max_bytes, **common)

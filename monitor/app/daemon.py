@@ -130,10 +130,7 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     if not _open(source, stop, health):
         return 0
     k = config.kafka
-    producer = KafkaProducer(
-        bootstrap_servers=k.bootstrap_servers, client_id=k.client_id, acks="all",
-        linger_ms=5, reconnect_backoff_max_ms=k.reconnect_backoff_max_ms,
-        **k.security.client_options())
+    producer = KafkaProducer(acks="all", linger_ms=5, **k.client_options())
     closers.append(lambda: producer.close(timeout=5))
     cancel = threading.Event()
     key = scored.partition_key(config.metrics.labels, config.canary.enabled)

@@ -75,14 +75,13 @@ def build_parts(config: OfflineConfig | Config, live: bool,
     `scored_input`: the decide stage, whose records come scored: no model is loaded, and the
     drift stage is built for the embedding model the score stage runs."""
     if scored_input:
-        parts = Parts()
+        parts, device = Parts(), pick_device(config.scoring.device)
         if config.drift.enabled and wants_embeddings(config.drift, config.canary) \
                 and set(config.scorers) & MODEL_SCORERS:
             parts.drift = DriftStage.from_settings(
-                config.drift, pick_device(config.scoring.device),
-                embedding_model_name(config.scoring.embedding.model), keep_warmup=live,
-                background=live)
-        _decisions(config, parts, last_fired, pick_device(config.scoring.device))
+                config.drift, device, embedding_model_name(config.scoring.embedding.model),
+                keep_warmup=live, background=live)
+        _decisions(config, parts, last_fired, device)
         return parts
     models = models if models is not None else build_models(config, live)
     parts = Parts(models)
@@ -126,7 +125,7 @@ def assemble(
     """The stages, in order, for the parts given (each stage only when its part is there).
     `metrics`: where the operational and model stages count (a test passes its own).
     `publish`: the score stage's last step (records to the scored topic). `scored_input`:
-    the decide stage, whose batches are scored records (`scored.begin`)."""
+    the decide stage, whose batches are scored records (`scored.beginner`)."""
     if scored_input and intake is None:
         intake = IntakeCounts()  # one for the decide stage and the scored records' tallies
     if drift is not None and models is None and not scored_input:
@@ -151,9 +150,8 @@ def assemble(
                                   rollover_actions))
     if audit_log is not None:
         stages.append(AuditStage(audit_log))
-    return Pipeline(operational, stages, checkpoints, metrics,
-                    begin=scored.beginner(intake) if intake is not None and scored_input
-                    else None)
+    begin = scored.beginner(intake) if intake is not None and scored_input else None
+    return Pipeline(operational, stages, checkpoints, metrics, begin=begin)
 
 
 def wire(

@@ -79,9 +79,8 @@ class ReplayLedger:
         self.save_if_due(state)
 
     def save_if_due(self, state: Callable[[], dict[str, object]]) -> None:
-        if self._checkpoints is not None and self._dirty and self._checkpoints.due():
-            self._checkpoints.save(self._positions, state())
-            self._dirty = False
+        if self._checkpoints is not None and self._checkpoints.due():
+            self.save_if_changed(state)
 
     def save_if_changed(self, state: Callable[[], dict[str, object]]) -> None:
         if self._checkpoints is not None and self._dirty:

@@ -30,7 +30,8 @@ class Pipeline:
                  checkpoints: Checkpointer | None = None, metrics: Metrics = METRICS,
                  begin: Callable[[OperationalStage, Batch, bool], Work] | None = None) -> None:
         """`begin`: how a batch becomes a `Work` (default: wire records, scored here; the
-        decide stage's tasks pass `scored.begin`, for records scored by the score stage)."""
+        decide stage's tasks pass `scored.beginner(intake)`, for records the score stage
+        scored)."""
         self._m = metrics
         self._begin = begin or _begin
         self.operational = operational

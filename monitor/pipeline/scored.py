@@ -206,6 +206,7 @@ def beginner(intake: IntakeCounts) -> Callable[[OperationalStage, Batch, bool], 
 
     return begin
 
+
 class ScoredDecoder:
     """The decide stage's message decoder: a scored record, or a dead letter that says why
     not (`scored_format`), never a misread one."""
