@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -86,6 +86,22 @@ class EmbedderStats:
         self.embedded = self.cache_hits = self.truncated = 0
         self.batches, self.seconds = [], 0.0
         return out
+
+
+class Embedding(Protocol):
+    """What the scorers and drift read from an embedding model: the transformer (`Embedder`)
+    or a static table (`static_embedder.StaticEmbedder`)."""
+
+    name: str  # recorded with references and checkpoints: vectors of two names never meet
+    dim: int
+    device: str
+    backend: str
+    precision: str
+    stats: EmbedderStats
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 rows, one per text."""
+        ...
 
 
 class Embedder:

@@ -19,12 +19,18 @@ from consumers.batcher import Batch
 from consumers.offsets import Partition
 from consumers.processor import StreamProcessor
 from consumers.source import KafkaSource
-from detectors.embedder import embedding_model_name
 from monitor.acting.canary import CanaryGate
 from monitor.acting.delivery import DeliveryWorker
 from monitor.acting.outbox import Outbox
 from monitor.app.heap import HeapTrimmer
-from monitor.app.wiring import Parts, build_models, build_parts, checkpointer, wire
+from monitor.app.wiring import (
+    Parts,
+    build_models,
+    build_parts,
+    checkpointer,
+    embedding_vectors_name,
+    wire,
+)
 from monitor.config import SIGNAL_SCORERS, Action, Config
 from monitor.pipeline import scored
 from monitor.pipeline.checkpoint import Checkpointer
@@ -150,7 +156,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     acting = acting_parts(config, endpoints)
     closers.append(acting.close)
     last_fired = acting.outbox.last_fired if acting.outbox else None
-    model = embedding_model_name(config.scoring.embedding.model)
+    model = embedding_vectors_name(config.scoring.embedding)
     directory = config.checkpoint.path.parent / "tasks" if config.checkpoint.enabled else None
 
     def build(checkpoints: Checkpointer | None) -> Task:
@@ -260,8 +266,9 @@ def _log_models(models: ModelScorers | None) -> None:
     if models is None:
         return
     for role, name, device, backend, precision in models.models():
-        why = (", ".join(models.embedding_users) if role == "embedding"
-               else "the toxicity scorer")
+        why = {"embedding": ", ".join(models.embedding_users),
+               "embedding_scorers": "refusal similarity and groundedness"}.get(
+                   role, "the toxicity scorer")
         log.info("%s model %s on %s %s %s, for %s", role, name, device, backend, precision,
                  why)
     if models.embedder is None:

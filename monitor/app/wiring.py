@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectors.embedder import embedding_model_name, pick_device
+from detectors.embedder import pick_device
+from detectors.static_embedder import vectors_name
 from monitor.acting.canary import CanaryGate
 from monitor.acting.rules import RuleEngine
 from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
+from monitor.config.scoring import EmbeddingSettings
 from monitor.pipeline import scored
 from monitor.pipeline.checkpoint import Checkpointer, fingerprint
 from monitor.pipeline.drift import DriftStage
@@ -57,6 +59,11 @@ class Parts:
         return embedder.device if embedder is not None else "cpu"
 
 
+def embedding_vectors_name(settings: EmbeddingSettings) -> str:
+    """The name of the vectors the score stage makes under these settings."""
+    return vectors_name(settings.model, settings.backend, settings.static_pca_dims)
+
+
 def build_models(config: OfflineConfig | Config, live: bool) -> ModelScorers | None:
     """The model scorers the config enables (None: no model scorer is on)."""
     if not set(config.scorers) & MODEL_SCORERS:
@@ -79,7 +86,7 @@ def build_parts(config: OfflineConfig | Config, live: bool,
         if config.drift.enabled and wants_embeddings(config.drift, config.canary) \
                 and set(config.scorers) & MODEL_SCORERS:
             parts.drift = DriftStage.from_settings(
-                config.drift, device, embedding_model_name(config.scoring.embedding.model),
+                config.drift, device, embedding_vectors_name(config.scoring.embedding),
                 keep_warmup=live, background=live)
         _decisions(config, parts, last_fired, device)
         return parts

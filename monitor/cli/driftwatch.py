@@ -16,6 +16,7 @@ from monitor.cli import (
     demo,
     evaluate,
     events,
+    models,
     reference,
     run,
     score,
@@ -24,7 +25,7 @@ from monitor.config import ConfigError
 
 # In the order `driftwatch --help` lists them; each has add_parser(sub) and run(args).
 VERBS = (run, check_config, demo, score, backtest, reference, evaluate, events, dashboards,
-         chaos, canary, bench)
+         chaos, canary, models, bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from detectors.sanity import DEFAULT_REFUSALS
 
@@ -19,12 +20,29 @@ class EmbeddingSettings(BaseModel):
     model: str | None = None
     # auto: torch, or ONNX Runtime when precision is int8 (the fastest CPU path: about 1.5x
     # torch fp32 here, embeddings within cosine ~0.96 of fp32 on average).
-    backend: Literal["auto", "torch", "onnx"] = "auto"
+    # static: a table distilled from `model` (Model2Vec) embeds everything, no transformer at
+    # run time. hybrid: the static table for drift and the canary's embedding gate (every
+    # prompt and response), the transformer only for refusal similarity (on the responses the
+    # table finds close to a refusal) and groundedness. See README "Static embeddings".
+    backend: Literal["auto", "torch", "onnx", "static", "hybrid"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"  # auto: fp16 CUDA, fp32 CPU
+    # Where distilled static tables are kept, one folder per fingerprint (source model files,
+    # model2vec version, settings); built at first start or by `driftwatch models distill`.
+    static_dir: Path = Path("state/models")
+    static_pca_dims: int = Field(default=256, ge=8, le=1_024)
     # Padded tokens per model call; None: 1,024 on CPU (cache-friendly), 16,384 on CUDA.
     token_budget: int | None = Field(default=None, ge=256, le=1_048_576)
     max_batch: int = Field(default=256, ge=1, le=4_096)
     cache_size: int = Field(default=50_000, ge=0, le=10_000_000)  # distinct texts remembered
+
+    @model_validator(mode="after")
+    def _static_is_fp32(self) -> EmbeddingSettings:
+        if self.backend == "static" and self.precision not in ("auto", "fp32"):
+            raise ValueError(
+                f"scoring.embedding.precision={self.precision!r} does not apply to backend "
+                f"static (its table is read in fp32); allowed: auto, fp32"
+            )
+        return self
 
 
 class ToxicitySettings(BaseModel):
@@ -58,6 +76,11 @@ class SanitySettings(BaseModel):
 
     refusals: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), min_length=1)
     refusal_threshold: float = Field(default=0.6, ge=-1, le=1)  # see tests/detectors/test_sanity.py
+    # Hybrid embedder only: a response goes to the transformer for the refusal check when its
+    # static-table cosine to a refusal is at least this. Measured on 25 refusals and 6,000
+    # HaluEval answers: every refusal the transformer flags scored >= 0.50 here, and 32% of
+    # ordinary answers pass 0.4 (see README "Static embeddings").
+    refusal_prefilter: float = Field(default=0.4, ge=-1, le=1)
     # A completion this long was cut by the serving limit (also: status "length").
     max_completion_tokens: int | None = Field(default=None, ge=1)
 

@@ -181,7 +181,7 @@ class DriftStage:
         store = ReferenceStore(ref.store)
         snapshot = None
         if ref.source == "snapshot":
-            snapshot = store.load(ref.name, ref.version)
+            snapshot = store.load(ref.name, ref.version, embedding_model)
             log.info("drift reference %s v%d (%d records)", ref.name, snapshot.meta.version,
                      snapshot.meta.records)
         return cls(settings, device, snapshot, store=store if keep_warmup else None,
@@ -282,7 +282,7 @@ class DriftStage:
         if not self._store.versions(name):
             return None
         try:
-            reference = self._store.load(name)
+            reference = self._store.load(name, embedding_model=self._embedding_model)
         except ReferenceStoreError as exc:
             log.warning("%s; warming up again", exc)
             return None

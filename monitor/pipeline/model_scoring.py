@@ -17,7 +17,7 @@ import numpy as np
 from consumers.processor import Cancelled
 from consumers.wire import Record
 from detectors import sanity
-from detectors.embedder import Embedder
+from detectors.embedder import Embedder, Embedding
 from monitor.config import MODEL_SCORERS, DriftSettings, ScoringSettings
 from monitor.config.acting import CanarySettings
 
@@ -93,49 +93,55 @@ class ModelScorers:
         self.enabled = set(scorers) & MODEL_SCORERS
         self.settings = settings
         self._rng = np.random.default_rng(seed)
-        emb = settings.embedding
         # What each model output is computed for: nothing is computed that nothing reads.
         self.embedding_users = sorted(
             ({"drift or canary embeddings"} if embeddings and self.enabled else set())
             | (self.enabled & {"groundedness", "sanity"}))
         self._embed_prompts = embeddings and bool(self.enabled)
         self._embed_responses = self._embed_prompts or "sanity" in self.enabled
-        self.embedder = (
-            Embedder(emb.model, settings.device, emb.backend, emb.precision, emb.token_budget,
-                     emb.max_batch, emb.cache_size)
-            if self.embedding_users else None
-        )
+        # `embedder` makes the vectors drift, the canary and references compare (its name is
+        # recorded with them); `transformer` scores refusals and groundedness. They are one
+        # model except under the hybrid backend.
+        self.embedder, self.transformer = _load_embedders(
+            settings, vectors=bool(self.embedding_users),
+            transformer=bool(self.enabled & {"groundedness", "sanity"}))
+        self.hybrid = self.embedder is not None and self.embedder is not self.transformer
         self.toxicity = None
         if "toxicity" in self.enabled:
             from detectors.toxicity import load_toxicity_scorer
 
-            device = self.embedder.device if self.embedder else "cpu"
-            self.toxicity = load_toxicity_scorer(settings.toxicity.model, device)
+            self.toxicity = load_toxicity_scorer(settings.toxicity.model, self.device)
         self.groundedness = None
         if "groundedness" in self.enabled:
             from detectors.groundedness import GroundednessScorer, NliSupport
 
             g = settings.groundedness
-            assert self.embedder is not None
-            nli = NliSupport(g.nli_model, self.embedder.device) if g.nli_model else None
+            assert self.transformer is not None
+            nli = NliSupport(g.nli_model, self.transformer.device) if g.nli_model else None
             self.groundedness = GroundednessScorer(
-                self.embedder.encode, support_threshold=g.support_threshold, nli=nli,
+                self.transformer.encode, support_threshold=g.support_threshold, nli=nli,
                 nli_threshold=g.nli_threshold,
             )
-        self._refusals = (
-            self.embedder.encode(settings.sanity.refusals)
-            if self.embedder is not None and "sanity" in self.enabled else None
-        )
+        self._refusals = self._refusals_static = None
+        if "sanity" in self.enabled:
+            assert self.transformer is not None and self.embedder is not None
+            self._refusals = self.transformer.encode(settings.sanity.refusals)
+            if self.hybrid:
+                self._refusals_static = self.embedder.encode(settings.sanity.refusals)
+
+    def embedders(self) -> list[Embedding]:
+        """Each loaded embedding model once."""
+        return [e for i, e in enumerate((self.embedder, self.transformer))
+                if e is not None and (i == 0 or e is not self.embedder)]
 
     def models(self) -> list[tuple[str, str, str, str, str]]:
         """(role, name, device, backend, precision) of each loaded model, for the info metric."""
         out = []
-        if self.embedder is not None:
-            e = self.embedder
-            out.append(("embedding", e.name, e.device, e.backend, e.precision))
+        for e in self.embedders():
+            role = "embedding" if e is self.embedder else "embedding_scorers"
+            out.append((role, e.name, e.device, e.backend, e.precision))
         if self.toxicity is not None:
-            device = self.embedder.device if self.embedder else "cpu"
-            out.append(("toxicity", self.toxicity.name, device, "", ""))
+            out.append(("toxicity", self.toxicity.name, self.device, "", ""))
         return out
 
     def score(self, records: Sequence[Record], fraction: float = 1.0,
@@ -164,10 +170,15 @@ class ModelScorers:
         return _spread(_concat(parts), idx, n)
 
     @property
+    def device(self) -> str:
+        """Where the models run: the transformer's device (a static table is always on CPU)."""
+        model = self.transformer or self.embedder
+        return model.device if model is not None else "cpu"
+
+    @property
     def slice_records(self) -> int:
         # Small slices on a CPU (about a second each); a GPU wants its large batches whole.
-        device = self.embedder.device if self.embedder is not None else "cpu"
-        return 64 if device == "cpu" else 1_024
+        return 64 if self.device == "cpu" else 1_024
 
     def _score(self, records: Sequence[Record], sampled: np.ndarray) -> BatchScores:
         n = len(records)
@@ -217,14 +228,12 @@ class ModelScorers:
             flags["novel_number"] = np.array([bool(x) for x in novel_numbers])
             flags["novel_name"] = np.array([bool(x) for x in novel_names])
         if "sanity" in self.enabled and picked:
-            assert self.embedder is not None and self._refusals is not None
-            assert response_vectors is not None
+            assert self._refusals is not None and response_vectors is not None
             present = ~sanity.empty(responses)
             s = self.settings.sanity
             flags["empty_response"] = spread(~present, False)
-            flags["refusal"] = spread(
-                sanity.refusals(response_vectors, self._refusals, present, s.refusal_threshold),
-                False)
+            flags["refusal"] = spread(self._refusal_flags(responses, response_vectors, present),
+                                      False)
             tokens = np.array([r.completion_tokens for r in picked], dtype=np.float64)
             flags["truncated"] = spread(
                 sanity.truncated([r.status for r in picked], tokens, s.max_completion_tokens),
@@ -232,6 +241,47 @@ class ModelScorers:
             flags["charset_anomaly"] = spread(sanity.charset_anomalies(responses, prompts), False)
         return BatchScores(sampled, toxicity, prompt_toxicity, groundedness, flags,
                            novel_numbers, novel_names, prompt_vectors, response_vectors)
+
+    def _refusal_flags(self, responses: list[str | None], vectors: np.ndarray,
+                       present: np.ndarray) -> np.ndarray:
+        """Refusals by the transformer's similarity. Under the hybrid backend `vectors` are the
+        static table's: only responses it finds near a refusal go through the transformer."""
+        s = self.settings.sanity
+        assert self._refusals is not None
+        if not self.hybrid:
+            return sanity.refusals(vectors, self._refusals, present, s.refusal_threshold)
+        assert self.transformer is not None and self._refusals_static is not None
+        near = sanity.refusals(vectors, self._refusals_static, present, s.refusal_prefilter)
+        out = np.zeros(len(responses), dtype=bool)
+        idx = np.flatnonzero(near)
+        if idx.size:
+            checked = self.transformer.encode([responses[i] or "" for i in idx])
+            out[idx] = sanity.refusals(checked, self._refusals, present[idx],
+                                       s.refusal_threshold)
+        return out
+
+
+def _load_embedders(settings: ScoringSettings, vectors: bool, transformer: bool
+                    ) -> tuple[Embedding | None, Embedding | None]:
+    """(the vectors' embedder, the scorers' transformer) that the backend and users ask for."""
+    emb = settings.embedding
+    if emb.backend in ("static", "hybrid") and (vectors or transformer):
+        from detectors.static_embedder import DistillSettings, StaticEmbedder
+
+        static = StaticEmbedder(emb.model, emb.static_dir, DistillSettings(emb.static_pca_dims))
+        if emb.backend == "static":
+            return static, static
+        scorer = None
+        if transformer:  # the transformer's backend follows precision: int8 is ONNX
+            scorer = Embedder(emb.model, settings.device, "auto", emb.precision,
+                              emb.token_budget, emb.max_batch, emb.cache_size)
+        return static, scorer
+    if not (vectors or transformer):
+        return None, None
+    assert emb.backend in ("auto", "torch", "onnx")
+    model = Embedder(emb.model, settings.device, emb.backend, emb.precision, emb.token_budget,
+                     emb.max_batch, emb.cache_size)
+    return model, model
 
 
 def wants_embeddings(drift: DriftSettings, canary: CanarySettings) -> bool:

@@ -109,8 +109,11 @@ class ReferenceStore:
             raise
         return meta
 
-    def load(self, name: str, version: int | None = None) -> Reference:
-        """The pinned version, or the newest; a missing or damaged one is a ReferenceStoreError."""
+    def load(self, name: str, version: int | None = None,
+             embedding_model: str = "") -> Reference:
+        """The pinned version, or the newest; a missing or damaged one is a ReferenceStoreError,
+        and so is one embedded by another model than `embedding_model` (when given): vectors
+        of two embedders are never compared."""
         versions = self.versions(name)
         if not versions:
             raise ReferenceStoreError(
@@ -132,6 +135,12 @@ class ReferenceStore:
         if meta.format != FORMAT:
             raise ReferenceStoreError(f"reference snapshot {folder} has format {meta.format}, this "
                                  f"driftwatch reads format {FORMAT}; rebuild it")
+        if embedding_model and meta.embedding_model != embedding_model:
+            raise ReferenceStoreError(
+                f"reference snapshot {folder} was embedded by {meta.embedding_model!r}, and "
+                f"this daemon embeds with {embedding_model!r} (scoring.embedding); its vectors "
+                f"cannot be compared: rebuild the reference with this embedder "
+                f"(`driftwatch reference build`) or configure the one it was built with")
         return Reference(
             meta,
             arrays.pop("prompt_embeddings"),

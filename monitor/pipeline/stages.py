@@ -233,8 +233,7 @@ class ModelStage(Stateless):
             m.MODEL_SKIPPED.labels("overload").inc(skipped)
         if scores.over_budget:
             m.MODEL_SKIPPED.labels("time_budget").inc(scores.over_budget)
-        embedder = self.models.embedder
-        if embedder is not None:
+        for embedder in self.models.embedders():
             stats = embedder.stats.take()
             m.EMBEDDED_TEXTS.labels("embedded").inc(stats.embedded)
             m.EMBEDDED_TEXTS.labels("cache_hit").inc(stats.cache_hits)

@@ -1,0 +1,140 @@
+"""The static embedder: distilled for real (from a tiny model), reused while its fingerprint
+holds, rebuilt when the source changes, refused clearly without a model; vectors of one
+embedder are never compared with another's."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detectors.embedder import ModelNotFound
+from detectors.static_embedder import StaticEmbedder, ensure_table, vectors_name
+from monitor.cli.driftwatch import main as driftwatch
+from monitor.config import ScoringSettings
+from monitor.pipeline.model_scoring import ModelScorers
+from monitor.pipeline.reference import ReferenceStore, ReferenceStoreError
+from tests.detectors.tiny_model import tiny_sentence_transformer
+
+pytestmark = pytest.mark.slow  # builds models and distils them
+
+TEXTS = ["The capital of France is Paris.", "I'm sorry, but I can't help with that.", "",
+         "Robert Downey Jr. starred in Zodiac in 2007."]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_sentence_transformer(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+def test_table_is_distilled_once_and_reused(tiny: Path, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "detectors.static_embedder")
+    first = StaticEmbedder(str(tiny), tmp_path)
+    assert first.table.built and first.dim == 32  # PCA keeps at most the model's width
+    assert "distilling a static embedding table" in caplog.text
+    vectors = first.encode(TEXTS)
+    assert vectors.dtype == np.float32 and vectors.shape == (4, 32)
+    norms = np.linalg.norm(vectors, axis=1)
+    assert np.allclose(norms[[0, 1, 3]], 1.0, atol=1e-5) and norms[2] == 0.0  # "" has no tokens
+    assert not np.allclose(vectors[0], vectors[1])
+    caplog.clear()
+    again = StaticEmbedder(str(tiny), tmp_path)
+    assert not again.table.built and again.table.path == first.table.path
+    assert "distilling" not in caplog.text
+    np.testing.assert_array_equal(again.encode(TEXTS), vectors)
+    assert again.name == first.name == vectors_name(str(tiny), "hybrid")
+    assert again.name.startswith(f"{tiny}+static:{first.table.fingerprint}")
+    assert vectors_name(str(tiny), "torch") == str(tiny)  # the transformer's own name
+
+
+def test_a_changed_source_or_setting_builds_a_new_table(tiny: Path, tmp_path: Path) -> None:
+    before = ensure_table(str(tiny), tmp_path)
+    changed = tiny_sentence_transformer(tmp_path / "retrained", seed=1)
+    after = ensure_table(str(changed), tmp_path)
+    assert after.built and after.fingerprint != before.fingerprint
+    from detectors.static_embedder import DistillSettings
+
+    fewer = ensure_table(str(tiny), tmp_path, DistillSettings(pca_dims=16))
+    assert fewer.built and fewer.fingerprint not in (before.fingerprint, after.fingerprint)
+    assert StaticEmbedder(str(tiny), tmp_path, DistillSettings(pca_dims=16)).dim == 16
+    tables = sorted(p.name for p in tmp_path.glob("static-*"))
+    assert len(tables) == 3  # nothing half-written is left beside them
+    assert not list(tmp_path.glob(".static-*"))
+
+
+def test_no_model_on_disk_is_a_clear_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ModelNotFound, match=r"scoring.embedding.model='/no/such/model' is not "
+                                            r"on disk: driftwatch never downloads"):
+        StaticEmbedder("/no/such/model", tmp_path)
+    assert not list(tmp_path.iterdir())
+    assert driftwatch(["models", "distill", "--model", "/no/such/model",
+                       "--dir", str(tmp_path)]) == 2
+    assert "never downloads" in capsys.readouterr().err
+
+
+def test_models_distill_command_builds_then_reuses(tiny: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["models", "distill", "--model", str(tiny), "--dir", str(tmp_path)]
+    assert driftwatch(args) == 0
+    assert capsys.readouterr().out.startswith("built ")
+    assert driftwatch(args) == 0
+    assert capsys.readouterr().out.startswith("reused ")
+
+
+def test_a_reference_of_one_embedder_is_refused_by_another(tiny: Path, tmp_path: Path) -> None:
+    store = ReferenceStore(tmp_path / "refs")
+    static = StaticEmbedder(str(tiny), tmp_path / "tables")
+    vectors = static.encode(TEXTS)
+    store.save("base", vectors, vectors, {}, {}, "test", static.name)
+    assert store.load("base", embedding_model=static.name).meta.embedding_model == static.name
+    with pytest.raises(ReferenceStoreError, match=r"embedded by .*\+static:.* this daemon "
+                                                  r"embeds with 'sentence-transformers/all"):
+        store.load("base", embedding_model="sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_hybrid_uses_the_table_for_vectors_and_the_transformer_for_refusals(
+        tiny: Path, tmp_path: Path) -> None:
+    settings = ScoringSettings.model_validate({
+        "device": "cpu",
+        "embedding": {"model": str(tiny), "backend": "hybrid", "static_dir": str(tmp_path)},
+        # Every response passes the prefilter: refusals are then the transformer's alone.
+        "sanity": {"refusal_prefilter": -1.0, "refusal_threshold": 0.0}})
+    hybrid = ModelScorers(["sanity"], settings)
+    assert hybrid.embedder is not None and hybrid.embedder.backend == "static"
+    assert hybrid.transformer is not None and hybrid.transformer.backend == "torch"
+    assert [role for role, *_ in hybrid.models()] == ["embedding", "embedding_scorers"]
+    plain = ModelScorers(["sanity"], settings.model_copy(update={
+        "embedding": settings.embedding.model_copy(update={"backend": "torch"})}))
+    assert plain.embedder is plain.transformer
+
+    from consumers.wire import Record
+
+    records = [Record(request_id=str(i), model="m", prompt="q", response=text or None)
+               for i, text in enumerate(TEXTS)]
+    ours, theirs = hybrid.score(records), plain.score(records)
+    np.testing.assert_array_equal(ours.flags["refusal"], theirs.flags["refusal"])
+    assert ours.response_embeddings is not None and theirs.response_embeddings is not None
+    assert ours.response_embeddings.shape[1] == 32
+    # The drift vectors are the table's, not the transformer's.
+    np.testing.assert_allclose(ours.response_embeddings[0], hybrid.embedder.encode(TEXTS[:1])[0],
+                               atol=1e-6)
+    # A prefilter of 1.0 passes only a refusal phrase itself (TEXTS[1] is the first default):
+    # the transformer sees that one response and nothing else.
+    strict = ModelScorers(["sanity"], settings.model_copy(update={
+        "sanity": settings.sanity.model_copy(update={"refusal_prefilter": 0.999})}))
+    assert strict.transformer is not None
+    strict.transformer.stats.take()
+    assert strict.score(records).flags["refusal"].tolist() == [False, True, False, False]
+    asked = strict.transformer.stats.take()
+    assert asked.embedded + asked.cache_hits == 1
+
+
+def test_static_backend_refuses_a_precision_it_cannot_use() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="does not apply to backend static"):
+        ScoringSettings.model_validate({"embedding": {"backend": "static", "precision": "int8"}})
