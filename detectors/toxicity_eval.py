@@ -66,3 +66,49 @@ if __name__ == "__main__":
     from detectors.toxicity import ProfanityCheckScorer
 
     print(evaluate_toxicity(ProfanityCheckScorer()).table())
+
+
+# Judged out of source: no text of these sources is in embedding-linear's training data.
+HELD_OUT = (("rtp-toxic", "halueval-dialogue"), ("pyrit-hate",))
+
+
+@dataclass(frozen=True)
+class SourceEval:
+    """ROC AUC of several scorers on one held-out set, next to text length alone."""
+
+    dataset: str
+    n: int
+    positives: int
+    roc_auc: dict[str, float]  # scorer name -> ROC AUC
+    length_only_roc_auc: float
+
+
+def evaluate_out_of_source(scorers: list[ToxicityScorer], limit: int | None = None,
+                           held_out: tuple[tuple[str, ...], ...] = HELD_OUT
+                           ) -> list[SourceEval]:
+    """Each scorer on each held-out set (a seeded sample of `limit` texts per source)."""
+    from sklearn.metrics import roc_auc_score
+
+    from detectors.toxicity_corpora import combine
+
+    out = []
+    for names in held_out:
+        data = combine(names, limit)
+        texts = list(data.texts)
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
+        out.append(SourceEval(
+            " vs ".join(names), len(texts), int(data.labels.sum()),
+            {s.name: float(roc_auc_score(data.labels, s.score(texts))) for s in scorers},
+            float(roc_auc_score(data.labels, lengths))))
+    return out
+
+
+def source_table(results: list[SourceEval]) -> str:
+    names = list(results[0].roc_auc) if results else []
+    header = f"{'held-out set (ROC AUC)':<40}{'texts':>8}" + "".join(
+        f"{n:>20}" for n in [*names, "length only"])
+    lines = [header]
+    for r in results:
+        cells = [r.roc_auc[n] for n in names] + [r.length_only_roc_auc]
+        lines.append(f"{r.dataset:<40}{r.n:>8,}" + "".join(f"{c:>20.3f}" for c in cells))
+    return "\n".join(lines)

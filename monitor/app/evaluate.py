@@ -3,7 +3,12 @@ length-only baseline, so a length effect is never mistaken for a scorer."""
 
 from __future__ import annotations
 
-from monitor.config import OfflineConfig
+from typing import TYPE_CHECKING
+
+from monitor.config import OfflineConfig, ScoringSettings
+
+if TYPE_CHECKING:
+    from detectors.toxicity import ToxicityScorer
 
 
 def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
@@ -12,8 +17,11 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
         from detectors.toxicity import load_toxicity_scorer
         from detectors.toxicity_eval import evaluate_toxicity
 
-        scorer = load_toxicity_scorer(scoring.toxicity.model, scoring.device)
+        scorer = load_toxicity_scorer(scoring.toxicity.model, scoring.device) \
+            if scoring.toxicity.model != "embedding-linear" else _linear(scoring)
         print(evaluate_toxicity(scorer, limit=None if limit <= 0 else limit).table())
+        print()
+        print(_out_of_source(scoring, limit))
         print()
     if which in ("groundedness", "all"):
         from detectors.groundedness_eval import TASKS, evaluate_groundedness
@@ -26,3 +34,29 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
             print(evaluate_groundedness(scorer, task, limit=limit if limit > 0 else 1000).table())
             print()
     return 0
+
+
+def _linear(scoring: ScoringSettings) -> ToxicityScorer:
+    """embedding-linear on the embedder the configured daemon runs (trained if not cached)."""
+    from detectors.toxicity_linear import LinearToxicityScorer
+    from monitor.pipeline.model_scoring import ModelScorers
+
+    embedder = ModelScorers(["toxicity"], scoring.model_copy(update={
+        "toxicity": scoring.toxicity.model_copy(update={"model": "embedding-linear"})}),
+        embeddings=False).embedder
+    assert embedder is not None
+    return LinearToxicityScorer(embedder, scoring.models_dir)
+
+
+def _out_of_source(scoring: ScoringSettings, limit: int) -> str:
+    """profanity-check and embedding-linear on sources embedding-linear never saw."""
+    from detectors.toxicity import ProfanityCheckScorer
+    from detectors.toxicity_eval import evaluate_out_of_source, source_table
+    from detectors.toxicity_linear import TRAIN_SOURCES
+
+    linear = _linear(scoring)
+    results = evaluate_out_of_source([ProfanityCheckScorer(), linear],
+                                     limit=None if limit <= 0 else limit)
+    return (f"out of source: embedding-linear ({linear.embedder.name}) trained on "
+            f"{', '.join(TRAIN_SOURCES)}; a seeded sample of at most "
+            f"{limit if limit > 0 else 'all'} texts per source\n{source_table(results)}")

@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     throughput.add_argument("--workers", type=int, nargs="+", default=None,
                             help="time the real daemon, `driftwatch run --workers N`, for each "
                                  "N given (e.g. --workers 1 2), in rounds")
+    throughput.add_argument("--backend", nargs="+", default=None,
+                            choices=["auto", "torch", "onnx", "static", "hybrid"],
+                            help="embedding backends to time with --workers, each a row "
+                                 "(static and hybrid distil their table first, once)")
     throughput.add_argument("--rounds", type=int, default=3,
                             help="timed rounds per N with --workers (median and spread)")
     rules_bench = bench_sub.add_parser(
@@ -43,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     drift.add_argument("--window", type=int, default=100)
     drift.add_argument("--runs", type=int, default=20)
     drift.add_argument("--clean-records", type=int, default=20_000)
+    drift.add_argument("--embedders", nargs="+", default=None,
+                       choices=["torch", "onnx", "static"],
+                       help="instead of the peer comparison: the default detector on each "
+                            "embedder's vectors, a topic and a subtle shift (static: the "
+                            "table distilled from the default model)")
     drift.add_argument("--alibi-python", default=None,
                        help="a Python with alibi-detect[torch] (make bench-drift builds one)")
 
@@ -53,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
         from monitor.local.bench import bench_consume
 
         return bench_consume(args.records, args.partitions, args.rounds)
+    if args.bench == "drift" and args.embedders:
+        from monitor.local.bench_drift import bench_embedders
+
+        return bench_embedders(args.embedders, args.ert, args.window, args.runs,
+                               args.clean_records)
     if args.bench == "drift":
         from monitor.local.bench_drift import bench_drift
 
@@ -65,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers:
         from monitor.local.bench_workers import bench_workers
 
-        return bench_workers(args.records, args.workers, args.rounds, args.partitions)
+        return bench_workers(args.records, args.workers, args.rounds, args.partitions,
+                             args.backend)
     from monitor.local.bench import bench_throughput
 
     return bench_throughput(args.records, args.partitions, args.precision)

@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     distill.add_argument("--model", default=None,
                          help="a local sentence-transformer (default: scoring.embedding.model)")
     distill.add_argument("--dir", default=None,
-                         help="where tables are kept (default: scoring.embedding.static_dir)")
+                         help="where tables are kept (default: scoring.models_dir)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,9 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from detectors.embedder import ModelNotFound
     from detectors.static_embedder import DistillSettings, ensure_table
 
-    emb = load_offline_config(args.config).scoring.embedding
+    scoring = load_offline_config(args.config).scoring
+    emb = scoring.embedding
     try:
-        table = ensure_table(args.model or emb.model, args.dir or emb.static_dir,
+        table = ensure_table(args.model or emb.model, args.dir or scoring.models_dir,
                              DistillSettings(emb.static_pca_dims))
     except ModelNotFound as e:
         print(f"driftwatch: {e}", file=sys.stderr)

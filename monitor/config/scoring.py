@@ -26,9 +26,6 @@ class EmbeddingSettings(BaseModel):
     # table finds close to a refusal) and groundedness. See README "Static embeddings".
     backend: Literal["auto", "torch", "onnx", "static", "hybrid"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"  # auto: fp16 CUDA, fp32 CPU
-    # Where distilled static tables are kept, one folder per fingerprint (source model files,
-    # model2vec version, settings); built at first start or by `driftwatch models distill`.
-    static_dir: Path = Path("state/models")
     static_pca_dims: int = Field(default=256, ge=8, le=1_024)
     # Padded tokens per model call; None: 1,024 on CPU (cache-friendly), 16,384 on CUDA.
     token_budget: int | None = Field(default=None, ge=256, le=1_048_576)
@@ -50,7 +47,10 @@ class ToxicitySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # None: the offline default alt-profanity-check; else a local HF sequence classifier.
+    # None or "profanity-check": the offline default alt-profanity-check. "embedding-linear":
+    # logistic regression on the response embedding (the embedder the daemon runs) and the
+    # profanity score, trained at first start on labelled data from PyPI packages and kept
+    # under scoring.models_dir (see README "Toxicity"). Else a local HF sequence classifier.
     model: str | None = None
     fields: list[Literal["response", "prompt"]] = ["response"]
     threshold: float = Field(default=0.5, ge=0, le=1)  # at or above: flagged "toxic"
@@ -101,6 +101,9 @@ class ScoringSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    # Models built here, each under a name holding its fingerprint: static tables distilled
+    # from the embedding model (`driftwatch models distill`) and trained toxicity classifiers.
+    models_dir: Path = Path("state/models")
     embedding: EmbeddingSettings = EmbeddingSettings()
     toxicity: ToxicitySettings = ToxicitySettings()
     groundedness: GroundednessSettings = GroundednessSettings()

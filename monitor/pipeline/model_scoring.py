@@ -94,9 +94,10 @@ class ModelScorers:
         self.settings = settings
         self._rng = np.random.default_rng(seed)
         # What each model output is computed for: nothing is computed that nothing reads.
+        linear = "toxicity" in self.enabled and settings.toxicity.model == "embedding-linear"
         self.embedding_users = sorted(
             ({"drift or canary embeddings"} if embeddings and self.enabled else set())
-            | (self.enabled & {"groundedness", "sanity"}))
+            | (self.enabled & {"groundedness", "sanity"}) | ({"toxicity"} if linear else set()))
         self._embed_prompts = embeddings and bool(self.enabled)
         self._embed_responses = self._embed_prompts or "sanity" in self.enabled
         # `embedder` makes the vectors drift, the canary and references compare (its name is
@@ -108,9 +109,15 @@ class ModelScorers:
         self.hybrid = self.embedder is not None and self.embedder is not self.transformer
         self.toxicity = None
         if "toxicity" in self.enabled:
-            from detectors.toxicity import load_toxicity_scorer
+            if linear:
+                from detectors.toxicity_linear import LinearToxicityScorer
 
-            self.toxicity = load_toxicity_scorer(settings.toxicity.model, self.device)
+                assert self.embedder is not None
+                self.toxicity = LinearToxicityScorer(self.embedder, settings.models_dir)
+            else:
+                from detectors.toxicity import load_toxicity_scorer
+
+                self.toxicity = load_toxicity_scorer(settings.toxicity.model, self.device)
         self.groundedness = None
         if "groundedness" in self.enabled:
             from detectors.groundedness import GroundednessScorer, NliSupport
@@ -268,7 +275,8 @@ def _load_embedders(settings: ScoringSettings, vectors: bool, transformer: bool
     if emb.backend in ("static", "hybrid") and (vectors or transformer):
         from detectors.static_embedder import DistillSettings, StaticEmbedder
 
-        static = StaticEmbedder(emb.model, emb.static_dir, DistillSettings(emb.static_pca_dims))
+        static = StaticEmbedder(emb.model, settings.models_dir,
+                                DistillSettings(emb.static_pca_dims))
         if emb.backend == "static":
             return static, static
         scorer = None

@@ -100,7 +100,8 @@ def test_hybrid_uses_the_table_for_vectors_and_the_transformer_for_refusals(
         tiny: Path, tmp_path: Path) -> None:
     settings = ScoringSettings.model_validate({
         "device": "cpu",
-        "embedding": {"model": str(tiny), "backend": "hybrid", "static_dir": str(tmp_path)},
+        "models_dir": str(tmp_path),
+        "embedding": {"model": str(tiny), "backend": "hybrid"},
         # Every response passes the prefilter: refusals are then the transformer's alone.
         "sanity": {"refusal_prefilter": -1.0, "refusal_threshold": 0.0}})
     hybrid = ModelScorers(["sanity"], settings)

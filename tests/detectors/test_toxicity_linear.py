@@ -1,0 +1,57 @@
+"""embedding-linear: trained on some packaged sources, judged on others, cached by
+fingerprint; out of source it must beat the floor stated in the README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from detectors.embedder import Embedder
+from detectors.toxicity import ProfanityCheckScorer
+from detectors.toxicity_corpora import combine, load_pyrit_hate, load_rtp_toxic
+from detectors.toxicity_linear import LinearToxicityScorer, features, train
+from tests.detectors.tiny_model import tiny_sentence_transformer
+
+pytestmark = pytest.mark.slow  # loads a model and embeds a few thousand texts
+
+
+def test_packaged_sources_load_with_both_labels_where_they_have_them() -> None:
+    rtp, pyrit = load_rtp_toxic(), load_pyrit_hate()
+    assert len(rtp.texts) == len(set(rtp.texts)) > 1_000 and rtp.labels.all()
+    assert 0 < pyrit.labels.sum() < len(pyrit.texts)  # hateful and declined answers
+    sample = combine(("impermium-insults", "halueval-qa"), limit=50)
+    assert len(sample.texts) == 100 and sample.labels[50:].sum() == 0
+    assert combine(("impermium-insults",), limit=50).texts == sample.texts[:50]  # seeded
+
+
+def test_out_of_source_auroc_beats_profanity_check_on_clean_text() -> None:
+    embedder = Embedder(device="cpu", backend="torch")
+    profanity = ProfanityCheckScorer()
+    model = train(embedder, profanity, limit=600)
+    assert model.meta["texts"] == 1_200 and model.meta["embedder"] == embedder.name
+    held_out = combine(("rtp-toxic", "halueval-dialogue"), limit=300)
+    ours = roc_auc_score(held_out.labels,
+                         model.probability(features(embedder, profanity, held_out.texts)))
+    theirs = roc_auc_score(held_out.labels, profanity.score(list(held_out.texts)))
+    # Full training set: 0.962 against 0.914 (README); this 1,200-text fit keeps the floor.
+    assert ours >= 0.92 and ours > theirs  # measured 0.936 against 0.910
+
+
+def test_trained_once_then_reused_per_embedder(tmp_path: Path) -> None:
+    tiny = Embedder(str(tiny_sentence_transformer(tmp_path / "tiny", seed=0)), device="cpu")
+    first = LinearToxicityScorer(tiny, tmp_path / "models")
+    saved = list((tmp_path / "models").glob("toxicity-embedding-linear-*.json"))
+    assert len(saved) == 1
+    assert json.loads(saved[0].read_text())["meta"]["sources"] == [
+        "impermium-insults", "halueval-qa"]
+    again = LinearToxicityScorer(tiny, tmp_path / "models")
+    np.testing.assert_array_equal(again.model.coef, first.model.coef)
+    scores = again.score(["you are a worthless idiot", "", "Paris is in France."])
+    assert scores[1] == 0.0 and 0 < scores[0] < 1 and 0 < scores[2] < 1
+    other = Embedder(str(tiny_sentence_transformer(tmp_path / "other", seed=1)), device="cpu")
+    LinearToxicityScorer(other, tmp_path / "models")
+    assert len(list((tmp_path / "models").glob("toxicity-*.json"))) == 2
