@@ -122,8 +122,10 @@ _CLOSERS = "\"'\u201d\u2019)] "
 
 def _fold(text: str) -> str:
     """Lowercase, accents and possessives dropped, punctuation as single spaces, space-padded."""
-    text = unicodedata.normalize("NFKD", _POSSESSIVE.sub("", text))
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = _POSSESSIVE.sub("", text)
+    if not text.isascii():  # ASCII has no accents to drop: skip the per-character pass
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))
     return " " + _NON_ALNUM.sub(" ", text.lower()).strip() + " "
 
 
