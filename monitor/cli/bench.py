@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from monitor.cli.common import setup_logging
@@ -47,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     drift.add_argument("--window", type=int, default=100)
     drift.add_argument("--runs", type=int, default=20)
     drift.add_argument("--clean-records", type=int, default=20_000)
+    drift.add_argument("--questions", type=int, default=3_000,
+                       help="QA questions embedded (1,000 are the reference; more than that), "
+                            "and two thirds as many dialogue turns")
     drift.add_argument("--embedders", nargs="+", default=None,
                        choices=["torch", "onnx", "static"],
                        help="instead of the peer comparison: the default detector on each "
@@ -70,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "drift":
         from monitor.local.bench_drift import bench_drift
 
+        if args.questions <= 1_000:
+            print(f"driftwatch: --questions {args.questions}: the first 1,000 are the "
+                  f"reference; give more than 1,000", file=sys.stderr)
+            return 2
+
         return bench_drift(args.ert, args.window, args.runs, args.clean_records,
-                           args.alibi_python)
+                           args.alibi_python, args.questions)
     if args.bench == "rules":
         from monitor.local.bench_rules import run_bench_rules
 

@@ -41,10 +41,12 @@ class DriftFigures:
     us_per_update: float  # one record per update, as alibi-detect's online detectors take them
 
 
-def _texts() -> tuple[list[str], list[str]]:
-    qa = [e.prompt for e in traffic.load_examples(3_000, ("qa",))]
+def _texts(questions: int = 3_000) -> tuple[list[str], list[str]]:
+    """`questions` QA questions (the first 1,000 become the reference) and two thirds as many
+    dialogue turns."""
+    qa = [e.prompt for e in traffic.load_examples(questions, ("qa",))]
     turns = []
-    for e in traffic.load_examples(2_000, ("dialogue",)):
+    for e in traffic.load_examples(questions * 2 // 3, ("dialogue",)):
         messages = e.prompt if isinstance(e.prompt, list) else [{"content": e.prompt}]
         turns.append(str(messages[-1]["content"]))
     return [str(q) for q in qa], turns
@@ -144,8 +146,8 @@ def bench_embedders(kinds: list[str], ert: int, window: int, runs: int,
 
 
 def bench_drift(ert: int, window: int, runs: int, clean_records: int,
-                alibi_python: str | None) -> int:
-    qa, turns = _texts()
+                alibi_python: str | None, questions: int = 3_000) -> int:
+    qa, turns = _texts(questions)
     embedder = Embedder(device="cpu")
     # One record per update is latency-bound: with a thread pool, every small torch call pays a
     # hand-off, which on a busy 2-core machine costs more than the arithmetic. Both sides run

@@ -56,7 +56,7 @@ def test_bench_consume_prints_both_rates_and_their_ratio() -> None:
 def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "bench", "drift", "--ert", "1000", "--window", "30",
-         "--runs", "3", "--clean-records", "1000"],
+         "--runs", "3", "--clean-records", "1000", "--questions", "1500"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
