@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors.insults_corpus import NAME as INSULTS
 from detectors.insults_corpus import load_insults
 from detectors.toxicity import ToxicityScorer
+from detectors.toxicity_corpora import combine
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,10 @@ def evaluate_toxicity(
     `limit` of them (the same rows for the same limit and seed)."""
     from sklearn.metrics import roc_auc_score
 
-    corpus = load_insults()
-    rows = np.arange(len(corpus.texts))
-    sample = "all"
-    if limit is not None and limit < len(rows):
-        rows = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
-        sample = f"{limit:,} drawn with seed {seed}"
-    texts = [corpus.texts[i] for i in rows]
-    labels = corpus.labels[rows]
+    corpus = combine((INSULTS,), limit, seed)
+    sampled = limit is not None and limit < len(load_insults().texts)
+    sample = f"{limit:,} drawn with seed {seed}" if sampled else "all"
+    texts, labels = list(corpus.texts), corpus.labels
     scores = scorer.score(texts)
     lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
     return ToxicityEval(
@@ -88,8 +86,6 @@ def evaluate_out_of_source(scorers: list[ToxicityScorer], limit: int | None = No
                            ) -> list[SourceEval]:
     """Each scorer on each held-out set (a seeded sample of `limit` texts per source)."""
     from sklearn.metrics import roc_auc_score
-
-    from detectors.toxicity_corpora import combine
 
     out = []
     for names in held_out:

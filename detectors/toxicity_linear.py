@@ -60,20 +60,24 @@ def features(embedder: Embedding, profanity: ProfanityCheckScorer,
 def train(embedder: Embedding, profanity: ProfanityCheckScorer,
           sources: Sequence[str] = TRAIN_SOURCES, limit: int | None = None) -> LinearModel:
     """Fit on `sources`; `limit`: a seeded sample of that many texts of each (tests)."""
-    from importlib.metadata import version
-
     from sklearn.linear_model import LogisticRegression
 
     data = combine(tuple(sources), limit, SEED)
     x = features(embedder, profanity, data.texts)
     fit = LogisticRegression(C=C, class_weight="balanced", max_iter=5_000, random_state=SEED)
     fit.fit(x, data.labels)
-    meta = {"format": FORMAT, "embedder": embedder.name, "sources": list(sources),
-            "limit": limit, "texts": len(data.texts), "toxic": int(data.labels.sum()), "C": C,
-            "seed": SEED, "scikit-learn": version("scikit-learn"),
-            "profanity-check": version("alt-profanity-check"),
-            "data": _digest(data.texts, data.labels)}
+    meta = {**_recipe(embedder, sources), "limit": limit, "texts": len(data.texts),
+            "toxic": int(data.labels.sum()), "data": _digest(data.texts, data.labels)}
     return LinearModel(fit.coef_[0].astype(np.float64), float(fit.intercept_[0]), meta)
+
+
+def _recipe(embedder: Embedding, sources: Sequence[str]) -> dict[str, Any]:
+    """What a trained model depends on: its fingerprint, and the head of its manifest."""
+    from importlib.metadata import version
+
+    return {"format": FORMAT, "embedder": embedder.name, "sources": list(sources), "C": C,
+            "seed": SEED, "scikit-learn": version("scikit-learn"),
+            "profanity-check": version("alt-profanity-check")}
 
 
 def _digest(texts: Sequence[str], labels: np.ndarray) -> str:
@@ -87,12 +91,7 @@ def ensure_model(embedder: Embedding, profanity: ProfanityCheckScorer,
                  cache_dir: str | Path) -> LinearModel:
     """The classifier for this embedder: reused while its fingerprint (embedder, training
     sources, settings, library versions) holds, trained (seconds) when it does not."""
-    from importlib.metadata import version
-
-    recipe = json.dumps({"format": FORMAT, "embedder": embedder.name,
-                         "sources": list(TRAIN_SOURCES), "C": C, "seed": SEED,
-                         "scikit-learn": version("scikit-learn"),
-                         "profanity-check": version("alt-profanity-check")}, sort_keys=True)
+    recipe = json.dumps(_recipe(embedder, TRAIN_SOURCES), sort_keys=True)
     fingerprint = hashlib.blake2b(recipe.encode(), digest_size=8).hexdigest()
     path = Path(cache_dir).expanduser() / f"toxicity-{NAME}-{fingerprint}.json"
     if path.is_file():

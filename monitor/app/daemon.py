@@ -160,7 +160,8 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     directory = config.checkpoint.path.parent / "tasks" if config.checkpoint.enabled else None
 
     def build(checkpoints: Checkpointer | None) -> Task:
-        parts = build_parts(config, live=True, last_fired=last_fired, scored_input=True)
+        parts = build_parts(config, live=True, last_fired=last_fired, scored_input=True,
+                            embedding_model=model)
         pipeline = wire(config, parts, on_decisions=acting.put, intake=IntakeCounts(),
                         checkpoints=checkpoints, scored_input=True)  # counts from the records
         return Task(pipeline, parts.canary, parts.drift)

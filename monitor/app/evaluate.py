@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from monitor.config import OfflineConfig, ScoringSettings
 
 if TYPE_CHECKING:
-    from detectors.toxicity import ToxicityScorer
+    from detectors.toxicity_linear import LinearToxicityScorer
 
 
 def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
@@ -17,11 +17,12 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
         from detectors.toxicity import load_toxicity_scorer
         from detectors.toxicity_eval import evaluate_toxicity
 
-        scorer = load_toxicity_scorer(scoring.toxicity.model, scoring.device) \
-            if scoring.toxicity.model != "embedding-linear" else _linear(scoring)
+        linear = _linear(scoring)  # judged out of source whichever model is configured
+        scorer = linear if scoring.toxicity.model == "embedding-linear" \
+            else load_toxicity_scorer(scoring.toxicity.model, scoring.device)
         print(evaluate_toxicity(scorer, limit=None if limit <= 0 else limit).table())
         print()
-        print(_out_of_source(scoring, limit))
+        print(_out_of_source(linear, limit))
         print()
     if which in ("groundedness", "all"):
         from detectors.groundedness_eval import TASKS, evaluate_groundedness
@@ -36,25 +37,25 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
     return 0
 
 
-def _linear(scoring: ScoringSettings) -> ToxicityScorer:
-    """embedding-linear on the embedder the configured daemon runs (trained if not cached)."""
+def _linear(scoring: ScoringSettings) -> LinearToxicityScorer:
+    """embedding-linear on the embedder the configured daemon runs (trained if not cached),
+    built as the daemon builds it."""
     from detectors.toxicity_linear import LinearToxicityScorer
     from monitor.pipeline.model_scoring import ModelScorers
 
-    embedder = ModelScorers(["toxicity"], scoring.model_copy(update={
+    scorer = ModelScorers(["toxicity"], scoring.model_copy(update={
         "toxicity": scoring.toxicity.model_copy(update={"model": "embedding-linear"})}),
-        embeddings=False).embedder
-    assert embedder is not None
-    return LinearToxicityScorer(embedder, scoring.models_dir)
+        embeddings=False).toxicity
+    assert isinstance(scorer, LinearToxicityScorer)
+    return scorer
 
 
-def _out_of_source(scoring: ScoringSettings, limit: int) -> str:
+def _out_of_source(linear: LinearToxicityScorer, limit: int) -> str:
     """profanity-check and embedding-linear on sources embedding-linear never saw."""
     from detectors.toxicity import ProfanityCheckScorer
     from detectors.toxicity_eval import evaluate_out_of_source, source_table
     from detectors.toxicity_linear import TRAIN_SOURCES
 
-    linear = _linear(scoring)
     results = evaluate_out_of_source([ProfanityCheckScorer(), linear],
                                      limit=None if limit <= 0 else limit)
     return (f"out of source: embedding-linear ({linear.embedder.name}) trained on "

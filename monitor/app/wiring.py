@@ -75,18 +75,21 @@ def build_models(config: OfflineConfig | Config, live: bool) -> ModelScorers | N
 
 def build_parts(config: OfflineConfig | Config, live: bool,
                 last_fired: Callable[[str], float | None] | None = None,
-                models: ModelScorers | None = None, scored_input: bool = False) -> Parts:
+                models: ModelScorers | None = None, scored_input: bool = False,
+                embedding_model: str | None = None) -> Parts:
     """Models, drift stage, rule engine and canary gate, as `config` sets them. `last_fired`:
     the outbox's memory of when each incident last fired (cooldowns across restarts).
     `models`: already loaded ones (a caller that loads them first, to fail fast).
     `scored_input`: the decide stage, whose records come scored: no model is loaded, and the
-    drift stage is built for the embedding model the score stage runs."""
+    drift stage is built for the embedding model the score stage runs (`embedding_model`,
+    when the caller has its name: a static table's name hashes the model's files)."""
     if scored_input:
         parts, device = Parts(), pick_device(config.scoring.device)
         if config.drift.enabled and wants_embeddings(config.drift, config.canary) \
                 and set(config.scorers) & MODEL_SCORERS:
             parts.drift = DriftStage.from_settings(
-                config.drift, device, embedding_vectors_name(config.scoring.embedding),
+                config.drift, device,
+                embedding_model or embedding_vectors_name(config.scoring.embedding),
                 keep_warmup=live, background=live)
         _decisions(config, parts, last_fired, device)
         return parts

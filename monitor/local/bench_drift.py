@@ -117,19 +117,9 @@ def bench_embedders(kinds: list[str], ert: int, window: int, runs: int,
         for shift, clean_all, shifted in (("topic", vectors[0], vectors[1]),
                                           ("subtle", vectors[2], vectors[3])):
             clean_all = clean_all[rng.permutation(len(clean_all))]
-            reference, clean = clean_all[:1_000], clean_all[1_000:]
-            per_seed = []
-            for seed in _SEEDS:
-                detector = OnlineMMD(reference, window_size=window, n_bootstraps=10 * ert,
-                                     seed=seed, ert=ert, n_features=256)
-
-                def update(row: np.ndarray, d: OnlineMMD = detector) -> bool:
-                    d.update(row)
-                    return d.drift_detected
-
-                per_seed.append(measure(kind, update, detector.reset, clean, shifted, runs,
-                                        clean_records, seed_offset=seed))
-            rows.append((kind, shift, _pooled(per_seed), us_per_text))
+            figures = _online_mmd(kind, clean_all[:1_000], clean_all[1_000:], shifted, window,
+                                  ert, runs, clean_records)
+            rows.append((kind, shift, figures, us_per_text))
     print(f"bench drift --embedders: default OnlineMMD (256 RFF), ERT {ert:,}, window "
           f"{window}, {len(_SEEDS)} seeds x {runs} runs; clean traffic {clean_records:,} records")
     print(f"{'embedder':<10}{'shift':<8}{'delay':>8}{'detected':>10}{'FA/100k':>10}"
@@ -168,19 +158,8 @@ def bench_drift(ert: int, window: int, runs: int, clean_records: int,
     figures: list[DriftFigures] = []
 
     def ours(name: str, **settings: object) -> DriftFigures:
-        """Pooled over detector seeds: the random features move the figures more than runs."""
-        per_seed = []
-        for seed in _SEEDS:
-            detector = OnlineMMD(reference, window_size=window, n_bootstraps=10 * ert,
-                                 seed=seed, **{"ert": ert, "n_features": 256, **settings})
-
-            def update(row: np.ndarray, d: OnlineMMD = detector) -> bool:
-                d.update(row)
-                return d.drift_detected
-
-            per_seed.append(measure(name, update, detector.reset, clean, turn_vectors, runs,
-                                     clean_records, seed_offset=seed))
-        return _pooled(per_seed)
+        return _online_mmd(name, reference, clean, turn_vectors, window, ert, runs,
+                           clean_records, **settings)
 
     scales = "/".join(str(s) for s in default_scales(window))
     figures.append(ours(f"driftwatch OnlineMMD (256 RFF, windows {scales})"))
@@ -225,6 +204,25 @@ def bench_drift(ert: int, window: int, runs: int, clean_records: int,
     else:
         print("alibi-detect not run: pass --alibi-python (make bench-drift builds one)")
     return 0
+
+
+def _online_mmd(name: str, reference: np.ndarray, clean: np.ndarray, shifted: np.ndarray,
+                window: int, ert: int, runs: int, clean_records: int,
+                **settings: object) -> DriftFigures:
+    """driftwatch's detector (256 random features unless `settings` say otherwise), pooled
+    over detector seeds: the random features move the figures more than runs."""
+    per_seed = []
+    for seed in _SEEDS:
+        detector = OnlineMMD(reference, window_size=window, n_bootstraps=10 * ert,
+                             seed=seed, **{"ert": ert, "n_features": 256, **settings})
+
+        def update(row: np.ndarray, d: OnlineMMD = detector) -> bool:
+            d.update(row)
+            return d.drift_detected
+
+        per_seed.append(measure(name, update, detector.reset, clean, shifted, runs,
+                                clean_records, seed_offset=seed))
+    return _pooled(per_seed)
 
 
 def measure(name, update, reset, clean, shifted, runs, clean_records,

@@ -137,9 +137,12 @@ class ModelScorers:
                 self._refusals_static = self.embedder.encode(settings.sanity.refusals)
 
     def embedders(self) -> list[Embedding]:
-        """Each loaded embedding model once."""
-        return [e for i, e in enumerate((self.embedder, self.transformer))
-                if e is not None and (i == 0 or e is not self.embedder)]
+        """Each loaded embedding model once: the vectors' embedder, then a separate
+        transformer (hybrid)."""
+        out = [self.embedder] if self.embedder is not None else []
+        if self.transformer is not None and self.transformer is not self.embedder:
+            out.append(self.transformer)
+        return out
 
     def models(self) -> list[tuple[str, str, str, str, str]]:
         """(role, name, device, backend, precision) of each loaded model, for the info metric."""
