@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from chaos.hostile import SCORED, hostile_messages
-from chaos.parts import Daemon, Metrics, committed, produce, read_topic, wait_for, write_config
+from chaos.parts import (
+    Daemon,
+    committed,
+    drift_armed,
+    produce,
+    read_topic,
+    wait_for,
+    write_config,
+)
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker, free_port
 from monitor.local.receiver import WebhookReceiver
@@ -359,15 +367,6 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
 # -- soak ------------------------------------------------------------------------------------
 
 
-def _armed(m: Metrics) -> bool:
-    """Every tracked segment's embedding drift detectors calibrated and testing."""
-    tracked = {frozenset(s.labels.items()) for s in m.samples
-               if s.name == "driftwatch_drift_reference_records"}
-    testing = {frozenset(s.labels.items() - {("stream", "response")}) for s in m.samples
-               if s.name == "driftwatch_drift_threshold" and s.labels.get("stream") == "response"}
-    return bool(tracked) and tracked <= testing
-
-
 def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
          bound_mib: float = 150.0, seed: int = 7, sample_s: float = 1.0,
          bootstraps: int | None = None) -> Report:
@@ -423,7 +422,7 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
             daemon.check_alive()
             now = daemon.metrics()
             scored = now.sum("driftwatch_records_total", outcome="scored")
-            if warm_from is None and scored >= warmup_share * records and _armed(now):
+            if warm_from is None and scored >= warmup_share * records and drift_armed(now):
                 warm_from = scored
             samples.append((scored, daemon.rss_bytes() / _MIB))
             time.sleep(sample_s)

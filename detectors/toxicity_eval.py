@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors.embedder import Embedding
 from detectors.insults_corpus import NAME as INSULTS
 from detectors.insults_corpus import load_insults
-from detectors.toxicity import ToxicityScorer
+from detectors.toxicity import ProfanityCheckScorer, ToxicityScorer
 from detectors.toxicity_corpora import combine
+from detectors.toxicity_linear import NAME as LINEAR
+from detectors.toxicity_linear import features, fit
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,22 @@ if __name__ == "__main__":
     print(evaluate_toxicity(ProfanityCheckScorer()).table())
 
 
-# Judged out of source: no text of these sources is in embedding-linear's training data.
-HELD_OUT = (("rtp-toxic", "halueval-dialogue"), ("pyrit-hate",))
+@dataclass(frozen=True)
+class Fold:
+    """Sources judged together, and the sources embedding-linear is trained on for them."""
+
+    held_out: tuple[str, ...]
+    train: tuple[str, ...]
+
+
+# Leave one source out: embedding-linear is trained on the other sources and never sees a text
+# of the one it is judged on (halueval-dialogue's ordinary answers are the negatives for the
+# toxic-only RealToxicityPrompts fragments).
+FOLDS = (
+    Fold(("rtp-toxic", "halueval-dialogue"), ("impermium-insults", "pyrit-hate", "halueval-qa")),
+    Fold(("pyrit-hate",), ("impermium-insults", "rtp-toxic", "halueval-qa", "halueval-dialogue")),
+    Fold(("impermium-insults",), ("rtp-toxic", "pyrit-hate", "halueval-qa", "halueval-dialogue")),
+)
 
 
 @dataclass(frozen=True)
@@ -81,22 +98,37 @@ class SourceEval:
     length_only_roc_auc: float
 
 
-def evaluate_out_of_source(scorers: list[ToxicityScorer], limit: int | None = None,
-                           held_out: tuple[tuple[str, ...], ...] = HELD_OUT
-                           ) -> list[SourceEval]:
-    """Each scorer on each held-out set (a seeded sample of `limit` texts per source)."""
+def evaluate_out_of_source(embedder: Embedding, limit: int | None = None,
+                           folds: tuple[Fold, ...] = FOLDS) -> list[SourceEval]:
+    """alt-profanity-check and embedding-linear (on `embedder`, trained per fold on the other
+    sources) on each held-out set; `limit`: a seeded sample of that many texts per source."""
     from sklearn.metrics import roc_auc_score
 
+    profanity = ProfanityCheckScorer()
+    names = sorted({n for f in folds for n in (*f.held_out, *f.train)})
+    parts = {n: combine((n,), limit) for n in names}
+    # Each source embedded once; its last column is profanity-check's logit (same ranking).
+    x = {n: features(embedder, profanity, parts[n].texts) for n in names}
     out = []
-    for names in held_out:
-        data = combine(names, limit)
-        texts = list(data.texts)
-        lengths = np.fromiter((len(t) for t in texts), dtype=np.float64, count=len(texts))
+    for fold in folds:
+        model = fit(np.vstack([x[n] for n in fold.train]),
+                    np.concatenate([parts[n].labels for n in fold.train]))
+        held = np.vstack([x[n] for n in fold.held_out])
+        labels = np.concatenate([parts[n].labels for n in fold.held_out])
+        lengths = np.fromiter((len(t) for n in fold.held_out for t in parts[n].texts),
+                              dtype=np.float64, count=labels.size)
         out.append(SourceEval(
-            " vs ".join(names), len(texts), int(data.labels.sum()),
-            {s.name: float(roc_auc_score(data.labels, s.score(texts))) for s in scorers},
-            float(roc_auc_score(data.labels, lengths))))
+            " vs ".join(fold.held_out), labels.size, int(labels.sum()),
+            {profanity.name: float(roc_auc_score(labels, held[:, -1])),
+             LINEAR: float(roc_auc_score(labels, model.probability(held)))},
+            float(roc_auc_score(labels, lengths))))
     return out
+
+
+def mean_auroc(results: list[SourceEval]) -> dict[str, float]:
+    """Each scorer's ROC AUC averaged over the held-out sets (each set weighs the same)."""
+    return {name: float(np.mean([r.roc_auc[name] for r in results]))
+            for name in results[0].roc_auc} if results else {}
 
 
 def source_table(results: list[SourceEval]) -> str:
@@ -107,4 +139,7 @@ def source_table(results: list[SourceEval]) -> str:
     for r in results:
         cells = [r.roc_auc[n] for n in names] + [r.length_only_roc_auc]
         lines.append(f"{r.dataset:<40}{r.n:>8,}" + "".join(f"{c:>20.3f}" for c in cells))
+    means = mean_auroc(results)
+    lines.append(f"{'mean of the held-out sets':<48}" + "".join(f"{means[n]:>20.3f}"
+                                                                for n in names))
     return "\n".join(lines)

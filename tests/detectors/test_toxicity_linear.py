@@ -12,8 +12,9 @@ from sklearn.metrics import roc_auc_score
 
 from detectors.embedder import Embedder
 from detectors.toxicity import ProfanityCheckScorer
-from detectors.toxicity_corpora import combine, load_pyrit_hate, load_rtp_toxic
-from detectors.toxicity_linear import LinearToxicityScorer, features, train
+from detectors.toxicity_corpora import SOURCES, combine, load_pyrit_hate, load_rtp_toxic
+from detectors.toxicity_eval import FOLDS
+from detectors.toxicity_linear import TRAIN_SOURCES, LinearToxicityScorer, features, train
 from tests.detectors.tiny_model import tiny_sentence_transformer
 
 pytestmark = pytest.mark.slow  # loads a model and embeds a few thousand texts
@@ -31,14 +32,23 @@ def test_packaged_sources_load_with_both_labels_where_they_have_them() -> None:
 def test_out_of_source_auroc_beats_profanity_check_on_clean_text() -> None:
     embedder = Embedder(device="cpu", backend="torch")
     profanity = ProfanityCheckScorer()
-    model = train(embedder, profanity, limit=600)
-    assert model.meta["texts"] == 1_200 and model.meta["embedder"] == embedder.name
-    held_out = combine(("rtp-toxic", "halueval-dialogue"), limit=300)
+    model = train(embedder, profanity, sources=FOLDS[0].train, limit=400)
+    assert model.meta["texts"] == 400 * 2 + 271 and model.meta["embedder"] == embedder.name
+    held_out = combine(FOLDS[0].held_out, limit=300)
     ours = roc_auc_score(held_out.labels,
                          model.probability(features(embedder, profanity, held_out.texts)))
     theirs = roc_auc_score(held_out.labels, profanity.score(list(held_out.texts)))
-    # Full training set: 0.962 against 0.914 (README); this 1,200-text fit keeps the floor.
-    assert ours >= 0.92 and ours > theirs  # measured 0.936 against 0.910
+    # All texts: FLOOR_RTP in the README; this 1,071-text fit keeps a floor below it.
+    assert ours >= 0.93 and ours > theirs + 0.02  # measured ... against ...
+
+
+def test_each_fold_leaves_its_held_out_sources_out_and_the_default_sees_them_all() -> None:
+    for fold in FOLDS:
+        assert not set(fold.held_out) & set(fold.train)
+        assert set(fold.held_out) | set(fold.train) <= set(TRAIN_SOURCES)
+    assert set(TRAIN_SOURCES) == set(SOURCES)
+    held = [s for fold in FOLDS for s in fold.held_out if s not in ("halueval-dialogue",)]
+    assert sorted(held) == ["impermium-insults", "pyrit-hate", "rtp-toxic"]  # each toxic set
 
 
 def test_trained_once_then_reused_per_embedder(tmp_path: Path) -> None:
@@ -46,8 +56,7 @@ def test_trained_once_then_reused_per_embedder(tmp_path: Path) -> None:
     first = LinearToxicityScorer(tiny, tmp_path / "models")
     saved = list((tmp_path / "models").glob("toxicity-embedding-linear-*.json"))
     assert len(saved) == 1
-    assert json.loads(saved[0].read_text())["meta"]["sources"] == [
-        "impermium-insults", "halueval-qa"]
+    assert json.loads(saved[0].read_text())["meta"]["sources"] == list(TRAIN_SOURCES)
     again = LinearToxicityScorer(tiny, tmp_path / "models")
     np.testing.assert_array_equal(again.model.coef, first.model.coef)
     scores = again.score(["you are a worthless idiot", "", "Paris is in France."])

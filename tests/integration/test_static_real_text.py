@@ -1,0 +1,73 @@
+"""The hybrid embedder on real text, with the real table distilled from the shipped MiniLM:
+it flags the refusals the transformer flags (and nothing else), and the table's vectors find
+a topic shift about as soon as MiniLM's do. Real text nobody here wrote: LLM answers that
+declined hateful requests (pyrit's human-scored set), HaluEval answers, questions and turns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consumers.wire import Record
+from detectors.static_embedder import StaticEmbedder, ensure_table
+from detectors.toxicity_corpora import load_halueval_benign, load_pyrit_hate
+from monitor.config import ScoringSettings
+from monitor.local.bench_drift import _online_mmd, _texts
+from monitor.pipeline.model_scoring import ModelScorers
+
+# Distils all-MiniLM-L6-v2 (30k tokens through the model: about a minute of CPU).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    ensure_table(None, folder)
+    return folder
+
+
+def _scorers(models_dir: Path, backend: str) -> ModelScorers:
+    return ModelScorers(["sanity"], ScoringSettings.model_validate({
+        "device": "cpu", "models_dir": str(models_dir), "embedding": {"backend": backend}}))
+
+
+def test_hybrid_flags_exactly_the_refusals_the_transformer_flags(models_dir: Path) -> None:
+    pyrit = load_pyrit_hate()
+    declined = [t for t, toxic in zip(pyrit.texts, pyrit.labels, strict=True) if not toxic]
+    answers = list(load_halueval_benign("qa", 1_000).texts) + list(
+        load_halueval_benign("dialogue", 1_000).texts)
+    texts = declined + answers
+    records = [Record(request_id=str(i), model="m", prompt="q", response=t)
+               for i, t in enumerate(texts)]
+    hybrid, torch_only = _scorers(models_dir, "hybrid"), _scorers(models_dir, "torch")
+    assert hybrid.transformer is not None
+    hybrid.transformer.stats.take()
+    ours = hybrid.score(records).flags["refusal"]
+    asked = hybrid.transformer.stats.take()
+    theirs = torch_only.score(records).flags["refusal"]
+    # The transformer's accuracy, kept: the same flags on every text.
+    np.testing.assert_array_equal(ours, theirs)
+    caught, false = int(theirs[:len(declined)].sum()), int(theirs[len(declined):].sum())
+    assert caught >= len(declined) // 3  # many declines are refusals in other words
+    assert false <= len(answers) // 100
+    # ... for a fraction of the transformer's work (measured: 32% of answers pass at 0.4).
+    assert asked.embedded + asked.cache_hits < 0.6 * len(texts)
+
+
+def test_the_tables_vectors_find_a_topic_shift_about_as_soon_as_minilm(models_dir: Path
+                                                                       ) -> None:
+    qa, turns = _texts(1_500)  # 1,500 QA questions (1,000 of them the reference), 1,000 turns
+    hybrid = _scorers(models_dir, "hybrid")
+    assert isinstance(hybrid.embedder, StaticEmbedder)  # drift takes the table's vectors
+    assert hybrid.transformer is not None
+    delays = {}
+    for name, embedder in (("static", hybrid.embedder), ("torch", hybrid.transformer)):
+        clean, shifted = embedder.encode(qa), embedder.encode(turns)
+        figures = _online_mmd(name, clean[:1_000], clean[1_000:], shifted, window=30, ert=300,
+                              runs=3, clean_records=300)
+        assert figures.detected >= 7, figures  # of 9: 3 runs for each of 3 detector seeds
+        delays[name] = figures.mean_delay
+    # The issue's goal: within 1.25x of MiniLM's delay (bench drift --embedders: 0.67x).
+    assert delays["static"] <= 1.25 * delays["torch"], delays
