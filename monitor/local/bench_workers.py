@@ -15,13 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from monitor.local import traffic
 from monitor.local.bench import _naive_encode
@@ -164,9 +165,18 @@ def _count(port: int, outcome: str) -> float:
 
 
 def _calibrated(port: int) -> bool:
-    from chaos.parts import Metrics, drift_armed
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return drift_armed([s for family in text_string_to_metric_families(text)
+                        for s in family.samples])
 
-    return drift_armed(Metrics(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
+
+def drift_armed(samples: Sequence[Sample]) -> bool:
+    """Every tracked segment's embedding drift detectors calibrated and testing."""
+    tracked = {frozenset(s.labels.items()) for s in samples
+               if s.name == "driftwatch_drift_reference_records"}
+    testing = {frozenset(s.labels.items() - {("stream", "response")}) for s in samples
+               if s.name == "driftwatch_drift_threshold" and s.labels.get("stream") == "response"}
+    return bool(tracked) and tracked <= testing
 
 
 def _dead(process: subprocess.Popen[bytes], work: Path) -> bool:
