@@ -21,6 +21,8 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
         scorer = linear if scoring.toxicity.model == "embedding-linear" \
             else load_toxicity_scorer(scoring.toxicity.model, scoring.device)
         print(evaluate_toxicity(scorer, limit=None if limit <= 0 else limit).table())
+        if scorer is linear:
+            print("(in source: embedding-linear was trained on these; out of source below)")
         print()
         print(_out_of_source(linear, limit))
         print()

@@ -83,8 +83,10 @@ def _rates(workers: int, records: int, rounds: int, partitions: int,
             "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
             "scoring": {"overload": {"max_lag": 100_000_000}, "models_dir": str(STATIC_DIR),
                         "embedding": {"backend": backend}},
-            "drift": {"enabled": True, "reference": {"warmup_records": 300,
-                                                     "store": str(work / "references")}},
+            # 1,000 calibration bootstraps, not 5,000: calibration is not timed (it ends before
+            # the first timed round), and an update costs the same whatever the threshold.
+            "drift": {"enabled": True, "embedding": {"n_bootstraps": 1_000},
+                      "reference": {"warmup_records": 300, "store": str(work / "references")}},
             "rules": [{"name": "errors", "when": {"kind": "rate", "signal": "error",
                                                   "above": 0.5}}],
             "outbox": {"path": str(work / "outbox.sqlite3")},

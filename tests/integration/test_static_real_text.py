@@ -50,8 +50,9 @@ def test_hybrid_flags_exactly_the_refusals_the_transformer_flags(models_dir: Pat
     # The transformer's accuracy, kept: the same flags on every text.
     np.testing.assert_array_equal(ours, theirs)
     caught, false = int(theirs[:len(declined)].sum()), int(theirs[len(declined):].sum())
-    assert caught >= len(declined) // 3  # many declines are refusals in other words
-    assert false <= len(answers) // 100
+    # Most of pyrit's not-hateful answers are essays; measured: 8 of its 122 are refusals
+    # the transformer flags, and none of the 2,000 HaluEval answers.
+    assert caught >= 5 and false <= len(answers) // 200
     # ... for a fraction of the transformer's work (measured: 32% of answers pass at 0.4).
     assert asked.embedded + asked.cache_hits < 0.6 * len(texts)
 
@@ -65,9 +66,12 @@ def test_the_tables_vectors_find_a_topic_shift_about_as_soon_as_minilm(models_di
     delays = {}
     for name, embedder in (("static", hybrid.embedder), ("torch", hybrid.transformer)):
         clean, shifted = embedder.encode(qa), embedder.encode(turns)
-        figures = _online_mmd(name, clean[:1_000], clean[1_000:], shifted, window=30, ert=300,
-                              runs=3, clean_records=300)
-        assert figures.detected >= 7, figures  # of 9: 3 runs for each of 3 detector seeds
+        clean = clean[np.random.default_rng(0).permutation(len(clean))]  # as bench drift does
+        figures = _online_mmd(name, clean[:1_000], clean[1_000:], shifted, window=30,
+                              ert=1_000, runs=3, clean_records=300)
+        # Of 9 (3 runs for each of 3 detector seeds); a run with an alarm in the 200 clean
+        # records before the shift counts as missed (bench drift: 47-48 of 60 for both).
+        assert figures.detected >= 5, figures
         delays[name] = figures.mean_delay
     # The goal: within 1.25x of MiniLM's delay (bench drift --embedders: 0.67x).
     assert delays["static"] <= 1.25 * delays["torch"], delays

@@ -54,8 +54,9 @@ def test_full_fraction_scores_everything_and_repeated_texts_hit_the_cache(
     scores = models.score(_records(100))
     assert scores.sampled.all()
     stats = models.embedder.stats.take()  # type: ignore[union-attr]
-    # 7 distinct prompts and 5 distinct responses among 200 texts (some cached from before).
-    assert stats.embedded <= 12 and stats.embedded + stats.cache_hits == 200
+    # 7 distinct prompts and 5 distinct responses among 200 texts (some cached from before);
+    # embedding-linear toxicity reads the 100 responses' vectors again, from the cache.
+    assert stats.embedded <= 12 and stats.embedded + stats.cache_hits == 300
     assert scores.response_embeddings is not None
     np.testing.assert_array_equal(scores.response_embeddings[0], scores.response_embeddings[5])
 
@@ -94,13 +95,18 @@ def test_a_stop_is_seen_between_slices(models: ModelScorers) -> None:
         models.score(_records(200), cancelled=lambda: next(calls))
 
 
-def test_toxicity_alone_loads_no_embedding_model_and_embeds_nothing() -> None:
-    alone = ModelScorers(["toxicity"], ScoringSettings(device="cpu"), embeddings=False)
+def test_profanity_check_alone_loads_no_embedding_model_and_embeds_nothing() -> None:
+    default = ModelScorers(["toxicity"], ScoringSettings(device="cpu"), embeddings=False)
+    assert default.embedding_users == ["toxicity"] and default.embedder is not None
+    assert default.toxicity is not None and default.toxicity.name == "embedding-linear"
+    profanity = ScoringSettings.model_validate({"device": "cpu",
+                                                "toxicity": {"model": "profanity-check"}})
+    alone = ModelScorers(["toxicity"], profanity, embeddings=False)
     assert alone.embedder is None and alone.embedding_users == []
     scores = alone.score(_records(10))
     assert scores.prompt_embeddings is None and scores.response_embeddings is None
     assert not np.isnan(scores.toxicity).any()
-    with_drift = ModelScorers(["toxicity"], ScoringSettings(device="cpu"), embeddings=True)
+    with_drift = ModelScorers(["toxicity"], profanity, embeddings=True)
     assert with_drift.embedding_users == ["drift or canary embeddings"]
 
 
