@@ -38,8 +38,8 @@ def test_out_of_source_auroc_beats_profanity_check_on_clean_text() -> None:
     ours = roc_auc_score(held_out.labels,
                          model.probability(features(embedder, profanity, held_out.texts)))
     theirs = roc_auc_score(held_out.labels, profanity.score(list(held_out.texts)))
-    # All texts: FLOOR_RTP in the README; this 1,071-text fit keeps a floor below it.
-    assert ours >= 0.93 and ours > theirs + 0.02  # measured ... against ...
+    # All texts: 0.965 against 0.914 (README); this 1,071-text fit holds a floor below that.
+    assert ours >= 0.93 and ours > theirs + 0.02  # measured 0.954 against 0.910
 
 
 def test_each_fold_leaves_its_held_out_sources_out_and_the_default_sees_them_all() -> None:
