@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import roc_auc_score
 
 from detectors.embedder import Embedder
@@ -15,6 +16,7 @@ from detectors.toxicity import ProfanityCheckScorer
 from detectors.toxicity_corpora import SOURCES, combine, load_pyrit_hate, load_rtp_toxic
 from detectors.toxicity_eval import FOLDS
 from detectors.toxicity_linear import TRAIN_SOURCES, LinearToxicityScorer, features, train
+from monitor.cli.driftwatch import main as driftwatch
 from tests.detectors.tiny_model import tiny_sentence_transformer
 
 pytestmark = pytest.mark.slow  # loads a model and embeds a few thousand texts
@@ -51,8 +53,16 @@ def test_each_fold_leaves_its_held_out_sources_out_and_the_default_sees_them_all
     assert sorted(held) == ["impermium-insults", "pyrit-hate", "rtp-toxic"]  # each toxic set
 
 
-def test_trained_once_then_reused_per_embedder(tmp_path: Path) -> None:
-    tiny = Embedder(str(tiny_sentence_transformer(tmp_path / "tiny", seed=0)), device="cpu")
+def test_trained_once_then_reused_per_embedder(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_sentence_transformer(tmp_path / "tiny", seed=0)
+    tiny = Embedder(str(model), device="cpu")
+    config = tmp_path / "dw.yaml"  # what `make install` does for the default config
+    config.write_text(yaml.safe_dump({"scorers": ["toxicity"], "scoring": {
+        "device": "cpu", "models_dir": str(tmp_path / "models"),
+        "embedding": {"model": str(model)}}}))
+    assert driftwatch(["models", "prepare", "--config", str(config)]) == 0
+    assert "toxicity: embedding-linear" in capsys.readouterr().out
     first = LinearToxicityScorer(tiny, tmp_path / "models")
     saved = list((tmp_path / "models").glob("toxicity-embedding-linear-*.json"))
     assert len(saved) == 1
