@@ -194,7 +194,8 @@ def _resolve_device(device: str) -> str:
 
 
 def load_toxicity_scorer(model: str | None, device: str = "cpu") -> ToxicityScorer:
-    """The configured scorer: None is the offline default, anything else a local directory."""
-    if model is None or model == ProfanityCheckScorer.name:
+    """The configured scorer: None or "auto" (where no embedding is at hand) is
+    alt-profanity-check, anything else a local directory."""
+    if model is None or model in (ProfanityCheckScorer.name, "auto"):
         return ProfanityCheckScorer()
     return TransformersToxicityScorer(model, _resolve_device(device))

@@ -18,7 +18,8 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
         from detectors.toxicity_eval import evaluate_toxicity
 
         linear = _linear(scoring)  # judged out of source whichever model is configured
-        scorer = linear if scoring.toxicity.model == "embedding-linear" \
+        # auto: the daemon's default config embeds every response, so embedding-linear.
+        scorer = linear if scoring.toxicity.model in ("embedding-linear", "auto") \
             else load_toxicity_scorer(scoring.toxicity.model, scoring.device)
         print(evaluate_toxicity(scorer, limit=None if limit <= 0 else limit).table())
         if scorer is linear:

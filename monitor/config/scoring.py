@@ -47,13 +47,17 @@ class ToxicitySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # "embedding-linear" (the default): logistic regression on the text's embedding (by the
-    # embedder the daemon runs) and the profanity score, trained on labelled data from PyPI
-    # packages at install (`driftwatch models prepare`) or first start, and kept under
-    # scoring.models_dir. It is the better out of source (README "Toxicity").
+    # "auto" (the default): embedding-linear wherever the daemon embeds every response anyway
+    # (drift, the canary's embedding gate, or the sanity scorer), so it costs no model call;
+    # profanity-check where nothing else would load an embedder (a MiniLM encode per
+    # response is ~10 ms on a CPU core).
+    # "embedding-linear": logistic regression on the text's embedding (by the embedder the
+    # daemon runs) and the profanity score, trained on labelled data from PyPI packages at
+    # install (`driftwatch models prepare`) or first start, kept under scoring.models_dir;
+    # the better out of source (README "Toxicity").
     # "profanity-check" (or null): alt-profanity-check alone, no embedding. Else a local HF
     # sequence classifier directory.
-    model: str | None = "embedding-linear"
+    model: str | None = "auto"
     fields: list[Literal["response", "prompt"]] = ["response"]
     threshold: float = Field(default=0.5, ge=0, le=1)  # at or above: flagged "toxic"
 

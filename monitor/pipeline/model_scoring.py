@@ -94,12 +94,14 @@ class ModelScorers:
         self.settings = settings
         self._rng = np.random.default_rng(seed)
         # What each model output is computed for: nothing is computed that nothing reads.
-        linear = "toxicity" in self.enabled and settings.toxicity.model == "embedding-linear"
+        self._embed_prompts = embeddings and bool(self.enabled)
+        self._embed_responses = self._embed_prompts or "sanity" in self.enabled
+        linear = "toxicity" in self.enabled and (
+            settings.toxicity.model == "embedding-linear"
+            or (settings.toxicity.model == "auto" and self._embed_responses))
         self.embedding_users = sorted(
             ({"drift or canary embeddings"} if embeddings and self.enabled else set())
             | (self.enabled & {"groundedness", "sanity"}) | ({"toxicity"} if linear else set()))
-        self._embed_prompts = embeddings and bool(self.enabled)
-        self._embed_responses = self._embed_prompts or "sanity" in self.enabled
         # `embedder` makes the vectors drift, the canary and references compare (its name is
         # recorded with them); `transformer` scores refusals and groundedness. They are one
         # model except under the hybrid backend.

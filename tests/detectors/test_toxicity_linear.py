@@ -58,9 +58,9 @@ def test_trained_once_then_reused_per_embedder(tmp_path: Path,
     model = tiny_sentence_transformer(tmp_path / "tiny", seed=0)
     tiny = Embedder(str(model), device="cpu")
     config = tmp_path / "dw.yaml"  # what `make install` does for the default config
-    config.write_text(yaml.safe_dump({"scorers": ["toxicity"], "scoring": {
+    config.write_text(yaml.safe_dump({"scorers": ["toxicity", "sanity"], "scoring": {
         "device": "cpu", "models_dir": str(tmp_path / "models"),
-        "embedding": {"model": str(model)}}}))
+        "embedding": {"model": str(model)}}}))  # auto: sanity embeds every response
     assert driftwatch(["models", "prepare", "--config", str(config)]) == 0
     assert "toxicity: embedding-linear" in capsys.readouterr().out
     first = LinearToxicityScorer(tiny, tmp_path / "models")

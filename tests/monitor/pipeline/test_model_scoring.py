@@ -96,17 +96,24 @@ def test_a_stop_is_seen_between_slices(models: ModelScorers) -> None:
 
 
 def test_profanity_check_alone_loads_no_embedding_model_and_embeds_nothing() -> None:
-    default = ModelScorers(["toxicity"], ScoringSettings(device="cpu"), embeddings=False)
-    assert default.embedding_users == ["toxicity"] and default.embedder is not None
+    # auto: embedding-linear only where responses are embedded anyway (drift, sanity).
+    default = ModelScorers(["toxicity", "sanity"], ScoringSettings(device="cpu"),
+                           embeddings=False)
     assert default.toxicity is not None and default.toxicity.name == "embedding-linear"
-    profanity = ScoringSettings.model_validate({"device": "cpu",
-                                                "toxicity": {"model": "profanity-check"}})
+    asked = ScoringSettings.model_validate({"device": "cpu",
+                                            "toxicity": {"model": "embedding-linear"}})
+    linear = ModelScorers(["toxicity"], asked, embeddings=False)
+    assert linear.embedding_users == ["toxicity"] and linear.embedder is not None
+    profanity = ScoringSettings(device="cpu")
     alone = ModelScorers(["toxicity"], profanity, embeddings=False)
     assert alone.embedder is None and alone.embedding_users == []
+    assert alone.toxicity is not None and alone.toxicity.name == "profanity-check"
     scores = alone.score(_records(10))
     assert scores.prompt_embeddings is None and scores.response_embeddings is None
     assert not np.isnan(scores.toxicity).any()
-    with_drift = ModelScorers(["toxicity"], profanity, embeddings=True)
+    explicit = ScoringSettings.model_validate({"device": "cpu",
+                                               "toxicity": {"model": "profanity-check"}})
+    with_drift = ModelScorers(["toxicity"], explicit, embeddings=True)
     assert with_drift.embedding_users == ["drift or canary embeddings"]
 
 
