@@ -45,7 +45,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	# Two workers: many integration tests wait on real processes (outages, kills, soak).
 	# loadgroup: tests marked with one xdist_group share a worker (and its module fixtures).
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=25
 
 # The unit tests alone: no model loaded, no process started (tests/integration holds those,
 # and tests marked slow load a model or calibrate a detector).
