@@ -17,31 +17,30 @@ from monitor.config import ScoringSettings
 from monitor.local.bench_drift import _online_mmd, _texts
 from monitor.pipeline.model_scoring import ModelScorers
 
-# Distils all-MiniLM-L6-v2 (30k tokens through the model: about a minute of CPU).
+# Distils all-MiniLM-L6-v2 (30k tokens through the model: about a minute of CPU) once, in one
+# test: xdist would give two tests of a module-scoped fixture a distillation each.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    ensure_table(None, folder)
-    return folder
+def test_the_hybrid_keeps_the_transformers_refusals_and_the_tables_drift_power(
+        tmp_path: Path) -> None:
+    ensure_table(None, tmp_path)
+    scorers = {backend: ModelScorers(["sanity"], ScoringSettings.model_validate({
+        "device": "cpu", "models_dir": str(tmp_path), "embedding": {"backend": backend}}))
+        for backend in ("hybrid", "torch")}
+    _refusals_equal_the_transformers(scorers)
+    _topic_shift_found_about_as_soon_as_with_minilm(scorers)
 
 
-def _scorers(models_dir: Path, backend: str) -> ModelScorers:
-    return ModelScorers(["sanity"], ScoringSettings.model_validate({
-        "device": "cpu", "models_dir": str(models_dir), "embedding": {"backend": backend}}))
-
-
-def test_hybrid_flags_exactly_the_refusals_the_transformer_flags(models_dir: Path) -> None:
+def _refusals_equal_the_transformers(scorers: dict[str, ModelScorers]) -> None:
     pyrit = load_pyrit_hate()
     declined = [t for t, toxic in zip(pyrit.texts, pyrit.labels, strict=True) if not toxic]
-    answers = list(load_halueval_benign("qa", 1_000).texts) + list(
-        load_halueval_benign("dialogue", 1_000).texts)
+    answers = list(load_halueval_benign("qa", 600).texts) + list(
+        load_halueval_benign("dialogue", 600).texts)
     texts = declined + answers
     records = [Record(request_id=str(i), model="m", prompt="q", response=t)
                for i, t in enumerate(texts)]
-    hybrid, torch_only = _scorers(models_dir, "hybrid"), _scorers(models_dir, "torch")
+    hybrid, torch_only = scorers["hybrid"], scorers["torch"]
     assert hybrid.transformer is not None
     hybrid.transformer.stats.take()
     ours = hybrid.score(records).flags["refusal"]
@@ -51,16 +50,15 @@ def test_hybrid_flags_exactly_the_refusals_the_transformer_flags(models_dir: Pat
     np.testing.assert_array_equal(ours, theirs)
     caught, false = int(theirs[:len(declined)].sum()), int(theirs[len(declined):].sum())
     # Most of pyrit's not-hateful answers are essays; measured: 8 of its 122 are refusals
-    # the transformer flags, and none of the 2,000 HaluEval answers.
+    # the transformer flags, and none of 2,000 HaluEval answers.
     assert caught >= 5 and false <= len(answers) // 200
     # ... for a fraction of the transformer's work (measured: 32% of answers pass at 0.4).
     assert asked.embedded + asked.cache_hits < 0.6 * len(texts)
 
 
-def test_the_tables_vectors_find_a_topic_shift_about_as_soon_as_minilm(models_dir: Path
-                                                                       ) -> None:
+def _topic_shift_found_about_as_soon_as_with_minilm(scorers: dict[str, ModelScorers]) -> None:
     qa, turns = _texts(1_500)  # 1,500 QA questions (1,000 of them the reference), 1,000 turns
-    hybrid = _scorers(models_dir, "hybrid")
+    hybrid = scorers["hybrid"]
     assert isinstance(hybrid.embedder, StaticEmbedder)  # drift takes the table's vectors
     assert hybrid.transformer is not None
     delays = {}
