@@ -150,9 +150,7 @@ def _number(raw: str) -> str:
 
 
 def _numbers(text: str) -> list[str]:
-    # Plain digit runs (most of them) are canonical once their leading zeros are gone.
-    return [(raw.lstrip("0") or "0") if raw.isdigit() else _number(raw)
-            for raw in _NUMBER.findall(text)]
+    return [_number(raw) for raw in _NUMBER.findall(text)]
 
 
 def _names(sentence: str) -> list[str]:

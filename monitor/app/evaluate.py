@@ -16,10 +16,11 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
     if which in ("toxicity", "all"):
         from detectors.toxicity import load_toxicity_scorer
         from detectors.toxicity_eval import evaluate_toxicity
+        from monitor.pipeline.model_scoring import toxicity_is_linear
 
         linear = _linear(scoring)  # judged out of source whichever model is configured
-        # auto: the daemon's default config embeds every response, so embedding-linear.
-        scorer = linear if scoring.toxicity.model in ("embedding-linear", "auto") \
+        # The daemon's choice where responses are embedded (the example config: drift on).
+        scorer = linear if toxicity_is_linear(scoring.toxicity.model, responses_embedded=True) \
             else load_toxicity_scorer(scoring.toxicity.model, scoring.device)
         print(evaluate_toxicity(scorer, limit=None if limit <= 0 else limit).table())
         if scorer is linear:

@@ -159,17 +159,18 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _count(port: int, outcome: str) -> float:
+def _samples(port: int) -> list[Sample]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(s.value for family in text_string_to_metric_families(text)
-               for s in family.samples
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _count(port: int, outcome: str) -> float:
+    return sum(s.value for s in _samples(port)
                if s.name == "driftwatch_records_total" and s.labels.get("outcome") == outcome)
 
 
 def _calibrated(port: int) -> bool:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return drift_armed([s for family in text_string_to_metric_families(text)
-                        for s in family.samples])
+    return drift_armed(_samples(port))
 
 
 def drift_armed(samples: Sequence[Sample]) -> bool:

@@ -96,9 +96,8 @@ class ModelScorers:
         # What each model output is computed for: nothing is computed that nothing reads.
         self._embed_prompts = embeddings and bool(self.enabled)
         self._embed_responses = self._embed_prompts or "sanity" in self.enabled
-        linear = "toxicity" in self.enabled and (
-            settings.toxicity.model == "embedding-linear"
-            or (settings.toxicity.model == "auto" and self._embed_responses))
+        linear = "toxicity" in self.enabled and toxicity_is_linear(
+            settings.toxicity.model, self._embed_responses)
         self.embedding_users = sorted(
             ({"drift or canary embeddings"} if embeddings and self.enabled else set())
             | (self.enabled & {"groundedness", "sanity"}) | ({"toxicity"} if linear else set()))
@@ -295,6 +294,12 @@ def _load_embedders(settings: ScoringSettings, vectors: bool, transformer: bool
     model = Embedder(emb.model, settings.device, emb.backend, emb.precision, emb.token_budget,
                      emb.max_batch, emb.cache_size)
     return model, model
+
+
+def toxicity_is_linear(model: str | None, responses_embedded: bool) -> bool:
+    """Whether the toxicity scorer is embedding-linear: asked for, or `auto` where every
+    response is embedded anyway (drift, the canary's embedding gate, the sanity scorer)."""
+    return model == "embedding-linear" or (model == "auto" and responses_embedded)
 
 
 def wants_embeddings(drift: DriftSettings, canary: CanarySettings) -> bool:
