@@ -34,15 +34,15 @@ class Alert:
     for_: str = "0m"
 
 
-def detections_in(window: str) -> str:
-    """Kinds and streams with a drift detection in the window.
+def detections_in(window: str, counter: str = "driftwatch_drift_detections_total",
+                  by: str = "kind, stream") -> str:
+    """Series (by `by`) of a detection counter with a detection in the window.
 
     The counter is born at its first detection, which increase() cannot see (there is no
     earlier sample), so a series that is new within the window counts as well.
     """
-    counter = "driftwatch_drift_detections_total"
-    return (f"sum by (kind, stream) (increase({counter}[{window}])) > 0\n"
-            f"or sum by (kind, stream) ({counter} > 0 unless {counter} offset {window})")
+    return (f"sum by ({by}) (increase({counter}[{window}])) > 0\n"
+            f"or sum by ({by}) ({counter} > 0 unless {counter} offset {window})")
 
 
 def _share(flag: str) -> str:
@@ -73,6 +73,13 @@ ALERTS: tuple[Alert, ...] = (
           "Drift detected on {{ $labels.kind }} stream {{ $labels.stream }}",
           "{{ $labels.kind }}/{{ $labels.stream }}: {{ $value | humanize }} detection(s) in the "
           "last 10 minutes; the Drift dashboard shows which segment."),
+    Alert("DriftwatchNewErrorClass",
+          detections_in("30m", "driftwatch_drift_new_error_classes_total", SEGMENT_BY),
+          f"sum by ({SEGMENT_BY}) (increase(driftwatch_drift_new_error_classes_total[30m]))",
+          "New error class for {{ $labels.model }} {{ $labels.model_version }}",
+          "{{ $value | humanize }} error class(es) never seen in the reference of "
+          "{{ $labels.model }} {{ $labels.model_version }} ({{ $labels.deployment }}) in the "
+          "last 30 minutes; the drift.new_error_class event names each and its first requests."),
     Alert("DriftwatchToxicRateHigh", "driftwatch:toxic_rate:5m > 0.05",
           "driftwatch:toxic_rate:5m",
           "Toxic responses above 5% for {{ $labels.model }} {{ $labels.model_version }}",

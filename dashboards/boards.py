@@ -91,6 +91,11 @@ DRIFT = Dashboard("driftwatch-drift", "driftwatch / Drift",
     Panel("Detections by kind and stream", (Query(
         f"sum by (kind, stream) (increase(driftwatch_drift_detections_total[{RATE}]))",
         "{{kind}} {{stream}}"),), width=12, stacked=True),
+    Panel("New error classes", (Query(
+        f"sum by ({BY_SEG}) (increase(driftwatch_drift_new_error_classes_total{{{SEG}}}"
+        f"[{RATE}]))", LEGEND_SEG),), width=24, stacked=True,
+        description="Error types or statuses the segment's reference never saw, each counted "
+                    "once (drift.new_error_classes)."),
     Row("References"),
     Panel("Reference records per segment", (Query(
         f"max by ({BY_SEG}) (driftwatch_drift_reference_records{{{SEG}}})", LEGEND_SEG),),

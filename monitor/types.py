@@ -24,8 +24,8 @@ SEGMENT_LABELS: tuple[str, ...] = SegmentLabel.__args__  # type: ignore[attr-def
 Segment = tuple[str, ...]
 
 EventType = Literal[
-    "drift.detected", "quality.regressed", "canary.rollback", "canary.promote",
-    "retrain.requested",
+    "drift.detected", "drift.new_error_class", "quality.regressed", "canary.rollback",
+    "canary.promote", "retrain.requested",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 Severity = Literal["info", "warning", "critical"]
@@ -44,7 +44,9 @@ class IntakeCounts:
 class DriftEvent:
     """A drift detector's finding in one segment, at one record of a batch."""
 
-    kind: str  # "embedding", "feature" (window test) or "change" (river, early signal)
+    # "embedding", "feature" (window test), "change" (river, early signal) or
+    # "new_error_class" (stream "outcome"; examples hold the first records' ids and the class)
+    kind: str
     stream: str  # prompt | response | a feature name
     segment: Segment
     index: int  # 0-based index, in the batch, of the record at which it fired

@@ -117,12 +117,14 @@ class StoredAlert:
 
 
 def decision_id(decision: Decision) -> str:
-    """The decision's message id, derived from what it decided (incident, type, status and
-    the event time of the record that decided it): the same decision made again, by a replay
-    after a crash or by the next owner of its segment, has the same id, so receivers that
-    dedupe on the Standard Webhooks id see it once."""
+    """The decision's message id, derived from what it decided (incident, type, status, the
+    event time of the record that decided it, and a new error class's name): the same
+    decision made again, by a replay after a crash or by the next owner of its segment, has
+    the same id, so receivers that dedupe on the Standard Webhooks id see it once."""
     d = decision
     text = f"{d.key}\x1f{d.event_type}\x1f{d.status}\x1f{d.at!r}"
+    if "error_class" in d.details:  # new classes of one segment and batch: one decision each
+        text += f"\x1f{d.details['error_class']}"
     return f"msg_{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
 

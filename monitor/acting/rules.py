@@ -258,9 +258,12 @@ class RuleEngine:
         responses at the same record are one window each, not two. Dated at the record that
         completed the count."""
         state = self._state(rule, seg)
-        hits = sorted((e for e in obs.drift if e.segment == seg
-                       and c.detector in ("any", e.kind) and c.stream in ("any", e.stream)),
+        hits = sorted((e for e in obs.drift if e.segment == seg and c.stream in ("any", e.stream)
+                       and (c.detector == e.kind or (c.detector == "any"
+                                                     and e.kind != "new_error_class"))),
                       key=lambda e: e.index)
+        if c.detector == "new_error_class":
+            return self._new_classes(rule, c, seg, idx, hits, obs.time_of(seg))
         counts = state.per_stream if state.per_stream is not None else {}
         state.per_stream = counts
         if hits:
@@ -298,6 +301,39 @@ class RuleEngine:
                    f"{state.consecutive} consecutive window(s)")
         return self._decide(rule, seg, state, state.consecutive >= c.consecutive,
                             obs.time_of(seg), index, summary)
+
+    def _new_classes(self, rule: Rule, c: DriftCondition, seg: Segment, idx: np.ndarray,
+                     hits: list[DriftEvent], at: float) -> list[Decision]:
+        """Each new class is news of its own: a firing decision with every target, whatever
+        the cooldown (the drift stage announces a class once per reference). Resolved after
+        `clear_after_records` records of the segment without a new class."""
+        state = self._state(rule, seg)
+        segment = self._segment(seg)
+        decisions: list[Decision] = []
+        for e in hits:
+            m.RULE_FIRING.labels(rule.name, rule.severity, *seg).set(1)
+            at = state.clock = max(state.clock, at)
+            state.firing, state.last_fired = True, at
+            error_class = e.examples[0][1] if e.examples else ""
+            ids = [rid for rid, _, _ in e.examples]
+            state.evidence = {"first_records": e.statistic}
+            state.details = {"detector": e.kind, "stream": e.stream,
+                             "error_class": error_class, "request_ids": ids}
+            decisions.append(self._decision(
+                rule, "firing", segment, state, at, e.index,
+                f"new error class {error_class!r}, first seen in {', '.join(ids[:3])}",
+                tuple(rule.actions)))
+        state.since_detection = (int(np.count_nonzero(idx > hits[-1].index)) if hits
+                                 else state.since_detection + idx.size)
+        if state.firing and state.since_detection >= c.clear_after_records:
+            state.firing = False
+            m.RULE_FIRING.labels(rule.name, rule.severity, *seg).set(0)
+            at = state.clock = max(state.clock, at)
+            decisions.append(self._decision(
+                rule, "resolved", segment, state, at, int(idx[-1]),
+                f"resolved: no new error class in {state.since_detection} records",
+                self._alert_targets(rule)))
+        return decisions
 
     # -- firing, cooldown, resolving -------------------------------------------------------------
 

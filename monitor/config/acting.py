@@ -105,7 +105,9 @@ class DriftCondition(_Frozen):
     """The drift flag of a detector on a stream, in K consecutive windows."""
 
     kind: Literal["drift"]
-    detector: Literal["embedding", "feature", "change", "any"] = "embedding"
+    # new_error_class: each class new to the segment fires once (decides drift.new_error_class;
+    # `any` leaves it out, `consecutive` does not apply).
+    detector: Literal["embedding", "feature", "change", "new_error_class", "any"] = "embedding"
     stream: str = "any"  # prompt | response | a feature name (latency_seconds, outcome...) | any
     consecutive: int = Field(default=1, ge=1, le=1_000)
     # The condition clears after this many records of the segment without a detection.
@@ -174,7 +176,10 @@ class Rule(_Frozen):
     def decides(self) -> str:
         if self.event_type is not None:
             return self.event_type
-        return "drift.detected" if self.when.kind == "drift" else "quality.regressed"
+        if isinstance(self.when, DriftCondition):
+            return ("drift.new_error_class" if self.when.detector == "new_error_class"
+                    else "drift.detected")
+        return "quality.regressed"
 
 
 # -- Canary gate --------------------------------------------------------------------------------

@@ -60,6 +60,19 @@ class FeatureDriftSettings(BaseModel):
     psi_threshold: float | None = Field(default=0.25, gt=0)
 
 
+class NewErrorClassSettings(BaseModel):
+    """A status or error type never seen in the segment's reference is news on its first
+    occurrence: a `new_error_class` detection (rules: `detector: new_error_class`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    # Classes announced per segment, after which new ones are only counted: a stream of made-up
+    # statuses must not become a stream of pages.
+    max_per_segment: int = Field(default=20, ge=1, le=1_000)
+    example_ids: int = Field(default=5, ge=1, le=100)  # request ids of its first records
+
+
 class DriftSettings(BaseModel):
     """The drift section: reference, embedding and feature tests, segments tracked."""
 
@@ -70,5 +83,6 @@ class DriftSettings(BaseModel):
     reference: DriftReferenceSettings = DriftReferenceSettings()
     embedding: EmbeddingDriftSettings = EmbeddingDriftSettings()
     features: FeatureDriftSettings = FeatureDriftSettings()
+    new_error_classes: NewErrorClassSettings = NewErrorClassSettings()
     # Segments tracked (by the metrics labels); a new one beyond the cap is counted, not tracked.
     max_segments: int = Field(default=20, ge=1, le=10_000)

@@ -20,7 +20,7 @@ from consumers.settings import (
     KafkaSettings,
     ValidationSettings,
 )
-from monitor.config.acting import Action, CanarySettings, OutboxSettings, Rule
+from monitor.config.acting import Action, CanarySettings, DriftCondition, OutboxSettings, Rule
 from monitor.config.checkpoint import CheckpointSettings
 from monitor.config.drift import DriftSettings
 from monitor.config.names import MODEL_SCORERS, SIGNAL_SCORERS, ScorerName
@@ -76,7 +76,7 @@ class Config(_EnvBeatsFile):
 
     @model_validator(mode="after")
     def _rules_fit(self) -> Config:
-        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift)
         return self
 
 
@@ -144,12 +144,12 @@ class OfflineConfig(_EnvBeatsFile):
 
     @model_validator(mode="after")
     def _rules_fit(self) -> OfflineConfig:
-        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift.enabled)
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift)
         return self
 
 
 def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings,
-                scorers: list[str], drift_enabled: bool) -> None:
+                scorers: list[str], drift: DriftSettings) -> None:
     """Cross-field checks: unique rule names, every named action defined, and every signal
     a rule watches produced by an enabled scorer or detector."""
     problems: list[str] = []
@@ -163,9 +163,13 @@ def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySet
         if needs and needs not in scorers:
             problems.append(f"rule {rule.name!r}: when.signal: {when.signal!r} needs the "
                             f"{needs!r} scorer, which is not in scorers {scorers}")
-        if when.kind == "drift" and not (drift_enabled and set(scorers) & MODEL_SCORERS):
+        if when.kind == "drift" and not (drift.enabled and set(scorers) & MODEL_SCORERS):
             problems.append(f"rule {rule.name!r}: when.kind: 'drift' needs drift.enabled: true "
                             f"and a model scorer ({sorted(MODEL_SCORERS)}) for embeddings")
+        if (isinstance(when, DriftCondition) and when.detector == "new_error_class"
+                and not drift.new_error_classes.enabled):
+            problems.append(f"rule {rule.name!r}: when.detector: 'new_error_class' needs "
+                            f"drift.new_error_classes.enabled: true")
         for name in rule.actions:
             if name not in actions:
                 problems.append(f"rule {rule.name!r}: actions: {name!r} is not defined; "

@@ -34,12 +34,17 @@ from monitor.types import SEGMENT_LABELS, DriftEvent, Segment
 log = logging.getLogger(__name__)
 STREAMS = ("prompt", "response")
 _TEXT_LIMIT = 300  # characters of each example text in an event; ids only in metrics
+_CLASS_LIMIT = 64  # characters of an error type or status in an error class
 
 
 def outcome(record: Record) -> str:
-    """The categorical error class of a record: "ok", or "error" plus its error type."""
+    """The categorical error class of a record: "ok", or "error" plus its error type (its
+    status when it names none, so a new status is a new class too)."""
     cls = status_class(record.status, record.error_type)
-    return cls if cls == "ok" else f"{cls}:{record.error_type or 'unspecified'}"
+    if cls == "ok":
+        return cls
+    kind = record.error_type or f"status {(record.status or '').strip().lower()}"
+    return f"{cls}:{kind[:_CLASS_LIMIT]}"
 
 
 def feature_columns(f: OperationalFeatures, scores: BatchScores) -> dict[str, np.ndarray]:
@@ -95,6 +100,10 @@ class _SegmentState:
     pending: Future[dict[str, OnlineMMD]] | None = None
     pending_reference: tuple[np.ndarray, np.ndarray] | None = None
     untested: int = 0
+    # Error classes of the reference and those announced since; None: not yet derived (an
+    # older checkpoint), taken from the feature detector's reference then.
+    known_classes: set[str] | None = None
+    announced: int = 0
 
     def __getstate__(self) -> dict[str, object]:
         return {**vars(self), "pending": None}  # a future does not outlive the process
@@ -222,6 +231,11 @@ class DriftStage:
             self._rollover(*self._rollovers.get())
         if scores.prompt_embeddings is None or scores.response_embeddings is None:
             return []
+        # New error classes are looked for in every record (not only those sampled for
+        # embeddings) after the segment's reference is complete: from here, or from the
+        # record that completed it in this batch.
+        check_from = {seg: 0 for seg in segments
+                      if (st := self._segments.get(seg)) is not None and st.features is not None}
         sampled = np.flatnonzero(scores.sampled)
         row_of = np.full(len(records), -1)
         row_of[sampled] = np.arange(len(sampled))
@@ -237,6 +251,8 @@ class DriftStage:
                 need = self.settings.reference.warmup_records - state.collected
                 head, idx = idx[:need], idx[need:]
                 self._collect(seg, state, *self._slice(scores, row_of, numeric, outcomes, head))
+                if state.features is not None and head.size:
+                    check_from[seg] = int(head[-1]) + 1
                 if idx.size == 0:
                     continue
             if state.pending is not None:
@@ -248,6 +264,11 @@ class DriftStage:
             if state.recent is None:
                 state.recent = _Recent(self.settings.reference.warmup_records)
             state.recent.add(vectors, seg_numeric, seg_outcomes)
+        if self.settings.new_error_classes.enabled:
+            for seg, start in check_from.items():
+                idx = segments[seg]
+                events += self._new_classes(seg, self._segments[seg], records,
+                                            idx[idx >= start], outcomes)
         return events
 
     @staticmethod
@@ -361,6 +382,7 @@ class DriftStage:
         # Streaming detectors need no reference: they watch for a change in the live stream.
         state.changes = StreamingChangeDetectors(rates=["error_rate"], means=["latency_seconds"])
         state.collected = len(outcomes)
+        state.known_classes, state.announced = set(outcomes), 0
         m.DRIFT_REFERENCE_RECORDS.labels(*seg).set(state.collected)
         if state.pending is None:
             log.info("drift detectors armed for segment %s on %d reference records in %.1f s",
@@ -452,4 +474,38 @@ class DriftStage:
                                          result.statistic, state.features.fdr,
                                          q_value=result.q_value))
                 m.DRIFT_DETECTIONS.labels("feature", result.feature).inc()
+        return events
+
+    def _new_classes(self, seg: Segment, state: _SegmentState, records: Sequence[Record],
+                     idx: np.ndarray, outcomes: Sequence[str]) -> list[DriftEvent]:
+        """One event per error class the segment's reference never saw, at its first record,
+        with the ids of its first records in the batch; up to `max_per_segment` classes."""
+        settings = self.settings.new_error_classes
+        if state.announced >= settings.max_per_segment:
+            return []
+        known = state.known_classes
+        if known is None:
+            assert state.features is not None
+            known = state.known_classes = set(
+                state.features.categorical_reference.get("outcome", ()))
+        first: dict[str, list[int]] = {}
+        for i in idx.tolist():
+            cls = outcomes[i]
+            if cls not in known and len(seen := first.setdefault(cls, [])) < settings.example_ids:
+                seen.append(i)
+        events: list[DriftEvent] = []
+        for cls, rows in first.items():
+            if state.announced >= settings.max_per_segment:
+                break
+            known.add(cls)
+            state.announced += 1
+            m.DRIFT_NEW_ERROR_CLASSES.labels(*seg).inc()
+            events.append(DriftEvent(
+                "new_error_class", "outcome", seg, rows[0], float(len(rows)), float("nan"),
+                examples=tuple((records[i].request_id, cls, -1) for i in rows)))
+            if state.announced == settings.max_per_segment:
+                log.warning("drift: segment %s has shown %d new error classes, the most "
+                            "announced per segment (drift.new_error_classes.max_per_segment); "
+                            "later ones show in the outcome's feature drift only", seg,
+                            state.announced)
         return events

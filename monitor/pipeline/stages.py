@@ -290,6 +290,10 @@ class DriftStep:
 def _log_events(events: list[DriftEvent]) -> None:
     # Ids and figures only: prompt and response text stays out of logs at INFO.
     for e in events:
+        if e.kind == "new_error_class":
+            log.warning("new error class %r in segment %s, first records %s", e.examples[0][1],
+                        e.segment, [rid for rid, _, _ in e.examples])
+            continue
         log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g window=%s "
                     "examples=%s", e.kind, e.stream, e.segment, e.statistic, e.threshold,
                     e.window, [rid for rid, _, _ in e.examples])

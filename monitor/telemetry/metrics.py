@@ -348,6 +348,13 @@ class Metrics:
             ["model", "arm"],
             registry=registry,
         )
+        self.DRIFT_NEW_ERROR_CLASSES = Counter(
+            "driftwatch_drift_new_error_classes_total",
+            "Error classes (error type, or status) never seen in the segment's reference, "
+            "each announced once as a new_error_class detection",
+            SEGMENT_LABELS,
+            registry=registry,
+        )
         self.DRIFT_ROLLOVERS = Counter(
             "driftwatch_drift_reference_rollovers_total",
             "Explicit reference rollovers (by command or rule) to the segment's recent records",

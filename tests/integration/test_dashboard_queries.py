@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +29,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(600),
 
 _LABEL_VALUES = re.compile(r"label_values\((.*),\s*(\w+)\)$")
 TOXIC = "You are a stupid idiot and a worthless moron, shut up."
+NEW_ERROR = "content_filter_v2"
+RECEIVED: list[dict[str, Any]] = []  # webhook bodies the receiver answered 200
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -73,6 +76,9 @@ def _traffic() -> list[bytes]:
     for r in records[1::5]:
         if r["status"] == "ok":
             r["response"] = TOXIC
+    # An error type no reference holds, late (every segment is armed by then), ten times.
+    for r in records[-50::5]:
+        r.update(status="error", error_type=NEW_ERROR, response="")
     return [traffic.encode(r) for r in records]
 
 
@@ -82,8 +88,10 @@ def _receiver() -> tuple[ThreadingHTTPServer, str]:
 
     class Handler(QuietHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
             self.reply(500 if not answered else 200)
+            if answered and self.path == "/hook":
+                RECEIVED.append(json.loads(body))
             answered.append(1)
 
     return serve(Handler)
@@ -111,10 +119,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                    # Inline: armed before the next batch, so every drift series has data.
                    "embedding": {"ert": 100, "window_size": 20, "n_features": 64,
                                  "n_bootstraps": 500, "calibration": "inline"},
-                   "features": {"window_size": 50}},
+                   "features": {"window_size": 50},
+                   "new_error_classes": {"enabled": True}},
             rules=[{"name": "toxic-share", "severity": "warning", "actions": ["hook", "pager"],
                     "when": {"kind": "rate", "signal": "toxic", "above": 0.05,
-                             "window_records": 100, "min_records": 20}}],
+                             "window_records": 100, "min_records": 20}},
+                   {"name": "new-error-class", "actions": ["hook"],
+                    "when": {"kind": "drift", "detector": "new_error_class"}}],
             # The receiver fails the first delivery, so failures and retries have data too.
             actions={"hook": {"type": "webhook", "url": f"{receiver}/hook",
                               "secret_env": "DW_DASHBOARD_TEST_SECRET"},
@@ -146,6 +157,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                      "the drift alert", interval_s=1)
             wait_for(lambda: bool(prometheus.query("driftwatch_outbox_delivery_seconds_count")),
                      90, "a delivery after a failed attempt", interval_s=1)
+            wait_for(lambda: sum(b["type"] == "drift.new_error_class" for b in RECEIVED)
+                     >= 2, 90, "the new error class's webhooks", interval_s=0.5)
             yield prometheus
             render_to = os.environ.get("DRIFTWATCH_RENDER_TO")
             if render_to:  # how dashboards/overview.png was made from this run's data
@@ -175,3 +188,19 @@ def test_every_rule_evaluates_without_error(live: LocalPrometheus) -> None:
 def test_drift_detections_fire_the_alert(live: LocalPrometheus) -> None:
     firing = live.query('ALERTS{alertname="DriftwatchDriftDetected"}')
     assert firing and all(a["metric"]["severity"] == "warning" for a in firing)
+
+
+def test_a_new_error_class_is_counted_once_per_segment_and_sent_as_an_event(
+        live: LocalPrometheus) -> None:
+    # Ten records of the class, spread over both segments: each announces it once (rare
+    # error types the 50-record references missed are new too, and counted alike).
+    counted = live.query("driftwatch_drift_new_error_classes_total")
+    assert {c["metric"]["deployment"] for c in counted} == {"stable", "canary"}, counted
+    sent = [b["data"] for b in RECEIVED if b["type"] == "drift.new_error_class"]
+    ours = [d for d in sent if d["details"]["error_class"] == f"error:{NEW_ERROR}"]
+    assert sorted(d["segment"]["deployment"] for d in ours) == ["canary", "stable"], sent
+    assert all(d["details"]["request_ids"] for d in ours)
+    # Each class once per segment: as many events as classes counted, none twice.
+    assert len(sent) == sum(float(c["value"][1]) for c in counted), sent
+    classes = [(d["segment"]["deployment"], d["details"]["error_class"]) for d in sent]
+    assert len(set(classes)) == len(classes), classes

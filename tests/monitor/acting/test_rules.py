@@ -164,6 +164,8 @@ def test_a_bad_rule_is_named_with_its_field(tmp_path: Path) -> None:
     ({"rules": [{"name": "e", "when": {"kind": "rate", "signal": "error", "above": 0.1,
                                        "window_records": 50, "min_records": 100}}]},
      "min_records (100) is larger than window_records (50)"),
+    ({"rules": [{"name": "n", "when": {"kind": "drift", "detector": "new_error_class"}}]},
+     "rule 'n': when.detector: 'new_error_class' needs drift.new_error_classes.enabled: true"),
 ])
 def test_rule_cross_checks_say_what_to_fix(tmp_path: Path, extra: dict[str, object],
                                            message: str) -> None:
@@ -270,3 +272,30 @@ def test_a_drift_decision_is_dated_at_the_detection_that_completed_it() -> None:
     [(_, d)] = _run(late, [_obs(0, drift=(_drift_event("prompt", 80),
                                           _drift_event("response", 20)))])
     assert d.index == 20  # consecutive 1: the first alarm, record 20, completed it
+
+
+def test_each_new_error_class_fires_once_with_every_target_and_any_leaves_it_out() -> None:
+    rule = _rule(when={"kind": "drift", "detector": "new_error_class",
+                       "clear_after_records": 150}, cooldown_seconds=3_600)
+    any_drift = Rule.model_validate({"name": "any", "actions": ["hook"],
+                                     "when": {"kind": "drift", "detector": "any"}})
+    engine = RuleEngine([rule, any_drift], ACTIONS)
+
+    def new(cls: str, index: int, *ids: str) -> DriftEvent:
+        return DriftEvent("new_error_class", "outcome", SEG, index, float(len(ids)),
+                          float("nan"), examples=tuple((rid, cls, -1) for rid in ids))
+
+    fired = _run(engine, [
+        _obs(0, drift=(new("error:status 503", 12, "a", "b"),)),
+        # Within the cooldown a second class is news too: every target again.
+        _obs(1, drift=(new("error:content_filter", 5, "c"),)),
+        _obs(2), _obs(3),  # 94 + 100 records with no new class: resolved, to alerts only
+    ])
+    assert [(i, d.rule, d.status, d.index, d.targets) for i, d in fired] == [
+        (0, "r", "firing", 12, ("hook", "pager")), (1, "r", "firing", 5, ("hook", "pager")),
+        (2, "r", "resolved", 99, ("pager",))]
+    first = fired[0][1]
+    assert first.event_type == "drift.new_error_class"
+    assert first.details["error_class"] == "error:status 503"
+    assert first.details["request_ids"] == ["a", "b"]
+    assert "new error class 'error:status 503', first seen in a, b" in first.summary

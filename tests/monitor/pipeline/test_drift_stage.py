@@ -125,3 +125,43 @@ def test_background_calibration_keeps_batches_flowing_then_detects_and_survives_
     assert [i for s, i in found if s == "prompt"], found  # the shift after 467 is seen
     assert "in the background" in caplog.text
     assert "60 record(s) came while they were calibrated" in caplog.text
+
+
+def test_an_error_class_new_to_the_reference_is_one_event_at_its_first_record() -> None:
+    settings = DriftSettings.model_validate({
+        "reference": {"warmup_records": 50},
+        "embedding": {"ert": 50, "window_size": 20, "n_bootstraps": 200, "n_features": 16},
+        "new_error_classes": {"enabled": True, "example_ids": 2, "max_per_segment": 2}})
+    stage = DriftStage(settings, "cpu")
+    rows = _stream(300, 0)
+    n = 50
+
+    def feed(first: int, outcomes: list[str]) -> list[tuple[str, int, tuple[str, ...]]]:
+        part = rows[first:first + n]
+        scores = BatchScores(np.ones(n, dtype=bool), np.full(n, np.nan), np.full(n, np.nan),
+                             np.full(n, np.nan), {}, [()] * n, [()] * n, part, part.copy())
+        records = [Record(request_id=f"r{first + i}") for i in range(n)]
+        events = stage.update(records, scores, {"latency_seconds": np.full(n, 0.1)},
+                              outcomes, {SEG: np.arange(n)})
+        return [(e.examples[0][1], first + e.index, tuple(r for r, _, _ in e.examples))
+                for e in events if e.kind == "new_error_class"]
+
+    warmup = ["ok"] * 45 + ["error:timeout"] * 5
+    assert feed(0, warmup) == []  # the reference: ok and timeouts
+    live = ["ok"] * n
+    live[3] = live[10] = "error:timeout"  # known: not news
+    live[7] = live[9] = live[20] = "error:status 503"
+    assert feed(50, live) == [("error:status 503", 57, ("r57", "r59"))]
+    assert feed(100, live) == []  # announced once, not again
+    live2 = ["ok"] * n
+    live2[1], live2[2] = "error:content_filter", "error:overloaded"
+    # max_per_segment 2: the second class new to this batch is past the cap
+    assert feed(150, live2) == [("error:content_filter", 151, ("r151",))]
+
+    # A batch that completes the reference (a catch-up) is checked from the next record on.
+    stage = DriftStage(settings, "cpu")
+    n = 60
+    catch_up = ["ok"] * n
+    catch_up[5] = catch_up[52] = "error:status 500"  # in the reference, then again: known
+    catch_up[55] = "error:timeout"
+    assert feed(0, catch_up) == [("error:timeout", 55, ("r55",))]
