@@ -13,6 +13,7 @@ from monitor.cli import (
     bench,
     canary,
     check_config,
+    compare,
     demo,
     evaluate,
     events,
@@ -24,8 +25,8 @@ from monitor.cli import (
 from monitor.config import ConfigError
 
 # In the order `driftwatch --help` lists them; each has add_parser(sub) and run(args).
-VERBS = (run, check_config, demo, score, backtest, reference, evaluate, events, dashboards,
-         chaos, canary, models, bench)
+VERBS = (run, check_config, demo, score, backtest, compare, reference, evaluate, events,
+         dashboards, chaos, canary, models, bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
