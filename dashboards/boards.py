@@ -126,6 +126,18 @@ QUALITY = Dashboard("driftwatch-quality", "driftwatch / Quality",
     Panel("Groundedness p10 / p50", _quantiles(
         "driftwatch_groundedness_score", BY_SEG, (0.1, 0.5), LEGEND_SEG),
         unit="percentunit", width=12, description="Low is bad: share of supported sentences."),
+    Row("Tokenization"),
+    Panel("Reported tokens per counted token (learnt line)", (Query(
+        f'max by (stream, {BY_SEG}) (driftwatch_token_line{{parameter="slope", {SEG}}})',
+        f"slope {{{{stream}}}} {LEGEND_SEG}"),
+        Query(f'max by (stream, {BY_SEG}) (driftwatch_token_line{{parameter="offset", {SEG}}})',
+              f"offset {{{{stream}}}} {LEGEND_SEG}")), width=12,
+        description="The tokenization scorer's line, learnt per segment: a new line after a "
+                    "restart or rollout means the stack's tokenizer or template changed."),
+    Panel("Token-count mismatches", (Query(
+        f'sum by ({BY_SEG}) (rate(driftwatch_flags_total{{flag="token_mismatch", {SEG}}}'
+        f"[{RATE}]))", LEGEND_SEG),), width=12,
+        description="Records whose reported prompt or completion tokens are off the line."),
 ))
 
 CANARY = Dashboard("driftwatch-canary", "driftwatch / Canary",

@@ -27,6 +27,7 @@ from monitor.app.wiring import (
     Parts,
     build_models,
     build_parts,
+    build_tokens,
     checkpointer,
     embedding_vectors_name,
     wire,
@@ -141,7 +142,8 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     cancel = threading.Event()
     key = scored.partition_key(config.metrics.labels, config.canary.enabled)
     publish = PublishStage(producer, k.scored_topic, key, cancel, intake=observer.intake)
-    pipeline = wire(config, Parts(models), on_decisions=_no_decisions, intake=observer.intake,
+    pipeline = wire(config, Parts(models, tokens=build_tokens(config)),
+                    on_decisions=_no_decisions, intake=observer.intake,
                     fraction=overload.fraction, cancel=cancel, audit_log=config.audit_log,
                     publish=publish)
     closers.append(pipeline.close)

@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectors.embedder import pick_device
+from detectors.embedder import pick_device, resolve_model_path
 from detectors.static_embedder import vectors_name
+from detectors.token_consistency import TokenCounter
 from monitor.acting.canary import CanaryGate
 from monitor.acting.rules import RuleEngine
 from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
@@ -35,6 +36,7 @@ from monitor.pipeline.stages import (
     OperationalStage,
     Stage,
 )
+from monitor.pipeline.token_check import TokenCheckStep, TokenCountStage
 from monitor.telemetry.metrics import METRICS, Metrics
 from monitor.types import Decision, DriftEvent, IntakeCounts
 
@@ -52,6 +54,8 @@ class Parts:
     drift: DriftStage | None = None
     rules: RuleEngine | None = None
     canary: CanaryGate | None = None
+    tokens: TokenCounter | None = None  # the tokenization scorer's counter (score stage)
+    token_check: TokenCheckStep | None = None  # ... and its per-segment check (decide stage)
 
     @property
     def device(self) -> str:
@@ -73,6 +77,15 @@ def build_models(config: OfflineConfig | Config, live: bool) -> ModelScorers | N
                         time_budget_s=config.scoring.max_batch_seconds if live else None)
 
 
+def build_tokens(config: OfflineConfig | Config) -> TokenCounter | None:
+    """The tokenization scorer's tokenizer (None: the scorer is off), from disk only."""
+    if "tokenization" not in config.scorers:
+        return None
+    s = config.scoring
+    setting = "scoring.tokenizer.path" if s.tokenizer.path else "scoring.embedding.model"
+    return TokenCounter(resolve_model_path(s.tokenizer.path or s.embedding.model, setting))
+
+
 def build_parts(config: OfflineConfig | Config, live: bool,
                 last_fired: Callable[[str], float | None] | None = None,
                 models: ModelScorers | None = None, scored_input: bool = False,
@@ -92,15 +105,22 @@ def build_parts(config: OfflineConfig | Config, live: bool,
                 embedding_model or embedding_vectors_name(config.scoring.embedding),
                 keep_warmup=live, background=live)
         _decisions(config, parts, last_fired, device)
+        _token_check(config, parts)
         return parts
     models = models if models is not None else build_models(config, live)
-    parts = Parts(models)
+    parts = Parts(models, tokens=build_tokens(config))
+    _token_check(config, parts)
     embedder = models.embedder if models is not None else None
     if config.drift.enabled and embedder is not None:
         parts.drift = DriftStage.from_settings(config.drift, embedder.device, embedder.name,
                                                keep_warmup=live, background=live)
     _decisions(config, parts, last_fired, parts.device)
     return parts
+
+
+def _token_check(config: OfflineConfig | Config, parts: Parts) -> None:
+    if "tokenization" in config.scorers:
+        parts.token_check = TokenCheckStep(config.scoring.tokenizer)
 
 
 def _decisions(config: OfflineConfig | Config, parts: Parts,
@@ -131,6 +151,8 @@ def assemble(
     metrics: Metrics = METRICS,
     publish: Stage | None = None,
     scored_input: bool = False,
+    tokens: TokenCounter | None = None,
+    token_check: TokenCheckStep | None = None,
 ) -> Pipeline:
     """The stages, in order, for the parts given (each stage only when its part is there).
     `metrics`: where the operational and model stages count (a test passes its own).
@@ -149,8 +171,12 @@ def assemble(
     stages: list[Stage] = []
     if models is not None:
         stages.append(ModelStage(models, fraction, cancel, metrics))
+    if tokens is not None:
+        stages.append(TokenCountStage(tokens))
     if publish is not None:
         stages.append(publish)
+    if token_check is not None:
+        stages.append(token_check)
     if drift is not None:
         stages.append(DriftStep(drift, on_events))
     if rules is not None or canary is not None:
@@ -186,7 +212,7 @@ def wire(
         on_events=on_events, on_decisions=on_decisions, intake=intake,
         rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
         audit_log=audit_log, checkpoints=checkpoints, publish=publish,
-        scored_input=scored_input)
+        scored_input=scored_input, tokens=parts.tokens, token_check=parts.token_check)
 
 
 def checkpointer(config: Config, models: ModelScorers | None, path: Path | None = None,
@@ -207,4 +233,5 @@ def checkpointer(config: Config, models: ModelScorers | None, path: Path | None 
         "drift": fingerprint(config.drift, model, *labels),
         "rules": fingerprint(config.rules, *labels),
         "canary": fingerprint(config.canary),
+        "token_lines": fingerprint(config.scoring.tokenizer, *labels),
     })

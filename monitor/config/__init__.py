@@ -35,7 +35,14 @@ from monitor.config.load import (
     load_config,
     load_offline_config,
 )
-from monitor.config.names import MODEL_SCORERS, RATE_GATES, SIGNAL_SCORERS, GateName, ScorerName
+from monitor.config.names import (
+    MODEL_SCORERS,
+    RATE_GATES,
+    SIGNAL_SCORERS,
+    STATEFUL_SCORERS,
+    GateName,
+    ScorerName,
+)
 from monitor.config.scoring import (
     EmbeddingSettings,
     GroundednessSettings,
@@ -47,7 +54,8 @@ from monitor.config.scoring import (
 from monitor.config.telemetry import AdminTokenError, MetricsSettings
 
 __all__ = [
-    "DEFAULT_MARGINS", "ENV_PREFIX", "MODEL_SCORERS", "RATE_GATES", "SIGNAL_SCORERS", "Action",
+    "DEFAULT_MARGINS", "ENV_PREFIX", "MODEL_SCORERS", "RATE_GATES", "SIGNAL_SCORERS",
+    "STATEFUL_SCORERS", "Action",
     "AdminTokenError", "AlertmanagerAction", "CanarySettings", "CheckpointSettings", "Config",
     "ConfigError", "DriftCondition", "DriftReferenceSettings", "DriftSettings",
     "EmbeddingDriftSettings", "EmbeddingSettings", "FeatureDriftSettings", "GateName",

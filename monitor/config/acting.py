@@ -81,7 +81,7 @@ class OutboxSettings(_Frozen):
 
 RateSignal = Literal[
     "toxic", "ungrounded", "refusal", "empty_response", "truncated", "charset_anomaly",
-    "error", "dead_letter",
+    "token_mismatch", "error", "dead_letter",
 ]
 
 

@@ -101,6 +101,21 @@ class OverloadSettings(BaseModel):
     min_fraction: float = Field(default=0.02, gt=0, le=1)
 
 
+class TokenizerSettings(BaseModel):
+    """The `tokenization` scorer: reported token counts against a local tokenizer's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A local tokenizer directory or cached hub name (never downloaded); None: the embedding
+    # model's. Best: the serving model's own tokenizer.
+    path: str | None = None
+    # Records per segment that teach what it reports for what is counted (per stream).
+    reference_records: int = Field(default=200, ge=20, le=5_000)
+    # A record this many robust standard deviations off the learnt line is a mismatch
+    # (residuals scaled by the square root of the expected count).
+    threshold: float = Field(default=5.0, gt=0, le=1_000)
+
+
 class ScoringSettings(BaseModel):
     """The model scorers' settings: device, models, thresholds and time per batch."""
 
@@ -114,6 +129,7 @@ class ScoringSettings(BaseModel):
     toxicity: ToxicitySettings = ToxicitySettings()
     groundedness: GroundednessSettings = GroundednessSettings()
     sanity: SanitySettings = SanitySettings()
+    tokenizer: TokenizerSettings = TokenizerSettings()
     overload: OverloadSettings = OverloadSettings()
     # The daemon's model time per batch; the records left when it is spent are counted but not
     # model-scored (like the overload sample), so a backlog after a restart still moves.

@@ -51,7 +51,8 @@ class PublishStage(Stateless):
     def process(self, work: Work) -> None:
         b = work.batch
         dead = self._intake.dead_letters - self._dead_seen
-        records = scored.encode_batch(b.records, b.features, work.scores, dead)
+        records = scored.encode_batch(b.records, b.features, work.scores, dead,
+                                      work.token_counts)
         pending = [(scored.key_of(r, self._key_labels), scored.encode(r)) for r in records]
         delay = 0.5
         while pending:

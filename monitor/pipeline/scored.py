@@ -70,6 +70,9 @@ class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     # first record: what the decide stage's dead-letter rules judge (as the single process's
     # rules judge the dead letters read since its previous batch).
     dead_letters_before: int = 0
+    # Prompt and completion tokens counted by the tokenization scorer (NaN: no text); last,
+    # so records written without it still decode.
+    counted_tokens: tuple[float, float] | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -94,7 +97,8 @@ def key_of(record: ScoredRecord, key_labels: tuple[str, ...]) -> bytes:
 
 
 def encode_batch(records: Sequence[Record], features: OperationalFeatures,
-                 scores: BatchScores | None, dead_letters: int = 0) -> list[ScoredRecord]:
+                 scores: BatchScores | None, dead_letters: int = 0,
+                 token_counts: dict[str, np.ndarray] | None = None) -> list[ScoredRecord]:
     """The scored records of one batch, in its order; `dead_letters` (read since the previous
     batch) ride on the first."""
     columns = np.column_stack([getattr(features, name) for name in _FEATURES])
@@ -124,7 +128,9 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
             prompt_vec, response_vec,
             None if prompt is None else prompt[:TEXT_LIMIT],
             None if response is None else response[:TEXT_LIMIT],
-            dead_letters if i == 0 else 0))
+            dead_letters if i == 0 else 0,
+            None if token_counts is None else (float(token_counts["prompt"][i]),
+                                               float(token_counts["completion"][i]))))
     return out
 
 
@@ -201,8 +207,12 @@ def beginner(intake: IntakeCounts) -> Callable[[OperationalStage, Batch, bool], 
             dead = sum(s.dead_letters_before for s in scored)
             intake.dead_letters += dead
             intake.messages += len(scored) + dead
+        counts = None
+        if scored and all(s.counted_tokens is not None for s in scored):
+            pairs = np.array([s.counted_tokens for s in scored], dtype=np.float64)
+            counts = {"prompt": pairs[:, 0], "completion": pairs[:, 1]}
         return Work(operational.scored(records, features), batch.origins, times, stateful,
-                    scores=scores)
+                    scores=scores, token_counts=counts)
 
     return begin
 

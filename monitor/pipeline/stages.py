@@ -22,7 +22,7 @@ import numpy as np
 from consumers.wire import Origin, Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor.acting.rules import Observation, RuleEngine
-from monitor.config import MODEL_SCORERS
+from monitor.config import MODEL_SCORERS, STATEFUL_SCORERS
 from monitor.pipeline.drift import DriftStage, feature_columns, outcome
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
 from monitor.telemetry.labels import CappedLabel, SegmentLabeler
@@ -55,6 +55,12 @@ class Work:
     stateful: bool = True
     scores: BatchScores | None = None
     events: list[DriftEvent] = field(default_factory=list)
+    # Tokens counted by a local tokenizer per stream ("prompt", "completion"), when the
+    # tokenization scorer is on: the score stage counts, the stateful check judges.
+    token_counts: dict[str, np.ndarray] | None = None
+    # Per-record rule signals and drift features from stateful scorers (tokenization).
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Stage(Protocol):
@@ -144,7 +150,7 @@ class OperationalStage:
         """`outcome`: what `count` calls the records (driftwatch_records_total)."""
         self._m = metrics
         self.outcome = outcome
-        unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS)
+        unknown = sorted(set(scorers) - SCORERS.keys() - MODEL_SCORERS - STATEFUL_SCORERS)
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
         self._scorers = [SCORERS[name] for name in scorers if name in SCORERS]
@@ -271,7 +277,8 @@ class DriftStep:
             return
         records = work.batch.records
         work.events = self.drift.update(
-            records, work.scores, feature_columns(work.batch.features, work.scores),
+            records, work.scores,
+            feature_columns(work.batch.features, work.scores) | work.numeric,
             [outcome(r) for r in records], work.batch.segments)
         if work.events:
             self._on_events(work.events)
@@ -339,7 +346,7 @@ class DecideStage:
         b, scores, times, now = work.batch, work.scores, work.times, time.time()
         by_segment = decision_times(times, b.segments, now)
         at = max(by_segment.values())
-        signals = rule_signals(b.outcomes, scores)
+        signals = rule_signals(b.outcomes, scores) | work.signals
         decisions: list[Decision] = []
         if self.rules is not None:
             messages, dead = self._intake.messages, self._intake.dead_letters

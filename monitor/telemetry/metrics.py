@@ -348,6 +348,13 @@ class Metrics:
             ["model", "arm"],
             registry=registry,
         )
+        self.TOKEN_LINE = Gauge(
+            "driftwatch_token_line",
+            "Reported tokens = offset + slope x counted, learnt per segment and stream "
+            "(prompt, completion) by the tokenization scorer",
+            ["stream", "parameter", *SEGMENT_LABELS],
+            registry=registry,
+        )
         self.DRIFT_NEW_ERROR_CLASSES = Counter(
             "driftwatch_drift_new_error_classes_total",
             "Error classes (error type, or status) never seen in the segment's reference, "

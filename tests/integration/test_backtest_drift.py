@@ -259,3 +259,33 @@ def test_a_drift_rule_decides_and_its_rollover_action_adopts_the_new_traffic(
     rolled_decisions = [e for e in rolled if e.get("rule") == "prompt-drift"]
     assert rolled_decisions[0]["actions"] == ["roll"]
     assert rolled_decisions[-1]["status"] == "resolved"  # quiet once the reference moved
+
+
+def test_a_changed_chat_template_is_flagged_per_record_and_drifts_the_token_ratio(
+        tmp_path: Path, models) -> None:
+    from monitor.app.backtest import backtest
+    from monitor.config import OfflineConfig
+
+    qa = traffic.load_examples(2_000, ("qa",))
+    mix = traffic.TrafficMix(canary_share=0.0, error_rate=0.0)
+    records = list(traffic.wire_records(1_000, seed=71, start_ms=T0, mix=mix, examples=qa))
+    for r in records[600:]:  # the stack now wraps every prompt in a 60-token template
+        r["prompt_tokens"] += 60
+    config = OfflineConfig(
+        scorers=["latency", "tokens", "sanity", "tokenization"],
+        metrics={"labels": ["deployment"]},
+        drift={"enabled": True, "reference": {"warmup_records": 300},
+               "embedding": {"ert": 500, "window_size": 30, "n_features": 64,
+                             "n_bootstraps": 1_000},
+               "features": {"window_size": 100}},
+        rules=[{"name": "tokens", "when": {"kind": "rate", "signal": "token_mismatch",
+                                           "above": 0.05, "window_records": 100,
+                                           "min_records": 50}}])
+    out = list(backtest([traffic.encode(r) for r in records], config, models=models))
+    fired = [e["index"] for e in out if e["type"] == "quality.regressed"
+             and e["status"] == "firing"]
+    # Learnt on the first 200 records; a 60-token template is off the line for most prompts.
+    assert fired and 600 <= fired[0] < 650, out
+    ratio = [e["index"] for e in out if e["type"] == "drift.feature"
+             and e["stream"] == "prompt_token_ratio"]
+    assert ratio and min(ratio) >= 600, ratio  # the ratio's shift is feature drift too

@@ -83,7 +83,7 @@ def _with(section: str, **values: object) -> dict[str, Any]:
                      id="log_level"),
         pytest.param({**GOOD, "scorers": ["latency", "vibes"]},
                      ["scorers.1", "'vibes'", "'latency', 'tokens', 'cost', 'status', 'length', "
-                      "'toxicity', 'groundedness' or 'sanity'"],
+                      "'toxicity', 'groundedness', 'sanity' or 'tokenization'"],
                      id="scorers"),
         pytest.param({}, ["kafka", "required setting is missing"], id="no-kafka-section"),
         pytest.param({**GOOD, "checkpoint": {"interval_seconds": 0}},

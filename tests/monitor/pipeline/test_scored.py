@@ -122,6 +122,23 @@ def test_a_decide_task_starts_its_work_from_scored_records() -> None:
     assert work.batch.outcomes == [("ok", ""), ("error", "timeout"), ("ok", "")]
     assert work.scores is not None and work.scores.sampled.tolist() == [True, False, True]
     np.testing.assert_array_equal(work.times, [1_700_000_000.0, np.nan, 1_700_000_001.0])
+    assert work.token_counts is None  # no tokenization scorer upstream
+
+
+def test_counted_tokens_travel_to_the_decide_stage_and_older_records_still_decode() -> None:
+    records, scores = _records(), _scores()
+    counts = {"prompt": np.array([120.0, np.nan, 2.0]), "completion": np.array([1.0, 0.0, 1.0])}
+    values = scored.encode_batch(records, operational_features(records), scores, 0, counts)
+    back = [scored.decode(scored.encode(v)) for v in values]
+    batch = Batch(back, [(Origin("scored", 0, i),) for i in range(3)])
+    stage = OperationalStage([], ["model"], 10, outcome="decided")
+    work = scored.beginner(IntakeCounts())(stage, batch, stateful=True)
+    assert work.token_counts is not None
+    np.testing.assert_array_equal(work.token_counts["prompt"], counts["prompt"])
+    np.testing.assert_array_equal(work.token_counts["completion"], counts["completion"])
+    # A record written before the field existed is one element shorter: it decodes, without.
+    older = msgspec.msgpack.encode(msgspec.structs.astuple(back[0])[:-1])
+    assert scored.decode(older).counted_tokens is None
 
 
 def test_dead_letters_ride_on_the_first_record_and_count_once_in_the_decide_stage() -> None:
