@@ -125,6 +125,13 @@ ALERTS: tuple[Alert, ...] = (
           "Canary of {{ $labels.model }} should be rolled back",
           "The canary gate found the canary of {{ $labels.model }} worse than stable; see the "
           "Canary dashboard for the gate.", "critical"),
+    Alert("DriftwatchShadowRegressed",
+          'max by (model) (driftwatch_shadow_verdict{verdict="regressed"}) == 1',
+          'max by (model) (driftwatch_shadow_verdict{verdict="regressed"})',
+          "Shadow of {{ $labels.model }} answers worse than stable",
+          "Paired with stable's answers to the same requests, the shadow of "
+          "{{ $labels.model }} is worse on a gate; see the Canary dashboard's Shadow row "
+          "and GET /shadow. Nothing is rolled back: a shadow is never shown.", "warning"),
     Alert("DriftwatchOutboxBacklog", "sum by (action) (driftwatch_outbox_depth) > 100",
           "sum by (action) (driftwatch_outbox_depth)",
           "Outbox for {{ $labels.action }} holds {{ $value }} deliveries",

@@ -172,6 +172,23 @@ CANARY = Dashboard("driftwatch-canary", "driftwatch / Canary",
     Panel("Throughput by deployment", (Query(
         f'sum by (model, deployment) (driftwatch:records:rate5m{{outcome="scored", '
         f"{SEG}}})", "{{model}} {{deployment}}"),), unit="reqps", width=12),
+    Row("Shadow"),
+    Panel("Shadow verdict", (Query(
+        'max by (model, verdict) (driftwatch_shadow_verdict{model=~"$model"})',
+        "{{model}} {{verdict}}"),), kind="state-timeline", width=12,
+        description="The shadow's answers against stable's to the same requests, paired."),
+    Panel("Shadow minus stable per request (estimate and confidence bounds)", (Query(
+        'max by (model, gate, bound) (driftwatch_shadow_difference{model=~"$model"})',
+        "{{model}} {{gate}} {{bound}}"),), width=12),
+    Panel("Shadow records paired and unpaired", (Query(
+        f'sum by (model, outcome) (rate(driftwatch_shadow_records_total{{model=~"$model"}}'
+        f"[{RATE}]))", "{{model}} {{outcome}}"),), unit="reqps", width=12,
+        description="Unpaired: no stable answer to the same request within the window."),
+    Panel("Shadow answers unlike stable's (cosine below 0.8)", (Query(
+        f'sum by (model) (rate(driftwatch_shadow_answer_cosine_bucket{{le="0.8", '
+        f'model=~"$model"}}[{RATE}]))\n/ sum by (model) '
+        f'(rate(driftwatch_shadow_answer_cosine_count{{model=~"$model"}}[{RATE}]))',
+        "{{model}}"),), unit="percentunit", width=12),
 ))
 
 OPERATIONS = Dashboard("driftwatch-operations", "driftwatch / Operations",

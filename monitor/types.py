@@ -25,7 +25,7 @@ Segment = tuple[str, ...]
 
 EventType = Literal[
     "drift.detected", "drift.new_error_class", "quality.regressed", "canary.rollback",
-    "canary.promote", "retrain.requested",
+    "canary.promote", "shadow.regressed", "shadow.ready", "retrain.requested",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 Severity = Literal["info", "warning", "critical"]

@@ -104,6 +104,7 @@ def _run_all(config: Config, stop: threading.Event, health: Health, endpoints: E
                         last_fired=acting.outbox.last_fired if acting.outbox else None)
     _gate_warnings(config, parts.canary)
     endpoints.drift, endpoints.canary = parts.drift, parts.canary
+    endpoints.shadow = parts.shadow
     checkpoints = checkpointer(config, models)
     if checkpoints is not None:
         closers.append(checkpoints.close)
@@ -140,7 +141,8 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     producer = KafkaProducer(acks="all", linger_ms=5, **k.client_options())
     closers.append(lambda: producer.close(timeout=5))
     cancel = threading.Event()
-    key = scored.partition_key(config.metrics.labels, config.canary.enabled)
+    key = scored.partition_key(config.metrics.labels,
+                               config.canary.enabled or config.shadow.enabled)
     publish = PublishStage(producer, k.scored_topic, key, cancel, intake=observer.intake)
     pipeline = wire(config, Parts(models, tokens=build_tokens(config)),
                     on_decisions=_no_decisions, intake=observer.intake,
@@ -166,7 +168,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
                             embedding_model=model)
         pipeline = wire(config, parts, on_decisions=acting.put, intake=IntakeCounts(),
                         checkpoints=checkpoints, scored_input=True)  # counts from the records
-        return Task(pipeline, parts.canary, parts.drift)
+        return Task(pipeline, parts.canary, parts.drift, shadow=parts.shadow)
 
     def open_checkpoints(partition: Partition) -> Checkpointer:
         assert directory is not None
@@ -180,6 +182,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
                       if config.canary.enabled else None)
     endpoints.canary = views if config.canary.enabled else None
     endpoints.drift = views if config.drift.enabled else None
+    endpoints.shadow = views.shadow if config.shadow.enabled else None
     interval_ms = (int(config.checkpoint.interval_seconds * 1000) if directory is not None
                    else config.kafka.commit_interval_ms)
     source = KafkaSource(config.kafka.for_decide(interval_ms), batch=config.batch,

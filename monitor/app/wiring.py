@@ -20,6 +20,7 @@ from detectors.static_embedder import vectors_name
 from detectors.token_consistency import TokenCounter
 from monitor.acting.canary import CanaryGate
 from monitor.acting.rules import RuleEngine
+from monitor.acting.shadow import ShadowGate
 from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
 from monitor.config.scoring import EmbeddingSettings
 from monitor.pipeline import scored
@@ -54,6 +55,7 @@ class Parts:
     drift: DriftStage | None = None
     rules: RuleEngine | None = None
     canary: CanaryGate | None = None
+    shadow: ShadowGate | None = None
     tokens: TokenCounter | None = None  # the tokenization scorer's counter (score stage)
     token_check: TokenCheckStep | None = None  # ... and its per-segment check (decide stage)
 
@@ -73,7 +75,7 @@ def build_models(config: OfflineConfig | Config, live: bool) -> ModelScorers | N
     if not set(config.scorers) & MODEL_SCORERS:
         return None
     return ModelScorers(config.scorers, config.scoring,
-                        embeddings=wants_embeddings(config.drift, config.canary),
+                        embeddings=wants_embeddings(config.drift, config.canary, config.shadow),
                         time_budget_s=config.scoring.max_batch_seconds if live else None)
 
 
@@ -98,7 +100,7 @@ def build_parts(config: OfflineConfig | Config, live: bool,
     when the caller has its name: a static table's name hashes the model's files)."""
     if scored_input:
         parts, device = Parts(), pick_device(config.scoring.device)
-        if config.drift.enabled and wants_embeddings(config.drift, config.canary) \
+        if config.drift.enabled and wants_embeddings(config.drift, config.canary, config.shadow) \
                 and set(config.scorers) & MODEL_SCORERS:
             parts.drift = DriftStage.from_settings(
                 config.drift, device,
@@ -129,6 +131,8 @@ def _decisions(config: OfflineConfig | Config, parts: Parts,
         parts.rules = RuleEngine(config.rules, config.actions, last_fired=last_fired)
     if config.canary.enabled:
         parts.canary = CanaryGate(config.canary, device)
+    if config.shadow.enabled:
+        parts.shadow = ShadowGate(config.shadow)
 
 
 def assemble(
@@ -153,6 +157,7 @@ def assemble(
     scored_input: bool = False,
     tokens: TokenCounter | None = None,
     token_check: TokenCheckStep | None = None,
+    shadow: ShadowGate | None = None,
 ) -> Pipeline:
     """The stages, in order, for the parts given (each stage only when its part is there).
     `metrics`: where the operational and model stages count (a test passes its own).
@@ -163,8 +168,8 @@ def assemble(
     if drift is not None and models is None and not scored_input:
         raise ValueError("drift needs the model scorers (embeddings): enable one of "
                          f"{sorted(MODEL_SCORERS)}")
-    if (rules is not None or canary is not None) and on_decisions is None:
-        raise ValueError("rules and the canary gate need somewhere to put their decisions")
+    if (rules is not None or canary is not None or shadow is not None) and on_decisions is None:
+        raise ValueError("rules and the gates need somewhere to put their decisions")
     operational = OperationalStage([] if scored_input else scorers, segment_labels,
                                    max_label_values, metrics=metrics,
                                    outcome="decided" if scored_input else "scored")
@@ -179,11 +184,11 @@ def assemble(
         stages.append(token_check)
     if drift is not None:
         stages.append(DriftStep(drift, on_events))
-    if rules is not None or canary is not None:
+    if rules is not None or canary is not None or shadow is not None:
         assert on_decisions is not None
         stages.append(DecideStage(rules, canary, on_decisions, intake,
                                   drift.request_rollover if drift is not None else None,
-                                  rollover_actions))
+                                  rollover_actions, shadow))
     if audit_log is not None:
         stages.append(AuditStage(audit_log))
     begin = scored.beginner(intake) if intake is not None and scored_input else None
@@ -212,7 +217,8 @@ def wire(
         on_events=on_events, on_decisions=on_decisions, intake=intake,
         rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
         audit_log=audit_log, checkpoints=checkpoints, publish=publish,
-        scored_input=scored_input, tokens=parts.tokens, token_check=parts.token_check)
+        scored_input=scored_input, tokens=parts.tokens, token_check=parts.token_check,
+        shadow=parts.shadow)
 
 
 def checkpointer(config: Config, models: ModelScorers | None, path: Path | None = None,
@@ -233,5 +239,6 @@ def checkpointer(config: Config, models: ModelScorers | None, path: Path | None 
         "drift": fingerprint(config.drift, model, *labels),
         "rules": fingerprint(config.rules, *labels),
         "canary": fingerprint(config.canary),
+        "shadow": fingerprint(config.shadow),
         "token_lines": fingerprint(config.scoring.tokenizer, *labels),
     })

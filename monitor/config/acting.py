@@ -239,3 +239,47 @@ class CanarySettings(_Frozen):
         if self.stable == self.canary:
             raise ValueError(f"stable and canary are both {self.stable!r}")
         return self
+
+
+# -- Shadow comparison --------------------------------------------------------------------------
+
+ShadowGate = Literal["toxic", "ungrounded", "refusal", "error", "latency_p95"]
+
+
+class ShadowSettings(_Frozen):
+    """A shadow model's answers (never shown; `deployment: shadow` on the wire) against the
+    stable answers to the same requests, compared pair by pair."""
+
+    enabled: bool = False
+    stable: str = "stable"
+    shadow: str = "shadow"
+    # How long, in event time, and how many, records wait for their other half; a shadow
+    # record whose stable one never comes is counted as unpaired, not compared.
+    window_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    max_pending: int = Field(default=20_000, ge=100, le=10_000_000)
+    # Always-valid tests on the paired differences, as the canary's on two arms: a gate fails
+    # when the shadow is shown worse at `alpha` (hard gates at once, soft ones from
+    # `min_pairs`); the shadow is ready when every gate has `min_pairs` and is within its
+    # margin at `promote_alpha`.
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    promote_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    hard_gates: list[ShadowGate] = ["toxic", "ungrounded"]
+    soft_gates: list[ShadowGate] = ["refusal", "error", "latency_p95"]
+    min_pairs: int = Field(default=300, ge=10)
+    margins: dict[ShadowGate, float] = Field(default_factory=dict)
+    actions: list[str] = Field(default_factory=list)  # targets of shadow.* decisions
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShadowSettings:
+        both = sorted(set(self.hard_gates) & set(self.soft_gates))
+        if both:
+            raise ValueError(f"gates {both} are both hard and soft; list each once")
+        if self.stable == self.shadow:
+            raise ValueError(f"stable and shadow are both {self.stable!r}")
+        bad = {g: v for g, v in self.margins.items() if not 0 < v < 1}
+        if bad:
+            raise ValueError(f"margins {bad}: each must be in (0, 1)")
+        return self
+
+    def margin_of(self, gate: str) -> float:
+        return self.margins.get(gate, DEFAULT_MARGINS.get(gate, 0.02))  # type: ignore[call-overload]

@@ -20,7 +20,14 @@ from consumers.settings import (
     KafkaSettings,
     ValidationSettings,
 )
-from monitor.config.acting import Action, CanarySettings, DriftCondition, OutboxSettings, Rule
+from monitor.config.acting import (
+    Action,
+    CanarySettings,
+    DriftCondition,
+    OutboxSettings,
+    Rule,
+    ShadowSettings,
+)
 from monitor.config.checkpoint import CheckpointSettings
 from monitor.config.drift import DriftSettings
 from monitor.config.names import MODEL_SCORERS, SIGNAL_SCORERS, ScorerName
@@ -72,11 +79,13 @@ class Config(_EnvBeatsFile):
     rules: list[Rule] = []
     outbox: OutboxSettings = OutboxSettings()
     canary: CanarySettings = CanarySettings()
+    shadow: ShadowSettings = ShadowSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
 
     @model_validator(mode="after")
     def _rules_fit(self) -> Config:
-        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift)
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift,
+                    self.shadow)
         return self
 
 
@@ -128,6 +137,7 @@ class OfflineConfig(_EnvBeatsFile):
     actions: dict[str, Action] = {}
     rules: list[Rule] = []
     canary: CanarySettings = CanarySettings()
+    shadow: ShadowSettings = ShadowSettings()
     kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
 
     @model_validator(mode="before")
@@ -144,12 +154,14 @@ class OfflineConfig(_EnvBeatsFile):
 
     @model_validator(mode="after")
     def _rules_fit(self) -> OfflineConfig:
-        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift)
+        check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift,
+                    self.shadow)
         return self
 
 
 def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings,
-                scorers: list[str], drift: DriftSettings) -> None:
+                scorers: list[str], drift: DriftSettings,
+                shadow: ShadowSettings | None = None) -> None:
     """Cross-field checks: unique rule names, every named action defined, and every signal
     a rule watches produced by an enabled scorer or detector."""
     problems: list[str] = []
@@ -174,10 +186,12 @@ def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySet
             if name not in actions:
                 problems.append(f"rule {rule.name!r}: actions: {name!r} is not defined; "
                                 f"defined actions: {sorted(actions)}")
-    for name in canary.actions:
-        if name not in actions:
-            problems.append(f"canary.actions: {name!r} is not defined; defined actions: "
-                            f"{sorted(actions)}")
+    for section, names in (("canary", canary.actions),
+                           ("shadow", shadow.actions if shadow is not None else [])):
+        for name in names:
+            if name not in actions:
+                problems.append(f"{section}.actions: {name!r} is not defined; defined "
+                                f"actions: {sorted(actions)}")
     if problems:
         raise ValueError("; ".join(problems))
 

@@ -19,7 +19,7 @@ from consumers.wire import Record
 from detectors import sanity
 from detectors.embedder import Embedder, Embedding
 from monitor.config import MODEL_SCORERS, DriftSettings, ScoringSettings
-from monitor.config.acting import CanarySettings
+from monitor.config.acting import CanarySettings, ShadowSettings
 
 log = logging.getLogger(__name__)
 
@@ -302,11 +302,12 @@ def toxicity_is_linear(model: str | None, responses_embedded: bool) -> bool:
     return model == "embedding-linear" or (model == "auto" and responses_embedded)
 
 
-def wants_embeddings(drift: DriftSettings, canary: CanarySettings) -> bool:
-    """Whether every record's prompt and response embeddings are read: drift detection, or
-    the canary's embedding gate."""
+def wants_embeddings(drift: DriftSettings, canary: CanarySettings,
+                     shadow: ShadowSettings | None = None) -> bool:
+    """Whether every record's prompt and response embeddings are read: drift detection, the
+    canary's embedding gate, or the shadow's answer cosine."""
     return drift.enabled or (canary.enabled and "embedding_drift" in (
-        *canary.hard_gates, *canary.soft_gates))
+        *canary.hard_gates, *canary.soft_gates)) or (shadow is not None and shadow.enabled)
 
 
 class Overload:

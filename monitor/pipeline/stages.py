@@ -22,6 +22,7 @@ import numpy as np
 from consumers.wire import Origin, Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor.acting.rules import Observation, RuleEngine
+from monitor.acting.shadow import ShadowGate
 from monitor.config import MODEL_SCORERS, STATEFUL_SCORERS
 from monitor.pipeline.drift import DriftStage, feature_columns, outcome
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
@@ -327,13 +328,15 @@ class DecideStage:
                  on_decisions: Callable[[list[Decision]], None],
                  intake: IntakeCounts | None = None,
                  rollover: Callable[[dict[str, str], str], None] | None = None,
-                 rollover_actions: frozenset[str] = frozenset()) -> None:
+                 rollover_actions: frozenset[str] = frozenset(),
+                 shadow: ShadowGate | None = None) -> None:
         """`on_decisions` must make the decisions durable before it returns (the outbox): the
         batch is acknowledged, and its offsets committed, only after. `intake`: the running
         counts of messages read and dead-lettered, for dead-letter rules. A firing decision
         that targets one of `rollover_actions` asks `rollover` for a new drift reference."""
         self.rules = rules
         self.canary = canary
+        self.shadow = shadow
         self._on_decisions = on_decisions
         self._intake = intake or IntakeCounts()
         self._intake_seen = (self._intake.messages, self._intake.dead_letters)
@@ -361,6 +364,12 @@ class DecideStage:
             decisions += self.canary.update(
                 [r.model for r in b.records], [r.deployment for r in b.records], signals,
                 _aligned(scores), np.minimum(np.nan_to_num(times, nan=now), now))
+        if self.shadow is not None:
+            decisions += self.shadow.update(
+                [r.request_id for r in b.records], [r.model for r in b.records],
+                [r.deployment for r in b.records], signals, b.features.latency_seconds,
+                b.features.response_chars, _aligned(scores),
+                np.minimum(np.nan_to_num(times, nan=now), now))
         if decisions:
             self._on_decisions(decisions)
         for d in decisions:
@@ -374,6 +383,8 @@ class DecideStage:
             parts["rules"] = self.rules.state()
         if self.canary is not None:
             parts["canary"] = self.canary.state()
+        if self.shadow is not None:
+            parts["shadow"] = self.shadow.state()
         return parts
 
     def restore(self, parts: Mapping[str, object]) -> None:
@@ -381,6 +392,8 @@ class DecideStage:
             self.rules.restore(parts["rules"])  # type: ignore[arg-type]
         if self.canary is not None and isinstance(parts.get("canary"), dict):
             self.canary.restore(parts["canary"])  # type: ignore[arg-type]
+        if self.shadow is not None and isinstance(parts.get("shadow"), dict):
+            self.shadow.restore(parts["shadow"])  # type: ignore[arg-type]
 
     def close(self) -> None:
         return None

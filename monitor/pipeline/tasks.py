@@ -45,6 +45,7 @@ class Task:
     canary: Any = None  # a CanaryGate (acting, a layer above): status(), restore()
     drift: DriftStage | None = None
     checkpoints: Checkpointer | None = None
+    shadow: Any = None  # a ShadowGate: status()
 
 
 def task_path(directory: Path, partition: Partition) -> Path:
@@ -164,6 +165,10 @@ class TaskViews:
             models.setdefault(name, verdict)
         return {**base, "models": models}
 
+    @property
+    def shadow(self) -> _ShadowViews:
+        return _ShadowViews(self._tasks)
+
     def request_rollover(self, segment: dict[str, str], reason: str = "command") -> None:
         for _, task in self._tasks.items():
             if task.drift is not None:
@@ -205,3 +210,24 @@ class TaskViews:
                                 f"checkpoint of {when})"}
         self._peers[path] = (mtime, models)
         return models
+
+
+class _ShadowViews:
+    """`/shadow` across the tasks of this instance: the shadow verdicts of the models whose
+    partitions it owns (a model's pairs meet in its owner's task)."""
+
+    def __init__(self, tasks: DecideTasks) -> None:
+        self._tasks = tasks
+
+    def status(self) -> dict[str, object]:
+        base: dict[str, object] = {}
+        models: dict[str, object] = {}
+        for partition, task in self._tasks.items():
+            if task.shadow is None:
+                continue
+            status = task.shadow.status()
+            base = {k: v for k, v in status.items() if k not in ("models", "pending")}
+            for name, verdict in status["models"].items():
+                models[name] = {**verdict, "owner": f"{partition[0]}-{partition[1]} (this "
+                                "instance)"}
+        return {**base, "models": models}

@@ -178,6 +178,7 @@ class Endpoints:
     def __init__(self, host: str, port: int, health: Health,
                  canary: CanaryStatus | None = None, limits: HttpLimits | None = None) -> None:
         self.canary = canary
+        self.shadow: CanaryStatus | None = None  # the shadow gate (a status() too)
         self.drift: Rollover | None = None
         self.limits = limits or HttpLimits()
         handler = _handler(health, self)
@@ -235,6 +236,14 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
                 model = parse_qs(url.query).get("model", [None])[0]
                 code, reply = canary_reply(endpoints.canary, path, model)
                 self._send(code, json.dumps(reply).encode(), "application/json")
+            elif path == "/shadow":
+                if endpoints.shadow is None:
+                    reply: dict[str, object] = {
+                        "error": "the shadow gate is not enabled (shadow.enabled in the config)"}
+                    self._send(404, json.dumps(reply).encode(), "application/json")
+                else:
+                    self._send(200, json.dumps(endpoints.shadow.status()).encode(),
+                               "application/json")
             elif path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):
@@ -242,7 +251,8 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
                 body = json.dumps({"ok": ok, **detail}).encode()
                 self._send(200 if ok else 503, body, "application/json")
             else:
-                self._send(404, b"not found: try /metrics, /healthz, /readyz or /canary\n",
+                self._send(404, b"not found: try /metrics, /healthz, /readyz, /canary or "
+                                b"/shadow\n",
                            "text/plain")
 
         def _read_body(self) -> bool:

@@ -348,6 +348,32 @@ class Metrics:
             ["model", "arm"],
             registry=registry,
         )
+        self.SHADOW_VERDICT = Gauge(
+            "driftwatch_shadow_verdict",
+            "The shadow gate's verdict, one-hot by verdict (watching, ready, regressed)",
+            ["model", "verdict"],
+            registry=registry,
+        )
+        self.SHADOW_DIFFERENCE = Gauge(
+            "driftwatch_shadow_difference",
+            "Shadow minus stable, per paired request: estimate and always-valid bounds",
+            ["model", "gate", "bound"],
+            registry=registry,
+        )
+        self.SHADOW_RECORDS = Counter(
+            "driftwatch_shadow_records_total",
+            "Shadow records paired with the stable answer to the same request, or unpaired "
+            "(no stable record within the window; counted, not compared)",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.SHADOW_COSINE = Histogram(
+            "driftwatch_shadow_answer_cosine",
+            "Cosine between the shadow's and stable's answers to the same request",
+            ["model"],
+            buckets=(0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=registry,
+        )
         self.TOKEN_LINE = Gauge(
             "driftwatch_token_line",
             "Reported tokens = offset + slope x counted, learnt per segment and stream "

@@ -11,6 +11,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -31,6 +32,7 @@ _LABEL_VALUES = re.compile(r"label_values\((.*),\s*(\w+)\)$")
 TOXIC = "You are a stupid idiot and a worthless moron, shut up."
 NEW_ERROR = "content_filter_v2"
 RECEIVED: list[dict[str, Any]] = []  # webhook bodies the receiver answered 200
+LIVE: dict[str, str] = {}  # the daemon's HTTP address
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -83,7 +85,12 @@ def _traffic() -> list[bytes]:
     # An error type no reference holds, late (every segment is armed by then), ten times.
     for r in records[-50::5]:
         r.update(status="error", error_type=NEW_ERROR, response="")
-    return [traffic.encode(r) for r in records]
+    # A shadow model answers a third of the stable QA requests, toxic every other time.
+    stable = [r for r in records[:260] if r["deployment"] == "stable"][::3]
+    shadows = [{**r, "deployment": "shadow", "model_version": "v3",
+                "response": TOXIC if k % 2 else r.get("response")}
+               for k, r in enumerate(stable)]
+    return [traffic.encode(r) for r in [*records[:260], *shadows, *records[260:]]]
 
 
 def _receiver() -> tuple[ThreadingHTTPServer, str]:
@@ -136,6 +143,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                               "secret_env": "DW_DASHBOARD_TEST_SECRET"},
                      "pager": {"type": "alertmanager", "url": receiver}},
             canary={"enabled": True, "min_records": 20},
+            shadow={"enabled": True, "min_pairs": 20, "window_seconds": 86_400,
+                    "actions": ["hook"]},
             outbox={"path": str(workdir / "outbox.sqlite3")},
         )
         os.environ["DW_DASHBOARD_TEST_SECRET"] = SECRET
@@ -164,6 +173,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                      90, "a delivery after a failed attempt", interval_s=1)
             wait_for(lambda: sum(b["type"] == "drift.new_error_class" for b in RECEIVED)
                      >= 2, 90, "the new error class's webhooks", interval_s=0.5)
+            wait_for(lambda: any(b["type"] == "shadow.regressed" for b in RECEIVED), 90,
+                     "the shadow's verdict webhook", interval_s=0.5)
+            LIVE["metrics"] = f"http://127.0.0.1:{port}"
             yield prometheus
             render_to = os.environ.get("DRIFTWATCH_RENDER_TO")
             if render_to:  # how dashboards/overview.png was made from this run's data
@@ -200,7 +212,7 @@ def test_a_new_error_class_is_counted_once_per_segment_and_sent_as_an_event(
     # Ten records of the class, spread over both segments: each announces it once (rare
     # error types the 50-record references missed are new too, and counted alike).
     counted = live.query("driftwatch_drift_new_error_classes_total")
-    assert {c["metric"]["deployment"] for c in counted} == {"stable", "canary"}, counted
+    assert {c["metric"]["deployment"] for c in counted} >= {"stable", "canary"}, counted
     sent = [b["data"] for b in RECEIVED if b["type"] == "drift.new_error_class"]
     ours = [d for d in sent if d["details"]["error_class"] == f"error:{NEW_ERROR}"]
     assert sorted(d["segment"]["deployment"] for d in ours) == ["canary", "stable"], sent
@@ -209,3 +221,21 @@ def test_a_new_error_class_is_counted_once_per_segment_and_sent_as_an_event(
     assert len(sent) == sum(float(c["value"][1]) for c in counted), sent
     classes = [(d["segment"]["deployment"], d["details"]["error_class"]) for d in sent]
     assert len(set(classes)) == len(classes), classes
+
+
+def test_a_worse_shadow_is_regressed_by_its_paired_answers_and_said_on_get_shadow(
+        live: LocalPrometheus) -> None:
+    verdict = live.query('driftwatch_shadow_verdict{verdict="regressed"}')
+    assert [float(v["value"][1]) for v in verdict] == [1.0], verdict
+    status = httpx.get(f"{LIVE['metrics']}/shadow", timeout=10).json()
+    model = status["models"]["assistant-small"]
+    # An insult is toxic and not supported by the context: one hard gate or both.
+    assert model["verdict"] == "regressed" and model["failed"]
+    assert set(model["failed"]) <= {"toxic", "ungrounded"}, model
+    assert model["pairs"] >= 20 and model["unpaired"] == 0
+    assert 0 < model["changed_share"] < 1  # half the shadow's answers are another text
+    sent = [b["data"] for b in RECEIVED if b["type"] == "shadow.regressed"]
+    assert len(sent) == 1 and sent[0]["segment"] == {"model": "assistant-small",
+                                                     "deployment": "shadow"}
+    lowers = {k: v for k, v in sent[0]["evidence"].items() if k.endswith(".lower")}
+    assert lowers and all(v > 0 for v in lowers.values()), sent  # the gates shown worse
