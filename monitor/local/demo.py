@@ -39,7 +39,13 @@ from monitor.config import (
     OverloadSettings,
     ScoringSettings,
 )
-from monitor.config.acting import CanarySettings, OutboxSettings, Rule, WebhookAction
+from monitor.config.acting import (
+    CanarySettings,
+    OutboxSettings,
+    Rule,
+    ShadowSettings,
+    WebhookAction,
+)
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker, free_port
 from monitor.local.receiver import WebhookReceiver
@@ -49,6 +55,7 @@ DEAD_LETTER_TOPIC = "driftwatch-dead-letter"
 PARTITIONS = 4
 MALFORMED_EVERY = 100  # one bad message per this many good ones
 SHIFT_AFTER = 3_000  # QA and summarization first, then dialogue joins: a topic shift
+SHADOW_SHARE = 0.2  # stable requests a shadow model also answers
 SECRET_ENV = "DRIFTWATCH_DEMO_WEBHOOK_SECRET"
 
 
@@ -68,7 +75,10 @@ class Replayer(threading.Thread):
         after = traffic.load_examples()
         for seed in itertools.count():
             pool = before if self.sent < SHIFT_AFTER else after
-            for record in traffic.wire_records(500, seed=seed, examples=pool):
+            # A shadow model answers a fifth of the stable requests too (same request_id,
+            # so the same partition: the daemon pairs the two answers).
+            records = traffic.wire_records(500, seed=seed, examples=pool)
+            for record in traffic.with_shadow(list(records), SHADOW_SHARE, seed):
                 if self.halt.is_set():
                     producer.close(timeout=5)
                     return
@@ -105,6 +115,7 @@ def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config
                       "window_records": 500, "min_records": 100}},
         )],
         canary=CanarySettings(enabled=True, min_records=100, actions=[hook]),
+        shadow=ShadowSettings(enabled=True, min_pairs=100, actions=[hook]),
         outbox=OutboxSettings(path=state / "outbox.sqlite3"),
         checkpoint=CheckpointSettings(path=state / "checkpoint.bin"),
     )
@@ -224,6 +235,13 @@ def _acting_rows(table: Table, now: Snapshot, hook: WebhookReceiver | None) -> N
                 if v == 1]
     if verdicts:
         table.add_row("canary verdict", ", ".join(sorted(verdicts)))
+    shadow = [labels["verdict"] for labels, v in now.samples.get("driftwatch_shadow_verdict", [])
+              if v == 1]
+    paired = now.by("driftwatch_shadow_records_total", "outcome")
+    if shadow or paired:
+        table.add_row("shadow verdict (pairs, unpaired)",
+                      f"{', '.join(sorted(shadow)) or 'watching'} ({paired.get('paired', 0):.0f}"
+                      f", {paired.get('unpaired', 0):.0f})")
     table.add_row("outbox depth", f"{now.total('driftwatch_outbox_depth'):.0f}")
     if hook is not None:
         got = ", ".join(f"{k} {v}" for k, v in sorted(hook.types().items())) or "0"

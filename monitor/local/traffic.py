@@ -8,10 +8,11 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
+from typing import Any
 
 from detectors.package_data import halueval_path
 
@@ -348,3 +349,25 @@ def malformed_payloads(n: int, seed: int = 0) -> list[tuple[bytes, str]]:
         reason, make = _CASES[i % len(_CASES)]
         payloads.append((make(record), reason))
     return payloads
+
+
+def with_shadow(records: Sequence[dict[str, Any]], share: float, seed: int,
+                other_answer: float = 0.15) -> list[dict[str, Any]]:
+    """The records, each stable one followed, with chance `share`, by a shadow model's answer
+    to the same request (same request_id, `deployment: shadow`, version "shadow"): a little
+    faster, the same answer mostly, and another request's answer `other_answer` of the time
+    (a model that sometimes misreads the question)."""
+    rng = Random(seed)
+    answers = [r.get("response") for r in records if r.get("response")]
+    out: list[dict[str, Any]] = []
+    for r in records:
+        out.append(r)
+        if r.get("deployment") != "stable" or rng.random() >= share:
+            continue
+        shadow = {**r, "deployment": "shadow", "model_version": "shadow"}
+        if r.get("latency_ms") is not None:
+            shadow["latency_ms"] = round(r["latency_ms"] * rng.uniform(0.7, 0.95), 1)
+        if answers and r.get("response") and rng.random() < other_answer:
+            shadow["response"] = answers[rng.randrange(len(answers))]
+        out.append(shadow)
+    return out

@@ -325,3 +325,21 @@ def test_malformed_payloads_cover_every_reason_from_real_records(
     assert broken == ["latency_ms", "context", "deployment", "completion_tokens"]
     for payload in by_reason["invalid_field"] + by_reason["missing_request_id"]:
         assert _text(json.loads(payload)["prompt"]) in prompts
+
+
+def test_a_shadow_answers_a_share_of_stable_requests_right_after_them() -> None:
+    records = list(traffic.wire_records(400, seed=3, examples=traffic.load_examples(400)))
+    mixed = traffic.with_shadow(records, 0.5, seed=1, other_answer=0.2)
+    shadows = [(i, r) for i, r in enumerate(mixed) if r["deployment"] == "shadow"]
+    stable = sum(r["deployment"] == "stable" for r in records)
+    assert 0.4 * stable < len(shadows) < 0.6 * stable
+    assert [r for r in mixed if r["deployment"] != "shadow"] == records  # nothing else moves
+    for i, shadow in shadows:
+        answered = mixed[i - 1]  # the stable record it shadows comes just before
+        assert answered["deployment"] == "stable"
+        assert shadow["request_id"] == answered["request_id"]
+        assert shadow["model_version"] == "shadow"
+        if answered.get("latency_ms") is not None:
+            assert shadow["latency_ms"] < answered["latency_ms"]
+    other = sum(s["response"] != mixed[i - 1]["response"] for i, s in shadows)
+    assert 0 < other < 0.35 * len(shadows)  # mostly the same answer
