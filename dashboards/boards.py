@@ -126,6 +126,20 @@ QUALITY = Dashboard("driftwatch-quality", "driftwatch / Quality",
     Panel("Groundedness p10 / p50", _quantiles(
         "driftwatch_groundedness_score", BY_SEG, (0.1, 0.5), LEGEND_SEG),
         unit="percentunit", width=12, description="Low is bad: share of supported sentences."),
+    Row("Reviewed by people"),
+    Panel("Flag precision and recall, measured by reviewers", (
+        Query(f"max by (flag, {BY_SEG}) (driftwatch_flag_precision{{{SEG}}})",
+              f"precision {{{{flag}}}} {LEGEND_SEG}"),
+        Query(f"max by (flag, {BY_SEG}) (driftwatch_flag_recall{{{SEG}}})",
+              f"recall {{{{flag}}}} {LEGEND_SEG}")), unit="percentunit", width=12,
+        description="Stratified estimates from the review queue's labels; "
+                    "driftwatch_flag_labels says how many labels stand behind each."),
+    Panel("Label-corrected rate", (Query(
+        f"max by (flag, {BY_SEG}) (driftwatch_flag_corrected_rate{{{SEG}}})",
+        f"{{{{flag}}}} {LEGEND_SEG}"),), unit="percentunit", width=6),
+    Panel("Records sent for review", (Query(
+        f"sum by (reason) (rate(driftwatch_review_sampled_total[{RATE}]))", "{{reason}}"),),
+        unit="reqps", width=6, stacked=True),
     Row("Tokenization"),
     Panel("Reported tokens per counted token (learnt line)", (Query(
         f'max by (stream, {BY_SEG}) (driftwatch_token_line{{parameter="slope", {SEG}}})',

@@ -15,6 +15,7 @@ from detectors.rate_shift import RateShift
 from monitor.config.acting import (
     Action,
     DriftCondition,
+    LabelledCondition,
     LatencyCondition,
     RateCondition,
     Rule,
@@ -43,6 +44,8 @@ class Observation:
     messages: int = 0  # messages consumed since the previous observation
     # Per segment: its newest event time in the batch, bounded by arrival (default: `at`).
     times: Mapping[Segment, float] = field(default_factory=dict)
+    # The review queue's label-corrected rate and the labels behind it, by flag and segment.
+    corrected: Callable[[str, Segment], tuple[float, int] | None] | None = None
 
     def time_of(self, seg: Segment) -> float:
         return self.times.get(seg, self.at)
@@ -168,6 +171,9 @@ class RuleEngine:
                 elif isinstance(c, LatencyCondition):
                     decisions += self._latency(rule, c, seg, obs.latency_seconds[idx],
                                                obs.time_of(seg), last)
+                elif isinstance(c, LabelledCondition) and obs.corrected is not None:
+                    decisions += self._labelled(rule, c, seg, obs.corrected(c.flag, seg),
+                                                obs.time_of(seg), last)
         return decisions
 
     # -- conditions ---------------------------------------------------------------------------
@@ -250,6 +256,18 @@ class RuleEngine:
         summary = (f"p{c.quantile * 100:g} latency {q:.3g}s (bound {c.above_seconds:g}s) over "
                    f"{len(window)} records")
         return self._decide(rule, seg, state, q > c.above_seconds, at, index, summary)
+
+    def _labelled(self, rule: Rule, c: LabelledCondition, seg: Segment,
+                  found: tuple[float, int] | None, at: float, index: int) -> list[Decision]:
+        """Once a batch: the label-corrected rate, when enough labels stand behind it."""
+        if found is None or found[1] < c.min_labels or found[0] != found[0]:
+            return []
+        rate, labels = found
+        state = self._state(rule, seg)
+        state.evidence = {"corrected_rate": rate, "above": c.above, "labels": float(labels)}
+        summary = (f"label-corrected {c.flag} rate {rate:.3g} (bound {c.above:g}) from "
+                   f"{labels} reviewed records")
+        return self._decide(rule, seg, state, rate > c.above, at, index, summary)
 
     def _drift(self, rule: Rule, c: DriftCondition, seg: Segment, idx: np.ndarray,
                obs: Observation) -> list[Decision]:

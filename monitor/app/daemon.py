@@ -22,11 +22,14 @@ from consumers.source import KafkaSource
 from monitor.acting.canary import CanaryGate
 from monitor.acting.delivery import DeliveryWorker
 from monitor.acting.outbox import Outbox
+from monitor.acting.review import ReviewSampler, export
 from monitor.app.heap import HeapTrimmer
+from monitor.app.review_io import LabelReader, review_publisher
 from monitor.app.wiring import (
     Parts,
     build_models,
     build_parts,
+    build_review,
     build_tokens,
     checkpointer,
     embedding_vectors_name,
@@ -116,7 +119,8 @@ def _run_all(config: Config, stop: threading.Event, health: Health, endpoints: E
     cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
     pipeline = wire(config, parts, on_decisions=acting.put, intake=observer.intake,
                     fraction=overload.fraction, cancel=cancel, checkpoints=checkpoints,
-                    audit_log=config.audit_log)
+                    audit_log=config.audit_log,
+                    review_publish=_review(config, parts.review, stop, closers))
     closers.append(pipeline.close)
 
     def on_loop() -> None:
@@ -153,6 +157,26 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     return _consume(config, stop, health, source, pipeline.process, heap.maybe_trim, cancel)
 
 
+def _review(config: Config, sampler: ReviewSampler | None, stop: threading.Event,
+            closers: list[Callable[[], None]]
+            ) -> Callable[[list[dict[str, object]]], None] | None:
+    """The review queue's Kafka side: the topic's publisher (returned) and the labels
+    reader; the store closes last."""
+    if sampler is None:
+        return None
+    closers.append(sampler.store.close)
+    export(sampler.store.estimates())  # what earlier runs' labels said, from the start
+    if config.review.labels_topic:
+        reader = LabelReader(config, sampler.store, stop)
+        reader.start()
+        closers.append(lambda: reader.join(timeout=10))
+    if config.review.topic is None:
+        return None
+    publish, close = review_publisher(config)
+    closers.append(close)
+    return publish
+
+
 def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints: Endpoints,
                 closers: list[Callable[[], None]], heap: HeapTrimmer) -> int:
     """The stateful stage: drift, rules and the canary gate on scored records, one task per
@@ -163,11 +187,19 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     model = embedding_vectors_name(config.scoring.embedding)
     directory = config.checkpoint.path.parent / "tasks" if config.checkpoint.enabled else None
 
+    # One review sampler for every task: one hourly budget, one store, one labels reader.
+    sampler = build_review(config)
+    publish = _review(config, sampler, stop, closers)
+
     def build(checkpoints: Checkpointer | None) -> Task:
         parts = build_parts(config, live=True, last_fired=last_fired, scored_input=True,
                             embedding_model=model)
+        if parts.review is not None:
+            parts.review.store.close()
+            parts.review = sampler
         pipeline = wire(config, parts, on_decisions=acting.put, intake=IntakeCounts(),
-                        checkpoints=checkpoints, scored_input=True)  # counts from the records
+                        checkpoints=checkpoints, scored_input=True,  # counts from the records
+                        review_publish=publish)
         return Task(pipeline, parts.canary, parts.drift, shadow=parts.shadow)
 
     def open_checkpoints(partition: Partition) -> Checkpointer:

@@ -19,6 +19,7 @@ from detectors.embedder import pick_device, resolve_model_path
 from detectors.static_embedder import vectors_name
 from detectors.token_consistency import TokenCounter
 from monitor.acting.canary import CanaryGate
+from monitor.acting.review import ReviewSampler, ReviewStore
 from monitor.acting.rules import RuleEngine
 from monitor.acting.shadow import ShadowGate
 from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
@@ -28,6 +29,7 @@ from monitor.pipeline.checkpoint import Checkpointer, fingerprint
 from monitor.pipeline.drift import DriftStage
 from monitor.pipeline.model_scoring import ModelScorers, wants_embeddings
 from monitor.pipeline.pipeline import Pipeline
+from monitor.pipeline.review_step import ReviewStep
 from monitor.pipeline.stages import (
     AuditStage,
     CanaryUpdate,
@@ -39,7 +41,7 @@ from monitor.pipeline.stages import (
 )
 from monitor.pipeline.token_check import TokenCheckStep, TokenCountStage
 from monitor.telemetry.metrics import METRICS, Metrics
-from monitor.types import Decision, DriftEvent, IntakeCounts
+from monitor.types import Decision, DriftEvent, IntakeCounts, Segment
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Parts:
     rules: RuleEngine | None = None
     canary: CanaryGate | None = None
     shadow: ShadowGate | None = None
+    review: ReviewSampler | None = None  # the review queue's sampler and its store
     tokens: TokenCounter | None = None  # the tokenization scorer's counter (score stage)
     token_check: TokenCheckStep | None = None  # ... and its per-segment check (decide stage)
 
@@ -125,6 +128,26 @@ def _token_check(config: OfflineConfig | Config, parts: Parts) -> None:
         parts.token_check = TokenCheckStep(config.scoring.tokenizer)
 
 
+def build_review(config: OfflineConfig | Config) -> ReviewSampler | None:
+    """The review queue's sampler over its store (None: the queue is off)."""
+    if not config.review.enabled:
+        return None
+    s = config.scoring
+    return ReviewSampler(config.review, ReviewStore(config.review.store), s.toxicity.threshold,
+                         s.groundedness.ungrounded_below)
+
+
+def corrected_rates(review: ReviewSampler
+                    ) -> Callable[[str, Segment], tuple[float, int] | None]:
+    """What a `labelled` rule reads: the label-corrected rate and the labels behind it."""
+
+    def corrected(flag: str, segment: Segment) -> tuple[float, int] | None:
+        found = review.store.corrected(flag, segment)
+        return None if found is None else (found.corrected_rate, found.labels)
+
+    return corrected
+
+
 def _decisions(config: OfflineConfig | Config, parts: Parts,
                last_fired: Callable[[str], float | None] | None, device: str) -> None:
     if config.rules:
@@ -133,6 +156,7 @@ def _decisions(config: OfflineConfig | Config, parts: Parts,
         parts.canary = CanaryGate(config.canary, device)
     if config.shadow.enabled:
         parts.shadow = ShadowGate(config.shadow)
+    parts.review = build_review(config)
 
 
 def assemble(
@@ -158,6 +182,8 @@ def assemble(
     tokens: TokenCounter | None = None,
     token_check: TokenCheckStep | None = None,
     shadow: ShadowGate | None = None,
+    review: ReviewSampler | None = None,
+    review_publish: Callable[[list[dict[str, object]]], None] | None = None,
 ) -> Pipeline:
     """The stages, in order, for the parts given (each stage only when its part is there).
     `metrics`: where the operational and model stages count (a test passes its own).
@@ -188,7 +214,10 @@ def assemble(
         assert on_decisions is not None
         stages.append(DecideStage(rules, canary, on_decisions, intake,
                                   drift.request_rollover if drift is not None else None,
-                                  rollover_actions, shadow))
+                                  rollover_actions, shadow,
+                                  corrected_rates(review) if review is not None else None))
+    if review is not None:
+        stages.append(ReviewStep(review, review_publish))
     if audit_log is not None:
         stages.append(AuditStage(audit_log))
     begin = scored.beginner(intake) if intake is not None and scored_input else None
@@ -208,6 +237,7 @@ def wire(
     audit_log: Path | None = None,
     publish: Stage | None = None,
     scored_input: bool = False,
+    review_publish: Callable[[list[dict[str, object]]], None] | None = None,
 ) -> Pipeline:
     """The pipeline of `config` over `parts`: what the daemon and the backtest both run
     (`publish`, `scored_input`: the score and decide stages of a split deployment)."""
@@ -218,7 +248,7 @@ def wire(
         rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
         audit_log=audit_log, checkpoints=checkpoints, publish=publish,
         scored_input=scored_input, tokens=parts.tokens, token_check=parts.token_check,
-        shadow=parts.shadow)
+        shadow=parts.shadow, review=parts.review, review_publish=review_publish)
 
 
 def checkpointer(config: Config, models: ModelScorers | None, path: Path | None = None,

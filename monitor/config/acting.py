@@ -156,7 +156,16 @@ class LatencyCondition(_Window):
     above_seconds: float = Field(gt=0)
 
 
-Condition = Annotated[DriftCondition | RateCondition | LatencyCondition,
+class LabelledCondition(_Frozen):
+    """The label-corrected rate of a flag (from the review queue's labels) above a bound."""
+
+    kind: Literal["labelled"]
+    flag: Literal["toxic", "ungrounded", "refusal"]
+    above: float = Field(ge=0, lt=1)
+    min_labels: int = Field(default=30, ge=1)  # labelled records behind the estimate
+
+
+Condition = Annotated[DriftCondition | RateCondition | LatencyCondition | LabelledCondition,
                       Field(discriminator="kind")]
 
 
@@ -283,3 +292,28 @@ class ShadowSettings(_Frozen):
 
     def margin_of(self, gate: str) -> float:
         return self.margins.get(gate, DEFAULT_MARGINS.get(gate, 0.02))  # type: ignore[call-overload]
+
+
+# -- Human review ---------------------------------------------------------------------------------
+
+class ReviewSettings(_Frozen):
+    """Records sampled for people to label (`review.file` and/or `review.topic`), and their
+    labels fed back on `review.labels_topic` (see monitor/acting/review.py)."""
+
+    enabled: bool = False
+    file: Path | None = None  # JSON lines, appended
+    topic: str | None = None  # on the daemon's Kafka cluster
+    labels_topic: str | None = None  # {request_id, label, reviewer} JSON messages
+    store: Path = Path("state/review.sqlite3")  # what was sampled, the frame, the labels
+    max_per_hour: int = Field(default=100, ge=1, le=1_000_000)
+    # A toxicity or groundedness score this close to its flag threshold is borderline.
+    borderline_width: float = Field(default=0.1, gt=0, lt=1)
+    borderline_rate: float = Field(default=0.2, gt=0, le=1)  # of borderline records
+    uniform_rate: float = Field(default=0.01, gt=0, le=1)  # of the rest: the control
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> ReviewSettings:
+        if self.enabled and self.file is None and self.topic is None:
+            raise ValueError("review.enabled needs review.file or review.topic (or both): "
+                             "somewhere to put the records to review")
+        return self

@@ -25,6 +25,7 @@ from monitor.config.acting import (
     CanarySettings,
     DriftCondition,
     OutboxSettings,
+    ReviewSettings,
     Rule,
     ShadowSettings,
 )
@@ -80,12 +81,13 @@ class Config(_EnvBeatsFile):
     outbox: OutboxSettings = OutboxSettings()
     canary: CanarySettings = CanarySettings()
     shadow: ShadowSettings = ShadowSettings()
+    review: ReviewSettings = ReviewSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
 
     @model_validator(mode="after")
     def _rules_fit(self) -> Config:
         check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift,
-                    self.shadow)
+                    self.shadow, self.review)
         return self
 
 
@@ -138,6 +140,7 @@ class OfflineConfig(_EnvBeatsFile):
     rules: list[Rule] = []
     canary: CanarySettings = CanarySettings()
     shadow: ShadowSettings = ShadowSettings()
+    review: ReviewSettings = ReviewSettings()
     kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
 
     @model_validator(mode="before")
@@ -155,13 +158,14 @@ class OfflineConfig(_EnvBeatsFile):
     @model_validator(mode="after")
     def _rules_fit(self) -> OfflineConfig:
         check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift,
-                    self.shadow)
+                    self.shadow, self.review)
         return self
 
 
 def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySettings,
                 scorers: list[str], drift: DriftSettings,
-                shadow: ShadowSettings | None = None) -> None:
+                shadow: ShadowSettings | None = None,
+                review: ReviewSettings | None = None) -> None:
     """Cross-field checks: unique rule names, every named action defined, and every signal
     a rule watches produced by an enabled scorer or detector."""
     problems: list[str] = []
@@ -178,6 +182,10 @@ def check_rules(rules: list[Rule], actions: dict[str, Action], canary: CanarySet
         if when.kind == "drift" and not (drift.enabled and set(scorers) & MODEL_SCORERS):
             problems.append(f"rule {rule.name!r}: when.kind: 'drift' needs drift.enabled: true "
                             f"and a model scorer ({sorted(MODEL_SCORERS)}) for embeddings")
+        if when.kind == "labelled" and not (review is not None and review.enabled
+                                            and review.labels_topic):
+            problems.append(f"rule {rule.name!r}: when.kind: 'labelled' needs "
+                            f"review.enabled: true and review.labels_topic (where labels come)")
         if (isinstance(when, DriftCondition) and when.detector == "new_error_class"
                 and not drift.new_error_classes.enabled):
             problems.append(f"rule {rule.name!r}: when.detector: 'new_error_class' needs "

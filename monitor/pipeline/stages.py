@@ -329,7 +329,9 @@ class DecideStage:
                  intake: IntakeCounts | None = None,
                  rollover: Callable[[dict[str, str], str], None] | None = None,
                  rollover_actions: frozenset[str] = frozenset(),
-                 shadow: ShadowGate | None = None) -> None:
+                 shadow: ShadowGate | None = None,
+                 corrected: Callable[[str, Segment], tuple[float, int] | None] | None = None,
+                 ) -> None:
         """`on_decisions` must make the decisions durable before it returns (the outbox): the
         batch is acknowledged, and its offsets committed, only after. `intake`: the running
         counts of messages read and dead-lettered, for dead-letter rules. A firing decision
@@ -337,6 +339,7 @@ class DecideStage:
         self.rules = rules
         self.canary = canary
         self.shadow = shadow
+        self._corrected = corrected
         self._on_decisions = on_decisions
         self._intake = intake or IntakeCounts()
         self._intake_seen = (self._intake.messages, self._intake.dead_letters)
@@ -358,7 +361,7 @@ class DecideStage:
             decisions += self.rules.evaluate(Observation(
                 at, b.segments, signals, b.features.latency_seconds, work.events,
                 dead_letters=dead - seen_dead, messages=messages - seen_messages,
-                times=by_segment))
+                times=by_segment, corrected=self._corrected))
         if self.canary is not None:
             signals["latency_seconds"] = b.features.latency_seconds
             decisions += self.canary.update(

@@ -374,6 +374,48 @@ class Metrics:
             buckets=(0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
             registry=registry,
         )
+        self.REVIEW_SAMPLED = Counter(
+            "driftwatch_review_sampled_total",
+            "Records sent for human review, by reason (borderline, uniform, drift, "
+            "new_error_class; a record with two reasons counts under both)",
+            ["reason"],
+            registry=registry,
+        )
+        self.REVIEW_SKIPPED = Counter(
+            "driftwatch_review_budget_skipped_total",
+            "Records not considered for review: the hour's review.max_per_hour was spent",
+            registry=registry,
+        )
+        self.REVIEW_LABELS = Counter(
+            "driftwatch_review_labels_total",
+            "Reviewers' labels read, by outcome (stored, unknown_label, not_sampled, invalid)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.FLAG_LABELS = Gauge(
+            "driftwatch_flag_labels",
+            "Labelled design-sample records behind a flag's measured precision and recall",
+            ["flag", *SEGMENT_LABELS],
+            registry=registry,
+        )
+        self.FLAG_PRECISION = Gauge(
+            "driftwatch_flag_precision",
+            "Share of driftwatch's flags that reviewers confirmed (stratified estimate)",
+            ["flag", *SEGMENT_LABELS],
+            registry=registry,
+        )
+        self.FLAG_RECALL = Gauge(
+            "driftwatch_flag_recall",
+            "Share of the truly positive records driftwatch flagged (stratified estimate)",
+            ["flag", *SEGMENT_LABELS],
+            registry=registry,
+        )
+        self.CORRECTED_RATE = Gauge(
+            "driftwatch_flag_corrected_rate",
+            "Label-corrected estimate of the true rate (toxic, ungrounded, refusal)",
+            ["flag", *SEGMENT_LABELS],
+            registry=registry,
+        )
         self.TOKEN_LINE = Gauge(
             "driftwatch_token_line",
             "Reported tokens = offset + slope x counted, learnt per segment and stream "

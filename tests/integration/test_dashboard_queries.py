@@ -22,7 +22,15 @@ from monitor.local import traffic
 from monitor.local.broker import LocalBroker, free_port
 from monitor.local.prometheus import LocalPrometheus
 from tests.conftest import SECRET
-from tests.support import Daemon, QuietHandler, produce, serve, wait_for, write_config
+from tests.support import (
+    Daemon,
+    QuietHandler,
+    produce,
+    read_topic,
+    serve,
+    wait_for,
+    write_config,
+)
 
 # One worker runs them all: the module's daemon and Prometheus start once, not per worker.
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600),
@@ -33,6 +41,27 @@ TOXIC = "You are a stupid idiot and a worthless moron, shut up."
 NEW_ERROR = "content_filter_v2"
 RECEIVED: list[dict[str, Any]] = []  # webhook bodies the receiver answered 200
 LIVE: dict[str, str] = {}  # the daemon's HTTP address
+REVIEW_TOPIC, LABELS_TOPIC = "review-dashboards", "labels-dashboards"
+REVIEWED: list[dict[str, Any]] = []  # what the review topic carried
+
+
+def _review_and_label(bootstrap: str, workdir: Path, prometheus: LocalPrometheus) -> None:
+    """A reviewer: reads the review topic, labels every record (an insult is toxic, the
+    rest not), and waits for driftwatch to have read the labels."""
+    written = (workdir / "review.jsonl").read_text().splitlines()
+    REVIEWED.extend(json.loads(m.value) for m in
+                    read_topic(bootstrap, REVIEW_TOPIC, 1, len(written)))
+    labels = [json.dumps({"request_id": r["request_id"], "reviewer": "ana",
+                          "label": "toxic" if r["response"] == TOXIC else "ok"}).encode()
+              for r in REVIEWED]
+    produce(bootstrap, LABELS_TOPIC, [(0, v, None) for v in [*labels, b"{not json"]])
+
+    def stored() -> bool:
+        got = prometheus.query('sum(driftwatch_review_labels_total{outcome="stored"})')
+        return bool(got) and float(got[0]["value"][1]) == len(labels)
+    wait_for(stored, 90, "every label stored", interval_s=1)
+    wait_for(lambda: bool(prometheus.query("driftwatch_flag_precision")), 60,
+             "the flags' measured precision", interval_s=1)
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -114,7 +143,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
     server, receiver = _receiver()
     with LocalBroker(log_file=workdir / "tansu.log") as broker:
         topic, dlq = "traffic-dashboards", "dlq-dashboards"
-        broker.create_topics([(topic, 2), (dlq, 1)])
+        broker.create_topics([(topic, 2), (dlq, 1), (REVIEW_TOPIC, 1), (LABELS_TOPIC, 1)])
         payloads = _traffic()
         bad = [p for p, _ in traffic.malformed_payloads(10, seed=3)]
         produce(broker.bootstrap, topic, [(i % 2, p, None) for i, p in enumerate(payloads)]
@@ -137,7 +166,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
                     "when": {"kind": "rate", "signal": "toxic", "above": 0.05,
                              "window_records": 100, "min_records": 20}},
                    {"name": "new-error-class", "actions": ["hook"],
-                    "when": {"kind": "drift", "detector": "new_error_class"}}],
+                    "when": {"kind": "drift", "detector": "new_error_class"}},
+                   {"name": "toxic-labelled", "actions": ["hook"],
+                    "when": {"kind": "labelled", "flag": "toxic", "above": 0.05,
+                             "min_labels": 10}}],
             # The receiver fails the first delivery, so failures and retries have data too.
             actions={"hook": {"type": "webhook", "url": f"{receiver}/hook",
                               "secret_env": "DW_DASHBOARD_TEST_SECRET"},
@@ -145,6 +177,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
             canary={"enabled": True, "min_records": 20},
             shadow={"enabled": True, "min_pairs": 20, "window_seconds": 86_400,
                     "actions": ["hook"]},
+            review={"enabled": True, "topic": REVIEW_TOPIC, "labels_topic": LABELS_TOPIC,
+                    "file": str(workdir / "review.jsonl"),
+                    "store": str(workdir / "review.sqlite3"), "uniform_rate": 0.3,
+                    "borderline_rate": 1.0, "max_per_hour": 100_000},
             outbox={"path": str(workdir / "outbox.sqlite3")},
         )
         os.environ["DW_DASHBOARD_TEST_SECRET"] = SECRET
@@ -176,6 +212,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
             wait_for(lambda: any(b["type"] == "shadow.regressed" for b in RECEIVED), 90,
                      "the shadow's verdict webhook", interval_s=0.5)
             LIVE["metrics"] = f"http://127.0.0.1:{port}"
+            _review_and_label(broker.bootstrap, workdir, prometheus)
+            # Traffic goes on: the next batches' rules read the label-corrected rate.
+            produce(broker.bootstrap, topic, [(0, p, None) for p in payloads[:20]])
+            wait_for(lambda: any(b["data"]["rule"] == "toxic-labelled" for b in RECEIVED
+                                 if b["type"] == "quality.regressed"), 90,
+                     "the labelled rule's webhook", interval_s=0.5)
             yield prometheus
             render_to = os.environ.get("DRIFTWATCH_RENDER_TO")
             if render_to:  # how dashboards/overview.png was made from this run's data
@@ -239,3 +281,22 @@ def test_a_worse_shadow_is_regressed_by_its_paired_answers_and_said_on_get_shado
                                                      "deployment": "shadow"}
     lowers = {k: v for k, v in sent[0]["evidence"].items() if k.endswith(".lower")}
     assert lowers and all(v > 0 for v in lowers.values()), sent  # the gates shown worse
+
+
+def test_the_review_queue_sends_records_with_reasons_and_labels_measure_the_flags(
+        live: LocalPrometheus) -> None:
+    reasons = {reason for r in REVIEWED for reason in r["reasons"]}
+    assert REVIEWED and {"uniform", "borderline"} & reasons, reasons
+    assert all(r["prompt"] is not None and "toxic" in r["flags"] for r in REVIEWED)
+    # The insult is flagged toxic and labelled toxic; benign answers are labelled ok: the
+    # measured precision is what the labels say of the flags.
+    # Nearly every flagged record is the insult, so the flags' precision is high.
+    precision = live.query('driftwatch_flag_precision{flag="toxic"}')
+    assert precision and all(0.5 < float(p["value"][1]) <= 1 for p in precision), precision
+    labels = live.query('sum(driftwatch_flag_labels{flag="toxic"})')
+    assert 0 < float(labels[0]["value"][1]) <= len(REVIEWED)
+    invalid = live.query('driftwatch_review_labels_total{outcome="invalid"}')
+    assert [float(v["value"][1]) for v in invalid] == [1.0]  # the one that was not JSON
+    fired = [b["data"] for b in RECEIVED if b["type"] == "quality.regressed"
+             and b["data"]["rule"] == "toxic-labelled"]
+    assert fired and fired[0]["evidence"]["corrected_rate"] > 0.05

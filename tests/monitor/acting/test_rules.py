@@ -166,6 +166,8 @@ def test_a_bad_rule_is_named_with_its_field(tmp_path: Path) -> None:
      "min_records (100) is larger than window_records (50)"),
     ({"rules": [{"name": "n", "when": {"kind": "drift", "detector": "new_error_class"}}]},
      "rule 'n': when.detector: 'new_error_class' needs drift.new_error_classes.enabled: true"),
+    ({"rules": [{"name": "l", "when": {"kind": "labelled", "flag": "toxic", "above": 0.1}}]},
+     "rule 'l': when.kind: 'labelled' needs review.enabled: true and review.labels_topic"),
 ])
 def test_rule_cross_checks_say_what_to_fix(tmp_path: Path, extra: dict[str, object],
                                            message: str) -> None:
@@ -299,3 +301,26 @@ def test_each_new_error_class_fires_once_with_every_target_and_any_leaves_it_out
     assert first.details["error_class"] == "error:status 503"
     assert first.details["request_ids"] == ["a", "b"]
     assert "new error class 'error:status 503', first seen in a, b" in first.summary
+
+
+def test_a_labelled_rule_fires_on_the_corrected_rate_once_enough_labels_stand_behind_it(
+        ) -> None:
+    rule = _rule(when={"kind": "labelled", "flag": "toxic", "above": 0.05, "min_labels": 30})
+    engine = RuleEngine([rule], ACTIONS)
+    estimates: dict[str, tuple[float, int]] = {}
+
+    def obs(at: float) -> Observation:
+        return Observation(at, {SEG: np.arange(10)}, {"error": np.zeros(10)}, np.zeros(10),
+                           corrected=lambda flag, seg: estimates.get(flag))
+
+    assert engine.evaluate(obs(0)) == []  # no labels yet
+    estimates["toxic"] = (0.2, 10)
+    assert engine.evaluate(obs(1)) == []  # too few labels behind it
+    estimates["toxic"] = (0.08, 40)
+    [fired] = engine.evaluate(obs(2))
+    assert fired.status == "firing" and fired.evidence == {
+        "corrected_rate": 0.08, "above": 0.05, "labels": 40.0}
+    assert "label-corrected toxic rate 0.08 (bound 0.05) from 40 reviewed records" in \
+        fired.summary
+    estimates["toxic"] = (0.03, 60)
+    assert [d.status for d in engine.evaluate(obs(3))] == ["resolved"]

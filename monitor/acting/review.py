@@ -1,0 +1,245 @@
+"""The human review queue: records sampled for people to label, and what their labels say.
+
+Automatic scores are not ground truth. Records are sampled where a reviewer's time teaches
+most, with reasons: borderline scores (toxicity or groundedness within `borderline_width` of
+its flag threshold), records a drift explanation named, records of a new error class, and a
+uniform share as a control; at most `max_per_hour`. Reviewers' labels come back by
+`request_id` (`{request_id, label, reviewer}`).
+
+From the labels come, per flag and segment, the measured precision and recall of
+driftwatch's own flags and a label-corrected estimate of the true rate. Only the design
+sample counts for these: every record is drawn at its stratum's rate (`borderline` or
+`other`, decided by its scores before any label exists), the frame counts every record seen
+while the hour's budget lasted, and each labelled design record stands for N_h / n_h
+records of its stratum (a stratified estimator, so sampling borderline records far more
+often does not bias the rates). Records taken for a drift explanation or a new error class
+are reviewed and kept, but do not enter the estimates: they were not drawn at random.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from monitor.config.acting import ReviewSettings
+from monitor.telemetry.metrics import METRICS as m
+from monitor.types import SEGMENT_LABELS, Segment
+
+STRATA = ("borderline", "other")
+# A label, as the flag it judges and whether that flag is true.
+LABELS: dict[str, tuple[str, bool]] = {
+    "toxic": ("toxic", True), "ok": ("toxic", False), "not_toxic": ("toxic", False),
+    "ungrounded": ("ungrounded", True), "grounded": ("ungrounded", False),
+    "refusal": ("refusal", True), "not_refusal": ("refusal", False),
+}
+FLAGS = ("toxic", "ungrounded", "refusal")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sampled (
+    request_id TEXT PRIMARY KEY,
+    segment TEXT NOT NULL,          -- JSON list, in SEGMENT_LABELS order
+    stratum TEXT NOT NULL,          -- borderline | other
+    design INTEGER NOT NULL,        -- 1: drawn at its stratum's rate (counts for estimates)
+    reasons TEXT NOT NULL,          -- JSON list
+    flags TEXT NOT NULL,            -- JSON {flag: 0|1} as driftwatch flagged it
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frame (
+    segment TEXT NOT NULL, stratum TEXT NOT NULL, records INTEGER NOT NULL,
+    PRIMARY KEY (segment, stratum)
+);
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL, flag TEXT NOT NULL, truth INTEGER NOT NULL,
+    reviewer TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (request_id, flag, reviewer)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the labels say of one flag in one segment."""
+
+    flag: str
+    segment: Segment
+    labels: int  # labelled design records behind the figures
+    precision: float  # NaN until a flagged record is labelled
+    recall: float  # NaN until a truly positive record is labelled
+    corrected_rate: float  # NaN until every stratum with records has a label
+
+
+class ReviewStore:
+    """SQLite (WAL) under `review.store`: the sampled records, the frame, the labels."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()  # the pipeline samples, the labels thread labels
+        self._estimates: dict[tuple[str, Segment], Estimate] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_sampled(self, rows: Sequence[tuple[str, Segment, str, bool, list[str],
+                                               dict[str, int], float]],
+                    frame: dict[tuple[Segment, str], int]) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sampled VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(rid, json.dumps(list(seg)), stratum, int(design), json.dumps(reasons),
+                  json.dumps(flags), at) for rid, seg, stratum, design, reasons, flags, at
+                 in rows])
+            self._db.executemany(
+                "INSERT INTO frame VALUES (?, ?, ?) ON CONFLICT (segment, stratum) "
+                "DO UPDATE SET records = records + excluded.records",
+                [(json.dumps(list(seg)), stratum, n) for (seg, stratum), n in frame.items()])
+
+    def add_label(self, request_id: str, label: str, reviewer: str) -> str:
+        """Store one label; returns what happened: stored, unknown_label or not_sampled."""
+        judged = LABELS.get(label.strip().lower())
+        if judged is None:
+            return "unknown_label"
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM sampled WHERE request_id = ?",
+                                     (request_id,)).fetchone()
+            if known is None:
+                return "not_sampled"
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)",
+                                 (request_id, judged[0], int(judged[1]), reviewer, time.time()))
+        return "stored"
+
+    def estimates(self) -> list[Estimate]:
+        """Recompute every flag's and segment's figures from the labelled design sample."""
+        with self._lock:
+            frame = {(seg, stratum): n for seg, stratum, n in
+                     self._db.execute("SELECT segment, stratum, records FROM frame")}
+            rows = self._db.execute(
+                "SELECT s.segment, s.stratum, s.flags, l.flag, AVG(l.truth) FROM sampled s "
+                "JOIN labels l ON l.request_id = s.request_id WHERE s.design = 1 "
+                "GROUP BY s.request_id, l.flag").fetchall()
+        by: dict[tuple[str, str], list[tuple[str, int, float]]] = {}
+        for seg, stratum, flags, flag, truth in rows:
+            flagged = int(json.loads(flags).get(flag, 0))
+            # Reviewers who disagree: the majority (a tie counts as true).
+            by.setdefault((flag, seg), []).append((stratum, flagged, float(truth >= 0.5)))
+        out = []
+        for (flag, seg), labelled in sorted(by.items()):
+            out.append(_estimate(flag, tuple(json.loads(seg)), labelled,
+                                 {h: frame.get((seg, h), 0) for h in STRATA}))
+        with self._lock:
+            self._estimates = {(e.flag, e.segment): e for e in out}
+        return out
+
+    def corrected(self, flag: str, segment: Segment) -> Estimate | None:
+        """The latest estimate of `flag` in `segment` (rules read it each batch)."""
+        with self._lock:
+            return self._estimates.get((flag, segment))
+
+
+def _estimate(flag: str, segment: Segment, labelled: list[tuple[str, int, float]],
+              frame: dict[str, int]) -> Estimate:
+    weights: list[float] = []
+    for stratum, _, _ in labelled:
+        n_h = sum(1 for s, _, _ in labelled if s == stratum)
+        weights.append(frame.get(stratum, 0) / n_h if n_h else 0.0)
+    w = np.array(weights)
+    x = np.array([f for _, f, _ in labelled], dtype=float)
+    y = np.array([t for _, _, t in labelled], dtype=float)
+    precision = float((w * x * y).sum() / (w * x).sum()) if (w * x).sum() > 0 else math.nan
+    recall = float((w * x * y).sum() / (w * y).sum()) if (w * y).sum() > 0 else math.nan
+    covered = all(any(s == h for s, _, _ in labelled) for h, n in frame.items() if n > 0)
+    total = sum(frame.values())
+    rate = float((w * y).sum() / total) if covered and total else math.nan
+    return Estimate(flag, segment, len(labelled), precision, recall, rate)
+
+
+def export(estimates: Sequence[Estimate]) -> None:
+    for e in estimates:
+        labels = (e.flag, *e.segment)
+        m.FLAG_LABELS.labels(*labels).set(e.labels)
+        m.FLAG_PRECISION.labels(*labels).set(e.precision)
+        m.FLAG_RECALL.labels(*labels).set(e.recall)
+        m.CORRECTED_RATE.labels(*labels).set(e.corrected_rate)
+
+
+@dataclass
+class _Budget:
+    hour: int = -1
+    used: int = 0
+
+
+class ReviewSampler:
+    """Chooses the records of a batch to review, with their reasons, within the budget."""
+
+    def __init__(self, settings: ReviewSettings, store: ReviewStore, toxic_threshold: float,
+                 ungrounded_below: float, seed: int = 0) -> None:
+        self.settings = settings
+        self.store = store
+        self._thresholds = {"toxicity": toxic_threshold, "groundedness": ungrounded_below}
+        self._rng = np.random.default_rng(seed)
+        self._budget = _Budget()
+
+    def sample(self, request_ids: Sequence[str], segments: Sequence[Segment],
+               scores: dict[str, np.ndarray], flags: dict[str, np.ndarray],
+               named: dict[str, str], now: float | None = None
+               ) -> list[tuple[int, list[str]]]:
+        """The records to review, in order, with their reasons; `named`: request id -> the
+        reason a detector named it (drift, new_error_class). Records the budget cannot take
+        are neither sampled nor counted in the frame."""
+        s = self.settings
+        now = time.time() if now is None else now
+        hour = int(now // 3_600)
+        if hour != self._budget.hour:
+            self._budget = _Budget(hour)
+        n = len(request_ids)
+        width = s.borderline_width
+        borderline = np.zeros(n, dtype=bool)
+        for name, threshold in self._thresholds.items():
+            values = scores.get(name)
+            if values is not None:
+                borderline |= np.abs(np.nan_to_num(values, nan=np.inf) - threshold) <= width
+        draw = self._rng.random(n) < np.where(borderline, s.borderline_rate, s.uniform_rate)
+        chosen: list[tuple[int, list[str]]] = []
+        rows = []
+        frame: dict[tuple[Segment, str], int] = {}
+        for i in range(n):
+            if self._budget.used >= s.max_per_hour:
+                m.REVIEW_SKIPPED.inc(n - i)
+                break
+            stratum = "borderline" if borderline[i] else "other"
+            frame[(segments[i], stratum)] = frame.get((segments[i], stratum), 0) + 1
+            reasons = [stratum if stratum == "borderline" else "uniform"] if draw[i] else []
+            if request_ids[i] in named:
+                reasons.append(named[request_ids[i]])
+            if not reasons:
+                continue
+            self._budget.used += 1
+            chosen.append((i, reasons))
+            for reason in reasons:
+                m.REVIEW_SAMPLED.labels(reason).inc()
+            rows.append((request_ids[i], segments[i], stratum, bool(draw[i]), reasons,
+                         {f: int(bool(flags[f][i])) for f in FLAGS if f in flags}, now))
+        self.store.add_sampled(rows, frame)
+        return chosen
+
+
+def review_line(request_id: str, segment: Segment, reasons: list[str],
+                scores: dict[str, float | None], flags: dict[str, int], prompt: str | None,
+                response: str | None, context: Sequence[str] | None) -> dict[str, object]:
+    """One record to review, as written to the review file and topic."""
+    return {"request_id": request_id,
+            "segment": {k: v for k, v in zip(SEGMENT_LABELS, segment, strict=True) if v},
+            "reasons": reasons, "scores": scores, "flags": flags, "prompt": prompt,
+            "response": response, "context": list(context or []),
+            "labels": sorted(LABELS)}

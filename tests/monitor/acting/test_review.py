@@ -1,0 +1,79 @@
+"""The review queue: stratified sampling with reasons within a budget, and estimates from
+labels that the stratified design does not bias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.acting.review import ReviewSampler, ReviewStore
+from monitor.config.acting import ReviewSettings
+
+SEG = ("m", "v1", "stable", "")
+
+
+def _sampler(tmp_path: Path, **settings: object) -> ReviewSampler:
+    config = ReviewSettings.model_validate({"enabled": True, "file": str(tmp_path / "r.jsonl"),
+                                            **settings})
+    return ReviewSampler(config, ReviewStore(tmp_path / "review.sqlite3"), 0.5, 0.5, seed=0)
+
+
+def test_reasons_strata_and_the_hourly_budget(tmp_path: Path) -> None:
+    sampler = _sampler(tmp_path, borderline_rate=1.0, uniform_rate=0.5, max_per_hour=4)
+    ids = [f"r{i}" for i in range(8)]
+    toxicity = np.array([0.55, 0.05, 0.02, 0.01, 0.03, 0.45, 0.9, 0.0])  # 0, 5: borderline
+    chosen = sampler.sample(ids, [SEG] * 8, {"toxicity": toxicity},
+                            {"toxic": toxicity >= 0.5}, {"r2": "drift"}, now=7_200.0)
+    reasons = {ids[i]: r for i, r in chosen}
+    assert reasons["r0"] == ["borderline"] and "drift" in reasons["r2"]
+    assert len(chosen) == 4  # the budget: the rest of the hour's records are not considered
+    # A new hour, a new budget.
+    again = sampler.sample(["s0"], [SEG], {"toxicity": np.array([0.5])},
+                           {"toxic": np.array([True])}, {}, now=10_800.0)
+    assert [r for _, r in again] == [["borderline"]]
+    with pytest.raises(ValueError, match=r"review\.file or review\.topic"):
+        ReviewSettings(enabled=True)
+
+
+def test_labels_give_unbiased_precision_recall_and_rate_where_the_naive_share_is_biased(
+        tmp_path: Path) -> None:
+    """A population whose true toxic rate is 5%; driftwatch flags with precision 80% and
+    recall 60%; borderline records are sampled 20x more often than the rest."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    truth = rng.random(n) < 0.05
+    flagged = np.where(truth, rng.random(n) < 0.6, rng.random(n) < 0.0079)
+    # Scores near the threshold for most flagged and true records: borderline.
+    toxicity = np.where(flagged | truth, rng.uniform(0.42, 0.58, n), rng.uniform(0, 0.3, n))
+    toxicity = np.where(flagged, np.maximum(toxicity, 0.5), np.minimum(toxicity, 0.499))
+    sampler = _sampler(tmp_path, borderline_rate=0.4, uniform_rate=0.02, max_per_hour=10**6)
+    ids = [f"r{i}" for i in range(n)]
+    chosen = []
+    for start in range(0, n, 1_000):
+        part = slice(start, start + 1_000)
+        chosen += [(start + i, r) for i, r in sampler.sample(
+            ids[part], [SEG] * 1_000, {"toxicity": toxicity[part]},
+            {"toxic": flagged[part]}, {}, now=0.0)]
+    store = sampler.store
+    for i, _ in chosen:
+        assert store.add_label(ids[i], "toxic" if truth[i] else "ok", "alice") == "stored"
+    assert store.add_label("never-sampled", "toxic", "bob") == "not_sampled"
+    assert store.add_label(ids[chosen[0][0]], "spicy", "bob") == "unknown_label"
+    [estimate] = store.estimates()
+    true_precision = truth[flagged].mean()
+    true_recall = flagged[truth].mean()
+    assert estimate.labels == len(chosen)
+    assert estimate.precision == pytest.approx(true_precision, abs=0.06)
+    assert estimate.recall == pytest.approx(true_recall, abs=0.1)
+    assert estimate.corrected_rate == pytest.approx(truth.mean(), abs=0.012)
+    naive = np.mean([truth[i] for i, _ in chosen])  # the labelled share, unweighted
+    assert abs(naive - truth.mean()) > 3 * abs(estimate.corrected_rate - truth.mean())
+    assert store.corrected("toxic", SEG) == estimate
+    # Labels change the reported precision: relabel every flagged record as not toxic.
+    for i, _ in chosen:
+        if flagged[i]:
+            store.add_label(ids[i], "ok", "alice")
+    [after] = store.estimates()
+    assert after.precision == 0 and after.recall == 0
