@@ -42,6 +42,7 @@ from monitor.config import (
 from monitor.config.acting import (
     CanarySettings,
     OutboxSettings,
+    ReviewSettings,
     Rule,
     ShadowSettings,
     WebhookAction,
@@ -116,6 +117,9 @@ def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config
         )],
         canary=CanarySettings(enabled=True, min_records=100, actions=[hook]),
         shadow=ShadowSettings(enabled=True, min_pairs=100, actions=[hook]),
+        # People review a sample: borderline scores, a control share, what drift named.
+        review=ReviewSettings(enabled=True, file=state / "review.jsonl",
+                              store=state / "review.sqlite3", uniform_rate=0.02),
         outbox=OutboxSettings(path=state / "outbox.sqlite3"),
         checkpoint=CheckpointSettings(path=state / "checkpoint.bin"),
     )
@@ -242,6 +246,9 @@ def _acting_rows(table: Table, now: Snapshot, hook: WebhookReceiver | None) -> N
         table.add_row("shadow verdict (pairs, unpaired)",
                       f"{', '.join(sorted(shadow)) or 'watching'} ({paired.get('paired', 0):.0f}"
                       f", {paired.get('unpaired', 0):.0f})")
+    review = now.by("driftwatch_review_sampled_total", "reason")
+    table.add_row("sent for review", ", ".join(f"{k} {v:.0f}" for k, v in sorted(review.items()))
+                  or "0")
     table.add_row("outbox depth", f"{now.total('driftwatch_outbox_depth'):.0f}")
     if hook is not None:
         got = ", ".join(f"{k} {v}" for k, v in sorted(hook.types().items())) or "0"

@@ -32,7 +32,7 @@ def test_demo_shows_live_numbers_and_exits_cleanly() -> None:
     assert "groundedness p50" in done.stdout and "scored fraction" in done.stdout
     # The acting side is wired in: rules, canary gate, outbox and a signing receiver.
     for row in ("decisions", "canary verdict", "shadow verdict (pairs, unpaired)",
-                "outbox depth", "webhooks received (signature ok)"):
+                "sent for review", "outbox depth", "webhooks received (signature ok)"):
         assert row in done.stdout, row
     assert re.search(r"replayed,\s+(\d+)\s+signed\s+webhooks\s+received", done.stdout)
 
