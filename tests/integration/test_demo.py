@@ -56,7 +56,7 @@ def test_bench_consume_prints_both_rates_and_their_ratio() -> None:
 def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "bench", "drift", "--ert", "1000", "--window", "30",
-         "--runs", "3", "--clean-records", "1000", "--questions", "1500"],
+         "--runs", "2", "--clean-records", "1000", "--questions", "1500"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -69,9 +69,9 @@ def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
                          "driftwatch OnlineMMD (512 RFF, windows 7/30) x3 seeds",
                          "river ADWIN on PC1 (delta 0.002)"}, done.stdout
     ours = rows[default]
-    assert ours.group(4) == "9"  # 3 runs for each of 3 detector seeds, pooled
-    # Measured: 8/9 runs detected 9.2 records after the shift (one window: 7/9, 13.1).
-    assert int(ours.group(3)) >= 6  # the topic shift is found in most runs
+    assert ours.group(4) == "6"  # 2 runs for each of 3 detector seeds, pooled
+    # Measured (3 runs): 8/9 runs detected 9.2 records after the shift (one window: 7/9).
+    assert int(ours.group(3)) >= 4  # the topic shift is found in most runs
     assert float(ours.group(2)) < 30  # within a window of the shift
     assert float(ours.group(2)) < float(rows[one_window].group(2))  # the short window helps
     assert "alibi-detect not run" in done.stdout

@@ -35,8 +35,8 @@ def test_the_hybrid_keeps_the_transformers_refusals_and_the_tables_drift_power(
 def _refusals_equal_the_transformers(scorers: dict[str, ModelScorers]) -> None:
     pyrit = load_pyrit_hate()
     declined = [t for t, toxic in zip(pyrit.texts, pyrit.labels, strict=True) if not toxic]
-    answers = list(load_halueval_benign("qa", 600).texts) + list(
-        load_halueval_benign("dialogue", 600).texts)
+    answers = list(load_halueval_benign("qa", 400).texts) + list(
+        load_halueval_benign("dialogue", 400).texts)
     texts = declined + answers
     records = [Record(request_id=str(i), model="m", prompt="q", response=t)
                for i, t in enumerate(texts)]
