@@ -3,7 +3,7 @@ decide), the outbox (how deliveries survive), and the canary gate."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -191,6 +191,16 @@ class Rule(_Frozen):
         return "quality.regressed"
 
 
+def check_arms(hard: Sequence[str], soft: Sequence[str], stable: str, other: str,
+               name: str) -> None:
+    """A gate is hard or soft, not both; the arms are two deployments."""
+    both = sorted(set(hard) & set(soft))
+    if both:
+        raise ValueError(f"gates {both} are both hard and soft; list each once")
+    if stable == other:
+        raise ValueError(f"stable and {name} are both {stable!r}")
+
+
 # -- Canary gate --------------------------------------------------------------------------------
 
 # Sized so that an identical canary is promoted within about 1,000 records per arm at usual
@@ -242,11 +252,7 @@ class CanarySettings(_Frozen):
 
     @model_validator(mode="after")
     def _gates_disjoint(self) -> CanarySettings:
-        both = sorted(set(self.hard_gates) & set(self.soft_gates))
-        if both:
-            raise ValueError(f"gates {both} are both hard and soft; list each once")
-        if self.stable == self.canary:
-            raise ValueError(f"stable and canary are both {self.stable!r}")
+        check_arms(self.hard_gates, self.soft_gates, self.stable, self.canary, "canary")
         return self
 
 
@@ -280,11 +286,7 @@ class ShadowSettings(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> ShadowSettings:
-        both = sorted(set(self.hard_gates) & set(self.soft_gates))
-        if both:
-            raise ValueError(f"gates {both} are both hard and soft; list each once")
-        if self.stable == self.shadow:
-            raise ValueError(f"stable and shadow are both {self.stable!r}")
+        check_arms(self.hard_gates, self.soft_gates, self.stable, self.shadow, "shadow")
         bad = {g: v for g, v in self.margins.items() if not 0 < v < 1}
         if bad:
             raise ValueError(f"margins {bad}: each must be in (0, 1)")
