@@ -92,17 +92,24 @@ class ReviewStore:
 
     def add_sampled(self, rows: Sequence[tuple[str, Segment, str, bool, list[str],
                                                dict[str, int], float]],
-                    frame: dict[tuple[Segment, str], int]) -> None:
+                    frame: dict[tuple[Segment, str], int]) -> set[str]:
+        """Store the sampled rows and the frame counts; returns the request ids stored (a
+        request already sampled, e.g. answered by stable and by a shadow, is kept once:
+        labels come back by request id)."""
+        stored: set[str] = set()
         with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO sampled VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(rid, json.dumps(list(seg)), stratum, int(design), json.dumps(reasons),
-                  json.dumps(flags), at) for rid, seg, stratum, design, reasons, flags, at
-                 in rows])
+            for rid, seg, stratum, design, reasons, flags, at in rows:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO sampled VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (rid, json.dumps(list(seg)), stratum, int(design), json.dumps(reasons),
+                     json.dumps(flags), at))
+                if cursor.rowcount:
+                    stored.add(rid)
             self._db.executemany(
                 "INSERT INTO frame VALUES (?, ?, ?) ON CONFLICT (segment, stratum) "
                 "DO UPDATE SET records = records + excluded.records",
                 [(json.dumps(list(seg)), stratum, n) for (seg, stratum), n in frame.items()])
+        return stored
 
     def add_label(self, request_id: str, label: str, reviewer: str) -> str:
         """Store one label; returns what happened: stored, unknown_label or not_sampled."""
@@ -230,8 +237,8 @@ class ReviewSampler:
                 m.REVIEW_SAMPLED.labels(reason).inc()
             rows.append((request_ids[i], segments[i], stratum, bool(draw[i]), reasons,
                          {f: int(bool(flags[f][i])) for f in FLAGS if f in flags}, now))
-        self.store.add_sampled(rows, frame)
-        return chosen
+        stored = self.store.add_sampled(rows, frame)
+        return [(i, reasons) for i, reasons in chosen if request_ids[i] in stored]
 
 
 def review_line(request_id: str, segment: Segment, reasons: list[str],

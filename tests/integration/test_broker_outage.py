@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 def test_the_daemon_rides_out_a_30_second_broker_outage(tmp_path: Path) -> None:
     report = broker_outage(tmp_path, down_s=30, before=500, after=300)
-    assert report.ok, report
+    assert report.ok, f"{report.checks} {report.figures}"  # a str: shown in full
     f = report.figures
     assert f["records scored"] == 800
     assert f["probes during the outage"] >= 20  # one a second, for the whole 30 s

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 def test_a_60_second_webhook_outage_delays_deliveries_and_loses_none(tmp_path: Path) -> None:
     report = webhook_outage(tmp_path, outage_s=60, records=3_000)
-    assert report.ok, report
+    assert report.ok, f"{report.checks} {report.figures}"  # a str: shown in full
     f = report.figures
     decisions = f["decisions with a webhook"]
     assert isinstance(decisions, int) and decisions >= 4
@@ -45,7 +45,7 @@ def test_soak_12k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path) 
     # warm-up ended at 9,797 records under load), so 12k records still measure memory for a
     # while after warm-up. The 200k soak is `driftwatch chaos soak`.
     report = soak(tmp_path, records=12_000, bootstraps=500)
-    assert report.ok, report
+    assert report.ok, f"{report.checks} {report.figures}"  # a str: shown in full
     f = report.figures
     assert f["records scored"] == 12_000
     assert 0 < f["warm-up ended at (records)"] < 11_000  # type: ignore[operator]
@@ -63,7 +63,7 @@ def test_soak_12k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path) 
 
 def test_hostile_messages_kill_9_and_a_frozen_broker_lose_nothing(tmp_path: Path) -> None:
     report = hostile(tmp_path, records=3_000, freeze_s=10)
-    assert report.ok, report
+    assert report.ok, f"{report.checks} {report.figures}"  # a str: shown in full
     f = report.figures
     assert f["hostile kinds"] == 9 and f["hostile messages"] == 23
     assert f["dead letters written as a prefix"] >= 2  # the two over 1 MB, at least once each

@@ -114,11 +114,12 @@ def _traffic() -> list[bytes]:
     # An error type no reference holds, late (every segment is armed by then), ten times.
     for r in records[-50::5]:
         r.update(status="error", error_type=NEW_ERROR, response="")
-    # A shadow model answers a third of the stable QA requests, toxic every other time.
-    stable = [r for r in records[:260] if r["deployment"] == "stable"][::3]
-    shadows = [{**r, "deployment": "shadow", "model_version": "v3",
-                "response": TOXIC if k % 2 else r.get("response")}
-               for k, r in enumerate(stable)]
+    # A shadow model answers every stable QA request with the insult: about 180 pairs, so
+    # the paired gate shows it worse whatever the batches (60 pairs in one batch did not
+    # always: at a margin of 0.02 the always-valid bound is still wide there).
+    stable = [r for r in records[:260] if r["deployment"] == "stable"]
+    shadows = [{**r, "deployment": "shadow", "model_version": "v3", "response": TOXIC}
+               for r in stable]
     return [traffic.encode(r) for r in [*records[:260], *shadows, *records[260:]]]
 
 
@@ -275,7 +276,8 @@ def test_a_worse_shadow_is_regressed_by_its_paired_answers_and_said_on_get_shado
     assert model["verdict"] == "regressed" and model["failed"]
     assert set(model["failed"]) <= {"toxic", "ungrounded"}, model
     assert model["pairs"] >= 20 and model["unpaired"] == 0
-    assert 0 < model["changed_share"] < 1  # half the shadow's answers are another text
+    # The stable answers that were the insult already are the same text; the rest differ.
+    assert 0.5 < model["changed_share"] < 1
     sent = [b["data"] for b in RECEIVED if b["type"] == "shadow.regressed"]
     assert len(sent) == 1 and sent[0]["segment"] == {"model": "assistant-small",
                                                      "deployment": "shadow"}
