@@ -140,9 +140,7 @@ class PairedDifferenceCS(MeanDifferenceCS):
             self._merge(1, d)
         self.n_a = self.n_b = int(self._n[1])
         if self.n_b:
-            self.estimate = float(self._mean[1])
-            half_width = self.half_width()
-            self.lower, self.upper = self.estimate - half_width, self.estimate + half_width
+            self._bounds()  # arm 0 stays empty (mean 0): the estimate is the mean difference
 
     def half_width(self, alpha: float | None = None) -> float:
         n = float(self._n[1])

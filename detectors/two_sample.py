@@ -11,6 +11,7 @@ permutation (scipy), exact at any level whatever the sample size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,12 @@ class MMDTest:
     statistic: float  # biased MMD^2 (Gretton et al. 2012) of the two samples
     pvalue: float
     bandwidth: float  # Gaussian kernel width: the median pairwise distance of the pooled sample
+
+
+def resamples_for(alpha: float) -> int:
+    """Permutations for a p-value compared with `alpha`: at least 999, and 20 / alpha so the
+    test's resolution is well below the level."""
+    return max(999, math.ceil(20 / alpha))
 
 
 def mmd_permutation_test(x: np.ndarray, y: np.ndarray, n_resamples: int = 999,

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.sequential import MeanDifferenceCS, one_sided_level
-from detectors.two_sample import MMDTest, mmd_permutation_test
+from detectors.two_sample import MMDTest, mmd_permutation_test, resamples_for
 from monitor.config import RATE_GATES, CanarySettings
 from monitor.telemetry.labels import CappedLabel
 from monitor.telemetry.metrics import METRICS as m
@@ -216,7 +216,7 @@ class CanaryGate:
         if e.collected >= n and e.tested >= n:
             e.result = mmd_permutation_test(
                 np.concatenate(e.reference), np.concatenate(e.canary),
-                n_resamples=max(999, math.ceil(20 / self.settings.alpha)))
+                n_resamples=resamples_for(self.settings.alpha))
             e.flagged = e.result.pvalue <= self.settings.alpha
             e.reference, e.canary = [], []
 
@@ -232,22 +232,22 @@ class CanaryGate:
             has_minimum = e.collected >= s.min_records and e.tested >= s.min_records
             figures: dict[str, object] = {
                 "n_stable": e.collected, "n_canary": e.tested, "drift_detected": e.flagged,
-                "statistic": _finite(e.result.statistic) if e.result else None,
-                "p_value": _finite(e.result.pvalue) if e.result else None}
+                "statistic": finite_or_none(e.result.statistic) if e.result else None,
+                "p_value": finite_or_none(e.result.pvalue) if e.result else None}
             failed = e.flagged and (hard or has_minimum)
             passed = has_minimum and not e.flagged
         else:
             t = state.tests[gate]
             has_minimum = min(t.n_a, t.n_b) >= s.min_records
-            figures = {"n_stable": t.n_a, "n_canary": t.n_b, "estimate": _finite(t.estimate),
-                       "lower": _finite(t.lower), "upper": _finite(t.upper)}
+            figures = {"n_stable": t.n_a, "n_canary": t.n_b, "estimate": finite_or_none(t.estimate),
+                       "lower": finite_or_none(t.lower), "upper": finite_or_none(t.upper)}
             if gate == "latency_p95":
                 figures["threshold_seconds"] = state.p95
             failed = bool(t.lower > 0) and (hard or has_minimum)
             margin = s.margin_of(gate)
             promote_upper = t.estimate + t.half_width(one_sided_level(s.promote_alpha))
             figures["margin"] = margin
-            figures["promote_upper"] = _finite(promote_upper)
+            figures["promote_upper"] = finite_or_none(promote_upper)
             passed = has_minimum and bool(promote_upper <= margin)
         seen = figures["n_stable"] or figures["n_canary"]
         no_data = not seen and min(state.records.values()) >= s.min_records
@@ -310,5 +310,6 @@ class CanaryGate:
                 m.CANARY_DIFFERENCE.labels(name, gate, bound).set(getattr(t, bound))
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """A figure for JSON: the value, or None where it is NaN or infinite."""
     return float(value) if math.isfinite(value) else None

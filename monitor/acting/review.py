@@ -23,6 +23,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,16 +157,13 @@ class ReviewStore:
 
 def _estimate(flag: str, segment: Segment, labelled: list[tuple[str, int, float]],
               frame: dict[str, int]) -> Estimate:
-    weights: list[float] = []
-    for stratum, _, _ in labelled:
-        n_h = sum(1 for s, _, _ in labelled if s == stratum)
-        weights.append(frame.get(stratum, 0) / n_h if n_h else 0.0)
-    w = np.array(weights)
+    n = Counter(stratum for stratum, _, _ in labelled)  # labelled records per stratum
+    w = np.array([frame.get(stratum, 0) / n[stratum] for stratum, _, _ in labelled])
     x = np.array([f for _, f, _ in labelled], dtype=float)
     y = np.array([t for _, _, t in labelled], dtype=float)
     precision = float((w * x * y).sum() / (w * x).sum()) if (w * x).sum() > 0 else math.nan
     recall = float((w * x * y).sum() / (w * y).sum()) if (w * y).sum() > 0 else math.nan
-    covered = all(any(s == h for s, _, _ in labelled) for h, n in frame.items() if n > 0)
+    covered = all(n[h] for h, records in frame.items() if records > 0)
     total = sum(frame.values())
     rate = float((w * y).sum() / total) if covered and total else math.nan
     return Estimate(flag, segment, len(labelled), precision, recall, rate)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors.sequential import PairedDifferenceCS, one_sided_level
+from monitor.acting.canary import LATENCY_REFERENCE, finite_or_none
 from monitor.config.acting import ShadowSettings
 from monitor.telemetry.labels import CappedLabel
 from monitor.telemetry.metrics import METRICS as m
@@ -35,7 +36,6 @@ from monitor.types import Decision
 
 VERDICTS = ("watching", "ready", "regressed")
 SIGNALS = ("toxic", "ungrounded", "refusal", "error")
-LATENCY_REFERENCE = 200  # stable latencies that fix the p95 threshold
 _MAX_MODELS = 20
 _BOUNDS = ("estimate", "lower", "upper")
 
@@ -128,11 +128,12 @@ class ShadowGate:
                 models[name] = {
                     "verdict": state.verdict, "pairs": state.pairs, "unpaired": state.unpaired,
                     "failed": [g for g, f in gates.items() if f["failed"]], "gates": gates,
-                    "mean_cosine": _finite(state.cosine_sum / state.cosine_n)
+                    "mean_cosine": finite_or_none(state.cosine_sum / state.cosine_n)
                     if state.cosine_n else None,
-                    "changed_share": _finite(state.changed / state.cosine_n)
+                    "changed_share": finite_or_none(state.changed / state.cosine_n)
                     if state.cosine_n else None,
-                    "length_ratio": _finite(math.exp(state.length_ratio_sum / state.length_n))
+                    "length_ratio": finite_or_none(
+                        math.exp(state.length_ratio_sum / state.length_n))
                     if state.length_n else None}
             pending = len(self._pending)
         return {"alpha": s.alpha, "promote_alpha": s.promote_alpha, "min_pairs": s.min_pairs,
@@ -228,9 +229,9 @@ class ShadowGate:
         no_data = not t.n_b and state.pairs >= s.min_pairs
         figures: dict[str, object] = {
             "kind": "hard" if hard else "soft", "pairs": t.n_b, "has_minimum": has_minimum,
-            "failed": failed, "passed": passed or no_data, "estimate": _finite(t.estimate),
-            "lower": _finite(t.lower), "upper": _finite(t.upper),
-            "promote_upper": _finite(upper), "margin": s.margin_of(gate)}
+            "failed": failed, "passed": passed or no_data, "estimate": finite_or_none(t.estimate),
+            "lower": finite_or_none(t.lower), "upper": finite_or_none(t.upper),
+            "promote_upper": finite_or_none(upper), "margin": s.margin_of(gate)}
         if gate == "latency_p95":
             figures["threshold_seconds"] = state.p95
         if no_data:
@@ -274,7 +275,3 @@ class ShadowGate:
         for gate, t in state.tests.items():
             for bound in _BOUNDS:
                 m.SHADOW_DIFFERENCE.labels(name, gate, bound).set(getattr(t, bound))
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None

@@ -31,7 +31,8 @@ from scipy import stats
 from consumers.decode import Decoder, Rejection
 from consumers.wire import Record
 from detectors.operational import status_class
-from detectors.two_sample import mmd_permutation_test
+from detectors.two_sample import mmd_permutation_test, resamples_for
+from monitor.acting.canary import finite_or_none
 from monitor.app.wiring import OFFLINE_BATCH
 from monitor.config import RATE_GATES, OfflineConfig
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
@@ -106,10 +107,10 @@ class Comparison:
         out = asdict(self)
         cos = np.asarray(self.response_cosine)
         out["response_cosine"] = {
-            "mean": _finite(float(cos.mean())) if cos.size else None,
-            "share_below_0_8": _finite(float((cos < 0.8).mean())) if cos.size else None}
-        out["gates"] = [{k: _finite(v) if isinstance(v, float) else v for k, v in asdict(g).items()}
-                        for g in self.gates]
+            "mean": finite_or_none(float(cos.mean())) if cos.size else None,
+            "share_below_0_8": finite_or_none(float((cos < 0.8).mean())) if cos.size else None}
+        out["gates"] = [{k: finite_or_none(v) if isinstance(v, float) else v
+                         for k, v in asdict(g).items()} for g in self.gates]
         return out
 
 
@@ -216,7 +217,7 @@ def drift_gate(base: np.ndarray, cand: np.ndarray, alpha: float, kind: str) -> G
     if len(base) > MMD_ROWS:
         pick = rng.choice(len(base), MMD_ROWS, replace=False)
         base, cand = base[pick], cand[pick]
-    result = mmd_permutation_test(base, cand, n_resamples=max(999, math.ceil(20 / alpha)))
+    result = mmd_permutation_test(base, cand, n_resamples=resamples_for(alpha))
     failed = bool(result.pvalue <= alpha)
     return GateResult("embedding_drift", kind, len(base), 0.0, float(result.statistic),
                       float(result.statistic), math.nan, math.nan, None, float(result.pvalue),
@@ -378,10 +379,6 @@ def rejected_lines(items: Iterable[Rejected], limit: int = 20) -> list[str]:
     if len(items) > limit:
         lines.append(f"... and {len(items) - limit} more")
     return lines
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _rounded(value: float) -> float | None:

@@ -362,17 +362,18 @@ class DecideStage:
                 at, b.segments, signals, b.features.latency_seconds, work.events,
                 dead_letters=dead - seen_dead, messages=messages - seen_messages,
                 times=by_segment, corrected=self._corrected))
+        # The gates date each record by its event time, never later than arrival.
+        bounded = np.minimum(np.nan_to_num(times, nan=now), now)
         if self.canary is not None:
             signals["latency_seconds"] = b.features.latency_seconds
             decisions += self.canary.update(
                 [r.model for r in b.records], [r.deployment for r in b.records], signals,
-                _aligned(scores), np.minimum(np.nan_to_num(times, nan=now), now))
+                _aligned(scores), bounded)
         if self.shadow is not None:
             decisions += self.shadow.update(
                 [r.request_id for r in b.records], [r.model for r in b.records],
                 [r.deployment for r in b.records], signals, b.features.latency_seconds,
-                b.features.response_chars, _aligned(scores),
-                np.minimum(np.nan_to_num(times, nan=now), now))
+                b.features.response_chars, _aligned(scores), bounded)
         if decisions:
             self._on_decisions(decisions)
         for d in decisions:
