@@ -16,7 +16,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.local.broker import free_port
+from monitor.local.broker import free_port, listens
 from monitor.local.receiver import QuietHandler, serve
 
 
@@ -137,6 +137,8 @@ class Daemon:
 
     def ready(self) -> bool:
         self.check_alive()
+        if not listens(self.process.pid, self.port):  # another process's /readyz is not ours
+            return False
         try:
             return self.get("/readyz").status_code == 200
         except httpx.HTTPError:
@@ -149,6 +151,32 @@ class Daemon:
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         wait_for(self.ready, timeout_s, "the daemon to be ready")
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """wait_for while the daemon lives; a death or a timeout says what the daemon said
+        and what it was doing (its log's tail, its source metrics)."""
+        def alive_and(predicate: Callable[[], bool] = predicate) -> bool:
+            self.check_alive()
+            return predicate()
+        try:
+            wait_for(alive_and, timeout_s, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnosis()}") from None
+
+    def diagnosis(self) -> str:
+        """The log's last lines and the metrics that say where records stop."""
+        try:
+            page = self.get("/metrics").text
+            watched = ("driftwatch_messages_consumed", "driftwatch_records_total",
+                       "driftwatch_dead_letter", "driftwatch_partitions_stalled",
+                       "driftwatch_consumer_lag", "driftwatch_assigned_partitions",
+                       "driftwatch_offset_commits")
+            metrics = "\n".join(line for line in page.splitlines()
+                                if line.startswith(watched))
+        except httpx.HTTPError as exc:
+            metrics = f"/metrics did not answer: {exc!r}"
+        return (f"daemon log (tail):\n{self.log.read_text()[-4000:]}\n"
+                f"daemon metrics:\n{metrics[-4000:]}")
 
     def terminate(self, timeout_s: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)

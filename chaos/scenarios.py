@@ -162,7 +162,7 @@ def _kill_mid_stream(stack: _Stack, run: _AuditedRun, kills: int, rng: random.Ra
         daemon = stack.daemon(run.config, run.port)
         daemon.wait_ready(60)
         target = _lines(run.audit) + rng.randrange(500, max(501, most))
-        wait_for(lambda t=target: _lines(run.audit) > t, 120, "the run to be mid-stream")
+        daemon.wait_until(lambda t=target: _lines(run.audit) > t, 120, "the run to be mid-stream")
         daemon.kill()  # SIGKILL: no drain, no commit, no goodbye
         killed_at.append(_lines(run.audit))
     return killed_at
@@ -172,13 +172,13 @@ def _finish(stack: _Stack, run: _AuditedRun, last: Daemon, partitions: int, lett
             ) -> tuple[bool, list[str], list]:
     """Let the last daemon commit to the end and drain its outbox, stop it: (exited cleanly,
     request_ids scored in order, the dead letters)."""
-    wait_for(lambda: committed(stack.broker.bootstrap, run.group, run.topic, partitions)
-             == run.ends, 300, "the last run to commit to the end")
+    last.wait_until(lambda: committed(stack.broker.bootstrap, run.group, run.topic, partitions)
+                    == run.ends, 300, "the last run to commit to the end")
     # Committed to the end: every decision is in the outbox. Drained is read from the
     # outbox itself: the depth gauge is refreshed once a delivery pass, so it can still say
     # 0 from a pass before the last batch's decisions went in.
-    wait_for(lambda: not _outbox_deliveries(run.outbox)[1] - _FINAL, 120,
-             "the outbox to drain")
+    last.wait_until(lambda: not _outbox_deliveries(run.outbox)[1] - _FINAL, 120,
+                    "the outbox to drain")
     clean_exit = last.terminate() == 0
     scored = [json.loads(line)["request_id"] for line in run.audit.read_text().splitlines()]
     return clean_exit, scored, read_topic(stack.broker.bootstrap, run.dlq, 1, letters)
@@ -257,8 +257,8 @@ def broker_outage(workdir: Path, down_s: float = 30.0, before: int = 500, after:
                               kafka={"topic": topic, "group_id": "chaos-outage"})
         daemon = Daemon(config, port, workdir / "daemon.log")
         daemon.wait_ready(60)
-        wait_for(lambda: daemon.metrics().sum("driftwatch_records_total",  # type: ignore[union-attr]
-                                              outcome="scored") == before, 60, "the first part")
+        daemon.wait_until(lambda: daemon.metrics().sum(  # type: ignore[union-attr]
+            "driftwatch_records_total", outcome="scored") == before, 60, "the first part")
         first.stop()
         down_until = time.monotonic() + down_s
         polls = answered = not_ready = 0
@@ -276,7 +276,7 @@ def broker_outage(workdir: Path, down_s: float = 30.0, before: int = 500, after:
                                               for i, p in enumerate(payloads(after, seed + 1))))
             wait_for(daemon.ready, 90, "the daemon to be ready again")
             ready_s = time.monotonic() - back
-            wait_for(lambda: daemon.metrics().sum(  # type: ignore[union-attr]
+            daemon.wait_until(lambda: daemon.metrics().sum(  # type: ignore[union-attr]
                 "driftwatch_records_total", outcome="scored") >= before + after, 90,
                 "the records produced after the restart")
             scored_s = time.monotonic() - back
@@ -336,8 +336,8 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
             depths.append((time.monotonic(), daemon.metrics().sum("driftwatch_outbox_depth")))
             time.sleep(0.5)
         during = [r for r in stack.receiver.received if r.reply != 204]
-        wait_for(lambda: not _outbox_deliveries(outbox)[1] - _FINAL, 60,
-                 "the outbox to drain after the outage")
+        daemon.wait_until(lambda: not _outbox_deliveries(outbox)[1] - _FINAL, 60,
+                          "the outbox to drain after the outage")
         drained_s = time.monotonic() - outage_end
         final_depth = daemon.metrics().sum("driftwatch_outbox_depth")
         clean_exit = daemon.terminate() == 0
@@ -496,7 +496,8 @@ def hostile(workdir: Path, records: int = 20_000, kills: int = 1, freeze_s: floa
         _kill_mid_stream(stack, run, kills, rng, min(5_000, records // 5))
         last = stack.daemon(run.config, run.port)
         last.wait_ready(60)
-        wait_for(lambda: _lines(run.audit) > len(expected_scored) // 2, 300, "half the records")
+        last.wait_until(lambda: _lines(run.audit) > len(expected_scored) // 2, 300,
+                        "half the records")
         stack.broker.freeze()
         frozen = time.monotonic()
         probes = not_ready = alive = 0

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -26,6 +27,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on TCP `port`. A port from free_port() is free only
+    when asked: another process (a parallel test's broker) may take it before ours binds, and
+    then a bare connect succeeds, to the wrong process."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in psutil.Process(pid).net_connections(kind="tcp"))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
 
 
 def tansu_binary() -> str:
@@ -43,12 +55,30 @@ class LocalBroker:
     """A local Tansu broker process on a loopback port, started and stopped on demand."""
 
     def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+        self._chosen_port = port is not None  # a port of our own choosing may be chosen again
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 20.0) -> LocalBroker:
+    def start(self, timeout_s: float = 20.0, attempts: int = 3) -> LocalBroker:
+        """Start Tansu and wait until it listens; a free port taken by another process in the
+        meantime (Tansu exits at once) is replaced by a new one, `attempts` times."""
+        for attempt in range(1, attempts + 1):
+            code = self._start_once(timeout_s)
+            if code is None:
+                return self
+            if self._chosen_port or attempt == attempts:
+                raise RuntimeError(f"tansu exited with {code} at start on {self.bootstrap}"
+                                   + (f" (see {self._log_file})" if self._log_file else ""))
+            log.warning("tansu exited with %d at start on %s (port taken?): trying another port",
+                        code, self.bootstrap)
+            self.port = free_port()
+            self.bootstrap = f"127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> int | None:
+        """None once our process listens; its exit code if it exited first."""
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
@@ -58,13 +88,12 @@ class LocalBroker:
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self._process.returncode} at start")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
+            if (code := self._process.poll()) is not None:
+                self._process = None
+                return code
+            if listens(self._process.pid, self.port):
+                return None
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"tansu did not listen on {self.bootstrap} within {timeout_s}s")
 

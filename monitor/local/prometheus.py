@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from monitor.local.broker import free_port
+from monitor.local.broker import free_port, listens
 
 
 class PrometheusMissing(RuntimeError):
@@ -27,7 +27,8 @@ class LocalPrometheus:
         if tool is None:
             raise PrometheusMissing("prometheus not found: install the Debian package "
                                     "`prometheus` (make test does)")
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
         every = f"{interval_s:g}s"
         config.write_text(yaml.safe_dump({
@@ -48,6 +49,9 @@ class LocalPrometheus:
             time.sleep(0.2)
 
     def _ready(self) -> bool:
+        # Ours, not a parallel test's Prometheus that took the free port first.
+        if not listens(self.process.pid, self.port):
+            return False
         try:
             return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
