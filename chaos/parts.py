@@ -155,7 +155,7 @@ class Daemon:
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         """wait_for while the daemon lives; a death or a timeout says what the daemon said
         and what it was doing (its log's tail, its source metrics)."""
-        def alive_and(predicate: Callable[[], bool] = predicate) -> bool:
+        def alive_and() -> bool:
             self.check_alive()
             return predicate()
         try:

@@ -55,7 +55,7 @@ class LocalBroker:
     """A local Tansu broker process on a loopback port, started and stopped on demand."""
 
     def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
-        self._chosen_port = port is not None  # a port of our own choosing may be chosen again
+        self._given_port = port is not None  # the caller's port is kept; ours may be replaced
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._log_file = log_file
@@ -63,19 +63,20 @@ class LocalBroker:
 
     def start(self, timeout_s: float = 20.0, attempts: int = 3) -> LocalBroker:
         """Start Tansu and wait until it listens; a free port taken by another process in the
-        meantime (Tansu exits at once) is replaced by a new one, `attempts` times."""
-        for attempt in range(1, attempts + 1):
-            code = self._start_once(timeout_s)
-            if code is None:
-                return self
-            if self._chosen_port or attempt == attempts:
-                raise RuntimeError(f"tansu exited with {code} at start on {self.bootstrap}"
-                                   + (f" (see {self._log_file})" if self._log_file else ""))
+        meantime (Tansu exits at once) is replaced by a new one, up to `attempts` tries."""
+        code = self._start_once(timeout_s)
+        for _ in range(attempts - 1):
+            if code is None or self._given_port:
+                break
             log.warning("tansu exited with %d at start on %s (port taken?): trying another port",
                         code, self.bootstrap)
             self.port = free_port()
             self.bootstrap = f"127.0.0.1:{self.port}"
-        raise AssertionError("unreachable")
+            code = self._start_once(timeout_s)
+        if code is not None:
+            raise RuntimeError(f"tansu exited with {code} at start on {self.bootstrap}"
+                               + (f" (see {self._log_file})" if self._log_file else ""))
+        return self
 
     def _start_once(self, timeout_s: float) -> int | None:
         """None once our process listens; its exit code if it exited first."""
