@@ -4,6 +4,11 @@ The poll thread owns the Kafka consumer (it is not thread-safe); the worker thre
 owns the model. Batches cross by queue and come back the same way, so a slow
 model pauses partitions instead of starving heartbeats or the commit loop.
 
+A batch whose last step waits on someone else (the score stage's broker
+acknowledgements) returns that wait as a `Settle`; a settling thread waits on it
+while the worker scores the next batch, and only then is the batch done (and its
+offsets committable).
+
 A stop never waits on the model without polling: the poll thread keeps the group
 membership alive while the worker finishes, then cancels what is left (`cancel`, which
 `process` checks between sub-batches, raising `Cancelled`); cancelled batches stay
@@ -32,6 +37,11 @@ class Cancelled(Exception):
     """Raised by `process` when the stop's cancel event is set: the batch is left unfinished."""
 
 
+# What `process` may return: a wait that returns once the batch's effects are durable (raising
+# Cancelled when the stop's cancel event ends it first). None: the batch is done already.
+Settle = Callable[[], None]
+
+
 @dataclass(frozen=True, slots=True)
 class _Done:
     batch: Batch
@@ -44,16 +54,20 @@ class BatchWorker:
     record is processed alone so one bad record cannot sink its batch or the daemon. Once
     `cancel` is set, batches raising Cancelled, and those still queued, come back cancelled."""
 
-    def __init__(self, process: Callable[[Batch], None], attempts: int = 3,
+    def __init__(self, process: Callable[[Batch], Settle | None], attempts: int = 3,
                  cancel: threading.Event | None = None) -> None:
         self._process = process
         self._attempts = attempts
         self.cancel = cancel or threading.Event()
         self._todo: queue.Queue[Batch | None] = queue.Queue()
+        self._settling: queue.Queue[tuple[Batch, Settle] | None] = queue.Queue()
         self._done: queue.Queue[_Done] = queue.Queue()
         self._in_flight = 0
         self._thread = threading.Thread(target=self._run, name=WORKER_THREAD, daemon=True)
         self._thread.start()
+        self._settler = threading.Thread(target=self._settle_run, name="driftwatch-settle",
+                                         daemon=True)
+        self._settler.start()
 
     @property
     def in_flight(self) -> int:
@@ -78,20 +92,40 @@ class BatchWorker:
         """Ask the thread to end after the batch in hand; True if it did within `timeout_s`.
         A thread still inside native model code is left alone (tearing down a running
         native thread pool aborts the process); see `busy_threads`."""
+        deadline = time.monotonic() + timeout_s
         self._todo.put(None)
         self._thread.join(timeout=timeout_s)
+        self._settling.put(None)
+        self._settler.join(timeout=max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     def _run(self) -> None:
         while (batch := self._todo.get()) is not None:
-            self._done.put(_Done(batch, cancelled=True) if self.cancel.is_set()
-                           else self._handle(batch))
+            if self.cancel.is_set():
+                self._done.put(_Done(batch, cancelled=True))
+            elif isinstance(outcome := self._handle(batch), _Done):
+                self._done.put(outcome)
+            else:
+                self._settling.put((batch, outcome))
 
-    def _handle(self, batch: Batch) -> _Done:
+    def _settle_run(self) -> None:
+        while (item := self._settling.get()) is not None:
+            batch, settle = item
+            try:
+                settle()
+                self._done.put(_Done(batch))
+            except Cancelled:
+                self._done.put(_Done(batch, cancelled=True))
+            except Exception:  # uncommitted, to be read again: never counted as done
+                log.exception("a batch of %d could not be settled; its offsets stay "
+                              "uncommitted", len(batch.records))
+                self._done.put(_Done(batch, cancelled=True))
+
+    def _handle(self, batch: Batch) -> _Done | Settle:
         for attempt in range(1, self._attempts + 1):
             try:
-                self._process(batch)
-                return _Done(batch)
+                settle = self._process(batch)
+                return _Done(batch) if settle is None else settle
             except Cancelled:
                 return _Done(batch, cancelled=True)
             except Exception as exc:  # the daemon must outlive any batch
@@ -101,7 +135,8 @@ class BatchWorker:
         failures: dict[int, str] = {}
         for i, (record, origins) in enumerate(zip(batch.records, batch.origins, strict=True)):
             try:
-                self._process(Batch([record], [origins]))
+                if (settle := self._process(Batch([record], [origins]))) is not None:
+                    settle()
             except Cancelled:
                 return _Done(batch, cancelled=True)
             except Exception as exc:
@@ -122,7 +157,7 @@ class StreamProcessor:
     def __init__(
         self,
         source: KafkaSource,
-        process: Callable[[Batch], None],
+        process: Callable[[Batch], Settle | None],
         max_in_flight: int = 8,
         on_loop: Callable[[], None] = lambda: None,
         shutdown_timeout_s: float = 20.0,

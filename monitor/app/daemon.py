@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 
 from consumers.batcher import Batch
 from consumers.offsets import Partition
-from consumers.processor import StreamProcessor
+from consumers.processor import Settle, StreamProcessor
 from consumers.source import KafkaSource
 from monitor.acting.canary import CanaryGate
 from monitor.acting.delivery import DeliveryWorker
@@ -232,7 +232,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
 
 
 def _consume(config: Config, stop: threading.Event, health: Health, source: KafkaSource,
-             process: Callable[[Batch], None], on_loop: Callable[[], None],
+             process: Callable[[Batch], Settle | None], on_loop: Callable[[], None],
              cancel: threading.Event) -> int:
     """The poll loop over an open source until `stop`; readiness follows the group."""
 

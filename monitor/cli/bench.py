@@ -21,7 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     throughput = bench_sub.add_parser(
         "throughput", help="records/s end to end with every scorer vs naive encode"
     )
-    throughput.add_argument("--records", type=int, default=2_000)
+    throughput.add_argument("--records", type=int, default=None,
+                            help="records a round (default 2,000; with --workers 10,000 a "
+                                 "timed round, long enough that a batch's wait at the end is "
+                                 "a small part of it)")
     throughput.add_argument("--partitions", type=int, default=4)
     throughput.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"],
                             default="auto", help="embedding precision (int8: ONNX Runtime)")
@@ -88,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers:
         from monitor.local.bench_workers import bench_workers
 
-        return bench_workers(args.records, args.workers, args.rounds, args.partitions,
-                             args.backend)
+        return bench_workers(args.records or 10_000, args.workers, args.rounds,
+                             args.partitions, args.backend)
     from monitor.local.bench import bench_throughput
 
-    return bench_throughput(args.records, args.partitions, args.precision)
+    return bench_throughput(args.records or 2_000, args.partitions, args.precision)

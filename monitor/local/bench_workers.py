@@ -3,22 +3,31 @@ daemon (`driftwatch run --workers N`) on a local broker, with every scorer, drif
 on, next to naive `SentenceTransformer.encode` of the same texts, measured in the same run.
 
 Each N gets a fresh broker and daemon; once it is ready, a first round warms it up (models,
-drift warm-up and calibration, not timed), then each timed round produces `records` new
-records and times them from the first produce to the last decided record. Every record is
+drift warm-up and calibration, not timed), then each timed round times `records` new records
+from the moment they are all in the topic to the last one decided. Every record is
 model-scored (the overload sampler is off), so a rate is the models' work, not a sample's.
+
+The load generator is not the system under test, yet it would share the same cores: each
+round's records are encoded before, and produced while the daemon's processes are stopped
+(SIGSTOP; SIGCONT starts the clock), as if a producer elsewhere had filled the topic. The
+bench then sleeps through most of the round (its length is known from the round before) and
+only polls `/metrics` near its end, so the measuring takes no CPU from what it measures.
 """
 
 from __future__ import annotations
 
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +39,7 @@ from monitor.local.broker import LocalBroker, free_port
 
 # Distilled tables outlive a run (they are a function of the model): built once per machine.
 STATIC_DIR = Path("state/models").resolve()
+NAIVE_RECORDS = 1_000  # naive encode is a rate per text: a long round of it adds nothing
 _MODEL_SCORERS = ["latency", "tokens", "cost", "status", "length", "toxicity", "groundedness",
                   "sanity"]
 
@@ -42,15 +52,17 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
         from detectors.static_embedder import ensure_table
 
         ensure_table(None, STATIC_DIR)
-    texts_of = _texts(records)
-    naive = [records / _naive_encode(texts_of, _device()) for _ in range(rounds)]
+    naive_n = min(records, NAIVE_RECORDS)
+    texts_of = _texts(naive_n)
+    naive = [naive_n / _naive_encode(texts_of, _device()) for _ in range(rounds)]
     rates: dict[tuple[str, int], list[float]] = {}
     for backend in backends:
         for n in workers:
             rates[backend, n] = _rates(n, records, rounds, partitions, backend)
             print(f"  {backend}, workers {n}: {_summary(rates[backend, n])}", flush=True)
-    print(f"bench throughput: {records:,} HaluEval records a round, {rounds} timed rounds, on "
-          f"{_device()}; every scorer, drift and a rule on; median (min-max)")
+    print(f"bench throughput: {records:,} HaluEval records a round ({naive_n:,} for naive "
+          f"encode), {rounds} timed rounds, on {_device()}; every scorer, drift and a rule on; "
+          f"records already in the topic when a round's clock starts; median (min-max)")
     print(f"{'path':<62}{'records/s':>24}")
     print(f"{'naive SentenceTransformer.encode(prompt, response)':<62}{_summary(naive):>24}")
     for (backend, n), values in rates.items():
@@ -78,8 +90,10 @@ def _rates(workers: int, records: int, rounds: int, partitions: int,
         port = free_port()
         config = work / "dw.yaml"
         config.write_text(yaml.safe_dump({
+            # A session long enough to outlast the stop while a round's records are produced.
             "kafka": {"bootstrap_servers": [broker.bootstrap], "topic": topic,
-                      "group_id": "bench-workers"},
+                      "group_id": "bench-workers", "session_timeout_ms": 60_000,
+                      "max_poll_interval_ms": 120_000},
             "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
             "scoring": {"overload": {"max_lag": 100_000_000}, "models_dir": str(STATIC_DIR),
                         "embedding": {"backend": backend}},
@@ -98,36 +112,51 @@ def _rates(workers: int, records: int, rounds: int, partitions: int,
              "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT)
         ports = [port] if workers == 1 else [port, *(port + i for i in range(1, workers + 1))]
         outcome = "scored" if workers == 1 else "decided"
+        metrics = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
         try:
             wait_for(lambda: all(_ready(p) for p in ports) or _dead(daemon, work), 600,
                      "the daemon and its workers to be ready")
             done = 0
             out: list[float] = []
+            last_s = 0.0  # the previous round's length
 
-            def send(n: int, seed: int, start_ms: int) -> None:
+            def send(n: int, seed: int, start_ms: int, timed: bool = False) -> float:
+                """Produce `n` records (the daemon stopped meanwhile when `timed`) and wait
+                until they are decided; the seconds from all in the topic to all decided."""
                 nonlocal done
+                values = [traffic.encode(r)
+                          for r in traffic.wire_records(n, seed=seed, start_ms=start_ms)]
                 producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
-                for j, r in enumerate(traffic.wire_records(n, seed=seed, start_ms=start_ms)):
-                    producer.send(topic, traffic.encode(r), partition=j % partitions)
-                producer.flush()
+                with _stopped(daemon.pid) if timed else nullcontext():
+                    for j, value in enumerate(values):
+                        producer.send(topic, value, partition=j % partitions)
+                    producer.flush()
+                    started = time.perf_counter()
                 producer.close()
                 done += n
                 target = done
-                wait_for(lambda: _count(port, outcome) >= target or _dead(daemon, work), 3_600,
-                         f"{target} records {outcome}")
+                if timed:
+                    time.sleep(0.6 * last_s)  # no polling through most of the round
+                    if _count(metrics, outcome) >= target:
+                        print(f"  warning: a round ended within {0.6 * last_s:.1f}s, before its "
+                              "first check: its rate is a lower bound", file=sys.stderr)
+                wait_for(lambda: _count(metrics, outcome) >= target or _dead(daemon, work),
+                         3_600, f"{target} records {outcome}", interval_s=0.05 if timed else 0.2)
+                return time.perf_counter() - started
 
             for i in range(rounds + 1):  # round 0 warms up
-                started = time.perf_counter()
-                send(records, 100 + i, traffic.FIXED_START_MS + i * 3_600_000)
                 if i:
-                    out.append(records / (time.perf_counter() - started))
+                    last_s = send(records, 100 + i, traffic.FIXED_START_MS + i * 3_600_000,
+                                  timed=True)
+                    out.append(records / last_s)
                     continue
+                last_s = send(records, 100, traffic.FIXED_START_MS) / 2  # slower: models load
                 # A calibration still running would take CPU from the timed rounds. Its result
                 # is taken up by the segment's next record: a trickle, until every segment's
                 # detectors test.
                 trickle = 0
                 deadline = time.monotonic() + 1_800
-                while not _calibrated(port):
+                while not _calibrated(metrics):
                     if time.monotonic() > deadline:
                         raise TimeoutError("the drift detectors were not calibrated in 30 min")
                     trickle += 1
@@ -136,6 +165,7 @@ def _rates(workers: int, records: int, rounds: int, partitions: int,
                     time.sleep(1.0)
             return out
         finally:
+            metrics.close()
             daemon.terminate()
             try:
                 daemon.wait(timeout=120)
@@ -144,12 +174,26 @@ def _rates(workers: int, records: int, rounds: int, partitions: int,
             log.close()
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
+             interval_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(interval_s)
+
+
+@contextmanager
+def _stopped(pid: int) -> Iterator[None]:
+    """The process and its children stopped (SIGSTOP) for the block, then continued."""
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for process in tree:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in tree:
+            process.send_signal(signal.SIGCONT)
 
 
 def _ready(port: int) -> bool:
@@ -159,18 +203,18 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _samples(port: int) -> list[Sample]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+def _samples(metrics: httpx.Client) -> list[Sample]:
+    text = metrics.get("/metrics").text
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
-def _count(port: int, outcome: str) -> float:
-    return sum(s.value for s in _samples(port)
+def _count(metrics: httpx.Client, outcome: str) -> float:
+    return sum(s.value for s in _samples(metrics)
                if s.name == "driftwatch_records_total" and s.labels.get("outcome") == outcome)
 
 
-def _calibrated(port: int) -> bool:
-    return drift_armed(_samples(port))
+def _calibrated(metrics: httpx.Client) -> bool:
+    return drift_armed(_samples(metrics))
 
 
 def drift_armed(samples: Sequence[Sample]) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from consumers.batcher import Batch
+from consumers.processor import Settle
 from consumers.wire import Record
 from monitor.pipeline.checkpoint import Checkpointer
 from monitor.pipeline.ledger import ReplayLedger
@@ -75,15 +76,19 @@ class Pipeline:
             parts.update(stage.state())
         return parts
 
-    def process(self, batch: Batch) -> None:
+    def process(self, batch: Batch) -> Settle | None:
+        """Run the stages on `batch`; what is returned, when not None, must return before the
+        batch counts as done (see `consumers.processor.Settle`)."""
         with self._lock:
+            settles = []
             if self._ledger.replaying:
                 replayed, batch = self._ledger.split(batch)
                 if replayed.records:
                     self._m.CHECKPOINT_REPLAYED.inc(len(replayed.records))
-                    self._process(replayed, stateful=False)
-            self._process(batch)
+                    settles.append(self._process(replayed, stateful=False))
+            settles.append(self._process(batch))
             self._ledger.applied(batch, self.state)
+        return _in_turn([s for s in settles if s is not None])
 
     def checkpoint_if_due(self) -> None:
         """From another thread (the poll loop): checkpoint what an idle stream left unsaved.
@@ -94,18 +99,30 @@ class Pipeline:
             finally:
                 self._lock.release()
 
-    def _process(self, batch: Batch, stateful: bool = True) -> None:
+    def _process(self, batch: Batch, stateful: bool = True) -> Settle | None:
         """Score and count a batch; `stateful`: also feed the detectors, rules and canary."""
         started = time.perf_counter()
         records = batch.records
         if not records:
-            return
+            return None
         work = self._begin(self.operational, batch, stateful)
         for stage in self._stages:
             stage.process(work)
         self.operational.count(work)
         self._m.BATCH_SIZE.observe(len(records))
         self._m.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return work.settle
+
+
+def _in_turn(waits: list[Settle]) -> Settle | None:
+    if len(waits) < 2:
+        return waits[0] if waits else None
+
+    def settle() -> None:
+        for wait in waits:
+            wait()
+
+    return settle
 
 
 def _begin(operational: OperationalStage, batch: Batch, stateful: bool) -> Work:

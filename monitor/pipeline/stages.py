@@ -19,6 +19,7 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
+from consumers.processor import Settle
 from consumers.wire import Origin, Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor.acting.rules import Observation, RuleEngine
@@ -62,6 +63,9 @@ class Work:
     # Per-record rule signals and drift features from stateful scorers (tokenization).
     signals: dict[str, np.ndarray] = field(default_factory=dict)
     numeric: dict[str, np.ndarray] = field(default_factory=dict)
+    # A wait the batch is not done before (the score stage's broker acknowledgements), left
+    # to the worker's settling thread so the next batch is scored meanwhile.
+    settle: Settle | None = None
 
 
 class Stage(Protocol):

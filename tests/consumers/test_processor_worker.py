@@ -116,3 +116,43 @@ def test_finished_without_waiting_returns_nothing_when_idle(workers: list[BatchW
     workers.append(worker)
     assert worker.finished() == []
     assert worker.in_flight == 0
+
+
+def test_a_batch_that_settles_later_is_done_only_then_and_the_next_is_processed_meanwhile(
+    workers: list[BatchWorker],
+) -> None:
+    """The score stage's broker acknowledgements: batch 1 waits for its settle while batch 2
+    is processed and finished; batch 1 is done (committable) only once its settle returns,
+    and one whose settle is cancelled comes back cancelled (uncommitted)."""
+    from consumers.processor import Cancelled, Settle
+
+    acked = {"b1": threading.Event(), "b3": threading.Event()}
+    processed: list[str] = []
+
+    def process(batch: Batch) -> Settle | None:
+        rid = batch.records[0].request_id
+        processed.append(rid)
+        if rid == "b2":
+            return None
+
+        def settle() -> None:
+            acked[rid].wait(10)
+            if rid == "b3":
+                raise Cancelled("stopping")
+
+        return settle
+
+    worker = BatchWorker(process, attempts=1)
+    workers.append(worker)
+    for rid in ("b1", "b2", "b3"):
+        worker.submit(_batch(rid))
+    first = _collect(worker, 1)
+    assert [d.batch.records[0].request_id for d in first] == ["b2"]
+    assert processed == ["b1", "b2", "b3"]  # all processed while b1 still waits
+    assert worker.in_flight == 2
+    acked["b1"].set()
+    acked["b3"].set()
+    rest = _collect(worker, 2)
+    assert [(d.batch.records[0].request_id, d.cancelled) for d in rest] == [
+        ("b1", False), ("b3", True)]
+    assert worker.in_flight == 0

@@ -181,8 +181,6 @@ class _Producer:
         self.sent.append((topic, key, value))
         return _Future(None)
 
-    def flush(self, timeout: float | None = None) -> None:
-        return None
 
 
 def _work(records: list[Record]) -> Work:
@@ -201,7 +199,11 @@ def test_the_publish_step_sends_every_record_keyed_and_again_until_acknowledged(
     metrics = Metrics(CollectorRegistry())
     stage = PublishStage(producer, "scored", ("model",), metrics=metrics, intake=intake)
     intake.dead_letters = 5  # read before the first batch
-    stage.process(_work(_records()))
+    work = _work(_records())
+    stage.process(work)
+    assert metrics.SCORED_PUBLISHED._value.get() == 0  # sent, not yet acknowledged
+    assert work.settle is not None
+    work.settle()
     # The two unacknowledged sends went again (after 0.5 s): each record is on the topic
     # once, keyed by its model.
     assert sorted((t, k) for t, k, _ in producer.sent) == [
@@ -225,5 +227,8 @@ def test_a_stop_while_the_broker_does_not_acknowledge_leaves_the_batch_unfinishe
     cancel = threading.Event()
     cancel.set()  # the daemon is stopping
     stage = PublishStage(_Producer(failures=1_000), "scored", ("model",), cancel)
+    work = _work(_records())
+    stage.process(work)
+    assert work.settle is not None
     with pytest.raises(Cancelled):
-        stage.process(_work(_records()))  # its offsets stay uncommitted, to be read again
+        work.settle()  # its offsets stay uncommitted, to be read again
