@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -41,16 +42,20 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[int, bytes, byt
 
 
 def read_topic(bootstrap: str, topic: str, partitions: int, expected: int,
-               timeout_s: float = 20.0) -> list:
+               timeout_s: float = 20.0, weight: Callable[[Any], int] = lambda _: 1) -> list:
+    """Every message of the topic, once `expected` (counted by `weight`: 1 a message by
+    default) are there or `timeout_s` has passed."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     out: list = []
+    seen = 0
     deadline = time.monotonic() + timeout_s
-    while len(out) < expected and time.monotonic() < deadline:
+    while seen < expected and time.monotonic() < deadline:
         for msgs in consumer.poll(timeout_ms=500).values():
             out.extend(msgs)
+            seen += sum(weight(m) for m in msgs)
     # Anything beyond `expected` that is already there is read too, so extras are caught.
     for msgs in consumer.poll(timeout_ms=1000).values():
         out.extend(msgs)

@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 
 
 class MessageDecoder(Protocol):
-    """Turns one message value into a record, or says why it is dead-lettered."""
+    """Turns one message value into a record, or a list of records (a message that carries
+    several: they go into one batch together, so its offset is done only when all are), or
+    says why it is dead-lettered (a Rejection)."""
 
-    def decode(self, value: bytes | None) -> Any: ...  # a record, or a Rejection
+    def decode(self, value: bytes | None) -> Any: ...
 
 
 class SourceObserver(Protocol):
@@ -217,7 +219,8 @@ class KafkaSource:
                 if isinstance(decoded, Rejection):
                     self._dead_letter(m.value, m.key, origin, decoded, (origin,))
                 elif side is None:
-                    batcher.add(decoded, (origin,))
+                    for record in decoded if isinstance(decoded, list) else (decoded,):
+                        batcher.add(record, (origin,))
                     if batcher.full():
                         self._ready.append(batcher.take(force=True))  # type: ignore[arg-type]
                 else:

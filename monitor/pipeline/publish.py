@@ -58,30 +58,30 @@ class PublishStage(Stateless):
         self._dead_seen += dead
         records = scored.encode_batch(b.records, b.features, work.scores, dead,
                                       work.token_counts)
-        pending = [(scored.key_of(r, self._key_labels), scored.encode(r)) for r in records]
-        sent = self._send(pending)
+        sent = self._send(scored.messages(records, self._key_labels))
         work.settle = lambda: self._settle(sent)
 
-    def _send(self, pending: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, Any]]:
-        return [(key, value, self._producer.send(self._topic, value=value, key=key))
-                for key, value in pending]
+    def _send(self, messages: list[scored.Message]) -> list[tuple[scored.Message, Any]]:
+        return [(m, self._producer.send(self._topic, value=m.value, key=m.key))
+                for m in messages]
 
-    def _settle(self, sent: list[tuple[bytes, bytes, Any]]) -> None:
+    def _settle(self, sent: list[tuple[scored.Message, Any]]) -> None:
         """Wait for every acknowledgement; send again what failed, until none does."""
         delay = 0.5
         while sent:
             failed = []
-            for key, value, future in sent:
+            for message, future in sent:
                 try:
                     future.get(timeout=self._ack_timeout_s)
                 except KafkaError as exc:
-                    failed.append((key, value))
+                    failed.append(message)
                     error = exc
-            self._m.SCORED_PUBLISHED.inc(len(sent) - len(failed))
+                else:
+                    self._m.SCORED_PUBLISHED.inc(message.records)
             if not failed:
                 return
-            log.warning("%d scored record(s) not acknowledged by the broker (%r); sending "
-                        "again in %.1fs", len(failed), error, delay)
+            log.warning("%d scored-records message(s) not acknowledged by the broker (%r); "
+                        "sending again in %.1fs", len(failed), error, delay)
             if self._cancel.wait(delay):
                 raise Cancelled("stopping with scored records unacknowledged")
             sent = self._send(failed)

@@ -1,12 +1,18 @@
 """The scored-record format: what the score stage writes to the internal topic
-(`kafka.scored_topic`) and the decide stage reads back, one Kafka message per input record.
+(`kafka.scored_topic`) and the decide stage reads back, one scored record per input record.
 
-Binary (msgpack, by msgspec), array-like and versioned: the first element is the format
-version, read alone before anything else, so a record written by another version is refused
-with an error naming both versions instead of being misread field by field. Embeddings travel
-as float16 bytes (half the size; the drift tests work on unit vectors, where float16 keeps
-about three significant digits). Texts are only the short excerpts that drift explanations
-show, truncated as in the events.
+A Kafka message carries the scored records of one batch that share a partition key, in batch
+order, up to `MESSAGE_BYTES` a message: per message, not per record, is what the producer,
+the broker and the decide stage's consumer pay for (in kafka-python, most of the cost of the
+internal topic). A message is decided whole or not at all: its records never part between
+two batches, so its offset is committed only when every one of them is decided.
+
+Binary (msgpack, by msgspec), array-like and versioned: a message is `[version, [records]]`;
+the version is read alone before anything else, so a message written by another version is
+refused with an error naming both versions instead of being misread field by field.
+Embeddings travel as float16 bytes (half the size; the drift tests work on unit vectors,
+where float16 keeps about three significant digits). Texts are only the short excerpts that
+drift explanations show, truncated as in the events.
 
 The message key is the record's partition key (`partition_key`): every record whose state
 meets in one place (a drift segment; the canary gate's model) lands in one partition, so one
@@ -16,6 +22,7 @@ decide instance owns it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -28,7 +35,8 @@ from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.stages import OperationalStage, Work
 from monitor.types import IntakeCounts
 
-FORMAT = 1
+FORMAT = 2  # 1: one record a message, each with its own version
+MESSAGE_BYTES = 256 * 1024  # far below kafka-python's 1 MiB max_request_size
 TEXT_LIMIT = 300  # characters kept of each text: what a drift event shows (drift._TEXT_LIMIT)
 _FEATURES = ("latency_seconds", "prompt_tokens", "completion_tokens", "cost_usd",
              "prompt_chars", "response_chars")
@@ -45,7 +53,6 @@ class _Version(msgspec.Struct, array_like=True):
 class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One input record after the score stage: labels, features, model scores, vectors."""
 
-    v: int
     request_id: str
     event_time: float | None
     model: str | None
@@ -75,9 +82,29 @@ class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     counted_tokens: tuple[float, float] | None = None
 
 
+class _Message(msgspec.Struct, array_like=True):
+    v: int
+    records: list[ScoredRecord]
+
+
+class _Packed(msgspec.Struct, array_like=True):
+    """A message as written: its records encoded once each (to size it), then packed."""
+
+    v: int
+    records: list[msgspec.Raw]
+
+
+class Message(NamedTuple):
+    """A message for the scored topic: its key, its value, and how many records it carries."""
+
+    key: bytes
+    value: bytes
+    records: int
+
+
 _encoder = msgspec.msgpack.Encoder()
 _version = msgspec.msgpack.Decoder(_Version)
-_decoder = msgspec.msgpack.Decoder(ScoredRecord)
+_decoder = msgspec.msgpack.Decoder(_Message)
 
 
 def partition_key(labels: Sequence[str], canary: bool) -> tuple[str, ...]:
@@ -117,7 +144,7 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
                 response_vec = response_rows[rows[i]].astype("<f2").tobytes()
         prompt, response = r.prompt_text, r.response
         out.append(ScoredRecord(
-            FORMAT, r.request_id, r.event_time, r.model, r.model_version, r.deployment,
+            r.request_id, r.event_time, r.model, r.model_version, r.deployment,
             r.route, r.status, r.error_type, tuple(float(x) for x in columns[i]), sampled,
             float(scores.toxicity[i]) if scores is not None else np.nan,
             float(scores.prompt_toxicity[i]) if scores is not None else np.nan,
@@ -134,28 +161,53 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
     return out
 
 
-def encode(record: ScoredRecord) -> bytes:
-    return _encoder.encode(record)
+def messages(records: Sequence[ScoredRecord], key_labels: tuple[str, ...],
+             max_bytes: int = MESSAGE_BYTES) -> list[Message]:
+    """The messages of a batch's records: each key's records in batch order, in as few
+    messages as `max_bytes` allows (a record larger than that travels alone)."""
+    by_key: dict[bytes, list[bytes]] = {}
+    for r in records:
+        by_key.setdefault(key_of(r, key_labels), []).append(_encoder.encode(r))
+    out = []
+    for key, encoded in by_key.items():
+        chunk: list[msgspec.Raw] = []
+        size = 0
+        for value in encoded:
+            if chunk and size + len(value) > max_bytes:
+                out.append(Message(key, _encoder.encode(_Packed(FORMAT, chunk)), len(chunk)))
+                chunk, size = [], 0
+            chunk.append(msgspec.Raw(value))
+            size += len(value)
+        out.append(Message(key, _encoder.encode(_Packed(FORMAT, chunk)), len(chunk)))
+    return out
 
 
-def decode(value: bytes | None) -> ScoredRecord:
-    """One scored record; ScoredFormatError when it is not one this version reads."""
+def encode(records: Sequence[ScoredRecord]) -> bytes:
+    """One message of these records, whatever their keys (see `messages`)."""
+    return _encoder.encode(_Message(FORMAT, list(records)))
+
+
+def decode(value: bytes | None) -> list[ScoredRecord]:
+    """A message's scored records; ScoredFormatError when it is not one this version reads."""
     if not value:
-        raise ScoredFormatError("an empty message is not a scored record")
+        raise ScoredFormatError("an empty message is not a scored-records message")
     try:
         version = _version.decode(value).v
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ScoredFormatError(f"not a driftwatch scored record: {exc}") from None
+        raise ScoredFormatError(f"not a driftwatch scored-records message: {exc}") from None
     if version != FORMAT:
         raise ScoredFormatError(
             f"scored record format {version}; this driftwatch reads format {FORMAT} only. "
             "Run the score and decide stages at one version (drain the scored topic first "
             "when upgrading)")
     try:
-        return _decoder.decode(value)
+        records = _decoder.decode(value).records
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ScoredFormatError(f"a format-{FORMAT} scored record that does not decode: "
-                                f"{exc}") from None
+        raise ScoredFormatError(f"a format-{FORMAT} scored-records message that does not "
+                                f"decode: {exc}") from None
+    if not records:  # nothing would ever finish its offset
+        raise ScoredFormatError("a scored-records message without records")
+    return records
 
 
 def as_record(s: ScoredRecord) -> Record:
@@ -218,10 +270,10 @@ def beginner(intake: IntakeCounts) -> Callable[[OperationalStage, Batch, bool], 
 
 
 class ScoredDecoder:
-    """The decide stage's message decoder: a scored record, or a dead letter that says why
-    not (`scored_format`), never a misread one."""
+    """The decide stage's message decoder: a message's scored records, or a dead letter that
+    says why not (`scored_format`), never a misread one."""
 
-    def decode(self, value: bytes | None) -> ScoredRecord | Rejection:
+    def decode(self, value: bytes | None) -> list[ScoredRecord] | Rejection:
         try:
             return decode(value)
         except ScoredFormatError as exc:

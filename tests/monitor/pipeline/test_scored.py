@@ -43,8 +43,7 @@ def _scores() -> BatchScores:
 def test_a_batch_comes_back_as_the_score_stage_had_it() -> None:
     records, scores = _records(), _scores()
     features = operational_features(records)
-    wire = [scored.encode(s) for s in scored.encode_batch(records, features, scores)]
-    back = [scored.decode(v) for v in wire]
+    back = scored.decode(scored.encode(scored.encode_batch(records, features, scores)))
     got_features, got = scored.decode_batch(back)
     for name in ("latency_seconds", "prompt_tokens", "completion_tokens", "cost_usd",
                  "prompt_chars", "response_chars"):
@@ -70,8 +69,8 @@ def test_a_batch_comes_back_as_the_score_stage_had_it() -> None:
 
 def test_records_no_model_scored_travel_without_scores() -> None:
     records = _records()
-    back = [scored.decode(scored.encode(s)) for s in
-            scored.encode_batch(records, operational_features(records), None)]
+    back = scored.decode(scored.encode(
+        scored.encode_batch(records, operational_features(records), None)))
     _, got = scored.decode_batch(back)
     assert not got.sampled.any() and np.isnan(got.toxicity).all()
     assert got.prompt_embeddings is None and got.flags == {}
@@ -79,17 +78,22 @@ def test_records_no_model_scored_travel_without_scores() -> None:
 
 def test_another_format_version_is_refused_by_name() -> None:
     records = _records()
-    [first, *_] = scored.encode_batch(records, operational_features(records), None)
-    newer = scored.encode(msgspec.structs.replace(first, v=scored.FORMAT + 1))
-    with pytest.raises(scored.ScoredFormatError, match=r"format 2; this driftwatch reads "
-                                                       r"format 1 only"):
+    batch = scored.encode_batch(records, operational_features(records), None)
+    [first, *_] = batch
+    newer = msgspec.msgpack.encode([scored.FORMAT + 1, [first]])
+    with pytest.raises(scored.ScoredFormatError, match=r"format 3; this driftwatch reads "
+                                                       r"format 2 only"):
         scored.decode(newer)
     rejection = scored.ScoredDecoder().decode(newer)
     assert isinstance(rejection, Rejection) and rejection.reason == "scored_format"
-    for junk in (b"", b'{"request_id": "x"}', b"\x93\x01\x02"):
-        assert isinstance(scored.ScoredDecoder().decode(junk), Rejection)
-    # A format-1 record that is cut short is refused too, not half read.
-    assert isinstance(scored.ScoredDecoder().decode(scored.encode(first)[:20]), Rejection)
+    # Format 1, one record a message with its version first, is refused by name too.
+    older = msgspec.msgpack.encode([1, *msgspec.structs.astuple(first)])
+    with pytest.raises(scored.ScoredFormatError, match=r"format 1; this driftwatch reads"):
+        scored.decode(older)
+    for junk in (b"", b'{"request_id": "x"}', b"\x93\x01\x02", b"\x92\x02\x90"):
+        assert isinstance(scored.ScoredDecoder().decode(junk), Rejection)  # last: no records
+    # A message that is cut short is refused too, not half read.
+    assert isinstance(scored.ScoredDecoder().decode(scored.encode(batch)[:60]), Rejection)
 
 
 @pytest.mark.parametrize(("labels", "canary", "key"), [
@@ -129,7 +133,7 @@ def test_counted_tokens_travel_to_the_decide_stage_and_older_records_still_decod
     records, scores = _records(), _scores()
     counts = {"prompt": np.array([120.0, np.nan, 2.0]), "completion": np.array([1.0, 0.0, 1.0])}
     values = scored.encode_batch(records, operational_features(records), scores, 0, counts)
-    back = [scored.decode(scored.encode(v)) for v in values]
+    back = scored.decode(scored.encode(values))
     batch = Batch(back, [(Origin("scored", 0, i),) for i in range(3)])
     stage = OperationalStage([], ["model"], 10, outcome="decided")
     work = scored.beginner(IntakeCounts())(stage, batch, stateful=True)
@@ -137,14 +141,14 @@ def test_counted_tokens_travel_to_the_decide_stage_and_older_records_still_decod
     np.testing.assert_array_equal(work.token_counts["prompt"], counts["prompt"])
     np.testing.assert_array_equal(work.token_counts["completion"], counts["completion"])
     # A record written before the field existed is one element shorter: it decodes, without.
-    older = msgspec.msgpack.encode(msgspec.structs.astuple(back[0])[:-1])
-    assert scored.decode(older).counted_tokens is None
+    older = msgspec.msgpack.encode([scored.FORMAT, [msgspec.structs.astuple(back[0])[:-1]]])
+    assert scored.decode(older)[0].counted_tokens is None
 
 
 def test_dead_letters_ride_on_the_first_record_and_count_once_in_the_decide_stage() -> None:
     records = _records()
     values = scored.encode_batch(records, operational_features(records), None, dead_letters=4)
-    back = [scored.decode(scored.encode(v)) for v in values]
+    back = scored.decode(scored.encode(values))
     assert [s.dead_letters_before for s in back] == [4, 0, 0]
     batch = Batch(back, [(Origin("scored", 0, i),) for i in range(3)])
     stage = OperationalStage([], ["model"], 10, outcome="decided")
@@ -204,18 +208,20 @@ def test_the_publish_step_sends_every_record_keyed_and_again_until_acknowledged(
     assert metrics.SCORED_PUBLISHED._value.get() == 0  # sent, not yet acknowledged
     assert work.settle is not None
     work.settle()
-    # The two unacknowledged sends went again (after 0.5 s): each record is on the topic
-    # once, keyed by its model.
-    assert sorted((t, k) for t, k, _ in producer.sent) == [
-        ("scored", b"m1"), ("scored", b"m1"), ("scored", b"m2")]
-    ids = sorted(scored.decode(v).request_id for _, _, v in producer.sent)
-    assert ids == ["a", "b", "c"]
+    # The two unacknowledged messages went again (after 0.5 s): one message per model, its
+    # records in batch order, each record on the topic once.
+    got = {k: [s.request_id for s in scored.decode(v)] for t, k, v in producer.sent}
+    assert sorted(got.items()) == [(b"m1", ["a", "c"]), (b"m2", ["b"])]
+    assert len(producer.sent) == 2 and {t for t, _, _ in producer.sent} == {"scored"}
     assert metrics.SCORED_PUBLISHED._value.get() == 3
-    first = [scored.decode(v) for _, _, v in producer.sent if scored.decode(v).request_id == "a"]
+    first = [s for _, _, v in producer.sent for s in scored.decode(v) if s.request_id == "a"]
     assert first[0].dead_letters_before == 5
     producer.sent.clear()
-    stage.process(_work(_records()[:1]))  # no new dead letters since
-    assert scored.decode(producer.sent[0][2]).dead_letters_before == 0
+    work = _work(_records()[:1])
+    stage.process(work)  # no new dead letters since
+    assert work.settle is not None
+    work.settle()
+    assert scored.decode(producer.sent[0][2])[0].dead_letters_before == 0
 
 
 def test_a_stop_while_the_broker_does_not_acknowledge_leaves_the_batch_unfinished() -> None:
@@ -232,3 +238,63 @@ def test_a_stop_while_the_broker_does_not_acknowledge_leaves_the_batch_unfinishe
     assert work.settle is not None
     with pytest.raises(Cancelled):
         work.settle()  # its offsets stay uncommitted, to be read again
+
+
+def test_a_key_s_records_are_packed_in_order_within_the_message_budget() -> None:
+    records = _records() * 4  # m1, m2, m1 four times over: 8 of m1, 4 of m2
+    out = scored.encode_batch(records, operational_features(records), _scores_of(records))
+    budget = 2 * max(len(msgspec.msgpack.encode(r)) for r in out)  # two records at least
+    messages = scored.messages(out, ("model",), max_bytes=budget)
+    by_key: dict[bytes, list[list[str]]] = {}
+    for m in messages:
+        back = scored.decode(m.value)
+        assert m.records == len(back) >= 2
+        assert sum(len(msgspec.msgpack.encode(r)) for r in back) <= budget
+        by_key.setdefault(m.key, []).append([s.request_id for s in back])
+    assert len(by_key[b"m1"]) > 1  # the budget parted m1's eight records
+    assert [i for chunk in by_key[b"m1"] for i in chunk] == ["a", "c"] * 4
+    assert [i for chunk in by_key[b"m2"] for i in chunk] == ["b"] * 4
+    # A record larger than the budget travels alone rather than not at all.
+    alone = scored.messages(out[:2], ("model",), max_bytes=1)
+    assert [m.records for m in alone] == [1, 1]
+
+
+def _scores_of(records: list[Record]) -> BatchScores:
+    one = _scores()
+    n = len(records) // 3
+
+    def tile(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a] * n)
+
+    return BatchScores(tile(one.sampled), tile(one.toxicity), tile(one.prompt_toxicity),
+                       tile(one.groundedness), {k: tile(v) for k, v in one.flags.items()},
+                       one.novel_numbers * n, one.novel_names * n,
+                       tile(one.prompt_embeddings), tile(one.response_embeddings))
+
+
+def test_the_records_of_one_message_are_never_parted_between_two_batches() -> None:
+    """A message's offset is done when its batch is: all its records ride in that batch,
+    even past the batch's record limit."""
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from consumers.settings import BatchSettings, KafkaSettings
+    from consumers.source import KafkaSource
+
+    records = _records()
+    out = scored.encode_batch(records, operational_features(records), None)
+    values = [scored.encode(out), scored.encode(out[:1])]  # 3 records, then 1
+
+    class Consumer:
+        def poll(self, timeout_ms: int) -> dict[TopicPartition, list[SimpleNamespace]]:
+            return {TopicPartition("scored", 0): [
+                SimpleNamespace(offset=i, value=v, key=b"m") for i, v in enumerate(values)]}
+
+    source = KafkaSource(KafkaSettings(bootstrap_servers=["127.0.0.1:1"], topic="scored"),
+                         batch=BatchSettings(max_records=2), decoder=scored.ScoredDecoder())
+    source._consumer = Consumer()  # type: ignore[assignment]
+    assert source.poll(0) == 2
+    batches = source.take_ready(force=True)
+    assert [[(s.request_id, o[0].offset) for s, o in zip(b.records, b.origins, strict=True)]
+            for b in batches] == [[("a", 0), ("b", 0), ("c", 0)], [("a", 1)]]
