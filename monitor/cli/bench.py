@@ -17,7 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     consume.add_argument("--records", type=int, default=100_000)
     consume.add_argument("--partitions", type=int, default=4)
-    consume.add_argument("--rounds", type=int, default=2)
+    consume.add_argument("--rounds", type=int, default=3,
+                         help="timed rounds of each path (median and spread)")
+    consume.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                         help="process counts to time each path with, in one consumer group "
+                              "(1 is always timed: the baseline)")
     throughput = bench_sub.add_parser(
         "throughput", help="records/s end to end with every scorer vs naive encode"
     )
@@ -66,9 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     if args.bench == "consume":
-        from monitor.local.bench import bench_consume
+        from monitor.local.bench_consume import bench_consume
 
-        return bench_consume(args.records, args.partitions, args.rounds)
+        return bench_consume(args.records, args.partitions, args.rounds, args.workers)
     if args.bench == "drift" and args.embedders:
         from monitor.local.bench_drift import bench_embedders
 

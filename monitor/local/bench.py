@@ -1,8 +1,5 @@
-"""`driftwatch bench consume`: records/s through Kafka -> decode -> validate -> batch -> metrics,
-next to a raw kafka-python poll loop on the same topic, measured in the same run.
-
-Both read the same messages from a local Tansu broker with fresh consumer groups;
-each is timed from its first record to its last, so the group join is excluded.
+"""`driftwatch bench throughput` (without --workers): records/s end to end in one process
+(broker -> decode -> every scorer -> metrics) next to naive encode of the same texts.
 """
 
 from __future__ import annotations
@@ -11,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from consumers.batcher import Batch
 from consumers.processor import StreamProcessor
@@ -21,7 +18,6 @@ from monitor.app.wiring import assemble
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker
 from monitor.pipeline.pipeline import Pipeline
-from monitor.pipeline.stages import SCORERS
 from monitor.telemetry.observer import MetricsObserver
 
 TOPIC = "bench-consume"
@@ -37,62 +33,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.records / self.seconds
-
-
-def raw_poll_loop(bootstrap: str, n: int, group: str) -> Run:
-    """The baseline: kafka-python's own loop, touching each value and committing at the end."""
-    consumer = KafkaConsumer(
-        TOPIC, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_interval_ms=10_000, session_timeout_ms=10_000,
-        max_poll_records=2_000,
-    )
-    seen, nbytes, first = 0, 0, None
-    while seen < n:
-        for messages in consumer.poll(timeout_ms=100).values():
-            if first is None:
-                first = time.perf_counter()
-            seen += len(messages)
-            nbytes += sum(len(m.value) for m in messages)
-    consumer.commit()
-    elapsed = time.perf_counter() - (first or time.perf_counter())
-    consumer.close(autocommit=False)
-    return Run(seen, elapsed)
-
-
-def driftwatch_loop(bootstrap: str, n: int, group: str) -> Run:
-    """The same topic through KafkaSource, the worker thread, the pipeline and the metrics."""
-    settings = KafkaSettings(bootstrap_servers=[bootstrap], topic=TOPIC, group_id=group,
-                             dead_letter_topic=f"{TOPIC}-dlq")
-    source = KafkaSource(settings, batch=BatchSettings(), observer=MetricsObserver())
-    pipeline = assemble(list(SCORERS), ["model", "model_version", "deployment"], 50)
-    return _timed(source, pipeline, n)
-
-
-def bench_consume(n: int, partitions: int, rounds: int) -> int:
-    with LocalBroker() as broker:
-        broker.create_topics([(TOPIC, partitions), (f"{TOPIC}-dlq", 1)])
-        records = traffic.wire_records(n, seed=11, start_ms=traffic.FIXED_START_MS)
-        payloads = [traffic.encode(r) for r in records]
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20,
-                                 batch_size=256 * 1024)
-        for i, p in enumerate(payloads):
-            producer.send(TOPIC, p, partition=i % partitions)
-        producer.flush()
-        producer.close()
-        mean_bytes = sum(map(len, payloads)) / n
-        print(f"bench consume: {n:,} HaluEval records ({mean_bytes:,.0f} B mean) on "
-              f"{partitions} partitions of a local Tansu broker, {rounds} round(s), best of each")
-        raws, ours = [], []
-        for r in range(rounds):  # interleaved so drift in machine load hits both alike
-            raws.append(raw_poll_loop(broker.bootstrap, n, f"bench-raw-{r}"))
-            ours.append(driftwatch_loop(broker.bootstrap, n, f"bench-dw-{r}"))
-        raw = max(raws, key=lambda x: x.rate)
-        dw = max(ours, key=lambda x: x.rate)
-        print(f"{'path':<48}{'records/s':>12}")
-        print(f"{'raw kafka-python poll loop (baseline)':<48}{raw.rate:>12,.0f}")
-        print(f"{'driftwatch decode+validate+batch+metrics':<48}{dw.rate:>12,.0f}")
-        print(f"ratio driftwatch / raw: {dw.rate / raw.rate:.2f}  (target >= 0.70)")
-    return 0
 
 
 def _naive_encode(texts: list[str], device: str) -> float:

@@ -37,20 +37,29 @@ def test_demo_shows_live_numbers_and_exits_cleanly() -> None:
     assert re.search(r"replayed,\s+(\d+)\s+signed\s+webhooks\s+received", done.stdout)
 
 
-def test_bench_consume_prints_both_rates_and_their_ratio() -> None:
+def test_bench_consume_prints_each_path_in_one_and_two_processes_and_their_ratios() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "bench", "consume", "--records", "4000",
-         "--partitions", "2", "--rounds", "1"],
-        capture_output=True, text=True, timeout=120,
+         "--partitions", "2", "--rounds", "1", "--workers", "2"],
+        capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    raw = re.search(r"raw kafka-python poll loop \(baseline\)\s+([\d,]+)", done.stdout)
-    ours = re.search(r"driftwatch decode\+validate\+batch\+metrics\s+([\d,]+)", done.stdout)
-    ratio = re.search(r"ratio driftwatch / raw: ([\d.]+)", done.stdout)
-    assert raw and ours and ratio, done.stdout
-    raw_rate, our_rate = (float(m.group(1).replace(",", "")) for m in (raw, ours))
-    assert raw_rate > 0 and our_rate > 0
-    assert float(ratio.group(1)) == pytest.approx(our_rate / raw_rate, abs=0.01)
+
+    def rate(row: str) -> float:
+        found = re.search(re.escape(row) + r"\s+([\d,]+) \(", done.stdout)
+        assert found, done.stdout
+        return float(found.group(1).replace(",", ""))
+
+    raw = rate("raw kafka-python poll loop (baseline)")
+    ours = rate("driftwatch decode+validate+batch+metrics")
+    raw_2 = rate("raw kafka-python poll loop, 2 processes")
+    ours_2 = rate("driftwatch decode+validate+batch+metrics, 2 processes")
+    assert min(raw, ours, raw_2, ours_2) > 0
+    ratios = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r"ratio (driftwatch(?: 2 processes)? / raw(?: 2 processes)?): ([\d.]+)", done.stdout)}
+    assert ratios == pytest.approx({
+        "driftwatch / raw": ours / raw, "driftwatch 2 processes / raw": ours_2 / raw,
+        "driftwatch 2 processes / raw 2 processes": ours_2 / raw_2}, abs=0.01)
 
 
 def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:

@@ -1,0 +1,196 @@
+"""`driftwatch bench consume`: records/s through Kafka -> decode -> validate -> batch ->
+operational scorers -> metrics, next to a raw kafka-python poll loop on the same topic, each
+in 1 and in N processes of one consumer group (the scoring processes of `--workers N`), in
+the same run.
+
+Every run gets a fresh topic and group. Its processes join first; once the group has given
+each of them partitions they are stopped (SIGSTOP), the topic is filled, and SIGCONT starts
+the clock: the group join and the producer are not timed, and no rebalance happens inside a
+run. A run ends with the last of its records processed (each process notes when, on one
+monotonic clock). Rounds interleave the paths, so drift in the machine's load hits all alike.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from monitor.local import traffic
+from monitor.local.broker import LocalBroker
+
+TOPIC = "bench-consume"
+# Tansu holds a new group's first join for half the session timeout; a stopped process keeps
+# its partitions for the session timeout less the heartbeats around the stop.
+_SESSION_MS, _HEARTBEAT_MS = 10_000, 1_000
+_MAX_STOP_S = 7.0
+_SPAWN = multiprocessing.get_context("spawn")  # children free of the parent's threads
+
+
+class _Shared:
+    """What a run's processes and the bench share: records done, and per process its
+    partitions and when it finished its last batch."""
+
+    def __init__(self, processes: int) -> None:
+        self.done: Synchronized[int] = _SPAWN.Value("q", 0)  # type: ignore[assignment]
+        self.assigned: SynchronizedArray[int] = _SPAWN.Array("i", processes)  # type: ignore[assignment]
+        self.last: SynchronizedArray[float] = _SPAWN.Array("d", processes)  # type: ignore[assignment]
+        self.stop = _SPAWN.Event()
+
+    def count(self, number: int, records: int) -> None:
+        with self.done.get_lock():
+            self.done.value += records
+        self.last[number] = time.perf_counter()  # CLOCK_MONOTONIC: one clock for all
+
+
+def _raw(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
+    """The baseline: kafka-python's own poll loop, touching each value, committing at the end."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_interval_ms=_SESSION_MS,
+        session_timeout_ms=_SESSION_MS, heartbeat_interval_ms=_HEARTBEAT_MS,
+        max_poll_records=2_000)
+    nbytes = 0
+    while not shared.stop.is_set():
+        for messages in consumer.poll(timeout_ms=100).values():
+            nbytes += sum(len(m.value) for m in messages)
+            shared.count(number, len(messages))
+        shared.assigned[number] = len(consumer.assignment())
+    consumer.commit()
+    consumer.close(autocommit=False)
+
+
+def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
+    """The same topic through KafkaSource, the worker thread, the pipeline and the metrics."""
+    from consumers.batcher import Batch
+    from consumers.processor import StreamProcessor
+    from consumers.settings import BatchSettings, KafkaSettings
+    from consumers.source import KafkaSource
+    from monitor.app.wiring import assemble
+    from monitor.pipeline.stages import SCORERS
+    from monitor.telemetry.observer import MetricsObserver
+
+    settings = KafkaSettings(bootstrap_servers=[bootstrap], topic=topic, group_id=group,
+                             dead_letter_topic=f"{topic}-dlq", session_timeout_ms=_SESSION_MS,
+                             heartbeat_interval_ms=_HEARTBEAT_MS,
+                             max_poll_interval_ms=_SESSION_MS)
+    source = KafkaSource(settings, batch=BatchSettings(), observer=MetricsObserver())
+    pipeline = assemble(list(SCORERS), ["model", "model_version", "deployment"], 50)
+
+    def process(batch: Batch) -> None:
+        pipeline.process(batch)
+        shared.count(number, len(batch.records))
+
+    def loop() -> None:
+        shared.assigned[number] = len(source.assignment)
+
+    source.open()
+    StreamProcessor(source, process, on_loop=loop).run(shared.stop)  # type: ignore[arg-type]
+
+
+_PATHS: dict[str, Callable[[str, str, str, int, _Shared], None]] = {
+    "raw": _raw, "driftwatch": _driftwatch}
+
+
+def timed_run(bootstrap: str, broker: LocalBroker, path: str, processes: int,
+              payloads: Sequence[bytes], partitions: int, name: str) -> float:
+    """Records/s of `processes` processes of `path` over `payloads` in a fresh topic."""
+    topic = f"{TOPIC}-{name}"
+    broker.create_topics([(topic, partitions), (f"{topic}-dlq", 1)])
+    shared = _Shared(processes)
+    children = [_SPAWN.Process(target=_PATHS[path], args=(bootstrap, topic, f"g-{name}", i,
+                                                          shared), daemon=True)
+                for i in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        _wait(lambda: sum(shared.assigned) == partitions and all(shared.assigned), 120,
+              f"{processes} {path} process(es) to share {partitions} partitions", children)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
+                                 batch_size=256 * 1024)
+        for child in children:
+            os.kill(child.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+        stopped = time.perf_counter()
+        try:
+            for i, value in enumerate(payloads):
+                producer.send(topic, value, partition=i % partitions)
+            producer.flush()
+        finally:
+            started = time.perf_counter()
+            for child in children:
+                os.kill(child.pid, signal.SIGCONT)  # type: ignore[arg-type]
+        producer.close()
+        if started - stopped > _MAX_STOP_S:  # the group may have moved partitions meanwhile
+            raise RuntimeError(f"producing {len(payloads):,} records took "
+                               f"{started - stopped:.1f}s, over the {_MAX_STOP_S:.0f}s a "
+                               "stopped consumer keeps its partitions: use fewer --records")
+        _wait(lambda: shared.done.value >= len(payloads), 600,
+              f"{len(payloads):,} records through {path}", children)
+        return shared.done.value / (max(shared.last) - started)
+    finally:
+        shared.stop.set()
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float, what: str,
+          children: list[Any]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if dead := [c.exitcode for c in children if c.exitcode is not None]:
+            raise RuntimeError(f"a bench process exited with {dead[0]} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.005)
+
+
+def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int]) -> int:
+    """One row per path and process count, median (min-max) of `rounds`, and the ratios."""
+    payloads = [traffic.encode(r)
+                for r in traffic.wire_records(n, seed=11, start_ms=traffic.FIXED_START_MS)]
+    counts = sorted(set(workers) | {1})
+    rates: dict[tuple[str, int], list[float]] = {}
+    with LocalBroker() as broker:
+        for r in range(rounds):
+            for k in counts:
+                for path in ("raw", "driftwatch"):
+                    rate = timed_run(broker.bootstrap, broker, path, k, payloads, partitions,
+                                     f"{path}-{k}-{r}")
+                    rates.setdefault((path, k), []).append(rate)
+    mean_bytes = sum(map(len, payloads)) / n
+    print(f"bench consume: {n:,} HaluEval records ({mean_bytes:,.0f} B mean) on {partitions} "
+          f"partitions of a local Tansu broker, {rounds} round(s), median (min-max); "
+          f"{os.cpu_count()} CPU cores")
+    print(f"{'path':<52}{'records/s':>28}")
+    for (path, k), values in rates.items():
+        print(f"{_name(path, k):<52}{_summary(values):>28}")
+    raw = statistics.median(rates["raw", 1])
+    for k in counts:
+        ours = statistics.median(rates["driftwatch", k])
+        label = "driftwatch" if k == 1 else f"driftwatch {k} processes"
+        print(f"ratio {label} / raw: {ours / raw:.2f}  (target >= 0.70)")
+        if k > 1:
+            print(f"ratio {label} / raw {k} processes: "
+                  f"{ours / statistics.median(rates['raw', k]):.2f}  (same parallelism)")
+    return 0
+
+
+def _name(path: str, processes: int) -> str:
+    if path == "raw":
+        return ("raw kafka-python poll loop (baseline)" if processes == 1 else
+                f"raw kafka-python poll loop, {processes} processes")
+    return "driftwatch decode+validate+batch+metrics" + (
+        f", {processes} processes" if processes > 1 else "")
+
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
