@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 from kafka.errors import KafkaError
@@ -70,9 +71,10 @@ class PublishStage(Stateless):
         delay = 0.5
         while sent:
             failed = []
+            deadline = time.monotonic() + self._ack_timeout_s  # for them all, not each
             for message, future in sent:
                 try:
-                    future.get(timeout=self._ack_timeout_s)
+                    future.get(timeout=max(0.0, deadline - time.monotonic()))
                 except KafkaError as exc:
                     failed.append(message)
                     error = exc

@@ -3,6 +3,8 @@ and a record of another format version is refused by name, never misread."""
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import numpy as np
 import pytest
@@ -298,3 +300,39 @@ def test_the_records_of_one_message_are_never_parted_between_two_batches() -> No
     batches = source.take_ready(force=True)
     assert [[(s.request_id, o[0].offset) for s, o in zip(b.records, b.origins, strict=True)]
             for b in batches] == [[("a", 0), ("b", 0), ("c", 0)], [("a", 1)]]
+
+
+def test_acknowledgements_are_awaited_for_ack_timeout_in_all_not_each() -> None:
+    """A broker that answers nothing: the settle gives all of a batch's messages one
+    `ack_timeout_s` together before it sends them again, not one each."""
+    import threading
+
+    from kafka.errors import KafkaTimeoutError
+
+    from consumers.processor import Cancelled
+    from monitor.pipeline.publish import PublishStage
+
+    waits: list[float] = []
+    cancel = threading.Event()
+
+    class Silent:
+        def get(self, timeout: float | None = None) -> None:
+            assert timeout is not None
+            waits.append(timeout)
+            time.sleep(timeout)
+            cancel.set()  # stop after this round: no second round of waits
+            raise KafkaTimeoutError("no ack")
+
+    class Producer:
+        def send(self, topic: str, value: bytes, key: bytes) -> Silent:
+            return Silent()
+
+    records = _records() * 2  # keyed by request id: three messages (a, b, c)
+    stage = PublishStage(Producer(), "scored", ("request_id",), cancel, ack_timeout_s=0.3)
+    work = _work(records)
+    stage.process(work)
+    assert work.settle is not None
+    with pytest.raises(Cancelled):
+        work.settle()
+    assert len(waits) == 3
+    assert sum(waits) <= 0.3 + 1e-6
