@@ -45,6 +45,12 @@ def detections_in(window: str, counter: str = "driftwatch_drift_detections_total
             f"or sum by ({by}) ({counter} > 0 unless {counter} offset {window})")
 
 
+def _by_stage(counter: str) -> str:
+    """A counter's 5-minute rate summed by the stage its process runs (driftwatch_stage)."""
+    return (f"sum by (stage) (rate({counter}[5m]) * on (instance, job) group_left (stage) "
+            "driftwatch_stage)")
+
+
 def _share(flag: str) -> str:
     return (f"(sum by ({SEGMENT_BY}) (rate(driftwatch_flags_total{{flag=\"{flag}\"}}[5m])) "
             f"\n {_ZERO_IF_NONE})\n/ sum by ({SEGMENT_BY}) "
@@ -61,9 +67,12 @@ RECORDS: tuple[Record, ...] = (
     Record("driftwatch:request_latency_seconds:p99_5m",
            f"histogram_quantile(0.99, sum by (le, {SEGMENT_BY}) "
            "(driftwatch:request_latency_seconds_bucket:rate5m))"),
+    # Per stage: in a split deployment the decide stage reads scored-topic messages, each
+    # carrying a batch's records; summed with the input's they would hide either stage's share.
     Record("driftwatch:dead_letter_share:5m",
-           "(sum(rate(driftwatch_dead_letter_total[5m])) or vector(0))\n"
-           "/ sum(rate(driftwatch_messages_consumed_total[5m]))"),
+           f"({_by_stage('driftwatch_dead_letter_total')}\n"
+           f" or 0 * {_by_stage('driftwatch_messages_consumed_total')})\n"
+           f"/ {_by_stage('driftwatch_messages_consumed_total')}"),
     Record("driftwatch:consumer_lag:sum", "sum by (topic) (driftwatch_consumer_lag)"),
 )
 
@@ -100,9 +109,10 @@ ALERTS: tuple[Alert, ...] = (
           "warning", "10m"),
     Alert("DriftwatchDeadLetterShareHigh", "driftwatch:dead_letter_share:5m > 0.05",
           "driftwatch:dead_letter_share:5m",
-          "More than 5% of messages go to the dead-letter topic",
-          "{{ $value | humanizePercentage }} of consumed messages were dead-lettered over 5 "
-          "minutes; the reason is in driftwatch_dead_letter_total and in each message's headers.",
+          "More than 5% of messages go to the dead-letter topic ({{ $labels.stage }} stage)",
+          "{{ $value | humanizePercentage }} of the messages the {{ $labels.stage }} stage "
+          "consumed were dead-lettered over 5 minutes; the reason is in "
+          "driftwatch_dead_letter_total and in each message's headers.",
           "warning", "10m"),
     Alert("DriftwatchConsumerLagGrowing",
           "driftwatch:consumer_lag:sum > 1000 and delta(driftwatch:consumer_lag:sum[10m]) > 0",
