@@ -447,11 +447,20 @@ def _aligned(scores: BatchScores | None) -> np.ndarray | None:
 
 # -- Audit ------------------------------------------------------------------------------------
 
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1)
+
+
 class AuditStage(Stateless):
     """Appends each scored record's request id and Kafka positions to a JSON-lines file."""
 
     def __init__(self, path: Path) -> None:
         self._file = open(path, "ab")  # noqa: SIM115 (lives with the stage)
+        # A kill -9 can cut the last line short; end it, so the lines written on stay whole.
+        if self._file.tell() and _last_byte(path) != b"\n":
+            self._file.write(b"\n")
 
     def process(self, work: Work) -> None:
         lines = [

@@ -311,6 +311,19 @@ def test_pipeline_writes_an_audit_line_per_record(model: str, tmp_path: Path) ->
     ]
 
 
+def test_an_audit_line_cut_short_by_a_kill_is_ended_before_the_next_run_writes(
+        model: str, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    audit.write_bytes(b'{"request_id": "a", "positions": []}\n{"request_id": "b", "posi')
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, audit_log=audit,
+                        metrics=METRICS)
+    pipeline.process(Batch([Record(request_id="c", model=model)], [(Origin("req", 0, 5),)]))
+    pipeline.close()
+    assert audit.read_text().splitlines() == [
+        '{"request_id": "a", "positions": []}', '{"request_id": "b", "posi',
+        '{"request_id":"c","positions":[["req",0,5]]}']
+
+
 def test_empty_batch_changes_nothing(model: str) -> None:
     pipeline = assemble(SCORERS, ["model"], max_label_values=5, metrics=METRICS)
     before = _value("driftwatch_batch_size_records_count")
