@@ -73,6 +73,11 @@ class BatchWorker:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def idle(self) -> bool:
+        """No batch queued or being processed (one waiting on its settle does not count)."""
+        return self._todo.unfinished_tasks == 0
+
     def submit(self, batch: Batch) -> None:
         self._in_flight += 1
         self._todo.put(batch)
@@ -107,6 +112,7 @@ class BatchWorker:
                 self._done.put(outcome)
             else:
                 self._settling.put((batch, outcome))
+            self._todo.task_done()
 
     def _settle_run(self) -> None:
         while (item := self._settling.get()) is not None:
@@ -184,7 +190,10 @@ class StreamProcessor:
         try:
             while not stop.is_set():
                 source.poll(min(_POLL_CAP_S, source.time_to_next_batch()))
-                for batch in source.take_ready():
+                # Natural batching: waiting for a batch to fill only pays while the worker is
+                # busy. An idle worker takes what was read at once, so a record waits for
+                # max_wait_ms only behind other work, and no core idles at a burst's end.
+                for batch in source.take_ready(force=self._worker.idle):
                     self._worker.submit(batch)
                 self._ack(self._worker.finished())
                 # Hysteresis: kafka-python drops what it prefetched for a paused partition, so

@@ -111,6 +111,11 @@ class KafkaSettings(BaseModel):
     # kafka-python's default waits up to 30 s between reconnects after an outage.
     reconnect_backoff_max_ms: int = Field(default=5_000, ge=50, le=60_000)
     max_poll_records: int = Field(default=2_000, ge=1, le=100_000)
+    # The longest the broker may hold a fetch that found nothing new. A broker may answer such
+    # a fetch late when records arrive meanwhile (Tansu did, by up to 0.25 s at kafka-python's
+    # 500 ms), and in a split deployment that delay is paid again by the decide stage. An idle
+    # consumer sends about 1000 / fetch_max_wait_ms fetches a second.
+    fetch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     commit_interval_ms: int = Field(default=1_000, ge=0, le=60_000)
     max_message_bytes: int = Field(default=1_048_576, ge=64, le=100 * 1_048_576)
     # The largest dead letter written (value, key and headers); a larger original is cut to a

@@ -153,6 +153,7 @@ class KafkaSource:
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
             max_poll_records=s.max_poll_records,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             **common,
         )
         self._consumer.subscribe(list(s.topics), listener=_Rebalance(self))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from consumers.batcher import Batch
-from consumers.processor import BatchWorker, _Done
+from consumers.batcher import Batch, Batcher
+from consumers.processor import BatchWorker, Settle, StreamProcessor, _Done
+from consumers.settings import KafkaSettings
 from consumers.wire import Origin, Record
 
 
@@ -124,7 +126,7 @@ def test_a_batch_that_settles_later_is_done_only_then_and_the_next_is_processed_
     """The score stage's broker acknowledgements: batch 1 waits for its settle while batch 2
     is processed and finished; batch 1 is done (committable) only once its settle returns,
     and one whose settle is cancelled comes back cancelled (uncommitted)."""
-    from consumers.processor import Cancelled, Settle
+    from consumers.processor import Cancelled
 
     acked = {"b1": threading.Event(), "b3": threading.Event()}
     processed: list[str] = []
@@ -156,3 +158,115 @@ def test_a_batch_that_settles_later_is_done_only_then_and_the_next_is_processed_
     assert [(d.batch.records[0].request_id, d.cancelled) for d in rest] == [
         ("b1", False), ("b3", True)]
     assert worker.in_flight == 0
+
+
+def test_idle_means_no_batch_queued_or_processing_even_while_one_settles(
+    workers: list[BatchWorker],
+) -> None:
+    release, settled = threading.Event(), threading.Event()
+    entered = threading.Event()
+
+    def process(batch: Batch) -> Settle | None:
+        entered.set()
+        release.wait(10)
+        return lambda: settled.wait(10) and None
+
+    worker = BatchWorker(process, attempts=1)
+    workers.append(worker)
+    assert worker.idle
+    worker.submit(_batch("a"))
+    assert entered.wait(10)
+    assert not worker.idle  # processing
+    release.set()
+    _wait(lambda: worker.idle)
+    assert worker.in_flight == 1  # idle, though its batch still waits on its settle
+    settled.set()
+    assert [d.cancelled for d in _collect(worker, 1)] == [False]
+
+
+class _Source:
+    """What StreamProcessor needs of a KafkaSource: records handed in by the test are 'read'
+    at the next poll into a real Batcher whose wait (10 min) would outlast the test."""
+
+    def __init__(self, max_records: int) -> None:
+        self.settings = KafkaSettings(topic="traffic")
+        self.before_revoke: object = None
+        self.paused = False
+        self.acked: list[list[str]] = []
+        self._batcher = Batcher(max_records, 600.0)
+        self._incoming: list[Record] = []
+        self._lock = threading.Lock()
+
+    def hand(self, *request_ids: str) -> None:
+        with self._lock:
+            self._incoming += [Record(request_id=rid) for rid in request_ids]
+
+    def poll(self, timeout_s: float) -> int:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for i, record in enumerate(incoming):
+            self._batcher.add(record, (Origin("traffic", 0, i),))
+        if not incoming:
+            time.sleep(min(timeout_s, 0.01))
+        return len(incoming)
+
+    def take_ready(self, force: bool = False) -> list[Batch]:
+        batch = self._batcher.take(force=force)
+        return [] if batch is None else [batch]
+
+    def time_to_next_batch(self) -> float:
+        return self._batcher.time_left()
+
+    def ack(self, batch: Batch, failures: dict[int, str] | None = None) -> None:
+        self.acked.append([r.request_id for r in batch.records])
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def commit(self, force: bool = False, blocking: bool = True) -> dict[object, int]:
+        return {}
+
+    def close(self) -> str:
+        return "closed"
+
+
+def test_an_idle_worker_takes_what_was_read_at_once_and_a_busy_one_lets_batches_fill() -> None:
+    """Natural batching: the first record does not wait out the batch's 10 minutes, since the
+    worker has nothing else to do; what arrives while the worker is busy fills a batch."""
+    source = _Source(max_records=3)
+    busy, release = threading.Event(), threading.Event()
+    calls: list[list[str]] = []
+
+    def process(batch: Batch) -> None:
+        calls.append([r.request_id for r in batch.records])
+        busy.set()
+        release.wait(10)
+
+    stop = threading.Event()
+    loop = threading.Thread(target=StreamProcessor(source, process).run,  # type: ignore[arg-type]
+                            args=(stop,))
+    loop.start()
+    try:
+        source.hand("a")
+        assert busy.wait(30), "an idle worker was not handed the record read"
+        for rid in ("b", "c", "d"):  # read in three polls while the worker is busy
+            source.hand(rid)
+            _wait(lambda: not source._incoming)
+        release.set()
+        _wait(lambda: len(source.acked) == 2)
+    finally:
+        release.set()
+        stop.set()
+        loop.join(30)
+    assert calls == [["a"], ["b", "c", "d"]]
+    assert source.acked == calls
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
