@@ -2,10 +2,13 @@
 daemon (`driftwatch run --workers N`) on a local broker, with every scorer, drift and a rule
 on, next to naive `SentenceTransformer.encode` of the same texts, measured in the same run.
 
-Each N gets a fresh broker and daemon; once it is ready, a first round warms it up (models,
-drift warm-up and calibration, not timed), then each timed round times `records` new records
-from the moment they are all in the topic to the last one decided. Every record is
-model-scored (the overload sampler is off), so a rate is the models' work, not a sample's.
+Each N gets a broker and daemon of its own; once it is ready, a first round warms it up
+(models, drift warm-up and calibration, not timed). The timed rounds then take turns: round i
+of every daemon, the others stopped (SIGSTOP) meanwhile, so a shared host whose speed drifts
+over a run slows each N alike, and the ratio is also given per pair of rounds. A round times
+`records` new records from the moment they are all in the topic to the last one decided.
+Every record is model-scored (the overload sampler is off), so a rate is the models' work,
+not a sample's.
 
 The load generator is not the system under test, yet it would share the same cores: each
 round's records are encoded before, and produced while the daemon's processes are stopped
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -55,14 +58,12 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
     naive_n = min(records, NAIVE_RECORDS)
     texts_of = _texts(naive_n)
     naive = [naive_n / _naive_encode(texts_of, _device()) for _ in range(rounds)]
-    rates: dict[tuple[str, int], list[float]] = {}
-    for backend in backends:
-        for n in workers:
-            rates[backend, n] = _rates(n, records, rounds, partitions, backend)
-            print(f"  {backend}, workers {n}: {_summary(rates[backend, n])}", flush=True)
+    rates = _interleaved([(b, n) for b in backends for n in workers], records, rounds,
+                         partitions)
     print(f"bench throughput: {records:,} HaluEval records a round ({naive_n:,} for naive "
           f"encode), {rounds} timed rounds, on {_device()}; every scorer, drift and a rule on; "
-          f"records already in the topic when a round's clock starts; median (min-max)")
+          f"records already in the topic when a round's clock starts; the daemons' rounds "
+          f"interleaved; median (min-max)")
     print(f"{'path':<62}{'records/s':>24}")
     print(f"{'naive SentenceTransformer.encode(prompt, response)':<62}{_summary(naive):>24}")
     for (backend, n), values in rates.items():
@@ -74,29 +75,77 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
     for (backend, n), values in rates.items():
         one = rates.get((backend, 1))
         if n != 1 and one:
+            # Round i of each daemon ran next to round i of the other: a ratio per pair
+            # cancels what the machine's own speed did meanwhile.
+            pairs = [v / o for v, o in zip(values, one, strict=True)]
             print(f"ratio {backend} --workers {n} / --workers 1: "
-                  f"{statistics.median(values) / statistics.median(one):.2f}"
+                  f"{statistics.median(values) / statistics.median(one):.2f}; "
+                  f"per pair of rounds {_summary(pairs, 2)}"
                   f"  (goal >= 1.7 for 2 workers on 2 cores)")
     return 0
 
 
-def _rates(workers: int, records: int, rounds: int, partitions: int,
-           backend: str = "auto") -> list[float]:
-    with tempfile.TemporaryDirectory(prefix="dw-bench-workers-") as tmp, \
-            LocalBroker(log_file=Path(tmp) / "tansu.log") as broker:
-        work = Path(tmp)
-        topic = "bench-workers"
-        broker.create_topics([(topic, partitions), ("driftwatch-scored", partitions)])
+def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
+                 partitions: int) -> dict[tuple[str, int], list[float]]:
+    """Every daemon started and warmed up, then timed in turns: round i of each, the order
+    reversed every other round, the others stopped (SIGSTOP) meanwhile. A machine whose
+    speed drifts over the minutes of a run (a shared host) then slows every daemon alike,
+    instead of whichever ran last."""
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+    with ExitStack() as stack:
+        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0]))
+                   for key in keys}
+        for daemon in daemons.values():
+            daemon.warm_up(records)
+        for i in range(1, rounds + 1):
+            for daemon in daemons.values():
+                daemon.pause()
+            order = list(daemons.items()) if i % 2 else list(daemons.items())[::-1]
+            for key, daemon in order:
+                with daemon.resumed(i):
+                    rates[key].append(records / daemon.timed_round(records, i))
+        for key, values in rates.items():
+            print(f"  {key[0]}, workers {key[1]}: {_summary(values)}", flush=True)
+    return rates
+
+
+class _Daemon:
+    """`driftwatch run --workers N` on a broker of its own, with its metrics client."""
+
+    def __init__(self, workers: int, partitions: int, backend: str) -> None:
+        self.workers, self.partitions, self.backend = workers, partitions, backend
+        self.topic = "bench-workers"
+        self._stack = ExitStack()
+        self._done = 0  # records produced so far
+        self._last_s = 0.0  # the previous timed round's length
+        self._outcome = "scored" if workers == 1 else "decided"
+
+    def __enter__(self) -> _Daemon:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        stack = self._stack
+        work = self.work = Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="dw-bench-workers-")))
+        self.broker = stack.enter_context(LocalBroker(log_file=work / "tansu.log"))
+        self.broker.create_topics([(self.topic, self.partitions),
+                                   ("driftwatch-scored", self.partitions)])
         port = free_port()
         config = work / "dw.yaml"
         config.write_text(yaml.safe_dump({
-            # A session long enough to outlast the stop while a round's records are produced.
-            "kafka": {"bootstrap_servers": [broker.bootstrap], "topic": topic,
-                      "group_id": "bench-workers", "session_timeout_ms": 60_000,
-                      "max_poll_interval_ms": 120_000},
+            # A session long enough to outlast the stops: producing a round, the other
+            # daemons' rounds.
+            "kafka": {"bootstrap_servers": [self.broker.bootstrap], "topic": self.topic,
+                      "group_id": "bench-workers", "session_timeout_ms": 120_000,
+                      "max_poll_interval_ms": 240_000},
             "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
             "scoring": {"overload": {"max_lag": 100_000_000}, "models_dir": str(STATIC_DIR),
-                        "embedding": {"backend": backend}},
+                        "embedding": {"backend": self.backend}},
             # 1,000 calibration bootstraps, not 5,000: calibration is not timed (it ends before
             # the first timed round), and an update costs the same whatever the threshold.
             "drift": {"enabled": True, "embedding": {"n_bootstraps": 1_000},
@@ -106,72 +155,99 @@ def _rates(workers: int, records: int, rounds: int, partitions: int,
             "outbox": {"path": str(work / "outbox.sqlite3")},
             "checkpoint": {"path": str(work / "checkpoint.bin")},
         }))
-        log = open(work / "daemon.log", "ab")  # noqa: SIM115 (closed below)
-        daemon = subprocess.Popen(
+        log = stack.enter_context(open(work / "daemon.log", "ab"))  # noqa: SIM115
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--config", str(config),
-             "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT)
-        ports = [port] if workers == 1 else [port, *(port + i for i in range(1, workers + 1))]
-        outcome = "scored" if workers == 1 else "decided"
-        metrics = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+             "--workers", str(self.workers)], stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(self._stop)
+        self.metrics = stack.enter_context(
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5))
+        ports = [port, *(port + i for i in range(1, self.workers + 1) if self.workers > 1)]
+        wait_for(lambda: all(_ready(p) for p in ports) or self._dead(), 600,
+                 "the daemon and its workers to be ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def warm_up(self, records: int) -> None:
+        """A first round (models load, drift warm-up), then a trickle until every segment's
+        drift detectors are calibrated: a calibration still running would take CPU from the
+        timed rounds, and its result is taken up by the segment's next record."""
+        self._last_s = self._send(records, 100, traffic.FIXED_START_MS) / 2  # models load
+        trickle = 0
+        deadline = time.monotonic() + 1_800
+        while not drift_armed(_samples(self.metrics)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the drift detectors were not calibrated in 30 min")
+            trickle += 1
+            self._send(20, 10_000 + trickle,
+                       traffic.FIXED_START_MS + 1_800_000 + trickle * 5_000)
+            time.sleep(1.0)
+
+    def pause(self) -> None:
+        for process in self._tree():
+            process.send_signal(signal.SIGSTOP)
+
+    @contextmanager
+    def resumed(self, i: int) -> Iterator[None]:
+        """Continued, and shown to be live before timed round `i` (20 records decided,
+        untimed, dated just before that round's), then stopped again."""
+        for process in self._tree():
+            process.send_signal(signal.SIGCONT)
         try:
-            wait_for(lambda: all(_ready(p) for p in ports) or _dead(daemon, work), 600,
-                     "the daemon and its workers to be ready")
-            done = 0
-            out: list[float] = []
-            last_s = 0.0  # the previous round's length
-
-            def send(n: int, seed: int, start_ms: int, timed: bool = False) -> float:
-                """Produce `n` records (the daemon stopped meanwhile when `timed`) and wait
-                until they are decided; the seconds from all in the topic to all decided."""
-                nonlocal done
-                values = [traffic.encode(r)
-                          for r in traffic.wire_records(n, seed=seed, start_ms=start_ms)]
-                producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
-                with _stopped(daemon.pid) if timed else nullcontext():
-                    for j, value in enumerate(values):
-                        producer.send(topic, value, partition=j % partitions)
-                    producer.flush()
-                    started = time.perf_counter()
-                producer.close()
-                done += n
-                target = done
-                if timed:
-                    time.sleep(0.6 * last_s)  # no polling through most of the round
-                    if _count(metrics, outcome) >= target:
-                        print(f"  warning: a round ended within {0.6 * last_s:.1f}s, before its "
-                              "first check: its rate is a lower bound", file=sys.stderr)
-                wait_for(lambda: _count(metrics, outcome) >= target or _dead(daemon, work),
-                         3_600, f"{target} records {outcome}", interval_s=0.05 if timed else 0.2)
-                return time.perf_counter() - started
-
-            for i in range(rounds + 1):  # round 0 warms up
-                if i:
-                    last_s = send(records, 100 + i, traffic.FIXED_START_MS + i * 3_600_000,
-                                  timed=True)
-                    out.append(records / last_s)
-                    continue
-                last_s = send(records, 100, traffic.FIXED_START_MS) / 2  # slower: models load
-                # A calibration still running would take CPU from the timed rounds. Its result
-                # is taken up by the segment's next record: a trickle, until every segment's
-                # detectors test.
-                trickle = 0
-                deadline = time.monotonic() + 1_800
-                while not _calibrated(metrics):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the drift detectors were not calibrated in 30 min")
-                    trickle += 1
-                    send(20, 10_000 + trickle,
-                         traffic.FIXED_START_MS + 1_800_000 + trickle * 5_000)
-                    time.sleep(1.0)
-            return out
+            self._send(20, 20_000 + i, traffic.FIXED_START_MS + i * 3_600_000 - 120_000)
+            yield
         finally:
-            metrics.close()
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-            log.close()
+            self.pause()
+
+    def timed_round(self, records: int, i: int) -> float:
+        self._last_s = self._send(records, 100 + i, traffic.FIXED_START_MS + i * 3_600_000,
+                                  timed=True)
+        return self._last_s
+
+    def _send(self, n: int, seed: int, start_ms: int, timed: bool = False) -> float:
+        """Produce `n` records (the daemon stopped meanwhile when `timed`) and wait until
+        they are decided; the seconds from all in the topic to all decided."""
+        values = [traffic.encode(r) for r in traffic.wire_records(n, seed=seed, start_ms=start_ms)]
+        producer = KafkaProducer(bootstrap_servers=self.broker.bootstrap, linger_ms=20)
+        with _stopped(self.process.pid) if timed else nullcontext():
+            for j, value in enumerate(values):
+                producer.send(self.topic, value, partition=j % self.partitions)
+            producer.flush()
+            started = time.perf_counter()
+        producer.close()
+        self._done += n
+        target = self._done
+        if timed:
+            time.sleep(0.6 * self._last_s)  # no polling through most of the round
+            if self._count() >= target:
+                print(f"  warning: a round ended within {0.6 * self._last_s:.1f}s, before its "
+                      "first check: its rate is a lower bound", file=sys.stderr)
+        wait_for(lambda: self._count() >= target or self._dead(), 3_600,
+                 f"{target} records {self._outcome}", interval_s=0.05 if timed else 0.2)
+        return time.perf_counter() - started
+
+    def _count(self) -> float:
+        return _count(self.metrics, self._outcome)
+
+    def _tree(self) -> list[psutil.Process]:
+        return [psutil.Process(self.process.pid),
+                *psutil.Process(self.process.pid).children(recursive=True)]
+
+    def _dead(self) -> bool:
+        return _dead(self.process, self.work)
+
+    def _stop(self) -> None:
+        try:
+            for process in self._tree():  # a stopped process would not act on SIGTERM
+                process.send_signal(signal.SIGCONT)
+        except psutil.Error:
+            pass
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
@@ -213,10 +289,6 @@ def _count(metrics: httpx.Client, outcome: str) -> float:
                if s.name == "driftwatch_records_total" and s.labels.get("outcome") == outcome)
 
 
-def _calibrated(metrics: httpx.Client) -> bool:
-    return drift_armed(_samples(metrics))
-
-
 def drift_armed(samples: Sequence[Sample]) -> bool:
     """Every tracked segment's embedding drift detectors calibrated and testing."""
     tracked = {frozenset(s.labels.items()) for s in samples
@@ -249,5 +321,6 @@ def _device() -> str:
     return pick_device("auto")
 
 
-def _summary(values: list[float]) -> str:
-    return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+def _summary(values: list[float], digits: int = 1) -> str:
+    return (f"{statistics.median(values):,.{digits}f} "
+            f"({min(values):,.{digits}f}-{max(values):,.{digits}f})")
