@@ -22,7 +22,8 @@ def test_a_60_second_webhook_outage_delays_deliveries_and_loses_none(tmp_path: P
     assert isinstance(decisions, int) and decisions >= 4
     # Nothing got through for 60 s: every decision was waiting when the outage ended.
     assert f["outbox depth when the outage ended"] == f["peak outbox depth"] == decisions
-    assert f["failed attempts during the outage"] >= 3 * decisions  # retried all along
+    assert f["failed attempts during the outage"] > decisions  # each tried, some again
+    assert f["longest gap between failed attempts (s)"] <= 10  # retried all along
     assert f["deliveries accepted"] == f["distinct webhook-ids"] == decisions
     assert f["seconds to drain after the outage"] <= 15  # backoff capped at 5 s
 
