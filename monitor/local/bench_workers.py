@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import httpx
@@ -97,9 +97,9 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
                    for key in keys}
         for daemon in daemons.values():
             daemon.warm_up(records)
+        for daemon in daemons.values():
+            daemon.pause()  # each is continued for its own rounds only
         for i in range(1, rounds + 1):
-            for daemon in daemons.values():
-                daemon.pause()
             order = list(daemons.items()) if i % 2 else list(daemons.items())[::-1]
             for key, daemon in order:
                 with daemon.resumed(i):
@@ -162,7 +162,8 @@ class _Daemon:
         stack.callback(self._stop)
         self.metrics = stack.enter_context(
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5))
-        ports = [port, *(port + i for i in range(1, self.workers + 1) if self.workers > 1)]
+        ports = [port] if self.workers == 1 else [port, *(port + i for i in
+                                                          range(1, self.workers + 1))]
         wait_for(lambda: all(_ready(p) for p in ports) or self._dead(), 600,
                  "the daemon and its workers to be ready")
 
@@ -185,15 +186,13 @@ class _Daemon:
             time.sleep(1.0)
 
     def pause(self) -> None:
-        for process in self._tree():
-            process.send_signal(signal.SIGSTOP)
+        _signal_tree(self.process.pid, signal.SIGSTOP)
 
     @contextmanager
     def resumed(self, i: int) -> Iterator[None]:
         """Continued, and shown to be live before timed round `i` (20 records decided,
         untimed, dated just before that round's), then stopped again."""
-        for process in self._tree():
-            process.send_signal(signal.SIGCONT)
+        _signal_tree(self.process.pid, signal.SIGCONT)
         try:
             self._send(20, 20_000 + i, traffic.FIXED_START_MS + i * 3_600_000 - 120_000)
             yield
@@ -230,19 +229,12 @@ class _Daemon:
     def _count(self) -> float:
         return _count(self.metrics, self._outcome)
 
-    def _tree(self) -> list[psutil.Process]:
-        return [psutil.Process(self.process.pid),
-                *psutil.Process(self.process.pid).children(recursive=True)]
-
     def _dead(self) -> bool:
         return _dead(self.process, self.work)
 
     def _stop(self) -> None:
-        try:
-            for process in self._tree():  # a stopped process would not act on SIGTERM
-                process.send_signal(signal.SIGCONT)
-        except psutil.Error:
-            pass
+        with suppress(psutil.Error):  # a stopped process would not act on SIGTERM
+            _signal_tree(self.process.pid, signal.SIGCONT)
         self.process.terminate()
         try:
             self.process.wait(timeout=120)
@@ -262,14 +254,20 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
 @contextmanager
 def _stopped(pid: int) -> Iterator[None]:
     """The process and its children stopped (SIGSTOP) for the block, then continued."""
-    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for process in tree:
-        process.send_signal(signal.SIGSTOP)
+    tree = _signal_tree(pid, signal.SIGSTOP)
     try:
         yield
     finally:
         for process in tree:
             process.send_signal(signal.SIGCONT)
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> list[psutil.Process]:
+    """Send `sig` to the process and all its children; the processes signalled."""
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for process in tree:
+        process.send_signal(sig)
+    return tree
 
 
 def _ready(port: int) -> bool:
