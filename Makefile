@@ -45,7 +45,9 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	# Two workers: many integration tests wait on real processes (outages, kills, soak).
 	# loadgroup: tests marked with one xdist_group share a worker (and its module fixtures).
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=25
+	# One intra-op thread per process: two workers (and the daemons they start) on 2 cores,
+	# each with a torch pool of 2, spent a third more CPU on the same tests.
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=25
 
 # The unit tests alone: no model loaded, no process started (tests/integration holds those,
 # and tests marked slow load a model or calibrate a detector).

@@ -74,7 +74,10 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 
 def write_config(path: Path, bootstrap: str, port: int, **sections: object) -> Path:
     config: dict[str, object] = {
-        "kafka": {"bootstrap_servers": [bootstrap], "commit_interval_ms": 200},
+        # Tansu holds a JoinGroup for half the session timeout: with the default 10 s, each
+        # start and rebalance of a daemon waited 5 s for its partitions; 2 s with these.
+        "kafka": {"bootstrap_servers": [bootstrap], "commit_interval_ms": 200,
+                  "session_timeout_ms": 4_000, "heartbeat_interval_ms": 1_000},
         "metrics": {"port": port},
         "batch": {"max_wait_ms": 50},
         # The spine's scorers; model scorers are tested where they are the point.

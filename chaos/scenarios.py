@@ -399,14 +399,15 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
 
 def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
          bound_mib: float = 150.0, seed: int = 7, sample_s: float = 1.0,
-         bootstraps: int | None = None) -> Report:
+         bootstraps: int | None = None, reference_records: int = 300) -> Report:
     """`records` through the CPU model path (every scorer, drift, rules, checkpoints; the
     overload sampler picks what the models see) with the daemon's resident memory sampled.
     After warm-up (the first `warmup_share` of the records, and until every segment's drift
     detectors are calibrated and testing: the embedding cache and detector windows fill there,
     and a calibration's transient memory is not growth) RSS must stay within `bound_mib` of its
-    value at the end of warm-up. `bootstraps`: the drift calibration's (fewer: the detectors
-    arm sooner, so a shorter run still measures after warm-up; default: the product's)."""
+    value at the end of warm-up. `bootstraps` (the drift calibration's; default: the product's)
+    and `reference_records` (each segment's warm-up reference): fewer arm the detectors
+    sooner, so a shorter run still measures after warm-up."""
     started = time.monotonic()
     embedding = {} if bootstraps is None else {"n_bootstraps": bootstraps}
     with _stack(workdir) as stack:
@@ -421,7 +422,7 @@ def soak(workdir: Path, records: int = 200_000, warmup_share: float = 0.25,
             scoring={"embedding": {"cache_size": 5_000},
                      "overload": {"max_lag": 500, "min_fraction": 0.01}},
             # Both segments arm (warm-up reference, calibration) within the warm-up share.
-            drift={"enabled": True, "reference": {"warmup_records": 300,
+            drift={"enabled": True, "reference": {"warmup_records": reference_records,
                                                   "store": str(workdir / "references")},
                    "embedding": embedding},
             actions=_hook(stack.receiver), rules=_error_rule(600),

@@ -41,16 +41,16 @@ def test_the_command_prints_figures_and_checks_and_exits_by_them(tmp_path: Path)
 
 
 @pytest.mark.timeout(600)
-def test_soak_12k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path) -> None:
-    # 500 calibration bootstraps instead of 5,000: the detectors arm sooner (with 1,000 the
-    # warm-up ended at 9,797 records under load), so 12k records still measure memory for a
-    # while after warm-up. The 200k soak is `driftwatch chaos soak`.
-    report = soak(tmp_path, records=12_000, bootstraps=500)
+def test_soak_8k_records_through_the_cpu_path_with_flat_memory(tmp_path: Path) -> None:
+    # 200 calibration bootstraps and 150-record references instead of 5,000 and 300: the
+    # detectors arm sooner (measured: at 5,138 records with 200 and 300), so 8k records still
+    # measure memory for a while after warm-up. The 200k soak is `driftwatch chaos soak`.
+    report = soak(tmp_path, records=8_000, bootstraps=200, reference_records=150)
     assert report.ok, f"{report.checks} {report.figures}"  # a str: shown in full
     f = report.figures
-    assert f["records scored"] == 12_000
-    assert 0 < f["warm-up ended at (records)"] < 11_000  # type: ignore[operator]
-    assert f["model-scored (sampled under lag)"] >= 1_000  # the models ran all along
+    assert f["records scored"] == 8_000
+    assert 0 < f["warm-up ended at (records)"] < 6_500  # type: ignore[operator]
+    assert f["model-scored (sampled under lag)"] >= 600  # the models ran all along
     assert f["checkpoints written"] >= 3
     # Measured on 2 cores: 200k records grew 85-90 MiB after warm-up at the peak (the
     # embedding cache still filling), 60k records 13 MiB after warm-up ended at 40k (once the
