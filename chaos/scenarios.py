@@ -354,14 +354,20 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
         daemon.wait_until(lambda: not _outbox_deliveries(outbox)[1] - _FINAL, 60,
                           "the outbox to drain after the outage")
         drained_s = time.monotonic() - outage_end
+        # The gauge follows the outbox at the delivery worker's next pass (poll_seconds).
         final_depth = daemon.metrics().sum("driftwatch_outbox_depth")
+        settle = time.monotonic() + 10
+        while final_depth and time.monotonic() < settle:
+            time.sleep(0.2)
+            final_depth = daemon.metrics().sum("driftwatch_outbox_depth")
         clean_exit = daemon.terminate() == 0
         events, states = _outbox_deliveries(outbox)
         got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
         delivered = [r for r in stack.receiver.received if r.reply == 204]
         peak = max((d for _, d in depths), default=0.0)
-        # Retried all along: deliveries go one at a time, so how many attempts a decision gets
-        # depends on how many decisions wait (a rule re-fires at batch ends); the gaps do not.
+        # Retried all along: an endpoint gets one delivery at a time, so how many attempts a
+        # decision gets depends on how many decisions wait (a rule re-fires at batch ends);
+        # the gaps do not.
         times = sorted(r.at for r in during)
         longest_gap = max((b - a for a, b in itertools.pairwise([*times, outage_end])),
                           default=outage_s)

@@ -1,5 +1,8 @@
-"""The delivery worker: a thread that sends what the outbox holds, and records every attempt.
+"""The delivery worker: threads that send what the outbox holds, and record every attempt.
 
+Each webhook action has a thread of its own, so an endpoint that hangs until its timeout
+delays its own deliveries, never another endpoint's; one more thread pushes Alertmanager
+alerts, settles deliveries whose action left the config, prunes and updates the gauges.
 Webhooks retry with exponential backoff and full jitter (or the endpoint's Retry-After) until
 `max_age_seconds`; Alertmanager alerts are re-sent on their own schedule.
 """
@@ -10,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -31,7 +34,8 @@ def backoff(attempts: int, settings: OutboxSettings, rng: random.Random) -> floa
 
 
 class DeliveryWorker:
-    """Sends due webhooks and alerts; `run_once(now)` is one pass, `start()` runs passes."""
+    """Sends due webhooks and alerts; `run_once(now)` is one pass over everything, `start()`
+    runs passes in a thread per webhook action and one for the rest."""
 
     def __init__(self, outbox: Outbox, actions: Mapping[str, Action], settings: OutboxSettings,
                  generator_url: str, *, rng: random.Random | None = None) -> None:
@@ -40,42 +44,58 @@ class DeliveryWorker:
         self.settings = settings
         self.generator_url = generator_url
         self._rng = rng or random.Random()
-        self._client = httpx.Client(follow_redirects=False)
-        self._webhooks = webhook.WebhookSender(self._client)
+        self._client = httpx.Client(follow_redirects=False)  # Alertmanager's
+        # A client per webhook action: each is used by its own thread only.
+        self._lanes: dict[str, webhook.WebhookSender] = {}
         try:
             for name, action in self.actions.items():
                 if isinstance(action, WebhookAction):
-                    self._webhooks.add(name, action)  # a missing secret fails at start
+                    sender = webhook.WebhookSender(httpx.Client(follow_redirects=False))
+                    self._lanes[name] = sender
+                    sender.add(name, action)  # a missing secret fails at start
         except webhook.WebhookSecretError:
-            self._client.close()
+            self._close_clients()
             raise
         self._disabled = outbox.disabled_endpoints()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._last_prune = 0.0
 
     # -- Thread --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="driftwatch-delivery",
-                                        daemon=True)
-        self._thread.start()
+        passes: dict[str, Callable[[float], None]] = {
+            f"driftwatch-delivery-{name}": lambda now, name=name: self._deliver_lane(now, name)
+            for name in self._lanes}
+        passes["driftwatch-delivery"] = self._housekeeping
+        for thread_name, one_pass in passes.items():
+            thread = threading.Thread(target=self._loop, args=(one_pass,), name=thread_name,
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Stop after the request in flight, if any (bounded by the actions' timeouts)."""
+        """Stop after the requests in flight, if any (bounded by the actions' timeouts)."""
         self._stop.set()
-        if self._thread is not None:
-            longest = max((a.timeout_seconds for a in self.actions.values()), default=0.0)
-            self._thread.join(timeout_s if timeout_s is not None else longest + 5)
-            if self._thread.is_alive():
-                log.warning("delivery thread still busy after stop; it is a daemon thread "
-                            "and the outbox keeps what it did not finish")
-        self._client.close()
+        longest = max((a.timeout_seconds for a in self.actions.values()), default=0.0)
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else longest + 5)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.is_alive()]
+        if busy:
+            log.warning("delivery threads still busy after stop: %s; they are daemon threads "
+                        "and the outbox keeps what they did not finish", ", ".join(busy))
+        self._close_clients()
 
-    def _loop(self) -> None:
+    def _close_clients(self) -> None:
+        self._client.close()
+        for sender in self._lanes.values():
+            sender.close()
+
+    def _loop(self, one_pass: Callable[[float], None]) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once(time.time())
+                one_pass(time.time())
             except Exception:
                 # The outbox keeps the work: log and try again on the next pass.
                 log.exception("delivery pass failed")
@@ -84,9 +104,17 @@ class DeliveryWorker:
     # -- One pass ------------------------------------------------------------------------------
 
     def run_once(self, now: float) -> None:
-        """One pass; the gauges are updated even when part of it fails."""
+        """One pass over every action, in this thread; the gauges are updated even when part
+        of it fails."""
         try:
             self._deliver_webhooks(now)
+        finally:
+            self._housekeeping(now)
+
+    def _housekeeping(self, now: float) -> None:
+        """Deliveries no webhook lane takes, alerts and pruning; then the gauges."""
+        try:
+            self._deliver_lane(now, None)
             self._push_alerts(now)
             if now - self._last_prune > 3_600:
                 self._last_prune = now
@@ -106,14 +134,20 @@ class DeliveryWorker:
                 m.ALERTS_ACTIVE.labels(name).set(active.get(name, 0))
 
     def _deliver_webhooks(self, now: float) -> None:
-        failing: set[str] = set()  # endpoints that failed in this pass: spare them the rest
-        for item in self.outbox.due(now):
+        for name in self._lanes:
+            self._deliver_lane(now, name)
+
+    def _deliver_lane(self, now: float, action: str | None) -> None:
+        """Due deliveries of one webhook action, in order, until one fails (spare the endpoint
+        the rest of this pass); `None`: those of actions that are no webhook action now."""
+        due = (self.outbox.due(now, action=action) if action is not None
+               else self.outbox.due(now, other_than=tuple(self._lanes)))
+        for item in due:
             if self._stop.is_set():
                 return
-            if item.action in failing:
-                continue
             try:
-                self._deliver(item, now, failing)
+                if not self._deliver(item, now):
+                    return
             except Exception as exc:  # one undeliverable decision never blocks the others
                 delay = backoff(item.attempts + 1, self.settings, self._rng)
                 log.exception("webhook action %r: delivery of %s failed unexpectedly; next "
@@ -122,22 +156,23 @@ class DeliveryWorker:
                 self.outbox.retry(item.event_id, item.action, now + delay, f"{exc!r}"[:500])
                 m.OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
 
-    def _deliver(self, item: PendingDelivery, now: float, failing: set[str]) -> None:
+    def _deliver(self, item: PendingDelivery, now: float) -> bool:
+        """Settle or attempt one delivery; False when the endpoint failed (retry later)."""
         action = self.actions.get(item.action)
         if not isinstance(action, WebhookAction):
             self._final(item, "failed", f"action {item.action!r} is no longer a webhook "
                         "action in the config", attempted=False)
-            return
+            return True
         if now - item.created > self.settings.max_age_seconds:
             self._final(item, "expired", f"older than max_age_seconds "
                         f"({self.settings.max_age_seconds:g})", attempted=False)
-            return
+            return True
         reason = self._disabled.get((item.action, action.url))
         if reason is not None:
             self._final(item, "disabled", reason, attempted=False)
-            return
-        outcome = self._webhooks.send(item.action, action, item.event_id,
-                                      webhook.body(item.created, item.decision))
+            return True
+        outcome = self._lanes[item.action].send(item.action, action, item.event_id,
+                                                webhook.body(item.created, item.decision))
         sent_at = time.time()
         if outcome.kind == "delivered":
             self.outbox.delivered(item.event_id, item.action, sent_at)
@@ -151,17 +186,18 @@ class DeliveryWorker:
             self._disabled[(item.action, action.url)] = outcome.error
             self._final(item, "disabled", outcome.error)
         else:
-            failing.add(item.action)
             delay = (outcome.retry_after if outcome.retry_after is not None
                      else backoff(item.attempts + 1, self.settings, self._rng))
             if now + delay - item.created > self.settings.max_age_seconds:
                 self._final(item, "expired", f"gave up after {item.attempts + 1} attempts; "
                             f"last: {outcome.error}")
-                return
+                return False
             self.outbox.retry(item.event_id, item.action, now + delay, outcome.error)
             m.OUTBOX_DELIVERIES.labels(item.action, "retry").inc()
             log.info("webhook action %r: %s for %s, attempt %d; next in %.1fs",
                      item.action, outcome.error, item.event_id, item.attempts + 1, delay)
+            return False
+        return True
 
     def _final(self, item: PendingDelivery, state: str, error: str, attempted: bool = True
                ) -> None:

@@ -248,12 +248,21 @@ class Outbox:
 
     # -- Delivery side -------------------------------------------------------------------------
 
-    def due(self, now: float, limit: int = 100) -> list[PendingDelivery]:
+    def due(self, now: float, limit: int = 100, *, action: str | None = None,
+            other_than: Sequence[str] = ()) -> list[PendingDelivery]:
+        """Pending deliveries due by `now`, oldest first: of one `action`, or of any action
+        but those in `other_than`."""
+        where, args = "", [now]
+        if action is not None:
+            where, args = " AND d.action = ?", [now, action]
+        elif other_than:
+            where = f" AND d.action NOT IN ({', '.join('?' * len(other_than))})"
+            args = [now, *other_than]
         rows = self._read(
             "SELECT d.event_id, d.action, d.attempts, e.created, " + _EVENT_COLUMNS
             + " FROM deliveries d JOIN events e ON e.id = d.event_id "
-            "WHERE d.state = 'pending' AND d.next_attempt <= ? "
-            "ORDER BY d.next_attempt, e.created LIMIT ?", (now, limit))
+            "WHERE d.state = 'pending' AND d.next_attempt <= ?" + where
+            + " ORDER BY d.next_attempt, e.created LIMIT ?", (*args, limit))
         return [PendingDelivery(r[0], r[1], r[2], r[3], _decision(r[4:])) for r in rows]
 
     def delivered(self, event_id: str, action: str, now: float) -> None:

@@ -99,6 +99,9 @@ class WebhookSender:
         self._client = client
         self._signers: dict[str, Webhook] = {}
 
+    def close(self) -> None:
+        self._client.close()
+
     def add(self, name: str, action: WebhookAction) -> None:
         self._signers[name] = Webhook(load_secret(name, action))
 

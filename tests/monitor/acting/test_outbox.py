@@ -122,6 +122,25 @@ def test_a_delivery_older_than_max_age_expires_without_an_attempt(
     assert box.depth() == {}
 
 
+def test_each_lane_reads_its_own_deliveries_and_one_whose_action_left_is_settled(
+        box: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", SECRET)
+    drift = decision(targets=("hook", "drift-only"), event_type="drift.detected")
+    [event_id] = box.put([drift], ACTIONS, now=NOW)
+    assert [d.action for d in box.due(NOW, action="hook")] == ["hook"]
+    assert [d.action for d in box.due(NOW, other_than=("hook",))] == ["drift-only"]
+    assert box.due(NOW, other_than=("hook", "drift-only")) == []
+    # The config no longer has "drift-only": no webhook lane takes it, the pass settles it.
+    worker = DeliveryWorker(box, {}, OutboxSettings(), "http://dw")
+    try:
+        worker.run_once(NOW)
+    finally:
+        worker.stop()
+    states = {d.action: (d.state, d.attempts) for d in box.recent(1)[0].deliveries}
+    assert states == {"hook": ("failed", 0), "drift-only": ("failed", 0)}
+    assert box.recent(1)[0].id == event_id
+
+
 def test_prune_drops_old_settled_events_and_keeps_pending_ones(box: Outbox) -> None:
     [old_done, old_pending] = box.put([decision(targets=("hook",)),
                                        decision(targets=("hook",), model="n")], ACTIONS, now=NOW)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from monitor.acting.delivery import DeliveryWorker
 from monitor.acting.outbox import Outbox
 from monitor.acting.webhook import WebhookSecretError, load_secret
 from monitor.config.acting import OutboxSettings, WebhookAction
+from monitor.local.receiver import QuietHandler, serve
 from monitor.local.receiver import WebhookReceiver as Receiver
 from monitor.types import Decision
 from tests.conftest import SECRET
@@ -219,7 +221,47 @@ def test_the_worker_thread_delivers_and_stops_promptly(
         wait_for(lambda: delivery(box, event_id).state == "delivered", 20, "the delivery")
     finally:
         worker.stop(timeout_s=15)
-    assert worker._thread is not None and not worker._thread.is_alive()
+    assert len(worker._threads) == 2  # the action's lane and the housekeeping
+    assert not [t for t in worker._threads if t.is_alive()]
+
+
+def test_an_endpoint_that_hangs_delays_its_own_deliveries_and_no_other(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    hung: list[str] = []
+
+    class Hanging(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            hung.append(self.headers["webhook-id"])
+            release.wait(60)  # answers once the test has seen the other endpoint's delivery
+            self.reply(204)
+
+    server, url = serve(Hanging)
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    slow, fast = f"{name}-slow", f"{name}-fast"
+    actions = {slow: WebhookAction(type="webhook", url=url, secret_env="TEST_HOOK_SECRET",
+                                   timeout_seconds=120),
+               fast: WebhookAction(type="webhook", url=receiver.url,
+                                   secret_env="TEST_HOOK_SECRET")}
+    worker = DeliveryWorker(box, actions, OutboxSettings(poll_seconds=0.05), "http://dw")
+    # The hanging endpoint's decision is older: one thread for all would send it first.
+    [first] = box.put([decision(slow)], actions)
+    worker.start()
+    try:
+        wait_for(lambda: hung == [first], 30, "the hanging endpoint to hold a delivery")
+        [second] = box.put([decision(fast, model="n")], actions)
+        wait_for(lambda: delivery(box, second).state == "delivered", 30,
+                 "the other endpoint's delivery while the first hangs")
+        assert hung == [first] and delivery(box, first).state == "pending"  # still in flight
+        release.set()
+        wait_for(lambda: delivery(box, first).state == "delivered", 30, "the held delivery")
+    finally:
+        release.set()
+        worker.stop(timeout_s=15)
+        server.shutdown()
+        server.server_close()
+    assert [r.headers["webhook-id"] for r in receiver.received] == [second]
 
 
 def test_a_missing_or_malformed_secret_is_a_clear_error_that_hides_the_secret(
