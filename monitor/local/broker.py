@@ -82,11 +82,15 @@ class LocalBroker:
         """None once our process listens; its exit code if it exited first."""
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                 url, "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            if not isinstance(out, int):  # the child holds its own copy of the handle
+                out.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if (code := self._process.poll()) is not None:

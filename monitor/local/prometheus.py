@@ -22,13 +22,11 @@ class LocalPrometheus:
     """A Prometheus process on a loopback port, scraping given targets; query it."""
 
     def __init__(self, targets: list[str], workdir: Path, rule_files: tuple[Path, ...] = (),
-                 interval_s: float = 1.0, job: str = "driftwatch") -> None:
+                 interval_s: float = 1.0, job: str = "driftwatch", attempts: int = 3) -> None:
         tool = shutil.which("prometheus")
         if tool is None:
             raise PrometheusMissing("prometheus not found: install the Debian package "
                                     "`prometheus` (make test does)")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
         every = f"{interval_s:g}s"
         config.write_text(yaml.safe_dump({
@@ -36,17 +34,29 @@ class LocalPrometheus:
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
         }))
-        self.process = subprocess.Popen(
-            [tool, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
-        deadline = time.monotonic() + 30
-        while not self._ready():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"Prometheus did not start; see {workdir / 'prometheus.log'}")
-            time.sleep(0.2)
+        log = workdir / "prometheus.log"
+        # A free port can be taken by another process before Prometheus binds it (it exits
+        # at once then): try another, up to `attempts` times.
+        for _ in range(attempts):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            with open(log, "ab") as out:  # the child holds its own copy of the handle
+                self.process = subprocess.Popen(
+                    [tool, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                     f"--web.listen-address={self.url.removeprefix('http://')}"],
+                    stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 30
+            while not self._ready():
+                if self.process.poll() is not None:
+                    break
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"Prometheus did not get ready within 30 s; see {log}")
+                time.sleep(0.2)
+            else:
+                return
+        raise RuntimeError(f"Prometheus exited at start {attempts} times (exit code "
+                           f"{self.process.returncode}, last on port {self.port}); see {log}")
 
     def _ready(self) -> bool:
         # Ours, not a parallel test's Prometheus that took the free port first.

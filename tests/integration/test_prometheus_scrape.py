@@ -122,3 +122,25 @@ def test_not_ready_but_serving_while_the_broker_is_unreachable(daemons, tmp_path
              "the daemon to say what it is waiting for")
     assert daemon.get("/readyz").status_code == 503
     assert daemon.terminate(timeout_s=10) == 0
+
+
+def test_a_port_taken_before_prometheus_binds_it_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import monitor.local.prometheus as local_prometheus
+
+    with socket.socket() as other:  # another process's listener gets there first
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr(local_prometheus, "free_port", lambda: next(ports))
+        prometheus = LocalPrometheus(["127.0.0.1:1"], tmp_path)
+        try:
+            assert prometheus.port != taken
+            assert prometheus.query("vector(1)")[0]["value"][1] == "1"
+        finally:
+            prometheus.stop()
+    assert "address already in use" in (tmp_path / "prometheus.log").read_text()
