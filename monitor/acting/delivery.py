@@ -9,6 +9,7 @@ Webhooks retry with exponential backoff and full jitter (or the endpoint's Retry
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -65,7 +66,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         passes: dict[str, Callable[[float], None]] = {
-            f"driftwatch-delivery-{name}": lambda now, name=name: self._deliver_lane(now, name)
+            f"driftwatch-delivery-{name}": functools.partial(self._deliver_lane, action=name)
             for name in self._lanes}
         passes["driftwatch-delivery"] = self._housekeeping
         for thread_name, one_pass in passes.items():

@@ -38,25 +38,29 @@ class LocalPrometheus:
         # A free port can be taken by another process before Prometheus binds it (it exits
         # at once then): try another, up to `attempts` times.
         for _ in range(attempts):
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            with open(log, "ab") as out:  # the child holds its own copy of the handle
-                self.process = subprocess.Popen(
-                    [tool, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                     f"--web.listen-address={self.url.removeprefix('http://')}"],
-                    stdout=out, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 30
-            while not self._ready():
-                if self.process.poll() is not None:
-                    break
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"Prometheus did not get ready within 30 s; see {log}")
-                time.sleep(0.2)
-            else:
+            if self._start_once(tool, config, workdir / "tsdb", log):
                 return
         raise RuntimeError(f"Prometheus exited at start {attempts} times (exit code "
                            f"{self.process.returncode}, last on port {self.port}); see {log}")
+
+    def _start_once(self, tool: str, config: Path, tsdb: Path, log: Path) -> bool:
+        """True once our process is ready on a new free port; False if it exited first."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(log, "ab") as out:  # the child holds its own copy of the handle
+            self.process = subprocess.Popen(
+                [tool, f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
+                 f"--web.listen-address={self.url.removeprefix('http://')}"],
+                stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not self._ready():
+            if self.process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"Prometheus did not get ready within 30 s; see {log}")
+            time.sleep(0.2)
+        return True
 
     def _ready(self) -> bool:
         # Ours, not a parallel test's Prometheus that took the free port first.

@@ -123,8 +123,7 @@ def test_a_delivery_older_than_max_age_expires_without_an_attempt(
 
 
 def test_each_lane_reads_its_own_deliveries_and_one_whose_action_left_is_settled(
-        box: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", SECRET)
+        box: Outbox) -> None:
     drift = decision(targets=("hook", "drift-only"), event_type="drift.detected")
     [event_id] = box.put([drift], ACTIONS, now=NOW)
     assert [d.action for d in box.due(NOW, action="hook")] == ["hook"]
