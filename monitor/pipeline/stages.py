@@ -183,6 +183,8 @@ class OperationalStage:
         times = work.times
         if not np.isnan(times).all():
             m.LAST_EVENT_TIME.set(float(np.nanmax(times)))
+        if work.batch.records:
+            m.LAST_PROCESSED_TIME.set_to_current_time()
 
     def state(self) -> dict[str, object]:
         return {"segments": self._segments}

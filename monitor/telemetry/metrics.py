@@ -132,6 +132,12 @@ class Metrics:
             "Event time of the newest record scored",
             registry=registry,
         )
+        self.LAST_PROCESSED_TIME = Gauge(
+            "driftwatch_last_processed_timestamp_seconds",
+            "Wall-clock time this process last finished a batch of records (scored, or "
+            "decided in the decide stage)",
+            registry=registry,
+        )
 
         # -- Operational scores (per record, by segment) ------------------------------------------
         self.REQUEST_LATENCY = BatchHistogram(

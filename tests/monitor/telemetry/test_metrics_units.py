@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -266,6 +267,16 @@ def test_pipeline_sets_last_event_time_to_the_newest_record(model: str) -> None:
                Record(request_id="c", model=model)]
     pipeline.process(_batch(records))
     assert _value("driftwatch_last_event_timestamp_seconds") == 1_700_000_002.0
+
+
+def test_pipeline_sets_last_processed_time_when_a_batch_is_counted(model: str) -> None:
+    """The wall clock at the batch's end, not its records' event time (a day old here)."""
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, metrics=METRICS)
+    before = time.time()
+    pipeline.process(_batch([Record(request_id="a", model=model,
+                                    timestamp=(before - 86_400) * 1_000)]))
+    after = time.time()
+    assert before <= _value("driftwatch_last_processed_timestamp_seconds") <= after
 
 
 def test_pipeline_folds_models_beyond_max_label_values_into_other() -> None:
