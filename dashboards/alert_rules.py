@@ -121,6 +121,17 @@ ALERTS: tuple[Alert, ...] = (
           "{{ $value | humanize }} messages behind on {{ $labels.topic }} and still growing: "
           "add daemons (partitions allowing) or check driftwatch_batch_processing_seconds.",
           "warning", "15m"),
+    # A process with records waiting that finishes no batch: a scorer, the broker or the
+    # outbox hangs it. Lag alone cannot tell (no new traffic keeps it flat), nor can
+    # readiness (the group membership outlives a stuck batch thread).
+    Alert("DriftwatchStalled",
+          "time() - driftwatch_last_processed_timestamp_seconds > 600\n"
+          "and on (instance, job) sum by (instance, job) (driftwatch_consumer_lag) > 0",
+          "driftwatch_last_processed_timestamp_seconds",
+          "driftwatch {{ $labels.instance }} has processed nothing for 10 minutes",
+          "{{ $labels.instance }} has records waiting on its partitions but finished no "
+          "batch for {{ $value | humanizeDuration }}; see its log (a hung scorer or broker "
+          "call) and driftwatch_paused.", "critical", "5m"),
     Alert("DriftwatchNotReady", "driftwatch_ready == 0", "driftwatch_ready",
           "driftwatch {{ $labels.instance }} is not ready",
           "{{ $labels.instance }} cannot reach Kafka or owns no partitions; see its /readyz "
