@@ -18,8 +18,8 @@ bench then sleeps through the round's expected length (the round before's) and s
 `driftwatch_last_processed_timestamp_seconds` in the scrape that shows the round done. So
 the measuring takes no CPU from what it measures, and its polling interval does not lengthen
 a round. (Scraping every 50 ms through the last 40% of a round, as an earlier version did,
-took about 5% of a core from the two processes, which have no core to spare, and none from
-the one process, which has: it lowered the ratio.)
+took 3-7% of a core in the bench alone, plus the daemon's answers; the two processes have no
+core to spare for that, the one process has: it lowered the ratio.)
 """
 
 from __future__ import annotations
