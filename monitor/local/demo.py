@@ -95,8 +95,11 @@ class Replayer(threading.Thread):
 def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config:
     hook = "retrain-hook"
     return Config(
+        # Tansu holds a JoinGroup for half the session timeout: 2 s with 4 s, not 5 s with
+        # the default 10 s. One local member on a local broker needs no longer session.
         kafka=KafkaSettings(bootstrap_servers=[bootstrap], topic=TOPIC,
-                            group_id="driftwatch-demo", dead_letter_topic=DEAD_LETTER_TOPIC),
+                            group_id="driftwatch-demo", dead_letter_topic=DEAD_LETTER_TOPIC,
+                            session_timeout_ms=4_000, heartbeat_interval_ms=1_000),
         metrics=MetricsSettings(port=port),
         # Small batches keep the CPU demo lively; the daemon's defaults favour throughput.
         batch=BatchSettings(max_records=32, max_wait_ms=200),
