@@ -17,7 +17,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.local.broker import free_port, listens
+from monitor.local.broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, free_port, listens
 from monitor.local.receiver import QuietHandler, serve
 
 
@@ -74,10 +74,9 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 
 def write_config(path: Path, bootstrap: str, port: int, **sections: object) -> Path:
     config: dict[str, object] = {
-        # Tansu holds a JoinGroup for half the session timeout: with the default 10 s, each
-        # start and rebalance of a daemon waited 5 s for its partitions; 2 s with these.
         "kafka": {"bootstrap_servers": [bootstrap], "commit_interval_ms": 200,
-                  "session_timeout_ms": 4_000, "heartbeat_interval_ms": 1_000},
+                  "session_timeout_ms": SESSION_TIMEOUT_MS,
+                  "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS},
         "metrics": {"port": port},
         "batch": {"max_wait_ms": 50},
         # The spine's scorers; model scorers are tested where they are the point.

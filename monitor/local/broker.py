@@ -22,6 +22,12 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
+# A group member's timeouts for one local daemon on this broker. Tansu holds a JoinGroup for
+# half the session timeout: each start and rebalance waits 2 s with these, 5 s with the
+# product's default session of 10 s (which real Kafka does not hold against).
+SESSION_TIMEOUT_MS = 4_000
+HEARTBEAT_INTERVAL_MS = 1_000
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -48,7 +48,7 @@ from monitor.config.acting import (
     WebhookAction,
 )
 from monitor.local import traffic
-from monitor.local.broker import LocalBroker, free_port
+from monitor.local.broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, LocalBroker, free_port
 from monitor.local.receiver import WebhookReceiver
 
 TOPIC = "llm-traffic"
@@ -95,11 +95,10 @@ class Replayer(threading.Thread):
 def demo_config(bootstrap: str, port: int, state: Path, hook_url: str) -> Config:
     hook = "retrain-hook"
     return Config(
-        # Tansu holds a JoinGroup for half the session timeout: 2 s with 4 s, not 5 s with
-        # the default 10 s. One local member on a local broker needs no longer session.
         kafka=KafkaSettings(bootstrap_servers=[bootstrap], topic=TOPIC,
                             group_id="driftwatch-demo", dead_letter_topic=DEAD_LETTER_TOPIC,
-                            session_timeout_ms=4_000, heartbeat_interval_ms=1_000),
+                            session_timeout_ms=SESSION_TIMEOUT_MS,
+                            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS),
         metrics=MetricsSettings(port=port),
         # Small batches keep the CPU demo lively; the daemon's defaults favour throughput.
         batch=BatchSettings(max_records=32, max_wait_ms=200),
