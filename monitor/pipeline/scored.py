@@ -127,38 +127,53 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
                  scores: BatchScores | None, dead_letters: int = 0,
                  token_counts: dict[str, np.ndarray] | None = None) -> list[ScoredRecord]:
     """The scored records of one batch, in its order; `dead_letters` (read since the previous
-    batch) ride on the first."""
-    columns = np.column_stack([getattr(features, name) for name in _FEATURES])
-    prompt_rows = response_rows = None
-    if scores is not None:
-        rows = np.cumsum(scores.sampled) - 1  # embedding row of each sampled record
-        prompt_rows, response_rows = scores.prompt_embeddings, scores.response_embeddings
+    batch) ride on the first. Columns become Python values once per batch, not once per record
+    and field: this runs for every record the score stage reads."""
+    n = len(records)
+    columns = np.column_stack([getattr(features, name) for name in _FEATURES]) \
+        .astype(np.float64).tolist()
+    counts: list[tuple[float, float] | None] = [None] * n if token_counts is None else list(
+        zip(token_counts["prompt"].tolist(), token_counts["completion"].tolist(), strict=True))
+    if scores is None:
+        nan = float("nan")
+        return [ScoredRecord(
+            r.request_id, r.event_time, r.model, r.model_version, r.deployment, r.route,
+            r.status, r.error_type, tuple(columns[i]), False, nan, nan, nan, {}, (), (),
+            None, None, _cut(r.prompt_text), _cut(r.response),
+            dead_letters if i == 0 else 0, counts[i]) for i, r in enumerate(records)]
+    sampled = scores.sampled.tolist()
+    rows = (np.cumsum(scores.sampled) - 1).tolist()  # embedding row of each sampled record
+    prompt_blobs = _rows_as_float16(scores.prompt_embeddings)
+    response_blobs = _rows_as_float16(scores.response_embeddings)
+    toxicity, prompt_toxicity = scores.toxicity.tolist(), scores.prompt_toxicity.tolist()
+    groundedness = scores.groundedness.tolist()
+    names = list(scores.flags)
+    flags = list(zip(*(v.tolist() for v in scores.flags.values()), strict=True)) if names \
+        else [()] * n
     out = []
     for i, r in enumerate(records):
-        sampled = scores is not None and bool(scores.sampled[i])
-        prompt_vec = response_vec = None
-        if sampled and scores is not None:
-            if prompt_rows is not None:
-                prompt_vec = prompt_rows[rows[i]].astype("<f2").tobytes()
-            if response_rows is not None:
-                response_vec = response_rows[rows[i]].astype("<f2").tobytes()
-        prompt, response = r.prompt_text, r.response
+        row = rows[i] if sampled[i] else -1
         out.append(ScoredRecord(
             r.request_id, r.event_time, r.model, r.model_version, r.deployment,
-            r.route, r.status, r.error_type, tuple(float(x) for x in columns[i]), sampled,
-            float(scores.toxicity[i]) if scores is not None else np.nan,
-            float(scores.prompt_toxicity[i]) if scores is not None else np.nan,
-            float(scores.groundedness[i]) if scores is not None else np.nan,
-            {k: bool(v[i]) for k, v in scores.flags.items()} if scores is not None else {},
-            scores.novel_numbers[i] if scores is not None else (),
-            scores.novel_names[i] if scores is not None else (),
-            prompt_vec, response_vec,
-            None if prompt is None else prompt[:TEXT_LIMIT],
-            None if response is None else response[:TEXT_LIMIT],
-            dead_letters if i == 0 else 0,
-            None if token_counts is None else (float(token_counts["prompt"][i]),
-                                               float(token_counts["completion"][i]))))
+            r.route, r.status, r.error_type, tuple(columns[i]), sampled[i],
+            toxicity[i], prompt_toxicity[i], groundedness[i],
+            dict(zip(names, flags[i], strict=True)),
+            scores.novel_numbers[i], scores.novel_names[i],
+            None if row < 0 or prompt_blobs is None else prompt_blobs[row],
+            None if row < 0 or response_blobs is None else response_blobs[row],
+            _cut(r.prompt_text), _cut(r.response), dead_letters if i == 0 else 0, counts[i]))
     return out
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:TEXT_LIMIT]
+
+
+def _rows_as_float16(vectors: np.ndarray | None) -> list[bytes] | None:
+    """Each row as little-endian float16 bytes (one conversion for the whole batch)."""
+    if vectors is None:
+        return None
+    return [row.tobytes() for row in np.ascontiguousarray(vectors, dtype="<f2")]
 
 
 def messages(records: Sequence[ScoredRecord], key_labels: tuple[str, ...],
