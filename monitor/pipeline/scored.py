@@ -134,22 +134,25 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
         .astype(np.float64).tolist()
     counts: list[tuple[float, float] | None] = [None] * n if token_counts is None else list(
         zip(token_counts["prompt"].tolist(), token_counts["completion"].tolist(), strict=True))
-    if scores is None:
-        nan = float("nan")
-        return [ScoredRecord(
-            r.request_id, r.event_time, r.model, r.model_version, r.deployment, r.route,
-            r.status, r.error_type, tuple(columns[i]), False, nan, nan, nan, {}, (), (),
-            None, None, _cut(r.prompt_text), _cut(r.response),
-            dead_letters if i == 0 else 0, counts[i]) for i, r in enumerate(records)]
-    sampled = scores.sampled.tolist()
-    rows = (np.cumsum(scores.sampled) - 1).tolist()  # embedding row of each sampled record
-    prompt_blobs = _rows_as_float16(scores.prompt_embeddings)
-    response_blobs = _rows_as_float16(scores.response_embeddings)
-    toxicity, prompt_toxicity = scores.toxicity.tolist(), scores.prompt_toxicity.tolist()
-    groundedness = scores.groundedness.tolist()
-    names = list(scores.flags)
-    flags = list(zip(*(v.tolist() for v in scores.flags.values()), strict=True)) if names \
-        else [()] * n
+    if scores is None:  # not model-scored: NaN scores, no flags, no vectors
+        sampled, rows = [False] * n, [-1] * n
+        toxicity = prompt_toxicity = groundedness = [float("nan")] * n
+        names: list[str] = []
+        flags: list[tuple[bool, ...]] = [()] * n
+        novel_numbers: Sequence[tuple[str, ...]] = [()] * n
+        novel_names: Sequence[tuple[str, ...]] = novel_numbers
+        prompt_blobs = response_blobs = None
+    else:
+        sampled = scores.sampled.tolist()
+        rows = (np.cumsum(scores.sampled) - 1).tolist()  # embedding row of each sampled record
+        toxicity, prompt_toxicity = scores.toxicity.tolist(), scores.prompt_toxicity.tolist()
+        groundedness = scores.groundedness.tolist()
+        names = list(scores.flags)
+        flags = list(zip(*(v.tolist() for v in scores.flags.values()), strict=True)) \
+            if names else [()] * n
+        novel_numbers, novel_names = scores.novel_numbers, scores.novel_names
+        prompt_blobs = _rows_as_float16(scores.prompt_embeddings)
+        response_blobs = _rows_as_float16(scores.response_embeddings)
     out = []
     for i, r in enumerate(records):
         row = rows[i] if sampled[i] else -1
@@ -158,7 +161,7 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
             r.route, r.status, r.error_type, tuple(columns[i]), sampled[i],
             toxicity[i], prompt_toxicity[i], groundedness[i],
             dict(zip(names, flags[i], strict=True)),
-            scores.novel_numbers[i], scores.novel_names[i],
+            novel_numbers[i], novel_names[i],
             None if row < 0 or prompt_blobs is None else prompt_blobs[row],
             None if row < 0 or response_blobs is None else response_blobs[row],
             _cut(r.prompt_text), _cut(r.response), dead_letters if i == 0 else 0, counts[i]))
