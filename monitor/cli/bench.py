@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             help="embedding backends to time with --workers, each a row "
                                  "(static and hybrid distil their table first, once)")
     throughput.add_argument("--rounds", type=int, default=3,
-                            help="timed rounds per N with --workers (median and spread)")
+                            help="timed rounds of each path, or of each N with --workers "
+                                 "(median and spread)")
     rules_bench = bench_sub.add_parser(
         "rules", help="each rule's false decisions on clean real text and delay on a regression"
     )
@@ -99,4 +100,5 @@ def run(args: argparse.Namespace) -> int:
                              args.partitions, args.backend)
     from monitor.local.bench import bench_throughput
 
-    return bench_throughput(args.records or 2_000, args.partitions, args.precision)
+    return bench_throughput(args.records or 2_000, args.partitions, args.precision,
+                            args.rounds)

@@ -1,9 +1,11 @@
 """`driftwatch bench throughput` (without --workers): records/s end to end in one process
-(broker -> decode -> every scorer -> metrics) next to naive encode of the same texts.
+(broker -> decode -> every scorer -> metrics) next to naive encode of the same texts, in
+interleaved rounds of the same run.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -15,8 +17,10 @@ from consumers.processor import StreamProcessor
 from consumers.settings import BatchSettings, KafkaSettings
 from consumers.source import KafkaSource
 from monitor.app.wiring import assemble
+from monitor.config import OfflineConfig
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker
+from monitor.local.figures import summary
 from monitor.pipeline.pipeline import Pipeline
 from monitor.telemetry.observer import MetricsObserver
 
@@ -35,6 +39,17 @@ class Run:
         return self.records / self.seconds
 
 
+def texts_of(records: list[dict[str, object]]) -> list[str]:
+    """Each record's prompt (chat messages joined) and response: what naive encode embeds."""
+    texts = []
+    for r in records:
+        prompt = r["prompt"]
+        texts.append(prompt if isinstance(prompt, str) else
+                     "\n".join(m["content"] for m in prompt))  # type: ignore[attr-defined]
+        texts.append(str(r.get("response") or ""))
+    return texts
+
+
 def _naive_encode(texts: list[str], device: str) -> float:
     """The baseline: plain SentenceTransformer.encode on every text, as most monitors call it."""
     from sentence_transformers import SentenceTransformer
@@ -42,31 +57,29 @@ def _naive_encode(texts: list[str], device: str) -> float:
     from detectors.embedder import resolve_model_path
 
     model = SentenceTransformer(resolve_model_path(None), device=device, local_files_only=True)
+    model.encode(texts[:8])  # the first call's one-off set-up is not the steady rate
     started = time.perf_counter()
     model.encode(texts, normalize_embeddings=True)
     return time.perf_counter() - started
 
 
-def bench_throughput(n: int, partitions: int, precision: str = "auto") -> int:
+def bench_throughput(n: int, partitions: int, precision: str = "auto", rounds: int = 3) -> int:
     """Records/s end to end (broker -> decode -> every scorer -> metrics) next to naive encode
-    of the same prompts and responses, in the same run, on whatever device is present."""
-    from monitor.config import OfflineConfig
-    from monitor.pipeline.model_scoring import ModelScorers
+    of the same prompts and responses, on whatever device is present: `rounds` rounds of each,
+    taking turns (the order reversed every other round), so a host whose speed drifts over the
+    run slows both alike; median (min-max), and the ratio also per pair of rounds."""
+    from detectors.embedder import pick_device
 
     config = OfflineConfig()
     embedding = config.scoring.embedding.model_copy(update={"precision": precision})
     config = config.model_copy(update={
         "scoring": config.scoring.model_copy(update={"embedding": embedding})})
-    models = ModelScorers(config.scorers, config.scoring)
-    device = models.embedder.device if models.embedder else "cpu"
+    device = pick_device(config.scoring.device)
     records = list(traffic.wire_records(n, seed=13, start_ms=traffic.FIXED_START_MS))
-    texts = []
-    for r in records:
-        prompt = r["prompt"]
-        texts.append(prompt if isinstance(prompt, str) else
-                     "\n".join(m["content"] for m in prompt))  # type: ignore[union-attr]
-        texts.append(str(r.get("response") or ""))
-    naive_s = _naive_encode(texts, device)
+    texts = texts_of(records)
+    naive: list[float] = []
+    ours: list[float] = []
+    embedder = "-"
     with LocalBroker() as broker:
         broker.create_topics([(TOPIC, partitions), (f"{TOPIC}-dlq", 1)])
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
@@ -74,22 +87,43 @@ def bench_throughput(n: int, partitions: int, precision: str = "auto") -> int:
             producer.send(TOPIC, traffic.encode(r), partition=i % partitions)
         producer.flush()
         producer.close()
-        settings = KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=TOPIC,
-                                 group_id="bench-throughput", dead_letter_topic=f"{TOPIC}-dlq")
-        source = KafkaSource(settings, batch=BatchSettings(max_records=512),
-                             observer=MetricsObserver())
-        pipeline = assemble(config.scorers, ["model", "model_version", "deployment"], 50,
-                            models=models)
-        run = _timed(source, pipeline, n)
-    naive = n / naive_s
-    print(f"bench throughput: {n:,} HaluEval records on {device} "
-          f"(embedder {models.embedder.backend if models.embedder else '-'}, "
-          f"{models.embedder.precision if models.embedder else '-'})")
-    print(f"{'path':<58}{'records/s':>12}")
-    print(f"{'naive SentenceTransformer.encode(prompt, response)':<58}{naive:>12,.1f}")
-    print(f"{'driftwatch end to end (broker, all scorers, metrics)':<58}{run.rate:>12,.1f}")
-    print(f"ratio driftwatch / naive: {run.rate / naive:.2f}  (goal >= 3 on 2 CPU cores)")
+        for i in range(rounds):
+            for path in ("naive", "driftwatch")[::1 if i % 2 == 0 else -1]:
+                if path == "naive":
+                    naive.append(n / _naive_encode(texts, device))
+                else:
+                    run, embedder = _round(config, broker.bootstrap, n, i)
+                    ours.append(run.rate)
+            print(f"  round {i + 1}: naive {naive[-1]:,.1f}, driftwatch {ours[-1]:,.1f} "
+                  f"records/s", flush=True)
+    pairs = [o / b for o, b in zip(ours, naive, strict=True)]
+    print(f"bench throughput: {n:,} HaluEval records a round, {rounds} round(s) of each path "
+          f"taking turns, on {device} (embedder {embedder}); median (min-max)")
+    print(f"{'path':<58}{'records/s':>24}")
+    print(f"{'naive SentenceTransformer.encode(prompt, response)':<58}{summary(naive):>24}")
+    print(f"{'driftwatch end to end (broker, all scorers, metrics)':<58}{summary(ours):>24}")
+    print(f"ratio driftwatch / naive: {statistics.median(ours) / statistics.median(naive):.2f}; "
+          f"per pair of rounds {summary(pairs, 2)}  (goal >= 3 on 2 CPU cores)")
     return 0
+
+
+def _round(config: OfflineConfig, bootstrap: str, n: int, i: int) -> tuple[Run, str]:
+    """One timed read of the topic by a new consumer group, with models of its own: the
+    embedding cache starts empty, as it would in a daemon that just started."""
+    from monitor.pipeline.model_scoring import ModelScorers
+
+    models = ModelScorers(config.scorers, config.scoring)
+    if models.embedder:  # as naive encode: the first call's set-up is not timed
+        models.embedder.encode([f"warm-up text {k}" for k in range(8)])
+    settings = KafkaSettings(bootstrap_servers=[bootstrap], topic=TOPIC,
+                             group_id=f"bench-throughput-{i}", dead_letter_topic=f"{TOPIC}-dlq")
+    source = KafkaSource(settings, batch=BatchSettings(max_records=512),
+                         observer=MetricsObserver())
+    pipeline = assemble(config.scorers, ["model", "model_version", "deployment"], 50,
+                        models=models)
+    embedder = (f"{models.embedder.backend}, {models.embedder.precision}"
+                if models.embedder else "-")
+    return _timed(source, pipeline, n), embedder
 
 
 def _timed(source: KafkaSource, pipeline: Pipeline, n: int) -> Run:

@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker
+from monitor.local.figures import summary
 
 TOPIC = "bench-consume"
 # Tansu holds a new group's first join for half the session timeout; a stopped process keeps
@@ -172,7 +173,7 @@ def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int]) 
           f"{os.cpu_count()} CPU cores")
     print(f"{'path':<52}{'records/s':>28}")
     for (path, k), values in rates.items():
-        print(f"{_name(path, k):<52}{_summary(values):>28}")
+        print(f"{_name(path, k):<52}{summary(values, 0):>28}")
     raw = statistics.median(rates["raw", 1])
     for k in counts:
         ours = statistics.median(rates["driftwatch", k])
@@ -190,7 +191,3 @@ def _name(path: str, processes: int) -> str:
                 f"raw kafka-python poll loop, {processes} processes")
     return "driftwatch decode+validate+batch+metrics" + (
         f", {processes} processes" if processes > 1 else "")
-
-
-def _summary(values: list[float]) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"

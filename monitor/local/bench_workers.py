@@ -42,8 +42,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor.local import traffic
-from monitor.local.bench import _naive_encode
+from monitor.local.bench import _naive_encode, texts_of
 from monitor.local.broker import LocalBroker, free_port
+from monitor.local.figures import summary
 
 # Distilled tables outlive a run (they are a function of the model): built once per machine.
 STATIC_DIR = Path("state/models").resolve()
@@ -70,10 +71,10 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
           f"records already in the topic when a round's clock starts; the daemons' rounds "
           f"interleaved; median (min-max)")
     print(f"{'path':<62}{'records/s':>24}")
-    print(f"{'naive SentenceTransformer.encode(prompt, response)':<62}{_summary(naive):>24}")
+    print(f"{'naive SentenceTransformer.encode(prompt, response)':<62}{summary(naive):>24}")
     for (backend, n), values in rates.items():
         name = f"driftwatch run --workers {n}, embedding {backend}"
-        print(f"{name:<62}{_summary(values):>24}")
+        print(f"{name:<62}{summary(values):>24}")
     base = statistics.median(naive)
     for (backend, n), values in rates.items():
         print(f"ratio {backend} --workers {n} / naive: {statistics.median(values) / base:.2f}")
@@ -85,7 +86,7 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
             pairs = [v / o for v, o in zip(values, one, strict=True)]
             print(f"ratio {backend} --workers {n} / --workers 1: "
                   f"{statistics.median(values) / statistics.median(one):.2f}; "
-                  f"per pair of rounds {_summary(pairs, 2)}"
+                  f"per pair of rounds {summary(pairs, 2)}"
                   f"  (goal >= 1.7 for 2 workers on 2 cores)")
     return 0
 
@@ -110,7 +111,7 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
                 with daemon.resumed(i):
                     rates[key].append(records / daemon.timed_round(records, i))
         for key, values in rates.items():
-            print(f"  {key[0]}, workers {key[1]}: {_summary(values)}", flush=True)
+            print(f"  {key[0]}, workers {key[1]}: {summary(values)}", flush=True)
     return rates
 
 
@@ -329,21 +330,10 @@ def _dead(process: subprocess.Popen[bytes], work: Path) -> bool:
 
 
 def _texts(n: int) -> list[str]:
-    texts = []
-    for r in traffic.wire_records(n, seed=99, start_ms=traffic.FIXED_START_MS):
-        prompt = r["prompt"]
-        texts.append(prompt if isinstance(prompt, str) else
-                     "\n".join(m["content"] for m in prompt))  # type: ignore[union-attr]
-        texts.append(str(r.get("response") or ""))
-    return texts
+    return texts_of(list(traffic.wire_records(n, seed=99, start_ms=traffic.FIXED_START_MS)))
 
 
 def _device() -> str:
     from detectors.embedder import pick_device
 
     return pick_device("auto")
-
-
-def _summary(values: list[float], digits: int = 1) -> str:
-    return (f"{statistics.median(values):,.{digits}f} "
-            f"({min(values):,.{digits}f}-{max(values):,.{digits}f})")

@@ -62,6 +62,36 @@ def test_bench_consume_prints_each_path_in_one_and_two_processes_and_their_ratio
         "driftwatch 2 processes / raw 2 processes": ours_2 / raw_2}, abs=0.01)
 
 
+def test_bench_throughput_times_both_paths_in_rounds_and_prints_median_and_spread() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "bench", "throughput", "--records", "24",
+         "--partitions", "2", "--rounds", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rounds = [tuple(float(x.replace(",", "")) for x in m.groups()) for m in re.finditer(
+        r"round \d: naive ([\d,.]+), driftwatch ([\d,.]+) records/s", done.stdout)]
+    assert len(rounds) == 2, done.stdout
+    naive, ours = (sorted(path) for path in zip(*rounds, strict=True))
+
+    def row(name: str) -> tuple[float, float, float]:
+        found = re.search(re.escape(name) + r"\s+([\d,.]+) \(([\d,.]+)-([\d,.]+)\)",
+                          done.stdout)
+        assert found, done.stdout
+        median, low, high = (float(x.replace(",", "")) for x in found.groups())
+        return median, low, high
+
+    # Median (min-max) of the rounds printed above them, and the ratio from those medians.
+    assert row("naive SentenceTransformer.encode(prompt, response)") == pytest.approx(
+        (sum(naive) / 2, naive[0], naive[1]), abs=0.06)
+    assert row("driftwatch end to end (broker, all scorers, metrics)") == pytest.approx(
+        (sum(ours) / 2, ours[0], ours[1]), abs=0.06)
+    ratio = re.search(r"ratio driftwatch / naive: ([\d.]+); per pair of rounds", done.stdout)
+    assert ratio, done.stdout
+    assert float(ratio.group(1)) == pytest.approx(sum(ours) / sum(naive), abs=0.02)
+    assert "2 round(s) of each path taking turns" in done.stdout
+
+
 def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "bench", "drift", "--ert", "1000", "--window", "30",
