@@ -72,6 +72,9 @@ def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all
             signal.signal(sig, lambda signum, _frame: _request_stop(stop, signum))
     m.BUILD_INFO.info({"version": driftwatch_version(), "python": platform.python_version()})
     m.STAGE_INFO.labels(stage).set(1)
+    # Until a first batch, "nothing processed since" counts from the start: a process stuck
+    # before it reads as stalled for as long as it has run, not since 1970.
+    m.LAST_PROCESSED_TIME.set_to_current_time()
     health = Health()
     settings = config.metrics
     limits = HttpLimits(settings.read_timeout_seconds, settings.max_body_bytes,

@@ -135,7 +135,7 @@ class Metrics:
         self.LAST_PROCESSED_TIME = Gauge(
             "driftwatch_last_processed_timestamp_seconds",
             "Wall-clock time this process last finished a batch of records (scored, or "
-            "decided in the decide stage)",
+            "decided in the decide stage); its start time until its first batch",
             registry=registry,
         )
 
