@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 __all__ = [
-    "EVENT_TYPES", "SEGMENT_LABELS", "Decision", "DriftEvent", "EventType", "IntakeCounts",
-    "Segment",
-    "SegmentLabel", "Severity", "incident_key", "rfc3339",
+    "EVENT_TYPES", "EXAMPLE_TEXT_CHARS", "SEGMENT_LABELS", "Decision", "DriftEvent",
+    "EventType", "IntakeCounts", "Segment", "SegmentLabel", "Severity", "incident_key",
+    "rfc3339",
 ]
 
 # The labels that name a segment, in this order everywhere (metrics, rules, outbox, drift).
@@ -29,6 +29,9 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 Severity = Literal["info", "warning", "critical"]
+# Characters of each example text a drift event shows (ids only in metrics); the scored topic
+# carries no more of a text than that.
+EXAMPLE_TEXT_CHARS = 300
 
 
 @dataclass

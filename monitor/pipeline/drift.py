@@ -29,11 +29,10 @@ from monitor.config import DriftSettings
 from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.reference import Reference, ReferenceStore, ReferenceStoreError
 from monitor.telemetry.metrics import METRICS as m
-from monitor.types import SEGMENT_LABELS, DriftEvent, Segment
+from monitor.types import EXAMPLE_TEXT_CHARS, SEGMENT_LABELS, DriftEvent, Segment
 
 log = logging.getLogger(__name__)
 STREAMS = ("prompt", "response")
-_TEXT_LIMIT = 300  # characters of each example text in an event; ids only in metrics
 _CLASS_LIMIT = 64  # characters of an error type or status in an error class
 
 
@@ -446,7 +445,7 @@ class DriftStage:
                 # The examples come from the window the detector holds: this stretch's end.
                 ids = (state.window_ids[stream] + texts[pos:])[-detector.window_size:]
                 examples = tuple(
-                    (rid, text[:_TEXT_LIMIT], ref_row)
+                    (rid, text[:EXAMPLE_TEXT_CHARS], ref_row)
                     for (rid, text), ref_row, _ in detector.explain(ids, k=3)
                 )
                 events.append(DriftEvent("embedding", stream, seg, int(idx[end - 1]),

@@ -33,11 +33,10 @@ from consumers.wire import Record
 from detectors.operational import OperationalFeatures
 from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.stages import OperationalStage, Work
-from monitor.types import IntakeCounts
+from monitor.types import EXAMPLE_TEXT_CHARS, IntakeCounts
 
 FORMAT = 2  # 1: one record a message, each with its own version
 MESSAGE_BYTES = 256 * 1024  # far below kafka-python's 1 MiB max_request_size
-TEXT_LIMIT = 300  # characters kept of each text: what a drift event shows (drift._TEXT_LIMIT)
 _FEATURES = ("latency_seconds", "prompt_tokens", "completion_tokens", "cost_usd",
              "prompt_chars", "response_chars")
 
@@ -169,7 +168,7 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
 
 
 def _cut(text: str | None) -> str | None:
-    return None if text is None else text[:TEXT_LIMIT]
+    return None if text is None else text[:EXAMPLE_TEXT_CHARS]
 
 
 def _rows_as_float16(vectors: np.ndarray | None) -> list[bytes] | None:

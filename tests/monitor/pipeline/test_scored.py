@@ -15,7 +15,7 @@ from consumers.wire import Origin, Record
 from monitor.pipeline import scored
 from monitor.pipeline.model_scoring import BatchScores
 from monitor.pipeline.stages import OperationalStage, Work, operational_features
-from monitor.types import IntakeCounts
+from monitor.types import EXAMPLE_TEXT_CHARS, IntakeCounts
 
 
 def _records() -> list[Record]:
@@ -66,7 +66,7 @@ def test_a_batch_comes_back_as_the_score_stage_had_it() -> None:
     again = scored.as_record(back[0])
     assert (again.request_id, again.model, again.deployment, again.event_time) == \
         ("a", "m1", "stable", 1_700_000_000.0)
-    assert again.prompt_text == "p" * scored.TEXT_LIMIT and again.response == "ok"
+    assert again.prompt_text == "p" * EXAMPLE_TEXT_CHARS and again.response == "ok"
 
 
 def test_records_no_model_scored_travel_without_scores() -> None:
