@@ -70,6 +70,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
+    if getattr(args, "rounds", 1) < 1:
+        print(f"driftwatch: --rounds {args.rounds}: give 1 or more (3 for a median and spread)",
+              file=sys.stderr)
+        return 2
     if args.bench == "consume":
         from monitor.local.bench_consume import bench_consume
 
