@@ -100,7 +100,8 @@ def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {m.group(1).strip(): m for m in re.finditer(
-        r"^(driftwatch OnlineMMD.*?|river ADWIN.*?)\s+([\d.]+|nan)\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)$",
+        r"^(driftwatch OnlineMMD.*?|river ADWIN.*?)\s+([\d.]+|nan)\s+(\d+)/(\d+)\s+(\d+)"
+        r"\s+([\d,]+) \(([\d,]+)-([\d,]+)\)$",
         done.stdout, re.MULTILINE)}
     default = "driftwatch OnlineMMD (256 RFF, windows 7/30) x3 seeds"
     one_window = "driftwatch OnlineMMD (256 RFF, window 30 only) x3 seeds"
@@ -113,4 +114,7 @@ def test_bench_drift_prints_delay_false_alarms_and_cost_per_detector() -> None:
     assert int(ours.group(3)) >= 4  # the topic shift is found in most runs
     assert float(ours.group(2)) < 30  # within a window of the shift
     assert float(ours.group(2)) < float(rows[one_window].group(2))  # the short window helps
+    for row in rows.values():  # each cost is a median within the range of its rounds
+        low, median, high = (int(row.group(k).replace(",", "")) for k in (7, 6, 8))
+        assert 0 <= low <= median <= high, row.group(0)
     assert "alibi-detect not run" in done.stdout
