@@ -40,14 +40,16 @@ class DriftFigures:
     detected: int  # runs detected within the horizon, of `runs`
     runs: int
     false_alarms_per_100k: float
-    us_per_update: float  # one record per update, as alibi-detect's online detectors take them:
-    # the median of `us_rounds`, each a timed part of the clean pass (of every seed, pooled)
-    us_rounds: tuple[float, ...] = ()
+    # µs per update, one record per update as alibi-detect's online detectors take them: each
+    # a timed part of the clean pass (of every seed, pooled)
+    us_rounds: tuple[float, ...]
+
+    @property
+    def us_per_update(self) -> float:
+        return float(np.median(self.us_rounds))
 
     def cost(self) -> str:
         """µs per update: median (min-max) of the rounds."""
-        if not self.us_rounds:
-            return f"{self.us_per_update:.0f}"
         return summary(list(self.us_rounds), 0)
 
 
@@ -248,7 +250,7 @@ def measure(name, update, reset, clean, shifted, runs, clean_records,
     delays, _missed = _runs(update, reset, clean, shifted, runs, 200, 500, seed=1 + seed_offset)
     fa, costs = _false_alarms(update, reset, clean, clean_records, seed=2 + seed_offset)
     mean = float(np.mean(delays)) if delays else float("nan")
-    return DriftFigures(name, mean, len(delays), runs, fa, float(np.median(costs)), costs)
+    return DriftFigures(name, mean, len(delays), runs, fa, costs)
 
 
 def _pooled(figures: list[DriftFigures]) -> DriftFigures:
@@ -259,7 +261,7 @@ def _pooled(figures: list[DriftFigures]) -> DriftFigures:
                         delay / detected if detected else float("nan"), detected,
                         sum(f.runs for f in figures),
                         float(np.mean([f.false_alarms_per_100k for f in figures])),
-                        float(np.median(rounds)), rounds)
+                        rounds)
 
 
 def _alibi(python: str, reference: np.ndarray, clean: np.ndarray, shifted: np.ndarray,
@@ -281,5 +283,5 @@ def _alibi(python: str, reference: np.ndarray, clean: np.ndarray, shifted: np.nd
             out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
             print(f"alibi-detect stopped after {timeout_s:.0f}s; detectors not finished are "
                   "left out")
-    return [DriftFigures(**{**found, "us_rounds": tuple(found.get("us_rounds", ()))})
+    return [DriftFigures(**{**found, "us_rounds": tuple(found["us_rounds"])})
             for found in (json.loads(line) for line in out.splitlines() if line.startswith("{"))]
