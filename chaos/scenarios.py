@@ -223,7 +223,7 @@ def kill9(workdir: Path, records: int = 50_000, kills: int = 3, invalid: int = 5
         last.wait_ready(60)
         clean_exit, scored, dead = _finish(stack, run, last, partitions, len(bad))
         events, states = _outbox_deliveries(run.outbox)
-        got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
+        got = stack.receiver.ids()
         invalid_set = {m for m, _ in bad}
         figures: dict[str, float | int | str] = {
             "messages": len(messages), "invalid messages": len(bad), "kills": kills,
@@ -362,7 +362,7 @@ def webhook_outage(workdir: Path, outage_s: float = 60.0, records: int = 3_000,
             final_depth = daemon.metrics().sum("driftwatch_outbox_depth")
         clean_exit = daemon.terminate() == 0
         events, states = _outbox_deliveries(outbox)
-        got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
+        got = stack.receiver.ids()
         delivered = [r for r in stack.receiver.received if r.reply == 204]
         peak = max((d for _, d in depths), default=0.0)
         # Retried all along: an endpoint gets one delivery at a time, so how many attempts a
@@ -556,7 +556,7 @@ def hostile(workdir: Path, records: int = 20_000, kills: int = 1, freeze_s: floa
         truncated = [len(x.value) for h, x in zip(headers, dead, strict=True)
                      if h.get("truncated") == b"true"]
         events, states = _outbox_deliveries(run.outbox)
-        got = [r.headers.get("webhook-id", "") for r in stack.receiver.received]
+        got = stack.receiver.ids()
         logs = "".join(d.log.read_text() for d in stack.daemons)
         figures: dict[str, float | int | str] = {
             "messages": len(messages), "hostile messages": len(bad),

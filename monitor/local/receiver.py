@@ -110,8 +110,9 @@ class WebhookReceiver:
         """Event types of the deliveries whose signature verified."""
         return Counter(str(json.loads(r.body).get("type")) for r in self.received if r.verified)
 
-    def ids(self) -> set[str]:
-        return {r.headers.get("webhook-id", "") for r in self.received}
+    def ids(self) -> list[str]:
+        """The webhook-id of every request, in the order received (a retry repeats one)."""
+        return [r.headers.get("webhook-id", "") for r in self.received]
 
     def close(self) -> None:
         self._server.shutdown()
