@@ -91,6 +91,46 @@ def test_one_record_at_a_time_and_batches_of_seven_agree() -> None:
     assert single.t == batched.t == len(stream)
 
 
+def test_every_form_of_one_record_mixed_with_batches_and_checkpoints_agrees() -> None:
+    # One record goes through numpy views of the detector's tensors; batches and checkpoints
+    # replace those tensors (a batch leaves the running sums as a strided view): the views
+    # must follow, whatever form the record comes in.
+    import pickle
+
+    import torch
+
+    rng = np.random.default_rng(5)
+    reference = _normal(rng, 600)
+    stream = _normal(rng, 120)
+    stream[70:, :3] += 1.5
+    plain = OnlineMMD(reference, ert=500, window_size=20, seed=1)
+    statistics, crossings = [], []
+    for i, row in enumerate(stream):
+        plain.update(row)
+        statistics.append(plain.statistic)
+        if plain.drift_detected:
+            crossings.append(i)
+    assert crossings and min(crossings) >= 70
+
+    mixed = OnlineMMD(reference, ert=500, window_size=20, seed=1)
+    forms = [lambda r: r.astype(np.float64), lambda r: r[None, :], torch.from_numpy]
+    start = 0
+    while start < len(stream):
+        batch = 6 if start % 30 == 13 else 1
+        if batch == 1:
+            mixed.update(forms[start % 3](stream[start]))
+        else:
+            mixed.update(stream[start:start + batch])
+        last = min(start + batch, len(stream)) - 1
+        assert mixed.statistic == pytest.approx(statistics[last], rel=1e-4, abs=1e-7)
+        in_step = [i for i in crossings if start <= i <= last]
+        assert mixed.detected_at == (in_step[0] if in_step else None)
+        if batch > 1:  # go on from a checkpoint of the detector
+            mixed = pickle.loads(pickle.dumps(mixed))
+        start = last + 1
+    assert mixed.t == plain.t == len(stream)
+
+
 def single_threshold(detector: OnlineMMD, index: int) -> float:
     return float(detector.thresholds[min(index, len(detector.thresholds) - 1)])
 
