@@ -64,21 +64,33 @@ def test_a_one_sd_mean_shift_is_detected_within_three_windows() -> None:
     assert detector.detected_threshold == float(detector.thresholds[step])
 
 
+def _shift_at(seed: int, references: int, records: int, at: int,
+              columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """A reference and a stream like it whose first `columns` move by 1.5 from record `at`."""
+    rng = np.random.default_rng(seed)
+    reference, stream = _normal(rng, references), _normal(rng, records)
+    stream[at:, :columns] += 1.5
+    return reference, stream
+
+
+def _one_at_a_time(detector: OnlineMMD, stream: np.ndarray) -> tuple[list[float], list[int]]:
+    """The statistic after each record, and the records that crossed, fed one at a time."""
+    statistics, crossings = [], []
+    for i, row in enumerate(stream):
+        detector.update(row)
+        statistics.append(detector.statistic)
+        if detector.drift_detected:
+            assert detector.detected_at == i
+            crossings.append(i)
+    return statistics, crossings
+
+
 def test_one_record_at_a_time_and_batches_of_seven_agree() -> None:
-    rng = np.random.default_rng(2)
-    reference = _normal(rng, 1_000)
-    stream = _normal(rng, 140)
-    stream[90:, :2] += 1.5
+    reference, stream = _shift_at(seed=2, references=1_000, records=140, at=90, columns=2)
     single = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
     batched = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
     assert np.array_equal(single.thresholds.numpy(), batched.thresholds.numpy())
-    statistics, crossings = [], []
-    for i, row in enumerate(stream):
-        single.update(row)
-        statistics.append(single.statistic)
-        if single.drift_detected:
-            assert single.detected_at == i
-            crossings.append(i)
+    statistics, crossings = _one_at_a_time(single, stream)
     assert crossings and min(crossings) >= 90  # the shift is seen, nothing before it
     for start in range(0, len(stream), 7):
         batched.update(stream[start:start + 7])
@@ -99,17 +111,9 @@ def test_every_form_of_one_record_mixed_with_batches_and_checkpoints_agrees() ->
 
     import torch
 
-    rng = np.random.default_rng(5)
-    reference = _normal(rng, 600)
-    stream = _normal(rng, 120)
-    stream[70:, :3] += 1.5
+    reference, stream = _shift_at(seed=5, references=600, records=120, at=70, columns=3)
     plain = OnlineMMD(reference, ert=500, window_size=20, seed=1)
-    statistics, crossings = [], []
-    for i, row in enumerate(stream):
-        plain.update(row)
-        statistics.append(plain.statistic)
-        if plain.drift_detected:
-            crossings.append(i)
+    statistics, crossings = _one_at_a_time(plain, stream)
     assert crossings and min(crossings) >= 70
 
     mixed = OnlineMMD(reference, ert=500, window_size=20, seed=1)
