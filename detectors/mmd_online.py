@@ -316,15 +316,13 @@ class OnlineMMD:
         self.t = t = t + 1
         self._since_refresh += 1
         step = min(t, len(self._thresholds)) - 1
-        if step == len(self._thresholds) - 1:  # steady state: constants, fewer calls
-            stats = sums * inv_lengths
-            stats -= ref_mean
-            stats = np.square(stats, out=stats).sum(1)
+        steady = step == len(self._thresholds) - 1  # window lengths and units constant from here
+        means = sums * inv_lengths if steady else sums / np.minimum(lengths, t)[:, None]
+        means -= ref_mean
+        stats = np.square(means, out=means).sum(1)
+        if steady:
             stats *= inv_null
         else:
-            stats = sums / np.minimum(lengths, t)[:, None]
-            stats -= ref_mean
-            stats = np.square(stats, out=stats).sum(1)
             stats /= self.null_means[:, step].numpy()
         which = int(stats.argmax())
         stat = float(stats[which])
