@@ -85,21 +85,31 @@ def _one_at_a_time(detector: OnlineMMD, stream: np.ndarray) -> tuple[list[float]
     return statistics, crossings
 
 
-def test_one_record_at_a_time_and_batches_of_seven_agree() -> None:
+# 7: a CPU takes a batch this small record by record (numpy); 13: in one torch batch call.
+@pytest.mark.parametrize("size", [7, 13])
+def test_one_record_at_a_time_and_batches_agree(size: int) -> None:
     reference, stream = _shift_at(seed=2, references=1_000, records=140, at=90, columns=2)
     single = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
     batched = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
     assert np.array_equal(single.thresholds.numpy(), batched.thresholds.numpy())
     statistics, crossings = _one_at_a_time(single, stream)
     assert crossings and min(crossings) >= 90  # the shift is seen, nothing before it
-    for start in range(0, len(stream), 7):
-        batched.update(stream[start:start + 7])
-        last = min(start + 7, len(stream)) - 1
+    several = 0  # batches with more than one crossing: the first is the one reported
+    for start in range(0, len(stream), size):
+        batched.update(stream[start:start + size])
+        last = min(start + size, len(stream)) - 1
         assert batched.statistic == pytest.approx(statistics[last], rel=1e-4, abs=1e-7)
         assert batched.threshold == pytest.approx(single_threshold(single, last))
         in_batch = [i for i in crossings if start <= i <= last]
         assert batched.detected_at == (in_batch[0] if in_batch else None)
         assert batched.drift_detected == bool(in_batch)
+        if in_batch:
+            assert batched.detected_statistic == pytest.approx(statistics[in_batch[0]],
+                                                               rel=1e-4, abs=1e-7)
+            assert batched.detected_threshold == pytest.approx(
+                single_threshold(single, in_batch[0]))
+        several += len(in_batch) > 1
+    assert several
     assert single.t == batched.t == len(stream)
 
 
@@ -120,7 +130,7 @@ def test_every_form_of_one_record_mixed_with_batches_and_checkpoints_agrees() ->
     forms = [lambda r: r.astype(np.float64), lambda r: r[None, :], torch.from_numpy]
     start = 0
     while start < len(stream):
-        batch = 6 if start % 30 == 13 else 1
+        batch = 12 if start % 30 == 13 else 1  # 12: a torch batch call on a CPU
         if batch == 1:
             mixed.update(forms[start % 3](stream[start]))
         else:
