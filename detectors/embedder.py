@@ -20,6 +20,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from detectors.load_report import quiet_position_ids_reports
+
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "torch", "onnx"]
@@ -139,6 +141,7 @@ class Embedder:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+        quiet_position_ids_reports()
         self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
         self._st.eval()
         if precision == "fp16":

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from detectors.embedder import ModelNotFound
+from detectors.load_report import quiet_position_ids_reports
 
 __all__ = [
     "ModelNotFound",
@@ -105,6 +106,7 @@ class TransformersToxicityScorer:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        quiet_position_ids_reports()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = AutoModelForSequenceClassification.from_pretrained(
