@@ -15,6 +15,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from monitor.local.bench_drift import measure
 
+_SEED = 0  # the first of driftwatch's detector seeds
+
 
 def main(data: str, ert: int, window: int, runs: int, clean_records: int) -> None:
     import torch
@@ -26,6 +28,9 @@ def main(data: str, ert: int, window: int, runs: int, clean_records: int) -> Non
     reference, clean, shifted = arrays["reference"], arrays["clean"], arrays["shifted"]
     for name, cls in (("alibi-detect MMDDriftOnline", MMDDriftOnline),
                       ("alibi-detect LSDDDriftOnline", LSDDDriftOnline)):
+        # Its calibration (reference splits, bootstrap streams) draws from torch's global
+        # generator: seeded, a run's figures are the next run's, as driftwatch's are.
+        torch.manual_seed(_SEED)
         detector = cls(reference, ert=ert, window_size=window, backend="pytorch",
                        n_bootstraps=10 * ert, verbose=False)
 
