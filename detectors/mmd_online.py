@@ -300,16 +300,9 @@ class OnlineMMD:
         self.detected_scale = scale
 
     def _update_few(self, rows: np.ndarray) -> None:
-        """A few records on a CPU, one at a time; the batch's first crossing is the one kept."""
-        first: tuple[int, float, float, int] | None = None
+        """A few records on a CPU, one at a time (the first crossing is the one kept)."""
         for row in rows:
             self._update_one(row)
-            if first is None and self.detected_at is not None:
-                assert self.detected_scale is not None
-                first = (self.detected_at, self.detected_statistic, self.detected_threshold,
-                         self.detected_scale)
-        if first is not None:
-            self._detected(*first)
 
     def _update_one(self, row: np.ndarray) -> None:
         """One record on a CPU: the same arithmetic as a batch, in numpy on views that share the
@@ -347,7 +340,8 @@ class OnlineMMD:
         self.statistic, self.threshold = stat, self._thresholds[step]
         if self._since_refresh >= w:
             self._refresh()
-        if stat > self.threshold:
+        # Within one update() the first crossing is the one reported, as in the batch path.
+        if stat > self.threshold and not self.drift_detected:
             self._detected(t - 1, stat, self.threshold, self.scales[which])
 
     def _constants(self) -> tuple[np.ndarray, ...]:
