@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from detectors.load_report import quiet_position_ids_reports
+from detectors.load_report import quiet_model_loading
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,7 @@ class Embedder:
             raise ValueError("scoring.embedding.precision=int8 needs backend onnx")
         self.backend, self.precision = backend, precision
         self.name = embedding_model_name(model)
-        # Weight-loading progress bars would land among a daemon's logs and a backtest's output.
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        quiet_position_ids_reports()
+        quiet_model_loading()
         self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
         self._st.eval()
         if precision == "fp16":

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.embedder import ModelNotFound  # the one toxicity.py re-exports
-from detectors.load_report import quiet_position_ids_reports
+from detectors.load_report import quiet_model_loading
 
 __all__ = [
     "NLI_SETTING",
@@ -257,7 +257,7 @@ class NliSupport:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        quiet_position_ids_reports()
+        quiet_model_loading()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = AutoModelForSequenceClassification.from_pretrained(

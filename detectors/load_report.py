@@ -1,4 +1,5 @@
-"""transformers' weight-loading report, less the one entry that old BERT checkpoints all cause.
+"""What loading a transformers model prints: its weight-loading report, less the one entry
+that old BERT checkpoints all cause, and no progress bar.
 
 transformers 5 logs a LOAD REPORT table as a warning whenever a checkpoint's keys differ from
 the model's. Checkpoints saved before transformers 4.31 hold `embeddings.position_ids`, a
@@ -6,6 +7,9 @@ buffer that newer models build themselves: the default embedder (all-MiniLM-L6-v
 and its table greeted every daemon start, backtest and CLI call with an UNEXPECTED key that
 changes nothing. A report with any other entry (a missing or mismatched weight, which is
 initialised at random, or another unexpected key) is logged whole, as before.
+
+transformers 5 also draws a "Loading weights" progress bar on stderr for every load: in a
+daemon's log or a backtest's output it is a line of carriage returns and block characters.
 """
 
 from __future__ import annotations
@@ -45,3 +49,11 @@ def quiet_position_ids_reports() -> None:
     logger = logging.getLogger(_LOGGER)
     if not any(isinstance(f, _PositionIdsOnly) for f in logger.filters):
         logger.addFilter(_PositionIdsOnly())
+
+
+def quiet_model_loading() -> None:
+    """Before a model loads: no progress bar, and no report of only position_ids buffers."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    quiet_position_ids_reports()

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from detectors.embedder import ModelNotFound
-from detectors.load_report import quiet_position_ids_reports
+from detectors.load_report import quiet_model_loading
 
 __all__ = [
     "ModelNotFound",
@@ -106,7 +106,7 @@ class TransformersToxicityScorer:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        quiet_position_ids_reports()
+        quiet_model_loading()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = AutoModelForSequenceClassification.from_pretrained(

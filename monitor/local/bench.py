@@ -53,13 +53,11 @@ def texts_of(records: list[dict[str, object]]) -> list[str]:
 def _naive_encode(texts: list[str], device: str) -> float:
     """The baseline: plain SentenceTransformer.encode on every text, as most monitors call it."""
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as transformers_logging
 
     from detectors.embedder import resolve_model_path
-    from detectors.load_report import quiet_position_ids_reports
+    from detectors.load_report import quiet_model_loading
 
-    transformers_logging.disable_progress_bar()  # as the daemon's own embedder does
-    quiet_position_ids_reports()
+    quiet_model_loading()  # as the daemon's own embedder does
     model = SentenceTransformer(resolve_model_path(None), device=device, local_files_only=True)
     model.encode(texts[:8])  # the first call's one-off set-up is not the steady rate
     started = time.perf_counter()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from transformers.modeling_utils import logger as loading_logger
 from transformers.utils.loading_report import LoadStateDictInfo, log_state_dict_report
 
 from detectors.load_report import quiet_position_ids_reports
+from tests.detectors.test_groundedness import _tiny_nli
+from tests.detectors.test_toxicity import DETOXIFY, _tiny_model
 
 
 class _Kept(logging.Handler):
@@ -78,3 +81,36 @@ def test_loading_the_default_embedder_logs_no_report(kept: _Kept) -> None:
 
     Embedder(device="cpu")
     assert not [m for m in kept.messages if "LOAD REPORT" in m]
+
+
+@pytest.fixture
+def progress_bar_on() -> Iterator[None]:
+    """transformers' progress bar on, as in a fresh process (another test's load may have
+    turned it off for the whole process), and on again after the test."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.enable_progress_bar()
+    yield
+    transformers_logging.enable_progress_bar()
+
+
+def test_loading_a_toxicity_model_draws_no_progress_bar(
+        tmp_path: Path, progress_bar_on: None, capfd: pytest.CaptureFixture[str]) -> None:
+    from detectors.toxicity import TransformersToxicityScorer
+
+    folder = _tiny_model(tmp_path / "tox", DETOXIFY, "multi_label_classification")
+    capfd.readouterr()
+    scorer = TransformersToxicityScorer(folder)
+    assert scorer.score(["you idiot"]).shape == (1,)
+    assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_loading_an_nli_model_draws_no_progress_bar(
+        tmp_path: Path, progress_bar_on: None, capfd: pytest.CaptureFixture[str]) -> None:
+    from detectors.groundedness import NliSupport
+
+    folder = _tiny_nli(tmp_path / "nli")
+    capfd.readouterr()
+    nli = NliSupport(folder)
+    assert nli.entailment(["The tower is tall."], ["It is tall."]).shape == (1,)
+    assert "Loading weights" not in capfd.readouterr().err
