@@ -6,13 +6,11 @@ faster CPU path: fp32 matches torch, int8 is quicker and slightly less exact).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from detectors.load_report import quiet_model_loading
+from detectors.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -151,37 +150,17 @@ class Embedder:
         self.token_budget = max(budget, self.max_length)
         self.max_batch = max_batch
         self._onnx = _OnnxEncoder(self._st, precision) if backend == "onnx" else None
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = VectorCache(cache_size, self.dim)
         self._lock = threading.Lock()  # one caller at a time owns the model
         self.stats = EmbedderStats()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 rows, one per text; identical texts are embedded once."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return out
+            return np.empty((0, self.dim), dtype=np.float32)
         with self._lock:
-            todo: dict[bytes, list[int]] = {}
-            for i, text in enumerate(texts):
-                raw = text.encode("utf-8", "surrogatepass")
-                key = hashlib.blake2b(raw, digest_size=16).digest()
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    out[i] = hit
-                    self.stats.cache_hits += 1
-                else:
-                    todo.setdefault(key, []).append(i)
-            if todo:
-                keys = list(todo)
-                vectors = self._embed([texts[todo[k][0]] for k in keys])
-                for key, vector in zip(keys, vectors, strict=True):
-                    out[todo[key]] = vector
-                    self._cache[key] = vector
-                self.stats.cache_hits += sum(len(v) - 1 for v in todo.values())
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            out, hits = self._cache.encode(texts, self._embed)
+            self.stats.cache_hits += hits
         return out
 
     def _embed(self, texts: list[str]) -> np.ndarray:

@@ -31,6 +31,7 @@ from detectors.embedder import (
     embedding_model_name,
     resolve_model_path,
 )
+from detectors.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ class StaticEmbedder:
     device = "cpu"
 
     def __init__(self, model: str | None = None, cache_dir: str | Path = "state/models",
-                 settings: DistillSettings = DistillSettings(), max_length: int = 512) -> None:
+                 settings: DistillSettings = DistillSettings(), max_length: int = 512,
+                 cache_size: int = 50_000) -> None:
         from model2vec import StaticModel
 
         self.table = ensure_table(model, cache_dir, settings)
@@ -158,16 +160,24 @@ class StaticEmbedder:
         self.name = _static_name(self.table.source, self.table.fingerprint)
         self.dim = int(self._model.dim)
         self._lock = threading.Lock()
+        # Tokenizing is most of a static embedding's cost: a text met again is not redone.
+        self._cache = VectorCache(cache_size, self.dim)
         self.stats = EmbedderStats()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 rows, one per text (an empty text: a zero row)."""
+        """L2-normalised float32 rows, one per text (an empty text: a zero row); identical
+        texts are embedded once."""
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        started = time.perf_counter()
         with self._lock:
-            vectors = self._model.encode(list(texts), max_length=self.max_length,
-                                         use_multiprocessing=False, normalize=False)
+            out, hits = self._cache.encode(texts, self._embed)
+            self.stats.cache_hits += hits
+        return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self._model.encode(texts, max_length=self.max_length,
+                                     use_multiprocessing=False, normalize=False)
         out = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.maximum(norms, 1e-12)

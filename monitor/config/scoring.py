@@ -30,7 +30,8 @@ class EmbeddingSettings(BaseModel):
     # Padded tokens per model call; None: 1,024 on CPU (cache-friendly), 16,384 on CUDA.
     token_budget: int | None = Field(default=None, ge=256, le=1_048_576)
     max_batch: int = Field(default=256, ge=1, le=4_096)
-    cache_size: int = Field(default=50_000, ge=0, le=10_000_000)  # distinct texts remembered
+    # Distinct texts whose vectors are remembered (every backend, static included).
+    cache_size: int = Field(default=50_000, ge=0, le=10_000_000)
 
     @model_validator(mode="after")
     def _static_is_fp32(self) -> EmbeddingSettings:

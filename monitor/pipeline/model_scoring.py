@@ -280,7 +280,7 @@ def _load_embedders(settings: ScoringSettings, vectors: bool, transformer: bool
         from detectors.static_embedder import DistillSettings, StaticEmbedder
 
         static = StaticEmbedder(emb.model, settings.models_dir,
-                                DistillSettings(emb.static_pca_dims))
+                                DistillSettings(emb.static_pca_dims), cache_size=emb.cache_size)
         if emb.backend == "static":
             return static, static
         scorer = None

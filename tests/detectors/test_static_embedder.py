@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from consumers.wire import Record
 from detectors.embedder import ModelNotFound
 from detectors.static_embedder import StaticEmbedder, ensure_table, vectors_name
 from monitor.cli.driftwatch import main as driftwatch
@@ -139,3 +140,37 @@ def test_static_backend_refuses_a_precision_it_cannot_use() -> None:
 
     with pytest.raises(ValidationError, match="does not apply to backend static"):
         ScoringSettings.model_validate({"embedding": {"backend": "static", "precision": "int8"}})
+
+
+def test_a_text_met_again_is_not_tokenized_again_and_gets_the_same_vector(
+        tiny: Path, tmp_path: Path) -> None:
+    static = StaticEmbedder(str(tiny), tmp_path)
+    first = static.encode(TEXTS + TEXTS[:2])
+    stats = static.stats.take()
+    assert stats.embedded == 4 and stats.cache_hits == 2
+    again = static.encode(TEXTS[::-1])
+    stats = static.stats.take()
+    assert stats.embedded == 0 and stats.cache_hits == 4
+    np.testing.assert_array_equal(again, first[3::-1])
+    # A static vector does not depend on the batch it was embedded in.
+    alone = StaticEmbedder(str(tiny), tmp_path, cache_size=0)
+    np.testing.assert_array_equal(np.vstack([alone.encode([t]) for t in TEXTS]), first[:4])
+
+
+def test_linear_toxicity_reads_the_static_response_vectors_from_the_cache(
+        tiny: Path, tmp_path: Path) -> None:
+    settings = ScoringSettings.model_validate({
+        "device": "cpu", "models_dir": str(tmp_path),
+        "embedding": {"model": str(tiny), "backend": "static"},
+        "toxicity": {"model": "embedding-linear"}})
+    models = ModelScorers(["toxicity", "sanity"], settings)
+    assert models.toxicity is not None and models.toxicity.name == "embedding-linear"
+    assert models.embedder is not None
+    records = [Record(request_id=f"r{i}", prompt=f"question number {i}",
+                      response=f"answer number {i}") for i in range(50)]
+    models.embedder.stats.take()
+    scores = models.score(records)
+    stats = models.embedder.stats.take()
+    # 50 prompts and 50 responses embedded; toxicity's 50 responses come from the cache.
+    assert stats.embedded == 100 and stats.cache_hits == 50
+    assert not np.isnan(scores.toxicity).any()
