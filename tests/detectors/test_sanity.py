@@ -42,3 +42,16 @@ def test_empty_truncated_and_charset_flags() -> None:
         ["What is the capital of France?", "What is the capital of France?", "x", "y", "z", "q"],
     )
     assert anomalies.tolist() == [False, True, True, True, False, False]
+
+
+@pytest.mark.parametrize(("text", "script"), [
+    ("The caf\u00e9\u2019s cr\u00e8me br\u00fbl\u00e9e \u201cfun\u201d", "LATIN"),  # accents and curly quotes: still Latin
+    ("東京は日本の首都です (Tokyo)", "CJK"),  # 6 ideographs, 5 Latin, 4 hiragana
+    ("日本 is", "CJK"),  # 2 against 2: the script seen first
+    ("is 日本", "LATIN"),
+    ("Москва is big", "CYRILLIC"),  # 6 against 5
+    ("12 345 ½ Ⅻ ٣ — !?", None),  # numbers and punctuation, no letters
+    ("", None),
+])
+def test_a_texts_script_is_its_most_frequent_letters(text: str, script: str | None) -> None:
+    assert sanity._script(text) == script
