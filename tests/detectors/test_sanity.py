@@ -45,7 +45,8 @@ def test_empty_truncated_and_charset_flags() -> None:
 
 
 @pytest.mark.parametrize(("text", "script"), [
-    ("The caf\u00e9\u2019s cr\u00e8me br\u00fbl\u00e9e \u201cfun\u201d", "LATIN"),  # accents and curly quotes: still Latin
+    # Accents and curly quotes: still Latin.
+    ("The caf\u00e9\u2019s cr\u00e8me br\u00fbl\u00e9e \u201cfun\u201d", "LATIN"),
     ("東京は日本の首都です (Tokyo)", "CJK"),  # 6 ideographs, 5 Latin, 4 hiragana
     ("日本 is", "CJK"),  # 2 against 2: the script seen first
     ("is 日本", "LATIN"),
