@@ -313,3 +313,21 @@ def test_summaries_scorer_beats_length_on_length_matched_pairs(embed: Embed) -> 
     assert result.matched_pairs >= 60
     assert result.matched_auc > result.matched_length_auc + 0.1
     assert not math.isnan(result.matched_length_auc)
+
+
+@pytest.mark.parametrize("text", [
+    "", "  ", "...", "Tom's  dog_house\t(1,000 m)!", "snake_case and CamelCase\n\n-- x --",
+    "Caf\u00e9 Cr\u00e8me", "na\u00efve \u201cquotes\u201d \u2014 dash",
+    "\u6771\u4eac Tokyo\u2019s", "\x00ctrl\x7f", "'s's s'", "Beyonc\u00e9's tour",
+])
+def test_fold_gives_what_its_regex_definition_gives(text: str) -> None:
+    import re
+    import unicodedata
+
+    from detectors.groundedness import _combining, _fold
+
+    expected = re.sub(r"['\u2019]s\b", "", text)
+    if not expected.isascii():
+        expected = unicodedata.normalize("NFKD", expected).translate(_combining())
+    expected = " " + re.sub(r"[\W_]+", " ", expected.lower()).strip() + " "
+    assert _fold(text) == expected
