@@ -77,7 +77,8 @@ def bench_throughput(n: int, partitions: int, precision: str = "auto", rounds: i
     config = config.model_copy(update={
         "scoring": config.scoring.model_copy(update={"embedding": embedding})})
     device = pick_device(config.scoring.device)
-    records = list(traffic.wire_records(n, seed=13, start_ms=traffic.FIXED_START_MS))
+    records = [traffic.unrepeated(r, i) for i, r in
+               enumerate(traffic.wire_records(n, seed=13, start_ms=traffic.FIXED_START_MS))]
     texts = texts_of(records)
     naive: list[float] = []
     ours: list[float] = []

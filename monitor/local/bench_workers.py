@@ -213,7 +213,8 @@ class _Daemon:
     def _send(self, n: int, seed: int, start_ms: int, timed: bool = False) -> float:
         """Produce `n` records (the daemon stopped meanwhile when `timed`) and wait until
         they are decided; the seconds from all in the topic to all decided."""
-        values = [traffic.encode(r) for r in traffic.wire_records(n, seed=seed, start_ms=start_ms)]
+        values = [traffic.encode(traffic.unrepeated(r, self._done + j)) for j, r in
+                  enumerate(traffic.wire_records(n, seed=seed, start_ms=start_ms))]
         producer = KafkaProducer(bootstrap_servers=self.broker.bootstrap, linger_ms=20)
         with _stopped(self.process.pid) if timed else nullcontext():
             for j, value in enumerate(values):

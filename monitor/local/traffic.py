@@ -160,6 +160,26 @@ def _prompt_text(prompt: str | list[dict[str, str]]) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
+def unrepeated(record: dict[str, object], i: int) -> dict[str, object]:
+    """The record with whitespace appended to its prompt and response that spells `i` in
+    binary (space 0, newline 1), so no two records of a bench share a text. The corpus holds a
+    few thousand examples: replayed for long, a daemon's embedding cache would serve most of a
+    round's texts from earlier rounds, where live traffic repeats far less. Trailing whitespace
+    is no token to any tokenizer, so scores, flags and vectors are those of the original
+    record; only the response's length in characters grows by as many as the tail holds."""
+    tail = "".join(" \n"[int(bit)] for bit in f"{i:b}")
+    out = dict(record)
+    prompt = out["prompt"]
+    if isinstance(prompt, str):
+        out["prompt"] = prompt + tail
+    elif isinstance(prompt, list) and prompt:
+        *head, last = prompt
+        out["prompt"] = [*head, {**last, "content": str(last["content"]) + tail}]
+    if isinstance(out.get("response"), str):
+        out["response"] = str(out["response"]) + tail
+    return out
+
+
 def wire_records(
     n: int,
     seed: int = 0,

@@ -343,3 +343,23 @@ def test_a_shadow_answers_a_share_of_stable_requests_right_after_them() -> None:
             assert shadow["latency_ms"] < answered["latency_ms"]
     other = sum(s["response"] != mixed[i - 1]["response"] for i, s in shadows)
     assert 0 < other < 0.35 * len(shadows)  # mostly the same answer
+
+
+def test_unrepeated_records_share_no_text_and_differ_only_by_trailing_whitespace() -> None:
+    records = list(traffic.wire_records(300, seed=3, start_ms=traffic.FIXED_START_MS))
+    chat = {**records[0], "prompt": [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "Who wrote Zodiac?"}]}
+    out = [traffic.unrepeated(r, i) for i, r in enumerate([*records, chat, chat])]
+    prompts = [str(o["prompt"]) for o in out]
+    assert len(set(prompts)) == len(out)  # the corpus repeats examples; these do not
+    assert len({o["response"] for o in out}) == len(out)
+    for before, after in zip([*records, chat, chat], out, strict=True):
+        assert set(after) == set(before)
+        assert str(after["response"]).rstrip() == str(before["response"]).rstrip()
+        assert str(after["response"]) != str(before["response"])
+        assert set(str(after["response"])[len(str(before["response"])):]) <= {" ", "\n"}
+    assert out[-1]["prompt"][0] == chat["prompt"][0]  # type: ignore[index]
+    assert out[-1]["prompt"][1]["content"].rstrip() == "Who wrote Zodiac?"  # type: ignore[index]
+    kept = json.loads(json.dumps(chat))
+    traffic.unrepeated(chat, 7)
+    assert chat == kept  # the input record is left as it was
