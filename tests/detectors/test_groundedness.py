@@ -319,6 +319,10 @@ def test_summaries_scorer_beats_length_on_length_matched_pairs(embed: Embed) -> 
     "", "  ", "...", "Tom's  dog_house\t(1,000 m)!", "snake_case and CamelCase\n\n-- x --",
     "Caf\u00e9 Cr\u00e8me", "na\u00efve \u201cquotes\u201d \u2014 dash",
     "\u6771\u4eac Tokyo\u2019s", "\x00ctrl\x7f", "'s's s'", "Beyonc\u00e9's tour",
+    # Ligatures, full-width letters, dotted capital I, sharp s, Greek tonos, digits of other
+    # scripts, a lone surrogate (JSON can carry one) and a combining mark with no base.
+    "\ufb01sh \uff21\uff22 \u0130stanbul Stra\u00dfe \u03ac\u03bb\u03c6\u03b1 \u0663\u0664",
+    "a\ud800b \u0301x \u00bd_\u2163",
 ])
 def test_fold_gives_what_its_regex_definition_gives(text: str) -> None:
     import re
