@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from detectors.toxicity import (
     ModelNotFound,
     ProfanityCheckScorer,
     TransformersToxicityScorer,
+    _sigmoid_folds,
     load_toxicity_scorer,
 )
 from detectors.toxicity_eval import evaluate_toxicity
@@ -45,6 +47,25 @@ def test_default_scorer_ranks_insults_above_polite_text_and_empty_is_zero(
     assert scores[6] == 0.0 and scores[7] == 0.0
     assert default.name == "profanity-check"
     assert default.score([]).shape == (0,)
+
+
+def test_default_scorer_gives_sklearns_predict_proba_to_the_bit(
+    default: ProfanityCheckScorer,
+) -> None:
+    # Real insults and ordinary text, in batches of several sizes (one text, odd, the daemon's).
+    texts = [t for t in load_insults().texts[:1200] if t.strip()]
+    sklearn = default._model.predict_proba(default._vectorizer.transform(texts))[:, 1]
+    assert 0.05 < float(np.mean(sklearn > 0.5)) < 0.95  # both classes met
+    for size in (1, 7, 50, 512):
+        ours = np.concatenate([default.score(texts[i:i + size])
+                               for i in range(0, len(texts), size)])
+        assert np.array_equal(ours, sklearn), size
+    # A model of another shape (here: an isotonic calibration) goes through sklearn itself.
+    assert default._folds is not None
+    other = ProfanityCheckScorer()
+    other._model = copy.deepcopy(other._model)
+    other._model.calibrated_classifiers_[0].method = "isotonic"
+    assert _sigmoid_folds(other._model) is None
 
 
 def test_offline_default_is_profanity_check_and_a_path_loads_a_transformer(
