@@ -127,21 +127,14 @@ _CLOSERS = "\"'\u201d\u2019)] "
 
 
 @functools.cache
-def _combining() -> dict[int, None]:
-    """Every combining character (what unicodedata.combining marks), for str.translate to drop
-    in one C pass (built once, in about a quarter of a second)."""
-    return {c: None for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c))}
-
-
-@functools.cache
 def _code_points() -> tuple[np.ndarray, np.ndarray]:
     """Two tables indexed by code point: combining marks (what accents decompose into), and
     letters and digits (str.isalnum: what the fold keeps). Built once per process, in
     about half a second, at the first text that is not ASCII."""
-    combining = np.zeros(sys.maxunicode + 1, dtype=bool)
-    combining[list(_combining())] = True
-    alnum = np.fromiter((chr(c).isalnum() for c in range(sys.maxunicode + 1)), dtype=bool,
-                        count=sys.maxunicode + 1)
+    chars = [chr(c) for c in range(sys.maxunicode + 1)]
+    combining = np.fromiter((unicodedata.combining(ch) != 0 for ch in chars), dtype=bool,
+                            count=len(chars))
+    alnum = np.fromiter((ch.isalnum() for ch in chars), dtype=bool, count=len(chars))
     return combining, alnum
 
 
