@@ -157,6 +157,23 @@ def test_a_text_met_again_is_not_tokenized_again_and_gets_the_same_vector(
     np.testing.assert_array_equal(np.vstack([alone.encode([t]) for t in TEXTS]), first[:4])
 
 
+def test_chunked_tokenizing_gives_model2vecs_own_vectors_to_the_bit(
+        tiny: Path, tmp_path: Path) -> None:
+    from model2vec import StaticModel
+
+    from monitor.local.traffic import load_examples
+
+    static = StaticEmbedder(str(tiny), tmp_path, cache_size=0, max_length=64)
+    assert static._model.chunks is not None
+    texts = [t for e in load_examples(100) for t in (*e.context, e.right)] + TEXTS + [
+        "a [UNK] b", "naïve café\u037e 中文 \x0bx\x00y", "x" * 500]
+    plain = StaticModel.from_pretrained(static.table.path, force_download=False)
+    theirs = plain.encode(texts, max_length=64, use_multiprocessing=False, normalize=False)
+    ours = static._model.encode(texts, max_length=64, use_multiprocessing=False, normalize=False)
+    assert ours.dtype == theirs.dtype and len(static._model.chunks._ids) > 500
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_linear_toxicity_reads_the_static_response_vectors_from_the_cache(
         tiny: Path, tmp_path: Path) -> None:
     settings = ScoringSettings.model_validate({

@@ -1,0 +1,86 @@
+"""A BERT-style tokenizer's ids for a text, put together from the ids of its chunks, each chunk
+tokenized once and then read from a cache.
+
+Tokenizing is most of a static embedding's cost (about 2 us a token in Hugging Face tokenizers,
+most of it normalizing), and traffic repeats its words. A BertNormalizer and BertPreTokenizer
+work character by character, and an ASCII space, tab, newline or return, or an ASCII
+punctuation mark, is left as it is by the normalizer and always ends a pre-token (a space is
+dropped, a mark stands alone). So cut at those characters, a text's ids are its chunks' ids
+one after the other: each chunk goes through the same tokenizer, which still does every
+normalization, Unicode included; only the cutting is done here. The truncation to the
+tokenizer's max length is applied to the joined ids, as the tokenizer applies it to the text.
+A text holding an added token's content (`[UNK]`, `[PAD]`, ...), which the tokenizer matches
+across chunks, goes through the tokenizer whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any
+
+# A run of characters that are neither an ASCII space, tab, newline, return nor ASCII
+# punctuation, or one ASCII punctuation mark. Other ASCII controls are not cut at: the
+# normalizer drops them and joins their neighbours (b"ab\x0bcd" is one word).
+_CHUNK = re.compile(r"[^ \t\n\r!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]")
+
+
+def supports(tokenizer: Any) -> bool:
+    """Whether `tokenizer` (a `tokenizers.Tokenizer`) tokenizes a text as its chunks joined:
+    a BERT normalizer (or none), the BERT pre-tokenizer, added tokens matched on raw text, and
+    neither padding nor truncation other than keeping the first tokens."""
+    config = json.loads(tokenizer.to_str())
+    normalizer = config.get("normalizer")
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    truncation = config.get("truncation")
+    padding = config.get("padding")
+    return ((normalizer is None or normalizer.get("type") == "BertNormalizer")
+            and pre_tokenizer.get("type") == "BertPreTokenizer"
+            and config.get("model", {}).get("type") == "WordPiece"
+            and all(not t.get("normalized") for t in config.get("added_tokens", []))
+            and (truncation is None
+                 or (truncation.get("direction") == "Right" and not truncation.get("stride")))
+            # model2vec turns padding off by padding to length 0
+            and (padding is None or (padding.get("strategy") == {"Fixed": 0}
+                                     and not padding.get("pad_to_multiple_of"))))
+
+
+class ChunkTokenizer:
+    """Ids of texts as `tokenizer.encode_batch_fast(texts, add_special_tokens=False)` gives
+    them (truncation included), from a cache of at most `max_chunks` chunks (or one batch's, if
+    it holds more); callers hold a lock if they share one."""
+
+    def __init__(self, tokenizer: Any, max_chunks: int = 200_000) -> None:
+        self._tokenizer = tokenizer
+        self._max_chunks = max_chunks
+        self._ids: dict[str, list[int]] = {}
+        self._added = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        chunked = [None if any(a in text for a in self._added) else _CHUNK.findall(text)
+                   for text in texts]
+        seen = set().union(*(c for c in chunked if c is not None))
+        missing = seen.difference(self._ids)
+        if len(self._ids) + len(missing) > self._max_chunks:
+            self._ids.clear()  # bounded: unrepeated traffic (random strings) must not grow it
+            missing = seen
+        self._store(list(missing))
+        truncation = self._tokenizer.truncation
+        limit = truncation["max_length"] if truncation else None
+        whole = [text for text, chunks in zip(texts, chunked, strict=True) if chunks is None]
+        wholes = iter(self._tokenize(whole))
+        get = self._ids.__getitem__
+        return [next(wholes) if chunks is None
+                else list(chain.from_iterable(map(get, chunks)))[:limit]
+                for chunks in chunked]
+
+    def _store(self, chunks: list[str]) -> None:
+        for chunk, ids in zip(chunks, self._tokenize(chunks), strict=True):
+            self._ids[chunk] = ids
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [e.ids for e in self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
