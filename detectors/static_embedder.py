@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,9 @@ def _chunked_model_class() -> type:
     from model2vec import StaticModel
 
     class ChunkedStaticModel(StaticModel):
-        chunks: ChunkTokenizer | None = None
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.chunks = ChunkTokenizer(self.tokenizer) if supports(self.tokenizer) else None
 
         def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
             if self.chunks is None:
@@ -176,8 +179,6 @@ class StaticEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self._model = _chunked_model_class().from_pretrained(self.table.path,
                                                              force_download=False)
-        if supports(self._model.tokenizer):
-            self._model.chunks = ChunkTokenizer(self._model.tokenizer)
         self.max_length = max_length
         # The fingerprint is in the name: references and checkpoints record it, so vectors of
         # one table are never compared with another's (or with the transformer's).
