@@ -139,8 +139,12 @@ class Embedder:
         quiet_model_loading()
         self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
         self._st.eval()
+        # transformers 5 loads a checkpoint in its saved dtype (often fp16 or bf16) when the
+        # config names none: the precision asked for is set here, not inherited.
         if precision == "fp16":
             self._st.half()
+        else:
+            self._st.float()
         self.tokenizer = self._st.tokenizer
         self.max_length = int(self._st.max_seq_length)
         self.dim = int(self._st.get_embedding_dimension())
