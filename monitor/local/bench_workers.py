@@ -99,10 +99,16 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
     instead of whichever ran last."""
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     with ExitStack() as stack:
-        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0]))
-                   for key in keys}
-        for daemon in daemons.values():
+        daemons: dict[tuple[str, int], _Daemon] = {}
+        for key in keys:
+            started = time.monotonic()
+            daemons[key] = stack.enter_context(_Daemon(key[1], partitions, key[0]))
+            _progress(f"{key[0]} --workers {key[1]}: ready in {time.monotonic() - started:.0f} s")
+        for key, daemon in daemons.items():
+            started = time.monotonic()
             daemon.warm_up(records)
+            _progress(f"{key[0]} --workers {key[1]}: warmed up and drift calibrated in "
+                      f"{time.monotonic() - started:.0f} s")
         for daemon in daemons.values():
             daemon.pause()  # each is continued for its own rounds only
         for i in range(1, rounds + 1):
@@ -110,6 +116,8 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
             for key, daemon in order:
                 with daemon.resumed(i):
                     rates[key].append(records / daemon.timed_round(records, i))
+                _progress(f"round {i}: {key[0]} --workers {key[1]}: "
+                          f"{rates[key][-1]:,.1f} records/s")
         for key, values in rates.items():
             print(f"  {key[0]}, workers {key[1]}: {summary(values)}", flush=True)
     return rates
@@ -262,6 +270,11 @@ class _Daemon:
             self.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _progress(line: str) -> None:
+    """A step of a long run, on stderr as it happens (the table goes to stdout at the end)."""
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
