@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -99,16 +100,25 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
     instead of whichever ran last."""
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     with ExitStack() as stack:
-        daemons: dict[tuple[str, int], _Daemon] = {}
-        for key in keys:
-            started = time.monotonic()
-            daemons[key] = stack.enter_context(_Daemon(key[1], partitions, key[0]))
-            _progress(f"{key[0]} --workers {key[1]}: ready in {time.monotonic() - started:.0f} s")
+        # Started together: a start is mostly waiting (the group join on this broker holds
+        # for half the session timeout, a minute here), so one at a time would add a minute
+        # a daemon.
+        started = time.monotonic()
+        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0]))
+                   for key in keys}
         for key, daemon in daemons.items():
-            started = time.monotonic()
+            daemon.wait_ready()
+            _progress(f"{key[0]} --workers {key[1]}: ready {time.monotonic() - started:.0f} s "
+                      f"after the first start")
+
+        def warm_up(key: tuple[str, int], daemon: _Daemon) -> None:
             daemon.warm_up(records)
-            _progress(f"{key[0]} --workers {key[1]}: warmed up and drift calibrated in "
-                      f"{time.monotonic() - started:.0f} s")
+            _progress(f"{key[0]} --workers {key[1]}: warmed up and drift calibrated "
+                      f"{time.monotonic() - started:.0f} s after the first start")
+
+        # Together too (untimed): most of a warm-up is waiting on calibration and trickles.
+        with ThreadPoolExecutor(len(daemons)) as pool:
+            list(pool.map(warm_up, daemons.keys(), daemons.values()))
         for daemon in daemons.values():
             daemon.pause()  # each is continued for its own rounds only
         for i in range(1, rounds + 1):
@@ -176,9 +186,11 @@ class _Daemon:
         stack.callback(self._stop)
         self.metrics = stack.enter_context(
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5))
-        ports = [port] if self.workers == 1 else [port, *(port + i for i in
-                                                          range(1, self.workers + 1))]
-        wait_for(lambda: all(_ready(p) for p in ports) or self._dead(), 600,
+        self._ports = [port] if self.workers == 1 else [port, *(port + i for i in
+                                                                range(1, self.workers + 1))]
+
+    def wait_ready(self) -> None:
+        wait_for(lambda: all(_ready(p) for p in self._ports) or self._dead(), 600,
                  "the daemon and its workers to be ready")
 
     def __exit__(self, *exc: object) -> None:
