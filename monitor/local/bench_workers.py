@@ -2,8 +2,9 @@
 daemon (`driftwatch run --workers N`) on a local broker, with every scorer, drift and a rule
 on, next to naive `SentenceTransformer.encode` of the same texts, measured in the same run.
 
-Each N gets a broker and daemon of its own; once it is ready, a first round warms it up
-(models, drift warm-up and calibration, not timed). The timed rounds then take turns: round i
+Each N gets a broker and daemon of its own, all started together; once they are ready, a
+first round warms each up (models, drift warm-up and calibration, not timed; all at once).
+The timed rounds then take turns: round i
 of every daemon, the others stopped (SIGSTOP) meanwhile, so a shared host whose speed drifts
 over a run slows each N alike, and the ratio is also given per pair of rounds. A round times
 `records` new records from the moment they are all in the topic to the last one decided.
@@ -104,7 +105,8 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
         # for half the session timeout, a minute here), so one at a time would add a minute
         # a daemon.
         started = time.monotonic()
-        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0]))
+        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0],
+                                                    alone=len(keys) == 1))
                    for key in keys}
         for key, daemon in daemons.items():
             daemon.wait_ready()
@@ -136,8 +138,12 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
 class _Daemon:
     """`driftwatch run --workers N` on a broker of its own, with its metrics client."""
 
-    def __init__(self, workers: int, partitions: int, backend: str) -> None:
+    def __init__(self, workers: int, partitions: int, backend: str, alone: bool) -> None:
         self.workers, self.partitions, self.backend = workers, partitions, backend
+        # A session long enough to outlast the stops: producing a round (seconds) and, when
+        # not alone, the other daemons' rounds. This broker holds each group join for half
+        # of it, so a daemon timed alone starts a minute sooner with the shorter one.
+        self._session_ms = 30_000 if alone else 120_000
         self.topic = "bench-workers"
         self._stack = ExitStack()
         self._done = 0  # records produced so far
@@ -162,10 +168,8 @@ class _Daemon:
         port = free_port()
         config = work / "dw.yaml"
         config.write_text(yaml.safe_dump({
-            # A session long enough to outlast the stops: producing a round, the other
-            # daemons' rounds.
             "kafka": {"bootstrap_servers": [self.broker.bootstrap], "topic": self.topic,
-                      "group_id": "bench-workers", "session_timeout_ms": 120_000,
+                      "group_id": "bench-workers", "session_timeout_ms": self._session_ms,
                       "max_poll_interval_ms": 240_000},
             "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
             "scoring": {"overload": {"max_lag": 100_000_000}, "models_dir": str(STATIC_DIR),
