@@ -84,3 +84,57 @@ class ChunkTokenizer:
         if not texts:
             return []
         return [e.ids for e in self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+class WrappedChunkTokenizer:
+    """Ids of texts as the tokenizer gives them with its special tokens (`[CLS] text [SEP]`),
+    truncated to `max_length` ids in all as Hugging Face truncates (the text's own ids are cut,
+    the special tokens kept), read by chunks. `create` returns None where that does not hold:
+    a tokenizer that cannot be read by chunks, or whose post-processor does more than put
+    fixed ids before and after a text's (with token type 0 throughout)."""
+
+    def __init__(self, chunks: ChunkTokenizer, prefix: list[int], suffix: list[int]) -> None:
+        self._chunks, self._prefix, self._suffix = chunks, prefix, suffix
+        self.special = len(prefix) + len(suffix)  # ids added to each text
+
+    @classmethod
+    def create(cls, tokenizer: Any, max_length: int,
+               max_chunks: int = 200_000) -> WrappedChunkTokenizer | None:
+        from tokenizers import Tokenizer
+
+        bare = Tokenizer.from_str(tokenizer.to_str())  # its own copy: settings are mutable
+        bare.no_truncation()
+        bare.no_padding()
+        wrap = _wrapping(bare)
+        if wrap is None or not supports(bare):
+            return None
+        prefix, suffix = wrap
+        if max_length <= len(prefix) + len(suffix):
+            return None
+        bare.enable_truncation(max_length - len(prefix) - len(suffix))
+        return cls(ChunkTokenizer(bare, max_chunks), prefix, suffix)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        prefix, suffix = self._prefix, self._suffix
+        return [prefix + ids + suffix for ids in self._chunks.encode(texts)]
+
+
+def _wrapping(tokenizer: Any) -> tuple[list[int], list[int]] | None:
+    """The ids the post-processor puts before and after a text's own, if they are the same
+    for every text (two probes of different lengths agree) and every type id is 0."""
+    found = set()
+    for probe in ("a", "b. c d"):
+        own = tokenizer.encode(probe, add_special_tokens=False).ids
+        full = tokenizer.encode(probe, add_special_tokens=True)
+        for start in range(len(full.ids) - len(own) + 1):
+            if full.ids[start:start + len(own)] == own:
+                break
+        else:
+            return None
+        if any(full.type_ids):
+            return None
+        found.add((tuple(full.ids[:start]), tuple(full.ids[start + len(own):])))
+    if len(found) != 1:
+        return None
+    prefix, suffix = found.pop()
+    return list(prefix), list(suffix)

@@ -11,13 +11,14 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from detectors.chunk_tokens import WrappedChunkTokenizer
 from detectors.load_report import quiet_model_loading
 from detectors.vector_cache import VectorCache
 
@@ -147,6 +148,8 @@ class Embedder:
             self._st.float()
         self.tokenizer = self._st.tokenizer
         self.max_length = int(self._st.max_seq_length)
+        # One extra token tells a text that was cut from one that fits exactly.
+        self._chunks = _chunk_tokenizer(self.tokenizer, self.max_length + 1)
         self.dim = int(self._st.get_embedding_dimension())
         # Small batches stay in CPU cache (measured fastest at ~1k padded tokens on 2 cores);
         # a GPU wants large ones.
@@ -169,9 +172,7 @@ class Embedder:
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         started = time.perf_counter()
-        # One extra token tells a text that was cut from one that fits exactly.
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length + 1,
-                             add_special_tokens=True)
+        enc = self._tokenize(texts)
         lengths = np.array([len(ids) for ids in enc["input_ids"]])
         self.stats.truncated += int((lengths > self.max_length).sum())
         order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
@@ -193,17 +194,59 @@ class Embedder:
         self.stats.seconds += time.perf_counter() - started
         return result
 
+    def _tokenize(self, texts: list[str]) -> Mapping[str, list[list[int]]]:
+        """Each text's ids with special tokens, at most max_length + 1 of them."""
+        if self._chunks is not None:  # the same ids, from cached chunks (detectors.chunk_tokens)
+            return {"input_ids": self._chunks.encode(texts)}
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length + 1,
+                              add_special_tokens=True)
+
     def _run(self, features: dict[str, list[list[int]]]) -> np.ndarray:
-        padded = self.tokenizer.pad(features, return_tensors="np" if self._onnx else "pt")
-        if self._onnx is not None:
-            return self._onnx.run(padded)
         import torch
 
+        if self._chunks is None:
+            padded = self.tokenizer.pad(features, return_tensors="np" if self._onnx else "pt")
+        else:
+            arrays = _padded(features["input_ids"], self.tokenizer.pad_token_id,
+                             self.tokenizer.model_input_names)
+            padded = arrays if self._onnx else {k: torch.from_numpy(v) for k, v in arrays.items()}
+        if self._onnx is not None:
+            return self._onnx.run(padded)
         with torch.inference_mode():
             batch = {k: v.to(self.device) for k, v in padded.items()}
             emb = self._st(batch)["sentence_embedding"].float()
             emb = torch.nn.functional.normalize(emb, dim=1)
         return emb.cpu().numpy()
+
+
+def _chunk_tokenizer(tokenizer: Any, max_length: int) -> WrappedChunkTokenizer | None:
+    """A reader of the tokenizer's ids by cached chunks where it gives the same ids and the
+    inputs are the ones padded by `_padded` (right padding; ids, type ids of 0, mask)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (backend is None or tokenizer.pad_token_id is None
+            or tokenizer.padding_side != "right" or tokenizer.truncation_side != "right"
+            or not set(tokenizer.model_input_names) <= set(_INPUTS)):
+        return None
+    chunks = WrappedChunkTokenizer.create(backend, max_length)
+    if chunks is None or chunks.special != tokenizer.num_special_tokens_to_add(pair=False):
+        return None
+    return chunks
+
+
+_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def _padded(ids: list[list[int]], pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Rows of ids padded on the right as `tokenizer.pad` pads them, with their type ids (0)
+    and attention mask, for the inputs the model takes (`names`)."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    width = int(lengths.max())
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    for row, seq in zip(input_ids, ids, strict=True):
+        row[: len(seq)] = seq
+    arrays = {"input_ids": input_ids, "token_type_ids": np.zeros_like(input_ids),
+              "attention_mask": (np.arange(width) < lengths[:, None]).astype(np.int64)}
+    return {name: arrays[name] for name in names}
 
 
 def _has_onnxruntime() -> bool:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from detectors.chunk_tokens import ChunkTokenizer, supports
+from detectors.chunk_tokens import ChunkTokenizer, WrappedChunkTokenizer, supports
 from detectors.embedder import resolve_model_path
 from monitor.local.traffic import load_examples
 
@@ -105,3 +105,42 @@ def test_other_tokenizers_are_not_chunked(bert: Tokenizer) -> None:
     left = Tokenizer.from_str(bert.to_str())
     left.enable_truncation(8, direction="left")
     assert not supports(left)
+
+
+def _wrapped_reference(tokenizer: Tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """What Hugging Face gives with special tokens, truncated to `max_length` in all."""
+    full = Tokenizer.from_str(tokenizer.to_str())
+    full.enable_truncation(max_length)
+    return [e.ids for e in full.encode_batch_fast(texts, add_special_tokens=True)]
+
+
+@pytest.mark.parametrize("max_length", [257, 12])
+def test_wrapped_ids_are_the_tokenizers_with_special_tokens_truncated_as_it_truncates(
+    bert: Tokenizer, max_length: int
+) -> None:
+    rng = random.Random(11)
+    texts = ["".join(rng.choice(PIECES) for _ in range(rng.randint(0, 80)))
+             for _ in range(5_000)]
+    texts += [t for e in load_examples(300) for t in (e.prompt if isinstance(e.prompt, str)
+                                                      else e.prompt[-1]["content"], e.right)]
+    wrapped = WrappedChunkTokenizer.create(bert, max_length)
+    assert wrapped is not None and wrapped.special == 2
+    got = _chunked(wrapped, texts, 100)
+    assert got == _wrapped_reference(bert, texts, max_length)
+    assert max(map(len, got)) == max_length and min(map(len, got)) == 2  # [CLS] [SEP]
+    assert bert.truncation is not None and bert.truncation["max_length"] == 128  # untouched
+
+
+def test_a_post_processor_that_does_more_than_wrap_a_text_is_not_chunked(
+    bert: Tokenizer
+) -> None:
+    typed = Tokenizer.from_str(bert.to_str())
+    typed.post_processor = processors.TemplateProcessing(
+        single="[CLS]:1 $A:1 [SEP]:1", special_tokens=[("[CLS]", 101), ("[SEP]", 102)])
+    assert WrappedChunkTokenizer.create(typed, 64) is None  # type ids other than 0
+    none = Tokenizer.from_str(bert.to_str())
+    none.post_processor = None
+    bare = WrappedChunkTokenizer.create(none, 64)
+    assert bare is not None and bare.special == 0
+    assert bare.encode(["The cat."]) == [[1996, 4937, 1012]]
+    assert WrappedChunkTokenizer.create(bert, 2) is None  # no room for a text's own ids

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.embedder import Embedder, ModelNotFound, pick_device, resolve_model_path
+from detectors.embedder import (
+    Embedder,
+    ModelNotFound,
+    _padded,
+    pick_device,
+    resolve_model_path,
+)
 from monitor.local import traffic
 
 # Loads a model, calibrates a detector or simulates at length: not in make test-fast.
@@ -113,3 +119,30 @@ def test_fp32_precision_computes_in_fp32_from_a_half_precision_checkpoint(tmp_pa
     texts = ["the checkpoint is half precision", "the model runs in full precision"]
     # The same vectors up to the weights' rounding to fp16.
     assert float((half.encode(texts) * full.encode(texts)).sum(axis=1).min()) > 0.999
+
+
+def test_chunked_ids_and_padding_are_the_tokenizers_and_give_the_same_vectors(
+    texts: list[str]
+) -> None:
+    """The embedder reads ids by cached chunks (detectors.chunk_tokens) and pads them itself:
+    the same ids as the tokenizer's own call, cut at max_length + 1, the same padded inputs as
+    `tokenizer.pad`, and so the same vectors to the bit."""
+    contexts = [e.context[0] for e in traffic.load_examples(60)]  # long: cut
+    sample = [*texts, *contexts, "", "a [UNK] b", " \t ", "ﬁ naïve 中文 e\u0301", "x" * 600]
+    chunked = Embedder(device="cpu", backend="torch", precision="fp32")
+    plain = Embedder(device="cpu", backend="torch", precision="fp32")
+    plain._chunks = None  # the tokenizer's own call and pad, as before
+    assert chunked._chunks is not None
+    reference = chunked.tokenizer(sample, truncation=True, max_length=chunked.max_length + 1,
+                                  add_special_tokens=True)
+    assert chunked._tokenize(sample)["input_ids"] == reference["input_ids"]
+    assert max(map(len, reference["input_ids"])) == chunked.max_length + 1
+    rows = {name: [reference[name][i] for i in range(0, len(sample), 7)] for name in reference}
+    want = chunked.tokenizer.pad(rows, return_tensors="np")
+    got = _padded(rows["input_ids"], chunked.tokenizer.pad_token_id,
+                  chunked.tokenizer.model_input_names)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    np.testing.assert_array_equal(chunked.encode(sample), plain.encode(sample))
+    assert chunked.stats.truncated == plain.stats.truncated >= 50  # of 180 contexts
