@@ -86,10 +86,10 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
             # Round i of each daemon ran next to round i of the other: a ratio per pair
             # cancels what the machine's own speed did meanwhile.
             pairs = [v / o for v, o in zip(values, one, strict=True)]
+            goal = "  (goal >= 1.7 for 2 workers on 2 cores)" if n == 2 else ""
             print(f"ratio {backend} --workers {n} / --workers 1: "
                   f"{statistics.median(values) / statistics.median(one):.2f}; "
-                  f"per pair of rounds {summary(pairs, 2)}"
-                  f"  (goal >= 1.7 for 2 workers on 2 cores)")
+                  f"per pair of rounds {summary(pairs, 2)}{goal}")
     return 0
 
 
