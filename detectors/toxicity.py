@@ -160,8 +160,9 @@ class TransformersToxicityScorer:
                 f"tokenizer.save_pretrained, or leave it unset for the offline default"
             ) from e
         self.device = device
-        if device.startswith("cuda"):
-            model = model.half()
+        # fp16 on a GPU, fp32 otherwise, whatever dtype the checkpoint was saved in
+        # (transformers 5 loads it in that dtype when its config names none).
+        model = model.half() if device.startswith("cuda") else model.float()
         self.model = model.to(device).eval()
         self.name = folder.name
         self.batch_size = batch_size

@@ -98,22 +98,13 @@ def test_device_choice_falls_back_to_cpu_and_refuses_absent_cuda() -> None:
 def test_fp32_precision_computes_in_fp32_from_a_half_precision_checkpoint(tmp_path) -> None:
     """Many checkpoints are saved in fp16 or bf16, and transformers 5 loads a model in its
     checkpoint's dtype: precision fp32 (the CPU default) must still compute in fp32."""
-    import json
-
     import torch
-    from safetensors.torch import load_file, save_file
 
-    from tests.detectors.tiny_model import tiny_sentence_transformer
+    from tests.detectors.tiny_model import halve_checkpoint, tiny_sentence_transformer
 
     folder = tiny_sentence_transformer(tmp_path / "half", seed=2)
     full = Embedder(str(folder), device="cpu", backend="torch", precision="fp32")
-    weights = folder / "model.safetensors"
-    save_file({k: v.half() if v.is_floating_point() else v
-               for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
-    # Saved without a dtype in its config, as older ones (the default model's) are.
-    config = json.loads((folder / "config.json").read_text())
-    config.pop("dtype", None), config.pop("torch_dtype", None)
-    (folder / "config.json").write_text(json.dumps(config))
+    halve_checkpoint(folder)
     half = Embedder(str(folder), device="cpu", backend="torch", precision="fp32")
     assert {p.dtype for p in half._st.parameters()} == {torch.float32}
     texts = ["the checkpoint is half precision", "the model runs in full precision"]

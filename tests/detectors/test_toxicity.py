@@ -191,3 +191,15 @@ def test_a_model_that_is_not_on_disk_names_the_setting(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFound, match=r"not a complete sequence-classification model"):
         TransformersToxicityScorer(tmp_path / "empty")
+
+
+def test_a_half_precision_checkpoint_is_scored_in_fp32_on_a_cpu(tmp_path: Path) -> None:
+    from tests.detectors.tiny_model import halve_checkpoint
+
+    folder = _tiny_model(tmp_path / "half", DETOXIFY, "multi_label_classification")
+    expected = torch.sigmoid(_reference(folder, TEXTS)).numpy().max(axis=1)
+    halve_checkpoint(folder)
+    scorer = TransformersToxicityScorer(folder, device="cpu")
+    assert {p.dtype for p in scorer.model.parameters()} == {torch.float32}
+    # The same scores up to the weights' rounding to fp16.
+    np.testing.assert_allclose(scorer.score(TEXTS), expected, atol=2e-3)

@@ -41,3 +41,16 @@ def tiny_sentence_transformer(folder: Path, seed: int) -> Path:
     transformer = models.Transformer(str(folder), max_seq_length=64)
     SentenceTransformer(modules=[transformer, models.Pooling(32, "mean")]).save(str(folder))
     return folder
+
+
+def halve_checkpoint(folder: Path) -> None:
+    """The saved model's weights in fp16 and no dtype in its config, as older checkpoints
+    (the default model's) are saved: transformers 5 then loads it in fp16."""
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    save_file({k: v.half() if v.is_floating_point() else v
+               for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("dtype", None), config.pop("torch_dtype", None)
+    (folder / "config.json").write_text(json.dumps(config))
