@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from detectors.chunk_tokens import WrappedChunkTokenizer
+from detectors.inference import inference
 from detectors.load_report import quiet_model_loading
 from detectors.vector_cache import VectorCache
 
@@ -212,7 +213,7 @@ class Embedder:
             padded = arrays if self._onnx else {k: torch.from_numpy(v) for k, v in arrays.items()}
         if self._onnx is not None:
             return self._onnx.run(padded)
-        with torch.inference_mode():
+        with inference():
             batch = {k: v.to(self.device) for k, v in padded.items()}
             emb = self._st(batch)["sentence_embedding"].float()
             emb = torch.nn.functional.normalize(emb, dim=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.embedder import ModelNotFound  # the one toxicity.py re-exports
+from detectors.inference import inference
 from detectors.load_report import quiet_model_loading
 
 __all__ = [
@@ -310,7 +311,7 @@ class NliSupport:
         # Longest first keeps padding low within a batch; rows go back to input order.
         order = np.argsort([-len(p) - len(h) for p, h in zip(premises, hypotheses, strict=True)],
                            kind="stable")
-        with torch.inference_mode():
+        with inference():
             for at in range(0, len(order), self.batch_size):
                 rows = order[at:at + self.batch_size]
                 inputs = self.tokenizer(

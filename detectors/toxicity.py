@@ -13,6 +13,7 @@ from scipy.sparse import issparse
 from scipy.special import expit
 
 from detectors.embedder import ModelNotFound
+from detectors.inference import inference
 from detectors.load_report import quiet_model_loading
 
 __all__ = [
@@ -194,7 +195,7 @@ class TransformersToxicityScorer:
         order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
         result = np.empty((len(texts), len(self.label_names)), dtype=np.float64)
         torch = self._torch
-        with torch.inference_mode():
+        with inference():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
                 features: dict[str, Any] = {k: [enc[k][i] for i in rows] for k in enc}

@@ -112,6 +112,18 @@ def test_fp32_precision_computes_in_fp32_from_a_half_precision_checkpoint(tmp_pa
     assert float((half.encode(texts) * full.encode(texts)).sum(axis=1).min()) > 0.999
 
 
+def test_the_transformer_attends_without_cudnn_attention(tmp_path, monkeypatch) -> None:
+    """cuDNN's attention builds a plan per input shape (most of an H200 scoring process's
+    time); the embedder's forward leaves it out."""
+    from tests.detectors.tiny_model import attention_spy, tiny_sentence_transformer
+
+    embedder = Embedder(str(tiny_sentence_transformer(tmp_path / "m", seed=3)), device="cpu",
+                        backend="torch", precision="fp32")
+    allowed = attention_spy(monkeypatch)
+    embedder.encode(["a short text", "a somewhat longer text than the first one"])
+    assert allowed == [False]  # one layer, one batch
+
+
 def test_chunked_ids_and_padding_are_the_tokenizers_and_give_the_same_vectors(
     texts: list[str]
 ) -> None:

@@ -245,6 +245,15 @@ def test_nli_entailment_matches_a_direct_softmax(tmp_path: Path) -> None:
     assert nli.entailment([], []).shape == (0,)
 
 
+def test_nli_attends_without_cudnn_attention(tmp_path: Path, monkeypatch) -> None:
+    from tests.detectors.tiny_model import attention_spy
+
+    nli = NliSupport(_tiny_nli(tmp_path / "nli"))
+    allowed = attention_spy(monkeypatch)
+    nli.entailment(PREMISES, HYPOTHESES)
+    assert allowed and not any(allowed)
+
+
 def test_a_single_logit_head_is_read_through_a_sigmoid(tmp_path: Path) -> None:
     nli = NliSupport(_tiny_nli(tmp_path / "hhem", num_labels=1))
     probs = nli.entailment(PREMISES, HYPOTHESES)

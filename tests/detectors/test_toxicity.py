@@ -193,6 +193,16 @@ def test_a_model_that_is_not_on_disk_names_the_setting(tmp_path: Path) -> None:
         TransformersToxicityScorer(tmp_path / "empty")
 
 
+def test_the_classifier_attends_without_cudnn_attention(tmp_path: Path, monkeypatch) -> None:
+    from tests.detectors.tiny_model import attention_spy
+
+    scorer = TransformersToxicityScorer(
+        _tiny_model(tmp_path / "m", DETOXIFY, "multi_label_classification"), device="cpu")
+    allowed = attention_spy(monkeypatch)
+    scorer.score(TEXTS)
+    assert allowed and not any(allowed)
+
+
 def test_a_half_precision_checkpoint_is_scored_in_fp32_on_a_cpu(tmp_path: Path) -> None:
     from tests.detectors.tiny_model import halve_checkpoint
 

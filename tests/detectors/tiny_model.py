@@ -54,3 +54,18 @@ def halve_checkpoint(folder: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
     config.pop("dtype", None), config.pop("torch_dtype", None)
     (folder / "config.json").write_text(json.dumps(config))
+
+
+def attention_spy(monkeypatch: object) -> list[bool]:
+    """Whether cuDNN's attention was allowed at each call of torch's SDPA from now on."""
+    import torch
+
+    allowed: list[bool] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args: object, **kwargs: object) -> object:
+        allowed.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)  # type: ignore[attr-defined]
+    return allowed
