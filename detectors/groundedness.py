@@ -89,7 +89,9 @@ def split_sentences(text: str) -> list[str]:
 # "1,000.5" (grouped, not glued to a word or a dot) or "1000.5". Written to start with \d, so
 # the regex engine skips to digits instead of trying the lookbehind at every character (4x).
 _NUMBER = re.compile(r"\d(?:(?<![\w.]\d)\d{0,2}(?:,\d{3})+|\d*)(?:\.\d+)?")
-_DIGIT_RUN = re.compile(r"\d{5,}")
+# Runs of 5 digits or more, as \d{5,} finds them; a lookahead the engine tries at digits only
+# is 1.6x faster on long contexts.
+_DIGIT_RUN = re.compile(r"\d(?=\d{4})\d*")
 # The context may spell out a number the response writes in digits ("two hours" vs "2 hours").
 _NUMBER_WORDS = {
     word: str(value) for value, word in enumerate((
@@ -101,6 +103,7 @@ _NUMBER_WORDS = {
      "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000", "dozen": "12",
      "once": "1", "twice": "2", "first": "1", "second": "2", "third": "3", "fourth": "4",
      "fifth": "5", "half": "0.5"}
+_SPELLED = frozenset(_NUMBER_WORDS)
 _WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
 _POSSESSIVE = re.compile(r"['\u2019]s\b")
 # Words that open sentences or clauses rather than names: trimmed from the edges of a name, and
@@ -246,7 +249,7 @@ def _grounding(text: str) -> _Grounding:
     # Cached: records of one request (or the A/B answers of an eval pair) share a context.
     folded = _fold(text)
     words = frozenset(folded.split())
-    spelled = {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
+    spelled = {_NUMBER_WORDS[w] for w in words & _SPELLED}  # the smaller set is walked
     return _Grounding(folded, words, frozenset(_numbers(text)) | spelled,
                       tuple(_DIGIT_RUN.findall(text)))
 

@@ -354,3 +354,18 @@ def _combining_marks() -> dict[int, None]:
     import unicodedata
 
     return {c: None for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c))}
+
+
+
+def test_digit_runs_are_those_of_the_plain_regex() -> None:
+    import re
+
+    from detectors.groundedness import _DIGIT_RUN
+
+    hostile = ["", "...", "Tom's (1,000 m)!", "\u0663\u0664", "a\ud800b \u00bd_\u2163",
+               "20072007 and 1,234567 or \u0661\u0662\u0663\u0664\u0665 1234 12345.678901"]
+    rng = np.random.default_rng(6)
+    texts = hostile + ["".join(rng.choice(list("0123456789 ,.a\u0663"), size=60))
+                        for _ in range(2_000)]
+    for text in texts:
+        assert _DIGIT_RUN.findall(text) == re.findall(r"\d{5,}", text)
