@@ -118,6 +118,13 @@ class WrappedChunkTokenizer:
         prefix, suffix = self._prefix, self._suffix
         return [prefix + ids + suffix for ids in self._chunks.encode(texts)]
 
+    def cut(self, ids: list[int], max_length: int) -> list[int]:
+        """Ids from `encode` cut to `max_length` in all as Hugging Face cuts them: the text's
+        own ids are cut, the special ones after them kept."""
+        if len(ids) <= max_length:
+            return ids
+        return ids[:max_length - len(self._suffix)] + ids[len(ids) - len(self._suffix):]
+
 
 def _wrapping(tokenizer: Any) -> tuple[list[int], list[int]] | None:
     """The ids the post-processor puts before and after a text's own, if they are the same

@@ -175,7 +175,10 @@ class Embedder:
         started = time.perf_counter()
         enc = self._tokenize(texts)
         lengths = np.array([len(ids) for ids in enc["input_ids"]])
-        self.stats.truncated += int((lengths > self.max_length).sum())
+        cut = np.flatnonzero(lengths > self.max_length)
+        self.stats.truncated += cut.size
+        if cut.size:
+            self._cut(texts, enc, cut)
         order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
         result = np.empty((len(texts), self.dim), dtype=np.float32)
         start = 0
@@ -187,7 +190,7 @@ class Embedder:
                    <= self.token_budget):
                 end += 1
             idx = order[start:end]
-            features = {name: [enc[name][i][: self.max_length] for i in idx] for name in enc}
+            features = {name: [enc[name][i] for i in idx] for name in enc}
             result[idx] = self._run(features)
             self.stats.batches.append(len(idx))
             start = end
@@ -201,6 +204,23 @@ class Embedder:
             return {"input_ids": self._chunks.encode(texts)}
         return self.tokenizer(texts, truncation=True, max_length=self.max_length + 1,
                               add_special_tokens=True)
+
+    def _cut(self, texts: list[str], enc: Mapping[str, list[list[int]]],
+             rows: np.ndarray) -> None:
+        """The texts at `rows`, longer than the model takes, cut in `enc` as Hugging Face cuts
+        them: the text's own ids, so the end token (`[SEP]`) stays, as sentence-transformers
+        embeds them (dropping the ids past the limit left it out: cosine 0.997 to the
+        model's own vector of a long text)."""
+        if self._chunks is not None:
+            ids = enc["input_ids"]
+            for i in rows:
+                ids[i] = self._chunks.cut(ids[i], self.max_length)
+            return
+        exact = self.tokenizer([texts[i] for i in rows], truncation=True,
+                               max_length=self.max_length, add_special_tokens=True)
+        for name in enc:
+            for j, i in enumerate(rows):
+                enc[name][i] = exact[name][j]
 
     def _run(self, features: dict[str, list[list[int]]]) -> np.ndarray:
         import torch

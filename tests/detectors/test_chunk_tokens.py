@@ -129,6 +129,11 @@ def test_wrapped_ids_are_the_tokenizers_with_special_tokens_truncated_as_it_trun
     assert got == _wrapped_reference(bert, texts, max_length)
     assert max(map(len, got)) == max_length and min(map(len, got)) == 2  # [CLS] [SEP]
     assert bert.truncation is not None and bert.truncation["max_length"] == 128  # untouched
+    # Read one id longer (the embedder's way to tell a cut text), then cut to the limit: the
+    # ids Hugging Face gives at the limit, [SEP] kept.
+    longer = WrappedChunkTokenizer.create(bert, max_length + 1)
+    assert longer is not None
+    assert [longer.cut(ids, max_length) for ids in _chunked(longer, texts, 100)] == got
 
 
 def test_a_post_processor_that_does_more_than_wrap_a_text_is_not_chunked(
