@@ -42,6 +42,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     throughput.add_argument("--rounds", type=int, default=3,
                             help="timed rounds of each path, or of each N with --workers "
                                  "(median and spread)")
+    embed = bench_sub.add_parser(
+        "embed", help="texts/s of the shared embedder alone vs naive encode, same texts"
+    )
+    embed.add_argument("--records", type=int, default=2_000,
+                       help="records a round; their prompts and responses are embedded")
+    embed.add_argument("--batch", type=int, default=1_000,
+                       help="texts per call of the embedder (a pipeline batch's worth)")
+    embed.add_argument("--rounds", type=int, default=3,
+                       help="timed rounds of each path (median and spread)")
     rules_bench = bench_sub.add_parser(
         "rules", help="each rule's false decisions on clean real text and delay on a regression"
     )
@@ -93,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
         return bench_drift(args.ert, args.window, args.runs, args.clean_records,
                            args.alibi_python, args.questions)
+    if args.bench == "embed":
+        from monitor.local.bench_embed import bench_embed
+
+        return bench_embed(args.records, args.batch, args.rounds)
     if args.bench == "rules":
         from monitor.local.bench_rules import run_bench_rules
 
