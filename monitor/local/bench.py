@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaProducer
 
@@ -50,15 +51,20 @@ def texts_of(records: list[dict[str, object]]) -> list[str]:
     return texts
 
 
-def _naive_encode(texts: list[str], device: str) -> float:
-    """The baseline: plain SentenceTransformer.encode on every text, as most monitors call it."""
+def naive_model(device: str, model: str | None = None) -> Any:
+    """The baselines' model: a plain SentenceTransformer, as most monitors load it."""
     from sentence_transformers import SentenceTransformer
 
     from detectors.embedder import resolve_model_path
     from detectors.load_report import quiet_model_loading
 
     quiet_model_loading()  # as the daemon's own embedder does
-    model = SentenceTransformer(resolve_model_path(None), device=device, local_files_only=True)
+    return SentenceTransformer(resolve_model_path(model), device=device, local_files_only=True)
+
+
+def _naive_encode(texts: list[str], device: str) -> float:
+    """The baseline: plain SentenceTransformer.encode on every text, as most monitors call it."""
+    model = naive_model(device)
     model.encode(texts[:8])  # the first call's one-off set-up is not the steady rate
     started = time.perf_counter()
     model.encode(texts, normalize_embeddings=True)

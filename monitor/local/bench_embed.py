@@ -18,21 +18,17 @@ from collections.abc import Callable
 import numpy as np
 
 from monitor.local import traffic
-from monitor.local.bench import texts_of
+from monitor.local.bench import naive_model, texts_of
 from monitor.local.figures import summary
 
 
 def bench_embed(records: int, batch: int, rounds: int, model: str | None = None) -> int:
     """Texts/s of driftwatch's embedder and of naive encode, median (min-max) of `rounds`."""
-    from sentence_transformers import SentenceTransformer
-
-    from detectors.embedder import Embedder, pick_device, resolve_model_path
-    from detectors.load_report import quiet_model_loading
+    from detectors.embedder import Embedder, pick_device
 
     device = pick_device("auto")
     ours = Embedder(model, device=device)
-    quiet_model_loading()
-    naive = SentenceTransformer(resolve_model_path(model), device=device, local_files_only=True)
+    naive = naive_model(device, model)
     pool = [traffic.unrepeated(r, i) for i, r in enumerate(traffic.wire_records(
         records * (rounds + 1), seed=31, start_ms=traffic.FIXED_START_MS))]
     rounds_texts = [texts_of(pool[i * records:(i + 1) * records]) for i in range(rounds + 1)]

@@ -117,8 +117,8 @@ def test_fp32_precision_computes_in_fp32_from_a_half_precision_checkpoint(tmp_pa
 
 
 def test_the_transformer_attends_without_cudnn_attention(tmp_path, monkeypatch) -> None:
-    """cuDNN's attention builds a plan per input shape (most of an H200 scoring process's
-    time); the embedder's forward leaves it out."""
+    """cuDNN's attention builds a plan per input shape (a third to a half of an H200 scoring
+    process's busy time); the embedder's forward leaves it out."""
     from tests.detectors.tiny_model import attention_spy, tiny_sentence_transformer
 
     embedder = Embedder(str(tiny_sentence_transformer(tmp_path / "m", seed=3)), device="cpu",
