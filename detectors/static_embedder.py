@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +146,24 @@ def _static_name(source: str, fingerprint: str) -> str:
 @functools.cache
 def _chunked_model_class() -> type:
     """model2vec's StaticModel whose tokenize reads the ids of a text's chunks from a cache
-    (the same ids: see detectors/chunk_tokens.py) where its tokenizer allows."""
+    (the same ids: see detectors/chunk_tokens.py) where its tokenizer allows, and whose
+    means are one sparse product a batch (`pool`)."""
     from model2vec import StaticModel
 
     class ChunkedStaticModel(StaticModel):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.chunks = ChunkTokenizer(self.tokenizer) if supports(self.tokenizer) else None
+            # model2vec keeps the distilled table in float16; the product reads it in float32
+            # (30 MB for the default model's 30k x 256), where numpy's float16 is slow.
+            self.table32 = np.asarray(self.embedding, dtype=np.float32)
+
+        def _encode_batch(self, sentences: Sequence[str], normalize: bool) -> np.ndarray:
+            out = pool(self.tokenize(sentences=sentences), self.table32,
+                       self.token_mapping, self.weights)
+            if normalize:  # as model2vec's
+                out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-32
+            return out
 
         def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
             if self.chunks is None:
@@ -162,6 +174,27 @@ def _chunked_model_class() -> type:
             return [[i for i in row if i != self.unk_token_id] for row in ids]  # as model2vec
 
     return ChunkedStaticModel
+
+
+def pool(ids: Sequence[Sequence[int]], table: np.ndarray, token_mapping: np.ndarray | None = None,
+         weights: np.ndarray | None = None) -> np.ndarray:
+    """Each text's mean of its tokens' rows (weighted and remapped as model2vec's
+    `_encode_batch` does; a text without tokens: a zero row), as one sparse (texts x
+    vocabulary) by dense product. model2vec's own loop groups texts by length and averages a
+    gathered float16 block per group: five times the time of this on HaluEval texts (about
+    100 tokens each) in batches of 40, the cache's misses per pipeline batch."""
+    from scipy import sparse
+
+    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum()))
+    rows = flat if token_mapping is None else np.asarray(token_mapping)[flat]
+    counts = np.ones(len(flat), np.float32) if weights is None else \
+        np.asarray(weights, dtype=np.float32)[flat]
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    # Repeated tokens are repeated entries of a row: the product sums them, as the mean does.
+    tokens = sparse.csr_matrix((counts, rows, indptr), shape=(len(ids), len(table)))
+    return np.asarray(tokens @ table, dtype=np.float32) \
+        / np.maximum(lengths, 1).astype(np.float32)[:, None]
 
 
 class StaticEmbedder:

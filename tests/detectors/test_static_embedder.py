@@ -157,8 +157,11 @@ def test_a_text_met_again_is_not_tokenized_again_and_gets_the_same_vector(
     np.testing.assert_array_equal(np.vstack([alone.encode([t]) for t in TEXTS]), first[:4])
 
 
-def test_chunked_tokenizing_gives_model2vecs_own_vectors_to_the_bit(
+def test_chunked_tokenizing_and_pooling_give_model2vecs_own_vectors(
         tiny: Path, tmp_path: Path) -> None:
+    """The same token ids to the bit; the same means (encode's truncation at 64 tokens
+    included), but for model2vec's rounding of each mean to float16 (its table's type; ours
+    are float32)."""
     from model2vec import StaticModel
 
     from monitor.local.traffic import load_examples
@@ -170,8 +173,26 @@ def test_chunked_tokenizing_gives_model2vecs_own_vectors_to_the_bit(
     plain = StaticModel.from_pretrained(static.table.path, force_download=False)
     theirs = plain.encode(texts, max_length=64, use_multiprocessing=False, normalize=False)
     ours = static._model.encode(texts, max_length=64, use_multiprocessing=False, normalize=False)
-    assert ours.dtype == theirs.dtype and len(static._model.chunks._ids) > 500
-    np.testing.assert_array_equal(ours, theirs)
+    assert static._model.tokenize(texts) == plain.tokenize(texts)
+    assert len(static._model.chunks._ids) > 500
+    assert theirs.dtype == np.float16 and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=2**-10, atol=2**-24)
+    assert not ours[TEXTS.index("") - len(TEXTS) - 3].any()  # no tokens: a zero row
+
+
+def test_pool_weights_and_remaps_tokens_as_model2vec_does() -> None:
+    from detectors.static_embedder import pool
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((50, 8)).astype(np.float32)
+    weights, mapping = rng.random(50).astype(np.float32), rng.integers(0, 50, 50)
+    ids = [[1, 2, 2, 3], [], [49, 0], [7]]
+    want = np.vstack([(table[mapping[x]] * weights[x][:, None]).mean(axis=0) if x
+                      else np.zeros(8) for x in ids])  # model2vec's _encode_helper, then mean
+    np.testing.assert_allclose(pool(ids, table, mapping, weights), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(pool(ids, table), np.vstack(
+        [table[x].mean(axis=0) if x else np.zeros(8) for x in ids]), rtol=1e-6, atol=1e-7)
+    assert pool([], table).shape == (0, 8)
 
 
 def test_linear_toxicity_reads_the_static_response_vectors_from_the_cache(
