@@ -126,14 +126,17 @@ class Metrics:
 class Daemon:
     """`driftwatch run` as a real process, scraped over HTTP."""
 
-    def __init__(self, config: Path, port: int, log: Path, args: Sequence[str] = ()) -> None:
-        """`args`: more `driftwatch run` arguments, such as ("--stage", "decide")."""
+    def __init__(self, config: Path, port: int, log: Path, args: Sequence[str] = (),
+                 cpus: set[int] | None = None) -> None:
+        """`args`: more `driftwatch run` arguments, such as ("--stage", "decide"); `cpus`:
+        the only CPUs it may run on (its children inherit them), as a container's cpuset."""
         self.port = port
         self.log = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--config", str(config), *args],
             stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env,  # noqa: SIM115
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
 
     def get(self, path: str) -> httpx.Response:

@@ -32,8 +32,8 @@ def names() -> Callable[[str], str]:
 def daemons(tmp_path: Path) -> Iterator[Callable[[Path, int], Daemon]]:
     started: list[Daemon] = []
 
-    def start(config: Path, port: int, *args: str) -> Daemon:
-        d = Daemon(config, port, tmp_path / f"daemon-{len(started)}.log", args)
+    def start(config: Path, port: int, *args: str, cpus: set[int] | None = None) -> Daemon:
+        d = Daemon(config, port, tmp_path / f"daemon-{len(started)}.log", args, cpus)
         started.append(d)
         return d
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from monitor.app import daemon
+from monitor.app.worker_count import cpu_cores
 from monitor.config import Config
 
 log = logging.getLogger("driftwatch")
@@ -94,7 +95,7 @@ def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda _signum, _frame: stop.set())
     base = config.metrics.port
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, cpu_cores() // workers)
     pool = [Worker(i, config_path, base + i if base else 0, threads)
             for i in range(1, workers + 1)]
     for worker in pool:

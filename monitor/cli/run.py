@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from monitor.cli.common import DEFAULT_CONFIG, exit_past_busy_workers, setup_logging
@@ -16,10 +17,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="all: score and decide in this process (default); score: score and "
                           "write to kafka.scored_topic; decide: drift, rules and the canary "
                           "gate on the scored topic (a split deployment)")
-    run.add_argument("--workers", type=int, default=1,
+    run.add_argument("--workers", type=_workers, default=1,
                      help="scoring processes on this machine (default 1: score and decide in "
                           "this one). With N > 1, N `--stage score` processes (metrics on the "
-                          "configured port + 1..N) and, for --stage all, this process decides")
+                          "configured port + 1..N) and, for --stage all, this process decides. "
+                          "auto: one per CPU core, no more than the GPU's free memory holds")
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: allowed auto or a whole number, 1 or more")
+    return count
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,14 +48,19 @@ def run(args: argparse.Namespace) -> int:
     from monitor.pipeline.checkpoint import CheckpointInUse
     from monitor.pipeline.reference import ReferenceStoreError
 
-    if args.workers < 1:
-        print(f"driftwatch: --workers {args.workers}: allowed 1 or more", file=sys.stderr)
-        return 2
-    if args.workers > 1 and args.stage == "decide":
+    if args.workers != 1 and args.stage == "decide":
         print("driftwatch: --workers starts scoring processes; --stage decide scores nothing",
               file=sys.stderr)
         return 2
     try:
+        if args.workers == "auto":
+            from monitor.app.worker_count import auto_workers
+
+            count = auto_workers(config)
+            logging.getLogger("driftwatch").info(
+                "--workers auto: %d scoring process%s (%s)", count.workers,
+                "es" if count.workers > 1 else "", count.reason)
+            args.workers = count.workers
         if args.workers > 1:
             from pathlib import Path
 

@@ -189,7 +189,9 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
             "min_records": 100}}],
         outbox={"path": str(tmp_path / "outbox")},
         checkpoint={"path": str(tmp_path / "state" / "checkpoint.bin"), "interval_seconds": 1})
-    parent = daemons(config, port, "--workers", "2")
+    # --workers auto on two CPUs (a cpuset of two) where the machine has them: two workers.
+    cpus = set(sorted(os.sched_getaffinity(0))[:2])
+    parent = daemons(config, port, "--workers", "auto" if len(cpus) == 2 else "2", cpus=cpus)
     parent.wait_ready()
     workers = [port + 1, port + 2]
 
@@ -223,6 +225,7 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
              >= len(ids), 120, "every scored record to be decided")
     assert parent.terminate(timeout_s=90) == 0
     log = parent.log.read_text()
+    assert len(cpus) < 2 or "--workers auto: 2 scoring processes (2 CPU cores" in log
     assert "scoring worker 1 exited with -9; starting it again" in log
     assert "scoring workers stopped: exit codes [0, 0]" in log
     fired = {k[0] for k, _ in _decisions(tmp_path / "outbox").values() if k[2] == "firing"}
