@@ -1,7 +1,7 @@
 """`driftwatch run --workers auto`: how many scoring processes this machine takes.
 
-On a CPU, one per core this process may use: its CPU affinity, capped by a cgroup v2 CPU
-quota (a container's CPU limit, which `os.cpu_count()` does not see). A scoring process keeps
+On a CPU, one per core this process may use: its CPU affinity, capped by a cgroup CPU quota
+(a container's CPU limit, which `os.cpu_count()` does not see). A scoring process keeps
 about one core busy (Python work under one GIL), so more would only take turns.
 
 On a GPU, also no more than its free memory holds: each process loads its own copy of the
@@ -26,6 +26,7 @@ PROCESS_ALLOWANCE_BYTES = 1536 * 2**20
 FREE_SHARE = 0.9  # of the GPU's free memory, the rest left to other tenants and fragmentation
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,28 @@ class WorkerCount:
     reason: str
 
 
-def cpu_cores(cpu_max: Path = _CGROUP_CPU_MAX) -> int:
-    """Cores this process may run on: its affinity, capped by a cgroup v2 quota (rounded up:
-    a quota of 1.5 cores still runs two processes side by side half the time)."""
+def cpu_cores(cpu_max: Path = _CGROUP_CPU_MAX, cfs: Path = _CGROUP_V1_CPU) -> int:
+    """Cores this process may run on: its affinity, capped by a cgroup CPU quota (v2's
+    `cpu.max`, else v1's `cpu.cfs_quota_us`), rounded up: a quota of 1.5 cores still runs two
+    processes side by side half the time."""
     cores = len(os.sched_getaffinity(0))
+    quota = _quota(cpu_max, cfs)
+    return cores if quota is None else max(1, min(cores, math.ceil(quota)))
+
+
+def _quota(cpu_max: Path, cfs: Path) -> float | None:
+    """The cgroup's CPU quota in cores; None when there is none (or none readable)."""
     try:
         quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
-        return cores
-    if quota == "max":
-        return cores
-    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+        pass
+    try:
+        quota_us = int((cfs / "cpu.cfs_quota_us").read_text())
+        period_us = int((cfs / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
 
 
 def model_bytes(paths: list[str]) -> int:

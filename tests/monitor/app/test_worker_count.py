@@ -30,12 +30,22 @@ def test_cores_are_the_affinity_capped_by_a_cgroup_quota(
     path = tmp_path / "cpu.max"
     if cpu_max is not None:
         path.write_text(cpu_max)
-    assert cpu_cores(path) == (affinity if cap is None else min(affinity, cap))
+    assert cpu_cores(path, tmp_path / "no-v1") == (affinity if cap is None else min(affinity, cap))
+
+
+@pytest.mark.parametrize(("quota_us", "cap"), [("-1", None), ("250000", 3), ("20000", 1)])
+def test_a_cgroup_v1_quota_caps_them_where_there_is_no_v2_one(
+        tmp_path: Path, quota_us: str, cap: int | None) -> None:
+    (tmp_path / "cpu.cfs_quota_us").write_text(quota_us + "\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    affinity = len(os.sched_getaffinity(0))
+    assert cpu_cores(tmp_path / "no-cpu.max", tmp_path) == (
+        affinity if cap is None else min(affinity, cap))
 
 
 def test_a_quota_larger_than_the_affinity_does_not_raise_it(tmp_path: Path) -> None:
     (tmp_path / "cpu.max").write_text("6400000 100000\n")  # 64 cores' worth
-    assert cpu_cores(tmp_path / "cpu.max") == len(os.sched_getaffinity(0))
+    assert cpu_cores(tmp_path / "cpu.max", tmp_path) == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize(("cores", "free_gib", "each_gib", "workers"), [
