@@ -51,6 +51,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="texts per call of the embedder (a pipeline batch's worth)")
     embed.add_argument("--rounds", type=int, default=3,
                        help="timed rounds of each path (median and spread)")
+    decide = bench_sub.add_parser(
+        "decide", help="records/s one deciding process decides vs a raw loop reading them"
+    )
+    decide.add_argument("--records", type=int, default=50_000,
+                        help="scored records a round (the topic filled before the clock starts)")
+    decide.add_argument("--partitions", type=int, default=4,
+                        help="partitions of the scored topic")
+    decide.add_argument("--rounds", type=int, default=3,
+                        help="timed rounds of each path (median and spread)")
     rules_bench = bench_sub.add_parser(
         "rules", help="each rule's false decisions on clean real text and delay on a regression"
     )
@@ -106,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         from monitor.local.bench_embed import bench_embed
 
         return bench_embed(args.records, args.batch, args.rounds)
+    if args.bench == "decide":
+        from monitor.local.bench_decide import bench_decide
+
+        return bench_decide(args.records, args.rounds, args.partitions)
     if args.bench == "rules":
         from monitor.local.bench_rules import run_bench_rules
 

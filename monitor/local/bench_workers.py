@@ -205,15 +205,8 @@ class _Daemon:
         drift detectors are calibrated: a calibration still running would take CPU from the
         timed rounds, and its result is taken up by the segment's next record."""
         self._last_s = self._send(records, 100, traffic.FIXED_START_MS) / 2  # models load
-        trickle = 0
-        deadline = time.monotonic() + 1_800
-        while not drift_armed(_samples(self.metrics)):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the drift detectors were not calibrated in 30 min")
-            trickle += 1
-            self._send(20, 10_000 + trickle,
-                       traffic.FIXED_START_MS + 1_800_000 + trickle * 5_000)
-            time.sleep(1.0)
+        trickle_until_armed(self.metrics, lambda i: self._send(
+            20, 10_000 + i, traffic.FIXED_START_MS + 1_800_000 + i * 5_000))
 
     def pause(self) -> None:
         _signal_tree(self.process.pid, signal.SIGSTOP)
@@ -279,13 +272,19 @@ class _Daemon:
         return _dead(self.process, self.work)
 
     def _stop(self) -> None:
-        with suppress(psutil.Error):  # a stopped process would not act on SIGTERM
-            _signal_tree(self.process.pid, signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_tree(self.process)
+
+
+def stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Continue a (maybe stopped) daemon and its children, then stop it: SIGTERM, and
+    SIGKILL when it is not gone in two minutes."""
+    with suppress(psutil.Error):  # a stopped process would not act on SIGTERM
+        _signal_tree(process.pid, signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _progress(line: str) -> None:
@@ -341,6 +340,19 @@ def _count(samples: Sequence[Sample], outcome: str) -> float:
 def _last_processed(samples: Sequence[Sample]) -> float:
     return next((s.value for s in samples
                  if s.name == "driftwatch_last_processed_timestamp_seconds"), 0.0)
+
+
+def trickle_until_armed(metrics: httpx.Client, send: Callable[[int], object]) -> None:
+    """`send(i)` the i-th trickle of records (i from 1), a second apart, until every tracked
+    segment's drift detectors are calibrated; 30 minutes at most."""
+    trickle = 0
+    deadline = time.monotonic() + 1_800
+    while not drift_armed(_samples(metrics)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the drift detectors were not calibrated in 30 min")
+        trickle += 1
+        send(trickle)
+        time.sleep(1.0)
 
 
 def drift_armed(samples: Sequence[Sample]) -> bool:

@@ -8,7 +8,7 @@ from monitor.cli import main
 
 
 @pytest.mark.parametrize("argv", [["throughput"], ["throughput", "--workers", "1", "2"],
-                                  ["consume"]])
+                                  ["consume"], ["decide"]])
 def test_bench_refuses_zero_rounds_naming_the_flag(argv: list[str], capsys) -> None:
     assert main(["bench", *argv, "--rounds", "0"]) == 2
     assert "--rounds 0: give 1 or more" in capsys.readouterr().err
