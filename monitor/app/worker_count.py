@@ -88,16 +88,15 @@ def auto_workers(config: Config) -> WorkerCount:
     cores = cpu_cores()
     device = pick_device(config.scoring.device)
     if not device.startswith("cuda"):
-        return WorkerCount(cores, f"{cores} CPU cores, no GPU")
+        return WorkerCount(cores, f"{cores} CPU cores, scoring on {device}")
     import torch
 
     from detectors.embedder import SETTING, resolve_model_path
 
     free, _total = torch.cuda.mem_get_info(device)
     models = [resolve_model_path(config.scoring.embedding.model, SETTING)]
-    if config.scoring.groundedness.nli_model:
-        models.append(config.scoring.groundedness.nli_model)
-    toxicity = config.scoring.toxicity.model
-    if toxicity and Path(toxicity).expanduser().is_dir():
-        models.append(str(Path(toxicity).expanduser()))
+    # The NLI model and a transformer toxicity classifier are local directories when set.
+    for other in (config.scoring.groundedness.nli_model, config.scoring.toxicity.model):
+        if other and Path(other).expanduser().is_dir():
+            models.append(str(Path(other).expanduser()))
     return gpu_workers(cores, free, model_bytes(models) + PROCESS_ALLOWANCE_BYTES)
