@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -36,16 +36,15 @@ from monitor.local import traffic
 from monitor.local.bench_workers import (
     _MODEL_SCORERS,
     STATIC_DIR,
-    _count,
     _dead,
-    _last_processed,
     _progress,
     _ready,
-    _samples,
     _signal_tree,
     _stopped,
     stop_tree,
+    timed_end,
     trickle_until_armed,
+    wait_counted,
     wait_for,
 )
 from monitor.local.broker import LocalBroker, free_port
@@ -64,9 +63,10 @@ def bench_decide(records: int, rounds: int, partitions: int, warmup_records: int
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dw-bench-decide-")))
         broker = stack.enter_context(LocalBroker(log_file=work / "tansu.log"))
         broker.create_topics([(SCORED_TOPIC, partitions), (RAW_TOPIC, partitions)])
-        config = _write_config(work, broker.bootstrap, warmup_records, n_bootstraps)
+        port = free_port()
+        config = _write_config(work, broker.bootstrap, port, warmup_records, n_bootstraps)
         pool = _scored_pool(config, min(records, _DISTINCT))
-        decider = stack.enter_context(_Decider(config, work))
+        decider = stack.enter_context(_Decider(config, port, work))
         feed = _Feed(pool, broker.bootstrap)
         decider.wait_ready()
         started = time.monotonic()
@@ -103,13 +103,14 @@ def bench_decide(records: int, rounds: int, partitions: int, warmup_records: int
 _KEY = scored.partition_key(["model"], canary=False)
 
 
-def _write_config(work: Path, bootstrap: str, warmup_records: int, n_bootstraps: int) -> Path:
+def _write_config(work: Path, bootstrap: str, port: int, warmup_records: int,
+                  n_bootstraps: int) -> Path:
     config = work / "dw.yaml"
     config.write_text(yaml.safe_dump({
         "kafka": {"bootstrap_servers": [bootstrap], "topic": "bench-decide-input",
                   "group_id": "bench-decide", "scored_topic": SCORED_TOPIC,
                   "session_timeout_ms": 30_000, "max_poll_interval_ms": 240_000},
-        "metrics": {"port": free_port(), "labels": ["model"]}, "scorers": _MODEL_SCORERS,
+        "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
         "scoring": {"models_dir": str(STATIC_DIR), "embedding": {"backend": "static"}},
         "drift": {"enabled": True, "embedding": {"n_bootstraps": n_bootstraps},
                   "reference": {"warmup_records": warmup_records,
@@ -198,12 +199,10 @@ def _raw_round(feed: _Feed, bootstrap: str, n: int, start_ms: int) -> float:
 class _Decider:
     """`driftwatch run --stage decide` on the bench's broker, with its metrics client."""
 
-    def __init__(self, config: Path, work: Path) -> None:
+    def __init__(self, config: Path, port: int, work: Path) -> None:
         self._stack = ExitStack()
-        self.work, self._decided = work, 0
+        self.work, self._port, self._decided = work, port, 0
         self._last_s = 0.0
-        port = yaml.safe_load(config.read_text())["metrics"]["port"]
-        self._port = port
         log = self._stack.enter_context(open(work / "daemon.log", "ab"))  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--config", str(config), "--stage",
@@ -250,30 +249,16 @@ class _Decider:
         """Produce `n` scored records (the process stopped meanwhile when `timed`) and wait
         until they are decided: the seconds from all in the topic to all decided."""
         messages = feed.messages(n, start_ms)
-        if timed:
-            with _stopped(self.process.pid):
-                feed.produce(SCORED_TOPIC, messages)
-                started_at = time.time()  # the daemon dates its batches on this clock
-        else:
+        with _stopped(self.process.pid) if timed else nullcontext():
             feed.produce(SCORED_TOPIC, messages)
-            started_at = time.time()
+            started = time.perf_counter()
+            started_at = time.time()  # the daemon dates its batches on this clock
         self._decided += n
-        target = self._decided
-        if timed:
-            time.sleep(self._last_s)  # asleep through the expected length: no scrapes
-        ended_at = 0.0
-
-        def done() -> bool:
-            nonlocal ended_at
-            samples = _samples(self.metrics)
-            ended_at = _last_processed(samples)
-            return _count(samples, "decided") >= target or _dead(self.process, self.work)
-
-        wait_for(done, 3_600, f"{target} records decided", interval_s=0.5 if timed else 0.2)
-        if timed and ended_at <= started_at:
-            raise RuntimeError(f"the daemon's last batch is dated {ended_at:.3f}, before the "
-                               f"round started ({started_at:.3f})")
-        return ended_at - started_at if timed else time.time() - started_at
+        if not timed:
+            wait_counted(self.metrics, self.process, self.work, "decided", self._decided)
+            return time.perf_counter() - started
+        return timed_end(self.metrics, self.process, self.work, "decided", self._decided,
+                         started_at, self._last_s)
 
     def _stop(self) -> None:
         stop_tree(self.process)

@@ -194,8 +194,8 @@ class _Daemon:
                                                                 range(1, self.workers + 1))]
 
     def wait_ready(self) -> None:
-        wait_for(lambda: all(_ready(p) for p in self._ports) or self._dead(), 600,
-                 "the daemon and its workers to be ready")
+        wait_for(lambda: all(_ready(p) for p in self._ports) or _dead(self.process, self.work),
+                 600, "the daemon and its workers to be ready")
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
@@ -241,35 +241,11 @@ class _Daemon:
             started_at = time.time()  # the daemon dates its batches on this clock
         producer.close()
         self._done += n
-        target = self._done
         if not timed:
-            wait_for(lambda: self._progress()[0] >= target or self._dead(), 3_600,
-                     f"{target} records {self._outcome}")
+            wait_counted(self.metrics, self.process, self.work, self._outcome, self._done)
             return time.perf_counter() - started
-        # Asleep through the round's expected length, then a scrape every half second: the
-        # end is the daemon's own time of its last batch, read in the scrape that shows the
-        # round done, so the polling neither takes CPU from the round nor lengthens it.
-        time.sleep(self._last_s)
-        ended_at = 0.0
-
-        def done() -> bool:
-            nonlocal ended_at
-            count, ended_at = self._progress()
-            return count >= target or self._dead()
-
-        wait_for(done, 3_600, f"{target} records {self._outcome}", interval_s=0.5)
-        if ended_at <= started_at:
-            raise RuntimeError(f"the daemon's last batch is dated {ended_at:.3f}, before the "
-                               f"round started ({started_at:.3f})")
-        return ended_at - started_at
-
-    def _progress(self) -> tuple[float, float]:
-        """Records counted so far, and when this process last finished a batch (one scrape)."""
-        samples = _samples(self.metrics)
-        return _count(samples, self._outcome), _last_processed(samples)
-
-    def _dead(self) -> bool:
-        return _dead(self.process, self.work)
+        return timed_end(self.metrics, self.process, self.work, self._outcome, self._done,
+                         started_at, self._last_s)
 
     def _stop(self) -> None:
         stop_tree(self.process)
@@ -340,6 +316,36 @@ def _count(samples: Sequence[Sample], outcome: str) -> float:
 def _last_processed(samples: Sequence[Sample]) -> float:
     return next((s.value for s in samples
                  if s.name == "driftwatch_last_processed_timestamp_seconds"), 0.0)
+
+
+def wait_counted(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Path,
+                 outcome: str, target: int) -> None:
+    """Until the daemon's `outcome` count reaches `target` (an untimed round)."""
+    wait_for(lambda: _count(_samples(metrics), outcome) >= target or _dead(process, work),
+             3_600, f"{target} records {outcome}")
+
+
+def timed_end(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Path,
+              outcome: str, target: int, started_at: float, expected_s: float) -> float:
+    """Seconds from `started_at` (wall clock) to the end of the daemon's batch that brought
+    its `outcome` count to `target`. Asleep through the round's expected length, then a scrape
+    every half second: the end is the daemon's own time of its last batch, read in the scrape
+    that shows the round done, so the polling neither takes CPU from the round nor lengthens
+    it."""
+    time.sleep(expected_s)
+    ended_at = 0.0
+
+    def done() -> bool:
+        nonlocal ended_at
+        samples = _samples(metrics)
+        ended_at = _last_processed(samples)
+        return _count(samples, outcome) >= target or _dead(process, work)
+
+    wait_for(done, 3_600, f"{target} records {outcome}", interval_s=0.5)
+    if ended_at <= started_at:
+        raise RuntimeError(f"the daemon's last batch is dated {ended_at:.3f}, before the "
+                           f"round started ({started_at:.3f})")
+    return ended_at - started_at
 
 
 def trickle_until_armed(metrics: httpx.Client, send: Callable[[int], object]) -> None:
