@@ -7,6 +7,8 @@ change detectors (ADWIN on rates, Page-Hinkley on means) for early signals.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,11 +36,21 @@ class FeatureTest:
 
 def psi(reference: np.ndarray, window: np.ndarray, bins: int = PSI_BINS) -> float:
     """Population stability index over the reference's quantile bins (Yurdakul 2018)."""
+    return _psi(*psi_bins(reference, bins), window)
+
+
+def psi_bins(reference: np.ndarray, bins: int = PSI_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's quantile bin edges (open at both ends) and its share in each bin."""
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
     if edges.size < 2:
-        return 0.0
+        return edges, np.empty(0)
     edges[0], edges[-1] = -np.inf, np.inf
-    expected = np.histogram(reference, edges)[0] / reference.size
+    return edges, np.histogram(reference, edges)[0] / reference.size
+
+
+def _psi(edges: np.ndarray, expected: np.ndarray, window: np.ndarray) -> float:
+    if edges.size < 2:
+        return 0.0
     actual = np.histogram(window, edges)[0] / window.size
     expected, actual = np.maximum(expected, _EPS), np.maximum(actual, _EPS)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
@@ -46,16 +58,74 @@ def psi(reference: np.ndarray, window: np.ndarray, bins: int = PSI_BINS) -> floa
 
 def chi2_categories(reference: Sequence[str], window: Sequence[str]) -> tuple[float, float]:
     """Chi-square test of homogeneity between the category counts of two samples."""
-    categories = sorted(set(reference) | set(window))
+    return chi2_counts(Counter(reference), Counter(window))
+
+
+def chi2_counts(reference: Mapping[str, int], window: Mapping[str, int]) -> tuple[float, float]:
+    """`chi2_categories` on the two samples' counts per category."""
+    categories = sorted(reference.keys() | window.keys())
     if len(categories) < 2:
         return 0.0, 1.0
-    index = {c: i for i, c in enumerate(categories)}
-    table = np.zeros((2, len(categories)))
-    for row, sample in enumerate((reference, window)):
-        for value in sample:
-            table[row, index[value]] += 1
+    table = np.array([[reference.get(c, 0) for c in categories],
+                      [window.get(c, 0) for c in categories]], dtype=np.float64)
     result = stats.chi2_contingency(table)
     return float(result.statistic), float(result.pvalue)
+
+
+# scipy's two-sample KS p-value is exact while both samples have at most this many values (its
+# method "auto"), and then it depends on the two sizes and the statistic's lattice point
+# h = D x lcm(n1, n2) only; past it, on D itself (Smirnov's asymptotic formula).
+_KS_EXACT_UP_TO = 10_000
+# (n1, n2, h) -> scipy's (statistic, p-value). The exact p-value costs 0.1 to 1 ms a test,
+# most of a window's tests; windows of one size against one reference land on a few hundred
+# lattice points, so nearly every test after the first windows is a lookup. Cleared when full.
+_KS_RESULTS: dict[tuple[int, int, int], tuple[float, float]] = {}
+_KS_REMEMBERED = 50_000
+
+
+def ks_sorted(reference: np.ndarray, window: np.ndarray) -> tuple[float, float]:
+    """scipy's two-sided `ks_2samp` of two sorted samples, (statistic, p-value): its values to
+    the bit, with exact p-values remembered by sample sizes and statistic.
+
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = np.sort(rng.normal(size=300)), np.sort(rng.normal(0.3, 1, size=200))
+    >>> ks_sorted(a, b) == tuple(float(v) for v in stats.ks_2samp(a, b)[:2])
+    True
+    """
+    n1, n2 = reference.size, window.size
+    if max(n1, n2) > _KS_EXACT_UP_TO:
+        found = stats.ks_2samp(reference, window)
+        return float(found.statistic), float(found.pvalue)
+    # D as ks_2samp computes it (the largest gap between the two empirical CDFs).
+    every = np.concatenate([reference, window])
+    gaps = (np.searchsorted(reference, every, side="right") / n1
+            - np.searchsorted(window, every, side="right") / n2)
+    lcm = n1 // math.gcd(n1, n2) * n2
+    key = (n1, n2, int(np.round(float(np.abs(gaps).max()) * lcm)))
+    known = _KS_RESULTS.get(key)
+    if known is None:
+        found = stats.ks_2samp(reference, window)
+        known = float(found.statistic), float(found.pvalue)
+        if known[0] == key[2] / lcm:  # scipy's exact path (it returns D on the lattice)
+            if len(_KS_RESULTS) >= _KS_REMEMBERED:
+                _KS_RESULTS.clear()
+            _KS_RESULTS[key] = known
+    return known
+
+
+@dataclass(frozen=True)
+class _NumericReference:
+    """What every window's tests of one feature read from its reference, computed once."""
+
+    values: np.ndarray  # sorted, finite
+    scale: float  # standard deviation (1 when 0): the Wasserstein distance's unit
+    psi_edges: np.ndarray
+    psi_expected: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _NumericReference:
+        ordered = np.sort(values)
+        return cls(ordered, float(values.std()) or 1.0, *psi_bins(ordered))
 
 
 class WindowedFeatureDrift:
@@ -111,20 +181,32 @@ class WindowedFeatureDrift:
             if self._count == self.window_size:
                 self._test_window()
 
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self).items() if k != "_prepared"}  # derived; rebuilt
+
+    def _references(self) -> tuple[dict[str, _NumericReference], dict[str, Counter[str]]]:
+        prepared = self.__dict__.get("_prepared")
+        if prepared is None:
+            prepared = self._prepared = (
+                {k: _NumericReference.of(v) for k, v in self.reference.items() if v.size >= 2},
+                {k: Counter(v) for k, v in self.categorical_reference.items()})
+        return prepared
+
     def _test_window(self) -> None:
+        numeric, categorical = self._references()
         results: list[tuple[str, str, float, float, float, float]] = []
         for name, parts in self._numeric.items():
-            window = _finite(np.concatenate(parts)) if parts else np.empty(0)
-            ref = self.reference[name]
-            if window.size < 2 or ref.size < 2:
+            window = np.sort(_finite(np.concatenate(parts))) if parts else np.empty(0)
+            ref = numeric.get(name)
+            if window.size < 2 or ref is None:
                 continue
-            ks = stats.ks_2samp(ref, window)
-            scale = float(ref.std()) or 1.0
-            results.append((name, "ks", float(ks.statistic), float(ks.pvalue),
-                            stats.wasserstein_distance(ref, window) / scale, psi(ref, window)))
+            statistic, p = ks_sorted(ref.values, window)
+            results.append((name, "ks", statistic, p,
+                            stats.wasserstein_distance(ref.values, window) / ref.scale,
+                            _psi(ref.psi_edges, ref.psi_expected, window)))
         for name, values in self._categorical.items():
             if values:
-                statistic, p = chi2_categories(self.categorical_reference[name], values)
+                statistic, p = chi2_counts(categorical[name], Counter(values))
                 results.append((name, "chi2", statistic, p, float("nan"), float("nan")))
         q = stats.false_discovery_control([r[3] for r in results]) if results else []
         self.results = [

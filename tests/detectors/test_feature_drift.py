@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
+import pickle
 
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors import feature_drift
 from detectors.feature_drift import (
     StreamingChangeDetectors,
     WindowedFeatureDrift,
     chi2_categories,
+    ks_sorted,
     psi,
 )
 
@@ -77,6 +83,73 @@ def test_psi_and_chi2_known_values() -> None:
     statistic, p = chi2_categories(["a"] * 50 + ["b"] * 50, ["a"] * 90 + ["b"] * 10)
     assert statistic > 30 and p < 1e-6
     assert chi2_categories(["a"] * 10, ["a"] * 5) == (0.0, 1.0)
+
+
+def _scipy_ks(reference: np.ndarray, window: np.ndarray) -> tuple[float, float]:
+    found = stats.ks_2samp(reference, window)
+    return float(found.statistic), float(found.pvalue)
+
+
+@pytest.mark.parametrize("sizes", [(300, 200), (1_000, 1_000), (2_000, 700), (12_000, 500)])
+def test_ks_sorted_returns_scipys_values_to_the_bit_also_when_remembered(
+        sizes: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    feature_drift._KS_RESULTS.clear()
+    n1, n2 = sizes
+    pairs = []
+    for shift in (0.0, 0.05, 0.1, 0.3, 0.0, 0.05):
+        # Continuous values, and integer ones with ties (token counts).
+        pairs.append((rng.normal(size=n1), rng.normal(shift, 1, size=n2)))
+        pairs.append((rng.poisson(40, n1).astype(float), rng.poisson(40 + 10 * shift, n2)
+                      .astype(float)))
+    for reference, window in pairs * 2:  # the second time from what was remembered
+        a, b = np.sort(reference), np.sort(window)
+        assert ks_sorted(a, b) == _scipy_ks(a, b)
+    remembered = len(feature_drift._KS_RESULTS)
+    if max(sizes) > feature_drift._KS_EXACT_UP_TO:
+        assert remembered == 0  # Smirnov's asymptotic p-value depends on D itself
+    else:
+        assert 0 < remembered <= len(pairs)
+
+
+def test_ks_sorted_remembers_by_sizes_and_statistic_only() -> None:
+    # Two different window pairs with the same sizes and the same D: the second is a lookup,
+    # and it is still scipy's answer for that pair.
+    feature_drift._KS_RESULTS.clear()
+    reference = np.arange(100, dtype=float)
+    first, second = np.arange(10, 60, dtype=float), np.arange(40, 90, dtype=float)
+    assert _scipy_ks(reference, first) == _scipy_ks(reference, second)  # same D (0.4)
+    assert ks_sorted(reference, first) == _scipy_ks(reference, first)
+    assert len(feature_drift._KS_RESULTS) == 1
+    assert ks_sorted(reference, second) == _scipy_ks(reference, second)
+    assert len(feature_drift._KS_RESULTS) == 1
+
+
+def test_window_results_equal_scipys_tests_on_the_raw_samples() -> None:
+    rng = np.random.default_rng(9)
+    detector = _detector(rng)
+    windows = [_window(rng), _window(rng, latency_scale=1.2, timeout_share=0.05)]
+    # Through a checkpoint: what the detector derives from its reference is not pickled.
+    detector.update(*windows[0])
+    assert "_prepared" not in pickle.loads(pickle.dumps(detector)).__dict__
+    detector = pickle.loads(pickle.dumps(detector))
+    detector.update(*windows[1])
+    numeric, categorical = windows[1]
+    expected = {}
+    for name, values in numeric.items():
+        ref = detector.reference[name]
+        found = stats.ks_2samp(ref, values)
+        expected[name] = (float(found.statistic), float(found.pvalue),
+                          stats.wasserstein_distance(ref, values) / ref.std(), psi(ref, values))
+    got = {r.feature: (r.statistic, r.p_value, r.wasserstein, r.psi) for r in detector.results}
+    assert {k: got[k] for k in numeric} == expected
+    chi2 = stats.chi2_contingency(np.array([
+        [detector.categorical_reference["error_type"].count(c) for c in
+         ("ok", "rate_limited", "timeout")],
+        [categorical["error_type"].count(c) for c in ("ok", "rate_limited", "timeout")]]))
+    result = next(r for r in detector.results if r.feature == "error_type")
+    assert (result.statistic, result.p_value) == (float(chi2.statistic), float(chi2.pvalue))
+    assert detector.drifted == ["latency", "error_type"]
 
 
 def test_river_detectors_flag_a_rate_change_and_a_mean_change_but_not_noise() -> None:
