@@ -29,6 +29,15 @@ def _as_rows(x: np.ndarray | torch.Tensor, device: str) -> torch.Tensor:
     return rows.unsqueeze(0) if rows.dim() == 1 else rows
 
 
+def _ring_put(ring: torch.Tensor, start: int, values: torch.Tensor) -> None:
+    """Write `values` (at most len(ring) rows) at positions start, start + 1, ... modulo the
+    ring's length, as two slices."""
+    at = start % len(ring)
+    first = min(len(values), len(ring) - at)
+    ring[at:at + first] = values[:first]
+    ring[:len(values) - first] = values[first:]
+
+
 def _quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     # torch.quantile refuses inputs over 16M elements; the k-th value is the same thing.
     k = min(len(values) - 1, max(0, int(np.ceil(q * len(values))) - 1))
@@ -244,14 +253,23 @@ class OnlineMMD:
         self.detected_statistic = self.detected_threshold = float("nan")
         self.detected_scale: int | None = None
 
-    def _history(self) -> torch.Tensor:
-        """The window's features, oldest first, zeros where no record is yet (t < window)."""
-        older = torch.arange(self.t - self.window_size, self.t, device=self.device)
-        return self._features[older % self.window_size] * (older >= 0)[:, None]
+    def _history(self, out: torch.Tensor) -> None:
+        """The window's features into `out` (window_size rows), oldest first, zeros where no
+        record is yet (t < window). Slices of the ring buffer: no index tensor."""
+        w, t = self.window_size, self.t
+        at = t % w
+        if t >= w:
+            out[:w - at] = self._features[at:]
+            out[w - at:] = self._features[:at]
+        else:
+            out[:w - t] = 0
+            out[w - t:] = self._features[:t]
 
     def _refresh(self) -> None:
         """Recompute the running sums from the ring buffer: float32 sums drift (amortised O(1))."""
-        self._sums = self._history().flip(0).cumsum(0)[self._lengths - 1]
+        history = torch.empty_like(self._features)
+        self._history(history)
+        self._sums = history.flip(0).cumsum(0)[self._lengths - 1]
         self._since_refresh = 0
 
     def update(self, x: np.ndarray | torch.Tensor) -> None:
@@ -271,22 +289,26 @@ class OnlineMMD:
         phi = self.features(rows)
         # Prefix sums over the window so far (oldest first, zeros before the first record) and
         # the batch: each scale's window sum after record j is one difference, no running state.
-        prefix = torch.cat([torch.zeros_like(phi[:1]), self._history(), phi]).cumsum(0)
-        ends = torch.arange(w + 1, w + n + 1, device=self.device)
-        sums = prefix[ends] - prefix[ends - self._lengths[:, None]]  # scales x n x features
+        prefix = torch.empty(w + n + 1, phi.shape[1], device=self.device)
+        prefix[0] = 0
+        self._history(prefix[1:w + 1])
+        prefix[w + 1:] = phi
+        prefix = prefix.cumsum(0)
+        sums = torch.empty(len(self.scales), n, phi.shape[1], device=self.device)
+        for k, s in enumerate(self.scales):  # scales x n x features
+            torch.sub(prefix[w + 1:], prefix[w + 1 - s:w + n + 1 - s], out=sums[k])
+        self._sums, self._since_refresh = sums[:, -1].clone(), 0  # fresh from the ring
         seen = torch.arange(t + 1, t + n + 1, device=self.device)
         step = torch.clamp(seen, max=len(self.thresholds)) - 1
         counts = torch.minimum(seen[None, :], self._lengths[:, None])
-        by_scale = ((sums / counts[..., None]) - self.ref_mean).square_().sum(-1)
+        by_scale = sums.div_(counts[..., None]).sub_(self.ref_mean).square_().sum(-1)
         stats, which = (by_scale / self.null_means[:, step]).max(0)
         thresholds = self.thresholds[step]
         crossed = torch.nonzero(stats > thresholds)
         # Ring buffer: only the last w records of the batch can still be in the window.
-        keep = slice(max(0, n - w), n)
-        slots = torch.arange(t, t + n, device=self.device)[keep] % w
-        self._features[slots] = phi[keep]
-        self._rows[slots] = rows[keep]
-        self._sums, self._since_refresh = sums[:, -1], 0  # fresh from the ring: nothing drifted
+        keep = max(0, n - w)
+        _ring_put(self._features, t + keep, phi[keep:])
+        _ring_put(self._rows, t + keep, rows[keep:])
         self.t += n
         self.statistic, self.threshold = float(stats[-1]), float(thresholds[-1])
         if len(crossed):

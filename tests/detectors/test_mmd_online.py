@@ -85,8 +85,9 @@ def _one_at_a_time(detector: OnlineMMD, stream: np.ndarray) -> tuple[list[float]
     return statistics, crossings
 
 
-# 7: a CPU takes a batch this small record by record (numpy); 13: in one torch batch call.
-@pytest.mark.parametrize("size", [7, 13])
+# 7: a CPU takes a batch this small record by record (numpy); 13: in one torch batch call;
+# 40: a batch longer than the window (only its last 25 records stay in the ring).
+@pytest.mark.parametrize("size", [7, 13, 40])
 def test_one_record_at_a_time_and_batches_agree(size: int) -> None:
     reference, stream = _shift_at(seed=2, references=1_000, records=140, at=90, columns=2)
     single = OnlineMMD(reference, ert=1_000, window_size=25, seed=3)
@@ -115,7 +116,7 @@ def test_one_record_at_a_time_and_batches_agree(size: int) -> None:
 
 def test_every_form_of_one_record_mixed_with_batches_and_checkpoints_agrees() -> None:
     # One record goes through numpy views of the detector's tensors; batches and checkpoints
-    # replace those tensors (a batch leaves the running sums as a strided view): the views
+    # replace those tensors (a batch leaves new running sums): the views
     # must follow, whatever form the record comes in.
     import pickle
 
