@@ -150,6 +150,16 @@ class _Calibrator:
                 _building.discard(threading.get_ident())
 
 
+def _window_texts(held: list[tuple[str, str]], records: Sequence[Record], idx: np.ndarray,
+                  stream: str, window: int) -> list[tuple[str, str]]:
+    """A detector's window as (request id, text) after the records `idx` (what it `held`
+    before them, then theirs): only the last `window` are made."""
+    tail = [(records[i].request_id,
+             (records[i].prompt_text if stream == "prompt" else records[i].response) or "")
+            for i in idx[max(0, len(idx) - window):]]
+    return (held + tail)[-window:]
+
+
 def warmup_name(base: str, segment: Segment, kind: str = "warmup") -> str:
     """Store name of a segment's own reference, from its warm-up or from a rollover (segment
     values may hold any label text)."""
@@ -428,9 +438,6 @@ class DriftStage:
                 numeric: dict[str, np.ndarray], outcomes: list[str]) -> list[DriftEvent]:
         events: list[DriftEvent] = []
         for stream, detector in state.mmd.items():
-            texts = [(records[i].request_id,
-                      (records[i].prompt_text if stream == "prompt" else records[i].response)
-                      or "") for i in idx]
             # After a detection the reset detector takes the rest of the batch, so a batch
             # detects exactly what the same records one at a time would.
             pos, detected = 0, False
@@ -438,12 +445,14 @@ class DriftStage:
                 start = detector.t
                 detector.update(vectors[stream][pos:])
                 if not (detector.drift_detected and detector.detected_at is not None):
-                    state.window_ids[stream] = (state.window_ids[stream]
-                                                + texts[pos:])[-detector.window_size:]
+                    state.window_ids[stream] = _window_texts(
+                        state.window_ids[stream], records, idx[pos:], stream,
+                        detector.window_size)
                     break
                 end = pos + detector.detected_at - start + 1  # records up to the crossing
                 # The examples come from the window the detector holds: this stretch's end.
-                ids = (state.window_ids[stream] + texts[pos:])[-detector.window_size:]
+                ids = _window_texts(state.window_ids[stream], records, idx[pos:], stream,
+                                    detector.window_size)
                 examples = tuple(
                     (rid, text[:EXAMPLE_TEXT_CHARS], ref_row)
                     for (rid, text), ref_row, _ in detector.explain(ids, k=3)
