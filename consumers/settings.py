@@ -203,9 +203,17 @@ class BatchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_records: int = Field(default=512, ge=1, le=100_000)
+    # A decide stage's batches (`--stage decide`, and the deciding parent of `--workers N`):
+    # its work is microseconds a record while each segment's detectors pay per call, so it
+    # takes bigger batches than a stage that runs the models.
+    decide_max_records: int = Field(default=4_096, ge=1, le=100_000)
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     # Batches handed to the worker and not yet done; beyond this the source pauses partitions.
     max_in_flight: int = Field(default=8, ge=1, le=1_000)
     # On a stop: how long the batches in hand may take before the rest is cancelled (left
     # uncommitted, read again). Keep it, plus about 10 s, within the orchestrator's grace.
     drain_seconds: float = Field(default=20.0, ge=0, le=600)
+
+    def for_decide(self) -> BatchSettings:
+        """The decide stage's batch settings: `decide_max_records` a batch."""
+        return self.model_copy(update={"max_records": self.decide_max_records})

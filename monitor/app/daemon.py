@@ -190,7 +190,9 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     import torch
 
     torch.set_num_threads(1)
-    log.info("decide stage: torch intra-op threads: %d", torch.get_num_threads())
+    batch = config.batch.for_decide()
+    log.info("decide stage: torch intra-op threads: %d; batches of up to %d records",
+             torch.get_num_threads(), batch.max_records)
     acting = acting_parts(config, endpoints)
     closers.append(acting.close)
     last_fired = acting.outbox.last_fired if acting.outbox else None
@@ -227,7 +229,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     endpoints.shadow = views.shadow if config.shadow.enabled else None
     interval_ms = (int(config.checkpoint.interval_seconds * 1000) if directory is not None
                    else config.kafka.commit_interval_ms)
-    source = KafkaSource(config.kafka.for_decide(interval_ms), batch=config.batch,
+    source = KafkaSource(config.kafka.for_decide(interval_ms), batch=batch,
                          observer=MetricsObserver(), decoder=ScoredDecoder())
     source.before_commit = tasks.save  # a checkpoint always covers what is committed
     source.after_revoke = tasks.release

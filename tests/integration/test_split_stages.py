@@ -163,7 +163,8 @@ def test_scoring_and_deciding_processes_decide_what_the_backtest_decides(
         assert d.terminate() == 0
     log = a.log.read_text()
     assert "resuming from the checkpoint" in log
-    assert "decide stage: torch intra-op threads: 1" in log
+    # One torch thread, and batches bigger than a scoring stage's (the default 4,096 records).
+    assert "decide stage: torch intra-op threads: 1; batches of up to 4096 records" in log
 
     made = {**_decisions(tmp_path / "decide-1.outbox"), **_decisions(tmp_path / "decide-0.outbox")}
     assert sorted(k for k, _ in made.values()) == expected  # none lost, none under two ids

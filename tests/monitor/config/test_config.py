@@ -67,6 +67,9 @@ def _with(section: str, **values: object) -> dict[str, Any]:
         pytest.param(_with("batch", max_records=0),
                      ["batch.max_records", "= 0", "greater than or equal to 1"],
                      id="max_records"),
+        pytest.param(_with("batch", decide_max_records=0),
+                     ["batch.decide_max_records", "= 0", "greater than or equal to 1"],
+                     id="decide_max_records"),
         pytest.param(_with("metrics", port=70_000),
                      ["metrics.port", "70000", "less than or equal to 65535"], id="port"),
         pytest.param(_with("metrics", labels=["model", "request_id"]),
@@ -206,6 +209,10 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.scorers == ["latency", "tokens", "cost", "status", "length", "toxicity",
                               "groundedness", "sanity"]
     assert config.join.unmatched == "score"
+    # The decide stage takes bigger batches; everything else about them is the same.
+    assert (config.batch.max_records, config.batch.decide_max_records) == (512, 4_096)
+    assert config.batch.for_decide() == config.batch.model_copy(
+        update={"max_records": 4_096})
 
 
 def test_split_topics_are_listed_request_then_response(tmp_path: Path) -> None:
