@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="partitions of the scored topic")
     decide.add_argument("--rounds", type=int, default=3,
                         help="timed rounds of each path (median and spread)")
+    decide.add_argument("--segments", type=int, default=None,
+                        help="spread the records over this many models (drift segments and "
+                             "keys); default: the traffic's own 2")
     rules_bench = bench_sub.add_parser(
         "rules", help="each rule's false decisions on clean real text and delay on a regression"
     )
@@ -118,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "decide":
         from monitor.local.bench_decide import bench_decide
 
-        return bench_decide(args.records, args.rounds, args.partitions)
+        if args.segments is not None and not 1 <= args.segments <= args.records // 300:
+            print(f"driftwatch: --segments {args.segments}: give 1 to {args.records // 300} "
+                  f"(each segment's drift reference is its first 300 records, all within "
+                  f"the first round of --records {args.records})", file=sys.stderr)
+            return 2
+        return bench_decide(args.records, args.rounds, args.partitions, args.segments)
     if args.bench == "rules":
         from monitor.local.bench_rules import run_bench_rules
 

@@ -56,16 +56,21 @@ _DISTINCT = 2_000  # records scored for real; a round replays them with new ids 
 _BATCH = 500  # records a score-stage batch (its messages hold one batch's records of a key)
 
 
-def bench_decide(records: int, rounds: int, partitions: int, warmup_records: int = 300,
-                 n_bootstraps: int = 1_000) -> int:
-    """One row for the raw loop, one for the decide stage, and their ratio."""
+def bench_decide(records: int, rounds: int, partitions: int, segments: int | None = None,
+                 warmup_records: int = 300, n_bootstraps: int = 1_000) -> int:
+    """One row for the raw loop, one for the decide stage, and their ratio. `segments`: the
+    records spread over that many models (each a drift segment and a key), in turn."""
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dw-bench-decide-")))
         broker = stack.enter_context(LocalBroker(log_file=work / "tansu.log"))
         broker.create_topics([(SCORED_TOPIC, partitions), (RAW_TOPIC, partitions)])
         port = free_port()
-        config = _write_config(work, broker.bootstrap, port, warmup_records, n_bootstraps)
+        config = _write_config(work, broker.bootstrap, port, warmup_records, n_bootstraps,
+                               segments or 2)
         pool = _scored_pool(config, min(records, _DISTINCT))
+        if segments is not None:
+            pool = [msgspec.structs.replace(r, model=f"model-{j % segments:03d}")
+                    for j, r in enumerate(pool)]
         decider = stack.enter_context(_Decider(config, port, work))
         feed = _Feed(pool, broker.bootstrap)
         decider.wait_ready()
@@ -104,15 +109,18 @@ _KEY = scored.partition_key(["model"], canary=False)
 
 
 def _write_config(work: Path, bootstrap: str, port: int, warmup_records: int,
-                  n_bootstraps: int) -> Path:
+                  n_bootstraps: int, segments: int) -> Path:
     config = work / "dw.yaml"
     config.write_text(yaml.safe_dump({
         "kafka": {"bootstrap_servers": [bootstrap], "topic": "bench-decide-input",
                   "group_id": "bench-decide", "scored_topic": SCORED_TOPIC,
                   "session_timeout_ms": 30_000, "max_poll_interval_ms": 240_000},
-        "metrics": {"port": port, "labels": ["model"]}, "scorers": _MODEL_SCORERS,
+        "metrics": {"port": port, "labels": ["model"],
+                    "max_label_values": max(50, segments)},
+        "scorers": _MODEL_SCORERS,
         "scoring": {"models_dir": str(STATIC_DIR), "embedding": {"backend": "static"}},
         "drift": {"enabled": True, "embedding": {"n_bootstraps": n_bootstraps},
+                  "max_segments": max(20, segments),
                   "reference": {"warmup_records": warmup_records,
                                 "store": str(work / "references")}},
         "rules": [{"name": "errors", "when": {"kind": "rate", "signal": "error",
