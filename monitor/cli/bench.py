@@ -119,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
 
         return bench_embed(args.records, args.batch, args.rounds)
     if args.bench == "decide":
-        from monitor.local.bench_decide import bench_decide
+        from monitor.local.bench_decide import WARMUP_RECORDS, bench_decide
 
-        if args.segments is not None and not 1 <= args.segments <= args.records // 300:
-            print(f"driftwatch: --segments {args.segments}: give 1 to {args.records // 300} "
-                  f"(each segment's drift reference is its first 300 records, all within "
-                  f"the first round of --records {args.records})", file=sys.stderr)
+        most = args.records // WARMUP_RECORDS
+        if args.segments is not None and not 1 <= args.segments <= most:
+            print(f"driftwatch: --segments {args.segments}: give 1 to {most} (each segment's "
+                  f"drift reference is its first {WARMUP_RECORDS} records, all within the "
+                  f"first round of --records {args.records})", file=sys.stderr)
             return 2
         return bench_decide(args.records, args.rounds, args.partitions, args.segments)
     if args.bench == "rules":

@@ -54,10 +54,11 @@ from monitor.pipeline import scored
 SCORED_TOPIC, RAW_TOPIC = "bench-decide-scored", "bench-decide-raw"
 _DISTINCT = 2_000  # records scored for real; a round replays them with new ids and times
 _BATCH = 500  # records a score-stage batch (its messages hold one batch's records of a key)
+WARMUP_RECORDS = 300  # a segment's drift reference: its first records
 
 
 def bench_decide(records: int, rounds: int, partitions: int, segments: int | None = None,
-                 warmup_records: int = 300, n_bootstraps: int = 1_000) -> int:
+                 warmup_records: int = WARMUP_RECORDS, n_bootstraps: int = 1_000) -> int:
     """One row for the raw loop, one for the decide stage, and their ratio. `segments`: the
     records spread over that many models (each a drift segment and a key), in turn."""
     with ExitStack() as stack:
