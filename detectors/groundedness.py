@@ -46,7 +46,10 @@ _ABBREVIATIONS = frozenset({
 # Candidate ends: terminal punctuation (and closing quotes or brackets) before whitespace or the
 # end, or a period glued to a capitalised word, since HaluEval-style knowledge concatenates
 # passages without a space ("19th century.First for Women"). Decimals ("3.5") match neither.
-_BOUNDARY = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?:\s+|$)|(?<=[a-z]{2}\.)(?=[A-Z][a-z])")
+# Both alternatives open with the punctuation (the glued one takes its period into the match),
+# so the regex engine skips to those characters instead of trying a lookbehind at each one.
+_BOUNDARY = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?:\s+|$)"
+                       r"|\.(?<=[a-z]{2}\.)(?=[A-Z][a-z])")
 _INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")
 _LOOK_BACK = 256  # characters; longer than any abbreviation or run of initials
 
@@ -59,7 +62,7 @@ def _ends_sentence(text: str, start: int, end: int) -> bool:
         return False
     # The word before the boundary: a bounded look back, since splitting the whole prefix at
     # every candidate end made long documents quadratic.
-    words = text[max(0, start - _LOOK_BACK):start].split()
+    words = text[max(0, start - _LOOK_BACK):start].rsplit(None, 1)
     word = words[-1].lstrip("\"'\u201c\u2018([").rstrip(".") if words else ""
     if not word or word[-1].isdigit():
         return True
@@ -73,15 +76,20 @@ def split_sentences(text: str) -> list[str]:
     >>> split_sentences("Dr. Smith paid $3.50. Then he left!")
     ['Dr. Smith paid $3.50.', 'Then he left!']
     """
-    sentences: list[str] = []
+    return [text[begin:end].strip() for begin, end in _sentence_spans(text)]
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Where `split_sentences`'s sentences lie in `text` (before their spaces are stripped)."""
+    spans: list[tuple[int, int]] = []
     begin = 0
     for match in _BOUNDARY.finditer(text):
         if match.end() > begin and _ends_sentence(text, match.start(), match.end()):
-            sentences.append(text[begin:match.end()].strip())
+            spans.append((begin, match.end()))
             begin = match.end()
-    sentences.append(text[begin:].strip())
+    spans.append((begin, len(text)))
     # Empty pieces and bare punctuation ("...", "--") carry no claim.
-    return [s for s in sentences if any(c.isalnum() for c in s)]
+    return [(b, e) for b, e in spans if any(c.isalnum() for c in text[b:e])]
 
 
 # --- Exact checks: numbers and names -----------------------------------------------------------
@@ -126,6 +134,7 @@ _FUNCTION_WORDS = frozenset({
 # Lowercase particles that may sit inside a name ("Prince of Wales", "Ludwig van Beethoven").
 _NAME_PARTICLES = frozenset({"of", "the", "de", "del", "della", "da", "di", "du", "van", "von",
                              "der", "den", "la", "le", "al", "bin", "y"})
+_NAME_EDGES = _FUNCTION_WORDS | _NAME_PARTICLES  # trimmed from a name's end
 _QUOTED = re.compile(r"[\"“]([^\"“”]{2,120})[\"”]")
 _CLOSERS = "\"'\u201d\u2019)] "
 
@@ -158,6 +167,11 @@ _SPACE = np.uint32(ord(" "))
 
 def _fold(text: str) -> str:
     """Lowercase, accents and possessives dropped, punctuation as single spaces, space-padded."""
+    return " " + " ".join(_folded_words(text)) + " "
+
+
+def _folded_words(text: str) -> list[str]:
+    """The words of `_fold(text)`, in order."""
     text = _POSSESSIVE.sub("", text)
     if not text.isascii():  # ASCII has no accents to drop
         # Per code point through lookup tables: str.translate with a dict, and the regex, cost
@@ -167,8 +181,8 @@ def _fold(text: str) -> str:
         text = _text(points[~combining[points]]).lower()
         if not text.isascii():
             points = _points(text)
-            return " " + " ".join(_text(np.where(alnum[points], points, _SPACE)).split()) + " "
-    return " " + " ".join(text.lower().translate(_ASCII_SPACES).split()) + " "
+            return _text(np.where(alnum[points], points, _SPACE)).split()
+    return text.lower().translate(_ASCII_SPACES).split()
 
 
 def _number(raw: str) -> str:
@@ -193,7 +207,7 @@ def _names(sentence: str) -> list[str]:
     run: list[re.Match[str]] = []
 
     def close() -> None:
-        while run and run[-1].group().lower() in _FUNCTION_WORDS | _NAME_PARTICLES:
+        while run and run[-1].group().lower() in _NAME_EDGES:
             run.pop()
         while run and run[0].group().lower() in _FUNCTION_WORDS:
             run.pop(0)
@@ -217,18 +231,43 @@ def _names(sentence: str) -> list[str]:
     return names
 
 
-def _content(folded: str) -> list[str]:
-    return [w for w in folded.split() if w not in _FUNCTION_WORDS]
+def _content(text: str) -> list[str]:
+    """The folded words of `text` that are not function words."""
+    return [w for w in _folded_words(text) if w not in _FUNCTION_WORDS]
+
+
+def _sentence_bags(text: str) -> tuple[list[str], list[set[str]]]:
+    """The sentences of `text` and the content words of each, `set(_content(s))`."""
+    spans = _sentence_spans(text)
+    sentences = [text[begin:end].strip() for begin, end in spans]
+    if not text.isascii():
+        return sentences, [set(_content(s)) for s in sentences]
+    # ASCII folds character for character, but for dropping possessives, whose "s" would be a
+    # function word anyway: the whole text folded once and cut at the sentences, a third of
+    # the cost of folding each.
+    folded = text.lower().translate(_ASCII_SPACES)
+    return sentences, [set(folded[begin:end].split()) - _FUNCTION_WORDS
+                       for begin, end in spans]
 
 
 @dataclass(frozen=True)
 class _Grounding:
     """What a response may take from its context and prompt, in comparable forms."""
 
+    text: str
     folded: str
     words: frozenset[str]
-    numbers: frozenset[str]
-    digit_runs: tuple[str, ...]
+
+    # The numbers are read from the context only when a response sentence carries one: a
+    # third of a long context's scan, and most responses carry none.
+    @functools.cached_property
+    def numbers(self) -> frozenset[str]:
+        spelled = {_NUMBER_WORDS[w] for w in self.words & _SPELLED}  # the smaller set is walked
+        return frozenset(_numbers(self.text)) | spelled
+
+    @functools.cached_property
+    def digit_runs(self) -> tuple[str, ...]:
+        return tuple(_DIGIT_RUN.findall(self.text))
 
     def knows_number(self, number: str) -> bool:
         # Glued knowledge ("released 20072007 was the year") hides years inside longer runs.
@@ -240,18 +279,15 @@ class _Grounding:
 
     def novelty(self, sentence: str) -> float:
         """Share of the sentence's content words found nowhere in the context or prompt."""
-        words = _content(_fold(sentence))
+        words = _content(sentence)
         return sum(w not in self.words for w in words) / len(words) if words else 0.0
 
 
 @functools.lru_cache(maxsize=64)
 def _grounding(text: str) -> _Grounding:
     # Cached: records of one request (or the A/B answers of an eval pair) share a context.
-    folded = _fold(text)
-    words = frozenset(folded.split())
-    spelled = {_NUMBER_WORDS[w] for w in words & _SPELLED}  # the smaller set is walked
-    return _Grounding(folded, words, frozenset(_numbers(text)) | spelled,
-                      tuple(_DIGIT_RUN.findall(text)))
+    words = _folded_words(text)
+    return _Grounding(text, " " + " ".join(words) + " ", frozenset(words))
 
 
 def _is_question(sentence: str) -> bool:
@@ -485,10 +521,9 @@ class GroundednessScorer:
         for j in judged:
             if not j.undecided.any():
                 continue
-            context = split_sentences(j.context)
-            bags = [set(_content(_fold(s))) for s in context]
+            context, bags = _sentence_bags(j.context)
             for sentence in np.asarray(j.sentences, dtype=object)[j.undecided]:
-                words = set(_content(_fold(sentence)))
+                words = set(_content(sentence))
                 overlap = np.fromiter((len(words & b) for b in bags), np.int64, len(bags))
                 # Lexical pre-selection keeps long documents from dominating the embed cost.
                 picks = np.argsort(-overlap, kind="stable")[: self.candidates]

@@ -86,6 +86,85 @@ def test_split_sentences_cases(text: str, expected: list[str]) -> None:
     assert split_sentences(text) == expected
 
 
+def _hostile_texts(seed: int, count: int) -> list[str]:
+    """Random texts of the characters sentence ends, possessives and folds turn on."""
+    rng = np.random.default_rng(seed)
+    alphabet = [*"abcdeiJKLMNS s s 'ss'  ..!?\"()[]\n\t,3_-", "\u2019", "\u2026", "\u00e9",
+                "Dr. ", "etc. ", "J.R. "]
+    return [TOWER, "It ran in the 19th century.First for Women is a magazine. Dr. Who's?",
+            *("".join(rng.choice(alphabet, size=int(rng.integers(0, 120))))
+              for _ in range(count))]
+
+
+def test_sentence_ends_are_those_of_the_lookbehind_regex() -> None:
+    """The boundary regex opens both alternatives with the punctuation (the glued period is
+    part of its match); the sentences must be those the plain lookbehind form finds."""
+    import re
+
+    import detectors.groundedness as g
+
+    plain = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?:\s+|$)|(?<=[a-z]{2}\.)(?=[A-Z][a-z])")
+
+    def reference(text: str) -> list[str]:  # split_sentences as written with `plain`
+        sentences, begin = [], 0
+        for match in plain.finditer(text):
+            if match.end() > begin and _reference_ends(text, match.start(), match.end()):
+                sentences.append(text[begin:match.end()].strip())
+                begin = match.end()
+        sentences.append(text[begin:].strip())
+        return [s for s in sentences if any(c.isalnum() for c in s)]
+
+    def _reference_ends(text: str, start: int, end: int) -> bool:
+        if "!" in text[start:end] or "?" in text[start:end]:
+            return True
+        if text[end:end + 1].islower():
+            return False
+        words = text[max(0, start - 256):start].split()
+        word = words[-1].lstrip("\"'\u201c\u2018([").rstrip(".") if words else ""
+        if not word or word[-1].isdigit():
+            return True
+        return word.lower() not in g._ABBREVIATIONS and not g._INITIALS.match(word)
+
+    glued = "aa.Bb cc.Dd..Ee ff!.Gg hh.Ii. Jj k.Ll mm.NN oo.Pp"
+    texts = [glued, *_hostile_texts(7, 3_000)]
+    assert split_sentences(glued) == ["aa.", "Bb cc.", "Dd..Ee ff!.Gg hh.", "Ii.",
+                                      "Jj k.Ll mm.NN oo.", "Pp"]
+    for text in texts:
+        assert split_sentences(text) == reference(text), text
+
+
+def test_context_sentence_bags_are_each_sentences_content_words() -> None:
+    """The paraphrase check folds an ASCII context once and cuts it at the sentences; each
+    bag must be what folding that sentence alone gives (possessives dropped)."""
+    from detectors.groundedness import _content, _sentence_bags
+
+    texts = [*_hostile_texts(8, 3_000), "Tom's dog's bone. It's Bob's 's's. 'S x's.",
+             "Beyonc\u00e9's tour. Tom\u2019s dog."]
+    for text in texts:
+        sentences, bags = _sentence_bags(text)
+        assert sentences == split_sentences(text), text
+        assert bags == [set(_content(s)) for s in sentences], text
+    assert _sentence_bags("Tom's dog's bone. It's Bob's.")[1] == [{"tom", "dog", "bone"},
+                                                                   {"bob"}]
+
+
+def test_a_context_is_scanned_for_numbers_only_when_a_response_has_one() -> None:
+    from detectors.groundedness import _grounding
+
+    def no_model(texts: Sequence[str]) -> np.ndarray:
+        raise AssertionError("nothing here needs the embedding")
+
+    context = "The Eiffel Tower was finished in 1889 by Gustave Eiffel's firm."
+    scorer = GroundednessScorer(no_model)
+    scorer.score(["The Eiffel Tower was finished by Gustave Eiffel's firm."], [[context]], [""])
+    grounding = _grounding(context + "\n")
+    assert "numbers" not in vars(grounding) and "digit_runs" not in vars(grounding)
+    result = scorer.score(["It was finished in 18891 by Gustave Eiffel's firm."],
+                          [[context]], [""])
+    assert result.novel_numbers == [("18891",)]
+    assert grounding.numbers == {"1889"} and grounding.digit_runs == ()
+
+
 # --- scorer ------------------------------------------------------------------------------------
 
 
