@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
+import numpy as np
+
 # A run of characters that are neither an ASCII space, tab, newline, return nor ASCII
 # punctuation, or one ASCII punctuation mark. Other ASCII controls are not cut at: the
 # normalizer drops them and joins their neighbours (b"ab\x0bcd" is one word).
@@ -50,40 +52,105 @@ def supports(tokenizer: Any) -> bool:
 class ChunkTokenizer:
     """Ids of texts as `tokenizer.encode_batch_fast(texts, add_special_tokens=False)` gives
     them (truncation included), from a cache of at most `max_chunks` chunks (or one batch's, if
-    it holds more); callers hold a lock if they share one."""
+    it holds more); callers hold a lock if they share one.
+
+    The cache is one flat array of every cached chunk's ids, with each chunk's row (its start
+    and end there) in a dict: a batch's ids are gathered in numpy, one dict lookup a chunk,
+    with no Python list a text unless `encode` is asked for them."""
 
     def __init__(self, tokenizer: Any, max_chunks: int = 200_000) -> None:
         self._tokenizer = tokenizer
         self._max_chunks = max_chunks
-        self._ids: dict[str, list[int]] = {}
         self._added = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
+        self._clear()
+
+    def _clear(self) -> None:
+        self._index: dict[str, int] = {}  # chunk -> its row
+        self._bounds = _Growing()  # row i's ids: _ids[_bounds[i]:_bounds[i + 1]]
+        self._bounds.extend(np.zeros(1, np.int64))
+        self._ids = _Growing()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        flat, lengths = self.encode_flat(texts)
+        ids, ends = flat.tolist(), np.cumsum(lengths).tolist()
+        return [ids[end - n:end] for end, n in zip(ends, lengths.tolist(), strict=True)]
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode`'s rows one after another (int64), and how many ids each row has."""
         chunked = [None if any(a in text for a in self._added) else _CHUNK.findall(text)
                    for text in texts]
         seen = set().union(*(c for c in chunked if c is not None))
-        missing = seen.difference(self._ids)
-        if len(self._ids) + len(missing) > self._max_chunks:
-            self._ids.clear()  # bounded: unrepeated traffic (random strings) must not grow it
+        missing = seen.difference(self._index)
+        if len(self._index) + len(missing) > self._max_chunks:
+            self._clear()  # bounded: unrepeated traffic (random strings) must not grow it
             missing = seen
         self._store(list(missing))
+        counts = np.fromiter((0 if c is None else len(c) for c in chunked), np.int64,
+                             len(chunked))
+        rows = np.fromiter(map(self._index.__getitem__,
+                               chain.from_iterable(c for c in chunked if c is not None)),
+                           np.int64, int(counts.sum()))
+        bounds = self._bounds.view()
+        starts = bounds[rows]
+        sizes = bounds[rows + 1] - starts
+        ends = np.cumsum(sizes)
+        total = int(ends[-1]) if len(ends) else 0
+        # Each chunk's ids in place: position p of chunk j reads its row at p - (end_j - size_j).
+        flat = self._ids.view()[np.arange(total) + np.repeat(starts - ends + sizes, sizes)]
+        text_ends = np.concatenate([[0], ends])[np.cumsum(counts)]
+        lengths = np.diff(text_ends, prepend=0)
         truncation = self._tokenizer.truncation
         limit = truncation["max_length"] if truncation else None
-        whole = [text for text, chunks in zip(texts, chunked, strict=True) if chunks is None]
-        wholes = iter(self._tokenize(whole))
-        get = self._ids.__getitem__
-        return [next(wholes) if chunks is None
-                else list(chain.from_iterable(map(get, chunks)))[:limit]
-                for chunks in chunked]
+        if limit is not None and len(lengths) and lengths.max() > limit:
+            offset = np.arange(total) - np.repeat(text_ends - lengths, lengths)
+            flat, lengths = flat[offset < limit], np.minimum(lengths, limit)
+        if any(c is None for c in chunked):  # rare: put the texts tokenized whole in place
+            wholes = iter(self._tokenize([t for t, c in zip(texts, chunked, strict=True)
+                                          if c is None]))
+            pieces = np.split(flat, np.cumsum(lengths)[:-1])
+            joined = [np.asarray(next(wholes), np.int64) if c is None else piece
+                      for c, piece in zip(chunked, pieces, strict=True)]
+            lengths = np.fromiter(map(len, joined), np.int64, len(joined))
+            flat = np.concatenate(joined)
+        return flat, lengths
 
     def _store(self, chunks: list[str]) -> None:
-        for chunk, ids in zip(chunks, self._tokenize(chunks), strict=True):
-            self._ids[chunk] = ids
+        if not chunks:
+            return
+        ids = self._tokenize(chunks)
+        sizes = np.fromiter(map(len, ids), np.int64, len(ids))
+        first = len(self._index)  # rows are numbered in the order they are stored
+        self._index.update(zip(chunks, range(first, first + len(chunks)), strict=True))
+        self._bounds.extend(len(self._ids) + np.cumsum(sizes))
+        self._ids.extend(np.fromiter(chain.from_iterable(ids), np.int64, int(sizes.sum())))
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
         return [e.ids for e in self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+class _Growing:
+    """An int64 array appended to in place (its capacity doubles), read through `view`."""
+
+    def __init__(self) -> None:
+        self._data = np.empty(1024, np.int64)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self._size + len(values)
+        if end > len(self._data):
+            grown = np.empty(max(end, 2 * len(self._data)), np.int64)
+            grown[:self._size] = self._data[:self._size]
+            self._data = grown
+        self._data[self._size:end] = values
+        self._size = end
+
+    def view(self) -> np.ndarray:
+        return self._data[:self._size]
 
 
 class WrappedChunkTokenizer:

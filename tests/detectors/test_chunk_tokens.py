@@ -92,7 +92,7 @@ def test_each_chunk_is_tokenized_once_and_the_cache_is_bounded(bert: Tokenizer) 
     rng = random.Random(3)
     texts = [" ".join(f"w{rng.randrange(10_000)}" for _ in range(30)) for _ in range(200)]
     assert _chunked(small, texts, 1) == _reference(bert, texts)
-    assert len(small._ids) <= 50  # of about 5,000 chunks met
+    assert len(small._index) <= 50  # of about 5,000 chunks met
 
 
 def test_other_tokenizers_are_not_chunked(bert: Tokenizer) -> None:
