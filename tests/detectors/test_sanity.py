@@ -56,3 +56,26 @@ def test_empty_truncated_and_charset_flags() -> None:
 ])
 def test_a_texts_script_is_its_most_frequent_letters(text: str, script: str | None) -> None:
     assert sanity._script(text) == script
+
+
+
+def test_a_script_wins_by_one_letter_counted_as_the_regex_counts_them() -> None:
+    """Latin letters (ASCII, counted from bytes) against as many Cyrillic ones, one fewer or
+    one more, among digits, marks, accents, emoji and lone surrogates: a count off by one
+    flips the answer."""
+    import re
+
+    rng = np.random.default_rng(4)
+    noise = [*"09 .,\t_@[`{~", "\u00bd", "\u0301", "\ud800", "\U0001f600", "\u2019"]
+    for _ in range(2_000):
+        latin = int(rng.integers(1, 40))
+        cyrillic = latin + int(rng.integers(-1, 2))
+        pieces = [*rng.choice(list("aZmQxy"), size=latin), *("\u0416" * cyrillic),
+                  *rng.choice(noise, size=int(rng.integers(0, 60)))]
+        text = "".join(rng.permutation(np.array(pieces, dtype=object)))
+        counts = {"LATIN": len(re.findall(r"[A-Za-z]", text)), "CYRILLIC": text.count("\u0416")}
+        first = {"LATIN": re.search(r"[A-Za-z]", text).start(), "CYRILLIC": text.find("\u0416")}
+        if counts["CYRILLIC"] == 0:
+            del counts["CYRILLIC"]
+        want = min(counts, key=lambda k: (-counts[k], first[k]))
+        assert sanity._script(text) == want, text
