@@ -71,9 +71,7 @@ class ChunkTokenizer:
         self._ids = _Growing()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        flat, lengths = self.encode_flat(texts)
-        ids, ends = flat.tolist(), np.cumsum(lengths).tolist()
-        return [ids[end - n:end] for end, n in zip(ends, lengths.tolist(), strict=True)]
+        return unflatten(*self.encode_flat(texts))
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """`encode`'s rows one after another (int64), and how many ids each row has."""
@@ -117,17 +115,28 @@ class ChunkTokenizer:
     def _store(self, chunks: list[str]) -> None:
         if not chunks:
             return
-        ids = self._tokenize(chunks)
-        sizes = np.fromiter(map(len, ids), np.int64, len(ids))
+        ids, sizes = flatten(self._tokenize(chunks))
         first = len(self._index)  # rows are numbered in the order they are stored
         self._index.update(zip(chunks, range(first, first + len(chunks)), strict=True))
         self._bounds.extend(len(self._ids) + np.cumsum(sizes))
-        self._ids.extend(np.fromiter(chain.from_iterable(ids), np.int64, int(sizes.sum())))
+        self._ids.extend(ids)
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
         return [e.ids for e in self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids one after another (int64), and how many each row has."""
+    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+    return np.fromiter(chain.from_iterable(rows), np.int64, int(lengths.sum())), lengths
+
+
+def unflatten(flat: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+    """The rows that `flatten` joined."""
+    ids, ends = flat.tolist(), np.cumsum(lengths).tolist()
+    return [ids[end - n:end] for end, n in zip(ends, lengths.tolist(), strict=True)]
 
 
 class _Growing:

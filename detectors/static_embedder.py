@@ -22,13 +22,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detectors.chunk_tokens import ChunkTokenizer, supports
+from detectors.chunk_tokens import ChunkTokenizer, flatten, supports, unflatten
 from detectors.embedder import (
     SETTING,
     EmbedderStats,
@@ -166,14 +165,12 @@ def _chunked_model_class() -> type:
             return out
 
         def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
-            flat, lengths = self.tokenize_flat(sentences)
-            ids, ends = flat.tolist(), np.cumsum(lengths).tolist()
-            return [ids[end - n:end] for end, n in zip(ends, lengths.tolist(), strict=True)]
+            return unflatten(*self.tokenize_flat(sentences))
 
         def tokenize_flat(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
             """`tokenize`'s rows one after another, and how many ids each has."""
             if self.chunks is None:
-                return _flat(super().tokenize(sentences))
+                return flatten(super().tokenize(sentences))
             flat, lengths = self.chunks.encode_flat(sentences)
             if self.unk_token_id is None:
                 return flat, lengths
@@ -186,11 +183,6 @@ def _chunked_model_class() -> type:
     return ChunkedStaticModel
 
 
-def _flat(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-    return np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum())), lengths
-
-
 def pool(ids: Sequence[Sequence[int]], table: np.ndarray, token_mapping: np.ndarray | None = None,
          weights: np.ndarray | None = None) -> np.ndarray:
     """Each text's mean of its tokens' rows (weighted and remapped as model2vec's
@@ -198,7 +190,7 @@ def pool(ids: Sequence[Sequence[int]], table: np.ndarray, token_mapping: np.ndar
     vocabulary) by dense product. model2vec's own loop groups texts by length and averages a
     gathered float16 block per group: five times the time of this on HaluEval texts (about
     100 tokens each) in batches of 40, the cache's misses per pipeline batch."""
-    return pool_flat(*_flat(ids), table, token_mapping, weights)
+    return pool_flat(*flatten(ids), table, token_mapping, weights)
 
 
 def pool_flat(flat: np.ndarray, lengths: np.ndarray, table: np.ndarray,
