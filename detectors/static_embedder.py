@@ -159,7 +159,7 @@ def _chunked_model_class() -> type:
 
         def _encode_batch(self, sentences: Sequence[str], normalize: bool) -> np.ndarray:
             flat, lengths = self.tokenize_flat(sentences)
-            out = pool_flat(flat, lengths, self.table32, self.token_mapping, self.weights)
+            out = pool(flat, lengths, self.table32, self.token_mapping, self.weights)
             if normalize:  # as model2vec's
                 out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-32
             return out
@@ -183,20 +183,15 @@ def _chunked_model_class() -> type:
     return ChunkedStaticModel
 
 
-def pool(ids: Sequence[Sequence[int]], table: np.ndarray, token_mapping: np.ndarray | None = None,
+def pool(flat: np.ndarray, lengths: np.ndarray, table: np.ndarray,
+         token_mapping: np.ndarray | None = None,
          weights: np.ndarray | None = None) -> np.ndarray:
     """Each text's mean of its tokens' rows (weighted and remapped as model2vec's
-    `_encode_batch` does; a text without tokens: a zero row), as one sparse (texts x
-    vocabulary) by dense product. model2vec's own loop groups texts by length and averages a
-    gathered float16 block per group: five times the time of this on HaluEval texts (about
-    100 tokens each) in batches of 40, the cache's misses per pipeline batch."""
-    return pool_flat(*flatten(ids), table, token_mapping, weights)
-
-
-def pool_flat(flat: np.ndarray, lengths: np.ndarray, table: np.ndarray,
-              token_mapping: np.ndarray | None = None,
-              weights: np.ndarray | None = None) -> np.ndarray:
-    """`pool` of texts whose ids are given one after another, `lengths[i]` of them for text i."""
+    `_encode_batch` does; a text without tokens: a zero row), its ids given one after another
+    in `flat`, `lengths[i]` of them for text i, as one sparse (texts x vocabulary) by dense
+    product. model2vec's own loop groups texts by length and averages a gathered float16 block
+    per group: five times the time of this on HaluEval texts (about 100 tokens each) in
+    batches of 40, the cache's misses per pipeline batch."""
     from scipy import sparse
 
     rows = flat if token_mapping is None else np.asarray(token_mapping)[flat]

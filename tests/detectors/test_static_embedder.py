@@ -187,6 +187,7 @@ def test_chunked_tokenizing_and_pooling_give_model2vecs_own_vectors(
 
 
 def test_pool_weights_and_remaps_tokens_as_model2vec_does() -> None:
+    from detectors.chunk_tokens import flatten
     from detectors.static_embedder import pool
 
     rng = np.random.default_rng(0)
@@ -195,10 +196,11 @@ def test_pool_weights_and_remaps_tokens_as_model2vec_does() -> None:
     ids = [[1, 2, 2, 3], [], [49, 0], [7]]
     want = np.vstack([(table[mapping[x]] * weights[x][:, None]).mean(axis=0) if x
                       else np.zeros(8) for x in ids])  # model2vec's _encode_helper, then mean
-    np.testing.assert_allclose(pool(ids, table, mapping, weights), want, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(pool(ids, table), np.vstack(
+    np.testing.assert_allclose(pool(*flatten(ids), table, mapping, weights), want,
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(pool(*flatten(ids), table), np.vstack(
         [table[x].mean(axis=0) if x else np.zeros(8) for x in ids]), rtol=1e-6, atol=1e-7)
-    assert pool([], table).shape == (0, 8)
+    assert pool(*flatten([]), table).shape == (0, 8)
 
 
 def test_linear_toxicity_reads_the_static_response_vectors_from_the_cache(
