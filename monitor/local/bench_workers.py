@@ -21,6 +21,12 @@ the measuring takes no CPU from what it measures, and its polling interval does 
 a round. (Scraping every 50 ms through the last 40% of a round, as an earlier version did,
 took 3-7% of a core in the bench alone, plus the daemon's answers; the two processes have no
 core to spare for that, the one process has: it lowered the ratio.)
+
+Each round also reads from /proc the CPU-seconds of every process of the daemon and of its
+broker, from the clock's start (after the round was produced) to the scrape that shows it
+done, and the table ends with them per 10,000 records by role: one process, or the scoring
+processes, the deciding process and the broker. The split's total against one process's is
+what the split adds to a record; with the cores each keeps busy it makes the ratio.
 """
 
 from __future__ import annotations
@@ -56,8 +62,12 @@ _MODEL_SCORERS = ["latency", "tokens", "cost", "status", "length", "toxicity", "
 
 
 def bench_workers(records: int, workers: list[int], rounds: int, partitions: int,
-                  backends: list[str] | None = None) -> int:
-    """One row per embedding backend and worker count, next to naive encode in this run."""
+                  backends: list[str] | None = None, warmup_records: int = 300,
+                  n_bootstraps: int = 1_000, session_ms: int | None = None) -> int:
+    """One row per embedding backend and worker count, next to naive encode in this run, and
+    the CPU each role of each daemon spent a record. `warmup_records` and `n_bootstraps` size
+    the drift detectors' untimed warm-up and calibration; `session_ms`, the consumer groups'
+    session (by default one that outlasts the other daemons' rounds)."""
     backends = backends or ["auto"]
     if set(backends) & {"static", "hybrid"}:  # distilled once, before any daemon is timed
         from detectors.static_embedder import ensure_table
@@ -66,8 +76,10 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
     naive_n = min(records, NAIVE_RECORDS)
     texts_of = _texts(naive_n)
     naive = [naive_n / _naive_encode(texts_of, _device()) for _ in range(rounds)]
-    rates = _interleaved([(b, n) for b in backends for n in workers], records, rounds,
-                         partitions)
+    keys = [(b, n) for b in backends for n in workers]
+    daemon = {"warmup_records": warmup_records, "n_bootstraps": n_bootstraps,
+              "session_ms": session_ms or (30_000 if len(keys) == 1 else 120_000)}
+    rates, cpu = _interleaved(keys, records, rounds, partitions, daemon)
     print(f"bench throughput: {records:,} HaluEval records a round ({naive_n:,} for naive "
           f"encode), {rounds} timed rounds, on {_device()}; every scorer, drift and a rule on; "
           f"records already in the topic when a round's clock starts; the daemons' rounds "
@@ -90,23 +102,42 @@ def bench_workers(records: int, workers: list[int], rounds: int, partitions: int
             print(f"ratio {backend} --workers {n} / --workers 1: "
                   f"{statistics.median(values) / statistics.median(one):.2f}; "
                   f"per pair of rounds {summary(pairs, 2)}{goal}")
+    _print_cpu(cpu, records)
     return 0
 
 
-def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
-                 partitions: int) -> dict[tuple[str, int], list[float]]:
+def _print_cpu(cpu: dict[tuple[str, int], list[dict[str, float]]], records: int) -> None:
+    """Each daemon's CPU-seconds per 10,000 records by role (median of its rounds), and, for
+    N > 1, its total against one process's: what the split costs a record, which with the
+    cores each topology keeps busy makes the ratio."""
+    print("CPU-seconds per 10,000 records, median of the rounds (each process read from /proc "
+          "from the clock's start until the round was seen done; the broker's share of "
+          "producing the round excluded)")
+    totals = {key: statistics.median(sum(r.values()) for r in rounds) * 10_000 / records
+              for key, rounds in cpu.items()}
+    for (backend, n), rounds in cpu.items():
+        per = {role: statistics.median(r[role] for r in rounds) * 10_000 / records
+               for role in rounds[0]}
+        roles = "; ".join(f"{role} {seconds:.2f}" for role, seconds in per.items())
+        one = totals.get((backend, 1))
+        versus = f" ({totals[backend, n] / one:.2f}x --workers 1's)" if n != 1 and one else ""
+        print(f"  {backend} --workers {n}: {roles}; {totals[backend, n]:.2f} in all{versus}")
+
+
+def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int, partitions: int,
+                 options: dict[str, int]) -> tuple[dict[tuple[str, int], list[float]],
+                                                   dict[tuple[str, int], list[dict[str, float]]]]:
     """Every daemon started and warmed up, then timed in turns: round i of each, the order
     reversed every other round, the others stopped (SIGSTOP) meanwhile. A machine whose
     speed drifts over the minutes of a run (a shared host) then slows every daemon alike,
-    instead of whichever ran last."""
+    instead of whichever ran last. Returns each daemon's rates and CPU by role, per round."""
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     with ExitStack() as stack:
         # Started together: a start is mostly waiting (the group join on this broker holds
         # for half the session timeout, a minute here), so one at a time would add a minute
         # a daemon.
         started = time.monotonic()
-        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0],
-                                                    alone=len(keys) == 1))
+        daemons = {key: stack.enter_context(_Daemon(key[1], partitions, key[0], **options))
                    for key in keys}
         for key, daemon in daemons.items():
             daemon.wait_ready()
@@ -132,18 +163,21 @@ def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int,
                           f"{rates[key][-1]:,.1f} records/s")
         for key, values in rates.items():
             print(f"  {key[0]}, workers {key[1]}: {summary(values)}", flush=True)
-    return rates
+    return rates, {key: daemon.cpu for key, daemon in daemons.items()}
 
 
 class _Daemon:
     """`driftwatch run --workers N` on a broker of its own, with its metrics client."""
 
-    def __init__(self, workers: int, partitions: int, backend: str, alone: bool) -> None:
+    def __init__(self, workers: int, partitions: int, backend: str, session_ms: int,
+                 warmup_records: int = 300, n_bootstraps: int = 1_000) -> None:
+        """`session_ms` must outlast the stops: producing a round (seconds) and, when not
+        alone, the other daemons' rounds. This broker holds each group join for half of it,
+        so a daemon timed alone starts a minute sooner with a shorter one than a pair."""
         self.workers, self.partitions, self.backend = workers, partitions, backend
-        # A session long enough to outlast the stops: producing a round (seconds) and, when
-        # not alone, the other daemons' rounds. This broker holds each group join for half
-        # of it, so a daemon timed alone starts a minute sooner with the shorter one.
-        self._session_ms = 30_000 if alone else 120_000
+        self._session_ms = session_ms
+        self._warmup_records, self._n_bootstraps = warmup_records, n_bootstraps
+        self.cpu: list[dict[str, float]] = []  # per timed round: CPU-seconds by role
         self.topic = "bench-workers"
         self._stack = ExitStack()
         self._done = 0  # records produced so far
@@ -176,8 +210,9 @@ class _Daemon:
                         "embedding": {"backend": self.backend}},
             # 1,000 calibration bootstraps, not 5,000: calibration is not timed (it ends before
             # the first timed round), and an update costs the same whatever the threshold.
-            "drift": {"enabled": True, "embedding": {"n_bootstraps": 1_000},
-                      "reference": {"warmup_records": 300, "store": str(work / "references")}},
+            "drift": {"enabled": True, "embedding": {"n_bootstraps": self._n_bootstraps},
+                      "reference": {"warmup_records": self._warmup_records,
+                                    "store": str(work / "references")}},
             "rules": [{"name": "errors", "when": {"kind": "rate", "signal": "error",
                                                   "above": 0.5}}],
             "outbox": {"path": str(work / "outbox.sqlite3")},
@@ -239,13 +274,28 @@ class _Daemon:
             producer.flush()
             started = time.perf_counter()
             started_at = time.time()  # the daemon dates its batches on this clock
+            before = self._cpu() if timed else {}
         producer.close()
         self._done += n
         if not timed:
             wait_counted(self.metrics, self.process, self.work, self._outcome, self._done)
             return time.perf_counter() - started
-        return timed_end(self.metrics, self.process, self.work, self._outcome, self._done,
-                         started_at, self._last_s)
+        seconds = timed_end(self.metrics, self.process, self.work, self._outcome, self._done,
+                            started_at, self._last_s)
+        self.cpu.append({role: v - before[role] for role, v in self._cpu().items()})
+        return seconds
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU-seconds so far of each role: the scoring processes (summed), the deciding
+        process (with one worker, the one process that does both) and the broker."""
+        parent = psutil.Process(self.process.pid)
+        if self.workers == 1:
+            roles = {"one process": _cpu_seconds(parent)}
+        else:
+            roles = {f"scoring ({self.workers} processes)":
+                     sum(map(_cpu_seconds, parent.children(recursive=True))),
+                     "deciding": _cpu_seconds(parent)}
+        return roles | {"broker": _cpu_seconds(psutil.Process(self.broker.pid))}
 
     def _stop(self) -> None:
         stop_tree(self.process)
@@ -294,6 +344,11 @@ def _signal_tree(pid: int, sig: signal.Signals) -> list[psutil.Process]:
     for process in tree:
         process.send_signal(sig)
     return tree
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def _ready(port: int) -> bool:

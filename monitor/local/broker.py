@@ -120,6 +120,11 @@ class LocalBroker:
         finally:
             admin.close()
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "start() first"
+        return self._process.pid
+
     def freeze(self) -> None:
         """SIGSTOP: the broker keeps its connections and (memory-only) topics but answers
         nothing, as a hung or partitioned broker does, until `thaw`."""
