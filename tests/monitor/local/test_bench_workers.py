@@ -18,18 +18,18 @@ def test_one_process_and_the_split_each_time_every_round_and_account_its_cpu(cap
     # Small rounds and detectors (100 warm-up records a segment, 200 calibration bootstraps)
     # and a short group session (the stops here last seconds): the test times nothing; it
     # checks that each topology decides whole rounds and that the figures add up.
-    assert bench_workers(records=400, workers=[1, 2], rounds=2, partitions=2,
+    assert bench_workers(records=200, workers=[1, 2], rounds=2, partitions=2,
                          backends=["static"], warmup_records=100, n_bootstraps=200,
                          session_ms=30_000) == 0
     out = capsys.readouterr().out
-    assert "400 HaluEval records a round" in out and "2 timed rounds" in out, out
+    assert "200 HaluEval records a round" in out and "2 timed rounds" in out, out
     one = _figure(r"--workers 1, embedding static\s+([\d,.]+) \(", out)
     two = _figure(r"--workers 2, embedding static\s+([\d,.]+) \(", out)
     assert one > 0 and two > 0, out
     ratio = _figure(r"ratio static --workers 2 / --workers 1: ([\d.]+);", out)
     assert abs(ratio - two / one) < 0.01, out
 
-    # CPU by role: each role of each daemon worked in its rounds (a round of 400 records
+    # CPU by role: each role of each daemon worked in its rounds (a round of 200 records
     # scores for seconds of CPU; an unread process would show 0.00), and the totals add up.
     alone = re.search(r"static --workers 1: one process ([\d.]+); broker ([\d.]+); "
                       r"([\d.]+) in all\n", out)
@@ -38,8 +38,8 @@ def test_one_process_and_the_split_each_time_every_round_and_account_its_cpu(cap
                       out)
     assert alone and split, out
     process, broker, total = map(float, alone.groups())
-    assert process > 1.0 and broker > 0 and total >= process + broker - 0.02, out
+    assert process > 0.5 and broker > 0 and total >= process + broker - 0.02, out
     scoring, deciding, broker2, total2, versus = map(float, split.groups())
-    assert scoring > 1.0 and 0 < deciding < scoring and broker2 > 0, out
+    assert scoring > 0.5 and 0 < deciding < scoring and broker2 > 0, out
     assert total2 >= scoring + deciding + broker2 - 0.03, out
     assert abs(versus - total2 / total) < 0.01, out
