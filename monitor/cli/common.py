@@ -39,6 +39,32 @@ def setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    quiet_closed_socket_reads()
+
+
+class _ClosedSocketRead(logging.Filter):
+    """kafka-python 3.0's I/O thread can read a connection that another thread has closed
+    meanwhile (a consumer or producer closing at shutdown or on a rebalance): it logs the
+    AttributeError of the gone socket, with a traceback, at ERROR, though the transport was
+    closed on purpose and nothing is lost. Such a record becomes one DEBUG line (the kafka
+    loggers are at WARNING or above, so it is dropped); any other transport error stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(error, AttributeError) and "(closed)" in record.getMessage()):
+            return True
+        record.msg, record.args = "%s (read after the transport was closed: %r)", (
+            record.getMessage(), error)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_closed_socket_reads() -> None:
+    """Install the filter on kafka-python's transport logger, once per process."""
+    logger = logging.getLogger("kafka.net.transport")
+    if not any(isinstance(f, _ClosedSocketRead) for f in logger.filters):
+        logger.addFilter(_ClosedSocketRead())
 
 
 def to_output(path: Path | None, write: Callable[[IO[bytes]], int]) -> int:
