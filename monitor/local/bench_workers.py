@@ -121,7 +121,11 @@ def _print_cpu(cpu: dict[tuple[str, int], list[dict[str, float]]], records: int)
         roles = "; ".join(f"{role} {seconds:.2f}" for role, seconds in per.items())
         one = totals.get((backend, 1))
         versus = f" ({totals[backend, n] / one:.2f}x --workers 1's)" if n != 1 and one else ""
-        print(f"  {backend} --workers {n}: {roles}; {totals[backend, n]:.2f} in all{versus}")
+        # Each round's total too: a slow round that cost more CPU a record was the host
+        # running the same work slower; one that did not was cores taken or left idle.
+        each = ", ".join(f"{sum(r.values()) * 10_000 / records:.2f}" for r in rounds)
+        print(f"  {backend} --workers {n}: {roles}; {totals[backend, n]:.2f} in all{versus}; "
+              f"by round {each}")
 
 
 def _interleaved(keys: list[tuple[str, int]], records: int, rounds: int, partitions: int,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from monitor.local.bench_workers import bench_workers
 
 
@@ -32,14 +34,16 @@ def test_one_process_and_the_split_each_time_every_round_and_account_its_cpu(cap
     # CPU by role: each role of each daemon worked in its rounds (a round of 200 records
     # scores for seconds of CPU; an unread process would show 0.00), and the totals add up.
     alone = re.search(r"static --workers 1: one process ([\d.]+); broker ([\d.]+); "
-                      r"([\d.]+) in all\n", out)
+                      r"([\d.]+) in all; by round ([\d.]+), ([\d.]+)\n", out)
     split = re.search(r"static --workers 2: scoring \(2 processes\) ([\d.]+); deciding "
-                      r"([\d.]+); broker ([\d.]+); ([\d.]+) in all \(([\d.]+)x --workers 1's\)",
-                      out)
+                      r"([\d.]+); broker ([\d.]+); ([\d.]+) in all \(([\d.]+)x --workers 1's\); "
+                      r"by round ([\d.]+), ([\d.]+)\n", out)
     assert alone and split, out
-    process, broker, total = map(float, alone.groups())
+    process, broker, total, *rounds = map(float, alone.groups())
     assert process > 0.5 and broker > 0 and total >= process + broker - 0.02, out
-    scoring, deciding, broker2, total2, versus = map(float, split.groups())
+    assert total == pytest.approx(sum(rounds) / 2, abs=0.01), out  # median of two: the mean
+    scoring, deciding, broker2, total2, versus, *rounds2 = map(float, split.groups())
     assert scoring > 0.5 and 0 < deciding < scoring and broker2 > 0, out
     assert total2 >= scoring + deciding + broker2 - 0.03, out
+    assert total2 == pytest.approx(sum(rounds2) / 2, abs=0.01), out
     assert abs(versus - total2 / total) < 0.01, out
