@@ -31,8 +31,10 @@ def test_one_process_and_the_split_each_time_every_round_and_account_its_cpu(cap
     ratio = _figure(r"ratio static --workers 2 / --workers 1: ([\d.]+);", out)
     assert abs(ratio - two / one) < 0.01, out
 
-    # CPU by role: each role of each daemon worked in its rounds (a round of 200 records
-    # scores for seconds of CPU; an unread process would show 0.00), and the totals add up.
+    # CPU by role: the scoring roles worked in their rounds (a round of 200 records scores
+    # for a tenth of a CPU-second or more; an unread process would show 0.00), and the
+    # totals add up. /proc counts in 10 ms ticks: a broker may spend less than one in a
+    # small round (the deciding process too), so theirs are only known not to be negative.
     alone = re.search(r"static --workers 1: one process ([\d.]+); broker ([\d.]+); "
                       r"([\d.]+) in all; by round ([\d.]+), ([\d.]+)\n", out)
     split = re.search(r"static --workers 2: scoring \(2 processes\) ([\d.]+); deciding "
@@ -40,10 +42,10 @@ def test_one_process_and_the_split_each_time_every_round_and_account_its_cpu(cap
                       r"by round ([\d.]+), ([\d.]+)\n", out)
     assert alone and split, out
     process, broker, total, *rounds = map(float, alone.groups())
-    assert process > 0.5 and broker > 0 and total >= process + broker - 0.02, out
+    assert process > 0.5 and broker >= 0 and total >= process + broker - 0.02, out
     assert total == pytest.approx(sum(rounds) / 2, abs=0.01), out  # median of two: the mean
     scoring, deciding, broker2, total2, versus, *rounds2 = map(float, split.groups())
-    assert scoring > 0.5 and 0 < deciding < scoring and broker2 > 0, out
+    assert scoring > 0.5 and 0 <= deciding < scoring and broker2 >= 0, out
     assert total2 >= scoring + deciding + broker2 - 0.03, out
     assert total2 == pytest.approx(sum(rounds2) / 2, abs=0.01), out
     assert abs(versus - total2 / total) < 0.01, out
