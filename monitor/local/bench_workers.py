@@ -113,8 +113,9 @@ def _print_cpu(cpu: dict[tuple[str, int], list[dict[str, float]]], records: int)
     print("CPU-seconds per 10,000 records, median of the rounds (each process read from /proc "
           "from the clock's start until the round was seen done; the broker's share of "
           "producing the round excluded)")
-    totals = {key: statistics.median(sum(r.values()) for r in rounds) * 10_000 / records
-              for key, rounds in cpu.items()}
+    by_round = {key: [sum(r.values()) * 10_000 / records for r in rounds]
+                for key, rounds in cpu.items()}
+    totals = {key: statistics.median(values) for key, values in by_round.items()}
     for (backend, n), rounds in cpu.items():
         per = {role: statistics.median(r[role] for r in rounds) * 10_000 / records
                for role in rounds[0]}
@@ -123,7 +124,7 @@ def _print_cpu(cpu: dict[tuple[str, int], list[dict[str, float]]], records: int)
         versus = f" ({totals[backend, n] / one:.2f}x --workers 1's)" if n != 1 and one else ""
         # Each round's total too: a slow round that cost more CPU a record was the host
         # running the same work slower; one that did not was cores taken or left idle.
-        each = ", ".join(f"{sum(r.values()) * 10_000 / records:.2f}" for r in rounds)
+        each = ", ".join(f"{total:.2f}" for total in by_round[backend, n])
         print(f"  {backend} --workers {n}: {roles}; {totals[backend, n]:.2f} in all{versus}; "
               f"by round {each}")
 
