@@ -378,11 +378,29 @@ def _last_processed(samples: Sequence[Sample]) -> float:
                  if s.name == "driftwatch_last_processed_timestamp_seconds"), 0.0)
 
 
+def _scrape(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Path,
+            attempts: int = 3) -> list[Sample]:
+    """The daemon's samples. A scrape that fails at the transport (a reset or refused
+    connection) while the daemon still runs is tried again, up to `attempts` in all, a fifth
+    of a second apart, as a scraper counts one missed scrape rather than end a long run; a
+    daemon that exited raises with its log."""
+    attempt = 1
+    while True:
+        try:
+            return _samples(metrics)
+        except httpx.TransportError:
+            _dead(process, work)
+            if attempt >= attempts:
+                raise
+        attempt += 1
+        time.sleep(0.2)
+
+
 def wait_counted(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Path,
                  outcome: str, target: int) -> None:
     """Until the daemon's `outcome` count reaches `target` (an untimed round)."""
-    wait_for(lambda: _count(_samples(metrics), outcome) >= target or _dead(process, work),
-             3_600, f"{target} records {outcome}")
+    wait_for(lambda: _count(_scrape(metrics, process, work), outcome) >= target
+             or _dead(process, work), 3_600, f"{target} records {outcome}")
 
 
 def timed_end(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Path,
@@ -397,7 +415,7 @@ def timed_end(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Pat
 
     def done() -> bool:
         nonlocal ended_at
-        samples = _samples(metrics)
+        samples = _scrape(metrics, process, work)
         ended_at = _last_processed(samples)
         return _count(samples, outcome) >= target or _dead(process, work)
 
