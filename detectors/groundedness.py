@@ -290,6 +290,29 @@ def _grounding(text: str) -> _Grounding:
     return _Grounding(text, " " + " ".join(words) + " ", frozenset(words))
 
 
+def _drawn_on(passages: Sequence[str], joined: str, prompt: str) -> str:
+    """The text a response may draw on: its context's passages and its prompt. A RAG prompt
+    often carries its passages verbatim; where every passage stands in the prompt between
+    whitespace (or the prompt's ends), the prompt alone holds the same words, numbers and
+    names, and is read once instead of the document twice (folding a long document is most of
+    this scorer's cost). Only a "name" made of one passage's last words and the next one's
+    first, which the joining alone put side by side, is no longer found."""
+    if prompt and all(_stands_in(passage, prompt) for passage in passages):
+        return prompt
+    return joined + "\n" + prompt
+
+
+def _stands_in(passage: str, text: str) -> bool:
+    """Whether `passage` occurs in `text` (first occurrence) with whitespace or an end of
+    either on both sides, so that no word, number or possessive runs across its edges."""
+    start = text.find(passage)
+    if start < 0:
+        return False
+    end = start + len(passage)
+    return ((start == 0 or text[start - 1].isspace() or passage[0].isspace())
+            and (end == len(text) or text[end].isspace() or passage[-1].isspace()))
+
+
 def _is_question(sentence: str) -> bool:
     return sentence.rstrip(_CLOSERS).endswith("?")
 
@@ -493,7 +516,7 @@ class GroundednessScorer:
         if not passages or not sentences:
             return None
         joined = "\n".join(passages)
-        grounding = _grounding(joined + "\n" + (prompt or ""))
+        grounding = _grounding(_drawn_on(passages, joined, prompt or ""))
         numbers = [tuple(x for x in _numbers(s) if not grounding.knows_number(x))
                    for s in sentences]
         names = [tuple(x for x in _names(s) if not grounding.knows_name(x)) for s in sentences]

@@ -448,3 +448,65 @@ def test_digit_runs_are_those_of_the_plain_regex() -> None:
                         for _ in range(2_000)]
     for text in texts:
         assert _DIGIT_RUN.findall(text) == re.findall(r"\d{5,}", text)
+
+
+# --- what a response may draw on ------------------------------------------------------------
+
+
+def test_a_prompt_that_carries_every_passage_between_whitespace_is_read_alone() -> None:
+    from detectors.groundedness import _drawn_on
+
+    first, second = "The tower is 330 m tall.", "It opened in 1889."
+    prompt = f"Answer from these:\n{first}\n\n{second}\nHow tall is it?"
+    passages = [first, second]
+    joined = "\n".join(passages)
+    assert _drawn_on(passages, joined, prompt) is prompt
+    assert _drawn_on([" " + first], " " + first, "Context:" + " " + first) == "Context: " + first
+    # Not read alone: a passage missing, glued to a word or a possessive, or no prompt.
+    for other in (f"Answer from these:\n{first}\nHow tall is it?",
+                  f"Context:{first}\n{second}", f"{first}\n{second}s and more", ""):
+        assert _drawn_on(passages, joined, other) == joined + "\n" + other
+
+
+def _hashed_embed(texts: Sequence[str]) -> np.ndarray:
+    """Unit vectors that depend on the text only (no model): the same for both scorers."""
+    rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=16) for t in texts]
+    out = np.array(rows, dtype=np.float32).reshape(len(texts), 16)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_reading_the_prompt_alone_gives_what_reading_the_context_and_prompt_gives(
+        monkeypatch) -> None:
+    from consumers.decode import Decoder
+    from detectors import groundedness
+    from monitor.local import traffic
+
+    decoder = Decoder(10_000_000)
+    records = [decoder.decode(traffic.encode(r))
+               for r in traffic.wire_records(600, seed=11, start_ms=traffic.FIXED_START_MS)]
+    columns = ([r.response for r in records], [r.context for r in records],
+               [r.prompt_text for r in records])
+    alone = 0
+    for context, prompt in zip(columns[1], columns[2], strict=True):
+        passages = [p for p in context or () if p and any(c.isalnum() for c in p)]
+        alone += bool(passages) and groundedness._drawn_on(
+            passages, "\n".join(passages), prompt or "") is prompt
+    assert alone > 100  # summaries: the prompt carries the document
+
+    scorer = GroundednessScorer(_hashed_embed)
+    now = scorer.score(*columns)
+    monkeypatch.setattr(groundedness, "_drawn_on",
+                        lambda _passages, joined, prompt: joined + "\n" + prompt)
+    before = scorer.score(*columns)
+    np.testing.assert_array_equal(now.groundedness, before.groundedness)
+    assert now.unsupported_sentences.tolist() == before.unsupported_sentences.tolist()
+    assert now.novel_numbers == before.novel_numbers and now.novel_names == before.novel_names
+    assert any(now.novel_numbers) and any(now.novel_names)
+
+
+def test_a_name_only_the_joining_of_two_passages_made_is_not_found() -> None:
+    passages = ["The tower was built by Gustave", "Eiffel designed its frame."]
+    prompt = f"Read these:\n{passages[0]}\nand then\n{passages[1]}\nWho built it?"
+    result = GroundednessScorer(_never).score(["Gustave Eiffel built it."], [passages],
+                                              [prompt])
+    assert result.novel_names == [("Gustave Eiffel",)]
