@@ -290,14 +290,20 @@ def _grounding(text: str) -> _Grounding:
     return _Grounding(text, " " + " ".join(words) + " ", frozenset(words))
 
 
+_PASSAGES_LOOKED_UP = 64
+
+
 def _drawn_on(passages: Sequence[str], joined: str, prompt: str) -> str:
     """The text a response may draw on: its context's passages and its prompt. A RAG prompt
     often carries its passages verbatim; where every passage stands in the prompt between
     whitespace (or the prompt's ends), the prompt alone holds the same words, numbers and
     names, and is read once instead of the document twice (folding a long document is most of
     this scorer's cost). Only a "name" made of one passage's last words and the next one's
-    first, which the joining alone put side by side, is no longer found."""
-    if prompt and all(_stands_in(passage, prompt) for passage in passages):
+    first, which the joining alone put side by side, is no longer found. Past
+    `_PASSAGES_LOOKED_UP` passages they are not looked for: each look scans the prompt, and
+    hostile input could hold thousands of passages found only at its end."""
+    if (prompt and len(passages) <= _PASSAGES_LOOKED_UP
+            and all(_stands_in(passage, prompt) for passage in passages)):
         return prompt
     return joined + "\n" + prompt
 

@@ -466,6 +466,11 @@ def test_a_prompt_that_carries_every_passage_between_whitespace_is_read_alone() 
     for other in (f"Answer from these:\n{first}\nHow tall is it?",
                   f"Context:{first}\n{second}", f"{first}\n{second}s and more", ""):
         assert _drawn_on(passages, joined, other) == joined + "\n" + other
+    # Past 64 passages the prompt is not searched for them (each search scans it).
+    many = [f"fact {i}." for i in range(65)]
+    carrying = " ".join(many)
+    assert _drawn_on(many[:64], "\n".join(many[:64]), carrying) is carrying
+    assert _drawn_on(many, "\n".join(many), carrying) == "\n".join(many) + "\n" + carrying
 
 
 def _hashed_embed(texts: Sequence[str]) -> np.ndarray:
