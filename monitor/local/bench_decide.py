@@ -234,7 +234,7 @@ class _Decider:
         """A first round (drift warm-up), then a trickle until every segment's detectors are
         calibrated (a calibration still running would take CPU from the timed rounds)."""
         self._last_s = self._send(feed, records, traffic.FIXED_START_MS) / 2
-        trickle_until_armed(self.metrics, lambda i: self._send(
+        trickle_until_armed(self.metrics, self.process, self.work, lambda i: self._send(
             feed, 20, traffic.FIXED_START_MS + 1_800_000 + i * 5_000))
 
     def pause(self) -> None:

@@ -245,7 +245,7 @@ class _Daemon:
         drift detectors are calibrated: a calibration still running would take CPU from the
         timed rounds, and its result is taken up by the segment's next record."""
         self._last_s = self._send(records, 100, traffic.FIXED_START_MS) / 2  # models load
-        trickle_until_armed(self.metrics, lambda i: self._send(
+        trickle_until_armed(self.metrics, self.process, self.work, lambda i: self._send(
             20, 10_000 + i, traffic.FIXED_START_MS + 1_800_000 + i * 5_000))
 
     def pause(self) -> None:
@@ -426,12 +426,13 @@ def timed_end(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Pat
     return ended_at - started_at
 
 
-def trickle_until_armed(metrics: httpx.Client, send: Callable[[int], object]) -> None:
+def trickle_until_armed(metrics: httpx.Client, process: subprocess.Popen[bytes], work: Path,
+                        send: Callable[[int], object]) -> None:
     """`send(i)` the i-th trickle of records (i from 1), a second apart, until every tracked
     segment's drift detectors are calibrated; 30 minutes at most."""
     trickle = 0
     deadline = time.monotonic() + 1_800
-    while not drift_armed(_samples(metrics)):
+    while not drift_armed(_scrape(metrics, process, work)):
         if time.monotonic() > deadline:
             raise TimeoutError("the drift detectors were not calibrated in 30 min")
         trickle += 1
