@@ -137,8 +137,8 @@ def _classify(message: str) -> Rejection:
     top_level = " - at `$" not in message
     if top_level and message.startswith("Expected `object`"):
         return Rejection("not_object", detail)
-    if message == "Object missing required field `request_id`" or message.endswith(
-        " - at `$.request_id`"
+    if message == "Object missing required field `request_id`" or (message.endswith(
+        " - at `$.request_id`") and not message.startswith("Expected `str` of length <=")
     ):
         return Rejection("missing_request_id", detail)
     return Rejection("invalid_field", detail)

@@ -18,6 +18,10 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
 # RFC 3339 requires an offset; a naive time would silently shift by the host's zone.
 Rfc3339 = Annotated[datetime, msgspec.Meta(tz=True)]
+# Ids, labels, status and error type are short by nature; past this they are garbage, and
+# every copy of them (join table, scored topic, events, webhooks) would carry it.
+MAX_FIELD_CHARS = 4_096
+Short = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
 
 
 class Origin(NamedTuple):
@@ -53,12 +57,12 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
 class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One LLM request/response as it arrives on the wire (validated)."""
 
-    request_id: Annotated[str, msgspec.Meta(min_length=1)]
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD_CHARS)]
     timestamp: Rfc3339 | float | None = None
-    model: str | None = None
-    model_version: str | None = None
+    model: Short | None = None
+    model_version: Short | None = None
     deployment: Deployment | None = None
-    route: str | None = None
+    route: Short | None = None
     prompt: str | list[ChatMessage] | None = None
     messages: list[ChatMessage] | None = None
     response: str | None = None
@@ -67,8 +71,8 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     prompt_tokens: Count | None = None
     completion_tokens: Count | None = None
     cost_usd: NonNegative | None = None
-    status: str | None = None
-    error_type: str | None = None
+    status: Short | None = None
+    error_type: Short | None = None
 
     @property
     def prompt_text(self) -> str | None:

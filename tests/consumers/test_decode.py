@@ -83,6 +83,22 @@ def test_message_of_exactly_max_bytes_is_not_oversized(decoder: Decoder) -> None
     assert _record(decoder.decode(payload)).request_id == "r1"
 
 
+@pytest.mark.parametrize("field", ["request_id", "model", "model_version", "route", "status",
+                                   "error_type"])
+def test_ids_and_labels_past_the_limit_are_invalid_fields_that_name_it(field: str) -> None:
+    """Counted in characters, not bytes: the limit holds a label in any script."""
+    from consumers.wire import MAX_FIELD_CHARS
+
+    decoder = Decoder(max_message_bytes=100_000)
+
+    at_limit = {"request_id": "r1", field: "é" * MAX_FIELD_CHARS}
+    assert getattr(_record(decoder.decode(_encode(at_limit))), field) == "é" * MAX_FIELD_CHARS
+    result = decoder.decode(_encode({**at_limit, field: "é" * (MAX_FIELD_CHARS + 1)}))
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_field"  # a request id too long is there, not missing
+    assert result.detail == f"Expected `str` of length <= {MAX_FIELD_CHARS} - at `$.{field}`"
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
