@@ -63,8 +63,17 @@ class PublishStage(Stateless):
         work.settle = lambda: self._settle(sent)
 
     def _send(self, messages: list[scored.Message]) -> list[tuple[scored.Message, Any]]:
-        return [(m, self._producer.send(self._topic, value=m.value, key=m.key))
-                for m in messages]
+        sent: list[tuple[scored.Message, Any]] = []
+        for m in messages:
+            try:
+                future: Any = self._producer.send(self._topic, value=m.value, key=m.key)
+            except KafkaError as exc:
+                # Refused before it was queued (no metadata, a full buffer): sent again by the
+                # settle like any unacknowledged message. Raising here would retry the whole
+                # batch, and send its other messages a second time.
+                future = _Refused(exc)
+            sent.append((m, future))
+        return sent
 
     def _settle(self, sent: list[tuple[scored.Message, Any]]) -> None:
         """Wait for every acknowledgement; send again what failed, until none does."""
@@ -88,3 +97,13 @@ class PublishStage(Stateless):
                 raise Cancelled("stopping with scored records unacknowledged")
             sent = self._send(failed)
             delay = min(delay * 2, 10.0)
+
+
+class _Refused:
+    """A send the producer refused at once, read like its future: `get` raises the error."""
+
+    def __init__(self, error: KafkaError) -> None:
+        self.error = error
+
+    def get(self, timeout: float | None = None) -> None:
+        raise self.error

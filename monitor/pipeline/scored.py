@@ -12,7 +12,10 @@ the version is read alone before anything else, so a message written by another 
 refused with an error naming both versions instead of being misread field by field.
 Embeddings travel as float16 bytes (half the size; the drift tests work on unit vectors,
 where float16 keeps about three significant digits). Texts are only the short excerpts that
-drift explanations show, truncated as in the events.
+drift explanations show, truncated as in the events, and of a record's novel numbers and names
+the first few. With the wire format's bound on ids and labels (`MAX_FIELD_CHARS`) a scored
+record stays far below `MESSAGE_BYTES` whatever its input held: one the producer refused as
+too large could never be sent, and its input offsets never committed.
 
 The message key is the record's partition key (`partition_key`): every record whose state
 meets in one place (a drift segment; the canary gate's model) lands in one partition, so one
@@ -37,6 +40,9 @@ from monitor.types import EXAMPLE_TEXT_CHARS, IntakeCounts
 
 FORMAT = 2  # 1: one record a message, each with its own version
 MESSAGE_BYTES = 256 * 1024  # far below kafka-python's 1 MiB max_request_size
+# Evidence kept of a record's novel numbers and names: the decide stage judges their flags,
+# not the lists, and one long response can hold a hundred thousand of them.
+NOVEL_KEPT = 16
 _FEATURES = ("latency_seconds", "prompt_tokens", "completion_tokens", "cost_usd",
              "prompt_chars", "response_chars")
 
@@ -66,6 +72,7 @@ class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     prompt_toxicity: float
     groundedness: float
     flags: dict[str, bool]
+    # The first NOVEL_KEPT of each, cut as the texts are (a record's size stays bounded).
     novel_numbers: tuple[str, ...] = ()
     novel_names: tuple[str, ...] = ()
     prompt_embedding: bytes | None = None  # float16, little-endian
@@ -160,7 +167,7 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
             r.route, r.status, r.error_type, tuple(columns[i]), sampled[i],
             toxicity[i], prompt_toxicity[i], groundedness[i],
             dict(zip(names, flags[i], strict=True)),
-            novel_numbers[i], novel_names[i],
+            _kept(novel_numbers[i]), _kept(novel_names[i]),
             None if row < 0 or prompt_blobs is None else prompt_blobs[row],
             None if row < 0 or response_blobs is None else response_blobs[row],
             _cut(r.prompt_text), _cut(r.response), dead_letters if i == 0 else 0, counts[i]))
@@ -169,6 +176,12 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
 
 def _cut(text: str | None) -> str | None:
     return None if text is None else text[:EXAMPLE_TEXT_CHARS]
+
+
+def _kept(found: tuple[str, ...]) -> tuple[str, ...]:
+    if len(found) <= NOVEL_KEPT and all(len(x) <= EXAMPLE_TEXT_CHARS for x in found):
+        return found
+    return tuple(x[:EXAMPLE_TEXT_CHARS] for x in found[:NOVEL_KEPT])
 
 
 def _rows_as_float16(vectors: np.ndarray | None) -> list[bytes] | None:

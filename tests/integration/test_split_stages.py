@@ -264,3 +264,52 @@ def _worker_pid(parent: int, number: int) -> int:
             if f"DRIFTWATCH_KAFKA__CLIENT_ID=driftwatch-score-{number}".encode() in environ:
                 return int(child)
     raise AssertionError(f"no scoring worker {number} under pid {parent}")
+
+
+def test_hostile_records_through_the_split_are_scored_once_or_dead_lettered_once(
+        broker, names, daemons, tmp_path: Path) -> None:
+    """A record whose scored form the producer would refuse (a 600,000-character model
+    name: key and value of its message, 1.2 MB) and one whose response invents 120,000
+    numbers: the first is dead-lettered at the score stage with its field named, the second
+    scored with the first few numbers as evidence; every other record reaches the decide
+    stage once. (Refused by the producer, the first had its batch retried and bisected, and
+    each of its 59 neighbours was decided four times.)"""
+    topic, scored, group = names("hostile-in"), names("hostile-scored"), names("hostile")
+    dlq = names("hostile-dlq")
+    broker.create_topics([(topic, 2), (scored, 2), (dlq, 1)])
+    records = list(traffic.wire_records(60, seed=8, start_ms=traffic.FIXED_START_MS))
+    records[10] = {**records[10], "model": "m" * 600_000}
+    numbers = " ".join(str(i) for i in range(10_000, 130_000)) + "."
+    records[20] = {**records[20], "response": numbers, "context": ["A short passage."]}
+    ends = produce(broker.bootstrap, topic,
+                   ((i % 2, traffic.encode(r), None) for i, r in enumerate(records)))
+    common = {"kafka": {"topic": topic, "group_id": group, "scored_topic": scored,
+                        "dead_letter_topic": dlq},
+              "metrics": {"labels": ["model"]},
+              "scorers": ["latency", "status", "groundedness"],
+              "scoring": {"max_batch_seconds": None}}
+    port, decide_port = free_port(), free_port()
+    score = daemons(write_config(tmp_path / "score.yaml", broker.bootstrap, port, **common),
+                    port, "--stage", "score")
+    decide = daemons(write_config(tmp_path / "decide.yaml", broker.bootstrap, decide_port,
+                                  **common), decide_port, "--stage", "decide")
+    score.wait_ready(90)
+    decide.wait_ready(90)
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 2) == ends, 120,
+             "the score stage to finish the input")
+    ids, scored_ends = _scored(broker.bootstrap, scored, 59)
+    assert sorted(ids) == sorted(str(r["request_id"]) for i, r in enumerate(records) if i != 10)
+    wait_for(lambda: {p: o for p, o in committed(broker.bootstrap, f"{group}-decide", scored,
+                                                 2).items() if o} == scored_ends,
+             120, "the decide stage to finish the scored topic")
+    assert decide.metrics().sum("driftwatch_records_total", outcome="decided") == 59
+    [letter] = read_topic(broker.bootstrap, dlq, 1, 1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["reason"] == "invalid_field" and headers["original_offset"] == "5"
+    assert headers["detail"].endswith("- at `$.model`")
+    big = [s for m in read_topic(broker.bootstrap, scored, 2, 59,
+                                 weight=lambda m: len(decode(m.value)))
+           for s in decode(m.value) if s.request_id == records[20]["request_id"]]
+    assert len(big) == 1 and big[0].flags["novel_number"]
+    assert big[0].novel_numbers == tuple(str(i) for i in range(10_000, 10_016))
+    assert score.terminate() == 0 and decide.terminate() == 0

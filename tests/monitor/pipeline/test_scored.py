@@ -172,13 +172,20 @@ class _Future:
 
 
 class _Producer:
-    """kafka-python's producer as the publish step uses it; fails the first `failures` sends."""
+    """kafka-python's producer as the publish step uses it; fails the first `failures` sends
+    (unacknowledged), after refusing the first `refusals` at once (raised by `send`)."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, refusals: int = 0) -> None:
         self.failures = failures
+        self.refusals = refusals
         self.sent: list[tuple[str, bytes, bytes]] = []
 
     def send(self, topic: str, value: bytes, key: bytes) -> _Future:
+        if self.refusals:
+            self.refusals -= 1
+            from kafka.errors import KafkaTimeoutError
+
+            raise KafkaTimeoutError("Failed to update metadata after 1.0 secs.")
         if self.failures:
             self.failures -= 1
             from kafka.errors import KafkaTimeoutError
@@ -224,6 +231,49 @@ def test_the_publish_step_sends_every_record_keyed_and_again_until_acknowledged(
     assert work.settle is not None
     work.settle()
     assert scored.decode(producer.sent[0][2])[0].dead_letters_before == 0
+
+
+def test_a_send_refused_at_once_is_sent_again_by_the_settle_not_by_a_batch_retry() -> None:
+    """kafka-python's send raises when it cannot queue a message (no metadata within
+    max_block_ms, a full buffer). Raised out of the step, the batch would be retried whole
+    and its messages sent before the refused one would go to the topic twice."""
+    from monitor.pipeline.publish import PublishStage
+
+    producer = _Producer(refusals=1)
+    stage = PublishStage(producer, "scored", ("request_id",))
+    work = _work(_records())
+    stage.process(work)  # a, b, c: three messages, the first refused
+    assert [k for _, k, _ in producer.sent] == [b"b", b"c"]
+    assert work.settle is not None
+    work.settle()
+    assert sorted(k for _, k, _ in producer.sent) == [b"a", b"b", b"c"]  # each once
+
+
+def test_a_scored_record_stays_small_whatever_its_input_held() -> None:
+    """Ids and labels at the wire format's limit in four-byte characters, long texts, a
+    large embedding and a response of a hundred thousand invented numbers and names: the
+    record keeps the first few of those, cut, and fits the message budget."""
+    from consumers.wire import MAX_FIELD_CHARS
+
+    long = "\U0001F600" * MAX_FIELD_CHARS
+    record = Record(request_id=long, model=long, model_version=long, route=long,
+                    status=long, error_type=long, prompt="p" * 1_000_000,
+                    response="r" * 1_000_000)
+    numbers = tuple(str(10**6 + i) for i in range(100_000))
+    names = (long, *(f"Name{i} Other{i}" for i in range(100_000)))
+    vector = np.ones((1, 4_096), dtype=np.float32)
+    scores = BatchScores(np.array([True]), np.array([0.5]), np.array([0.5]), np.array([0.2]),
+                         {"novel_number": np.array([True]), "novel_name": np.array([True])},
+                         [numbers], [names], vector, vector)
+    out = scored.encode_batch([record], operational_features([record]), scores)
+    assert out[0].novel_numbers == numbers[:scored.NOVEL_KEPT]
+    assert out[0].novel_names[0] == long[:EXAMPLE_TEXT_CHARS]
+    assert out[0].novel_names[1:] == names[1:scored.NOVEL_KEPT]
+    [message] = scored.messages(out, ("model",))
+    # Under the packing budget (so no message exceeds it), itself a quarter of the
+    # producer's max_request_size.
+    assert len(message.key) + len(message.value) < scored.MESSAGE_BYTES
+    assert scored.decode(message.value)[0].request_id == long  # ids are kept whole
 
 
 def test_a_stop_while_the_broker_does_not_acknowledge_leaves_the_batch_unfinished() -> None:
