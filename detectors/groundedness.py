@@ -266,16 +266,10 @@ class _Grounding:
         return frozenset(_numbers(self.text)) | spelled
 
     @functools.cached_property
-    def digit_runs(self) -> tuple[str, ...]:
-        return tuple(_DIGIT_RUN.findall(self.text))
-
-    def knows_number(self, number: str) -> bool:
-        # Glued knowledge ("released 20072007 was the year") hides years inside longer runs.
-        return number in self.numbers or (
-            len(number) >= 4 and any(number in run for run in self.digit_runs))
-
-    def knows_name(self, name: str) -> bool:
-        return _fold(name) in self.folded
+    def digit_text(self) -> str:
+        """The runs of five digits or more, space-separated: a number (no space in it) is in
+        one of them exactly when it is in this text, found by one scan instead of one a run."""
+        return " ".join(_DIGIT_RUN.findall(self.text))
 
     def novelty(self, sentence: str) -> float:
         """Share of the sentence's content words found nowhere in the context or prompt."""
@@ -290,7 +284,52 @@ def _grounding(text: str) -> _Grounding:
     return _Grounding(text, " " + " ".join(words) + " ", frozenset(words))
 
 
+class _Lookups:
+    """One response's numbers and names looked up in its grounding, each distinct one once.
+
+    Exact lookups are sets; what is left needs a scan of the whole context (a number glued
+    into a longer run of digits, a name's words in their order), and those scans are bounded:
+    `searches` per response, so a response of thousands of numbers against a context of
+    thousands costs as much as one of a few hundred (it took seconds to minutes a record).
+    Past the bound the likelier answer stands: a number found by no exact lookup is novel, a
+    name whose every word is in the context is known."""
+
+    def __init__(self, grounding: _Grounding, searches: int) -> None:
+        self._grounding = grounding
+        self._searches = searches
+        self._numbers: dict[str, bool] = {}
+        self._names: dict[str, bool] = {}
+
+    def _search(self, needle: str, haystack: str) -> bool | None:
+        if self._searches <= 0:
+            return None
+        self._searches -= 1
+        return needle in haystack
+
+    def knows_number(self, number: str) -> bool:
+        known = self._numbers.get(number)
+        if known is None:
+            g = self._grounding
+            # Glued knowledge ("released 20072007 was the year") hides years in longer runs.
+            known = number in g.numbers or (
+                len(number) >= 4 and bool(self._search(number, g.digit_text)))
+            self._numbers[number] = known
+        return known
+
+    def knows_name(self, name: str) -> bool:
+        known = self._names.get(name)
+        if known is None:
+            g = self._grounding
+            folded = _fold(name)
+            # In the folded context only if each of its words is one of the context's words.
+            known = all(w in g.words for w in folded.split()) and (
+                self._search(folded, g.folded) is not False)
+            self._names[name] = known
+        return known
+
+
 _PASSAGES_LOOKED_UP = 64
+_SEARCHES = 256  # scans of a context for one response's numbers and names (see _Lookups)
 
 
 def _drawn_on(passages: Sequence[str], joined: str, prompt: str) -> str:
@@ -523,9 +562,10 @@ class GroundednessScorer:
             return None
         joined = "\n".join(passages)
         grounding = _grounding(_drawn_on(passages, joined, prompt or ""))
-        numbers = [tuple(x for x in _numbers(s) if not grounding.knows_number(x))
+        lookups = _Lookups(grounding, _SEARCHES)
+        numbers = [tuple(x for x in _numbers(s) if not lookups.knows_number(x))
                    for s in sentences]
-        names = [tuple(x for x in _names(s) if not grounding.knows_name(x)) for s in sentences]
+        names = [tuple(x for x in _names(s) if not lookups.knows_name(x)) for s in sentences]
         claims = np.array([not _is_question(s) for s in sentences])
         # Decided here: a claim carrying an invented number or name is unsupported.
         unsupported = claims & np.array([bool(a or b) for a, b in zip(numbers, names, strict=True)])

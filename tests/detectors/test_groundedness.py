@@ -158,11 +158,11 @@ def test_a_context_is_scanned_for_numbers_only_when_a_response_has_one() -> None
     scorer = GroundednessScorer(no_model)
     scorer.score(["The Eiffel Tower was finished by Gustave Eiffel's firm."], [[context]], [""])
     grounding = _grounding(context + "\n")
-    assert "numbers" not in vars(grounding) and "digit_runs" not in vars(grounding)
+    assert "numbers" not in vars(grounding) and "digit_text" not in vars(grounding)
     result = scorer.score(["It was finished in 18891 by Gustave Eiffel's firm."],
                           [[context]], [""])
     assert result.novel_numbers == [("18891",)]
-    assert grounding.numbers == {"1889"} and grounding.digit_runs == ()
+    assert grounding.numbers == {"1889"} and grounding.digit_text == ""
 
 
 # --- scorer ------------------------------------------------------------------------------------
@@ -189,6 +189,33 @@ def test_numbers_match_across_formatting_and_spelling(embed: Embed) -> None:
         ["Tickets cost 1000 yen and 3.5 euros for 2 hours, or 7 euros for a day."],
         [context], [None])
     assert result.novel_numbers == [("7",)]
+
+
+def test_numbers_glued_into_longer_runs_are_known_up_to_the_scans_one_response_may_make(
+        embed: Embed) -> None:
+    """Each glued number costs a scan of the whole context; past `_SEARCHES` distinct ones
+    a response's numbers are judged by exact lookups alone (so novel here), and the cost of
+    a record stays bounded however many it holds (16,000 against 16,000 took 8 s)."""
+    from detectors.groundedness import _SEARCHES
+
+    codes = [str(n) for n in range(10_000, 10_000 + _SEARCHES + 44)]
+    context = ["The codes ran together: " + "".join(codes) + "."]
+    response = "The codes were " + " ".join(codes + codes[:10]) + "."  # repeats: no new scan
+    result = GroundednessScorer(embed).score([response], [context], [None])
+    assert result.novel_numbers == [tuple(codes[_SEARCHES:])]
+
+
+def test_names_whose_words_are_all_in_the_context_are_known_past_the_scans(embed: Embed) -> None:
+    """A name with a word the context lacks is novel without a scan; one whose words are all
+    there is looked for in order, up to `_SEARCHES` of them a response, and past that known."""
+    from detectors.groundedness import _SEARCHES
+
+    n = _SEARCHES + 20
+    context = ["Listed apart: " + " and ".join(f"wa{i} then wb{i}" for i in range(n)) + "."]
+    names = [f"Wa{i} Wb{i}" for i in range(n)]
+    response = "and " + ", and ".join(f"{name} met" for name in names) + ", and Zq Wb0 met."
+    result = GroundednessScorer(embed).score([response], [context], [None])
+    assert result.novel_names == [(*names[:_SEARCHES], "Zq Wb0")]
 
 
 def test_a_record_without_context_is_unknown_not_ungrounded(embed: Embed) -> None:
