@@ -193,6 +193,9 @@ class JoinSettings(BaseModel):
 
     window_seconds: float = Field(default=30.0, gt=0, le=3_600)
     max_pending: int = Field(default=100_000, ge=1, le=10_000_000)
+    # The waiting halves' raw messages in all (memory is about twice this, with the decoded
+    # records): long prompts waiting for responses must not outgrow the process.
+    max_pending_bytes: int = Field(default=268_435_456, ge=1_048_576, le=1 << 40)
     # What happens to a half whose partner never came within the window.
     unmatched: Literal["score", "dead_letter"] = "score"
 

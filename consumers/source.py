@@ -107,7 +107,8 @@ class KafkaSource:
         self._decoder: MessageDecoder = decoder or Decoder(kafka.max_message_bytes, bounds)
         self._batcher = Batcher(batch.max_records, batch.max_wait_ms / 1000.0, clock)
         join = self.join_settings
-        self._joiner = Joiner(join.window_seconds, join.max_pending, clock)
+        self._joiner = Joiner(join.window_seconds, join.max_pending, clock,
+                              join.max_pending_bytes)
         self._tracker = OffsetTracker()
         self._ready: deque[Batch] = deque()
         self._sides: dict[str, Side] = {}

@@ -51,21 +51,26 @@ def supports(tokenizer: Any) -> bool:
 
 class ChunkTokenizer:
     """Ids of texts as `tokenizer.encode_batch_fast(texts, add_special_tokens=False)` gives
-    them (truncation included), from a cache of at most `max_chunks` chunks (or one batch's, if
-    it holds more); callers hold a lock if they share one.
+    them (truncation included), from a cache of at most `max_chunks` chunks and `max_chars`
+    characters (or one batch's, if it holds more); callers hold a lock if they share one.
 
     The cache is one flat array of every cached chunk's ids, with each chunk's row (its start
     and end there) in a dict: a batch's ids are gathered in numpy, one dict lookup a chunk,
     with no Python list a text unless `encode` is asked for them."""
 
-    def __init__(self, tokenizer: Any, max_chunks: int = 200_000) -> None:
+    def __init__(self, tokenizer: Any, max_chunks: int = 200_000,
+                 max_chars: int = 16_000_000) -> None:
+        """`max_chars`: the cached chunks' characters in all (a bound in bytes as well as in
+        count: one long "word", such as a hex dump, is one chunk)."""
         self._tokenizer = tokenizer
         self._max_chunks = max_chunks
+        self._max_chars = max_chars
         self._added = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
         self._clear()
 
     def _clear(self) -> None:
         self._index: dict[str, int] = {}  # chunk -> its row
+        self._chars = 0
         self._bounds = _Growing()  # row i's ids: _ids[_bounds[i]:_bounds[i + 1]]
         self._bounds.extend(np.zeros(1, np.int64))
         self._ids = _Growing()
@@ -79,7 +84,8 @@ class ChunkTokenizer:
                    for text in texts]
         seen = set().union(*(c for c in chunked if c is not None))
         missing = seen.difference(self._index)
-        if len(self._index) + len(missing) > self._max_chunks:
+        if (len(self._index) + len(missing) > self._max_chunks
+                or self._chars + sum(map(len, missing)) > self._max_chars):
             self._clear()  # bounded: unrepeated traffic (random strings) must not grow it
             missing = seen
         self._store(list(missing))
@@ -118,6 +124,7 @@ class ChunkTokenizer:
         ids, sizes = flatten(self._tokenize(chunks))
         first = len(self._index)  # rows are numbered in the order they are stored
         self._index.update(zip(chunks, range(first, first + len(chunks)), strict=True))
+        self._chars += sum(map(len, chunks))
         self._bounds.extend(len(self._ids) + np.cumsum(sizes))
         self._ids.extend(ids)
 

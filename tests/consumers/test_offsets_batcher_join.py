@@ -293,6 +293,30 @@ def test_max_pending_evicts_the_oldest_and_the_next_expired_returns_it(
     assert sorted(h.record.request_id for h in j.drop([("responses", 0)])) == ["a", "c"]
 
 
+def test_max_pending_bytes_evicts_the_oldest_until_the_waiting_messages_fit(
+    clock: FakeClock,
+) -> None:
+    """Long prompts whose responses are late must not outgrow the process: the waiting
+    halves' raw bytes are bounded too, and the newest half waits whatever its size."""
+    j = Joiner(1_000, 100, clock=clock, max_pending_bytes=10_000)
+
+    def sized(side: Side, rid: str, size: int) -> Half:
+        return Half(side, rec(rid), Origin(side, 0, 0), b"x" * size)
+
+    a, b, c = sized("request", "a", 4_000), sized("request", "b", 4_000), sized("request", "c",
+                                                                                 3_000)
+    for h in (a, b, c):
+        assert j.add(h) is None
+    assert (len(j), j.pending_bytes) == (2, 7_000) and j.expired() == [a]
+    assert isinstance(j.add(sized("response", "b", 500)), Joined)  # b leaves, joined
+    assert j.pending_bytes == 3_000
+    huge = sized("request", "huge", 50_000)
+    assert j.add(huge) is None
+    assert (len(j), j.pending_bytes) == (1, 50_000) and j.expired() == [c]
+    clock.advance(1_000)
+    assert j.expired() == [huge] and j.pending_bytes == 0
+
+
 def test_drop_forgets_waiting_and_evicted_halves_of_revoked_partitions(
     joiner: JoinerFactory,
 ) -> None:
@@ -319,3 +343,14 @@ def test_drop_of_unrelated_partitions_keeps_everything(joiner: JoinerFactory) ->
     j.add(half("request", "a", 0))
     assert j.drop([("requests", 5)]) == []
     assert len(j) == 1
+
+
+def test_the_source_bounds_its_joiner_as_configured() -> None:
+    from consumers.settings import JoinSettings, KafkaSettings
+    from consumers.source import KafkaSource
+
+    kafka = KafkaSettings(bootstrap_servers=["127.0.0.1:1"], request_topic="q",
+                          response_topic="r")
+    assert JoinSettings().max_pending_bytes == 256 * 1024 * 1024
+    source = KafkaSource(kafka, JoinSettings(max_pending=7, max_pending_bytes=2_000_000))
+    assert (source._joiner.max_pending, source._joiner.max_pending_bytes) == (7, 2_000_000)

@@ -93,6 +93,13 @@ def test_each_chunk_is_tokenized_once_and_the_cache_is_bounded(bert: Tokenizer) 
     texts = [" ".join(f"w{rng.randrange(10_000)}" for _ in range(30)) for _ in range(200)]
     assert _chunked(small, texts, 1) == _reference(bert, texts)
     assert len(small._index) <= 50  # of about 5,000 chunks met
+    # Bounded in characters too: long "words" (hex dumps) are one chunk each.
+    narrow = ChunkTokenizer(bert, max_chars=10_000)
+    dumps = [f"{i:x}" * 600 + " tail" for i in range(4_096, 4_116)]  # 2,400 characters each
+    for start in range(0, len(dumps), 2):
+        assert narrow.encode(dumps[start:start + 2]) == _reference(bert, dumps[start:start + 2])
+        assert sum(map(len, narrow._index)) <= 10_000
+    assert narrow._chars == sum(map(len, narrow._index)) > 0
 
 
 def test_other_tokenizers_are_not_chunked(bert: Tokenizer) -> None:
