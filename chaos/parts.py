@@ -17,7 +17,13 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.local.broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, free_port, listens
+from monitor.local.broker import (
+    HEARTBEAT_INTERVAL_MS,
+    SESSION_TIMEOUT_MS,
+    free_port,
+    free_ports,
+    listens,
+)
 from monitor.local.receiver import QuietHandler, serve
 
 
@@ -215,6 +221,7 @@ __all__ = [
     "QuietHandler",
     "committed",
     "free_port",
+    "free_ports",
     "produce",
     "read_topic",
     "rss_bytes",

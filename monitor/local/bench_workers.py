@@ -51,7 +51,7 @@ from prometheus_client.samples import Sample
 
 from monitor.local import traffic
 from monitor.local.bench import _naive_encode, texts_of
-from monitor.local.broker import LocalBroker, free_port
+from monitor.local.broker import LocalBroker, free_ports
 from monitor.local.figures import summary
 
 # Distilled tables outlive a run (they are a function of the model): built once per machine.
@@ -204,7 +204,7 @@ class _Daemon:
         self.broker = stack.enter_context(LocalBroker(log_file=work / "tansu.log"))
         self.broker.create_topics([(self.topic, self.partitions),
                                    ("driftwatch-scored", self.partitions)])
-        port = free_port()
+        port = free_ports(self.workers + 1)  # the workers take port + 1 .. port + N
         config = work / "dw.yaml"
         config.write_text(yaml.safe_dump({
             "kafka": {"bootstrap_servers": [self.broker.bootstrap], "topic": self.topic,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -33,6 +34,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int, attempts: int = 200) -> int:
+    """The first of `count` consecutive free ports (a daemon's and its scoring workers':
+    port + 1 .. port + N), below the kernel's ephemeral range: the ports it hands out (to
+    free_port, to outgoing connections) never fall there, so no other process takes one
+    between this check and the daemon's binds, as happened to port + 1 after free_port."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(10_000, max(10_001, low - count))
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found below {low}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def listens(pid: int, port: int) -> bool:

@@ -15,7 +15,15 @@ from monitor.app.backtest import backtest
 from monitor.config import load_offline_config
 from monitor.local import traffic
 from monitor.pipeline.scored import FORMAT, decode, encode
-from tests.support import committed, free_port, produce, read_topic, wait_for, write_config
+from tests.support import (
+    committed,
+    free_port,
+    free_ports,
+    produce,
+    read_topic,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -179,9 +187,7 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
 
     topic, scored, group = names("workers-in"), names("workers-scored"), names("workers")
     broker.create_topics([(topic, 4), (scored, 2)])
-    port = free_port()
-    while any(_listening(port + i) for i in range(1, 3)):  # the workers take port + 1, + 2
-        port = free_port()
+    port = free_ports(3)  # the workers take port + 1, + 2
     config = write_config(
         tmp_path / "dw.yaml", broker.bootstrap, port,
         kafka={"topic": topic, "group_id": group, "scored_topic": scored},
@@ -232,13 +238,6 @@ def test_workers_score_in_processes_of_their_own_and_a_killed_one_is_started_aga
     assert "scoring workers stopped: exit codes [0, 0]" in log
     fired = {k[0] for k, _ in _decisions(tmp_path / "outbox").values() if k[2] == "firing"}
     assert "dead-letters" in fired  # the score stage's dead letters reached the decide stage
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _ready(port: int) -> bool:
