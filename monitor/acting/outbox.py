@@ -6,6 +6,7 @@ worker reads what is due and records each attempt, so nothing is lost across res
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -187,13 +188,18 @@ class Outbox:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
+            if db.in_transaction:  # left open by a COMMIT or ROLLBACK that failed
+                db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
+                db.execute("COMMIT")  # a full disk can fail here too
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back some failures itself
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
         with self._lock:

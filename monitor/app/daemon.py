@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from kafka.errors import KafkaError
 
 from consumers.batcher import Batch
 from consumers.offsets import Partition
-from consumers.processor import Settle, StreamProcessor
+from consumers.processor import Cancelled, Settle, StreamProcessor
 from consumers.source import KafkaSource
 from monitor.acting.canary import CanaryGate
 from monitor.acting.delivery import DeliveryWorker
@@ -119,7 +120,7 @@ def _run_all(config: Config, stop: threading.Event, health: Health, endpoints: E
                          validation=config.validation)
     if not _open(source, stop, health):
         return 0
-    cancel = threading.Event()  # set by the processor when a stop cannot wait any longer
+    cancel = acting.cancel  # set by the processor when a stop cannot wait any longer
     pipeline = wire(config, parts, on_decisions=acting.put, intake=observer.intake,
                     fraction=overload.fraction, cancel=cancel, checkpoints=checkpoints,
                     audit_log=config.audit_log,
@@ -240,7 +241,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
         tasks.checkpoint_if_due()
         heap.maybe_trim()
 
-    return _consume(config, stop, health, source, tasks.process, on_loop, threading.Event())
+    return _consume(config, stop, health, source, tasks.process, on_loop, acting.cancel)
 
 
 def _consume(config: Config, stop: threading.Event, health: Health, source: KafkaSource,
@@ -276,10 +277,29 @@ class Acting:
     outbox: Outbox | None = None
     delivery: DeliveryWorker | None = None
     actions: dict[str, Action] = field(default_factory=dict)
+    # The processor's cancel: set when a stop can wait no longer for the batches in hand.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     def put(self, decisions: list[Decision]) -> None:
+        """Store the decisions; durable before the batch is acked. A write the outbox refuses
+        (a full disk, an I/O error, a lock held past its timeout) is tried again here, with
+        the batch waiting and its offsets uncommitted: raised, it would have the worker run
+        the batch again, feeding its records to the detectors and rules a second time."""
         assert self.outbox is not None
-        ids = self.outbox.put(decisions, self.actions)  # durable before the batch is acked
+        delay = 0.5
+        while True:
+            try:
+                ids = self.outbox.put(decisions, self.actions)
+                break
+            except sqlite3.Error as exc:
+                m.OUTBOX_WRITE_FAILURES.inc()
+                log.error("the outbox at %s refused %d decision(s) (%s: %s); the batch waits, "
+                          "trying again in %.0fs", self.outbox.path, len(decisions),
+                          type(exc).__name__, exc, delay)
+                if self.cancel.wait(delay):
+                    raise Cancelled("stopping with decisions the outbox refused; their batch "
+                                    "is read again") from exc
+                delay = min(delay * 2, 30.0)
         for event_id, d in zip(ids, decisions, strict=True):
             log.info("decision %s: %s %s %s (%s) -> %s", event_id, d.event_type, d.status,
                      d.summary, d.severity, ", ".join(d.targets) or "no action")

@@ -309,6 +309,12 @@ class Metrics:
             ["rule", "event_type"],
             registry=registry,
         )
+        self.OUTBOX_WRITE_FAILURES = Counter(
+            "driftwatch_outbox_write_failures_total",
+            "Writes of decisions the outbox refused (a full disk, an I/O error); each is tried "
+            "again while its batch waits",
+            registry=registry,
+        )
         self.OUTBOX_DEPTH = Gauge(
             "driftwatch_outbox_depth",
             "Deliveries waiting in the outbox, by action",

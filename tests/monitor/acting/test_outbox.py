@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -258,3 +259,54 @@ def test_a_decision_made_again_keeps_its_id_and_is_stored_and_sent_once(box: Out
     later = decision(targets=("hook",), at=first.at + 1)
     [c] = box.put([later], ACTIONS, now=NOW)
     assert c != a and len(box.recent(10)) == 2
+
+
+def _full(box: Outbox) -> None:
+    """SQLite's own 'database or disk is full': the file may not grow past its pages."""
+    with box._lock:
+        pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+        box._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_fails_the_write_whole_and_the_next_write_works(box: Outbox) -> None:
+    box.put([decision(at=NOW - 1)], ACTIONS, now=NOW)
+    _full(box)
+    big = Decision(**{**vars(decision()), "details": {"examples": ["x" * 200_000]}})
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        box.put([big], ACTIONS, now=NOW)
+    assert not box._db.in_transaction and len(box.recent(10)) == 1  # nothing of it stored
+    with box._lock:
+        box._db.execute("PRAGMA max_page_count = 1000000")
+    box.put([big], ACTIONS, now=NOW)
+    assert len(box.recent(10)) == 2
+
+
+def test_the_daemon_waits_for_a_full_outbox_instead_of_running_the_batch_again(
+        box: Outbox) -> None:
+    """Raised out of the pipeline, the refused write had the worker run the batch again,
+    feeding its records to the detectors and rules again; now the batch waits for the disk,
+    and a stop that cannot wait any longer leaves it to be read again."""
+    from consumers.processor import Cancelled
+    from monitor.app.daemon import Acting
+    from monitor.telemetry.metrics import METRICS
+
+    acting = Acting(box, None, dict(ACTIONS))
+    failures = METRICS.OUTBOX_WRITE_FAILURES._value.get()
+    big = Decision(**{**vars(decision()), "details": {"examples": ["x" * 200_000]}})
+    _full(box)
+    writer = threading.Thread(target=acting.put, args=([big],))
+    writer.start()
+    deadline = time.monotonic() + 60
+    while METRICS.OUTBOX_WRITE_FAILURES._value.get() < failures + 2:  # refused, and again
+        assert time.monotonic() < deadline and writer.is_alive()
+        time.sleep(0.05)
+    with box._lock:
+        box._db.execute("PRAGMA max_page_count = 1000000")  # room again
+    writer.join(60)
+    assert not writer.is_alive()
+    assert [e.decision.details for e in box.recent(10)] == [big.details]  # stored once
+
+    _full(box)
+    acting.cancel.set()  # a stop that can wait no longer
+    with pytest.raises(Cancelled):
+        acting.put([Decision(**{**vars(big), "at": NOW + 1})])
