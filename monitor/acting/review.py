@@ -239,6 +239,30 @@ class ReviewSampler:
         return [(i, reasons) for i, reasons in chosen if request_ids[i] in stored]
 
 
+def encoded_within(line: dict[str, object], max_bytes: int) -> bytes:
+    """`line` as UTF-8 JSON of at most `max_bytes` where it can be: past that its texts (the
+    prompt, the response, each context passage) are cut, each to the same share of its
+    length, and `"cut": true` says so. A long document's review line must still reach the
+    review topic, whose broker refuses a message past its limit."""
+    value = json.dumps(line, ensure_ascii=False).encode()
+    share = 1.0
+    while len(value) > max_bytes and share > 0.0:
+        share = share * max_bytes / len(value) * 0.9  # the rest of the line does not shrink
+        if share < 1e-4:
+            share = 0.0
+
+        def cut(text: object, share: float = share) -> object:
+            return text[:int(len(text) * share)] if isinstance(text, str) else text
+
+        context = line.get("context")
+        value = json.dumps({**line, "prompt": cut(line.get("prompt")),
+                            "response": cut(line.get("response")),
+                            "context": [cut(p) for p in context]
+                            if isinstance(context, list) else context, "cut": True},
+                           ensure_ascii=False).encode()
+    return value
+
+
 def review_line(request_id: str, segment: Segment, reasons: list[str],
                 scores: dict[str, float | None], flags: dict[str, int], prompt: str | None,
                 response: str | None, context: Sequence[str] | None) -> dict[str, object]:

@@ -3,7 +3,6 @@ reviewers' labels come back on `review.labels_topic`, read by a thread of their 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -11,12 +10,16 @@ from typing import Any
 
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
-from monitor.acting.review import ReviewStore, export
+from monitor.acting.review import ReviewStore, encoded_within, export
 from monitor.config import Config
 from monitor.telemetry.metrics import METRICS as m
 
 log = logging.getLogger(__name__)
+# A review line's bytes on the topic: under the producer's and the usual broker's 1 MiB, with
+# room for the key and the record's framing.
+LINE_BYTES = 900_000
 
 
 class Label(msgspec.Struct, frozen=True):
@@ -39,10 +42,25 @@ def review_publisher(config: Config) -> tuple[Callable[[list[dict[str, object]]]
     producer = KafkaProducer(acks="all", linger_ms=5, **config.kafka.client_options())
 
     def publish(lines: list[dict[str, object]]) -> None:
+        # Best effort, as the sample is: a line the producer or the broker refuses is logged
+        # and counted, never raised into the pipeline, which would run the batch again and
+        # feed its records to the detectors and rules a second time.
+        sent, errors = [], []
         for line in lines:
-            producer.send(topic, json.dumps(line).encode(),
-                          key=str(line["request_id"]).encode())
-        producer.flush(timeout=30)
+            try:
+                sent.append(producer.send(topic, encoded_within(line, LINE_BYTES),
+                                          key=str(line["request_id"]).encode()))
+            except KafkaError as exc:
+                errors.append(exc)
+        try:
+            producer.flush(timeout=30)
+        except KafkaError as exc:
+            errors.append(exc)
+        errors += [f.exception for f in sent if f.is_done and f.failed()]
+        if errors:
+            m.REVIEW_WRITE_FAILURES.labels("topic").inc(len(errors))
+            log.error("review topic %s: %d of %d line(s) not sent (%r)", topic, len(errors),
+                      len(lines), errors[0])
 
     return publish, lambda: producer.close(timeout=5)
 

@@ -398,6 +398,12 @@ class Metrics:
             "Records not considered for review: the hour's review.max_per_hour was spent",
             registry=registry,
         )
+        self.REVIEW_WRITE_FAILURES = Counter(
+            "driftwatch_review_write_failures_total",
+            "Review lines not written, by sink (file, topic): logged, and the batch goes on",
+            ["sink"],
+            registry=registry,
+        )
         self.REVIEW_LABELS = Counter(
             "driftwatch_review_labels_total",
             "Reviewers' labels read, by outcome (stored, unknown_label, not_sampled, invalid)",

@@ -77,3 +77,50 @@ def test_labels_give_unbiased_precision_recall_and_rate_where_the_naive_share_is
             store.add_label(ids[i], "ok", "alice")
     [after] = store.estimates()
     assert after.precision == 0 and after.recall == 0
+
+
+def test_a_review_line_past_the_topic_s_limit_is_cut_to_fit_and_says_so() -> None:
+    import json
+
+    from monitor.acting.review import encoded_within, review_line
+
+    small = review_line("r1", SEG, ["uniform"], {"toxicity": 0.1}, {"toxic": 0}, "Où?",
+                        "Là.", ["Ici."])
+    assert encoded_within(small, 1_000) == json.dumps(small, ensure_ascii=False).encode()
+    document = ["é" * 300_000, "a" * 100_000]  # 700 kB as UTF-8, 2 MB escaped
+    big = review_line("r2", SEG, ["borderline"], {"toxicity": 0.5}, {"toxic": 1}, "p" * 50_000,
+                      "r" * 10_000, document)
+    value = encoded_within(big, 100_000)
+    line = json.loads(value)
+    assert 90_000 < len(value) <= 100_000 and line["cut"] is True
+    share = len(line["context"][0]) / 300_000
+    assert 0.05 < share < 0.2  # each text kept the same share of its length, from its start
+    for got, full in [(line["prompt"], big["prompt"]), (line["response"], big["response"]),
+                      *zip(line["context"], document, strict=True)]:
+        assert full.startswith(got) and abs(len(got) / len(full) - share) < 0.001
+    assert {k: v for k, v in line.items() if k not in ("prompt", "response", "context", "cut")} \
+        == {k: v for k, v in big.items() if k not in ("prompt", "response", "context")}
+    # Too much besides the texts: they are emptied, and the line goes as small as it gets.
+    crowded = {**big, "context": [""] * 50_000}
+    assert json.loads(encoded_within(crowded, 100_000))["prompt"] == ""
+
+
+def test_a_review_file_on_a_full_disk_loses_its_lines_not_the_batch(tmp_path: Path) -> None:
+    from consumers.wire import Origin, Record
+    from monitor.pipeline.model_scoring import BatchScores
+    from monitor.pipeline.review_step import ReviewStep
+    from monitor.pipeline.stages import OperationalStage, Work
+    from monitor.telemetry.metrics import METRICS
+
+    sampler = _sampler(tmp_path, file="/dev/full", uniform_rate=1.0, max_per_hour=100)
+    step = ReviewStep(sampler)  # /dev/full: every write fails with ENOSPC, as on a full disk
+    records = [Record(request_id=f"r{i}", model="m", response="ok") for i in range(3)]
+    work = Work(OperationalStage([], ["model"], 10).scored(records),
+                [(Origin("t", 0, i),) for i in range(3)], np.full(3, np.nan))
+    nan = np.full(3, np.nan)
+    work.scores = BatchScores(np.ones(3, bool), np.array([0.1, 0.2, 0.3]), nan, nan,
+                              {"toxic": np.zeros(3, bool)}, [()] * 3, [()] * 3, None, None)
+    before = METRICS.REVIEW_WRITE_FAILURES.labels("file")._value.get()
+    step.process(work)  # does not raise
+    assert METRICS.REVIEW_WRITE_FAILURES.labels("file")._value.get() == before + 3
+    step.close()
