@@ -335,12 +335,9 @@ class DriftStage:
                             need)
                 continue
             prompts, responses, numeric, outcomes = recent.take()
-            version = 0
-            if self._store is not None:
-                version = self._store.save(
-                    warmup_name(self.settings.reference.name, seg, "rollover"), prompts,
-                    responses, numeric, {"outcome": outcomes}, f"rollover:{reason}:{list(seg)}",
-                    self._embedding_model).version
+            version = self._snapshot(warmup_name(self.settings.reference.name, seg, "rollover"),
+                                     prompts, responses, numeric, outcomes,
+                                     f"rollover:{reason}:{list(seg)}")
             self._arm(seg, state, prompts, responses, numeric, outcomes)
             m.DRIFT_ROLLOVERS.labels(*seg).inc()
             log.warning("drift reference of segment %s rolled over to its last %d records "
@@ -364,12 +361,28 @@ class DriftStage:
             prompts = np.concatenate(state.warmup_prompts)
             responses = np.concatenate(state.warmup_responses)
             numeric = {k: np.concatenate([n[k] for n in state.warmup_numeric]) for k in keys}
-            if self._store is not None:
-                self._store.save(warmup_name(self.settings.reference.name, seg), prompts,
-                                 responses, numeric, {"outcome": state.warmup_outcomes},
-                                 f"warmup:{list(seg)}", self._embedding_model)
+            self._snapshot(warmup_name(self.settings.reference.name, seg), prompts, responses,
+                           numeric, state.warmup_outcomes, f"warmup:{list(seg)}")
             self._arm(seg, state, prompts, responses, numeric, state.warmup_outcomes)
             state.warmup_prompts, state.warmup_responses, state.warmup_numeric = [], [], []
+
+    def _snapshot(self, name: str, prompts: np.ndarray, responses: np.ndarray,
+                  numeric: dict[str, np.ndarray], outcomes: list[str], source: str) -> int:
+        """Save a reference the segment is armed with; its version, 0 when not saved. A store
+        that cannot take it (a full disk) leaves the detectors armed all the same, in memory
+        and in the checkpoints: raised, it would have the batch run again, collecting its
+        records into the reference a second time."""
+        if self._store is None:
+            return 0
+        try:
+            return self._store.save(name, prompts, responses, numeric, {"outcome": outcomes},
+                                    source, self._embedding_model).version
+        except OSError as exc:
+            m.DRIFT_REFERENCE_SAVE_FAILURES.inc()
+            log.error("reference %s not saved under %s (%r): the segment is armed with it all "
+                      "the same; a restart without a checkpoint would learn it again", name,
+                      self._store.root, exc)
+            return 0
 
     def _arm(self, seg: Segment, state: _SegmentState, prompts: np.ndarray,
              responses: np.ndarray, numeric: dict[str, np.ndarray],

@@ -448,6 +448,12 @@ class Metrics:
             SEGMENT_LABELS,
             registry=registry,
         )
+        self.DRIFT_REFERENCE_SAVE_FAILURES = Counter(
+            "driftwatch_drift_reference_save_failures_total",
+            "References learnt (warm-up, rollover) that drift.reference.store could not take; "
+            "the segment is armed with them all the same",
+            registry=registry,
+        )
         self.DRIFT_ROLLOVERS = Counter(
             "driftwatch_drift_reference_rollovers_total",
             "Explicit reference rollovers (by command or rule) to the segment's recent records",

@@ -165,3 +165,25 @@ def test_an_error_class_new_to_the_reference_is_one_event_at_its_first_record() 
     catch_up[5] = catch_up[52] = "error:status 500"  # in the reference, then again: known
     catch_up[55] = "error:timeout"
     assert feed(0, catch_up) == [("error:timeout", 55, ("r55",))]
+
+
+def test_a_store_that_cannot_take_the_warm_up_reference_leaves_the_segment_armed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Raised, the failed save had the batch run again, collecting its records into the
+    warm-up a second time; now the segment is armed with the reference it learnt."""
+    from monitor.telemetry.metrics import METRICS
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")  # the store's root cannot be made: every save fails (OSError)
+    settings = DriftSettings.model_validate({
+        "reference": {"warmup_records": 200},
+        "embedding": {"ert": 50, "window_size": 20, "n_bootstraps": 500, "n_features": 64}})
+    stage = DriftStage(settings, "cpu", store=ReferenceStore(blocked / "refs"))
+    before = METRICS.DRIFT_REFERENCE_SAVE_FAILURES._value.get()
+    rows = _stream(200, 600)
+    assert _feed(stage, rows[:200], 0) == []  # does not raise
+    assert METRICS.DRIFT_REFERENCE_SAVE_FAILURES._value.get() == before + 1
+    assert "not saved under" in caplog.text
+    state = stage.state()[SEG]
+    assert set(state.mmd) == {"prompt", "response"} and state.collected == 200
+    assert [i for s, i in _feed(stage, rows[200:], 200) if s == "prompt"]  # it detects
