@@ -151,7 +151,8 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     cancel = threading.Event()
     key = scored.partition_key(config.metrics.labels,
                                config.canary.enabled or config.shadow.enabled)
-    publish = PublishStage(producer, k.scored_topic, key, cancel, intake=observer.intake)
+    publish = PublishStage(producer, k.scored_topic, key, cancel, intake=observer.intake,
+                           vectors=embedding_vectors_name(config.scoring.embedding))
     pipeline = wire(config, Parts(models, tokens=build_tokens(config)),
                     on_decisions=_no_decisions, intake=observer.intake,
                     fraction=overload.fraction, cancel=cancel, audit_log=config.audit_log,
@@ -231,7 +232,7 @@ def _run_decide(config: Config, stop: threading.Event, health: Health, endpoints
     interval_ms = (int(config.checkpoint.interval_seconds * 1000) if directory is not None
                    else config.kafka.commit_interval_ms)
     source = KafkaSource(config.kafka.for_decide(interval_ms), batch=batch,
-                         observer=MetricsObserver(), decoder=ScoredDecoder())
+                         observer=MetricsObserver(), decoder=ScoredDecoder(model))
     source.before_commit = tasks.save  # a checkpoint always covers what is committed
     source.after_revoke = tasks.release
     if not _open(source, stop, health):

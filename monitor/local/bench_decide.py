@@ -137,6 +137,7 @@ def _scored_pool(config_path: Path, n: int) -> list[scored.ScoredRecord]:
     from consumers.decode import Decoder
     from consumers.wire import Record
     from detectors.static_embedder import ensure_table
+    from monitor.app.wiring import embedding_vectors_name
     from monitor.config import load_config
     from monitor.pipeline.model_scoring import ModelScorers
     from monitor.pipeline.stages import operational_features
@@ -144,6 +145,7 @@ def _scored_pool(config_path: Path, n: int) -> list[scored.ScoredRecord]:
     ensure_table(None, STATIC_DIR)
     config = load_config(config_path)
     models = ModelScorers(config.scorers, config.scoring)
+    vectors = embedding_vectors_name(config.scoring.embedding)  # as the score stage names them
     decoder = Decoder(10_000_000)
     wire = [decoder.decode(traffic.encode(traffic.unrepeated(r, j))) for j, r in
             enumerate(traffic.wire_records(n, seed=7, start_ms=traffic.FIXED_START_MS))]
@@ -151,7 +153,8 @@ def _scored_pool(config_path: Path, n: int) -> list[scored.ScoredRecord]:
     out: list[scored.ScoredRecord] = []
     for at in range(0, len(records), _BATCH):
         batch = records[at:at + _BATCH]
-        out += scored.encode_batch(batch, operational_features(batch), models.score(batch))
+        out += scored.encode_batch(batch, operational_features(batch), models.score(batch),
+                                   vectors=vectors)
     return out
 
 

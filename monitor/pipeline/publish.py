@@ -39,9 +39,12 @@ class PublishStage(Stateless):
 
     def __init__(self, producer: Producer, topic: str, key_labels: tuple[str, ...],
                  cancel: threading.Event | None = None, metrics: Metrics = METRICS,
-                 ack_timeout_s: float = 30.0, intake: IntakeCounts | None = None) -> None:
+                 ack_timeout_s: float = 30.0, intake: IntakeCounts | None = None,
+                 vectors: str | None = None) -> None:
         """`intake`: the source's running count of dead letters; those since the previous
-        batch travel on the batch's first scored record, for the decide stage's rules."""
+        batch travel on the batch's first scored record, for the decide stage's rules.
+        `vectors`: the name of the embeddings' vectors, on each record that has them."""
+        self._vectors = vectors
         self._intake = intake or IntakeCounts()
         self._dead_seen = self._intake.dead_letters
         self._producer = producer
@@ -58,7 +61,7 @@ class PublishStage(Stateless):
         # batch is read again (and its dead letters counted again) by whoever scores it next.
         self._dead_seen += dead
         records = scored.encode_batch(b.records, b.features, work.scores, dead,
-                                      work.token_counts)
+                                      work.token_counts, self._vectors)
         sent = self._send(scored.messages(records, self._key_labels))
         work.settle = lambda: self._settle(sent)
 

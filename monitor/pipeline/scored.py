@@ -86,6 +86,10 @@ class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     # Prompt and completion tokens counted by the tokenization scorer (NaN: no text); last,
     # so records written without it still decode.
     counted_tokens: tuple[float, float] | None = None
+    # The name of the embeddings' vectors (`vectors_name`: model, backend, static table), on
+    # a record that carries them: a decide stage compares only its own (None: written before
+    # this field, read as they are).
+    vectors: str | None = None
 
 
 class _Message(msgspec.Struct, array_like=True):
@@ -131,10 +135,12 @@ def key_of(record: ScoredRecord, key_labels: tuple[str, ...]) -> bytes:
 
 def encode_batch(records: Sequence[Record], features: OperationalFeatures,
                  scores: BatchScores | None, dead_letters: int = 0,
-                 token_counts: dict[str, np.ndarray] | None = None) -> list[ScoredRecord]:
+                 token_counts: dict[str, np.ndarray] | None = None,
+                 vectors: str | None = None) -> list[ScoredRecord]:
     """The scored records of one batch, in its order; `dead_letters` (read since the previous
-    batch) ride on the first. Columns become Python values once per batch, not once per record
-    and field: this runs for every record the score stage reads."""
+    batch) ride on the first, `vectors` (the embeddings' name) on each that has embeddings.
+    Columns become Python values once per batch, not once per record and field: this runs
+    for every record the score stage reads."""
     n = len(records)
     columns = np.column_stack([getattr(features, name) for name in _FEATURES]) \
         .astype(np.float64).tolist()
@@ -160,6 +166,7 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
         prompt_blobs = _rows_as_float16(scores.prompt_embeddings)
         response_blobs = _rows_as_float16(scores.response_embeddings)
     out = []
+    named = vectors if prompt_blobs is not None or response_blobs is not None else None
     for i, r in enumerate(records):
         row = rows[i] if sampled[i] else -1
         out.append(ScoredRecord(
@@ -170,7 +177,8 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
             _kept(novel_numbers[i]), _kept(novel_names[i]),
             None if row < 0 or prompt_blobs is None else prompt_blobs[row],
             None if row < 0 or response_blobs is None else response_blobs[row],
-            _cut(r.prompt_text), _cut(r.response), dead_letters if i == 0 else 0, counts[i]))
+            _cut(r.prompt_text), _cut(r.response), dead_letters if i == 0 else 0, counts[i],
+            None if row < 0 else named))
     return out
 
 
@@ -301,10 +309,24 @@ def beginner(intake: IntakeCounts) -> Callable[[OperationalStage, Batch, bool], 
 
 class ScoredDecoder:
     """The decide stage's message decoder: a message's scored records, or a dead letter that
-    says why not (`scored_format`), never a misread one."""
+    says why not (`scored_format`), never a misread one. With `vectors` (the decide stage's
+    own `vectors_name`), a message whose embeddings another model made is refused too: its
+    vectors would be compared with references of another space (and, of the same dimension,
+    silently), as during a rolling change of `scoring.embedding`."""
+
+    def __init__(self, vectors: str | None = None) -> None:
+        self.vectors = vectors
 
     def decode(self, value: bytes | None) -> list[ScoredRecord] | Rejection:
         try:
-            return decode(value)
+            records = decode(value)
         except ScoredFormatError as exc:
             return Rejection("scored_format", str(exc)[:300])
+        if self.vectors is not None:
+            for r in records:
+                if r.vectors is not None and r.vectors != self.vectors:
+                    return Rejection("scored_format", (
+                        f"embeddings of {r.vectors!r}; this decide stage compares "
+                        f"{self.vectors!r} (scoring.embedding): run both stages with one "
+                        "embedding setting, and replay these from the dead-letter topic")[:300])
+        return records

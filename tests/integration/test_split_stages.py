@@ -167,6 +167,15 @@ def test_scoring_and_deciding_processes_decide_what_the_backtest_decides(
     assert headers["reason"] == "scored_format" and letter.value == newer
     assert f"format {FORMAT + 1}; this driftwatch reads format {FORMAT} only" in \
         headers["detail"]
+    # So is one whose embeddings another model made (a score stage of another
+    # scoring.embedding): never compared with this stage's references.
+    foreign = encode([msgspec.structs.replace(r, vectors="another-model") for r in records])
+    produce(broker.bootstrap, scored, [(3, foreign, b"m-x")])
+    letters = read_topic(broker.bootstrap, dlq, 1, 2, timeout_s=60)
+    assert [x.value for x in letters] == [newer, foreign]
+    detail = dict(letters[1].headers)["detail"].decode()
+    assert "embeddings of 'another-model'; this decide stage compares 'sentence-transformers/" \
+        "all-MiniLM-L6-v2'" in detail
     for d in (*scorers, a):
         assert d.terminate() == 0
     log = a.log.read_text()

@@ -142,9 +142,32 @@ def test_counted_tokens_travel_to_the_decide_stage_and_older_records_still_decod
     assert work.token_counts is not None
     np.testing.assert_array_equal(work.token_counts["prompt"], counts["prompt"])
     np.testing.assert_array_equal(work.token_counts["completion"], counts["completion"])
-    # A record written before the field existed is one element shorter: it decodes, without.
-    older = msgspec.msgpack.encode([scored.FORMAT, [msgspec.structs.astuple(back[0])[:-1]]])
+    # A record written before the field existed (and `vectors` after it) is two elements
+    # shorter: it decodes, without.
+    older = msgspec.msgpack.encode([scored.FORMAT, [msgspec.structs.astuple(back[0])[:-2]]])
     assert scored.decode(older)[0].counted_tokens is None
+    before_vectors = msgspec.msgpack.encode([scored.FORMAT,
+                                             [msgspec.structs.astuple(back[0])[:-1]]])
+    assert scored.decode(before_vectors)[0].counted_tokens == (120.0, 1.0)
+
+
+def test_vectors_of_another_embedding_are_refused_by_name_never_compared() -> None:
+    """A rolling change of scoring.embedding puts vectors of two models on the scored topic;
+    of one dimension (MiniLM and e5-small: 384 both), nothing else tells them apart."""
+    records, scores = _records(), _scores()
+    out = scored.encode_batch(records, operational_features(records), scores,
+                              vectors="a+static:1")
+    assert [s.vectors for s in out] == ["a+static:1", None, "a+static:1"]  # with vectors only
+    value = scored.encode(out)
+    assert [s.request_id for s in scored.ScoredDecoder("a+static:1").decode(value)] == \
+        ["a", "b", "c"]  # type: ignore[union-attr]
+    refused = scored.ScoredDecoder("b").decode(value)
+    assert isinstance(refused, Rejection) and refused.reason == "scored_format"
+    assert "'a+static:1'" in refused.detail and "'b'" in refused.detail
+    # Written before the field (or without vectors): read as it is, by any decide stage.
+    older = scored.encode(scored.encode_batch(records, operational_features(records), scores))
+    assert len(scored.ScoredDecoder("b").decode(older)) == 3  # type: ignore[arg-type]
+    assert len(scored.ScoredDecoder().decode(value)) == 3  # type: ignore[arg-type]
 
 
 def test_dead_letters_ride_on_the_first_record_and_count_once_in_the_decide_stage() -> None:
