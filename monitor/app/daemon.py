@@ -151,8 +151,9 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     cancel = threading.Event()
     key = scored.partition_key(config.metrics.labels,
                                config.canary.enabled or config.shadow.enabled)
+    vectors = embedding_vectors_name(config.scoring.embedding) if models is not None else None
     publish = PublishStage(producer, k.scored_topic, key, cancel, intake=observer.intake,
-                           vectors=embedding_vectors_name(config.scoring.embedding))
+                           vectors=vectors)
     pipeline = wire(config, Parts(models, tokens=build_tokens(config)),
                     on_decisions=_no_decisions, intake=observer.intake,
                     fraction=overload.fraction, cancel=cancel, audit_log=config.audit_log,
