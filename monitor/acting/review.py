@@ -250,17 +250,18 @@ def encoded_within(line: dict[str, object], max_bytes: int) -> bytes:
         share = share * max_bytes / len(value) * 0.9  # the rest of the line does not shrink
         if share < 1e-4:
             share = 0.0
-
-        def cut(text: object, share: float = share) -> object:
-            return text[:int(len(text) * share)] if isinstance(text, str) else text
-
-        context = line.get("context")
-        value = json.dumps({**line, "prompt": cut(line.get("prompt")),
-                            "response": cut(line.get("response")),
-                            "context": [cut(p) for p in context]
-                            if isinstance(context, list) else context, "cut": True},
-                           ensure_ascii=False).encode()
+        value = json.dumps(_texts_cut(line, share), ensure_ascii=False).encode()
     return value
+
+
+def _texts_cut(line: dict[str, object], share: float) -> dict[str, object]:
+    def cut(text: object) -> object:
+        return text[:int(len(text) * share)] if isinstance(text, str) else text
+
+    context = line.get("context")
+    return {**line, "prompt": cut(line.get("prompt")), "response": cut(line.get("response")),
+            "context": [cut(p) for p in context] if isinstance(context, list) else context,
+            "cut": True}
 
 
 def review_line(request_id: str, segment: Segment, reasons: list[str],
