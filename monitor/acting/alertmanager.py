@@ -10,6 +10,7 @@ import json
 
 import httpx
 
+from monitor.acting import bounded_post
 from monitor.acting.outbox import StoredAlert
 from monitor.config.acting import AlertmanagerAction
 from monitor.types import rfc3339
@@ -35,12 +36,12 @@ def push(client: httpx.Client, action: AlertmanagerAction, body: bytes) -> str |
     """POST the alerts; None on success, else what went wrong (the caller retries)."""
     url = action.url.rstrip("/") + "/api/v2/alerts"
     try:
-        response = client.post(url, content=body, headers={"content-type": "application/json"},
-                               timeout=action.timeout_seconds)
+        response = bounded_post.post(client, url, body, {"content-type": "application/json"},
+                                     action.timeout_seconds)
     except httpx.TimeoutException:
         return f"timeout after {action.timeout_seconds:g}s"
     except httpx.TransportError as exc:
         return f"{type(exc).__name__}: {exc}"[:500]
-    if 200 <= response.status_code < 300:
+    if 200 <= response.status < 300:
         return None
-    return f"HTTP {response.status_code}: {response.text[:200]}"
+    return f"HTTP {response.status}: {response.text[:200]}"

@@ -19,6 +19,7 @@ from typing import Literal
 import httpx
 from standardwebhooks import Webhook
 
+from monitor.acting import bounded_post
 from monitor.config.acting import WebhookAction
 from monitor.types import Decision, rfc3339
 
@@ -112,14 +113,14 @@ class WebhookSender:
         headers = {"content-type": "application/json", "webhook-id": event_id,
                    "webhook-timestamp": str(int(signed_at)), "webhook-signature": signature}
         try:
-            response = self._client.post(action.url, content=payload, headers=headers,
-                                         timeout=action.timeout_seconds)
+            response = bounded_post.post(self._client, action.url, payload, headers,
+                                         action.timeout_seconds)
         except httpx.TimeoutException as exc:
             return Outcome("retry", f"timeout after {action.timeout_seconds:g}s "
                            f"({type(exc).__name__})")
         except httpx.TransportError as exc:
             return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return Outcome("delivered")
         if status == 410:
