@@ -74,32 +74,55 @@ class LabelReader(threading.Thread):
                  consumer: Any = None) -> None:
         super().__init__(name="driftwatch-review-labels", daemon=True)
         assert config.review.labels_topic is not None
-        self.store, self._stop = store, stop
+        # Not `_stop`: threading.Thread calls its own `_stop()` once the thread has ended.
+        self.store, self._stopping = store, stop
+        k = config.kafka
         self._consumer = consumer or KafkaConsumer(
-            config.review.labels_topic, group_id=f"{config.kafka.group_id}-review-labels",
+            config.review.labels_topic, group_id=f"{k.group_id}-review-labels",
             enable_auto_commit=False, auto_offset_reset="earliest",
-            **config.kafka.client_options())
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms, **k.client_options())
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
+            polled: dict[Any, list[Any]] = {}
+            committed = False
             try:
                 polled = self._consumer.poll(timeout_ms=1_000)
-                messages = [msg for batch in polled.values() for msg in batch]
-                if not messages:
+                if not polled:
                     continue
-                for msg in messages:
-                    self._read(msg.value)
+                for batch in polled.values():
+                    for msg in batch:
+                        self._read(msg.value)
                 self._consumer.commit()
+                committed = True
                 export(self.store.estimates())
             except Exception:  # the labels are best effort; the daemon goes on scoring
-                log.exception("review labels: reading failed; retrying in 5 s")
-                self._stop.wait(5)
-        self._consumer.close()
+                log.exception("review labels: reading failed; trying again in 5 s")
+                if not committed:
+                    self._rewind(polled)
+                self._stopping.wait(5)
+        # Bounded as the main consumer's close is: the default, request_timeout_ms (305 s),
+        # outlasted the daemon's 10 s wait for this thread on every stop.
+        self._consumer.close(autocommit=False, timeout_ms=5_000)
+
+    def _rewind(self, polled: dict[Any, list[Any]]) -> None:
+        """Back to the first message of a poll that was not stored whole: the consumer's
+        position is past it, so the next poll would skip its labels and the next commit
+        lose them. Stored twice is harmless (a label replaces itself)."""
+        try:
+            assigned = self._consumer.assignment()
+            for tp, batch in polled.items():
+                if batch and tp in assigned:
+                    self._consumer.seek(tp, batch[0].offset)
+        except (KafkaError, ValueError) as exc:  # a rebalance took them: a new owner reads them
+            log.warning("review labels: cannot rewind (%r); uncommitted, they are read "
+                        "again after the next rebalance", exc)
 
     def _read(self, value: bytes | None) -> None:
         try:
             label = _decode.decode(value or b"")
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # too deep: see consumers.decode
             m.REVIEW_LABELS.labels("invalid").inc()
             log.warning("review labels: a message is not {request_id, label, reviewer}: %s",
                         str(exc)[:200])

@@ -1,15 +1,21 @@
 """The review queue's Kafka side on a real broker: every sampled record's line reaches the
 review topic, a long document's cut to fit, and a line the broker would refuse never makes
-the batch run twice."""
+the batch run twice; every reviewer's label is stored, whatever came before it."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer
+from prometheus_client import REGISTRY
 
-from monitor.app.review_io import LINE_BYTES
+from monitor.acting.review import ReviewStore
+from monitor.app.review_io import LINE_BYTES, LabelReader
+from monitor.config import Config
 from monitor.local import traffic
 from tests.support import committed, free_port, produce, read_topic, wait_for, write_config
 
@@ -22,7 +28,8 @@ def test_a_long_document_s_review_line_is_cut_to_fit_and_the_batch_runs_once(
     batch was run again (every record sampled and fed to the detectors twice) and the line
     was lost."""
     topic, group, review = names("rv-in"), names("rv"), names("rv-review")
-    broker.create_topics([(topic, 1), (review, 1)])
+    labels = names("rv-labels")
+    broker.create_topics([(topic, 1), (review, 1), (labels, 1)])
     records = list(traffic.wire_records(40, seed=8, start_ms=traffic.FIXED_START_MS))
     long_id = str(records[10]["request_id"])
     records[10] = {**records[10], "context": ["é" * 350_000, "a" * 300_000],
@@ -34,7 +41,8 @@ def test_a_long_document_s_review_line_is_cut_to_fit_and_the_batch_runs_once(
         kafka={"topic": topic, "group_id": group},
         scorers=["latency", "status", "toxicity", "groundedness"],
         scoring={"max_batch_seconds": None},
-        review={"enabled": True, "topic": review, "store": str(tmp_path / "review.sqlite3"),
+        review={"enabled": True, "topic": review, "labels_topic": labels,
+                "store": str(tmp_path / "review.sqlite3"),
                 "uniform_rate": 1.0, "borderline_rate": 1.0, "max_per_hour": 100_000})
     daemon = daemons(config, port)
     daemon.wait_ready(90)
@@ -53,4 +61,59 @@ def test_a_long_document_s_review_line_is_cut_to_fit_and_the_batch_runs_once(
     assert len(cut.value) <= LINE_BYTES and line["cut"] is True
     assert line["context"][0].startswith("ééé") and 0 < len(line["context"][0]) < 350_000
     assert not any("cut" in x for x in lines if x["request_id"] != long_id)
+    # With a labels reader the stop raised TypeError joining it (its `_stop` event hid
+    # threading.Thread's `_stop()`), skipping the closers after it: the outbox among them.
     assert daemon.terminate() == 0
+
+
+def test_every_label_is_stored_past_a_message_too_deep_and_a_store_that_fails_once(
+        broker, names, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label nested past msgspec's depth raised RecursionError, which the reader took for a
+    failed poll and tried again forever, committing nothing; and a poll whose storing failed
+    was not read again, the consumer's position already past it: its labels were lost."""
+    topic, group = names("rv-labels"), names("rv-labels-group")
+    broker.create_topics([(topic, 1)])
+    store = ReviewStore(tmp_path / "review.sqlite3")
+    store.add_sampled([(f"r{i}", ("m", "v1", "stable", ""), "other", True, ["uniform"],
+                        {"toxic": 0}, 0.0) for i in range(3)], {})
+    add_label, calls = store.add_label, []
+
+    def fails_once(request_id: str, label: str, reviewer: str) -> str:
+        calls.append(request_id)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return add_label(request_id, label, reviewer)
+
+    monkeypatch.setattr(store, "add_label", fails_once)
+    deep = b'{"request_id": "r1", "label": "toxic", "note": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    good = [json.dumps({"request_id": f"r{i}", "label": label, "reviewer": "ann"}).encode()
+            for i, label in enumerate(("toxic", "ok", "toxic"))]
+    invalid = REGISTRY.get_sample_value("driftwatch_review_labels_total",
+                                        {"outcome": "invalid"}) or 0.0
+    ends = produce(broker.bootstrap, topic,
+                   ((0, v, None) for v in (good[0], deep, good[1], good[2])))
+    config = Config.model_validate({
+        "kafka": {"bootstrap_servers": [broker.bootstrap], "topic": names("in"),
+                  "group_id": group},
+        "review": {"enabled": True, "topic": names("rv"), "labels_topic": topic,
+                   "store": str(tmp_path / "review.sqlite3")}})
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    stop = threading.Event()
+    reader = LabelReader(config, store, stop, consumer=consumer)
+    reader.start()
+    try:
+        wait_for(lambda: committed(broker.bootstrap, group, topic, 1) == ends, 120,
+                 "every label read and committed")
+    finally:
+        stop.set()
+        reader.join(30)
+    assert not reader.is_alive()
+    with sqlite3.connect(tmp_path / "review.sqlite3") as db:
+        stored = sorted(db.execute("SELECT request_id, flag, truth, reviewer FROM labels"))
+    store.close()
+    assert stored == [("r0", "toxic", 1, "ann"), ("r1", "toxic", 0, "ann"),
+                      ("r2", "toxic", 1, "ann")]
+    assert calls == ["r0", "r0", "r1", "r2"]  # the failed poll read again from its start
+    assert REGISTRY.get_sample_value("driftwatch_review_labels_total",
+                                     {"outcome": "invalid"}) == invalid + 1
