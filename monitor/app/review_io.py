@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from monitor.acting.review import ReviewStore, encoded_within, export
 from monitor.config import Config
@@ -39,7 +39,11 @@ def review_publisher(config: Config) -> tuple[Callable[[list[dict[str, object]]]
     once the broker has them, and the producer's closer."""
     assert config.review.topic is not None
     topic = config.review.topic
-    producer = KafkaProducer(acks="all", linger_ms=5, **config.kafka.client_options())
+    # max_block_ms: send() waits this long for the topic's metadata or buffer room, in the
+    # pipeline; the default 60 s, for every line, let a topic missing on a cluster that does
+    # not create topics stall the batch a minute a sampled record.
+    producer = KafkaProducer(acks="all", linger_ms=5, max_block_ms=1_000,
+                             **config.kafka.client_options())
 
     def publish(lines: list[dict[str, object]]) -> None:
         # Best effort, as the sample is: a line the producer or the broker refuses is logged
@@ -50,6 +54,10 @@ def review_publisher(config: Config) -> tuple[Callable[[list[dict[str, object]]]
             try:
                 sent.append(producer.send(topic, encoded_within(line, LINE_BYTES),
                                           key=str(line["request_id"]).encode()))
+            except KafkaTimeoutError as exc:
+                # Not taken within max_block_ms: the next lines would wait as long, each.
+                errors += [exc] * (len(lines) - len(sent) - len(errors))
+                break
             except KafkaError as exc:
                 errors.append(exc)
         try:

@@ -14,9 +14,10 @@ from kafka import KafkaConsumer
 from prometheus_client import REGISTRY
 
 from monitor.acting.review import ReviewStore
-from monitor.app.review_io import LINE_BYTES, LabelReader
+from monitor.app.review_io import LINE_BYTES, LabelReader, review_publisher
 from monitor.config import Config
 from monitor.local import traffic
+from monitor.local.broker import LocalBroker
 from tests.support import committed, free_port, produce, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.broker
@@ -117,3 +118,28 @@ def test_every_label_is_stored_past_a_message_too_deep_and_a_store_that_fails_on
     assert calls == ["r0", "r0", "r1", "r2"]  # the failed poll read again from its start
     assert REGISTRY.get_sample_value("driftwatch_review_labels_total",
                                      {"outcome": "invalid"}) == invalid + 1
+
+
+def test_a_review_topic_the_broker_cannot_serve_costs_a_batch_one_wait_not_one_per_line(
+        names, tmp_path: Path) -> None:
+    """No metadata for the topic (a cluster that does not create topics, or one gone): each
+    line's send waited the producer's default 60 s, so a batch stalled a minute a line."""
+    gone = LocalBroker(log_file=tmp_path / "tansu.log").start()
+    try:
+        config = Config.model_validate({
+            "kafka": {"bootstrap_servers": [gone.bootstrap], "topic": names("in"),
+                      "group_id": names("g")},
+            "review": {"enabled": True, "topic": names("rv-nowhere"),
+                       "store": str(tmp_path / "review.sqlite3")}})
+        publish, close = review_publisher(config)
+    finally:
+        gone.stop()
+    failures = REGISTRY.get_sample_value("driftwatch_review_write_failures_total",
+                                         {"sink": "topic"}) or 0.0
+    lines: list[dict[str, object]] = [{"request_id": f"r{i}", "prompt": "p"} for i in range(5)]
+    done = threading.Event()
+    threading.Thread(target=lambda: (publish(lines), done.set()), daemon=True).start()
+    assert done.wait(120), "publish still waiting: a wait per line"
+    close()
+    assert REGISTRY.get_sample_value("driftwatch_review_write_failures_total",
+                                     {"sink": "topic"}) == failures + 5
