@@ -146,7 +146,9 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     if not _open(source, stop, health):
         return 0
     k = config.kafka
-    producer = KafkaProducer(acks="all", linger_ms=5, **k.client_options())
+    # max_block_ms: how long send() waits for metadata or buffer room in the worker; the
+    # default 60 s held a stop that long (the settle sends again, and checks for a stop).
+    producer = KafkaProducer(acks="all", linger_ms=5, max_block_ms=1_000, **k.client_options())
     closers.append(lambda: producer.close(timeout=5))
     cancel = threading.Event()
     key = scored.partition_key(config.metrics.labels,

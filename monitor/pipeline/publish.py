@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from consumers.processor import Cancelled
 from monitor.pipeline import scored
@@ -67,9 +67,13 @@ class PublishStage(Stateless):
 
     def _send(self, messages: list[scored.Message]) -> list[tuple[scored.Message, Any]]:
         sent: list[tuple[scored.Message, Any]] = []
-        for m in messages:
+        for i, m in enumerate(messages):
             try:
                 future: Any = self._producer.send(self._topic, value=m.value, key=m.key)
+            except KafkaTimeoutError as exc:
+                # Waited max_block_ms for the topic's metadata or buffer room: the next would
+                # wait as long, each, so they all go to the settle.
+                return sent + [(rest, _Refused(exc)) for rest in messages[i:]]
             except KafkaError as exc:
                 # Refused before it was queued (no metadata, a full buffer): sent again by the
                 # settle like any unacknowledged message. Raising here would retry the whole

@@ -198,17 +198,21 @@ class _Producer:
     """kafka-python's producer as the publish step uses it; fails the first `failures` sends
     (unacknowledged), after refusing the first `refusals` at once (raised by `send`)."""
 
-    def __init__(self, failures: int = 0, refusals: int = 0) -> None:
+    def __init__(self, failures: int = 0, refusals: int = 0, refusal: Exception | None = None
+                 ) -> None:
+        from kafka.errors import KafkaTimeoutError
+
         self.failures = failures
         self.refusals = refusals
+        self.refusal = refusal or KafkaTimeoutError("Failed to update metadata after 1.0 secs.")
+        self.tried = 0
         self.sent: list[tuple[str, bytes, bytes]] = []
 
     def send(self, topic: str, value: bytes, key: bytes) -> _Future:
+        self.tried += 1
         if self.refusals:
             self.refusals -= 1
-            from kafka.errors import KafkaTimeoutError
-
-            raise KafkaTimeoutError("Failed to update metadata after 1.0 secs.")
+            raise self.refusal
         if self.failures:
             self.failures -= 1
             from kafka.errors import KafkaTimeoutError
@@ -260,9 +264,11 @@ def test_a_send_refused_at_once_is_sent_again_by_the_settle_not_by_a_batch_retry
     """kafka-python's send raises when it cannot queue a message (no metadata within
     max_block_ms, a full buffer). Raised out of the step, the batch would be retried whole
     and its messages sent before the refused one would go to the topic twice."""
+    from kafka.errors import MessageSizeTooLargeError
+
     from monitor.pipeline.publish import PublishStage
 
-    producer = _Producer(refusals=1)
+    producer = _Producer(refusals=1, refusal=MessageSizeTooLargeError("too large"))
     stage = PublishStage(producer, "scored", ("request_id",))
     work = _work(_records())
     stage.process(work)  # a, b, c: three messages, the first refused
@@ -270,6 +276,22 @@ def test_a_send_refused_at_once_is_sent_again_by_the_settle_not_by_a_batch_retry
     assert work.settle is not None
     work.settle()
     assert sorted(k for _, k, _ in producer.sent) == [b"a", b"b", b"c"]  # each once
+
+
+def test_a_send_that_waited_in_vain_leaves_the_batch_s_other_messages_to_the_settle() -> None:
+    """No metadata or buffer room within max_block_ms: each of the next sends would wait as
+    long, in the worker, where a stop is not seen (the settle checks for one between tries)."""
+    from monitor.pipeline.publish import PublishStage
+
+    producer = _Producer(refusals=1)  # KafkaTimeoutError
+    stage = PublishStage(producer, "scored", ("request_id",))
+    work = _work(_records())
+    stage.process(work)
+    assert (producer.tried, producer.sent) == (1, [])  # b and c not tried after a's wait
+    assert work.settle is not None
+    work.settle()
+    assert sorted(k for _, k, _ in producer.sent) == [b"a", b"b", b"c"]  # each once
+    assert producer.tried == 4
 
 
 def test_a_scored_record_stays_small_whatever_its_input_held() -> None:
