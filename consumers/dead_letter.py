@@ -102,6 +102,10 @@ class DeadLetterWriter:
         self._clock = clock
         self._pending: list[_Pending] = []
         self.truncated = 0  # letters cut to fit, since start
+        # A send since the last flush waited max_block_ms in vain (no metadata for the topic,
+        # no buffer room): until the next flush the others would each wait as long, on the
+        # poll thread, so they are left for a later flush to try.
+        self._waited_in_vain = False
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -144,6 +148,7 @@ class DeadLetterWriter:
                 self._failed(p, repr(future.exception), now)  # type: ignore[attr-defined]
             waiting.append(p)
         self._pending = waiting
+        self._waited_in_vain = False
         for p in waiting:
             if p.future is None and p.next_try <= now:
                 self._try(p)
@@ -168,10 +173,15 @@ class DeadLetterWriter:
         self._producer.close(timeout=timeout_s)
 
     def _try(self, p: _Pending) -> None:
+        if self._waited_in_vain:
+            return  # not tried, not failed: due at the next flush
         letter = p.letter
         try:
             p.future = self._producer.send(self.topic, value=letter.value, key=letter.key,
                                            headers=letter.headers())
+        except KafkaTimeoutError as exc:
+            self._waited_in_vain = True
+            self._failed(p, repr(exc), self._clock())
         except (KafkaError, ValueError, TypeError, AssertionError) as exc:
             # Raised by send() itself: too large for the broker's limits, no metadata in
             # time, a full buffer. Never let it take the poll loop down.

@@ -109,6 +109,50 @@ def test_letters_of_a_revoked_partition_are_dropped() -> None:
     assert set(writer.stuck()) == {("in", 2)} and len(writer) == 1
 
 
+class _Unavailable:
+    """A topic the producer has no metadata for: each send waits max_block_ms, then raises."""
+
+    def __init__(self) -> None:
+        self.available = False
+        self.tries = 0
+        self.sent: list[bytes | None] = []
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None,
+             headers: list) -> _Future:
+        self.tries += 1
+        if not self.available:
+            raise KafkaTimeoutError("Failed to update metadata after 1.0 secs.")
+        self.sent.append(value)
+        return _Future(True)
+
+    def flush(self, timeout: float) -> None: ...
+
+
+def test_a_send_that_waited_in_vain_leaves_the_other_letters_to_a_later_flush() -> None:
+    """Each of them waited max_block_ms in turn on the poll thread: a burst of malformed
+    records with the dead-letter topic unavailable held the loop a second a letter, past
+    max_poll_interval_ms."""
+    now = [0.0]
+    producer = _Unavailable()
+    writer = DeadLetterWriter(producer, "dlq", attempts=3,  # type: ignore[arg-type]
+                              clock=lambda: now[0])
+    for i in range(10):
+        writer.send(_letter(f"bad-{i}".encode(), origin=Origin("in", 0, i)))
+    assert producer.tries == 1 and len(writer) == 10
+    assert writer.flush(0.1) == [] and producer.tries == 2  # one more try a flush
+    producer.available = True
+    written: list[DeadLetter] = []
+    for step in range(1, 100):
+        now[0] = float(step)
+        written += writer.flush(0.1)
+        if len(written) == 10:
+            break
+    assert sorted(x.value or b"" for x in written) == sorted(f"bad-{i}".encode()
+                                                             for i in range(10))
+    assert sorted(producer.sent) == sorted(x.value for x in written)  # each once
+    assert len(writer) == 0 and not writer.stuck()
+
+
 class _Lags(NullObserver):
     def __init__(self) -> None:
         self.lags: list[dict] = []
