@@ -99,6 +99,28 @@ def test_ids_and_labels_past_the_limit_are_invalid_fields_that_name_it(field: st
     assert result.detail == f"Expected `str` of length <= {MAX_FIELD_CHARS} - at `$.{field}`"
 
 
+@pytest.mark.parametrize("field", ["request_id", "model", "model_version", "route", "status",
+                                   "error_type"])
+@pytest.mark.parametrize("control", ["\n", "\r", "\x1b", "\x00", "\x7f", "\x9b"])
+def test_a_control_character_in_an_id_or_label_is_an_invalid_field_that_names_it(
+        field: str, control: str) -> None:
+    """Logged and printed (decisions, `driftwatch events`), a line break in a model name forged
+    log lines and an escape sequence (ESC or the C1 CSI, U+009B) rewrote the terminal."""
+    decoder = Decoder(max_message_bytes=100_000)
+    result = decoder.decode(_encode({"request_id": "r1", field: f"gpt{control}[2J"}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert result.detail == (f"control character {control!r} at character 3: ids and labels "
+                             f"are printed in logs and events - at `$.{field}`")
+
+
+def test_printable_ids_and_labels_in_any_script_and_with_any_space_are_kept() -> None:
+    decoder = Decoder(max_message_bytes=100_000)
+    labels = {"request_id": "r-\u00e9\u4e2d", "model": "llama\u00a03", "model_version": "v 2",
+              "route": "/chat\u3000ja", "status": "ok", "error_type": "rate\u2009limit"}
+    record = _record(decoder.decode(_encode(labels)))
+    assert {name: getattr(record, name) for name in labels} == labels
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -390,11 +412,13 @@ _chat = st.lists(
 _non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
     min_value=0, max_value=1e12, allow_nan=False
 )
+# Ids and labels: any character but a control one (Unicode category Cc).
+_label = st.characters(exclude_categories=("Cc",))
 _VALID: dict[str, st.SearchStrategy[Any]] = {
-    "request_id": st.text(min_size=1, max_size=20),
+    "request_id": st.text(_label, min_size=1, max_size=20),
     "timestamp": st.integers(min_value=946_771_200_000, max_value=1_735_689_600_000)
     | _aware_times,
-    "model": st.text(max_size=12),
+    "model": st.text(_label, max_size=12),
     "deployment": st.sampled_from(["stable", "canary", "shadow"]),
     "prompt": st.text(max_size=30) | _chat,
     "context": st.lists(st.text(max_size=10), max_size=3),
@@ -402,7 +426,7 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "prompt_tokens": st.integers(min_value=0, max_value=2**63 - 1),
     "completion_tokens": st.integers(min_value=0, max_value=2**63 - 1),
     "cost_usd": _non_negative,
-    "status": st.text(max_size=8),
+    "status": st.text(_label, max_size=8),
 }
 assert set(_VALID) == set(WIRE_FIELDS)
 _RECORD_FIELDS = frozenset(Record.__struct_fields__)
