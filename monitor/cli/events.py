@@ -13,6 +13,7 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from monitor.acting.outbox import EventRecord, Outbox, OutboxError
 from monitor.cli.common import DEFAULT_CONFIG
@@ -64,8 +65,11 @@ def run_events(outbox_path: Path, limit: int, json_lines: bool, out: TextIO | No
             f"{x.action}: {x.state}, {x.attempts} tries" + (f"\n  {x.last_error}"
                                                             if x.last_error else "")
             for x in event.deliveries) or "-"
-        table.add_row(rfc3339(d.at), d.event_type, d.rule, d.severity, d.status, segment,
-                      figures, deliveries)
+        # As Text, not markup: labels and endpoints' errors are others' text, and rich read
+        # `route=/v1/[chat]` as a style (printed `route=/v1/`) and `[/]` as an error.
+        table.add_row(*(Text(cell) for cell in (rfc3339(d.at), d.event_type, d.rule,
+                                                d.severity, d.status, segment, figures,
+                                                deliveries)))
     Console(file=out, width=160).print(table)
     return 0
 

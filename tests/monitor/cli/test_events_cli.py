@@ -56,3 +56,17 @@ def test_events_on_a_missing_outbox_says_so(tmp_path: Path, capsys) -> None:
     assert main(["events", "--outbox", str(tmp_path / "nope.sqlite3")]) == 2
     assert "no outbox at" in capsys.readouterr().err
     assert not (tmp_path / "nope.sqlite3").exists()
+
+
+def test_labels_and_errors_with_brackets_are_printed_as_they_are(tmp_path: Path,
+                                                                 capsys) -> None:
+    """Read as rich markup, `llama[bold]` lost its tag, and `[/]` stopped the command."""
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    [first, _] = box.put([decision(model="llama[bold]"), decision(model="x[/]")], ACTIONS,
+                              now=NOW)
+    box.retry(first, "hook", NOW + 5, "HTTP 500: [error] queue full [/]")
+    box.close()
+    assert main(["events", "--outbox", str(tmp_path / "outbox.sqlite3")]) == 0
+    out = capsys.readouterr().out
+    assert "model=llama[bold]" in out and "model=x[/]" in out
+    assert "HTTP 500: [error] queue full [/]" in out
