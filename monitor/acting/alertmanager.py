@@ -44,4 +44,6 @@ def push(client: httpx.Client, action: AlertmanagerAction, body: bytes) -> str |
         return f"{type(exc).__name__}: {exc}"[:500]
     if 200 <= response.status < 300:
         return None
-    return f"HTTP {response.status}: {response.text[:200]}"
+    # Quoted (repr): the body is the endpoint's text, logged and shown by driftwatch events,
+    # where its line breaks would forge log lines.
+    return f"HTTP {response.status}: {response.text[:200]!r}"

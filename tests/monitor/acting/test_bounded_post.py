@@ -118,9 +118,9 @@ def test_a_webhook_answered_with_an_endless_stream_is_delivered_once(
 
 
 def test_an_alertmanager_error_with_an_endless_body_quotes_its_start(endless) -> None:
-    seen, url = endless(500, "überlastet ".encode() * 50, 0.01)
+    seen, url = endless(500, "überlastet\n".encode() * 50, 0.01)
     action = AlertmanagerAction(type="alertmanager", url=url, timeout_seconds=1)
     with httpx.Client() as client:
         error = finishes(lambda: alertmanager.push(client, action, b"[]"), 60)
-    assert error == "HTTP 500: " + ("überlastet " * 50)[:200]
+    assert error == "HTTP 500: " + repr(("überlastet\n" * 50)[:200])  # one line, quoted
     assert seen.requests == 1
