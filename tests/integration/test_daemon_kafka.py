@@ -230,3 +230,37 @@ def test_rebalance_commits_what_is_done_and_drops_what_moved(broker, names, capl
     assert all((done_before[p] or 0) > 0 for _, p in moved)
     assert not [r for r in caplog.records if "rebalance listener" in r.getMessage()
                 or "Cannot block" in r.getMessage()]
+
+
+def test_input_compressed_with_every_kafka_codec_is_scored(
+        broker, names, daemons, tmp_path: Path) -> None:
+    """Producers of request logs compress (lz4, zstd and snappy are the usual choices);
+    without their libraries kafka-python's poll raised UnsupportedCodecError on the first
+    such batch, and the daemon read nothing."""
+    from kafka import KafkaProducer
+
+    codecs = ("gzip", "snappy", "lz4", "zstd")
+    topic, group = names("compressed"), names("group")
+    broker.create_topics([(topic, len(codecs))])
+    records = [traffic.encode(r) for r in traffic.wire_records(
+        400, seed=6, start_ms=traffic.FIXED_START_MS)]
+    ends: dict[int, int] = {}
+    for partition, codec in enumerate(codecs):
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
+                                 compression_type=codec, linger_ms=20)
+        futures = [producer.send(topic, value=v, partition=partition)
+                   for v in records[partition::len(codecs)]]
+        producer.flush()
+        ends[partition] = max(f.get(timeout=10).offset for f in futures) + 1
+        producer.close()
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
+                          kafka={"topic": topic, "group_id": group})
+    daemon = daemons(config, port)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.metrics().sum("driftwatch_records_total", outcome="scored")
+             == len(records), 60, "every compressed record to be scored")
+    wait_for(lambda: committed(broker.bootstrap, group, topic, len(codecs)) == ends, 30,
+             "committed offsets to reach the end offsets")
+    assert daemon.metrics().sum("driftwatch_dead_letter_total") == 0
+    assert daemon.terminate() == 0
