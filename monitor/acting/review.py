@@ -19,6 +19,7 @@ are reviewed and kept, but do not enter the estimates: they were not drawn at ra
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -33,6 +34,8 @@ import numpy as np
 from monitor.config.acting import ReviewSettings
 from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS, Segment
+
+log = logging.getLogger(__name__)
 
 STRATA = ("borderline", "other")
 # A label, as the flag it judges and whether that flag is true.
@@ -82,6 +85,7 @@ class ReviewStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -99,6 +103,9 @@ class ReviewStore:
         labels come back by request id)."""
         stored: set[str] = set()
         with self._lock, self._db:
+            # One transaction (autocommit otherwise): a refused write leaves neither rows nor
+            # frame counts, so the estimates never see half a batch.
+            self._db.execute("BEGIN")
             for rid, seg, stratum, design, reasons, flags, at in rows:
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO sampled VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -231,11 +238,22 @@ class ReviewSampler:
                 continue
             self._budget.used += 1
             chosen.append((i, reasons))
-            for reason in reasons:
-                m.REVIEW_SAMPLED.labels(reason).inc()
             rows.append((request_ids[i], segments[i], stratum, bool(draw[i]), reasons,
                          {f: int(bool(flags[f][i])) for f in FLAGS if f in flags}, now))
-        stored = self.store.add_sampled(rows, frame)
+        try:
+            stored = self.store.add_sampled(rows, frame)
+        except sqlite3.Error as exc:
+            # Best effort, as the lines are: raised, it would run the batch again and feed its
+            # records to the detectors and rules a second time. The rows and the frame counts
+            # go in one transaction, so the estimates leave out the whole batch, unbiased.
+            m.REVIEW_WRITE_FAILURES.labels("store").inc(len(rows))
+            log.error("review store %s refused %d sampled record(s) (%s: %s); this batch is "
+                      "left out of the review sample", self.store.path, len(rows),
+                      type(exc).__name__, exc)
+            return []
+        for _, reasons in chosen:
+            for reason in reasons:
+                m.REVIEW_SAMPLED.labels(reason).inc()
         return [(i, reasons) for i, reasons in chosen if request_ids[i] in stored]
 
 

@@ -400,7 +400,8 @@ class Metrics:
         )
         self.REVIEW_WRITE_FAILURES = Counter(
             "driftwatch_review_write_failures_total",
-            "Review lines not written, by sink (file, topic): logged, and the batch goes on",
+            "Review lines not written, by sink (file, topic; store: sampled records the review "
+            "store refused): logged, and the batch goes on",
             ["sink"],
             registry=registry,
         )

@@ -124,3 +124,36 @@ def test_a_review_file_on_a_full_disk_loses_its_lines_not_the_batch(tmp_path: Pa
     step.process(work)  # does not raise
     assert METRICS.REVIEW_WRITE_FAILURES.labels("file")._value.get() == before + 3
     step.close()
+
+
+def test_a_review_store_that_refuses_a_batch_leaves_it_out_whole_and_raises_nothing(
+        tmp_path: Path) -> None:
+    """Raised, the refused write had the batch run again, its records fed to the detectors
+    and rules twice. Here another connection holds the store's write lock past the busy
+    timeout (a real `database is locked`, as a full disk or a stuck process gives)."""
+    import sqlite3
+
+    from prometheus_client import REGISTRY
+
+    sampler = _sampler(tmp_path, uniform_rate=1.0, borderline_rate=1.0, max_per_hour=1_000)
+    failed = REGISTRY.get_sample_value("driftwatch_review_write_failures_total",
+                                       {"sink": "store"}) or 0.0
+    toxicity = np.array([0.1, 0.9, 0.2])
+    holder = sqlite3.connect(tmp_path / "review.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, until the rollback below
+    try:
+        chosen = sampler.sample(["a0", "a1", "a2"], [SEG] * 3, {"toxicity": toxicity},
+                                {"toxic": toxicity >= 0.5}, {}, now=7_200.0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert chosen == []
+    assert REGISTRY.get_sample_value("driftwatch_review_write_failures_total",
+                                     {"sink": "store"}) == failed + 3
+    again = sampler.sample(["b0", "b1"], [SEG] * 2, {"toxicity": toxicity[:2]},
+                           {"toxic": toxicity[:2] >= 0.5}, {}, now=7_300.0)
+    assert [i for i, _ in again] == [0, 1]
+    with sqlite3.connect(tmp_path / "review.sqlite3") as db:
+        sampled = sorted(r for (r,) in db.execute("SELECT request_id FROM sampled"))
+        frame = sum(n for (n,) in db.execute("SELECT records FROM frame"))
+    assert (sampled, frame) == (["b0", "b1"], 2)  # nothing of the refused batch
