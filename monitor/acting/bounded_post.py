@@ -19,6 +19,8 @@ BODY_KEPT = 4_096  # enough for an error message; the status alone says what hap
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """What came back: the status, the headers and the start of the body."""
+
     status: int
     headers: httpx.Headers
     body: bytes  # the body's first bytes, as sent (identity encoding asked for)
