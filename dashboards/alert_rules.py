@@ -57,6 +57,12 @@ def _share(flag: str) -> str:
             "(rate(driftwatch_model_scored_records_total[5m]))")
 
 
+# Writes the pipeline gives up on so that scoring goes on (the outbox's wait instead: a
+# stall, DriftwatchStalled). Both counters exist at 0 from the start.
+_WRITES_LOST = ("sum by (instance, job) (increase(driftwatch_review_write_failures_total[15m]))"
+                "\n+ sum by (instance, job) "
+                "(increase(driftwatch_drift_reference_save_failures_total[15m]))")
+
 RECORDS: tuple[Record, ...] = (
     Record("driftwatch:records:rate5m",
            f"sum by (outcome, {SEGMENT_BY}) (rate(driftwatch_records_total[5m]))"),
@@ -158,6 +164,14 @@ ALERTS: tuple[Alert, ...] = (
           "Outbox for {{ $labels.action }} holds {{ $value }} deliveries",
           "Deliveries to {{ $labels.action }} are piling up; the endpoint may be down or slow.",
           "warning", "15m"),
+    Alert("DriftwatchWritesLost",
+          f"{_WRITES_LOST} > 0", _WRITES_LOST,
+          "driftwatch {{ $labels.instance }} could not write review or reference data",
+          "In the last 15 minutes {{ $labels.instance }} lost review lines or sampled "
+          "records (driftwatch_review_write_failures_total{sink}) or learnt drift "
+          "references (driftwatch_drift_reference_save_failures_total), refused by a full "
+          "disk, a missing topic or a locked file. Scoring goes on without them; see the log.",
+          "warning"),
     Alert("DriftwatchDeliveriesFailing",
           "sum by (action) (rate(driftwatch_outbox_deliveries_total"
           '{outcome=~"failed|expired|disabled"}[10m])) > 0',

@@ -405,6 +405,8 @@ class Metrics:
             ["sink"],
             registry=registry,
         )
+        for sink in ("file", "topic", "store"):  # at 0 from the start, for increase()
+            self.REVIEW_WRITE_FAILURES.labels(sink)
         self.REVIEW_LABELS = Counter(
             "driftwatch_review_labels_total",
             "Reviewers' labels read, by outcome (stored, unknown_label, not_sampled, invalid)",
