@@ -17,7 +17,7 @@ from monitor.acting.review import ReviewStore
 from monitor.app.review_io import LINE_BYTES, LabelReader, review_publisher
 from monitor.config import Config
 from monitor.local import traffic
-from monitor.local.broker import LocalBroker
+from monitor.local.broker import HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, LocalBroker
 from tests.support import committed, free_port, produce, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.broker
@@ -99,7 +99,9 @@ def test_every_label_is_stored_past_a_message_too_deep_and_a_store_that_fails_on
         "review": {"enabled": True, "topic": names("rv"), "labels_topic": topic,
                    "store": str(tmp_path / "review.sqlite3")}})
     consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=SESSION_TIMEOUT_MS,
+                             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
     stop = threading.Event()
     reader = LabelReader(config, store, stop, consumer=consumer)
     reader.start()
