@@ -7,7 +7,8 @@ model pauses partitions instead of starving heartbeats or the commit loop.
 A batch whose last step waits on someone else (the score stage's broker
 acknowledgements) returns that wait as a `Settle`; a settling thread waits on it
 while the worker scores the next batch, and only then is the batch done (and its
-offsets committable).
+offsets committable). A settle that fails (not a stop) has the batch's records processed and
+settled again one at a time, as a batch that fails does.
 
 A stop never waits on the model without polling: the poll thread keeps the group
 membership alive while the worker finishes, then cancels what is left (`cancel`, which
@@ -43,6 +44,13 @@ Settle = Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
+class _Alone:
+    """A batch whose settle failed: to be processed again one record at a time."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
 class _Done:
     batch: Batch
     failures: dict[int, str] = field(default_factory=dict)
@@ -59,7 +67,7 @@ class BatchWorker:
         self._process = process
         self._attempts = attempts
         self.cancel = cancel or threading.Event()
-        self._todo: queue.Queue[Batch | None] = queue.Queue()
+        self._todo: queue.Queue[Batch | _Alone | None] = queue.Queue()
         self._settling: queue.Queue[tuple[Batch, Settle] | None] = queue.Queue()
         self._done: queue.Queue[_Done] = queue.Queue()
         self._in_flight = 0
@@ -105,9 +113,12 @@ class BatchWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        while (batch := self._todo.get()) is not None:
+        while (item := self._todo.get()) is not None:
+            batch = item.batch if isinstance(item, _Alone) else item
             if self.cancel.is_set():
                 self._done.put(_Done(batch, cancelled=True))
+            elif isinstance(item, _Alone):
+                self._done.put(self._one_by_one(batch))
             elif isinstance(outcome := self._handle(batch), _Done):
                 self._done.put(outcome)
             else:
@@ -122,10 +133,12 @@ class BatchWorker:
                 self._done.put(_Done(batch))
             except Cancelled:
                 self._done.put(_Done(batch, cancelled=True))
-            except Exception:  # uncommitted, to be read again: never counted as done
-                log.exception("a batch of %d could not be settled; its offsets stay "
-                              "uncommitted", len(batch.records))
-                self._done.put(_Done(batch, cancelled=True))
+            except Exception:
+                # Left unfinished, its offsets would hold its partitions' commits back until
+                # a restart; record by record, each is settled or dead-lettered.
+                log.exception("a batch of %d could not be settled; processing its records "
+                              "one at a time", len(batch.records))
+                self._todo.put(_Alone(batch))
 
     def _handle(self, batch: Batch) -> _Done | Settle:
         for attempt in range(1, self._attempts + 1):
@@ -138,6 +151,9 @@ class BatchWorker:
                 log.warning("batch of %d failed (attempt %d/%d): %r",
                             len(batch.records), attempt, self._attempts, exc)
                 time.sleep(0.05 * attempt)
+        return self._one_by_one(batch)
+
+    def _one_by_one(self, batch: Batch) -> _Done:
         failures: dict[int, str] = {}
         for i, (record, origins) in enumerate(zip(batch.records, batch.origins, strict=True)):
             try:
@@ -147,8 +163,11 @@ class BatchWorker:
                 return _Done(batch, cancelled=True)
             except Exception as exc:
                 failures[i] = f"{type(exc).__name__}: {exc}"
-        log.error("%d of %d records failed alone; sent to the dead-letter topic",
-                  len(failures), len(batch.records))
+        if failures:
+            log.error("%d of %d records failed alone; sent to the dead-letter topic",
+                      len(failures), len(batch.records))
+        else:
+            log.info("the %d records went through one at a time", len(batch.records))
         return _Done(batch, failures)
 
 

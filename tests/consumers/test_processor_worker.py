@@ -270,3 +270,31 @@ def _wait(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_a_batch_whose_settle_fails_goes_through_again_record_by_record(
+    workers: list[BatchWorker],
+) -> None:
+    """A settle raising anything but Cancelled left its batch unfinished: never acknowledged,
+    so its partitions' commits stopped at it until a restart. Now its records are processed
+    and settled one at a time: those that settle are done, the others dead-lettered."""
+    processed: list[list[str]] = []
+
+    def process(batch: Batch) -> Settle | None:
+        ids = [r.request_id for r in batch.records]
+        processed.append(ids)
+
+        def settle() -> None:
+            if len(ids) > 1 or ids == ["c"]:  # the whole batch's settle, and c's alone
+                raise RuntimeError(f"not acknowledged: {ids}")
+
+        return settle
+
+    worker = BatchWorker(process, attempts=1)
+    workers.append(worker)
+    worker.submit(_batch("a", "b", "c"))
+    [done] = _collect(worker, 1)
+    assert not done.cancelled  # finished: its offsets may be committed
+    assert done.failures == {2: "RuntimeError: not acknowledged: ['c']"}
+    assert processed == [["a", "b", "c"], ["a"], ["b"], ["c"]]
+    assert worker.in_flight == 0
