@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_settings import NoDecode
 
 from consumers.decode import EventTimeBounds
+
+
+def _broker_list(value: Any) -> Any:
+    """Kafka's own `bootstrap.servers` is one comma-separated string, and that is what users
+    copy: "kafka-1:9092,kafka-2:9092" is a list of two, in the file and in the environment
+    (where a JSON list is read as well)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return value  # refused below as not a list
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# NoDecode: the environment's value reaches _broker_list as it is, not parsed as JSON first.
+Brokers = Annotated[list[str], NoDecode, BeforeValidator(_broker_list),
+                    Field(default=["127.0.0.1:9092"], min_length=1)]
 
 
 class KafkaSecretError(ValueError):
@@ -86,7 +108,7 @@ class KafkaClientSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    bootstrap_servers: list[str] = Field(default=["127.0.0.1:9092"], min_length=1)
+    bootstrap_servers: Brokers
     security: KafkaSecurity = KafkaSecurity()
 
 
@@ -95,7 +117,7 @@ class KafkaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bootstrap_servers: list[str] = Field(default=["127.0.0.1:9092"], min_length=1)
+    bootstrap_servers: Brokers
     group_id: str = Field(default="driftwatch", min_length=1)
     client_id: str = Field(default="driftwatch", min_length=1)
     # Either one combined topic, or a request topic and a response topic joined by request_id.

@@ -6,12 +6,21 @@ prefix DRIFTWATCH_, sections joined by a double underscore, lists and maps as JS
 
 from __future__ import annotations
 
+import json
+import os
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from consumers.settings import (
     BatchSettings,
@@ -123,6 +132,8 @@ def load_config(path: str | Path | None, **overrides: Any) -> Config:
         return Config(**data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, data.get("rules"))) from None
+    except SettingsError as exc:
+        raise ConfigError(_env_not_json(Config, exc)) from None
 
 
 class OfflineConfig(_EnvBeatsFile):
@@ -210,6 +221,8 @@ def load_offline_config(path: str | Path | None) -> OfflineConfig:
         return OfflineConfig(**data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, data.get("rules"))) from None
+    except SettingsError as exc:
+        raise ConfigError(_env_not_json(OfflineConfig, exc)) from None
 
 
 def _field_name(loc: tuple[int | str, ...], rules: object) -> str:
@@ -222,9 +235,31 @@ def _field_name(loc: tuple[int | str, ...], rules: object) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _environment() -> dict[str, str]:
+    """driftwatch's variables by upper-case name (pydantic-settings matches them in any case)."""
+    return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+
+
+def _env_source(loc: tuple[int | str, ...], env: dict[str, str]) -> str | None:
+    """The variable that set the setting at `loc` (or the list or map holding it), if any: a
+    value from the environment is not in the file the user is reading."""
+    names = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        names.append(part.upper())
+    while names:
+        name = ENV_PREFIX + "__".join(names)
+        if name in env:
+            return name
+        names.pop()
+    return None
+
+
 def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> str:
     where = f" in {path}" if path else ""
     lines = [f"invalid configuration{where} ({exc.error_count()} problem(s)):"]
+    env = _environment()
     for err in exc.errors():
         field = _field_name(err["loc"], rules)
         msg = err["msg"].removeprefix("Value error, ")
@@ -236,7 +271,67 @@ def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> s
             lines.append(f"  {field}: {msg}")
         else:
             lines.append(f"  {field} = {err['input']!r}: {msg}")
+        if source := _env_source(err["loc"], env):
+            lines[-1] += f" (set by the environment: {source})"
     lines.append(
         f"  (any setting can also come from the environment, e.g. {ENV_PREFIX}KAFKA__GROUP_ID)"
     )
     return "\n".join(lines)
+
+
+def _complex(annotation: Any) -> bool:
+    """Whether pydantic-settings reads a setting of this type from the environment as JSON."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return NoDecode not in get_args(annotation)[1:] and _complex(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_complex(a) for a in get_args(annotation) if a is not type(None))
+    if origin in (list, dict, tuple, set, frozenset) or annotation in (list, dict, tuple, set):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _listed(annotation: Any) -> bool:
+    """Whether a setting that is read as JSON is a list (else a map or a section)."""
+    origin = get_origin(annotation)
+    if origin in (Annotated, Union, types.UnionType):
+        return any(_listed(a) for a in get_args(annotation) if a is not type(None))
+    return origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set)
+
+
+def _setting(model: type[BaseModel], path: list[str]) -> Any:
+    """The field behind `path` (lower-case names), or None where the path leaves the models."""
+    for depth, name in enumerate(path):
+        field = model.model_fields.get(name)
+        if field is None:
+            return None
+        if depth == len(path) - 1:
+            return field
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return None
+
+
+def _env_not_json(model: type[BaseModel], exc: SettingsError) -> str:
+    """pydantic-settings' error for a list or map in the environment that is not JSON names
+    only the top-level section; this names the variable, its value and how to write it."""
+    lines = []
+    for name, value in sorted(_environment().items()):
+        field = _setting(model, name.removeprefix(ENV_PREFIX).lower().split("__"))
+        if field is None or NoDecode in field.metadata or not _complex(field.annotation):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            if _listed(field.annotation):
+                example = json.dumps([p.strip() for p in value.split(",") if p.strip()])
+                lines.append(f"  {name} = {value!r}: a list from the environment is JSON, "
+                             f"e.g. {name}='{example}'")
+            else:
+                lines.append(f"  {name} = {value!r}: a map from the environment is JSON, "
+                             f"e.g. {name}='{{\"name\": \"value\"}}'")
+    if not lines:
+        return f"invalid configuration from the environment: {exc}"
+    return "\n".join([f"invalid configuration from the environment ({len(lines)} problem(s)):",
+                      *lines])

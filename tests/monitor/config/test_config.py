@@ -274,6 +274,70 @@ def test_invalid_environment_value_is_named_like_a_file_value(
     assert "less than or equal to 65535" in str(info.value)
 
 
+def test_an_environment_value_names_its_variable(
+    file_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad value set by the environment is not in the file the user reads: the line says
+    which variable set it (matched in any case, as pydantic-settings matches them)."""
+    monkeypatch.setenv("driftwatch_metrics__port", "70000")
+    with pytest.raises(ConfigError) as info:
+        load_config(file_config)
+    assert "(set by the environment: DRIFTWATCH_METRICS__PORT)" in str(info.value)
+
+
+def test_a_file_value_names_no_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path / "c.yaml", _with("metrics", port=70_000)))
+    assert "set by the environment" not in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "servers"), [
+    ("kafka:9092", ["kafka:9092"]),
+    ("kafka-1:9092, kafka-2:9092,", ["kafka-1:9092", "kafka-2:9092"]),
+    ('["a:9092", "b:9092"]', ["a:9092", "b:9092"]),
+])
+def test_brokers_may_be_kafkas_comma_separated_string(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, servers: list[str]
+) -> None:
+    """`bootstrap.servers` as Kafka writes it, in the file and in the environment."""
+    config = load_config(_write(tmp_path / "c.yaml", _with("kafka", bootstrap_servers=value)))
+    assert config.kafka.bootstrap_servers == servers
+    monkeypatch.setenv("DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS", value)
+    assert load_config(_write(tmp_path / "d.yaml", GOOD)).kafka.bootstrap_servers == servers
+
+
+def test_an_empty_broker_string_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kafka.bootstrap_servers = ' , ': .*at least 1"):
+        load_config(_write(tmp_path / "c.yaml", _with("kafka", bootstrap_servers=" , ")))
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("DRIFTWATCH_SCORERS", "latency, tokens",
+     """DRIFTWATCH_SCORERS = 'latency, tokens': a list from the environment is JSON, e.g. """
+     """DRIFTWATCH_SCORERS='["latency", "tokens"]'"""),
+    ("DRIFTWATCH_METRICS__LABELS", "model",
+     "DRIFTWATCH_METRICS__LABELS = 'model': a list from the environment is JSON"),
+    ("DRIFTWATCH_ACTIONS", "retrain",
+     "DRIFTWATCH_ACTIONS = 'retrain': a map from the environment is JSON"),
+])
+def test_a_list_or_map_in_the_environment_that_is_not_json_is_named(
+    file_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    name: str, value: str, expected: str,
+) -> None:
+    """pydantic-settings raises its own error naming only the section (a traceback from
+    check-config before); the variable, its value and how to write it are named instead."""
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DRIFTWATCH_KAFKA__GROUP_ID", "not-json-but-a-string")  # not named
+    with pytest.raises(ConfigError) as info:
+        load_config(file_config)
+    message = str(info.value)
+    assert message.startswith("invalid configuration from the environment (1 problem(s)):")
+    assert expected in message
+    assert "GROUP_ID" not in message
+    assert main(["check-config", "--config", str(file_config)]) == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path / "c.yaml", GOOD))
     with pytest.raises(ValueError, match="frozen"):
