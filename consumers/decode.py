@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -128,6 +129,8 @@ class Decoder:
                                      f"logs and events - at `$.{name}`")
         t = record.event_time
         if t is not None and (problem := self.event_time.problem(t, self._clock())):
+            if isinstance(record.timestamp, float):
+                problem += self._unit_hint(record.timestamp)
             return Rejection("invalid_field", f"{problem} - at `$.timestamp`")
         p, c = record.prompt_tokens, record.completion_tokens
         if type(p) is float or type(c) is float:  # 1000.0 is a count, 1000.5 is not
@@ -140,6 +143,19 @@ class Decoder:
                     fixed[name] = int(n)
             record = msgspec.structs.replace(record, **fixed)
         return record
+
+
+    def _unit_hint(self, number: float) -> str:
+        """A number on the wire is epoch milliseconds; seconds (`time.time()`), microseconds
+        and nanoseconds are the usual mistakes, and the right one lands in range."""
+        now = self._clock()
+        for unit, seconds in (("seconds", number), ("microseconds", number / 1e6),
+                              ("nanoseconds", number / 1e9)):
+            if self.event_time.problem(seconds, now) is None:
+                when = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+                return (f"; a number is epoch milliseconds, and {number:.0f} looks like epoch "
+                        f"{unit} ({when.replace('+00:00', 'Z')})")
+        return ""
 
 
 def _json_problem(value: bytes, message: str) -> str:

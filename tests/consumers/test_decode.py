@@ -220,6 +220,27 @@ def test_event_time_bounds_follow_the_arrival_clock() -> None:
     assert isinstance(late, Rejection) and "max_future_seconds=60" in late.detail
 
 
+@pytest.mark.parametrize(("number", "unit"), [
+    (1_800_000_000, "seconds"), (1_800_000_000.25, "seconds"),
+    (1_800_000_000_000_000, "microseconds"), (1_800_000_000_000_000_000, "nanoseconds")])
+def test_an_event_time_in_another_unit_says_which_it_looks_like(number: float, unit: str) -> None:
+    """The wire's numbers are epoch milliseconds; `time.time()` seconds (and Go's or Java's
+    micro- and nanoseconds) are refused all the same, with the unit they look like."""
+    now = 1_800_000_100.0
+    decoder = Decoder(1 << 20, clock=lambda: now)
+    result = decoder.decode(_encode({"request_id": "t", "timestamp": number}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert (f"a number is epoch milliseconds, and {number:.0f} looks like epoch {unit} "
+            "(2027-01-15T08:00:00Z)") in result.detail
+    assert result.detail.endswith("- at `$.timestamp`")
+
+
+@pytest.mark.parametrize("timestamp", [0, 1e20, "1999-12-31T23:59:59Z"])
+def test_an_event_time_in_no_unit_in_range_gets_no_hint(timestamp: str | float) -> None:
+    result = Decoder(1 << 20).decode(_encode({"request_id": "t", "timestamp": timestamp}))
+    assert isinstance(result, Rejection) and "looks like" not in result.detail
+
+
 @pytest.mark.parametrize(
     "payload",
     [
