@@ -308,9 +308,16 @@ def _log_events(events: list[DriftEvent]) -> None:
             log.warning("new error class %r in segment %s, first records %s", e.examples[0][1],
                         e.segment, [rid for rid, _, _ in e.examples])
             continue
-        log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g window=%s "
-                    "examples=%s", e.kind, e.stream, e.segment, e.statistic, e.threshold,
-                    e.window, [rid for rid, _, _ in e.examples])
+        if e.kind == "change":  # river's detectors carry no statistic of their own
+            log.warning("drift detected: change %s segment=%s (streaming change detector, an "
+                        "early signal; the feature window test confirms)", e.stream, e.segment)
+        elif e.kind == "feature":
+            log.warning("drift detected: feature %s segment=%s statistic=%.4g q=%.3g fdr=%g",
+                        e.stream, e.segment, e.statistic, e.q_value, e.threshold)
+        else:
+            log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g "
+                        "window=%s examples=%s", e.kind, e.stream, e.segment, e.statistic,
+                        e.threshold, e.window, [rid for rid, _, _ in e.examples])
 
 
 # -- Decisions: rules and the canary gate -----------------------------------------------------
