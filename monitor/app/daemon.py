@@ -343,8 +343,8 @@ def _log_models(models: ModelScorers | None) -> None:
         why = {"embedding": ", ".join(models.embedding_users),
                "embedding_scorers": "refusal similarity and groundedness"}.get(
                    role, "the toxicity scorer")
-        log.info("%s model %s on %s %s %s, for %s", role, name, device, backend, precision,
-                 why)
+        log.info("%s model %s on %s, for %s", role, name,
+                 " ".join(part for part in (device, backend, precision) if part), why)
     if models.embedder is None:
         log.info("no embedding model: no enabled scorer, drift detector or canary gate needs "
                  "one")

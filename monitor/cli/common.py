@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -40,6 +43,46 @@ def setup_logging(level: str) -> None:
     # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     quiet_closed_socket_reads()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, KafkaRepeats) for f in handler.filters):
+            handler.addFilter(KafkaRepeats())
+
+
+class KafkaRepeats(logging.Filter):
+    """kafka-python logs every failed reconnect at ERROR and WARNING, four lines every few
+    seconds for as long as a broker is gone: an outage of hours is thousands of the same
+    lines, burying the daemon's own. A kafka line whose text, numbers aside, passed within
+    `interval` seconds is dropped, and the next that passes says how many were. Installed
+    on the handlers: a logger's filter sees only the records of that one logger."""
+
+    _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+    def __init__(self, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
+        text = record.getMessage()
+        key = (record.name, record.levelno, self._NUMBERS.sub("#", text))
+        now = self._clock()
+        with self._lock:
+            passed, dropped = self._seen.get(key, (-float("inf"), 0))
+            if now - passed < self.interval:
+                self._seen[key] = (passed, dropped + 1)
+                return False
+            if len(self._seen) >= 1_000:  # texts that differ beyond numbers: no growth
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if dropped:
+            record.msg, record.args = "%s (%d like it in the %.0f s before, not shown)", (
+                text, dropped, now - passed)
+        return True
 
 
 class _ClosedSocketRead(logging.Filter):
