@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from consumers.decode import Decoder
 from consumers.wire import Record
+from monitor.acting import bounded_post
 from monitor.app.wiring import OFFLINE_BATCH
 from monitor.config import OfflineConfig
 from monitor.pipeline.drift import feature_columns, outcome
@@ -161,12 +162,15 @@ def request_rollover(url: str, segment: list[str]) -> int:
     try:
         token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        reply = httpx.post(target, params=params, headers=headers, timeout=10.0)
+        # Bounded: a --url that is not the daemon's may answer with a page or a stream.
+        with httpx.Client() as client:
+            reply = bounded_post.post(client, str(httpx.URL(target, params=params)), b"",
+                                      headers, timeout_s=10.0)
     except httpx.HTTPError as exc:
         print(f"driftwatch: cannot reach the daemon at {target}: {exc}", file=sys.stderr)
         return 1
     print(reply.text.strip())
-    if reply.status_code != 202:
-        print(f"driftwatch: rollover refused ({reply.status_code})", file=sys.stderr)
+    if reply.status != 202:
+        print(f"driftwatch: rollover refused ({reply.status})", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from monitor.acting import alertmanager, bounded_post, webhook
+from monitor.app.reference_build import request_rollover
 from monitor.config.acting import AlertmanagerAction, WebhookAction
 from monitor.local.receiver import QuietHandler, serve
 from tests.conftest import SECRET
@@ -124,3 +125,15 @@ def test_an_alertmanager_error_with_an_endless_body_quotes_its_start(endless) ->
         error = finishes(lambda: alertmanager.push(client, action, b"[]"), 60)
     assert error == "HTTP 500: " + repr(("überlastet\n" * 50)[:200])  # one line, quoted
     assert seen.requests == 1
+
+
+def test_a_rollover_asked_of_an_endless_answer_returns_with_its_start(
+        endless, capsys: pytest.CaptureFixture[str]) -> None:
+    """`driftwatch reference rollover --url` pointed at something that is not the daemon."""
+    seen, url = endless(404, b"<html>" * 10_000, 0.0)
+    code = finishes(lambda: request_rollover(url, ["deployment=stable"]), 60)
+    out, err = capsys.readouterr()
+    assert code == 1 and "rollover refused (404)" in err
+    assert out == ("<html>" * 10_000)[:bounded_post.BODY_KEPT] + "\n"
+    assert seen.requests == 1
+    wait_for(seen.closed.is_set, 30, "the server to see the connection closed")
