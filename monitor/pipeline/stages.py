@@ -277,7 +277,7 @@ class DriftStep:
     def __init__(self, drift: DriftStage,
                  on_events: Callable[[list[DriftEvent]], None] | None = None) -> None:
         self.drift = drift
-        self._on_events = on_events or _log_events
+        self._on_events = on_events or DriftLog()
 
     def process(self, work: Work) -> None:
         if not work.stateful or work.scores is None:
@@ -301,23 +301,46 @@ class DriftStep:
         return None
 
 
-def _log_events(events: list[DriftEvent]) -> None:
-    # Ids and figures only: prompt and response text stays out of logs at INFO.
-    for e in events:
-        if e.kind == "new_error_class":
-            log.warning("new error class %r in segment %s, first records %s", e.examples[0][1],
-                        e.segment, [rid for rid, _, _ in e.examples])
-            continue
-        if e.kind == "change":  # river's detectors carry no statistic of their own
-            log.warning("drift detected: change %s segment=%s (streaming change detector, an "
-                        "early signal; the feature window test confirms)", e.stream, e.segment)
-        elif e.kind == "feature":
-            log.warning("drift detected: feature %s segment=%s statistic=%.4g q=%.3g fdr=%g",
-                        e.stream, e.segment, e.statistic, e.q_value, e.threshold)
-        else:
-            log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g "
-                        "window=%s examples=%s", e.kind, e.stream, e.segment, e.statistic,
-                        e.threshold, e.window, [rid for rid, _, _ in e.examples])
+class DriftLog:
+    """The drift stage's log lines. A lasting shift re-fires a reset detector as soon as its
+    window refills, several times a second at full traffic: the first finding of a segment's
+    stream is logged, and then one line a minute at most, counting those folded into it (the
+    metrics and the decisions count every one)."""
+
+    def __init__(self, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, str, Segment], tuple[float, int]] = {}
+
+    def __call__(self, events: list[DriftEvent]) -> None:
+        # Ids and figures only: prompt and response text stays out of logs at INFO.
+        now = self._clock()
+        for e in events:
+            if e.kind == "new_error_class":  # once per class and segment already
+                log.warning("new error class %r in segment %s, first records %s",
+                            e.examples[0][1], e.segment, [rid for rid, _, _ in e.examples])
+                continue
+            key = (e.kind, e.stream, e.segment)
+            logged, folded = self._last.get(key, (-float("inf"), 0))
+            if now - logged < self.interval:
+                self._last[key] = (logged, folded + 1)
+                continue
+            self._last[key] = (now, 0)
+            more = f" ({folded} more in the {now - logged:.0f} s before)" if folded else ""
+            if e.kind == "change":  # river's detectors carry no statistic of their own
+                log.warning("drift detected: change %s segment=%s (streaming change detector, "
+                            "an early signal; the feature window test confirms)%s", e.stream,
+                            e.segment, more)
+            elif e.kind == "feature":
+                log.warning("drift detected: feature %s segment=%s statistic=%.4g q=%.3g "
+                            "fdr=%g%s", e.stream, e.segment, e.statistic, e.q_value,
+                            e.threshold, more)
+            else:
+                log.warning("drift detected: %s %s segment=%s statistic=%.4g threshold=%.4g "
+                            "window=%s examples=%s%s", e.kind, e.stream, e.segment,
+                            e.statistic, e.threshold, e.window,
+                            [rid for rid, _, _ in e.examples], more)
 
 
 # -- Decisions: rules and the canary gate -----------------------------------------------------
