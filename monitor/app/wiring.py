@@ -184,6 +184,7 @@ def assemble(
     shadow: ShadowGate | None = None,
     review: ReviewSampler | None = None,
     review_publish: Callable[[list[dict[str, object]]], None] | None = None,
+    max_segments: int = 500,
 ) -> Pipeline:
     """The stages, in order, for the parts given (each stage only when its part is there).
     `metrics`: where the operational and model stages count (a test passes its own).
@@ -198,7 +199,8 @@ def assemble(
         raise ValueError("rules and the gates need somewhere to put their decisions")
     operational = OperationalStage([] if scored_input else scorers, segment_labels,
                                    max_label_values, metrics=metrics,
-                                   outcome="decided" if scored_input else "scored")
+                                   outcome="decided" if scored_input else "scored",
+                                   max_segments=max_segments)
     stages: list[Stage] = []
     if models is not None:
         stages.append(ModelStage(models, fraction, cancel, metrics))
@@ -248,7 +250,8 @@ def wire(
         rollover_actions=rollover_actions(config.actions), fraction=fraction, cancel=cancel,
         audit_log=audit_log, checkpoints=checkpoints, publish=publish,
         scored_input=scored_input, tokens=parts.tokens, token_check=parts.token_check,
-        shadow=parts.shadow, review=parts.review, review_publish=review_publish)
+        shadow=parts.shadow, review=parts.review, review_publish=review_publish,
+        max_segments=config.metrics.max_segments)
 
 
 def checkpointer(config: Config, models: ModelScorers | None, path: Path | None = None,

@@ -28,6 +28,9 @@ class MetricsSettings(BaseModel):
     labels: list[SegmentLabel] = ["model", "model_version", "deployment"]
     # Distinct values kept per label; later ones are reported as "other".
     max_label_values: int = Field(default=50, ge=1, le=10_000)
+    # Distinct combinations of them (segments), each with about a hundred series and its own
+    # rule state; later new ones are reported with every label "other".
+    max_segments: int = Field(default=500, ge=1, le=100_000)
     # Bearer token for state-changing requests (POST /admin/...), from the environment or a
     # file, never this file. Without one, only loopback clients may make them.
     admin_token_env: str | None = Field(default=None, pattern=ENV_NAME)

@@ -151,7 +151,8 @@ class OperationalStage:
 
     def __init__(self, scorers: Sequence[str], segment_labels: Sequence[str],
                  max_label_values: int, max_error_types: int = 20,
-                 metrics: Metrics = METRICS, outcome: str = "scored") -> None:
+                 metrics: Metrics = METRICS, outcome: str = "scored",
+                 max_segments: int = 500) -> None:
         """`outcome`: what `count` calls the records (driftwatch_records_total)."""
         self._m = metrics
         self.outcome = outcome
@@ -159,7 +160,8 @@ class OperationalStage:
         if unknown:
             raise ValueError(f"unknown scorers {unknown}; available: {sorted(SCORERS)}")
         self._scorers = [SCORERS[name] for name in scorers if name in SCORERS]
-        self._segments = SegmentLabeler(segment_labels, SEGMENT_LABELS, max_label_values)
+        self._segments = SegmentLabeler(segment_labels, SEGMENT_LABELS, max_label_values,
+                                        max_segments)
         self._error_types = CappedLabel(max_error_types)
         self._outcomes: dict[tuple[str | None, str | None], tuple[str, str]] = {}
 
@@ -180,6 +182,7 @@ class OperationalStage:
         m = self._m
         for seg, idx in work.batch.segments.items():
             m.RECORDS.labels(self.outcome, *seg).inc(len(idx))
+        m.SEGMENTS.set(self._segments.segments)
         times = work.times
         if not np.isnan(times).all():
             m.LAST_EVENT_TIME.set(float(np.nanmax(times)))
@@ -190,8 +193,10 @@ class OperationalStage:
         return {"segments": self._segments}
 
     def restore(self, parts: Mapping[str, object]) -> None:
-        if isinstance(parts.get("segments"), SegmentLabeler):
-            self._segments = parts["segments"]  # type: ignore[assignment]
+        if isinstance(restored := parts.get("segments"), SegmentLabeler):
+            # The cap is today's config (the labels and their values are fingerprinted).
+            restored.max_segments = self._segments.max_segments
+            self._segments = restored
 
     def close(self) -> None:
         return None

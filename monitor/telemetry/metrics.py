@@ -43,6 +43,12 @@ class Metrics:
             ["outcome", *SEGMENT_LABELS],
             registry=registry,
         )
+        self.SEGMENTS = Gauge(
+            "driftwatch_segments",
+            "Distinct segments (combinations of the segment labels) seen; past "
+            "metrics.max_segments a new one is reported with every label 'other'",
+            registry=registry,
+        )
         self.SCORED_PUBLISHED = Counter(
             "driftwatch_scored_published_total",
             "Scored records the score stage wrote to the internal scored topic (acknowledged "

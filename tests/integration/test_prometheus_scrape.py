@@ -70,6 +70,9 @@ def test_prometheus_scrapes_counts_and_promtool_accepts_the_exposition(
     assert _scalar(prometheus, 'up{job="driftwatch"}') == 1
     assert _scalar(prometheus, "driftwatch_ready") == 1
     assert _scalar(prometheus, "driftwatch_assigned_partitions") == 2
+    segments = {(r.get("model"), r.get("model_version"), r.get("deployment")) for r in records}
+    assert 3 <= len(segments) < 500
+    assert _scalar(prometheus, "driftwatch_segments") == len(segments)
     stable = sum(1 for r in records if r["deployment"] == "stable" and "latency_ms" in r)
     assert _scalar(prometheus,
         'sum(driftwatch_request_latency_seconds_count{deployment="stable"})') == stable

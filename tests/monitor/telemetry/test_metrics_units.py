@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.batcher import Batch
 from consumers.wire import Origin, Record
 from monitor.app.wiring import assemble
+from monitor.pipeline.stages import OperationalStage
 from monitor.telemetry.batch_histogram import BatchHistogram
 from monitor.telemetry.labels import OTHER, UNKNOWN, CappedLabel, SegmentLabeler, sanitize
 from monitor.telemetry.metrics import Metrics
@@ -167,6 +169,43 @@ def test_segment_labeler_leaves_unconfigured_labels_empty() -> None:
     assert labeler.key((None, "v2", None, None)) == (UNKNOWN, "", "", UNKNOWN)
     assert labeler.key(("m2", None, None, "a b")) == ("m2", "", "", "a_b")
     assert labeler.key(("m3", None, None, "c")) == (OTHER, "", "", OTHER)
+
+
+def test_segments_past_max_segments_are_the_all_other_segment(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each label within its own cap, their combinations past `max_segments`: 3 models by 3
+    versions would be 9 segments (each about a hundred series, and its own rule state)."""
+    names = ("model", "model_version", "deployment", "route")
+    labeler = SegmentLabeler(["model", "model_version"], names, max_values=50, max_segments=4)
+    seen = [labeler.key((m, v, "stable", None)) for m in ("a", "b", "c") for v in ("1", "2", "3")]
+    assert seen[:4] == [("a", "1", "", ""), ("a", "2", "", ""), ("a", "3", "", ""),
+                        ("b", "1", "", "")]
+    assert seen[4:] == [(OTHER, OTHER, "", "")] * 5
+    assert labeler.segments == 5  # the four, and `other`
+    # Known segments keep their labels after the cap; a new spelling of one is no new segment.
+    assert labeler.key(("a", "2", None, "r")) == ("a", "2", "", "")
+    assert labeler.key(("a ", "2", None, None)) == ("a", "2", "", "")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["metrics.max_segments=4 reached: segments first seen from now on "
+                        "({'model': 'b', 'model_version': '2', 'deployment': '', 'route': ''}) "
+                        "are reported as 'other'"]
+
+
+def test_a_labeler_checkpointed_before_the_segment_cap_restores_with_it() -> None:
+    """Its pickled state has no segments or cap: the segments it cached are its segments,
+    and the stage that restores it applies the configured cap."""
+    old = SegmentLabeler(["model"], ("model", "model_version", "deployment", "route"), 50)
+    old.key(("a", None, None, None))
+    old.key(("b", None, None, None))
+    for name in ("_segments", "max_segments", "other"):
+        delattr(old, name)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.segments == 2 and restored.other == (OTHER, "", "", "")
+    stage = OperationalStage([], ["model"], 50, metrics=METRICS, max_segments=3)
+    stage.restore({"segments": restored})
+    assert [stage._segments.key((m, None, None, None)) for m in "abcde"] == [
+        ("a", "", "", ""), ("b", "", "", ""), ("c", "", "", ""), (OTHER, "", "", ""),
+        (OTHER, "", "", "")]
 
 
 # -- pipeline ----------------------------------------------------------------------------------
