@@ -187,6 +187,11 @@ class KafkaSource:
         # kafka-python drops the coordinator id when its connection fails.
         return not self._consumer._coordinator.coordinator_unknown() and self.heartbeat_fresh()
 
+    def in_group(self) -> bool:
+        """A member whose join is complete: with no partitions it is a standby (more members
+        than partitions), serving and ready to take over, not one still joining."""
+        return self._consumer is not None and self._consumer._coordinator.stable()
+
     def heartbeat_fresh(self) -> bool:
         """False once a member of the group has had no heartbeat answer for an interval and
         two seconds. Reads two timestamps and nothing else, so other threads (the readiness

@@ -254,8 +254,9 @@ def _consume(config: Config, stop: threading.Event, health: Health, source: Kafk
     """The poll loop over an open source until `stop`; readiness follows the group."""
 
     def loop() -> None:
-        ready = source.connected() and bool(source.assignment)
-        health.tick(source.connected(), len(source.assignment))
+        connected, in_group = source.connected(), source.in_group()
+        ready = connected and (bool(source.assignment) or in_group)
+        health.tick(connected, len(source.assignment), in_group)
         m.READY.set(ready)
         m.PAUSED.set(source.paused)
         on_loop()

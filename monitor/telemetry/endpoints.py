@@ -47,23 +47,31 @@ class Health:
         self._last_tick = time.monotonic()
         self.broker_connected = False
         self.partitions = 0
+        self.in_group = False  # joined the consumer group (with partitions or as a standby)
         # Read at each probe, not at the loop's tick: the loop may be inside a commit that
         # waits for a hung broker (KafkaSource.heartbeat_fresh).
         self.heartbeat: Callable[[], bool] = lambda: True
 
-    def tick(self, broker_connected: bool, partitions: int) -> None:
+    def tick(self, broker_connected: bool, partitions: int, in_group: bool = False) -> None:
         self._last_tick = time.monotonic()
         self.broker_connected = broker_connected
         self.partitions = partitions
+        self.in_group = in_group
 
     def live(self) -> tuple[bool, dict[str, object]]:
         age = time.monotonic() - self._last_tick
         return age < self.stall_after_s, {"loop_age_seconds": round(age, 3)}
 
     def ready(self) -> tuple[bool, dict[str, object]]:
+        """Connected and either owning partitions or a standby member of the group: with more
+        members than partitions (`--workers auto` on more cores than the input has
+        partitions, a spare decider) the spare ones are serving, not broken."""
         connected = self.broker_connected and self.heartbeat()
-        return connected and self.partitions > 0, {"broker_connected": connected,
-                                                   "partitions": self.partitions}
+        body: dict[str, object] = {"broker_connected": connected, "partitions": self.partitions}
+        standby = self.partitions == 0 and self.in_group
+        if standby:
+            body["standby"] = True
+        return connected and (self.partitions > 0 or standby), body
 
 
 class CanaryStatus(Protocol):

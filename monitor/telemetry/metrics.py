@@ -103,7 +103,8 @@ class Metrics:
         )
         self.READY = Gauge(
             "driftwatch_ready",
-            "1 when the broker is reachable and partitions are assigned",
+            "1 when the broker is reachable and partitions are assigned, or the process is a "
+            "standby member of its group (more members than partitions)",
             registry=registry,
         )
         self.PAUSED = Gauge(

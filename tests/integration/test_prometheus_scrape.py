@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from monitor.local import traffic
-from monitor.local.broker import free_port
+from monitor.local.broker import free_port, free_ports
 from monitor.local.prometheus import LocalPrometheus
 from tests.support import produce, wait_for, write_config
 
@@ -104,6 +104,38 @@ def test_health_endpoints_answer_json(broker, names, daemons, tmp_path: Path) ->
     assert ready == {"ok": True, "broker_connected": True, "partitions": 1}
     assert daemon.get("/nope").status_code == 404
     assert daemon.terminate() == 0
+
+
+def test_a_member_with_no_partition_to_own_is_a_ready_standby(
+        broker, names, daemons, tmp_path: Path) -> None:
+    """More members than partitions (`--workers auto` on more cores than the input has
+    partitions, a spare decider): the spare one is serving, so it is ready (an orchestrator's
+    rollout waits for it, and DriftwatchNotReady pages), and takes over when the owner goes."""
+    topic, group = names("traffic"), names("group")
+    broker.create_topics([(topic, 1)])
+    first = free_ports(2)
+    members = [daemons(write_config(tmp_path / f"dw{i}.yaml", broker.bootstrap, first + i,
+                                    kafka={"topic": topic, "group_id": group}), first + i)
+               for i in range(2)]
+    for member in members:
+        member.wait_ready()
+
+    def owned() -> list[int]:
+        return sorted(m.get("/readyz").json()["partitions"] for m in members)
+    wait_for(lambda: owned() == [0, 1], 60, "one member to own the partition")
+    standby, owner = sorted(members, key=lambda m: m.get("/readyz").json()["partitions"])
+    ready = standby.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ok": True, "broker_connected": True, "partitions": 0,
+                            "standby": True}
+    assert owner.get("/readyz").json() == {"ok": True, "broker_connected": True,
+                                            "partitions": 1}
+    assert [m.metrics().sum("driftwatch_ready") for m in members] == [1.0, 1.0]
+    assert owner.terminate() == 0
+    wait_for(lambda: standby.get("/readyz").json() == {
+        "ok": True, "broker_connected": True, "partitions": 1}, 60,
+        "the standby to take the partition over")
+    assert standby.terminate() == 0
 
 
 def test_not_ready_but_serving_while_the_broker_is_unreachable(daemons, tmp_path: Path) -> None:
