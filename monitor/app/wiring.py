@@ -221,7 +221,7 @@ def assemble(
     if review is not None:
         stages.append(ReviewStep(review, review_publish))
     if audit_log is not None:
-        stages.append(AuditStage(audit_log))
+        stages.append(AuditStage(audit_log, cancel, metrics))
     begin = scored.beginner(intake) if intake is not None and scored_input else None
     return Pipeline(operational, stages, checkpoints, metrics, begin=begin)
 

@@ -3,7 +3,6 @@ writes them to the review file and/or hands them to the review topic's producer.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from monitor.acting.review import ReviewSampler, review_line
+from monitor.pipeline.append_file import AppendFile
 from monitor.pipeline.stages import Stateless, Work
 from monitor.telemetry.metrics import METRICS as m
 from monitor.types import Segment
@@ -26,8 +26,8 @@ class ReviewStep(Stateless):
         """`publish`: sends the lines to `review.topic` and returns once they are sent."""
         self.sampler = sampler
         self._publish = publish
-        self._path = path = sampler.settings.file
-        self._file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        path = sampler.settings.file
+        self._file = AppendFile(path) if path is not None else None
 
     def process(self, work: Work) -> None:
         if not work.stateful or work.scores is None:
@@ -53,27 +53,19 @@ class ReviewStep(Stateless):
             {k: None if np.isnan(v[i]) else round(float(v[i]), 4) for k, v in values.items()},
             {f: int(bool(v[i])) for f, v in scores.flags.items()}, records[i].prompt_text,
             records[i].response, records[i].context) for i, reasons in chosen]
-        if self._path is not None:
-            self._write(lines)
+        if self._file is not None:
+            self._write(self._file, lines)
         if self._publish is not None:
             self._publish(lines)
 
-    def _write(self, lines: list[dict[str, object]]) -> None:
+    def _write(self, file: AppendFile, lines: list[dict[str, object]]) -> None:
         try:
-            if self._file is None:
-                self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-            self._file.write("".join(json.dumps(line) + "\n" for line in lines))
-            self._file.flush()
+            file.write("".join(json.dumps(line) + "\n" for line in lines).encode())
         except OSError as exc:  # a full disk: the sample loses these, the batch goes on
             m.REVIEW_WRITE_FAILURES.labels("file").inc(len(lines))
-            log.error("review file %s: %d line(s) not written (%r)", self._path, len(lines),
+            log.error("review file %s: %d line(s) not written (%r)", file.path, len(lines),
                       exc)
-            if self._file is not None:  # its buffer holds what failed: dropped, reopened
-                with contextlib.suppress(OSError):
-                    self._file.close()
-                self._file = None
 
     def close(self) -> None:
         if self._file is not None:
-            with contextlib.suppress(OSError):  # what a full disk left unwritten is lost
-                self._file.close()
+            self._file.close()

@@ -19,12 +19,13 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from consumers.processor import Settle
+from consumers.processor import Cancelled, Settle
 from consumers.wire import Origin, Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor.acting.rules import Observation, RuleEngine
 from monitor.acting.shadow import ShadowGate
 from monitor.config import MODEL_SCORERS, STATEFUL_SCORERS
+from monitor.pipeline.append_file import AppendFile
 from monitor.pipeline.drift import DriftStage, feature_columns, outcome
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
 from monitor.telemetry.labels import CappedLabel, SegmentLabeler
@@ -484,28 +485,37 @@ def _aligned(scores: BatchScores | None) -> np.ndarray | None:
 
 # -- Audit ------------------------------------------------------------------------------------
 
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, 2)
-        return f.read(1)
-
-
 class AuditStage(Stateless):
-    """Appends each scored record's request id and Kafka positions to a JSON-lines file."""
+    """Appends each scored record's request id and Kafka positions to a JSON-lines file,
+    followed through log rotation. The log is for reconciliation, so a write the disk
+    refuses (full) is tried again while the batch waits, never dropped; raised, it had the
+    worker run the batch again (feeding the detectors and rules a second time), then each
+    record alone, dead-lettering them all as processing errors."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "ab")  # noqa: SIM115 (lives with the stage)
-        # A kill -9 can cut the last line short; end it, so the lines written on stay whole.
-        if self._file.tell() and _last_byte(path) != b"\n":
-            self._file.write(b"\n")
+    def __init__(self, path: Path, cancel: threading.Event | None = None,
+                 metrics: Metrics = METRICS) -> None:
+        self._file = AppendFile(path)
+        self._cancel = cancel or threading.Event()
+        self._m = metrics
 
     def process(self, work: Work) -> None:
-        lines = [
+        data = b"".join(
             msgspec.json.encode({"request_id": r.request_id, "positions": list(origins)}) + b"\n"
-            for r, origins in zip(work.batch.records, work.origins, strict=True)
-        ]
-        self._file.write(b"".join(lines))
-        self._file.flush()
+            for r, origins in zip(work.batch.records, work.origins, strict=True))
+        delay = 0.5
+        while True:
+            try:
+                self._file.write(data)
+                return
+            except OSError as exc:
+                self._m.AUDIT_WRITE_FAILURES.inc()
+                log.error("audit log %s refused %d line(s) (%r); the batch waits, trying "
+                          "again in %.0fs", self._file.path, len(work.batch.records), exc,
+                          delay)
+                if self._cancel.wait(delay):
+                    raise Cancelled("stopping with audit lines the disk refused; their "
+                                    "batch is read again") from exc
+                delay = min(delay * 2, 30.0)
 
     def close(self) -> None:
         self._file.close()

@@ -316,6 +316,12 @@ class Metrics:
             ["rule", "event_type"],
             registry=registry,
         )
+        self.AUDIT_WRITE_FAILURES = Counter(
+            "driftwatch_audit_log_write_failures_total",
+            "Writes of the audit log the disk refused; each is tried again while its batch "
+            "waits (a full disk stalls scoring rather than leave a record out of the log)",
+            registry=registry,
+        )
         self.OUTBOX_WRITE_FAILURES = Counter(
             "driftwatch_outbox_write_failures_total",
             "Writes of decisions the outbox refused (a full disk, an I/O error); each is tried "

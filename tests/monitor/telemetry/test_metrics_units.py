@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -19,12 +20,14 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.batcher import Batch
+from consumers.processor import Cancelled
 from consumers.wire import Origin, Record
 from monitor.app.wiring import assemble
 from monitor.pipeline.stages import OperationalStage
 from monitor.telemetry.batch_histogram import BatchHistogram
 from monitor.telemetry.labels import OTHER, UNKNOWN, CappedLabel, SegmentLabeler, sanitize
 from monitor.telemetry.metrics import Metrics
+from tests.support import wait_for
 
 # Dyadic bounds and values: every sum is exact in float64 whatever the summation order.
 BUCKETS = (0.25, 0.5, 1.0, 2.5, 10.0)
@@ -372,6 +375,75 @@ def test_an_audit_line_cut_short_by_a_kill_is_ended_before_the_next_run_writes(
     assert audit.read_text().splitlines() == [
         '{"request_id": "a", "positions": []}', '{"request_id": "b", "posi',
         '{"request_id":"c","positions":[["req",0,5]]}']
+
+
+def test_the_audit_log_follows_log_rotation(model: str, tmp_path: Path) -> None:
+    """logrotate renames the file (or removes it) and a new one is created; `copytruncate`
+    empties it in place. Lines go to whatever file the path names at each batch."""
+    audit = tmp_path / "audit.jsonl"
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, audit_log=audit,
+                        metrics=METRICS)
+
+    def batch(rid: str) -> Batch:
+        return Batch([Record(request_id=rid, model=model)], [(Origin("req", 0, 1),)])
+
+    def ids(path: Path) -> list[str]:
+        return [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+
+    pipeline.process(batch("a"))
+    audit.rename(tmp_path / "audit.jsonl.1")  # logrotate's default (create)
+    pipeline.process(batch("b"))
+    audit.rename(tmp_path / "audit.jsonl.2")
+    audit.touch()  # ... with the new file created by logrotate itself
+    pipeline.process(batch("c"))
+    audit.unlink()  # removed outright
+    pipeline.process(batch("d"))
+    audit.write_bytes(b"")  # copytruncate
+    pipeline.process(batch("e"))
+    pipeline.close()
+    assert [ids(tmp_path / "audit.jsonl.1"), ids(tmp_path / "audit.jsonl.2")] == [["a"], ["b"]]
+    assert ids(audit) == ["e"]
+
+
+def test_an_audit_log_on_a_full_disk_holds_its_batch_until_the_disk_takes_it(
+        model: str, tmp_path: Path) -> None:
+    """The log is for reconciliation: a line is never dropped. The batch waits (the write
+    tried again, counted) instead of raising, which ran it again through every stage."""
+    audit = tmp_path / "audit.jsonl"
+    audit.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, audit_log=audit,
+                        metrics=METRICS)
+    failures = _value("driftwatch_audit_log_write_failures_total")
+    scored = _value("driftwatch_records_total", outcome="scored", **_seg(model, ""))
+    batch = Batch([Record(request_id="a", model=model), Record(request_id="b", model=model)],
+                  [(Origin("req", 0, 3),), (Origin("req", 0, 4),)])
+    worker = threading.Thread(target=pipeline.process, args=(batch,))
+    worker.start()
+    wait_for(lambda: _value("driftwatch_audit_log_write_failures_total") >= failures + 2, 60,
+             "the write to be tried again")
+    assert worker.is_alive()
+    room = tmp_path / "room.jsonl"
+    room.touch()
+    (tmp_path / "link").symlink_to(room)
+    (tmp_path / "link").replace(audit)  # the disk has room again
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    pipeline.close()
+    assert [json.loads(line)["request_id"] for line in room.read_text().splitlines()] == [
+        "a", "b"]
+    assert _value("driftwatch_records_total", outcome="scored", **_seg(model, "")) == scored + 2
+
+
+def test_a_stop_while_the_audit_disk_is_full_leaves_the_batch_to_be_read_again(
+        model: str, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    pipeline = assemble(SCORERS, ["model"], max_label_values=5, audit_log=Path("/dev/full"),
+                        metrics=METRICS, cancel=cancel)
+    failures = _value("driftwatch_audit_log_write_failures_total")
+    threading.Timer(0.2, cancel.set).start()
+    with pytest.raises(Cancelled, match="read again"):
+        pipeline.process(Batch([Record(request_id="a", model=model)], [(Origin("r", 0, 1),)]))
+    assert _value("driftwatch_audit_log_write_failures_total") == failures + 1
 
 
 def test_empty_batch_changes_nothing(model: str) -> None:
