@@ -32,6 +32,7 @@ from consumers.settings import (
 from monitor.config.acting import (
     Action,
     CanarySettings,
+    Condition,
     DriftCondition,
     OutboxSettings,
     ReviewSettings,
@@ -235,6 +236,16 @@ def _field_name(loc: tuple[int | str, ...], rules: object) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _tags(union: Any, discriminator: str) -> tuple[str, ...]:
+    """The values a discriminated union's discriminator takes (`kind` of a rule's `when`)."""
+    members = get_args(get_args(union)[0])
+    return tuple(tag for model in members
+                 for tag in get_args(model.model_fields[discriminator].annotation))
+
+
+_TAGS = {"kind": _tags(Condition, "kind"), "type": _tags(Action, "type")}
+
+
 def _environment() -> dict[str, str]:
     """driftwatch's variables by upper-case name (pydantic-settings matches them in any case)."""
     return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
@@ -269,6 +280,14 @@ def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> s
             lines.append(f"  {field}: required setting is missing")
         elif err["type"] == "value_error":
             lines.append(f"  {field}: {msg}")
+        elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            # pydantic names the section, not the field that picks its kind
+            tag = str(err["ctx"]["discriminator"]).strip("'")
+            choices = ", ".join(map(repr, _TAGS.get(tag, ())))
+            if err["type"] == "union_tag_not_found":
+                lines.append(f"  {field}.{tag}: required setting is missing; one of {choices}")
+            else:
+                lines.append(f"  {field}.{tag} = {err['ctx']['tag']!r}: one of {choices}")
         else:
             lines.append(f"  {field} = {err['input']!r}: {msg}")
         if source := _env_source(err["loc"], env):

@@ -338,6 +338,27 @@ def test_a_list_or_map_in_the_environment_that_is_not_json_is_named(
     assert expected in capsys.readouterr().err
 
 
+def test_a_rule_or_action_without_its_kind_names_the_field_and_the_choices(
+        tmp_path: Path) -> None:
+    """pydantic says "Unable to extract tag using discriminator 'kind'" of the whole section."""
+    bad = _write(tmp_path / "c.yaml", {
+        **GOOD,
+        "rules": [{"name": "errs", "when": {"signal": "error_rate", "above": 0.5}},
+                  {"name": "errs2", "when": {"kind": "rates", "signal": "error_rate"}}],
+        "actions": {"hook": {"url": "http://127.0.0.1:1/x"}, "page": {"type": "webhok"}}})
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    lines = str(info.value).splitlines()
+    assert "  rule 'errs' (rules[0]): when.kind: required setting is missing; one of 'drift', " \
+           "'rate', 'latency', 'labelled'" in lines
+    assert "  rule 'errs2' (rules[1]): when.kind = 'rates': one of 'drift', 'rate', " \
+           "'latency', 'labelled'" in lines
+    assert "  actions.hook.type: required setting is missing; one of 'webhook', " \
+           "'alertmanager', 'reference_rollover'" in lines
+    assert "  actions.page.type = 'webhok': one of 'webhook', 'alertmanager', " \
+           "'reference_rollover'" in lines
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path / "c.yaml", GOOD))
     with pytest.raises(ValueError, match="frozen"):
