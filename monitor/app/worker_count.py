@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from consumers.settings import KafkaSettings
 from monitor.config import Config
 
 # A CUDA context (~0.5 GiB with PyTorch's kernels loaded) plus the caching allocator's blocks
@@ -100,3 +101,38 @@ def auto_workers(config: Config) -> WorkerCount:
         if other and Path(other).expanduser().is_dir():
             models.append(str(Path(other).expanduser()))
     return gpu_workers(cores, free, model_bytes(models) + PROCESS_ALLOWANCE_BYTES)
+
+
+def input_partitions(kafka: KafkaSettings, timeout_s: float = 5.0) -> int | None:
+    """The most partitions an input topic has, read from the broker within about
+    `timeout_s`; None when it does not answer or a topic has none yet (the daemon itself
+    waits for the broker, `--workers auto` does not)."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        consumer = KafkaConsumer(enable_auto_commit=False, bootstrap_timeout_ms=timeout_ms,
+                                 request_timeout_ms=timeout_ms, **kafka.client_options())
+    except KafkaError:
+        return None
+    try:
+        counts = [len(consumer.partitions_for_topic(topic) or ()) for topic in kafka.topics]
+    except KafkaError:
+        return None
+    finally:
+        consumer.close(autocommit=False)
+    return max(counts) if counts and min(counts) > 0 else None
+
+
+def within_partitions(count: WorkerCount, partitions: int | None) -> WorkerCount:
+    """No more scoring processes than the input has partitions: each owns whole partitions,
+    so the rest would stand by, each with its own copy of the models."""
+    if partitions is None:
+        return WorkerCount(count.workers, f"{count.reason}; the input's partitions unknown "
+                                          "(the broker did not answer in time)")
+    if partitions >= count.workers:
+        return WorkerCount(count.workers, f"{count.reason}; the input has {partitions} "
+                                          "partition(s)")
+    return WorkerCount(partitions, f"{count.reason}; no more than the input's {partitions} "
+                                   "partition(s): a scoring process owns whole partitions")

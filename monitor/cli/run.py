@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="scoring processes on this machine (default 1: score and decide in "
                           "this one). With N > 1, N `--stage score` processes (metrics on the "
                           "configured port + 1..N) and, for --stage all, this process decides. "
-                          "auto: one per CPU core, no more than the GPU's free memory holds")
+                          "auto: one per CPU core, no more than the GPU's free memory holds or "
+                          "the input has partitions")
 
 
 def _workers(value: str) -> int | str:
@@ -54,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.workers == "auto":
-            from monitor.app.worker_count import auto_workers
+            from monitor.app.worker_count import auto_workers, input_partitions, within_partitions
 
-            count = auto_workers(config)
+            count = within_partitions(auto_workers(config), input_partitions(config.kafka))
             logging.getLogger("driftwatch").info(
                 "--workers auto: %d scoring process%s (%s)", count.workers,
                 "es" if count.workers > 1 else "", count.reason)

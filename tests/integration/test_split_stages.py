@@ -5,13 +5,17 @@ killed with SIGKILL and its segments move to the other one."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from consumers.settings import KafkaSettings
 from monitor.acting.outbox import Outbox
 from monitor.app.backtest import backtest
+from monitor.app.worker_count import input_partitions
 from monitor.config import load_offline_config
 from monitor.local import traffic
 from monitor.pipeline.scored import FORMAT, decode, encode
@@ -321,3 +325,22 @@ def test_hostile_records_through_the_split_are_scored_once_or_dead_lettered_once
     assert len(big) == 1 and big[0].flags["novel_number"]
     assert big[0].novel_numbers == tuple(str(i) for i in range(10_000, 10_016))
     assert score.terminate() == 0 and decide.terminate() == 0
+
+
+def test_the_input_partitions_come_from_the_broker(broker, names) -> None:
+    """The most partitions among the input topics (a split request/response pair too); none
+    from a broker that does not answer, within the timeout rather than kafka-python's 30 s."""
+    one, request, response = names("one"), names("request"), names("response")
+    broker.create_topics([(one, 3), (request, 2), (response, 5)])
+    kafka = KafkaSettings(bootstrap_servers=[broker.bootstrap], topic=one)
+    assert input_partitions(kafka) == 3
+    split = KafkaSettings(bootstrap_servers=[broker.bootstrap], request_topic=request,
+                          response_topic=response)
+    assert input_partitions(split) == 5
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        gone = KafkaSettings(bootstrap_servers=[f"127.0.0.1:{closed.getsockname()[1]}"],
+                             topic=one)
+        started = time.monotonic()
+        assert input_partitions(gone, timeout_s=1.0) is None
+        assert time.monotonic() - started < 15

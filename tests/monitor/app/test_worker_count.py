@@ -10,10 +10,12 @@ import pytest
 
 from monitor.app.worker_count import (
     PROCESS_ALLOWANCE_BYTES,
+    WorkerCount,
     auto_workers,
     cpu_cores,
     gpu_workers,
     model_bytes,
+    within_partitions,
 )
 from monitor.cli.driftwatch import main as driftwatch
 from monitor.config import load_config
@@ -102,3 +104,16 @@ def test_the_cli_refuses_workers_for_a_stage_that_scores_nothing(
     argv = ["run", "--config", _config(tmp_path), "--workers", value, "--stage", "decide"]
     assert driftwatch(argv) == 2
     assert "--stage decide scores nothing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("partitions", "workers", "says"), [
+    (None, 4, "4 CPU cores; the input's partitions unknown (the broker did not answer in time)"),
+    (8, 4, "4 CPU cores; the input has 8 partition(s)"),
+    (4, 4, "4 CPU cores; the input has 4 partition(s)"),
+    (3, 3, "4 CPU cores; no more than the input's 3 partition(s): a scoring process owns "
+           "whole partitions"),
+])
+def test_auto_starts_no_more_scorers_than_the_input_has_partitions(
+        partitions: int | None, workers: int, says: str) -> None:
+    count = within_partitions(WorkerCount(4, "4 CPU cores"), partitions)
+    assert count == WorkerCount(workers, says)
