@@ -182,7 +182,8 @@ class DeliveryWorker:
                 max(0.0, sent_at - item.created))
         elif outcome.kind == "disabled":
             log.warning("webhook action %r: %s answered 410 Gone; deliveries to it are "
-                        "disabled until its url changes", item.action, action.url)
+                        "disabled until its url changes", item.action,
+                        webhook.shown(action.url))
             self.outbox.disable_endpoint(item.action, action.url, outcome.error, now)
             self._disabled[(item.action, action.url)] = outcome.error
             self._final(item, "disabled", outcome.error)
