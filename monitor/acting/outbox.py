@@ -155,11 +155,15 @@ class Outbox:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise OutboxError(f"no outbox at {self.path}: check outbox.path in the config")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection behind a lock: writes are small, and SQLite serialises them anyway.
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+        try:  # a directory, a file for a directory, a path this user may not write
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False, timeout=30)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise OutboxError(f"{self.path} cannot be opened as the outbox ({exc}): set "
+                              "outbox.path to a file this user may write") from None
         try:
             self._open()
         except sqlite3.DatabaseError as exc:

@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         print("driftwatch: --workers starts scoring processes; --stage decide scores nothing",
               file=sys.stderr)
         return 2
+    from monitor.app.state_paths import StatePathError, check_state_paths
+
     try:
+        check_state_paths(config, args.stage)
         if args.workers == "auto":
             from monitor.app.worker_count import auto_workers, input_partitions, within_partitions
 
@@ -71,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
                                                       args.stage))
         return exit_past_busy_workers(run_daemon(config, stage=args.stage))
     except (ModelNotFound, OutboxError, ReferenceStoreError, WebhookSecretError,
-            KafkaSecretError, CheckpointInUse, AdminTokenError) as exc:
+            KafkaSecretError, CheckpointInUse, AdminTokenError, StatePathError) as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2

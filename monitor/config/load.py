@@ -228,6 +228,11 @@ def load_offline_config(path: str | Path | None) -> OfflineConfig:
 
 def _field_name(loc: tuple[int | str, ...], rules: object) -> str:
     """rules.2.when.above -> rule 'toxic-share' (rules[2]): when.above."""
+    # pydantic puts a discriminated union's tag in the path (rules.0.when.rate.signal,
+    # actions.hook.webhook.url): the user's file has no such level.
+    loc = tuple(p for i, p in enumerate(loc) if not (
+        (i >= 1 and loc[i - 1] == "when" and p in _TAGS["kind"])
+        or (i == 2 and loc[0] == "actions" and p in _TAGS["type"])))
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
         rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
         name = rule.get("name") if isinstance(rule, dict) else None

@@ -206,6 +206,16 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
         Outbox(path)
 
 
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_a_path_that_cannot_be_a_file_is_a_clear_error(tmp_path: Path, where: str) -> None:
+    """`driftwatch events --outbox DIR` and a daemon's outbox.path both opened it: a traceback
+    from sqlite3.connect, or from mkdir."""
+    (tmp_path / "file").touch()
+    path = tmp_path if where == "a directory" else tmp_path / "file" / "outbox.sqlite3"
+    with pytest.raises(OutboxError, match=r"cannot be opened as the outbox .*outbox\.path"):
+        Outbox(path)
+
+
 def test_an_unknown_schema_version_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     db = sqlite3.connect(path)
