@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.config import AdminTokenError
     from monitor.pipeline.checkpoint import CheckpointInUse
     from monitor.pipeline.reference import ReferenceStoreError
+    from monitor.telemetry.endpoints import EndpointError
 
     if args.workers != 1 and args.stage == "decide":
         print("driftwatch: --workers starts scoring processes; --stage decide scores nothing",
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
                                                       args.stage))
         return exit_past_busy_workers(run_daemon(config, stage=args.stage))
     except (ModelNotFound, OutboxError, ReferenceStoreError, WebhookSecretError,
-            KafkaSecretError, CheckpointInUse, AdminTokenError, StatePathError) as exc:
+            KafkaSecretError, CheckpointInUse, AdminTokenError, StatePathError,
+            EndpointError) as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2

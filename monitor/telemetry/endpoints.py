@@ -179,6 +179,10 @@ class _BoundedServer(ThreadingHTTPServer):
             self._slots.release()
 
 
+class EndpointError(OSError):
+    """The HTTP side cannot listen where `metrics.host` and `metrics.port` say."""
+
+
 class Endpoints:
     """The HTTP side of the daemon. `canary` and `drift` are attached once built (the
     endpoints serve /metrics and readiness while models still load)."""
@@ -190,7 +194,13 @@ class Endpoints:
         self.drift: Rollover | None = None
         self.limits = limits or HttpLimits()
         handler = _handler(health, self)
-        self._server = _BoundedServer((host, port), handler, self.limits.max_connections)
+        try:
+            self._server = _BoundedServer((host, port), handler, self.limits.max_connections)
+        except OSError as exc:  # taken, a host not of this machine, a name that does not resolve
+            raise EndpointError(f"cannot serve /metrics on {host}:{port} "
+                                f"({exc.strerror or exc}): set metrics.host and metrics.port "
+                                "to an address of this machine that no other process "
+                                "holds") from None
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="driftwatch-http", daemon=True
         )

@@ -17,7 +17,13 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from monitor.config import MetricsSettings
-from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits, admin_refusal
+from monitor.telemetry.endpoints import (
+    EndpointError,
+    Endpoints,
+    Health,
+    HttpLimits,
+    admin_refusal,
+)
 
 
 class _Drift:
@@ -147,3 +153,24 @@ def test_check_config_warns_when_the_port_is_exposed_without_a_token(tmp_path: P
     assert MetricsSettings(host="10.0.0.7").warnings()
     with pytest.raises(ValidationError, match=r"at most one of metrics\.admin_token_env"):
         MetricsSettings(admin_token_env="A", admin_token_file=tmp_path / "t")
+
+
+def test_a_port_another_process_holds_is_a_clear_error_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A traceback from socketserver's bind, exit 1, before."""
+    from monitor.cli import main
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(EndpointError, match=rf"cannot serve /metrics on 127.0.0.1:{port} "
+                                                r"\(Address already in use\): set metrics"):
+            Endpoints("127.0.0.1", port, Health())
+        config = tmp_path / "dw.yaml"
+        config.write_text(yaml.safe_dump({
+            "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"]},
+            "metrics": {"port": port}, "checkpoint": {"enabled": False}}))
+        assert main(["run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"driftwatch: cannot serve /metrics on 127.0.0.1:{port} (Address already in use)")
