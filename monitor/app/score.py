@@ -80,7 +80,7 @@ def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig)
     total = input_path.stat().st_size if input_path else None
     encoder = msgspec.json.Encoder()
     models = ModelScorers(config.scorers, config.scoring)
-    written = 0
+    scored = refused = 0
     try:
         with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,.0f} B"),
                       TimeElapsedColumn(), disable=not sys.stderr.isatty(),
@@ -94,10 +94,14 @@ def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig)
 
             for row in score_lines(lines(), config, models):
                 output.write(encoder.encode(row) + b"\n")
-                written += 1
+                if "error" in row:
+                    refused += 1
+                else:
+                    scored += 1
     finally:
         if input_path:
             source.close()
         output.flush()
-    print(f"scored {written} record(s)", file=sys.stderr)
+    print(f"scored {scored} record(s)" + (f"; {refused} line(s) refused, each an error row "
+                                         "naming its line" if refused else ""), file=sys.stderr)
     return 0

@@ -22,8 +22,14 @@ def _score(tmp_path: Path, lines: list[str]) -> list[dict]:
     done = subprocess.run([sys.executable, "-m", "monitor.cli", "score", "--input", str(path)],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    assert f"scored {len(lines)} record(s)" in done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    refused = sum("error" in row for row in rows)
+    assert len(rows) == len(lines)
+    summary = f"scored {len(lines) - refused} record(s)"
+    if refused:  # a line refused is no record scored (the count said it was, before)
+        summary += f"; {refused} line(s) refused, each an error row naming its line"
+    assert done.stderr.rstrip().endswith(summary)
+    return rows
 
 
 def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> None:
