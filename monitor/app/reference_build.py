@@ -117,10 +117,15 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
                   offsets: tuple[int, int | None] = (0, None)) -> int:
     store = ReferenceStore(store_dir)
     if action == "list":
-        for version in store.versions(name):
+        versions = store.versions(name)
+        for version in versions:
             meta = store.load(name, version).meta
             print(f"{name} v{version}: {meta.records} records from {meta.source}, "
                   f"{meta.embedding_model} ({meta.dim}d), {meta.created_at}")
+        if not versions:  # silence read as "listed nothing" and "looked nowhere" alike
+            print(f"driftwatch: no snapshot named {name!r} in {store_dir} (build one with "
+                  "`driftwatch reference build`; --store and --name say where to look)",
+                  file=sys.stderr)
         return 0
     if topic is not None:
         # The config's kafka section says where the brokers are and how to reach them (TLS,

@@ -61,6 +61,25 @@ def test_missing_damaged_and_badly_named_references_are_clear_errors(tmp_path: P
         store.versions("../etc")
 
 
+def test_list_prints_each_version_or_says_it_found_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.app.reference_build import run_reference
+
+    assert run_reference("list", "prod", tmp_path, None, None, OfflineConfig()) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        f"driftwatch: no snapshot named 'prod' in {tmp_path} (build one with `driftwatch "
+        "reference build`; --store and --name say where to look)\n")
+    _save(ReferenceStore(tmp_path), n=5, source="file:a.jsonl")
+    _save(ReferenceStore(tmp_path), n=7, source="file:b.jsonl")
+    assert run_reference("list", "prod", tmp_path, None, None, OfflineConfig()) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert err == "" and len(lines) == 2
+    assert lines[0].startswith("prod v1: 5 records from file:a.jsonl, tiny (4d), ")
+    assert lines[1].startswith("prod v2: 7 records from file:b.jsonl, tiny (4d), ")
+
+
 def test_built_from_recorded_traffic_with_the_daemons_scorers(tmp_path: Path) -> None:
     records = list(traffic.wire_records(120, seed=31, start_ms=traffic.FIXED_START_MS))
     lines = [traffic.encode(r) + b"\n" for r in records] + [b"{broken\n"]
