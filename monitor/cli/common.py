@@ -34,10 +34,21 @@ def exit_past_busy_workers(code: int) -> int:
     return code
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Logging on stderr at `level`, as text lines or (`json`) one JSON object a line."""
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if log_format == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
+        from pythonjsonlogger.json import JsonFormatter
+
+        # time: ISO 8601 in UTC with microseconds, first; then level, logger and message.
+        formatter = JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp="time",
+                                  rename_fields={"levelname": "level", "name": "logger"},
+                                  reserved_attrs=[*RESERVED_ATTRS, "taskName"])
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
     # kafka-python is chatty at INFO (every connection and rebalance step).
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.

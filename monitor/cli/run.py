@@ -39,7 +39,7 @@ def _workers(value: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     from consumers.settings import KafkaSecretError
     from detectors.embedder import ModelNotFound
     from monitor.acting.outbox import OutboxError

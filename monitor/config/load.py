@@ -84,6 +84,8 @@ class Config(_EnvBeatsFile):
     scoring: ScoringSettings = ScoringSettings()
     drift: DriftSettings = DriftSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one object a line (time, level, logger, message, and exc_info with a traceback).
+    log_format: Literal["text", "json"] = "text"
     # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.
     audit_log: Path | None = None
     actions: dict[str, Action] = {}

@@ -4,9 +4,13 @@ retry of a broker out of reach pass once a minute, with a count."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import subprocess
+import sys
 import time
+from datetime import datetime, timedelta
 
 import pytest
 from kafka import KafkaConsumer
@@ -150,3 +154,31 @@ def test_other_loggers_pass_every_line() -> None:
     kafka = logging.LogRecord("kafka.net.manager", logging.ERROR, __file__, 1, "retry %d",
                               (1,), None)
     assert [repeats.filter(kafka) for _ in range(3)] == [True, False, False]
+
+
+def test_json_logs_are_one_object_a_line_with_the_traceback_inside() -> None:
+    """`log_format: json`, in a process of its own (setup_logging configures the root)."""
+    script = (
+        "import logging\n"
+        "from monitor.cli.common import setup_logging\n"
+        "setup_logging('INFO', 'json')\n"
+        "log = logging.getLogger('driftwatch')\n"
+        "log.warning('drift detected: %s\\nsecond line', 'prompt')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    log.exception('batch failed')\n"
+        "logging.getLogger('kafka.net.manager').error('Connection failed')\n"
+        "logging.getLogger('kafka.net.manager').error('Connection failed')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 3, done.stderr  # the repeated kafka line passes once
+    first, second, third = (json.loads(line) for line in lines)
+    assert {k: first[k] for k in ("level", "logger", "message")} == {
+        "level": "WARNING", "logger": "driftwatch",
+        "message": "drift detected: prompt\nsecond line"}
+    assert datetime.fromisoformat(first["time"]).utcoffset() == timedelta(0)
+    assert second["message"] == "batch failed" and second["level"] == "ERROR"
+    assert "ZeroDivisionError: division by zero" in second["exc_info"]
+    assert third["logger"] == "kafka.net.manager" and "taskName" not in third
