@@ -69,7 +69,9 @@ def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all
     gate, one task per scored partition (a split deployment, see the README)."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP (the terminal it was started from closed) killed it outright by default:
+        # no drain, no commit, no leaving the group (its partitions idle a session timeout).
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: _request_stop(stop, signum))
     m.BUILD_INFO.info({"version": driftwatch_version(), "python": platform.python_version()})
     m.STAGE_INFO.labels(stage).set(1)

@@ -92,7 +92,7 @@ def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "
     """Start `workers` scoring processes, then decide here (stage all) or wait (score)."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda _signum, _frame: stop.set())
     base = config.metrics.port
     threads = max(1, cpu_cores() // workers)

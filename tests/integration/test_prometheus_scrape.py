@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -103,7 +104,12 @@ def test_health_endpoints_answer_json(broker, names, daemons, tmp_path: Path) ->
     ready = daemon.get("/readyz").json()
     assert ready == {"ok": True, "broker_connected": True, "partitions": 1}
     assert daemon.get("/nope").status_code == 404
-    assert daemon.terminate() == 0
+    # The terminal it was started from closing is a stop like SIGTERM's, not a sudden death.
+    daemon.process.send_signal(signal.SIGHUP)
+    assert daemon.process.wait(timeout=30) == 0
+    log = daemon.log.read_text()
+    assert "SIGHUP received: finishing the batch in hand, committing, exiting" in log
+    assert "stopped: every record read was finished and its offset committed" in log
 
 
 def test_a_member_with_no_partition_to_own_is_a_ready_standby(
