@@ -48,12 +48,13 @@ def free_ports(count: int, attempts: int = 200) -> int:
     rng = random.Random()
     for _ in range(attempts):
         base = rng.randrange(10_000, max(10_001, low - count))
-        if all(_bindable(base + i) for i in range(count)):
+        if all(bindable(base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found below {low}")
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether nothing holds `port` on loopback now."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
