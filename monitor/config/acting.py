@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from monitor.config.names import ENV_NAME, NAME, GateName
 from monitor.types import EventType, Severity
 
-_URL = r"^https?://[^\s/]+(/\S*)?$"
+URL = r"^https?://[^\s/]+(/\S*)?$"
 
 
 class _Frozen(BaseModel):
@@ -25,7 +25,7 @@ class WebhookAction(_Frozen):
     """HTTP POST signed per Standard Webhooks v1 (webhook-id, -timestamp, -signature)."""
 
     type: Literal["webhook"]
-    url: str = Field(pattern=_URL)
+    url: str = Field(pattern=URL)
     # The signing secret (`whsec_<base64>`) comes from the environment or a file, never the
     # config file itself, and is never logged.
     secret_env: str | None = Field(default="DRIFTWATCH_WEBHOOK_SECRET", pattern=ENV_NAME)
@@ -39,13 +39,13 @@ class AlertmanagerAction(_Frozen):
     """Alerts pushed to Alertmanager's v2 API, re-sent while firing, then resolved."""
 
     type: Literal["alertmanager"]
-    url: str = Field(pattern=_URL)  # base URL, e.g. http://alertmanager:9093
+    url: str = Field(pattern=URL)  # base URL, e.g. http://alertmanager:9093
     # Prometheus' semantics: re-send firing alerts at this interval with endsAt 4x ahead,
     # and keep sending a resolved alert for `resolved_for_seconds` after it clears.
     resend_seconds: float = Field(default=60.0, ge=0.1, le=3_600)
     resolved_for_seconds: float = Field(default=900.0, ge=0, le=86_400)
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    generator_url: str | None = Field(default=None, pattern=_URL)
+    generator_url: str | None = Field(default=None, pattern=URL)
 
 
 class RolloverAction(_Frozen):

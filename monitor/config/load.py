@@ -30,6 +30,7 @@ from consumers.settings import (
     ValidationSettings,
 )
 from monitor.config.acting import (
+    URL,
     Action,
     CanarySettings,
     Condition,
@@ -41,8 +42,8 @@ from monitor.config.acting import (
 )
 from monitor.config.checkpoint import CheckpointSettings
 from monitor.config.drift import DriftSettings
-from monitor.config.names import MODEL_SCORERS, SIGNAL_SCORERS, ScorerName
-from monitor.config.scoring import ScoringSettings
+from monitor.config.names import ENV_NAME, MODEL_SCORERS, NAME, SIGNAL_SCORERS, ScorerName
+from monitor.config.scoring import DEVICE, ScoringSettings
 from monitor.config.telemetry import MetricsSettings
 
 ENV_PREFIX = "DRIFTWATCH_"
@@ -251,6 +252,13 @@ def _tags(union: Any, discriminator: str) -> tuple[str, ...]:
 
 
 _TAGS = {"kind": _tags(Condition, "kind"), "type": _tags(Action, "type")}
+# What a pattern asks for, in words (pydantic quotes the regular expression).
+_PATTERNS = {
+    URL: "an http:// or https:// URL with a host",
+    ENV_NAME: "an environment variable's name (letters, digits and _, not first a digit)",
+    NAME: "a name of letters, digits, '_', '.' and '-', at most 64, first a letter or digit",
+    DEVICE: "auto, cpu, cuda or cuda:N",
+}
 
 
 def _environment() -> dict[str, str]:
@@ -287,6 +295,9 @@ def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> s
             lines.append(f"  {field}: required setting is missing")
         elif err["type"] == "value_error":
             lines.append(f"  {field}: {msg}")
+        elif err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] in _PATTERNS:
+            lines.append(f"  {field} = {err['input']!r}: should be "
+                         f"{_PATTERNS[err['ctx']['pattern']]}")
         elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
             # pydantic names the section, not the field that picks its kind
             tag = str(err["ctx"]["discriminator"]).strip("'")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from detectors.sanity import DEFAULT_REFUSALS
 
+DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
 
 class EmbeddingSettings(BaseModel):
     """The sentence-embedding model: which, on what backend and precision, batching."""
@@ -122,7 +123,7 @@ class ScoringSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field(default="auto", pattern=DEVICE)
     # Models built here, each under a name holding its fingerprint: static tables distilled
     # from the embedding model (`driftwatch models distill`) and trained toxicity classifiers.
     models_dir: Path = Path("state/models")

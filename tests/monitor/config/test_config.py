@@ -119,7 +119,7 @@ def _with(section: str, **values: object) -> dict[str, Any]:
                      ["metrics.max_body_bytes", "= -1", "greater than or equal to 0"],
                      id="max-body-bytes"),
         pytest.param(_with("metrics", admin_token_env="not a name"),
-                     ["metrics.admin_token_env", "'not a name'", "should match pattern"],
+                     ["metrics.admin_token_env", "'not a name'", "an environment variable's name"],
                      id="admin-token-env"),
     ],
 )
@@ -357,6 +357,19 @@ def test_a_rule_or_action_without_its_kind_names_the_field_and_the_choices(
            "'alertmanager', 'reference_rollover'" in lines
     assert "  actions.page.type = 'webhok': one of 'webhook', 'alertmanager', " \
            "'reference_rollover'" in lines
+
+
+def test_a_pattern_is_said_in_words_not_as_its_regular_expression(tmp_path: Path) -> None:
+    bad = _write(tmp_path / "c.yaml", {
+        **GOOD, "scoring": {"device": "gpu"},
+        "actions": {"h": {"type": "webhook", "url": "hooks.example.com/x", "secret_env": "S"}}})
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    lines = str(info.value).splitlines()
+    assert "  scoring.device = 'gpu': should be auto, cpu, cuda or cuda:N" in lines
+    assert "  actions.h.url = 'hooks.example.com/x': should be an http:// or https:// URL " \
+           "with a host" in lines
+    assert "should match pattern" not in str(info.value)
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
