@@ -87,6 +87,16 @@ class Worker:
             return self.process.wait()
 
 
+def look_after(pool: list[Worker], stop: threading.Event, now: float) -> None:
+    """Start again the workers that exited unasked. Once stopping, none: the Ctrl-C or the
+    SIGHUP that stops this process reached its workers too (one process group), and each
+    that exited while this one was still draining its own was started again."""
+    if stop.is_set():
+        return
+    for worker in pool:
+        worker.check(now)
+
+
 def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "all",
         stop: threading.Event | None = None) -> int:
     """Start `workers` scoring processes, then decide here (stage all) or wait (score)."""
@@ -104,9 +114,7 @@ def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "
 
     def watch() -> None:
         while not done.wait(0.5):
-            now = time.monotonic()
-            for worker in pool:
-                worker.check(now)
+            look_after(pool, stop, time.monotonic())
 
     watcher = threading.Thread(target=watch, name="driftwatch-workers", daemon=True)
     watcher.start()
