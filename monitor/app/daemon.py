@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import signal
 import sqlite3
@@ -61,13 +62,18 @@ def driftwatch_version() -> str:
 Stage = Literal["all", "score", "decide"]
 
 
-def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all") -> int:
+def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all",
+        parent: int | None = None) -> int:
     """Run until `stop` is set (SIGTERM and SIGINT set it in the main thread); return 0.
 
     `stage`: "all" scores and decides in this process; "score" scores and writes the scored
     records to kafka.scored_topic; "decide" reads them and runs drift, rules and the canary
-    gate, one task per scored partition (a split deployment, see the README)."""
+    gate, one task per scored partition (a split deployment, see the README). `parent`: the
+    pid of the --workers process that started this one, which stops when it is gone."""
     stop = stop or threading.Event()
+    if parent is not None:
+        threading.Thread(target=stop_when_orphaned, args=(parent, stop), daemon=True,
+                         name="driftwatch-parent-watch").start()
     if threading.current_thread() is threading.main_thread():
         # SIGHUP (the terminal it was started from closed) killed it outright by default:
         # no drain, no commit, no leaving the group (its partitions idle a session timeout).
@@ -351,6 +357,18 @@ def _log_models(models: ModelScorers | None) -> None:
     if models.embedder is None:
         log.info("no embedding model: no enabled scorer, drift detector or canary gate needs "
                  "one")
+
+
+def stop_when_orphaned(parent: int, stop: threading.Event, every_s: float = 1.0) -> None:
+    """Set `stop` once this process's parent is no longer `parent`: a --workers parent
+    killed outright (kill -9, an OOM kill) cannot stop its scoring processes, which would go
+    on scoring and holding their partitions, unlooked-after, and a restarted parent would
+    start as many again beside them."""
+    while not stop.wait(every_s):
+        if os.getppid() != parent:
+            log.warning("the --workers process (pid %d) that started this one is gone: "
+                        "finishing the batch in hand, committing, exiting", parent)
+            stop.set()
 
 
 def _request_stop(stop: threading.Event, signum: int) -> None:

@@ -37,7 +37,7 @@ class Worker:
         would otherwise start one thread per core, and N of them would fight over them)."""
         self.number = number
         self._argv = [sys.executable, "-m", "monitor.cli", "run", "--config",
-                      str(config_path), "--stage", "score"]
+                      str(config_path), "--stage", "score", "--worker-of", str(os.getpid())]
         self._env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                      **os.environ, "DRIFTWATCH_METRICS__PORT": str(port),
                      "DRIFTWATCH_KAFKA__CLIENT_ID": f"driftwatch-score-{number}"}

@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "configured port + 1..N) and, for --stage all, this process decides. "
                           "auto: one per CPU core, no more than the GPU's free memory holds or "
                           "the input has partitions")
+    # Set by a --workers parent on each scoring process it starts (not for users).
+    run.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def _workers(value: str) -> int | str:
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
             return exit_past_busy_workers(run_workers(config, Path(args.config), args.workers,
                                                       args.stage))
-        return exit_past_busy_workers(run_daemon(config, stage=args.stage))
+        return exit_past_busy_workers(run_daemon(config, stage=args.stage,
+                                                 parent=args.worker_of))
     except (ModelNotFound, OutboxError, ReferenceStoreError, WebhookSecretError,
             KafkaSecretError, CheckpointInUse, AdminTokenError, StatePathError,
             EndpointError) as exc:

@@ -1,14 +1,17 @@
 """The --workers parent looks after its scoring processes: one that exits unasked is started
 again after its backoff, but none once the parent is stopping (a Ctrl-C or a SIGHUP reaches
-the whole process group, so the workers exit while the parent still drains)."""
+the whole process group, so the workers exit while the parent still drains); and a worker
+whose parent is gone stops."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from monitor.app.workers import Worker, look_after
+from tests.support import wait_for
 
 
 def _exited_worker() -> Worker:
@@ -39,3 +42,32 @@ def test_none_is_started_again_once_the_parent_is_stopping() -> None:
     for now in (1_000.0, 1_002.0, 1_100.0):
         look_after([worker], stopping, now)
     assert worker.process is first and worker.restarts == 0
+
+
+def test_a_worker_whose_parent_is_gone_stops(tmp_path: Path) -> None:
+    """A --workers parent killed outright cannot stop its scoring processes: each watches
+    for it and stops once it is gone (a real parent process exits under a real child)."""
+    out = tmp_path / "events.txt"
+    child = (
+        "import os, sys, threading\n"
+        "from monitor.app.daemon import stop_when_orphaned\n"
+        "out = open(sys.argv[1], 'a', buffering=1)\n"
+        "out.write('child watching\\n')\n"
+        "stop = threading.Event()\n"
+        "stop_when_orphaned(int(sys.argv[2]), stop, every_s=0.05)\n"
+        "out.write('child stopped\\n')\n")
+    parent = (
+        "import os, subprocess, sys, time\n"
+        "out = sys.argv[1]\n"
+        "subprocess.Popen([sys.executable, '-c', sys.argv[2], out, str(os.getpid())])\n"
+        "deadline = time.monotonic() + 60\n"
+        "while 'child watching' not in open(out).read() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "time.sleep(0.5)  # the child keeps watching while its parent lives\n"
+        "open(out, 'a').write('parent exiting\\n')\n"
+        "os._exit(0)  # as after kill -9: nothing of the parent's runs\n")
+    out.touch()
+    subprocess.run([sys.executable, "-c", parent, str(out), child], timeout=120, check=True)
+    wait_for(lambda: "child stopped" in out.read_text(), 60, "the orphaned child to stop")
+    assert out.read_text().splitlines() == ["child watching", "parent exiting",
+                                            "child stopped"]
