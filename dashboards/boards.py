@@ -230,14 +230,19 @@ OPERATIONS = Dashboard("driftwatch-operations", "driftwatch / Operations",
         instant=True),), kind="table", width=8),
     Panel("Batch processing time p50 / p95", _quantiles(
         "driftwatch_batch_processing_seconds", "", (0.5, 0.95), "", selector=""),
-        unit="s", width=8),
+        unit="s", width=6),
     Panel("Batch size p50 / p95", _quantiles(
-        "driftwatch_batch_size_records", "", (0.5, 0.95), "", selector=""), width=8),
+        "driftwatch_batch_size_records", "", (0.5, 0.95), "", selector=""), width=6),
     Panel("Since each process's last batch", (Query(
         "time() - (driftwatch_last_processed_timestamp_seconds > 0)", "{{instance}}"),),
-        unit="s", width=8,
+        unit="s", width=6,
         description="Seconds since the process finished a batch: it grows while there is no "
                     "traffic, and while the process is stuck (with lag: DriftwatchStalled)."),
+    Panel("Segments per process", (Query("max by (instance) (driftwatch_segments)",
+                                         "{{instance}}"),), width=6,
+          description="Distinct combinations of the segment labels each process has seen; "
+                      "at metrics.max_segments (500) a new one is reported with every label "
+                      "'other' (logged once)."),
     Row("Actions"),
     Panel("Outbox depth", (Query("sum by (action) (driftwatch_outbox_depth)", "{{action}}"),),
           width=8),
