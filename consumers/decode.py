@@ -41,7 +41,8 @@ _LONE_SURROGATE = re.compile(
 # events`, shown on dashboards) a line break forges a log line and an escape sequence
 # rewrites an on-call engineer's terminal.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_LABELS = ("request_id", "model", "model_version", "route", "status", "error_type")
+_LABELS = ("request_id", "model", "model_version", "deployment", "route", "status",
+           "error_type")
 # 2000-01-01T00:00:00Z: older event times are clock or unit errors, not traffic.
 NOT_BEFORE = 946_684_800.0
 
@@ -118,6 +119,7 @@ class Decoder:
         r = record
         if not (r.request_id.isprintable() and (r.model is None or r.model.isprintable())
                 and (r.model_version is None or r.model_version.isprintable())
+                and (r.deployment is None or r.deployment.isprintable())
                 and (r.route is None or r.route.isprintable())
                 and (r.status is None or r.status.isprintable())
                 and (r.error_type is None or r.error_type.isprintable())):

@@ -7,11 +7,10 @@ response halves on split topics decode with the same type.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, NamedTuple
 
 import msgspec
 
-Deployment = Literal["stable", "canary", "shadow"]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 # Whole numbers; 1000.0 decodes too (some encoders write every number as a float) and the
 # decoder turns it into 1000, or rejects 1000.5.
@@ -61,7 +60,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     timestamp: Rfc3339 | float | None = None
     model: Short | None = None
     model_version: Short | None = None
-    deployment: Deployment | None = None
+    # Any label: the canary and shadow gates compare the arms their config names (stable,
+    # canary and shadow by default; blue and green, prod and candidate as the stack says).
+    deployment: Short | None = None
     route: Short | None = None
     prompt: str | list[ChatMessage] | None = None
     messages: list[ChatMessage] | None = None

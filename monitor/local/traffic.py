@@ -347,7 +347,7 @@ _MALFORMED: tuple[tuple[str, tuple[_Payload, ...]], ...] = (
     ("not_object", (_batched, _number, _string)),
     ("missing_request_id", (_without_request_id, _changed(request_id=""))),
     ("invalid_field", (_changed(latency_ms="fast"), _context_as_string,
-                       _changed(deployment="blue"), _negative_tokens)),
+                       _changed(deployment=["stable"]), _negative_tokens)),
 )
 # Round-robin over reasons, one variant each per round: the first 6 payloads cover every reason,
 # the first 12 every variant.

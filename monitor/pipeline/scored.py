@@ -253,7 +253,7 @@ def as_record(s: ScoredRecord) -> Record:
     return Record(request_id=s.request_id,
                   timestamp=None if s.event_time is None else s.event_time * 1000.0,
                   model=s.model, model_version=s.model_version,
-                  deployment=s.deployment,  # type: ignore[arg-type] (validated upstream)
+                  deployment=s.deployment,
                   route=s.route, prompt=s.prompt_text, response=s.response_text,
                   status=s.status, error_type=s.error_type)
 

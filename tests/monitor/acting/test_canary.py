@@ -4,6 +4,7 @@ the HTTP gate endpoints say the same verdict."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -261,3 +262,25 @@ def test_a_gate_without_data_is_named_and_left_out_of_promotion(
     assert status["gates"]["ungrounded"]["no_data"] == "records carry no context"
     assert "no_data" not in status["gates"]["toxic"]
     assert sum("canary gate 'ungrounded'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_arms_named_as_the_stack_names_them_reach_the_gate_from_the_wire() -> None:
+    """canary.stable and canary.canary name the arms; the wire took only stable, canary and
+    shadow, so a stack that says blue and green had every record dead-lettered instead."""
+    from consumers.batcher import Batch
+    from consumers.decode import Decoder
+    from consumers.wire import Origin, Record
+    from monitor.app.wiring import assemble
+
+    decoder = Decoder(1 << 20)
+    name = _name()
+    records = [decoder.decode(json.dumps({
+        "request_id": f"r{i}", "model": name, "deployment": ("blue", "green", "grey")[i % 3],
+        "status": "ok", "latency_ms": 100}).encode()) for i in range(30)]
+    assert all(isinstance(r, Record) for r in records)
+    gate = CanaryGate(_settings(stable="blue", canary="green"))
+    decided: list[Decision] = []
+    pipeline = assemble(["latency", "status"], ["model", "deployment"], 5, canary=gate,
+                        on_decisions=decided.extend)
+    pipeline.process(Batch(records, [(Origin("t", 0, i),) for i in range(30)]))
+    assert _model(gate, name)["records"] == {"stable": 10, "canary": 10}  # grey is neither
