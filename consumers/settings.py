@@ -165,12 +165,21 @@ class KafkaSettings(BaseModel):
                 "no input topic: set kafka.topic, or both kafka.request_topic and "
                 "kafka.response_topic"
             )
+        shared = shared_topic(self.topic_roles())
+        if shared is not None:
+            raise ValueError(shared)
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(
                 f"kafka.heartbeat_interval_ms={self.heartbeat_interval_ms} must be below "
                 f"kafka.session_timeout_ms={self.session_timeout_ms}"
             )
         return self
+
+    def topic_roles(self) -> list[tuple[str, str]]:
+        """(setting, topic) of each topic the daemon reads or writes here."""
+        return [(f"kafka.{name}", topic) for name in (
+            "topic", "request_topic", "response_topic", "dead_letter_topic", "scored_topic")
+            if (topic := getattr(self, name))]
 
     def client_options(self) -> dict[str, Any]:
         """kafka-python keyword arguments every client of these settings shares: brokers,
@@ -191,6 +200,21 @@ class KafkaSettings(BaseModel):
         if self.topic:
             return (self.topic,)
         return (self.request_topic or "", self.response_topic or "")
+
+
+def shared_topic(roles: list[tuple[str, str]]) -> str | None:
+    """Why two roles may not share a topic, naming the first two that do; None if none do."""
+    seen: dict[str, str] = {}
+    for setting, topic in roles:
+        if topic in seen:
+            if {seen[topic], setting} == {"kafka.request_topic", "kafka.response_topic"}:
+                return (f"kafka.request_topic and kafka.response_topic are both {topic!r}: "
+                        "whole records on one topic are kafka.topic")
+            return (f"{seen[topic]} and {setting} are both {topic!r}: each needs a topic of "
+                    "its own (what the daemon writes there it would read back: dead letters "
+                    "dead-lettered again, without end)")
+        seen[topic] = setting
+    return None
 
 
 class ValidationSettings(BaseModel):

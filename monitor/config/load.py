@@ -28,6 +28,7 @@ from consumers.settings import (
     KafkaClientSettings,
     KafkaSettings,
     ValidationSettings,
+    shared_topic,
 )
 from monitor.config.acting import (
     URL,
@@ -101,6 +102,12 @@ class Config(_EnvBeatsFile):
     def _rules_fit(self) -> Config:
         check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift,
                     self.shadow, self.review)
+        if self.review.enabled:
+            review = [(f"review.{name}", topic) for name in ("topic", "labels_topic")
+                      if (topic := getattr(self.review, name))]
+            shared = shared_topic([*self.kafka.topic_roles(), *review])
+            if shared is not None:
+                raise ValueError(shared)
         return self
 
 

@@ -372,6 +372,30 @@ def test_a_pattern_is_said_in_words_not_as_its_regular_expression(tmp_path: Path
     assert "should match pattern" not in str(info.value)
 
 
+@pytest.mark.parametrize(("sections", "says"), [
+    ({"kafka": {"topic": "llm", "dead_letter_topic": "llm"}},
+     "kafka: kafka.topic and kafka.dead_letter_topic are both 'llm': each needs a topic of "
+     "its own (what the daemon writes there it would read back: dead letters dead-lettered "
+     "again, without end)"),
+    ({"kafka": {"topic": "t", "scored_topic": "t"}},
+     "kafka: kafka.topic and kafka.scored_topic are both 't'"),
+    ({"kafka": {"request_topic": "a", "response_topic": "a"}},
+     "kafka: kafka.request_topic and kafka.response_topic are both 'a': whole records on one "
+     "topic are kafka.topic"),
+    ({"kafka": {"topic": "t"}, "review": {"enabled": True, "topic": "t"}},
+     "kafka.topic and review.topic are both 't'"),
+    ({"kafka": {"topic": "t"}, "review": {"enabled": True, "topic": "r", "labels_topic": "r"}},
+     "review.topic and review.labels_topic are both 'r'"),
+])
+def test_a_topic_in_two_roles_is_refused(tmp_path: Path, sections: dict[str, Any],
+                                         says: str) -> None:
+    """A dead-letter topic that is also the input read its own letters back and wrote them
+    again, without end."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path / "c.yaml", sections))
+    assert says in str(info.value)
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path / "c.yaml", GOOD))
     with pytest.raises(ValueError, match="frozen"):
