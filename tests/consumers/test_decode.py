@@ -439,8 +439,9 @@ _chat = st.lists(
 _non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
     min_value=0, max_value=1e12, allow_nan=False
 )
-# Ids and labels: any character but a control one (Unicode category Cc).
-_label = st.characters(exclude_categories=("Cc",))
+# Ids and labels: any character but a control one (Unicode category Cc) or a lone
+# surrogate (Cs: not Unicode text, so not valid JSON; refused as not_json, tested above).
+_label = st.characters(exclude_categories=("Cc", "Cs"))
 _VALID: dict[str, st.SearchStrategy[Any]] = {
     "request_id": st.text(_label, min_size=1, max_size=20),
     "timestamp": st.integers(min_value=946_771_200_000, max_value=1_735_689_600_000)
