@@ -175,8 +175,10 @@ def _classify(message: str) -> Rejection:
     top_level = " - at `$" not in message
     if top_level and message.startswith("Expected `object`"):
         return Rejection("not_object", detail)
-    if message == "Object missing required field `request_id`" or (message.endswith(
-        " - at `$.request_id`") and not message.startswith("Expected `str` of length <=")
-    ):
+    # Missing: absent, null or empty. One of another type (a number) or too long is there,
+    # and wrong: invalid_field, as for any other field.
+    if message in ("Object missing required field `request_id`",
+                   "Expected `str`, got `null` - at `$.request_id`",
+                   "Expected `str` of length >= 1 - at `$.request_id`"):
         return Rejection("missing_request_id", detail)
     return Rejection("invalid_field", detail)
