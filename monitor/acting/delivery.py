@@ -20,7 +20,13 @@ import httpx
 
 from monitor.acting import alertmanager, webhook
 from monitor.acting.outbox import Outbox, PendingDelivery, StoredAlert
-from monitor.config.acting import Action, AlertmanagerAction, OutboxSettings, WebhookAction
+from monitor.config.acting import (
+    Action,
+    AlertmanagerAction,
+    OutboxSettings,
+    WebhookAction,
+    shown_url,
+)
 from monitor.telemetry.metrics import METRICS as m
 
 log = logging.getLogger(__name__)
@@ -183,7 +189,7 @@ class DeliveryWorker:
         elif outcome.kind == "disabled":
             log.warning("webhook action %r: %s answered 410 Gone; deliveries to it are "
                         "disabled until its url changes", item.action,
-                        webhook.shown(action.url))
+                        shown_url(action.url))
             self.outbox.disable_endpoint(item.action, action.url, outcome.error, now)
             self._disabled[(item.action, action.url)] = outcome.error
             self._final(item, "disabled", outcome.error)

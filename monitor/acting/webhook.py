@@ -57,22 +57,6 @@ def load_secret(name: str, action: WebhookAction) -> str:
     return secret
 
 
-def shown(url: str) -> str:
-    """A webhook URL as logs may show it: scheme, host and port. Many hooks carry their
-    secret in the path or the query (Slack's, Teams', a token parameter), and a URL may hold
-    a user and password."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "(an invalid URL)"
-    if not (parsed.scheme and parsed.host):
-        return "(a URL without a host)"
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-    port = f":{parsed.port}" if parsed.port is not None else ""
-    hidden = "/…" if parsed.raw_path not in (b"", b"/") else ""  # the query is in raw_path
-    return f"{parsed.scheme}://{host}{port}{hidden}"
-
-
 def body(created: float, decision: Decision) -> bytes:
     """The Standard Webhooks payload {type, timestamp, data}; same bytes on every attempt."""
     data = {

@@ -3,6 +3,7 @@ decide), the outbox (how deliveries survive), and the canary gate."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,19 @@ from monitor.config.names import ENV_NAME, NAME, GateName
 from monitor.types import EventType, Severity
 
 URL = r"^https?://[^\s/]+(/\S*)?$"
+
+
+def shown_url(url: str) -> str:
+    """A URL as logs and errors may show it: scheme, host and port, the rest left out. Many
+    hooks carry their secret in the path or the query (Slack's, Teams', a token parameter),
+    and a URL may hold a user and password. Plain string work, so an invalid URL is cut too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    tail = rest[len(authority):]
+    return f"{scheme}{sep}{authority.rsplit('@', 1)[-1]}" + ("/…" if tail not in ("", "/")
+                                                                else "")
 
 
 class _Frozen(BaseModel):

@@ -40,6 +40,7 @@ from monitor.config.acting import (
     ReviewSettings,
     Rule,
     ShadowSettings,
+    shown_url,
 )
 from monitor.config.checkpoint import CheckpointSettings
 from monitor.config.drift import DriftSettings
@@ -295,6 +296,8 @@ def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> s
     env = _environment()
     for err in exc.errors():
         field = _field_name(err["loc"], rules)
+        if field.endswith("url") and isinstance(err["input"], str):
+            err["input"] = shown_url(err["input"])  # check-config's output ends up in CI logs
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"  {field}: unknown setting (value {err['input']!r}); check the spelling")

@@ -22,7 +22,7 @@ from monitor.acting import webhook
 from monitor.acting.delivery import DeliveryWorker
 from monitor.acting.outbox import Outbox
 from monitor.acting.webhook import WebhookSecretError, load_secret
-from monitor.config.acting import OutboxSettings, WebhookAction
+from monitor.config.acting import OutboxSettings, WebhookAction, shown_url
 from monitor.local.receiver import QuietHandler, serve
 from monitor.local.receiver import WebhookReceiver as Receiver
 from monitor.types import Decision
@@ -349,7 +349,8 @@ def test_the_receiver_counts_a_request_cut_off_mid_body_as_no_delivery(
     ("https://example.com/?token=abc", "https://example.com/…"),
     ("https://example.com", "https://example.com"),
     ("http://[::1]:9/a", "http://[::1]:9/…"),
-    ("no host", "(a URL without a host)"),
+    ("hooks.example.com/services/s3cr3t", "hooks.example.com/…"),  # no scheme: cut too
+    ("https://example.com/", "https://example.com"),
 ])
 def test_a_webhook_url_in_a_log_shows_its_host_not_its_secret(url: str, shown: str) -> None:
-    assert webhook.shown(url) == shown
+    assert shown_url(url) == shown
