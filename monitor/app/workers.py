@@ -32,12 +32,14 @@ _STOP_WAIT_S = 60.0  # a worker's drain on SIGTERM (its batch in hand, the commi
 class Worker:
     """One scoring process, started again whenever it exits unasked."""
 
-    def __init__(self, number: int, config_path: Path, port: int, threads: int) -> None:
+    def __init__(self, number: int, config_path: Path | None, port: int, threads: int) -> None:
         """`threads`: the worker's share of the cores for torch's intra-op pool (each process
         would otherwise start one thread per core, and N of them would fight over them)."""
         self.number = number
-        self._argv = [sys.executable, "-m", "monitor.cli", "run", "--config",
-                      str(config_path), "--stage", "score", "--worker-of", str(os.getpid())]
+        # Without a file the worker reads the environment it inherits, as this process did.
+        file = [] if config_path is None else ["--config", str(config_path)]
+        self._argv = [sys.executable, "-m", "monitor.cli", "run", *file, "--stage", "score",
+                      "--worker-of", str(os.getpid())]
         self._env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                      **os.environ, "DRIFTWATCH_METRICS__PORT": str(port),
                      "DRIFTWATCH_KAFKA__CLIENT_ID": f"driftwatch-score-{number}"}
@@ -97,7 +99,7 @@ def look_after(pool: list[Worker], stop: threading.Event, now: float) -> None:
         worker.check(now)
 
 
-def run(config: Config, config_path: Path, workers: int, stage: daemon.Stage = "all",
+def run(config: Config, config_path: Path | None, workers: int, stage: daemon.Stage = "all",
         stop: threading.Event | None = None) -> int:
     """Start `workers` scoring processes, then decide here (stage all) or wait (score)."""
     stop = stop or threading.Event()

@@ -5,27 +5,31 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.cli.common import DEFAULT_CONFIG
+from monitor.cli.common import DEFAULT_CONFIG, config_path
 from monitor.config import load_config, load_offline_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check-config", help="validate a config and exit (0 = valid)")
-    check.add_argument("--config", default=DEFAULT_CONFIG)
+    check.add_argument("--config", default=None,
+                       help=f"YAML config (default {DEFAULT_CONFIG} when it is here, else "
+                            "the environment's DRIFTWATCH_* settings alone)")
     check.add_argument("--offline", action="store_true",
                        help="validate for score and backtest (no kafka section needed)")
 
 
 def run(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    source = path or "the environment (no config file)"
     if args.offline:
-        offline = load_offline_config(args.config)
-        print(f"{args.config}: OK for score and backtest ({len(offline.rules)} rule(s), "
+        offline = load_offline_config(path)
+        print(f"{source}: OK for score and backtest ({len(offline.rules)} rule(s), "
               f"scorers {', '.join(offline.scorers)})")
         return 0
-    config = load_config(args.config)
+    config = load_config(path)
     for warning in config.metrics.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{args.config}: OK (topics {', '.join(config.kafka.topics)}, "
+    print(f"{source}: OK (topics {', '.join(config.kafka.topics)}, "
           f"group {config.kafka.group_id})")
     if config.canary.enabled:
         from monitor.acting.canary_plan import bounds_lines

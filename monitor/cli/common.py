@@ -15,6 +15,15 @@ from typing import IO
 DEFAULT_CONFIG = "driftwatch.yaml"
 
 
+def config_path(given: str | None) -> Path | None:
+    """The config file a verb reads: the one given (a missing one is an error there), else
+    driftwatch.yaml when it is here, else none: settings from the environment and the
+    defaults alone, as a container configured by DRIFTWATCH_* variables runs."""
+    if given is not None:
+        return Path(given)
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
+
+
 def exit_past_busy_workers(code: int) -> int:
     """Return `code`, or exit with it at once when a worker is still inside a model call or
     a background drift calibration:

@@ -6,13 +6,20 @@ import argparse
 import logging
 import sys
 
-from monitor.cli.common import DEFAULT_CONFIG, exit_past_busy_workers, setup_logging
+from monitor.cli.common import (
+    DEFAULT_CONFIG,
+    config_path,
+    exit_past_busy_workers,
+    setup_logging,
+)
 from monitor.config import load_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the daemon: consume, score, export metrics")
-    run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default %(default)s)")
+    run.add_argument("--config", default=None,
+                     help=f"YAML config (default {DEFAULT_CONFIG} when it is here, else the "
+                          "environment's DRIFTWATCH_* settings alone)")
     run.add_argument("--stage", choices=("all", "score", "decide"), default="all",
                      help="all: score and decide in this process (default); score: score and "
                           "write to kafka.scored_topic; decide: drift, rules and the canary "
@@ -40,8 +47,13 @@ def _workers(value: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    path = config_path(args.config)
+    config = load_config(path)
     setup_logging(config.log_level, config.log_format)
+    if path is None:
+        logging.getLogger("driftwatch").info(
+            "no config file (%s is not here): settings from the environment and the defaults",
+            DEFAULT_CONFIG)
     from consumers.settings import KafkaSecretError
     from detectors.embedder import ModelNotFound
     from monitor.acting.outbox import OutboxError
@@ -69,11 +81,9 @@ def run(args: argparse.Namespace) -> int:
                 "es" if count.workers > 1 else "", count.reason)
             args.workers = count.workers
         if args.workers > 1:
-            from pathlib import Path
-
             from monitor.app.workers import run as run_workers
 
-            return exit_past_busy_workers(run_workers(config, Path(args.config), args.workers,
+            return exit_past_busy_workers(run_workers(config, path, args.workers,
                                                       args.stage))
         return exit_past_busy_workers(run_daemon(config, stage=args.stage,
                                                  parent=args.worker_of))

@@ -291,7 +291,7 @@ def _env_source(loc: tuple[int | str, ...], env: dict[str, str]) -> str | None:
 
 
 def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> str:
-    where = f" in {path}" if path else ""
+    where = f" in {path}" if path else " (no config file: the environment and the defaults)"
     lines = [f"invalid configuration{where} ({exc.error_count()} problem(s)):"]
     env = _environment()
     for err in exc.errors():

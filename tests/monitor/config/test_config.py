@@ -397,6 +397,28 @@ def test_a_topic_in_two_roles_is_refused(tmp_path: Path, sections: dict[str, Any
     assert says in str(info.value)
 
 
+def test_without_a_config_file_the_environment_and_the_defaults_make_the_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As a container configured by DRIFTWATCH_* variables runs: no driftwatch.yaml here and
+    no --config is no error; a --config that names a missing file still is."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "driftwatch: invalid configuration (no config file: the environment and the "
+        "defaults) (1 problem(s)):\n  kafka: required setting is missing")
+    monkeypatch.setenv("DRIFTWATCH_KAFKA__TOPIC", "from-env")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "the environment (no config file): OK (topics from-env, group driftwatch)")
+    assert main(["check-config", "--config", "missing.yaml"]) == 2
+    assert "config file not found: missing.yaml" in capsys.readouterr().err
+    _write(tmp_path / "driftwatch.yaml", {"kafka": {"topic": "from-file"}})
+    monkeypatch.delenv("DRIFTWATCH_KAFKA__TOPIC")
+    assert main(["check-config"]) == 0  # the file here is the default again
+    assert capsys.readouterr().out.startswith("driftwatch.yaml: OK (topics from-file")
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path / "c.yaml", GOOD))
     with pytest.raises(ValueError, match="frozen"):
