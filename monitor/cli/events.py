@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.acting.outbox import EventRecord, Outbox, OutboxError
-from monitor.cli.common import DEFAULT_CONFIG
+from monitor.cli.common import config_path
 from monitor.config import load_config
 from monitor.types import rfc3339
 
@@ -84,8 +84,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.outbox is None:
-        path = load_config(args.config or DEFAULT_CONFIG).outbox.path
-    else:
-        path = args.outbox
+    path = args.outbox or load_config(config_path(args.config)).outbox.path
     return run_events(path, args.limit, args.json)
