@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from kafka import KafkaProducer
@@ -46,17 +45,11 @@ from monitor.pipeline.scored import ScoredDecoder
 from monitor.pipeline.tasks import DecideTasks, Task, TaskViews, task_path
 from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits
 from monitor.telemetry.metrics import METRICS as m
+from monitor.telemetry.metrics import driftwatch_version
 from monitor.telemetry.observer import MetricsObserver
 from monitor.types import Decision, IntakeCounts
 
 log = logging.getLogger("driftwatch")
-
-
-def driftwatch_version() -> str:
-    try:
-        return version("driftwatch")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 Stage = Literal["all", "score", "decide"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ from monitor.cli import (
     score,
 )
 from monitor.config import ConfigError
+from monitor.telemetry.metrics import driftwatch_version
 
 # In the order `driftwatch --help` lists them; each has add_parser(sub) and run(args).
 VERBS = (run, check_config, demo, score, backtest, compare, reference, evaluate, events,
@@ -33,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="driftwatch", description="Streaming production monitor for LLM serving."
     )
+    parser.add_argument("--version", action="version",
+                        version=f"driftwatch {driftwatch_version()} (Python "
+                                f"{platform.python_version()})")
     sub = parser.add_subparsers(dest="command", required=True)
     for verb in VERBS:
         before = set(sub.choices)

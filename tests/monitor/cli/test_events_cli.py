@@ -70,3 +70,4 @@ def test_labels_and_errors_with_brackets_are_printed_as_they_are(tmp_path: Path,
     out = capsys.readouterr().out
     assert "model=llama[bold]" in out and "model=x[/]" in out
     assert "HTTP 500: [error] queue full [/]" in out
+
