@@ -146,7 +146,6 @@ class Decoder:
             record = msgspec.structs.replace(record, **fixed)
         return record
 
-
     def _unit_hint(self, number: float) -> str:
         """A number on the wire is epoch milliseconds; seconds (`time.time()`), microseconds
         and nanoseconds are the usual mistakes, and the right one lands in range."""

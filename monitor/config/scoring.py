@@ -11,6 +11,7 @@ from detectors.sanity import DEFAULT_REFUSALS
 
 DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
 
+
 class EmbeddingSettings(BaseModel):
     """The sentence-embedding model: which, on what backend and precision, batching."""
 

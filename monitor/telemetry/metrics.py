@@ -22,13 +22,13 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-
 def driftwatch_version() -> str:
     """The installed package's version (driftwatch_build_info, `driftwatch --version`)."""
     try:
         return version("driftwatch")
     except PackageNotFoundError:
         return "0+unknown"
+
 
 class Metrics:
     """Every metric driftwatch exports, registered in one registry (the global one by default;
