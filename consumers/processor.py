@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from consumers.batcher import Batch
 from consumers.source import KafkaSource
@@ -41,6 +42,26 @@ class Cancelled(Exception):
 # What `process` may return: a wait that returns once the batch's effects are durable (raising
 # Cancelled when the stop's cancel event ends it first). None: the batch is done already.
 Settle = Callable[[], None]
+T = TypeVar("T")
+
+
+def retry_while_waiting(attempt: Callable[[], T], errors: tuple[type[Exception], ...],
+                        refused: Callable[[Exception, float], None],
+                        cancel: threading.Event, stopping: str) -> T:
+    """`attempt()`'s result, tried again while it raises one of `errors` (a durable write a
+    full disk refuses), the batch waiting in the worker: raised, the batch would run again
+    through every stage. Each refusal goes to `refused(error, seconds until the next try)`;
+    the wait doubles from 0.5 s to 30 s, and `cancel` (a stop that can wait no longer) ends
+    it with Cancelled(`stopping`), leaving the batch uncommitted, to be read again."""
+    delay = 0.5
+    while True:
+        try:
+            return attempt()
+        except errors as exc:
+            refused(exc, delay)
+            if cancel.wait(delay):
+                raise Cancelled(stopping) from exc
+            delay = min(delay * 2, 30.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 
 from consumers.batcher import Batch
 from consumers.offsets import Partition
-from consumers.processor import Cancelled, Settle, StreamProcessor
+from consumers.processor import Settle, StreamProcessor, retry_while_waiting
 from consumers.source import KafkaSource
 from monitor.acting.canary import CanaryGate
 from monitor.acting.delivery import DeliveryWorker
@@ -291,21 +291,18 @@ class Acting:
         (a full disk, an I/O error, a lock held past its timeout) is tried again here, with
         the batch waiting and its offsets uncommitted: raised, it would have the worker run
         the batch again, feeding its records to the detectors and rules a second time."""
-        assert self.outbox is not None
-        delay = 0.5
-        while True:
-            try:
-                ids = self.outbox.put(decisions, self.actions)
-                break
-            except sqlite3.Error as exc:
-                m.OUTBOX_WRITE_FAILURES.inc()
-                log.error("the outbox at %s refused %d decision(s) (%s: %s); the batch waits, "
-                          "trying again in %.0fs", self.outbox.path, len(decisions),
-                          type(exc).__name__, exc, delay)
-                if self.cancel.wait(delay):
-                    raise Cancelled("stopping with decisions the outbox refused; their batch "
-                                    "is read again") from exc
-                delay = min(delay * 2, 30.0)
+        outbox = self.outbox
+        assert outbox is not None
+
+        def refused(exc: Exception, delay: float) -> None:
+            m.OUTBOX_WRITE_FAILURES.inc()
+            log.error("the outbox at %s refused %d decision(s) (%s: %s); the batch waits, "
+                      "trying again in %.0fs", outbox.path, len(decisions),
+                      type(exc).__name__, exc, delay)
+
+        ids = retry_while_waiting(
+            lambda: outbox.put(decisions, self.actions), (sqlite3.Error,), refused,
+            self.cancel, "stopping with decisions the outbox refused; their batch is read again")
         for event_id, d in zip(ids, decisions, strict=True):
             log.info("decision %s: %s %s %s (%s) -> %s", event_id, d.event_type, d.status,
                      d.summary, d.severity, ", ".join(d.targets) or "no action")

@@ -19,7 +19,7 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from consumers.processor import Cancelled, Settle
+from consumers.processor import Settle, retry_while_waiting
 from consumers.wire import Origin, Record
 from detectors.operational import OperationalFeatures, status_class
 from monitor.acting.rules import Observation, RuleEngine
@@ -502,20 +502,15 @@ class AuditStage(Stateless):
         data = b"".join(
             msgspec.json.encode({"request_id": r.request_id, "positions": list(origins)}) + b"\n"
             for r, origins in zip(work.batch.records, work.origins, strict=True))
-        delay = 0.5
-        while True:
-            try:
-                self._file.write(data)
-                return
-            except OSError as exc:
-                self._m.AUDIT_WRITE_FAILURES.inc()
-                log.error("audit log %s refused %d line(s) (%r); the batch waits, trying "
-                          "again in %.0fs", self._file.path, len(work.batch.records), exc,
-                          delay)
-                if self._cancel.wait(delay):
-                    raise Cancelled("stopping with audit lines the disk refused; their "
-                                    "batch is read again") from exc
-                delay = min(delay * 2, 30.0)
+
+        def refused(exc: Exception, delay: float) -> None:
+            self._m.AUDIT_WRITE_FAILURES.inc()
+            log.error("audit log %s refused %d line(s) (%r); the batch waits, trying again "
+                      "in %.0fs", self._file.path, len(work.batch.records), exc, delay)
+
+        retry_while_waiting(lambda: self._file.write(data), (OSError,), refused, self._cancel,
+                            "stopping with audit lines the disk refused; their batch is read "
+                            "again")
 
     def close(self) -> None:
         self._file.close()
