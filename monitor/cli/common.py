@@ -48,6 +48,7 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    formatter: logging.Formatter | None = None
     if log_format == "json":
         from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
@@ -56,14 +57,14 @@ def setup_logging(level: str, log_format: str = "text") -> None:
         formatter = JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp="time",
                                   rename_fields={"levelname": "level", "name": "logger"},
                                   reserved_attrs=[*RESERVED_ATTRS, "taskName"])
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(formatter)
     # kafka-python is chatty at INFO (every connection and rebalance step).
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Its IO thread warns whenever the GIL was busy for 100 ms (the model was running): not news.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     quiet_closed_socket_reads()
     for handler in logging.getLogger().handlers:
+        if formatter is not None:
+            handler.setFormatter(formatter)
         if not any(isinstance(f, KafkaRepeats) for f in handler.filters):
             handler.addFilter(KafkaRepeats())
 

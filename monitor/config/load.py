@@ -326,24 +326,22 @@ def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> s
     return "\n".join(lines)
 
 
-def _complex(annotation: Any) -> bool:
-    """Whether pydantic-settings reads a setting of this type from the environment as JSON."""
+def _json_kind(annotation: Any) -> str | None:
+    """"list" or "map" when pydantic-settings reads a setting of this type from the
+    environment as JSON (a section reads as a map); None when it takes the text as it is."""
     origin = get_origin(annotation)
     if origin is Annotated:
-        return NoDecode not in get_args(annotation)[1:] and _complex(get_args(annotation)[0])
+        inner, *metadata = get_args(annotation)
+        return None if NoDecode in metadata else _json_kind(inner)
     if origin in (Union, types.UnionType):
-        return any(_complex(a) for a in get_args(annotation) if a is not type(None))
-    if origin in (list, dict, tuple, set, frozenset) or annotation in (list, dict, tuple, set):
-        return True
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _listed(annotation: Any) -> bool:
-    """Whether a setting that is read as JSON is a list (else a map or a section)."""
-    origin = get_origin(annotation)
-    if origin in (Annotated, Union, types.UnionType):
-        return any(_listed(a) for a in get_args(annotation) if a is not type(None))
-    return origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set)
+        kinds = {_json_kind(a) for a in get_args(annotation) if a is not type(None)}
+        return "list" if "list" in kinds else "map" if "map" in kinds else None
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set):
+        return "list"
+    if origin is dict or annotation is dict or (
+            isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return "map"
+    return None
 
 
 def _setting(model: type[BaseModel], path: list[str]) -> Any:
@@ -366,12 +364,15 @@ def _env_not_json(model: type[BaseModel], exc: SettingsError) -> str:
     lines = []
     for name, value in sorted(_environment().items()):
         field = _setting(model, name.removeprefix(ENV_PREFIX).lower().split("__"))
-        if field is None or NoDecode in field.metadata or not _complex(field.annotation):
+        if field is None or NoDecode in field.metadata:
+            continue
+        kind = _json_kind(field.annotation)
+        if kind is None:
             continue
         try:
             json.loads(value)
         except ValueError:
-            if _listed(field.annotation):
+            if kind == "list":
                 example = json.dumps([p.strip() for p in value.split(",") if p.strip()])
                 lines.append(f"  {name} = {value!r}: a list from the environment is JSON, "
                              f"e.g. {name}='{example}'")

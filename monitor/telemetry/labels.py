@@ -62,7 +62,6 @@ class SegmentLabeler:
         self._max_cached = 8 * max_values
         self.max_segments = max_segments
         self._segments: set[tuple[str, ...]] = set()
-        self.other = tuple("" if cap is None else OTHER for cap in self._caps)
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """A labeler checkpointed before the cap on combinations: the segments it knows are
@@ -71,7 +70,11 @@ class SegmentLabeler:
         if "_segments" not in state:
             self._segments = set(self._keys.values())
             self.max_segments = max(500, len(self._segments))
-            self.other = tuple("" if cap is None else OTHER for cap in self._caps)
+
+    @property
+    def other(self) -> tuple[str, ...]:
+        """The segment past the cap: `other` in every configured label."""
+        return tuple("" if cap is None else OTHER for cap in self._caps)
 
     @property
     def segments(self) -> int:

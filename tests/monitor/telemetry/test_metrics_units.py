@@ -200,7 +200,7 @@ def test_a_labeler_checkpointed_before_the_segment_cap_restores_with_it() -> Non
     old = SegmentLabeler(["model"], ("model", "model_version", "deployment", "route"), 50)
     old.key(("a", None, None, None))
     old.key(("b", None, None, None))
-    for name in ("_segments", "max_segments", "other"):
+    for name in ("_segments", "max_segments"):  # what the cap added to its state
         delattr(old, name)
     restored = pickle.loads(pickle.dumps(old))
     assert restored.segments == 2 and restored.other == (OTHER, "", "", "")
