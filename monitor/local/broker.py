@@ -31,16 +31,17 @@ HEARTBEAT_INTERVAL_MS = 1_000
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port for another process to bind, below the kernel's ephemeral range (see
+    free_ports): a port the kernel handed out (bind to port 0) and released could be taken by
+    any outgoing connection before that process binds it, as a daemon's metrics port was."""
+    return free_ports(1)
 
 
 def free_ports(count: int, attempts: int = 200) -> int:
     """The first of `count` consecutive free ports (a daemon's and its scoring workers':
     port + 1 .. port + N), below the kernel's ephemeral range: the ports it hands out (to
-    free_port, to outgoing connections) never fall there, so no other process takes one
-    between this check and the daemon's binds, as happened to port + 1 after free_port."""
+    outgoing connections, a bind to port 0) never fall there, so no other process takes one
+    between this check and the daemon's binds."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
