@@ -112,12 +112,41 @@ class Config(_EnvBeatsFile):
         return self
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping. YAML says keys are unique,
+    yet PyYAML keeps the last one silently: a second `kafka:` section (two files pasted
+    together) replaced the first without a word. Keys from a merge (`<<: *base`) may still
+    be overridden."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # construct_mapping merges these
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = key in lines
+        except TypeError:
+            continue  # unhashable: construct_mapping says so
+        if seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is set twice in one mapping (lines {lines[key]} and "
+                f"{key_node.start_mark.line + 1}): keep one", key_node.start_mark)
+        lines.setdefault(key, key_node.start_mark.line + 1)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: str | Path | None) -> tuple[dict[str, Any], Path | None]:
     if path is None:
         return {}, None
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as text:  # a stream: errors name the file
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:

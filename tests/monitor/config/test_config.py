@@ -153,6 +153,12 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         pytest.param("just a string\n", "the top level must be a mapping, got str", id="str"),
         pytest.param("kafka: {topic: [unclosed\n", "not valid YAML", id="invalid-yaml"),
         pytest.param("kafka:\n  topic: t\n\tgroup_id: g\n", "not valid YAML", id="tab-indent"),
+        pytest.param("kafka: {topic: t}\nmetrics: {port: 1}\nkafka: {topic: u}\n",
+                     "'kafka' is set twice in one mapping (lines 1 and 3): keep one",
+                     id="duplicate-section"),
+        pytest.param("kafka:\n  topic: t\n  group_id: g\n  topic: u\n",
+                     "'topic' is set twice in one mapping (lines 2 and 4): keep one",
+                     id="duplicate-key"),
     ],
 )
 def test_unusable_yaml_file_is_a_config_error_naming_the_path(
@@ -164,6 +170,16 @@ def test_unusable_yaml_file_is_a_config_error_naming_the_path(
         load_config(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+def test_a_key_merged_in_may_be_overridden(tmp_path: Path) -> None:
+    """Keys merged in (`<<: *base`) are not duplicates: the mapping's own key wins."""
+    from monitor.config.load import _read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {topic: t, group_id: g}\nkafka:\n  <<: *b\n  group_id: h\n",
+                    encoding="utf-8")
+    assert _read_yaml(path)[0]["kafka"] == {"topic": "t", "group_id": "h"}
 
 
 def test_missing_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
