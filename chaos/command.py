@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from monitor.cli.common import positive, whole
+
 if TYPE_CHECKING:
     from chaos.scenarios import Report
 
@@ -23,10 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     chaos = sub.add_parser(
         "chaos", help="failure scenarios against a real broker, daemon and webhook receiver")
     chaos.add_argument("scenario", choices=(*NAMES, "all"))
-    chaos.add_argument("--records", type=int, default=None,
+    chaos.add_argument("--records", type=whole(1), default=None,
                        help="records to send (default: the scenario's own: kill9 50,000, "
                             "webhook-outage 3,000, soak 200,000, hostile 20,000)")
-    chaos.add_argument("--seconds", type=float, default=None,
+    chaos.add_argument("--seconds", type=positive, default=None,
                        help="outage length (broker-outage 30, webhook-outage 60, hostile's "
                             "frozen broker 20)")
     chaos.add_argument("--seed", type=int, default=None, help="seed (default: the scenario's)")

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from monitor.cli.common import positive, writable_file
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     dash = sub.add_parser("dashboards", help="Grafana dashboards and Prometheus rules")
@@ -26,9 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--demo", action="store_true",
                         help="run the demo (broker, traffic, daemon) and a local Prometheus "
                              "for --minutes first, then plot: how overview.png is made")
-    render.add_argument("--rate", type=float, default=40.0, help="--demo: records/s replayed")
-    render.add_argument("--output", type=Path, default=Path("dashboards/overview.png"))
-    render.add_argument("--minutes", type=float, default=15.0, help="time range to plot")
+    render.add_argument("--rate", type=positive, default=40.0, help="--demo: records/s replayed")
+    render.add_argument("--output", type=writable_file, default=Path("dashboards/overview.png"))
+    render.add_argument("--minutes", type=positive, default=15.0, help="time range to plot")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from consumers.decode import Decoder
 from consumers.wire import Record
@@ -26,6 +27,11 @@ from monitor.pipeline.drift import feature_columns, outcome
 from monitor.pipeline.model_scoring import ModelScorers
 from monitor.pipeline.reference import ReferenceMeta, ReferenceStore
 from monitor.pipeline.stages import operational_features
+
+
+class ReferenceInputError(ValueError):
+    """Nothing to build a reference from (no valid record, no such topic, no broker); the
+    message says what was read and why it gave nothing."""
 
 
 def build_reference(
@@ -41,7 +47,8 @@ def build_reference(
     numeric: dict[str, list[np.ndarray]] = {}
     outcomes: list[str] = []
     batch: list[Record] = []
-    taken = 0
+    taken, refused = 0, 0
+    first_refusal = ""
 
     def flush() -> None:
         if not batch:
@@ -64,9 +71,15 @@ def build_reference(
             taken += 1
             if len(batch) >= OFFLINE_BATCH:
                 flush()
+        elif line.strip():
+            refused += 1
+            first_refusal = first_refusal or f"{decoded.reason}: {decoded.detail}"[:300]
     flush()
     if not taken:
-        raise ValueError(f"no valid records in {source}: nothing to build a reference from")
+        why = (f"{refused} refused, the first as {first_refusal}" if refused
+               else "no records")
+        raise ReferenceInputError(f"no valid records in {source} ({why}): nothing to build a "
+                                  "reference from")
     return store.save(
         name,
         np.concatenate(prompts),
@@ -84,13 +97,16 @@ def topic_values(bootstrap: str | list[str], topic: str, start: int = 0, end: in
     """Message values of a topic's offset range [start, end) on every partition, read without
     joining a consumer group (so no group's offsets move); stops at `end` or when idle.
     `client_options`: TLS and SASL settings for kafka-python (`KafkaSecurity.client_options`)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             **(client_options or {}))
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                 **(client_options or {}))
+    except KafkaError as exc:
+        raise ReferenceInputError(f"cannot reach the brokers {bootstrap}: {exc}") from None
     try:
         partitions = [TopicPartition(topic, p) for p in
                       sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
-            raise ValueError(f"topic {topic!r} not found on {bootstrap}")
+            raise ReferenceInputError(f"topic {topic!r} not found on {bootstrap}")
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, start)
@@ -138,7 +154,7 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
                                             client_options=security),
                                config, store, name, source, limit)
     elif input_path is None:
-        raise ValueError("reference build needs --input FILE.jsonl or --topic NAME")
+        raise ReferenceInputError("reference build needs --input FILE.jsonl or --topic NAME")
     else:
         with open(input_path, "rb") as lines:
             meta = build_reference(lines, config, store, name, f"file:{input_path}", limit)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from monitor.cli.common import setup_logging, to_output
+from monitor.cli.common import or_std, readable_file, setup_logging, to_output, writable_file
 from monitor.config import load_offline_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     backtest = sub.add_parser("backtest", help="the pipeline over recorded traffic, no broker")
     backtest.add_argument("--config", default=None)
-    backtest.add_argument("--input", default=None, help="JSONL wire records (default: stdin)")
-    backtest.add_argument("--output", type=Path, default=None, help="events JSONL (stdout)")
+    backtest.add_argument("--input", type=or_std(readable_file), default=None,
+                          help="JSONL wire records (default or -: stdin)")
+    backtest.add_argument("--output", type=or_std(writable_file), default=None,
+                          help="events JSONL (default or -: stdout)")
 
 
 def run(args: argparse.Namespace) -> int:

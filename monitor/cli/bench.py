@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.cli.common import setup_logging
+from monitor.cli.common import setup_logging, whole
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,24 +15,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     consume = bench_sub.add_parser(
         "consume", help="records/s through decode, validate, batch, metrics vs a raw poll loop"
     )
-    consume.add_argument("--records", type=int, default=100_000)
-    consume.add_argument("--partitions", type=int, default=4)
+    consume.add_argument("--records", type=whole(1), default=100_000)
+    consume.add_argument("--partitions", type=whole(1), default=4)
     consume.add_argument("--rounds", type=int, default=3,
                          help="timed rounds of each path (median and spread)")
-    consume.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+    consume.add_argument("--workers", type=whole(1), nargs="+", default=[1, 2],
                          help="process counts to time each path with, in one consumer group "
                               "(1 is always timed: the baseline)")
     throughput = bench_sub.add_parser(
         "throughput", help="records/s end to end with every scorer vs naive encode"
     )
-    throughput.add_argument("--records", type=int, default=None,
+    throughput.add_argument("--records", type=whole(1), default=None,
                             help="records a round (default 2,000; with --workers 10,000 a "
                                  "timed round, long enough that a batch's wait at the end is "
                                  "a small part of it)")
-    throughput.add_argument("--partitions", type=int, default=4)
+    throughput.add_argument("--partitions", type=whole(1), default=4)
     throughput.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"],
                             default="auto", help="embedding precision (int8: ONNX Runtime)")
-    throughput.add_argument("--workers", type=int, nargs="+", default=None,
+    throughput.add_argument("--workers", type=whole(1), nargs="+", default=None,
                             help="time the real daemon, `driftwatch run --workers N`, for each "
                                  "N given (e.g. --workers 1 2), in rounds")
     throughput.add_argument("--backend", nargs="+", default=None,
@@ -45,18 +45,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     embed = bench_sub.add_parser(
         "embed", help="texts/s of the shared embedder alone vs naive encode, same texts"
     )
-    embed.add_argument("--records", type=int, default=2_000,
+    embed.add_argument("--records", type=whole(1), default=2_000,
                        help="records a round; their prompts and responses are embedded")
-    embed.add_argument("--batch", type=int, default=1_000,
+    embed.add_argument("--batch", type=whole(1), default=1_000,
                        help="texts per call of the embedder (a pipeline batch's worth)")
     embed.add_argument("--rounds", type=int, default=3,
                        help="timed rounds of each path (median and spread)")
     decide = bench_sub.add_parser(
         "decide", help="records/s one deciding process decides vs a raw loop reading them"
     )
-    decide.add_argument("--records", type=int, default=50_000,
+    decide.add_argument("--records", type=whole(1), default=50_000,
                         help="scored records a round (the topic filled before the clock starts)")
-    decide.add_argument("--partitions", type=int, default=4,
+    decide.add_argument("--partitions", type=whole(1), default=4,
                         help="partitions of the scored topic")
     decide.add_argument("--rounds", type=int, default=3,
                         help="timed rounds of each path (median and spread)")
@@ -66,17 +66,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rules_bench = bench_sub.add_parser(
         "rules", help="each rule's false decisions on clean real text and delay on a regression"
     )
-    rules_bench.add_argument("--records", type=int, default=4_000)
-    rules_bench.add_argument("--seeds", type=int, default=3)
+    rules_bench.add_argument("--records", type=whole(1), default=4_000)
+    rules_bench.add_argument("--seeds", type=whole(1), default=3)
     rules_bench.add_argument("--config", type=Path, default=None,
                              help="whose rules (default: the example driftwatch.yaml)")
     drift = bench_sub.add_parser(
         "drift", help="drift detection delay, false alarms and cost vs river (and alibi-detect)"
     )
-    drift.add_argument("--ert", type=int, default=1_000)
-    drift.add_argument("--window", type=int, default=100)
-    drift.add_argument("--runs", type=int, default=20)
-    drift.add_argument("--clean-records", type=int, default=20_000)
+    drift.add_argument("--ert", type=whole(1), default=1_000)
+    drift.add_argument("--window", type=whole(2), default=100)
+    drift.add_argument("--runs", type=whole(1), default=20)
+    drift.add_argument("--clean-records", type=whole(1), default=20_000)
     drift.add_argument("--questions", type=int, default=3_000,
                        help="QA questions embedded (1,000 are the reference; more than that), "
                             "and two thirds as many dialogue turns")

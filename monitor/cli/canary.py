@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from monitor.acting.canary_plan import ASSUMED_RATES, plan, render
+from monitor.cli.common import whole
 from monitor.config import CanarySettings, load_offline_config
 
 
@@ -17,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="a config whose canary section to plan")
     p.add_argument("--rate", action="append", default=[], metavar="GATE=RATE",
                    help=f"a stable rate to assume (default: {ASSUMED_RATES})")
-    p.add_argument("--runs", type=int, default=200)
-    p.add_argument("--max-records", type=int, default=10_000)
+    p.add_argument("--runs", type=whole(1), default=200)
+    p.add_argument("--max-records", type=whole(1), default=10_000)
     p.add_argument("--seed", type=int, default=0)
 
 

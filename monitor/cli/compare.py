@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from monitor.cli.common import setup_logging
+from monitor.cli.common import readable_file, setup_logging, whole, writable_file
 from monitor.config import load_offline_config
 
 
@@ -18,15 +17,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Two recorded sets of answers to the same prompts (wire-format JSON lines, "
         "paired by request_id) scored by the daemon's scorers and judged by the canary's "
         "gates on paired differences, plus embedding drift of the answers.")
-    p.add_argument("--baseline", type=Path, required=True, help="the current model's answers")
-    p.add_argument("--candidate", type=Path, required=True, help="the candidate's answers")
-    p.add_argument("--golden", type=Path, default=None,
+    p.add_argument("--baseline", type=readable_file, required=True,
+                   help="the current model's answers")
+    p.add_argument("--candidate", type=readable_file, required=True,
+                   help="the candidate's answers")
+    p.add_argument("--golden", type=readable_file, default=None,
                    help="expected answers, JSON lines {request_id, expected}: adds the "
                    "golden_mismatch and golden_distance gates")
     p.add_argument("--config", default=None, help="YAML config (scorers, scoring, canary gates)")
-    p.add_argument("--json", type=Path, default=None, help="write the JSON report here")
-    p.add_argument("--html", type=Path, default=None, help="write the HTML report here")
-    p.add_argument("--worst", type=int, default=10, help="regressions shown (default 10)")
+    p.add_argument("--json", type=writable_file, default=None, help="write the JSON report here")
+    p.add_argument("--html", type=writable_file, default=None, help="write the HTML report here")
+    p.add_argument("--worst", type=whole(0), default=10, help="regressions shown (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.cli.common import exit_past_busy_workers, setup_logging
+from monitor.cli.common import exit_past_busy_workers, positive, setup_logging, whole
 
 DEFAULT_PORT = 9108
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="local broker + replayed traffic + daemon + live summary")
-    demo.add_argument("--rate", type=float, default=100.0, help="records per second to replay")
-    demo.add_argument("--duration", type=float, default=None,
+    demo.add_argument("--rate", type=positive, default=100.0, help="records per second to replay")
+    demo.add_argument("--duration", type=positive, default=None,
                       help="stop after this many seconds (default: until Ctrl-C)")
-    demo.add_argument("--port", type=int, default=None,
+    demo.add_argument("--port", type=whole(0, 65_535), default=None,
                       help=f"metrics port (default {DEFAULT_PORT}, or any free one when "
                            f"another process holds it; 0 = any free)")
-    demo.add_argument("--until-scored", type=int, default=None, metavar="N",
+    demo.add_argument("--until-scored", type=whole(1), default=None, metavar="N",
                       help="stop once N records are scored (--duration still bounds it)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from monitor.cli import (
     run,
     score,
 )
+from monitor.cli.common import stdout_reader_gone
 from monitor.config import ConfigError
 from monitor.telemetry.metrics import driftwatch_version
 
@@ -50,3 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
+        # The reader of stdout has what it wanted (`driftwatch score | head`): stop as a tool
+        # that SIGPIPE ends does (128 + 13), without a traceback; stdout is pointed at
+        # /dev/null so that the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from monitor.cli.common import setup_logging
+from monitor.cli.common import setup_logging, whole
 from monitor.config import load_offline_config
 
 
@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="ROC AUC of the scorers on labelled data, next to a length baseline"
     )
     evaluate.add_argument("which", choices=["toxicity", "groundedness", "all"])
-    evaluate.add_argument("--limit", type=int, default=1000, help="pairs/texts (0 = all)")
+    evaluate.add_argument("--limit", type=whole(0), default=1000, help="pairs/texts (0 = all)")
     evaluate.add_argument("--config", default=None)
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.acting.outbox import EventRecord, Outbox, OutboxError
-from monitor.cli.common import config_path
+from monitor.cli.common import config_path, whole
 from monitor.config import load_config
 from monitor.types import rfc3339
 
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where = events.add_mutually_exclusive_group()
     where.add_argument("--config", default=None, help="YAML config (its outbox.path)")
     where.add_argument("--outbox", type=Path, default=None, help="outbox file")
-    events.add_argument("--limit", type=int, default=20, help="newest N events")
+    events.add_argument("--limit", type=whole(1), default=20, help="newest N events")
     events.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.cli.common import setup_logging
+from monitor.cli.common import readable_file, setup_logging, whole
 from monitor.config import load_offline_config
 
 
@@ -16,14 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     reference.add_argument("action", choices=["build", "list", "rollover"])
     reference.add_argument("--name", default="default")
     reference.add_argument("--store", type=Path, default=Path("state/references"))
-    reference.add_argument("--input", type=Path, default=None, help="JSONL wire records")
-    reference.add_argument("--limit", type=int, default=None, help="use the first N records")
+    reference.add_argument("--input", type=readable_file, default=None,
+                           help="JSONL wire records")
+    reference.add_argument("--limit", type=whole(1), default=None, help="use the first N records")
     reference.add_argument("--topic", default=None, help="read a topic's offset range instead")
     reference.add_argument("--bootstrap", default=None,
                            help="HOST:PORT, with --topic (default: the config's kafka section, "
                                 "whose security settings apply too)")
-    reference.add_argument("--from-offset", type=int, default=0, help="per partition")
-    reference.add_argument("--to-offset", type=int, default=None, help="exclusive")
+    reference.add_argument("--from-offset", type=whole(0), default=0, help="per partition")
+    reference.add_argument("--to-offset", type=whole(0), default=None, help="exclusive")
     reference.add_argument("--config", default=None)
     reference.add_argument("--url", default="http://127.0.0.1:9108",
                            help="rollover: the daemon's metrics address (default %(default)s)")
@@ -34,14 +35,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     from consumers.settings import KafkaSecretError
-    from monitor.app.reference_build import request_rollover, run_reference
+    from monitor.app.reference_build import ReferenceInputError, request_rollover, run_reference
+    from monitor.app.state_paths import unusable
+    from monitor.pipeline.reference import ReferenceStoreError, checked_name
 
     if args.action == "rollover":
         return request_rollover(args.url, args.segment)
+    # Checked before the models load and embed, not at the save.
+    try:
+        checked_name(args.name)
+    except ValueError as exc:
+        print(f"driftwatch reference: --name: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "build" and (problem := unusable(args.store, directory=True)):
+        print(f"driftwatch reference: --store {str(args.store)!r}: {problem}", file=sys.stderr)
+        return 2
     try:
         return run_reference(args.action, args.name, args.store, args.input,
                              args.limit, load_offline_config(args.config), args.topic,
                              args.bootstrap, (args.from_offset, args.to_offset))
-    except KafkaSecretError as exc:
-        print(f"driftwatch: {exc}", file=sys.stderr)
+    except (KafkaSecretError, ReferenceInputError, ReferenceStoreError) as exc:
+        print(f"driftwatch reference: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the store cannot be written (or the input read) here
+        print(f"driftwatch reference: {exc.filename or args.store}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1

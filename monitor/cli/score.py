@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from monitor.cli.common import setup_logging, to_output
+from monitor.cli.common import or_std, readable_file, setup_logging, to_output, writable_file
 from monitor.config import load_offline_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     score = sub.add_parser("score", help="score wire-format JSON lines from a file or stdin")
-    score.add_argument("--input", type=Path, default=None, help="JSONL file (default: stdin)")
-    score.add_argument("--output", type=Path, default=None, help="JSONL file (default: stdout)")
+    score.add_argument("--input", type=or_std(readable_file), default=None,
+                       help="JSONL file (default or -: stdin)")
+    score.add_argument("--output", type=or_std(writable_file), default=None,
+                       help="JSONL file (default or -: stdout)")
     score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
 
 

@@ -62,7 +62,7 @@ class ReferenceStore:
         self.root = Path(root)
 
     def versions(self, name: str) -> list[int]:
-        folder = self.root / _checked(name)
+        folder = self.root / checked_name(name)
         if not folder.is_dir():
             return []
         found = (_VERSION.match(p.name) for p in folder.iterdir() if p.is_dir())
@@ -83,7 +83,7 @@ class ReferenceStore:
                    *(len(v) for v in categorical.values())}
         if lengths - {n}:
             raise ValueError(f"reference columns differ in length: {sorted(lengths | {n})}")
-        folder = self.root / _checked(name)
+        folder = self.root / checked_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         version = (self.versions(name) or [0])[-1] + 1
         meta = ReferenceMeta(name, version, datetime.now(UTC).isoformat(timespec="seconds"),
@@ -152,7 +152,8 @@ class ReferenceStore:
         )
 
 
-def _checked(name: str) -> str:
+def checked_name(name: str) -> str:
+    """`name` when it is a reference name (one folder of the store), else a ValueError."""
     if not _NAME.match(name):
         raise ValueError(f"reference name {name!r}: use letters, digits, '_', '.', '-' "
                          "(at most 64, not starting with a dot)")

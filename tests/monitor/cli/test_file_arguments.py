@@ -1,0 +1,169 @@
+"""File arguments are checked when the command line is parsed (a missing input, an output in
+a directory that does not exist: one line naming the argument, exit 2, before any model
+loads), "-" is stdin or stdout, and a reader closing stdout early (`driftwatch score | head`)
+ends the command quietly, as SIGPIPE ends a Unix tool."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.cli.common import or_std, readable_file, stdout_reader_gone, writable_file
+from monitor.local import traffic
+
+
+def test_readable_and_writable_files_say_what_is_wrong(tmp_path: Path) -> None:
+    there = tmp_path / "in.jsonl"
+    there.write_text("{}\n")
+    assert readable_file(str(there)) == there
+    assert writable_file(str(there)) == there  # replaced
+    assert writable_file(str(tmp_path / "new.jsonl")) == tmp_path / "new.jsonl"
+    assert or_std(readable_file)("-") is None
+    assert or_std(writable_file)(str(there)) == there
+    cases = [
+        (readable_file, tmp_path / "gone.jsonl", "no such file"),
+        (readable_file, tmp_path, "is a directory, not a file"),
+        (writable_file, tmp_path, "is a directory, not a file"),
+        (writable_file, tmp_path / "no" / "out.jsonl", f"{str(tmp_path / 'no')!r} does not exist"),
+        (writable_file, there / "out.jsonl", f"{str(there)!r} is not a directory"),
+    ]
+    for check, path, says in cases:
+        with pytest.raises(argparse.ArgumentTypeError) as error:
+            check(str(path))
+        assert str(error.value) == f"{str(path)!r}" + (" " if says.startswith("is") else ": ") \
+            + says
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["score", "--input", "{gone}"], "argument --input: '{gone}': no such file"),
+    (["score", "--output", "{nodir}/out.jsonl"],
+     "argument --output: '{nodir}/out.jsonl': '{nodir}' does not exist"),
+    (["backtest", "--input", "{tmp}"], "argument --input: '{tmp}' is a directory, not a file"),
+    (["reference", "build", "--input", "{gone}"], "argument --input: '{gone}': no such file"),
+    (["compare", "--baseline", "{there}", "--candidate", "{there}", "--html",
+      "{nodir}/r.html"], "argument --html: '{nodir}/r.html': '{nodir}' does not exist"),
+    (["dashboards", "render", "--prometheus", "http://127.0.0.1:1", "--output",
+      "{nodir}/p.png"], "argument --output: '{nodir}/p.png': '{nodir}' does not exist"),
+])
+def test_a_bad_file_argument_is_one_line_and_exit_2_before_any_work(
+        argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "there.jsonl").write_text("{}\n")
+    names = {"gone": tmp_path / "gone.jsonl", "nodir": tmp_path / "nodir", "tmp": tmp_path,
+             "there": tmp_path / "there.jsonl"}
+    with pytest.raises(SystemExit) as stopped:
+        main([part.format(**names) for part in argv])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(f"error: {says.format(**names)}")
+    assert "Traceback" not in err
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_stdout_reader_gone_is_a_pipe_whose_reader_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    with open(write_end, "w") as writer:
+        monkeypatch.setattr(sys, "stdout", writer)
+        assert not stdout_reader_gone()
+        os.close(read_end)
+        assert stdout_reader_gone()
+
+
+def test_a_broken_pipe_elsewhere_is_not_taken_for_stdout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only stdout's reader leaving is quiet: a BrokenPipeError from anything else (a socket)
+    is a failure and keeps its traceback."""
+    from monitor.cli import score
+
+    def broken(args: argparse.Namespace) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(score, "run", broken)
+    with pytest.raises(BrokenPipeError):
+        main(["score"])
+
+
+def test_score_into_a_closed_pipe_ends_quietly_with_141(tmp_path: Path) -> None:
+    records = tmp_path / "in.jsonl"
+    records.write_bytes(b"".join(traffic.encode(r) + b"\n" for r in traffic.wire_records(
+        20, seed=3, start_ms=traffic.FIXED_START_MS)))
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "score", "--input", str(records), "--config",
+         str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line: every write fails
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "Broken pipe" not in err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["canary", "plan", "--runs", "0"], "argument --runs: 0: give 1 or more"),
+    (["canary", "plan", "--max-records", "-5"], "argument --max-records: -5: give 1 or more"),
+    (["events", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
+    (["demo", "--rate", "0"], "argument --rate: 0: give a number above 0"),
+    (["demo", "--duration", "nan"], "argument --duration: nan: give a number above 0"),
+    (["demo", "--port", "70000"], "argument --port: 70000: give 0 to 65535"),
+    (["reference", "build", "--limit", "-3"], "argument --limit: -3: give 1 or more"),
+    (["reference", "build", "--from-offset", "-1"], "argument --from-offset: -1: give 0 or more"),
+    (["compare", "--baseline", __file__, "--candidate", __file__, "--worst", "-1"],
+     "argument --worst: -1: give 0 or more"),
+    (["bench", "throughput", "--workers", "2", "0"], "argument --workers: 0: give 1 or more"),
+    (["chaos", "soak", "--seconds", "-2"], "argument --seconds: -2: give a number above 0"),
+])
+def test_a_number_out_of_range_is_refused_when_parsed(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `canary plan --runs 0` was an IndexError, `--max-records -5` an
+    UnboundLocalError, `reference build --limit -3` read nothing and said so as an error."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {says}")
+
+
+def _reference(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["reference", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_reference_build_errors_are_one_line_each(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was a traceback: a bad name (found at the save, after embedding every record), a
+    store under a file (likewise), no input, and input with no valid record."""
+    lines = tmp_path / "in.jsonl"
+    lines.write_text('[1, 2]\nnot json\n\n')
+    store = tmp_path / "refs"
+    assert _reference(["build", "--name", "../etc", "--input", str(lines)], capsys) == (
+        2, "driftwatch reference: --name: reference name '../etc': use letters, digits, '_', "
+        "'.', '-' (at most 64, not starting with a dot)\n")
+    assert _reference(["list", "--name", ".hidden", "--store", str(store)], capsys)[0] == 2
+    assert _reference(["build", "--input", str(lines), "--store", str(lines / "refs")],
+                      capsys) == (2, f"driftwatch reference: --store '{lines / 'refs'}': "
+                                     f"'{lines}' is a file, not a directory\n")
+    assert _reference(["build", "--store", str(store)], capsys) == (
+        2, "driftwatch reference: reference build needs --input FILE.jsonl or --topic NAME\n")
+    code, err = _reference(["build", "--input", str(lines), "--store", str(store)], capsys)
+    assert code == 2
+    assert err.startswith(f"driftwatch reference: no valid records in file:{lines} (2 refused, "
+                          "the first as not_object: ")
+    assert err.endswith("): nothing to build a reference from\n")
+    assert not store.exists()
+
+
+def test_a_topic_on_no_broker_is_a_reference_input_error() -> None:
+    from monitor.app.reference_build import ReferenceInputError, topic_values
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        bootstrap = f"127.0.0.1:{closed.getsockname()[1]}"
+        with pytest.raises(ReferenceInputError, match=rf"cannot reach the brokers {bootstrap}"):
+            next(topic_values(bootstrap, "t", client_options={"bootstrap_timeout_ms": 1_000}))
