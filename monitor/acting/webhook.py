@@ -20,7 +20,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from monitor.acting import bounded_post
-from monitor.config.acting import WebhookAction
+from monitor.config.acting import WebhookAction, shown_url
 from monitor.types import Decision, rfc3339
 
 THROTTLED = frozenset({429, 502, 503, 504})
@@ -128,4 +128,9 @@ class WebhookSender:
         if status in THROTTLED:
             after = retry_after_seconds(response.headers.get("retry-after"), time.time())
             return Outcome("retry", f"HTTP {status}", after)
+        if 300 <= status < 400 and (location := response.headers.get("location")):
+            # Not followed: the signed event would go to a URL the config does not name
+            # (and a 301 or 302 may turn the POST into a GET). Said, so that it is fixed.
+            return Outcome("retry", f"HTTP {status}: redirected to {shown_url(location)}; "
+                                    "set the action's url to where it points")
         return Outcome("retry", f"HTTP {status}")

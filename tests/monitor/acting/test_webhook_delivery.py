@@ -176,6 +176,22 @@ def test_throttling_answers_set_the_next_attempt_from_retry_after(
     assert 590 <= d.next_attempt - (now + 120) <= 600
 
 
+def test_a_redirect_is_not_followed_and_says_where_it_points(
+        box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A moved endpoint (308): the signed event is not sent where the config does not say;
+    the delivery's error names the new place (its host: the path may hold a secret)."""
+    receiver.script = [(308, {"Location": "https://hooks.example.com/T0/secret?token=x"})]
+    worker, actions = setup(box, receiver, name, monkeypatch)
+    [event_id] = box.put([decision(name)], actions)
+    worker.run_once(time.time())
+    d = delivery(box, event_id)
+    worker.stop()
+    assert len(receiver.received) == 1
+    assert (d.state, d.last_error) == ("pending", "HTTP 308: redirected to "
+                                       "https://hooks.example.com/…; set the action's url to "
+                                       "where it points")
+
+
 def test_a_connection_reset_and_a_hang_are_retried(
         box: Outbox, receiver: Receiver, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     receiver.script = [("reset", {}), ("hang", {})]
