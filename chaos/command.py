@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from monitor.cli.common import positive, whole
+from monitor.app.arguments import positive, whole
 
 if TYPE_CHECKING:
     from chaos.scenarios import Report

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.cli.common import positive, writable_file
+from monitor.app.arguments import positive, writable_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from monitor.cli.common import or_std, readable_file, setup_logging, to_output, writable_file
+from monitor.app.arguments import or_std, readable_file, writable_file
+from monitor.cli.common import setup_logging, to_output
 from monitor.config import load_offline_config
 
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.cli.common import setup_logging, whole
+from monitor.app.arguments import whole
+from monitor.cli.common import setup_logging
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from monitor.acting.canary_plan import ASSUMED_RATES, plan, render
-from monitor.cli.common import whole
+from monitor.app.arguments import whole
 from monitor.config import CanarySettings, load_offline_config
 
 

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from monitor.cli.common import readable_file, setup_logging, whole, writable_file
+from monitor.app.arguments import readable_file, whole, writable_file
+from monitor.cli.common import setup_logging
 from monitor.config import load_offline_config
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.cli.common import exit_past_busy_workers, positive, setup_logging, whole
+from monitor.app.arguments import positive, whole
+from monitor.cli.common import exit_past_busy_workers, setup_logging
 
 DEFAULT_PORT = 9108
 

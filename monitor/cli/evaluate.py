@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from monitor.cli.common import setup_logging, whole
+from monitor.app.arguments import whole
+from monitor.cli.common import setup_logging
 from monitor.config import load_offline_config
 
 

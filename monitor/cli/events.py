@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.acting.outbox import EventRecord, Outbox, OutboxError
-from monitor.cli.common import config_path, whole
+from monitor.app.arguments import whole
+from monitor.cli.common import config_path
 from monitor.config import load_config
 from monitor.types import rfc3339
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.cli.common import readable_file, setup_logging, whole
+from monitor.app.arguments import readable_file, whole
+from monitor.cli.common import setup_logging
 from monitor.config import load_offline_config
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.app.arguments import or_std, readable_file, writable_file
 from monitor.cli import main
-from monitor.cli.common import or_std, readable_file, stdout_reader_gone, writable_file
+from monitor.cli.common import stdout_reader_gone
 from monitor.local import traffic
 
 
