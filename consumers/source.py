@@ -192,6 +192,20 @@ class KafkaSource:
         than partitions), serving and ready to take over, not one still joining."""
         return self._consumer is not None and self._consumer._coordinator.stable()
 
+    def missing_topics(self) -> list[str]:
+        """The input topics the brokers' metadata lacks, once it has answered: a misspelt
+        kafka.topic, or one that a cluster creating no topics has not been given yet. Such a
+        member owns nothing and would pass for a standby. Reads kafka-python's cluster view
+        (swapped whole under its lock), so the readiness probe's thread may call it too."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        cluster = consumer._client.cluster
+        if not cluster._last_successful_refresh_ms:  # no answer yet: nothing is known
+            return []
+        known = cluster.topics()
+        return [topic for topic in self.settings.topics if topic not in known]
+
     def heartbeat_fresh(self) -> bool:
         """False once a member of the group has had no heartbeat answer for an interval and
         two seconds. Reads two timestamps and nothing else, so other threads (the readiness

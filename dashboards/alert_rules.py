@@ -140,9 +140,9 @@ ALERTS: tuple[Alert, ...] = (
           "call) and driftwatch_paused.", "critical", "5m"),
     Alert("DriftwatchNotReady", "driftwatch_ready == 0", "driftwatch_ready",
           "driftwatch {{ $labels.instance }} is not ready",
-          "{{ $labels.instance }} cannot reach Kafka or has not joined its consumer group "
-          "(a standby member, with no partitions to own, is ready); see its /readyz "
-          "and its log.", "critical", "5m"),
+          "{{ $labels.instance }} cannot reach Kafka, has not joined its consumer group, or "
+          "reads a topic the brokers do not have (a standby member, with no partitions to "
+          "own, is ready); see its /readyz (missing_topics) and its log.", "critical", "5m"),
     Alert("DriftwatchAbsent", 'absent(up{job="driftwatch"} == 1)', 'up{job="driftwatch"}',
           "No driftwatch daemon is up",
           'No target of job "driftwatch" has been scraped successfully for 5 minutes: LLM '

@@ -254,10 +254,17 @@ def _consume(config: Config, stop: threading.Event, health: Health, source: Kafk
              cancel: threading.Event) -> int:
     """The poll loop over an open source until `stop`; readiness follows the group."""
 
+    missing: list[str] = []
+
     def loop() -> None:
+        nonlocal missing
         connected, in_group = source.connected(), source.in_group()
-        ready = connected and (bool(source.assignment) or in_group)
-        health.tick(connected, len(source.assignment), in_group)
+        now_missing = source.missing_topics() if connected else missing
+        if now_missing != missing:
+            _log_missing(now_missing, missing)
+            missing = now_missing
+        ready = connected and not missing and (bool(source.assignment) or in_group)
+        health.tick(connected, len(source.assignment), in_group, missing)
         m.READY.set(ready)
         m.PAUSED.set(source.paused)
         on_loop()
@@ -269,6 +276,21 @@ def _consume(config: Config, stop: threading.Event, health: Health, source: Kafk
     processor.run(stop)
     log.info("stopped: %s", processor.summary)
     return 0
+
+
+def _log_missing(missing: list[str], before: list[str]) -> None:
+    """Say when input topics go missing from the brokers (not ready until they are there) and
+    when they come: kafka-python's own line says only "not found in cluster metadata"."""
+    if missing:
+        log.warning("input topic%s %s not on the brokers: nothing is read from %s, and this "
+                    "process is not ready, until %s created (a name misspelt in the kafka "
+                    "section, or a cluster that creates no topic on demand)",
+                    "s" if len(missing) > 1 else "", ", ".join(map(repr, missing)),
+                    "them" if len(missing) > 1 else "it",
+                    "they are" if len(missing) > 1 else "it is")
+    else:
+        log.info("input topic%s %s now on the brokers", "s" if len(before) > 1 else "",
+                 ", ".join(map(repr, before)))
 
 
 def _no_decisions(decisions: list[Decision]) -> None:

@@ -48,15 +48,18 @@ class Health:
         self.broker_connected = False
         self.partitions = 0
         self.in_group = False  # joined the consumer group (with partitions or as a standby)
+        self.missing_topics: list[str] = []  # input topics the brokers do not have
         # Read at each probe, not at the loop's tick: the loop may be inside a commit that
         # waits for a hung broker (KafkaSource.heartbeat_fresh).
         self.heartbeat: Callable[[], bool] = lambda: True
 
-    def tick(self, broker_connected: bool, partitions: int, in_group: bool = False) -> None:
+    def tick(self, broker_connected: bool, partitions: int, in_group: bool = False,
+             missing_topics: list[str] | None = None) -> None:
         self._last_tick = time.monotonic()
         self.broker_connected = broker_connected
         self.partitions = partitions
         self.in_group = in_group
+        self.missing_topics = missing_topics or []
 
     def live(self) -> tuple[bool, dict[str, object]]:
         age = time.monotonic() - self._last_tick
@@ -65,13 +68,18 @@ class Health:
     def ready(self) -> tuple[bool, dict[str, object]]:
         """Connected and either owning partitions or a standby member of the group: with more
         members than partitions (`--workers auto` on more cores than the input has
-        partitions, a spare decider) the spare ones are serving, not broken."""
+        partitions, a spare decider) the spare ones are serving, not broken. Not ready while
+        an input topic is missing from the brokers: nothing is read from it, yet the member
+        would pass for a standby."""
         connected = self.broker_connected and self.heartbeat()
         body: dict[str, object] = {"broker_connected": connected, "partitions": self.partitions}
-        standby = self.partitions == 0 and self.in_group
+        if self.missing_topics:
+            body["missing_topics"] = list(self.missing_topics)
+        standby = self.partitions == 0 and self.in_group and not self.missing_topics
         if standby:
             body["standby"] = True
-        return connected and (self.partitions > 0 or standby), body
+        ready = self.partitions > 0 or standby
+        return connected and ready and not self.missing_topics, body
 
 
 class CanaryStatus(Protocol):

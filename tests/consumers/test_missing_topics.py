@@ -1,0 +1,83 @@
+"""An input topic the brokers do not have (misspelt, or not created on a cluster that creates
+none on demand) is named by the source and makes the daemon not ready: it owned nothing and
+passed for a ready standby. The metadata is kafka-python's own, fed a real encoded answer
+(Tansu, the test broker, creates every topic asked about, so it cannot show this)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from kafka.cluster import ClusterMetadata
+from kafka.protocol.metadata import MetadataResponse
+
+from consumers.settings import JoinSettings, KafkaSettings
+from consumers.source import KafkaSource
+from monitor.app.daemon import _log_missing
+from monitor.telemetry.endpoints import Health
+
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
+
+def _answer(known: list[str], unknown: list[str]) -> MetadataResponse:
+    topic, broker = MetadataResponse.MetadataResponseTopic, MetadataResponse.MetadataResponseBroker
+    partition = topic.MetadataResponsePartition(
+        error_code=0, partition_index=0, leader_id=0, leader_epoch=0, replica_nodes=[0],
+        isr_nodes=[0], offline_replicas=[])
+    answer = MetadataResponse(
+        throttle_time_ms=0, cluster_id="c", controller_id=0,
+        brokers=[broker(node_id=0, host="127.0.0.1", port=9092, rack=None)],
+        topics=[*(topic(error_code=0, name=n, is_internal=False, partitions=[partition])
+                  for n in known),
+                *(topic(error_code=UNKNOWN_TOPIC_OR_PARTITION, name=n, is_internal=False,
+                        partitions=[]) for n in unknown)])
+    return MetadataResponse.decode(answer.encode(version=9), version=9)
+
+
+def _source(cluster: ClusterMetadata, **topics: str) -> KafkaSource:
+    source = KafkaSource(KafkaSettings(bootstrap_servers=["127.0.0.1:1"], **topics),
+                         JoinSettings())
+    source._consumer = SimpleNamespace(_client=SimpleNamespace(cluster=cluster))
+    return source
+
+
+def test_the_topics_the_metadata_lacks_once_it_has_answered() -> None:
+    cluster = ClusterMetadata()
+    cluster.set_topics(["requests", "respones"])
+    source = _source(cluster, request_topic="requests", response_topic="respones")
+    assert source.missing_topics() == []  # no answer yet: nothing is known
+    cluster.update_metadata(_answer(known=["requests"], unknown=["respones"]))
+    assert source.missing_topics() == ["respones"]
+    cluster.update_metadata(_answer(known=["requests", "respones"], unknown=[]))
+    assert source.missing_topics() == []
+    assert _source(cluster, topic="requests").missing_topics() == []
+    assert KafkaSource(KafkaSettings(topic="t"), JoinSettings()).missing_topics() == []
+
+
+def test_a_member_reading_a_missing_topic_is_not_ready_nor_a_standby() -> None:
+    health = Health()
+    health.tick(broker_connected=True, partitions=0, in_group=True, missing_topics=["tpoic"])
+    assert health.ready() == (False, {"broker_connected": True, "partitions": 0,
+                                      "missing_topics": ["tpoic"]})
+    # One of two topics missing: the other's partitions do not make it ready.
+    health.tick(broker_connected=True, partitions=3, in_group=True, missing_topics=["r"])
+    assert health.ready()[0] is False
+    health.tick(broker_connected=True, partitions=0, in_group=True)
+    assert health.ready() == (True, {"broker_connected": True, "partitions": 0,
+                                     "standby": True})
+
+
+def test_the_log_says_which_topics_and_when_they_come(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="driftwatch"):
+        _log_missing(["a", "b"], [])
+        _log_missing([], ["a", "b"])
+        _log_missing(["t"], [])
+    assert [r.getMessage() for r in caplog.records] == [
+        "input topics 'a', 'b' not on the brokers: nothing is read from them, and this process "
+        "is not ready, until they are created (a name misspelt in the kafka section, or a "
+        "cluster that creates no topic on demand)",
+        "input topics 'a', 'b' now on the brokers",
+        "input topic 't' not on the brokers: nothing is read from it, and this process is not "
+        "ready, until it is created (a name misspelt in the kafka section, or a cluster that "
+        "creates no topic on demand)"]
