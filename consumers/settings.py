@@ -34,6 +34,11 @@ Brokers = Annotated[list[str], NoDecode, BeforeValidator(_broker_list),
                     Field(default=["127.0.0.1:9092"], min_length=1)]
 
 
+# Kafka's own rule for a topic's name (a broker refuses any other; kafka-python only logs it).
+TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+Topic = Annotated[str, Field(pattern=TOPIC)]
+
+
 class KafkaSecretError(ValueError):
     """The SASL password is not where the config says; the message names the setting."""
 
@@ -121,10 +126,10 @@ class KafkaSettings(BaseModel):
     group_id: str = Field(default="driftwatch", min_length=1)
     client_id: str = Field(default="driftwatch", min_length=1)
     # Either one combined topic, or a request topic and a response topic joined by request_id.
-    topic: str | None = None
-    request_topic: str | None = None
-    response_topic: str | None = None
-    dead_letter_topic: str = Field(default="driftwatch-dead-letter", min_length=1)
+    topic: Topic | None = None
+    request_topic: Topic | None = None
+    response_topic: Topic | None = None
+    dead_letter_topic: Topic = "driftwatch-dead-letter"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=60_000)
@@ -149,7 +154,7 @@ class KafkaSettings(BaseModel):
     security: KafkaSecurity = KafkaSecurity()
     # A split deployment (`driftwatch run --stage score|decide`): the internal topic the score
     # stage writes, keyed by segment, and the consumer group of the decide stage reading it.
-    scored_topic: str = Field(default="driftwatch-scored", min_length=1)
+    scored_topic: Topic = "driftwatch-scored"
     decide_group_id: str | None = None  # None: "<group_id>-decide"
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from consumers.settings import Topic
 from monitor.config.names import ENV_NAME, NAME, GateName
 from monitor.types import EventType, Severity
 
@@ -318,8 +319,8 @@ class ReviewSettings(_Frozen):
 
     enabled: bool = False
     file: Path | None = None  # JSON lines, appended
-    topic: str | None = None  # on the daemon's Kafka cluster
-    labels_topic: str | None = None  # {request_id, label, reviewer} JSON messages
+    topic: Topic | None = None  # on the daemon's Kafka cluster
+    labels_topic: Topic | None = None  # {request_id, label, reviewer} JSON messages
     store: Path = Path("state/review.sqlite3")  # what was sampled, the frame, the labels
     max_per_hour: int = Field(default=100, ge=1, le=1_000_000)
     # A toxicity or groundedness score this close to its flag threshold is borderline.

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from consumers.settings import (
+    TOPIC,
     BatchSettings,
     JoinSettings,
     KafkaClientSettings,
@@ -295,6 +296,7 @@ _PATTERNS = {
     ENV_NAME: "an environment variable's name (letters, digits and _, not first a digit)",
     NAME: "a name of letters, digits, '_', '.' and '-', at most 64, first a letter or digit",
     DEVICE: "auto, cpu, cuda or cuda:N",
+    TOPIC: "a Kafka topic's name: letters, digits, '.', '_' and '-', at most 249",
 }
 
 

@@ -389,6 +389,27 @@ def test_a_pattern_is_said_in_words_not_as_its_regular_expression(tmp_path: Path
     assert "should match pattern" not in str(info.value)
 
 
+def test_a_topic_name_kafka_refuses_is_refused_in_words(tmp_path: Path) -> None:
+    """kafka-python only logs an invalid topic name and reads nothing: a space or a slash in
+    kafka.topic left the daemon running, idle."""
+    bad = _write(tmp_path / "c.yaml", {
+        "kafka": {"topic": "llm logs", "dead_letter_topic": "dlq/x", "scored_topic": "s" * 250},
+        "review": {"enabled": True, "topic": "review:lines", "labels_topic": "ok.labels-1_2"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    allowed = "should be a Kafka topic's name: letters, digits, '.', '_' and '-', at most 249"
+    lines = str(info.value).splitlines()
+    for setting, value in [("kafka.topic", "llm logs"), ("kafka.dead_letter_topic", "dlq/x"),
+                           ("review.topic", "review:lines")]:
+        assert f"  {setting} = {value!r}: {allowed}" in lines
+    assert any(line.startswith("  kafka.scored_topic = 'sss") and line.endswith(allowed)
+               for line in lines)
+    assert "labels_topic" not in str(info.value)
+    assert load_config(_write(tmp_path / "ok.yaml", {"kafka": {
+        "topic": "LLM.traffic_v2-eu", "scored_topic": "s" * 249}})).kafka.topic == (
+        "LLM.traffic_v2-eu")
+
+
 @pytest.mark.parametrize(("sections", "says"), [
     ({"kafka": {"topic": "llm", "dead_letter_topic": "llm"}},
      "kafka: kafka.topic and kafka.dead_letter_topic are both 'llm': each needs a topic of "
