@@ -29,6 +29,9 @@ from consumers.wire import Origin
 log = logging.getLogger(__name__)
 
 
+# How long an input topic must be absent from the brokers' metadata to be called missing.
+MISSING_AFTER_S = 10.0
+
 class MessageDecoder(Protocol):
     """Turns one message value into a record, or a list of records (a message that carries
     several: they go into one batch together, so its offset is done only when all are), or
@@ -123,6 +126,7 @@ class KafkaSource:
         self._paused = False
         self._closing = False
         self._last_commit = 0.0
+        self._absent_since: dict[str, float] = {}  # input topics not in the last metadata
         self.last_commit_error: str | None = None  # of the latest commit, None if it worked
         # Called before partitions are taken away: finish in-flight work so it can be committed.
         self.before_revoke: Callable[[], None] = lambda: None
@@ -193,18 +197,25 @@ class KafkaSource:
         return self._consumer is not None and self._consumer._coordinator.stable()
 
     def missing_topics(self) -> list[str]:
-        """The input topics the brokers' metadata lacks, once it has answered: a misspelt
+        """The input topics the brokers' metadata has lacked for MISSING_AFTER_S: a misspelt
         kafka.topic, or one that a cluster creating no topics has not been given yet. Such a
-        member owns nothing and would pass for a standby. Reads kafka-python's cluster view
-        (swapped whole under its lock), so the readiness probe's thread may call it too."""
+        member owns nothing and would pass for a standby. A shorter absence is a metadata
+        answer from before the subscription (which asked for no topic) or a topic being
+        created. Called by the poll loop (kafka-python swaps its cluster view whole)."""
         consumer = self._consumer
         if consumer is None:
             return []
         cluster = consumer._client.cluster
         if not cluster._last_successful_refresh_ms:  # no answer yet: nothing is known
             return []
-        known = cluster.topics()
-        return [topic for topic in self.settings.topics if topic not in known]
+        known, now = cluster.topics(), self._clock()
+        for topic in self.settings.topics:
+            if topic in known:
+                self._absent_since.pop(topic, None)
+            else:
+                self._absent_since.setdefault(topic, now)
+        return [topic for topic in self.settings.topics
+                if now - self._absent_since.get(topic, now) >= MISSING_AFTER_S]
 
     def heartbeat_fresh(self) -> bool:
         """False once a member of the group has had no heartbeat answer for an interval and

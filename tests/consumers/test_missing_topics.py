@@ -13,7 +13,7 @@ from kafka.cluster import ClusterMetadata
 from kafka.protocol.metadata import MetadataResponse
 
 from consumers.settings import JoinSettings, KafkaSettings
-from consumers.source import KafkaSource
+from consumers.source import MISSING_AFTER_S, KafkaSource
 from monitor.app.daemon import _log_missing
 from monitor.telemetry.endpoints import Health
 
@@ -35,23 +35,37 @@ def _answer(known: list[str], unknown: list[str]) -> MetadataResponse:
     return MetadataResponse.decode(answer.encode(version=9), version=9)
 
 
-def _source(cluster: ClusterMetadata, **topics: str) -> KafkaSource:
+class _Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _source(cluster: ClusterMetadata, clock: _Clock, **topics: str) -> KafkaSource:
     source = KafkaSource(KafkaSettings(bootstrap_servers=["127.0.0.1:1"], **topics),
-                         JoinSettings())
+                         JoinSettings(), clock=clock)
     source._consumer = SimpleNamespace(_client=SimpleNamespace(cluster=cluster))
     return source
 
 
-def test_the_topics_the_metadata_lacks_once_it_has_answered() -> None:
-    cluster = ClusterMetadata()
+def test_the_topics_the_metadata_has_lacked_for_a_while() -> None:
+    cluster, clock = ClusterMetadata(), _Clock()
     cluster.set_topics(["requests", "respones"])
-    source = _source(cluster, request_topic="requests", response_topic="respones")
+    source = _source(cluster, clock, request_topic="requests", response_topic="respones")
     assert source.missing_topics() == []  # no answer yet: nothing is known
     cluster.update_metadata(_answer(known=["requests"], unknown=["respones"]))
+    assert source.missing_topics() == []  # just now: an answer from before the subscription?
+    clock.now += MISSING_AFTER_S - 0.1
+    assert source.missing_topics() == []
+    clock.now += 0.1
     assert source.missing_topics() == ["respones"]
     cluster.update_metadata(_answer(known=["requests", "respones"], unknown=[]))
     assert source.missing_topics() == []
-    assert _source(cluster, topic="requests").missing_topics() == []
+    clock.now += MISSING_AFTER_S
+    cluster.update_metadata(_answer(known=["requests"], unknown=["respones"]))
+    assert source.missing_topics() == []  # absent again: counted from now, not from before
+    assert _source(cluster, clock, topic="requests").missing_topics() == []
     assert KafkaSource(KafkaSettings(topic="t"), JoinSettings()).missing_topics() == []
 
 
