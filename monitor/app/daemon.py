@@ -43,7 +43,7 @@ from monitor.pipeline.model_scoring import ModelScorers, Overload
 from monitor.pipeline.publish import PublishStage
 from monitor.pipeline.scored import ScoredDecoder
 from monitor.pipeline.tasks import DecideTasks, Task, TaskViews, task_path
-from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits
+from monitor.telemetry.endpoints import Endpoints, Health, HttpLimits, host_port
 from monitor.telemetry.metrics import METRICS as m
 from monitor.telemetry.metrics import driftwatch_version
 from monitor.telemetry.observer import MetricsObserver
@@ -84,8 +84,8 @@ def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all
     for warning in settings.warnings():
         log.warning("%s", warning)
     endpoints = Endpoints(settings.host, settings.port, health, limits=limits).start()
-    log.info("serving /metrics, /healthz, /readyz on http://%s:%d (stage %s)",
-             config.metrics.host, endpoints.port, stage)
+    log.info("serving /metrics, /healthz, /readyz on http://%s (stage %s)",
+             host_port(config.metrics.host, endpoints.port), stage)
     closers: list[Callable[[], None]] = []  # run in reverse order at the end
     heap = HeapTrimmer()  # before the models load: their buffers follow its mmap threshold
     try:
@@ -340,7 +340,7 @@ def acting_parts(config: Config, endpoints: Endpoints) -> Acting:
     if not (config.rules or config.canary.enabled or config.actions):
         return Acting()
     outbox = Outbox(config.outbox.path)
-    generator = f"http://{config.metrics.host}:{endpoints.port}/metrics"
+    generator = f"http://{host_port(config.metrics.host, endpoints.port)}/metrics"
     delivery = DeliveryWorker(outbox, config.actions, config.outbox, generator)
     delivery.start()
     log.info("%d rule(s), canary gate %s, outbox %s, actions: %s", len(config.rules),

@@ -163,6 +163,12 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
                  max_connections: int) -> None:
+        # The address's own family: socketserver's is IPv4 only, so "::" (every address of
+        # an IPv6 or dual-stack pod) and "::1" were refused. IPv4 when the name has both, as
+        # before. Read by TCPServer.__init__.
+        families = [info[0] for info in socket.getaddrinfo(
+            address[0], address[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)]
+        self.address_family = socket.AF_INET if socket.AF_INET in families else families[0]
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
 
@@ -187,6 +193,11 @@ class _BoundedServer(ThreadingHTTPServer):
             self._slots.release()
 
 
+def host_port(host: str, port: int) -> str:
+    """host:port as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class EndpointError(OSError):
     """The HTTP side cannot listen where `metrics.host` and `metrics.port` say."""
 
@@ -205,7 +216,7 @@ class Endpoints:
         try:
             self._server = _BoundedServer((host, port), handler, self.limits.max_connections)
         except OSError as exc:  # taken, a host not of this machine, a name that does not resolve
-            raise EndpointError(f"cannot serve /metrics on {host}:{port} "
+            raise EndpointError(f"cannot serve /metrics on {host_port(host, port)} "
                                 f"({exc.strerror or exc}): set metrics.host and metrics.port "
                                 "to an address of this machine that no other process "
                                 "holds") from None

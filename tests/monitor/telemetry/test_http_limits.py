@@ -23,6 +23,7 @@ from monitor.telemetry.endpoints import (
     Health,
     HttpLimits,
     admin_refusal,
+    host_port,
 )
 
 
@@ -174,3 +175,49 @@ def test_a_port_another_process_holds_is_a_clear_error_and_exit_2(
         assert main(["run", "--config", str(config)]) == 2
     assert capsys.readouterr().err.startswith(
         f"driftwatch: cannot serve /metrics on 127.0.0.1:{port} (Address already in use)")
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+IPV6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+
+
+@pytest.mark.parametrize("host", [pytest.param("::1", marks=IPV6), pytest.param("::", marks=IPV6),
+                                  "localhost", "127.0.0.1"])
+def test_an_ipv6_host_is_served_as_ipv4_ones_are(host: str) -> None:
+    """socketserver binds IPv4 only: "::" (every address of an IPv6 or dual-stack pod) and
+    "::1" were refused as "Address family for hostname not supported"."""
+    health = Health()
+    health.tick(broker_connected=True, partitions=1)
+    endpoints = Endpoints(host, 0, health).start()
+    try:
+        ipv6 = ":" in host
+        url = f"http://{host_port('::1' if ipv6 else '127.0.0.1', endpoints.port)}/readyz"
+        assert httpx.get(url, timeout=5).json() == {"ok": True, "broker_connected": True,
+                                                    "partitions": 1}
+    finally:
+        endpoints.stop()
+
+
+def test_host_port_puts_an_ipv6_address_in_brackets() -> None:
+    assert host_port("::1", 9108) == "[::1]:9108"
+    assert host_port("0.0.0.0", 9108) == "0.0.0.0:9108"
+    assert host_port("metrics.internal", 80) == "metrics.internal:80"
+
+
+@IPV6
+def test_a_taken_ipv6_port_is_named_in_brackets() -> None:
+    with socket.socket(socket.AF_INET6) as held:
+        held.bind(("::1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(EndpointError, match=rf"cannot serve /metrics on \[::1\]:{port} "
+                                                r"\(Address already in use\)"):
+            Endpoints("::1", port, Health())
