@@ -23,6 +23,7 @@ from pathlib import Path
 from monitor.app import daemon
 from monitor.app.worker_count import cpu_cores
 from monitor.config import Config
+from monitor.telemetry.endpoints import check_port
 
 log = logging.getLogger("driftwatch")
 
@@ -107,6 +108,10 @@ def run(config: Config, config_path: Path | None, workers: int, stage: daemon.St
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda _signum, _frame: stop.set())
     base = config.metrics.port
+    for i in range(1, workers + 1 if base else 1):  # else each would exit 2, restarted forever
+        check_port(config.metrics.host, base + i,
+                   f"scoring worker {i} serves on metrics.port + {i}: set metrics.port so "
+                   f"that it and the {workers} above it are free")
     threads = max(1, cpu_cores() // workers)
     pool = [Worker(i, config_path, base + i if base else 0, threads)
             for i in range(1, workers + 1)]

@@ -202,6 +202,20 @@ class EndpointError(OSError):
     """The HTTP side cannot listen where `metrics.host` and `metrics.port` say."""
 
 
+def _cannot_serve(host: str, port: int, exc: OSError, fix: str) -> EndpointError:
+    return EndpointError(f"cannot serve /metrics on {host_port(host, port)} "
+                         f"({exc.strerror or exc}): {fix}")
+
+
+def check_port(host: str, port: int, fix: str) -> None:
+    """Raise EndpointError (saying `fix`) when nothing could serve on host:port now: bound
+    and let go, before starting processes that would each find it taken."""
+    try:
+        _BoundedServer((host, port), BaseHTTPRequestHandler, 1).server_close()
+    except OSError as exc:
+        raise _cannot_serve(host, port, exc, fix) from None
+
+
 class Endpoints:
     """The HTTP side of the daemon. `canary` and `drift` are attached once built (the
     endpoints serve /metrics and readiness while models still load)."""
@@ -216,10 +230,8 @@ class Endpoints:
         try:
             self._server = _BoundedServer((host, port), handler, self.limits.max_connections)
         except OSError as exc:  # taken, a host not of this machine, a name that does not resolve
-            raise EndpointError(f"cannot serve /metrics on {host_port(host, port)} "
-                                f"({exc.strerror or exc}): set metrics.host and metrics.port "
-                                "to an address of this machine that no other process "
-                                "holds") from None
+            raise _cannot_serve(host, port, exc, "set metrics.host and metrics.port to an "
+                                "address of this machine that no other process holds") from None
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="driftwatch-http", daemon=True
         )

@@ -5,12 +5,17 @@ whose parent is gone stops."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
+import yaml
+
 from monitor.app.workers import Worker, look_after
+from monitor.local.broker import free_ports
 from tests.support import wait_for
 
 
@@ -71,3 +76,29 @@ def test_a_worker_whose_parent_is_gone_stops(tmp_path: Path) -> None:
     wait_for(lambda: "child stopped" in out.read_text(), 60, "the orphaned child to stop")
     assert out.read_text().splitlines() == ["child watching", "parent exiting",
                                             "child stopped"]
+
+
+def test_a_worker_port_another_process_holds_is_refused_before_any_worker_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker serves on metrics.port + its number; one taken made that worker exit 2 at
+    every start, started again every minute for good, while the rest ran."""
+    from monitor.app import workers
+    from monitor.cli import main
+
+    started: list[Worker] = []
+    monkeypatch.setattr(workers.Worker, "start", lambda self: started.append(self))
+    base = free_ports(3)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", base + 2))
+        held.listen()
+        config = tmp_path / "dw.yaml"
+        config.write_text(yaml.safe_dump({
+            "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"]},
+            "metrics": {"port": base}, "checkpoint": {"enabled": False}}))
+        assert main(["run", "--config", str(config), "--workers", "2"]) == 2
+    assert started == []
+    assert capsys.readouterr().err == (
+        f"driftwatch: cannot serve /metrics on 127.0.0.1:{base + 2} (Address already in use): "
+        "scoring worker 2 serves on metrics.port + 2: set metrics.port so that it and the 2 "
+        "above it are free\n")
