@@ -27,6 +27,9 @@ def folder_uid(name: str) -> str:
 def push(url: str, token_env: str, folder: str = "driftwatch",
          source: Path = GRAFANA_DIR, timeout_s: float = 10.0) -> list[str]:
     """Push every dashboard under `source`; return their uids."""
+    if not re.match(r"^https?://[^/?#\s]+", url):
+        raise PushError(f"--url {url!r}: give Grafana's base URL, http:// or https:// and its "
+                        "host, e.g. http://grafana:3000")
     token = os.environ.get(token_env)
     if not token:
         raise PushError(f"environment variable {token_env} is not set: put a Grafana service "
@@ -49,6 +52,9 @@ def push(url: str, token_env: str, folder: str = "driftwatch",
                             f"(HTTP {exc.status_code}): check that it is valid and may edit "
                             "dashboards and folders") from None
         raise PushError(f"Grafana at {url} answered: {exc.message}") from None
+    except OSError as exc:  # the transport's errors (niquests'): refused, unresolvable, TLS
+        raise PushError(f"cannot reach Grafana at {url}: {type(exc).__name__}: "
+                        f"{str(exc)[:300]}") from None
     return [b["uid"] for b in boards]
 
 

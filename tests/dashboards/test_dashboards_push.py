@@ -142,3 +142,23 @@ def test_a_missing_token_variable_is_a_clear_error(
     assert _push(grafana) == 1
     assert "GRAFANA_TOKEN is not set" in capsys.readouterr().err
     assert grafana.requests == []
+
+
+def test_a_grafana_out_of_reach_or_a_url_without_scheme_is_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Both were tracebacks from grafana-client's transport."""
+    import socket
+
+    monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        assert main(["dashboards", "push", "--url", url, "--token-env", "GRAFANA_TOKEN"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"driftwatch: cannot reach Grafana at {url}: ConnectionError: ")
+    assert len(err.splitlines()) == 1 and TOKEN not in err
+    assert main(["dashboards", "push", "--url", "grafana:3000", "--token-env",
+                 "GRAFANA_TOKEN"]) == 1
+    assert capsys.readouterr().err == (
+        "driftwatch: --url 'grafana:3000': give Grafana's base URL, http:// or https:// and "
+        "its host, e.g. http://grafana:3000\n")
