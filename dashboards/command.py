@@ -48,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"pushed {len(uids)} dashboards to folder {args.folder!r}: {', '.join(uids)}")
         return 0
-    from dashboards.render import render, render_demo
+    from dashboards.render import RenderError, render, render_demo
 
-    if args.demo:
-        return render_demo(args.output, args.minutes, args.rate)
-    return render(args.prometheus, args.output, args.minutes)
+    try:
+        if args.demo:
+            return render_demo(args.output, args.minutes, args.rate)
+        return render(args.prometheus, args.output, args.minutes)
+    except RenderError as exc:
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 1

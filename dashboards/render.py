@@ -42,14 +42,28 @@ def panel(board: Dashboard, title: str) -> Panel:
     raise KeyError(f"{board.title} has no panel {title!r}")
 
 
+class RenderError(RuntimeError):
+    """The Prometheus to plot from cannot be asked, or does not answer as Prometheus does."""
+
+
 def query_range(prometheus: str, p: Panel, start: float, end: float, step_s: float
                 ) -> list[Series]:
     out: list[Series] = []
+    url = f"{prometheus.rstrip('/')}/api/v1/query_range"
     for q in p.queries:
-        reply = httpx.get(f"{prometheus.rstrip('/')}/api/v1/query_range", timeout=10, params={
-            "query": substitute(q.expr), "start": start, "end": end, "step": step_s}).json()
-        if reply.get("status") != "success":
-            raise RuntimeError(f"Prometheus rejected {q.expr!r}: {reply.get('error')}")
+        try:
+            answer = httpx.get(url, timeout=10, params={
+                "query": substitute(q.expr), "start": start, "end": end, "step": step_s})
+            reply = answer.json()
+        except httpx.HTTPError as exc:  # refused, unresolvable, timed out, not http(s)://
+            raise RenderError(f"cannot reach Prometheus at {prometheus}: {exc}") from None
+        except ValueError:  # a page, not the API's JSON: not Prometheus's base URL
+            raise RenderError(f"{url} answered HTTP {answer.status_code} without Prometheus's "
+                              "JSON: give --prometheus its base URL, e.g. "
+                              "http://prometheus:9090") from None
+        if not isinstance(reply, dict) or reply.get("status") != "success":
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise RenderError(f"Prometheus rejected {q.expr!r}: {error}")
         for r in reply["data"]["result"]:
             name = _LABEL.sub(lambda m, r=r: r["metric"].get(m.group(1), ""), q.legend)
             points = [(float(t), float(v)) for t, v in r["values"] if math.isfinite(float(v))]
