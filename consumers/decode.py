@@ -63,6 +63,7 @@ class EventTimeBounds:
 
     max_future_seconds: float = 86_400.0
     not_before: float = NOT_BEFORE
+    naive_utc: bool = False  # an RFC 3339 time without an offset: read as UTC, or refused
 
     def problem(self, t: float, now: float) -> str | None:
         if t < self.not_before:
@@ -129,6 +130,11 @@ class Decoder:
                     return Rejection("invalid_field", f"control character {bad.group()!r} at "
                                      f"character {bad.start()}: ids and labels are printed in "
                                      f"logs and events - at `$.{name}`")
+        ts = record.timestamp
+        if type(ts) is datetime and ts.tzinfo is None:
+            if not self.event_time.naive_utc:
+                return Rejection("invalid_field", _NAIVE)
+            record = msgspec.structs.replace(record, timestamp=ts.replace(tzinfo=UTC))
         t = record.event_time
         if t is not None and (problem := self.event_time.problem(t, self._clock())):
             if isinstance(record.timestamp, float):
@@ -157,6 +163,11 @@ class Decoder:
                 return (f"; a number is epoch milliseconds, and {number:.0f} looks like epoch "
                         f"{unit} ({when.replace('+00:00', 'Z')})")
         return ""
+
+
+_NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
+          "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
+          "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
 
 
 def _json_problem(value: bytes, message: str) -> str:

@@ -232,9 +232,14 @@ class ValidationSettings(BaseModel):
     max_future_seconds: float = Field(default=86_400.0, ge=0, le=10 * 365 * 86_400)
     # Event times before this are refused (a unit or clock error, not traffic).
     not_before: AwareDatetime = datetime(2000, 1, 1, tzinfo=UTC)
+    # An RFC 3339 time without an offset ("2026-12-05T10:00:00", as Python's
+    # datetime.utcnow().isoformat() writes it): refused, or read as UTC for a producer that
+    # writes UTC so and cannot be changed. Never the host's zone.
+    naive_timestamps: Literal["refuse", "utc"] = "refuse"
 
     def event_time_bounds(self) -> EventTimeBounds:
-        return EventTimeBounds(self.max_future_seconds, self.not_before.timestamp())
+        return EventTimeBounds(self.max_future_seconds, self.not_before.timestamp(),
+                               self.naive_timestamps == "utc")
 
 
 class JoinSettings(BaseModel):

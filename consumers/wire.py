@@ -6,7 +6,7 @@ response halves on split topics decode with the same type.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, NamedTuple
 
 import msgspec
@@ -15,8 +15,10 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 # Whole numbers; 1000.0 decodes too (some encoders write every number as a float) and the
 # decoder turns it into 1000, or rejects 1000.5.
 Count = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
-# RFC 3339 requires an offset; a naive time would silently shift by the host's zone.
-Rfc3339 = Annotated[datetime, msgspec.Meta(tz=True)]
+# RFC 3339 requires an offset. One without (Python's `datetime.utcnow().isoformat()`) decodes
+# here, and the decoder refuses it, saying how to fix the producer, or reads it as UTC
+# (`validation.naive_timestamps`): never in the host's zone.
+Rfc3339 = datetime
 # Ids, labels, status and error type are short by nature; past this they are garbage, and
 # every copy of them (join table, scored topic, events, webhooks) would carry it.
 MAX_FIELD_CHARS = 4_096
@@ -98,7 +100,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         if ts is None:
             return None
         if isinstance(ts, datetime):
-            return ts.timestamp()
+            return (ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)).timestamp()
         return ts / 1000.0
 
 

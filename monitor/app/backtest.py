@@ -38,7 +38,7 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig,
 
     pipeline = wire(config, build_parts(config, live=False, models=models), on_decisions=decided,
                     intake=intake, on_events=collect)
-    decoder = Decoder(100 * 1_048_576)
+    decoder = Decoder(100 * 1_048_576, config.validation.event_time_bounds())
     batch: list[Record] = []
     positions: list[int] = []
     for index, line in enumerate(lines):

@@ -41,7 +41,7 @@ def build_reference(
     scoring = config.scoring
     models = ModelScorers(sorted(set(config.scorers) | {"sanity"}), scoring)
     assert models.embedder is not None
-    decoder = Decoder(100 * 1_048_576)
+    decoder = Decoder(100 * 1_048_576, config.validation.event_time_bounds())
     prompts: list[np.ndarray] = []
     responses: list[np.ndarray] = []
     numeric: dict[str, list[np.ndarray]] = {}

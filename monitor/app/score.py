@@ -35,7 +35,7 @@ def score_lines(
     """One output object per input line, in order; bad lines say why (as the dead-letter topic
     would)."""
     models = models or ModelScorers(config.scorers, config.scoring)
-    decoder = Decoder(_MAX_LINE)
+    decoder = Decoder(_MAX_LINE, config.validation.event_time_bounds())
     pending: list[tuple[int, Record | Rejection]] = []
     for number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\r\n")

@@ -35,12 +35,21 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     from rich.console import Console
 
-    from monitor.app.compare import VERDICTS, InputError, compare, read_golden, read_side
+    from consumers.decode import Decoder
+    from monitor.app.compare import (
+        MAX_LINE,
+        VERDICTS,
+        InputError,
+        compare,
+        read_golden,
+        read_side,
+    )
     from monitor.app.compare_report import print_table, render_html
 
     config = load_offline_config(args.config)
     try:
-        baseline, candidate = read_side(args.baseline), read_side(args.candidate)
+        decoder = Decoder(MAX_LINE, config.validation.event_time_bounds())
+        baseline, candidate = read_side(args.baseline, decoder), read_side(args.candidate, decoder)
         golden = None
         if args.golden is not None:
             golden, refused = read_golden(args.golden)

@@ -195,6 +195,8 @@ class OfflineConfig(_EnvBeatsFile):
     shadow: ShadowSettings = ShadowSettings()
     review: ReviewSettings = ReviewSettings()
     kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
+    # What a record must hold, as the daemon reads it: the same records valid offline.
+    validation: ValidationSettings = ValidationSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -339,6 +339,33 @@ def test_timestamp_without_offset_or_unparseable_is_invalid_field(
     assert "$.timestamp" in result.detail
 
 
+@pytest.mark.parametrize("timestamp", ["2024-01-01T10:00:00", "2024-01-01T10:00:00.123456",
+                                       "2024-01-01 10:00:00"])
+def test_a_time_without_offset_says_how_to_fix_it_or_is_read_as_utc(timestamp: str) -> None:
+    """`datetime.utcnow().isoformat()` writes no offset: every record of such a producer was
+    refused as "Expected `datetime` with a timezone component". Now the detail says what to
+    write, and `validation.naive_timestamps: utc` reads it as UTC, never the host's zone."""
+    message = _encode({"request_id": "t", "timestamp": timestamp})
+    refused = Decoder(1 << 20).decode(message)
+    assert isinstance(refused, Rejection) and refused.reason == "invalid_field"
+    assert refused.detail == (
+        "a time without an offset is ambiguous (RFC 3339 requires one): write Z or +00:00 "
+        "(Python: datetime.now(timezone.utc).isoformat()), or set validation.naive_timestamps: "
+        "utc to read such times as UTC - at `$.timestamp`")
+    record = _record(Decoder(1 << 20, EventTimeBounds(naive_utc=True)).decode(message))
+    expected = datetime.fromisoformat(timestamp).replace(tzinfo=UTC)
+    assert record.timestamp == expected and record.timestamp.tzinfo is UTC
+    assert record.event_time == expected.timestamp()
+    # An offset given is kept as given, whatever the setting.
+    offset = _encode({"request_id": "t", "timestamp": timestamp + "+02:00"})
+    kept = _record(Decoder(1 << 20, EventTimeBounds(naive_utc=True)).decode(offset))
+    assert kept.event_time == expected.timestamp() - 7_200
+    # Read as UTC, a time is still bounded.
+    late = Decoder(1 << 20, EventTimeBounds(naive_utc=True)).decode(
+        _encode({"request_id": "t", "timestamp": "2999-01-01T00:00:00"}))
+    assert isinstance(late, Rejection) and "max_future_seconds" in late.detail
+
+
 def test_unknown_fields_are_ignored(decoder: Decoder) -> None:
     payload = _encode({
         "request_id": "u", "tenant": "acme", "extra": {"nested": [1, {"deep": None}]},

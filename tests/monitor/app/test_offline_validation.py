@@ -1,0 +1,32 @@
+"""The offline verbs read records as the daemon does, under the config's `validation`: a
+producer's times without offset, read as UTC by the daemon, are read so by `score` and
+`backtest` too (a backtest must decide what the daemon decides)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from monitor.app.backtest import backtest
+from monitor.app.score import score_lines
+from monitor.config import OfflineConfig
+
+LINES = [json.dumps({"request_id": f"r{i}", "timestamp": f"2026-01-01T10:00:0{i}",
+                     "model": "m", "prompt": "hi", "response": "hello", "latency_ms": 10.0}
+                    ).encode() for i in range(3)]
+
+
+def test_score_follows_validation_naive_timestamps() -> None:
+    refused = list(score_lines(LINES, OfflineConfig(scorers=["latency"])))
+    assert [row.get("error") for row in refused] == ["invalid_field"] * 3
+    utc = OfflineConfig(scorers=["latency"], validation={"naive_timestamps": "utc"})
+    assert [row.get("request_id") for row in score_lines(LINES, utc)] == ["r0", "r1", "r2"]
+
+
+def test_backtest_follows_validation_naive_timestamps() -> None:
+    def dead_letters(config: OfflineConfig) -> int:
+        events = list(backtest(io.BytesIO(b"\n".join(LINES)), config))
+        return sum(1 for e in events if e.get("type") == "dead_letter")
+    assert dead_letters(OfflineConfig(scorers=["latency"])) == 3
+    assert dead_letters(OfflineConfig(scorers=["latency"],
+                                      validation={"naive_timestamps": "utc"})) == 0
