@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def readable_file(text: str) -> Path:
-    """argparse type of a file a verb reads: checked when the arguments are parsed, so a typo
-    is one line naming the argument (exit 2), not a traceback after the models have loaded."""
+    """argparse type of a file a verb reads: one that exists, is not a directory and may be
+    read."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
