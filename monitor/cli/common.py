@@ -25,6 +25,14 @@ def config_path(given: str | None) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
 
 
+def hint_when_reading_a_terminal(verb: str) -> None:
+    """Say so when a verb waits on stdin and stdin is a terminal: without it, `driftwatch
+    score` with no --input looks hung."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        print(f"driftwatch {verb}: reading wire records (JSON lines) from the terminal; "
+              "Ctrl-D ends them, --input FILE reads a file", file=sys.stderr)
+
+
 def stdout_reader_gone() -> bool:
     """Whether stdout is a pipe (or socket) whose reader has closed it: `driftwatch score |
     head` once head has its lines. poll() reports POLLERR on such a write end."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from monitor.app.arguments import or_std, readable_file, writable_file
-from monitor.cli.common import setup_logging, to_output
+from monitor.cli.common import hint_when_reading_a_terminal, setup_logging, to_output
 from monitor.config import load_offline_config
 
 
@@ -23,4 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from monitor.app.score import run_score
 
     offline = load_offline_config(args.config)
+    if args.input is None:
+        hint_when_reading_a_terminal("score")
     return to_output(args.output, lambda out: run_score(args.input, out, offline))

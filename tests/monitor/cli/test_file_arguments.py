@@ -168,3 +168,26 @@ def test_a_topic_on_no_broker_is_a_reference_input_error() -> None:
         bootstrap = f"127.0.0.1:{closed.getsockname()[1]}"
         with pytest.raises(ReferenceInputError, match=rf"cannot reach the brokers {bootstrap}"):
             next(topic_values(bootstrap, "t", client_options={"bootstrap_timeout_ms": 1_000}))
+
+
+def test_score_reading_a_terminal_says_so(tmp_path: Path) -> None:
+    """With no --input and stdin a terminal, `driftwatch score` looked hung."""
+    import pty
+
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\n")
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "score", "--config", str(config)],
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        os.write(controller, b"\x04")  # Ctrl-D at the start of a line: end of input
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 0, err
+    assert err.decode().startswith(
+        "driftwatch score: reading wire records (JSON lines) from the terminal; Ctrl-D ends "
+        "them, --input FILE reads a file\n")
+    assert out == b""
