@@ -36,7 +36,7 @@ from monitor.app.wiring import (
     embedding_vectors_name,
     wire,
 )
-from monitor.config import SIGNAL_SCORERS, Action, Config
+from monitor.config import SIGNAL_SCORERS, Action, Config, environment_warnings
 from monitor.pipeline import scored
 from monitor.pipeline.checkpoint import Checkpointer
 from monitor.pipeline.model_scoring import ModelScorers, Overload
@@ -81,7 +81,7 @@ def run(config: Config, stop: threading.Event | None = None, stage: Stage = "all
     settings = config.metrics
     limits = HttpLimits(settings.read_timeout_seconds, settings.max_body_bytes,
                         settings.max_connections, settings.admin_token())
-    for warning in settings.warnings():
+    for warning in [*environment_warnings(), *settings.warnings()]:
         log.warning("%s", warning)
     endpoints = Endpoints(settings.host, settings.port, health, limits=limits).start()
     log.info("serving /metrics, /healthz, /readyz on http://%s (stage %s)",

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from monitor.cli.common import DEFAULT_CONFIG, config_path
-from monitor.config import load_config, load_offline_config
+from monitor.config import environment_warnings, load_config, load_offline_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     source = path or "the environment (no config file)"
+    for warning in environment_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     if args.offline:
         offline = load_offline_config(path)
         print(f"{source}: OK for score and backtest ({len(offline.rules)} rule(s), "

@@ -32,6 +32,7 @@ from monitor.config.load import (
     ConfigError,
     OfflineConfig,
     check_rules,
+    environment_warnings,
     load_config,
     load_offline_config,
 )
@@ -62,5 +63,6 @@ __all__ = [
     "GroundednessSettings", "LatencyCondition", "MetricsSettings", "OfflineConfig",
     "OutboxSettings", "OverloadSettings", "RateCondition", "RolloverAction", "Rule",
     "SanitySettings", "ScorerName", "ScoringSettings", "ToxicitySettings", "WebhookAction",
-    "check_rules", "load_config", "load_offline_config", "rollover_actions",
+    "check_rules", "environment_warnings", "load_config", "load_offline_config",
+    "rollover_actions",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -307,6 +308,40 @@ def _environment() -> dict[str, str]:
     return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
 
 
+def environment_warnings() -> list[str]:
+    """DRIFTWATCH_* variables that look meant for a setting and set none: pydantic-settings
+    passes over them in silence, so DRIFTWATCH_KAFKA_TOPIC (one underscore) left kafka.topic
+    unset, and DRIFTWATCH_METRIC__PORT the port as it was. Warnings, not errors: other
+    variables share the prefix (a secret a config names, Kubernetes' DRIFTWATCH_*_PORT for
+    a Service named driftwatch-...)."""
+    warnings = []
+    fields = Config.model_fields
+    for variable in sorted(_environment()):
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        section, nested, _ = name.partition("__")
+        if nested:
+            if section not in fields:
+                warnings.append(f"{variable} sets nothing: there is no setting {section!r} "
+                                f"(the top level: {', '.join(fields)})")
+            continue
+        if name in fields:
+            continue
+        for section, model in _sections():
+            field = name.removeprefix(section + "_")
+            if field != name and field in model.model_fields:
+                warnings.append(f"{variable} sets nothing: {section}.{field} is "
+                                f"{ENV_PREFIX}{section.upper()}__{field.upper()} (two "
+                                "underscores between a section and its setting)")
+    return warnings
+
+
+def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
+    """The top-level settings that are sections (a model of settings), by name."""
+    for name, field in Config.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield name, field.annotation
+
+
 def _env_source(loc: tuple[int | str, ...], env: dict[str, str]) -> str | None:
     """The variable that set the setting at `loc` (or the list or map holding it), if any: a
     value from the environment is not in the file the user is reading."""
@@ -356,6 +391,7 @@ def _explain(exc: ValidationError, path: Path | None, rules: object = None) -> s
     lines.append(
         f"  (any setting can also come from the environment, e.g. {ENV_PREFIX}KAFKA__GROUP_ID)"
     )
+    lines += [f"  (note: {warning})" for warning in environment_warnings()]
     return "\n".join(lines)
 
 

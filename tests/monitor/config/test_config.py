@@ -551,3 +551,32 @@ def test_check_config_offline_validates_without_a_kafka_section(tmp_path: Path) 
     path.write_text(yaml.safe_dump({"scorers": ["latency"]}))
     good = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert good.returncode == 0 and "OK for score and backtest" in good.stdout
+
+
+def test_a_variable_meant_for_a_setting_that_sets_none_is_warned_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings passes over them in silence: DRIFTWATCH_KAFKA_TOPIC (one underscore)
+    left kafka.topic unset, DRIFTWATCH_METRIC__PORT the port as it was. Variables of other
+    uses that share the prefix (a secret, Kubernetes' service variables) are left alone."""
+    from monitor.config import environment_warnings
+
+    for name in list(os.environ):
+        if name.upper().startswith("DRIFTWATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DRIFTWATCH_KAFKA_TOPIC", "llm")
+    monkeypatch.setenv("DRIFTWATCH_METRIC__PORT", "9100")
+    monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", "whsec_x")
+    monkeypatch.setenv("DRIFTWATCH_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("DRIFTWATCH_SCORERS", '["latency"]')
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "INFO")
+    assert environment_warnings() == [
+        "DRIFTWATCH_KAFKA_TOPIC sets nothing: kafka.topic is DRIFTWATCH_KAFKA__TOPIC (two "
+        "underscores between a section and its setting)",
+        "DRIFTWATCH_METRIC__PORT sets nothing: there is no setting 'metric' (the top level: "
+        + ", ".join(Config.model_fields) + ")"]
+    with pytest.raises(ConfigError) as info:
+        load_config(None)
+    assert str(info.value).splitlines()[1:2] == ["  kafka: required setting is missing"]
+    assert ("  (note: DRIFTWATCH_KAFKA_TOPIC sets nothing: kafka.topic is "
+            "DRIFTWATCH_KAFKA__TOPIC (two underscores between a section and its setting))"
+            ) in str(info.value).splitlines()
