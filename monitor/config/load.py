@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -316,7 +317,9 @@ def environment_warnings() -> list[str]:
     a Service named driftwatch-...)."""
     warnings = []
     fields = Config.model_fields
-    for variable in sorted(_environment()):
+    for variable, value in sorted(_environment().items()):
+        if re.match(r"(tcp|udp|sctp)://", value):  # DRIFTWATCH_METRICS_PORT of a Service
+            continue
         name = variable.removeprefix(ENV_PREFIX).lower()
         section, nested, _ = name.partition("__")
         if nested:

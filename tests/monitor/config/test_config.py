@@ -567,6 +567,7 @@ def test_a_variable_meant_for_a_setting_that_sets_none_is_warned_of(
     monkeypatch.setenv("DRIFTWATCH_METRIC__PORT", "9100")
     monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", "whsec_x")
     monkeypatch.setenv("DRIFTWATCH_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("DRIFTWATCH_METRICS_PORT", "tcp://10.0.0.1:9108")  # a Service's
     monkeypatch.setenv("DRIFTWATCH_SCORERS", '["latency"]')
     monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "INFO")
     assert environment_warnings() == [
