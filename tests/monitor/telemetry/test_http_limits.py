@@ -3,6 +3,7 @@ and slow, large or many connections cannot starve /metrics and /healthz. Real so
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -156,27 +157,6 @@ def test_check_config_warns_when_the_port_is_exposed_without_a_token(tmp_path: P
         MetricsSettings(admin_token_env="A", admin_token_file=tmp_path / "t")
 
 
-def test_a_port_another_process_holds_is_a_clear_error_and_exit_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A traceback from socketserver's bind, exit 1, before."""
-    from monitor.cli import main
-
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
-        with pytest.raises(EndpointError, match=rf"cannot serve /metrics on 127.0.0.1:{port} "
-                                                r"\(Address already in use\): set metrics"):
-            Endpoints("127.0.0.1", port, Health())
-        config = tmp_path / "dw.yaml"
-        config.write_text(yaml.safe_dump({
-            "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"]},
-            "metrics": {"port": port}, "checkpoint": {"enabled": False}}))
-        assert main(["run", "--config", str(config)]) == 2
-    assert capsys.readouterr().err.startswith(
-        f"driftwatch: cannot serve /metrics on 127.0.0.1:{port} (Address already in use)")
-
-
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:
@@ -187,6 +167,31 @@ def _ipv6_loopback() -> bool:
 
 
 IPV6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+
+
+@pytest.mark.parametrize(("family", "host"), [
+    (socket.AF_INET, "127.0.0.1"), pytest.param(socket.AF_INET6, "::1", marks=IPV6)])
+def test_a_port_another_process_holds_is_a_clear_error_and_exit_2(
+        family: socket.AddressFamily, host: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A traceback from socketserver's bind, exit 1, before. An IPv6 address in brackets."""
+    from monitor.cli import main
+
+    with socket.socket(family) as held:
+        held.bind((host, 0))
+        held.listen()
+        port = held.getsockname()[1]
+        shown = host_port(host, port)
+        with pytest.raises(EndpointError, match=rf"cannot serve /metrics on {re.escape(shown)} "
+                                                r"\(Address already in use\): set metrics"):
+            Endpoints(host, port, Health())
+        config = tmp_path / "dw.yaml"
+        config.write_text(yaml.safe_dump({
+            "kafka": {"topic": "t", "bootstrap_servers": ["127.0.0.1:1"]},
+            "metrics": {"host": host, "port": port}, "checkpoint": {"enabled": False}}))
+        assert main(["run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"driftwatch: cannot serve /metrics on {shown} (Address already in use)")
 
 
 @pytest.mark.parametrize("host", [pytest.param("::1", marks=IPV6), pytest.param("::", marks=IPV6),
@@ -210,14 +215,3 @@ def test_host_port_puts_an_ipv6_address_in_brackets() -> None:
     assert host_port("::1", 9108) == "[::1]:9108"
     assert host_port("0.0.0.0", 9108) == "0.0.0.0:9108"
     assert host_port("metrics.internal", 80) == "metrics.internal:80"
-
-
-@IPV6
-def test_a_taken_ipv6_port_is_named_in_brackets() -> None:
-    with socket.socket(socket.AF_INET6) as held:
-        held.bind(("::1", 0))
-        held.listen()
-        port = held.getsockname()[1]
-        with pytest.raises(EndpointError, match=rf"cannot serve /metrics on \[::1\]:{port} "
-                                                r"\(Address already in use\)"):
-            Endpoints("::1", port, Health())
