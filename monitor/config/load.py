@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -72,6 +72,18 @@ class _EnvBeatsFile(BaseSettings):
         return (env_settings, init_settings)
 
 
+def _level(value: Any) -> Any:
+    """`debug` as `DEBUG` (LOG_LEVEL=debug is how most tools take it), `warn` as `WARNING`."""
+    if not isinstance(value, str):
+        return value
+    level = value.strip().upper()
+    level = "WARNING" if level == "WARN" else level
+    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else value
+
+
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_level)]
+
+
 class Config(_EnvBeatsFile):
     """The whole driftwatch config, from driftwatch.yaml with environment overrides."""
 
@@ -89,7 +101,7 @@ class Config(_EnvBeatsFile):
     ]
     scoring: ScoringSettings = ScoringSettings()
     drift: DriftSettings = DriftSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
     # json: one object a line (time, level, logger, message, and exc_info with a traceback).
     log_format: Literal["text", "json"] = "text"
     # JSON lines of every scored record's request_id and Kafka positions, for reconciliation.

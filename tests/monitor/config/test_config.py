@@ -581,3 +581,11 @@ def test_a_variable_meant_for_a_setting_that_sets_none_is_warned_of(
     assert ("  (note: DRIFTWATCH_KAFKA_TOPIC sets nothing: kafka.topic is "
             "DRIFTWATCH_KAFKA__TOPIC (two underscores between a section and its setting))"
             ) in str(info.value).splitlines()
+
+
+@pytest.mark.parametrize(("given", "level"), [
+    ("debug", "DEBUG"), ("Info", "INFO"), ("warn", "WARNING"), (" error ", "ERROR")])
+def test_a_log_level_in_any_case_is_taken(tmp_path: Path, given: str, level: str) -> None:
+    """LOG_LEVEL=debug is how most tools take it; `debug` was refused."""
+    config = load_config(_write(tmp_path / "c.yaml", {**GOOD, "log_level": given}))
+    assert config.log_level == level
