@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic_settings import NoDecode
 
 from consumers.decode import EventTimeBounds
@@ -25,12 +34,29 @@ def _broker_list(value: Any) -> Any:
         try:
             return json.loads(text)
         except ValueError:
-            return value  # refused below as not a list
+            pass  # not JSON: an IPv6 broker, "[::1]:9092", or a list of them
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# HOST, HOST:PORT or [IPv6]:PORT, with a listener's name before it if copied so
+# (PLAINTEXT://kafka:9092): what kafka-python reads. Port 9092 when none is given.
+_BROKER = re.compile(r"^(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)(?::(\d{1,5}))?$")
+
+
+def _brokers_checked(brokers: list[str]) -> list[str]:
+    """A broker kafka-python cannot parse (`kafka:abc`) passed the config and then failed in
+    the daemon's connect thread at every try, for good."""
+    for broker in brokers:
+        match = _BROKER.match(broker)
+        if match is None or not 0 < int(match.group(1) or 9092) < 65_536:
+            raise ValueError(f"{broker!r} is not a broker's address: HOST:PORT (a port from 1 "
+                             "to 65535), e.g. kafka-1:9092")
+    return brokers
 
 
 # NoDecode: the environment's value reaches _broker_list as it is, not parsed as JSON first.
 Brokers = Annotated[list[str], NoDecode, BeforeValidator(_broker_list),
+                    AfterValidator(_brokers_checked),
                     Field(default=["127.0.0.1:9092"], min_length=1)]
 
 

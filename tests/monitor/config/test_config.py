@@ -311,6 +311,10 @@ def test_a_file_value_names_no_variable(tmp_path: Path) -> None:
     ("kafka:9092", ["kafka:9092"]),
     ("kafka-1:9092, kafka-2:9092,", ["kafka-1:9092", "kafka-2:9092"]),
     ('["a:9092", "b:9092"]', ["a:9092", "b:9092"]),
+    # An IPv6 broker starts with "[" too: it was read as a JSON list that did not parse.
+    ("[::1]:9092,[fe80::1]:9093", ["[::1]:9092", "[fe80::1]:9093"]),
+    ("PLAINTEXT://kafka:9092", ["PLAINTEXT://kafka:9092"]),
+    ("kafka", ["kafka"]),
 ])
 def test_brokers_may_be_kafkas_comma_separated_string(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, servers: list[str]
@@ -320,6 +324,19 @@ def test_brokers_may_be_kafkas_comma_separated_string(
     assert config.kafka.bootstrap_servers == servers
     monkeypatch.setenv("DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS", value)
     assert load_config(_write(tmp_path / "d.yaml", GOOD)).kafka.bootstrap_servers == servers
+
+
+@pytest.mark.parametrize("broker", ["kafka:abc", "kafka:0", "kafka:99999", "kafka 1:9092",
+                                    "http://kafka:9092/x", "[kafka:9092"])
+def test_a_broker_kafka_python_cannot_read_is_refused(tmp_path: Path, broker: str) -> None:
+    """`kafka:abc` passed the config, then failed in the daemon's connect thread at every
+    try, a traceback each, for good."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path / "c.yaml", _with("kafka", bootstrap_servers=[
+            "kafka-1:9092", broker])))
+    assert str(info.value).splitlines()[1] == (
+        f"  kafka.bootstrap_servers: {broker!r} is not a broker's address: HOST:PORT (a port "
+        "from 1 to 65535), e.g. kafka-1:9092")
 
 
 def test_an_empty_broker_string_is_refused(tmp_path: Path) -> None:
