@@ -34,6 +34,10 @@ class ModelNotFound(RuntimeError):
     """A configured model is not on disk; driftwatch never downloads one."""
 
 
+class DeviceUnavailable(RuntimeError):
+    """The configured device (scoring.device: cuda) is not there."""
+
+
 def embedding_model_name(model: str | None) -> str:
     """The name a configured model goes by (None: the offline default)."""
     return "sentence-transformers/all-MiniLM-L6-v2" if model is None else model
@@ -45,7 +49,7 @@ def pick_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise DeviceUnavailable(
             f"scoring.device={device!r} but torch sees no CUDA device; use auto or cpu"
         )
     return device

@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # what any verb's models may meet, said as one line
+        from detectors.embedder import DeviceUnavailable, ModelNotFound
+
+        if not isinstance(exc, ModelNotFound | DeviceUnavailable):
+            raise
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         if not stdout_reader_gone():
             raise

@@ -191,3 +191,28 @@ def test_score_reading_a_terminal_says_so(tmp_path: Path) -> None:
         "driftwatch score: reading wire records (JSON lines) from the terminal; Ctrl-D ends "
         "them, --input FILE reads a file\n")
     assert out == b""
+
+
+@pytest.mark.parametrize(("scoring", "says"), [
+    ({"embedding": {"model": "/nowhere/model"}},
+     "driftwatch: scoring.embedding.model='/nowhere/model' is not on disk: driftwatch never "
+     "downloads models."),
+    ({"device": "cuda"},
+     "driftwatch: scoring.device='cuda' but torch sees no CUDA device; use auto or cpu"),
+])
+def test_a_model_or_device_not_there_is_one_line_in_every_verb(
+        scoring: dict[str, object], says: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` said so; `score`, `backtest`, `compare` and `reference build` raised tracebacks."""
+    import torch
+    import yaml
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"scoring": scoring}))
+    lines = tmp_path / "in.jsonl"
+    lines.write_bytes(traffic.encode(next(traffic.wire_records(
+        1, seed=3, start_ms=traffic.FIXED_START_MS))) + b"\n")
+    for argv in (["score", "--input", str(lines)], ["backtest", "--input", str(lines)]):
+        assert main([*argv, "--config", str(config)]) == 2
+        assert capsys.readouterr().err.startswith(says)
