@@ -65,6 +65,18 @@ TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 Topic = Annotated[str, Field(pattern=TOPIC)]
 
 
+def any_case(*choices: str, **aliases: str) -> BeforeValidator:
+    """A validator that takes one of `choices` in any case (or an alias of one, `warn` for
+    WARNING) as that choice; anything else is left for the Literal to refuse as written."""
+    def pick(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        word = value.strip().upper()
+        word = aliases.get(word, word)
+        return word if word in choices else value
+    return BeforeValidator(pick)
+
+
 class KafkaSecretError(ValueError):
     """The SASL password is not where the config says; the message names the setting."""
 
@@ -75,7 +87,9 @@ class KafkaSecurity(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # In any case, as Kafka's own clients take security.protocol.
+    protocol: Annotated[Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], any_case(
+        "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")] = "PLAINTEXT"
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None  # client certificate, for mutual TLS
     ssl_keyfile: Path | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +31,7 @@ from consumers.settings import (
     KafkaClientSettings,
     KafkaSettings,
     ValidationSettings,
+    any_case,
     shared_topic,
 )
 from monitor.config.acting import (
@@ -72,16 +73,9 @@ class _EnvBeatsFile(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _level(value: Any) -> Any:
-    """`debug` as `DEBUG` (LOG_LEVEL=debug is how most tools take it), `warn` as `WARNING`."""
-    if not isinstance(value, str):
-        return value
-    level = value.strip().upper()
-    level = "WARNING" if level == "WARN" else level
-    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else value
-
-
-LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_level)]
+# `debug` as DEBUG (LOG_LEVEL=debug is how most tools take it), `warn` as WARNING.
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+                     any_case("DEBUG", "INFO", "WARNING", "ERROR", WARN="WARNING")]
 
 
 class Config(_EnvBeatsFile):

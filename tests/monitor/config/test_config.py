@@ -606,3 +606,15 @@ def test_a_log_level_in_any_case_is_taken(tmp_path: Path, given: str, level: str
     """LOG_LEVEL=debug is how most tools take it; `debug` was refused."""
     config = load_config(_write(tmp_path / "c.yaml", {**GOOD, "log_level": given}))
     assert config.log_level == level
+
+
+def test_the_security_protocol_in_any_case_as_kafka_takes_it() -> None:
+    from pydantic import ValidationError
+
+    from consumers.settings import KafkaSecurity
+
+    security = KafkaSecurity(protocol="sasl_plaintext", sasl_mechanism="PLAIN",
+                             sasl_username="u", sasl_password_env="P")
+    assert security.protocol == "SASL_PLAINTEXT"
+    with pytest.raises(ValidationError, match="'sasl-ssl'"):  # refused as written
+        KafkaSecurity(protocol="sasl-ssl")
