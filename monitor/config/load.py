@@ -48,7 +48,14 @@ from monitor.config.acting import (
 )
 from monitor.config.checkpoint import CheckpointSettings
 from monitor.config.drift import DriftSettings
-from monitor.config.names import ENV_NAME, MODEL_SCORERS, NAME, SIGNAL_SCORERS, ScorerName
+from monitor.config.names import (
+    ENV_NAME,
+    HOST,
+    MODEL_SCORERS,
+    NAME,
+    SIGNAL_SCORERS,
+    ScorerName,
+)
 from monitor.config.scoring import DEVICE, ScoringSettings
 from monitor.config.telemetry import MetricsSettings
 
@@ -306,6 +313,8 @@ _PATTERNS = {
     ENV_NAME: "an environment variable's name (letters, digits and _, not first a digit)",
     NAME: "a name of letters, digits, '_', '.' and '-', at most 64, first a letter or digit",
     DEVICE: "auto, cpu, cuda or cuda:N",
+    HOST: "a host name or address to listen on, without scheme, port or brackets (127.0.0.1, "
+          "0.0.0.0, ::)",
     TOPIC: "a Kafka topic's name: letters, digits, '.', '_' and '-', at most 249",
 }
 

@@ -28,3 +28,5 @@ RATE_GATES = ("toxic", "ungrounded", "refusal", "error")
 # Names of rules, actions and references: they appear in metrics labels, URLs and file names.
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name
+# A host to listen on: a name, an IPv4 or an IPv6 address; no scheme, port or brackets.
+HOST = r"^(?:[A-Za-z0-9._-]+|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%[A-Za-z0-9_.-]+)?)$"

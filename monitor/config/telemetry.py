@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.config.names import ENV_NAME
+from monitor.config.names import ENV_NAME, HOST
 from monitor.types import SegmentLabel
 
 
@@ -22,7 +22,7 @@ class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Loopback by default: /metrics and the admin endpoints are not for the open network.
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", pattern=HOST)
     port: int = Field(default=9108, ge=0, le=65_535)
     # Segment labels on per-record metrics; a bounded set, never request ids or text.
     labels: list[SegmentLabel] = ["model", "model_version", "deployment"]

@@ -618,3 +618,20 @@ def test_the_security_protocol_in_any_case_as_kafka_takes_it() -> None:
     assert security.protocol == "SASL_PLAINTEXT"
     with pytest.raises(ValidationError, match="'sasl-ssl'"):  # refused as written
         KafkaSecurity(protocol="sasl-ssl")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "fe80::1%eth0",
+                                  "localhost", "metrics.internal"])
+def test_a_host_to_listen_on_is_a_name_or_an_address(tmp_path: Path, host: str) -> None:
+    assert load_config(_write(tmp_path / "c.yaml", _with("metrics", host=host))).metrics.host \
+        == host
+
+
+@pytest.mark.parametrize("host", ["http://0.0.0.0", "0.0.0.0:9108", "[::]", "", "a b"])
+def test_a_url_or_a_port_in_metrics_host_is_refused_in_words(tmp_path: Path, host: str) -> None:
+    """They passed the config and failed at start, as "Name or service not known"."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path / "c.yaml", _with("metrics", host=host)))
+    assert str(info.value).splitlines()[1] == (
+        f"  metrics.host = {host!r}: should be a host name or address to listen on, without "
+        "scheme, port or brackets (127.0.0.1, 0.0.0.0, ::)")
