@@ -14,9 +14,9 @@ from typing import IO
 import msgspec
 
 from consumers.batcher import Batch
-from consumers.decode import Decoder, Rejection
+from consumers.decode import Rejection
 from consumers.wire import Record
-from monitor.app.wiring import OFFLINE_BATCH, build_parts, wire
+from monitor.app.wiring import OFFLINE_BATCH, build_parts, offline_decoder, wire
 from monitor.config import OfflineConfig
 from monitor.pipeline.model_scoring import ModelScorers
 from monitor.pipeline.pipeline import Pipeline
@@ -38,7 +38,7 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig,
 
     pipeline = wire(config, build_parts(config, live=False, models=models), on_decisions=decided,
                     intake=intake, on_events=collect)
-    decoder = Decoder(100 * 1_048_576, config.validation.event_time_bounds())
+    decoder = offline_decoder(config)
     batch: list[Record] = []
     positions: list[int] = []
     for index, line in enumerate(lines):

@@ -33,7 +33,7 @@ from consumers.wire import Record
 from detectors.operational import status_class
 from detectors.two_sample import mmd_permutation_test, resamples_for
 from monitor.acting.canary import finite_or_none
-from monitor.app.wiring import OFFLINE_BATCH
+from monitor.app.wiring import OFFLINE_BATCH, OFFLINE_MAX_LINE
 from monitor.config import RATE_GATES, OfflineConfig
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
 from monitor.pipeline.stages import rule_signals
@@ -44,7 +44,6 @@ GOLDEN_GATES = ("golden_mismatch", "golden_distance")
 # mean, with a margin in its own units.
 GOLDEN_MARGINS = {"golden_mismatch": 0.02, "golden_distance": 0.02}
 MMD_ROWS = 1_000  # rows per side in the permutation test (its kernel matrix is quadratic)
-MAX_LINE = 100 * 1_048_576
 _TEXT_LIMIT = 500
 
 
@@ -117,7 +116,7 @@ class Comparison:
 def read_side(path: Path, decoder: Decoder | None = None) -> Side:
     """Valid wire records of a JSONL file by request id; bad lines and repeated ids refused
     with their line number and reason (never dropped silently)."""
-    decoder = decoder or Decoder(MAX_LINE)
+    decoder = decoder or Decoder(OFFLINE_MAX_LINE)
     side = Side()
     try:
         handle = open(path, "rb")  # noqa: SIM115

@@ -18,10 +18,9 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from consumers.decode import Decoder
 from consumers.wire import Record
 from monitor.acting import bounded_post
-from monitor.app.wiring import OFFLINE_BATCH
+from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
 from monitor.config import OfflineConfig
 from monitor.pipeline.drift import feature_columns, outcome
 from monitor.pipeline.model_scoring import ModelScorers
@@ -41,7 +40,7 @@ def build_reference(
     scoring = config.scoring
     models = ModelScorers(sorted(set(config.scorers) | {"sanity"}), scoring)
     assert models.embedder is not None
-    decoder = Decoder(100 * 1_048_576, config.validation.event_time_bounds())
+    decoder = offline_decoder(config)
     prompts: list[np.ndarray] = []
     responses: list[np.ndarray] = []
     numeric: dict[str, list[np.ndarray]] = {}

@@ -16,13 +16,11 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumers.decode import Decoder, Rejection
+from consumers.decode import Rejection
 from consumers.wire import Record
-from monitor.app.wiring import OFFLINE_BATCH
+from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
 from monitor.config import OfflineConfig
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
-
-_MAX_LINE = 100 * 1_048_576
 
 
 def _null(x: float) -> float | None:
@@ -35,7 +33,7 @@ def score_lines(
     """One output object per input line, in order; bad lines say why (as the dead-letter topic
     would)."""
     models = models or ModelScorers(config.scorers, config.scoring)
-    decoder = Decoder(_MAX_LINE, config.validation.event_time_bounds())
+    decoder = offline_decoder(config)
     pending: list[tuple[int, Record | Rejection]] = []
     for number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\r\n")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from consumers.decode import Decoder
 from detectors.embedder import pick_device, resolve_model_path
 from detectors.static_embedder import vectors_name
 from detectors.token_consistency import TokenCounter
@@ -47,6 +48,14 @@ log = logging.getLogger(__name__)
 
 # Records per micro-batch when reading a file (backtest, score, reference build).
 OFFLINE_BATCH = 256
+# The longest line the offline verbs read (a recorded message, whatever the broker's limit).
+OFFLINE_MAX_LINE = 100 * 1_048_576
+
+
+def offline_decoder(config: OfflineConfig) -> Decoder:
+    """How score, backtest, compare and reference build read a line: as the daemon reads a
+    message, under the config's `validation` (so they refuse what the daemon refuses)."""
+    return Decoder(OFFLINE_MAX_LINE, config.validation.event_time_bounds())
 
 
 @dataclass

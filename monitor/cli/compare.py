@@ -35,20 +35,13 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     from rich.console import Console
 
-    from consumers.decode import Decoder
-    from monitor.app.compare import (
-        MAX_LINE,
-        VERDICTS,
-        InputError,
-        compare,
-        read_golden,
-        read_side,
-    )
+    from monitor.app.compare import VERDICTS, InputError, compare, read_golden, read_side
     from monitor.app.compare_report import print_table, render_html
+    from monitor.app.wiring import offline_decoder
 
     config = load_offline_config(args.config)
     try:
-        decoder = Decoder(MAX_LINE, config.validation.event_time_bounds())
+        decoder = offline_decoder(config)
         baseline, candidate = read_side(args.baseline, decoder), read_side(args.candidate, decoder)
         golden = None
         if args.golden is not None:
