@@ -21,16 +21,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     source = path or "the environment (no config file)"
-    for warning in environment_warnings():
-        print(f"warning: {warning}", file=sys.stderr)
+    # After the load: a config that fails notes these under its error already.
     if args.offline:
         offline = load_offline_config(path)
+        _warn(environment_warnings())
         print(f"{source}: OK for score and backtest ({len(offline.rules)} rule(s), "
               f"scorers {', '.join(offline.scorers)})")
         return 0
     config = load_config(path)
-    for warning in config.metrics.warnings():
-        print(f"warning: {warning}", file=sys.stderr)
+    _warn([*environment_warnings(), *config.metrics.warnings()])
     print(f"{source}: OK (topics {', '.join(config.kafka.topics)}, "
           f"group {config.kafka.group_id})")
     if config.canary.enabled:
@@ -40,3 +39,8 @@ def run(args: argparse.Namespace) -> int:
               "driftwatch canary plan)")
         print("\n".join(bounds_lines(config.canary)))
     return 0
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
