@@ -254,18 +254,13 @@ def _consume(config: Config, stop: threading.Event, health: Health, source: Kafk
              cancel: threading.Event) -> int:
     """The poll loop over an open source until `stop`; readiness follows the group."""
 
-    missing: list[str] = []
-
     def loop() -> None:
-        nonlocal missing
-        connected, in_group = source.connected(), source.in_group()
-        now_missing = source.missing_topics() if connected else missing
-        if now_missing != missing:
-            _log_missing(now_missing, missing)
-            missing = now_missing
-        ready = connected and not missing and (bool(source.assignment) or in_group)
-        health.tick(connected, len(source.assignment), in_group, missing)
-        m.READY.set(ready)
+        connected = source.connected()
+        missing = source.missing_topics() if connected else health.missing_topics
+        if missing != health.missing_topics:
+            _log_missing(missing, health.missing_topics)
+        health.tick(connected, len(source.assignment), source.in_group(), missing)
+        m.READY.set(health.ready()[0])  # what /readyz answers, by the same rule
         m.PAUSED.set(source.paused)
         on_loop()
 
