@@ -149,7 +149,7 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[An
             raise yaml.constructor.ConstructorError(
                 None, None, f"{key!r} is set twice in one mapping (lines {lines[key]} and "
                 f"{key_node.start_mark.line + 1}): keep one", key_node.start_mark)
-        lines.setdefault(key, key_node.start_mark.line + 1)
+        lines[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=True)
 
 
