@@ -16,6 +16,7 @@ from consumers.settings import JoinSettings, KafkaSettings
 from consumers.source import MISSING_AFTER_S, KafkaSource
 from monitor.app.daemon import _log_missing
 from monitor.telemetry.endpoints import Health
+from tests.consumers.test_offsets_batcher_join import FakeClock
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 
@@ -35,14 +36,7 @@ def _answer(known: list[str], unknown: list[str]) -> MetadataResponse:
     return MetadataResponse.decode(answer.encode(version=9), version=9)
 
 
-class _Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _source(cluster: ClusterMetadata, clock: _Clock, **topics: str) -> KafkaSource:
+def _source(cluster: ClusterMetadata, clock: FakeClock, **topics: str) -> KafkaSource:
     source = KafkaSource(KafkaSettings(bootstrap_servers=["127.0.0.1:1"], **topics),
                          JoinSettings(), clock=clock)
     source._consumer = SimpleNamespace(_client=SimpleNamespace(cluster=cluster))
@@ -50,19 +44,19 @@ def _source(cluster: ClusterMetadata, clock: _Clock, **topics: str) -> KafkaSour
 
 
 def test_the_topics_the_metadata_has_lacked_for_a_while() -> None:
-    cluster, clock = ClusterMetadata(), _Clock()
+    cluster, clock = ClusterMetadata(), FakeClock()
     cluster.set_topics(["requests", "respones"])
     source = _source(cluster, clock, request_topic="requests", response_topic="respones")
     assert source.missing_topics() == []  # no answer yet: nothing is known
     cluster.update_metadata(_answer(known=["requests"], unknown=["respones"]))
     assert source.missing_topics() == []  # just now: an answer from before the subscription?
-    clock.now += MISSING_AFTER_S - 0.1
+    clock.advance(MISSING_AFTER_S - 0.1)
     assert source.missing_topics() == []
-    clock.now += 0.1
+    clock.advance(0.1)
     assert source.missing_topics() == ["respones"]
     cluster.update_metadata(_answer(known=["requests", "respones"], unknown=[]))
     assert source.missing_topics() == []
-    clock.now += MISSING_AFTER_S
+    clock.advance(MISSING_AFTER_S)
     cluster.update_metadata(_answer(known=["requests"], unknown=["respones"]))
     assert source.missing_topics() == []  # absent again: counted from now, not from before
     assert _source(cluster, clock, topic="requests").missing_topics() == []
