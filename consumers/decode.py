@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from consumers.wire import Record
+from consumers.wire import Record, response_text
 
 REASONS: tuple[str, ...] = (
     "empty",
@@ -113,8 +113,8 @@ class Decoder:
         return self._checked(record)
 
     def _checked(self, record: Record) -> Record | Rejection:
-        """What the type cannot say: no control character in an id or label, event time in
-        range, token counts whole numbers."""
+        """What the type cannot say: no control character in an id or label, a response object
+        read as its text, event time in range, token counts whole numbers."""
         # str.isprintable at C speed first (0.2 us a record); it is False for some spaces
         # too (U+00A0), so a False is looked at closer.
         r = record
@@ -130,6 +130,11 @@ class Decoder:
                     return Rejection("invalid_field", f"control character {bad.group()!r} at "
                                      f"character {bad.start()}: ids and labels are printed in "
                                      f"logs and events - at `$.{name}`")
+        if r.response is not None and type(r.response) is not str:
+            text = response_text(r.response)
+            if text is None:
+                return Rejection("invalid_field", _RESPONSE_SHAPE)
+            record = msgspec.structs.replace(record, response=text)
         ts = record.timestamp
         if type(ts) is datetime and ts.tzinfo is None:
             if not self.event_time.naive_utc:
@@ -168,6 +173,11 @@ class Decoder:
 _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
           "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
           "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
+
+
+_RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message) or "
+                   "in `choices` (a chat completion: the first choice's `message` or `text`); "
+                   "neither is here - at `$.response`")
 
 
 def _json_problem(value: bytes, message: str) -> str:

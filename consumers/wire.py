@@ -38,6 +38,7 @@ class ContentPart(msgspec.Struct, frozen=True, gc=False):
 
     type: str = "text"
     text: str | None = None
+    refusal: str | None = None  # OpenAI's refusal part: a model's refusal is its answer
 
 
 class ChatMessage(msgspec.Struct, frozen=True, gc=False):
@@ -45,14 +46,46 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
 
     role: str
     content: str | list[ContentPart] | None = None
+    refusal: str | None = None  # OpenAI: the refusal's text, content null
 
     @property
     def text(self) -> str:
         if self.content is None:
-            return ""
+            return self.refusal or ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(p.text for p in self.content if p.text)
+        return "\n".join(t for p in self.content if (t := p.text or p.refusal))
+
+
+class Choice(msgspec.Struct, frozen=True, gc=False):
+    """One choice of a chat completion (`message`) or of a legacy completion (`text`)."""
+
+    message: ChatMessage | None = None
+    text: str | None = None
+
+
+class ResponseObject(msgspec.Struct, frozen=True, gc=False):
+    """A response logged as the object the API returned rather than its text: an assistant
+    message (OpenAI's `{role, content}`, Anthropic's content blocks) or a chat completion
+    (`choices`). The decoder replaces it by its text (`response_text`), so the rest of the
+    daemon only ever sees a string."""
+
+    role: str | None = None
+    content: str | list[ContentPart] | msgspec.UnsetType | None = msgspec.UNSET
+    refusal: str | None = None
+    choices: list[Choice] | msgspec.UnsetType = msgspec.UNSET
+
+
+def response_text(response: ResponseObject) -> str | None:
+    """The text of a response object (a message's content, or the first choice's; a refusal's
+    text where OpenAI gives one; parts that are not text, such as images, have none, and a
+    message of tool calls alone is empty), or None when it is neither shape."""
+    if response.content is not msgspec.UNSET:
+        return ChatMessage("assistant", response.content, response.refusal).text
+    if response.choices is msgspec.UNSET or not response.choices:
+        return None
+    first = response.choices[0]
+    return first.message.text if first.message is not None else first.text
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -68,7 +101,8 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     route: Short | None = None
     prompt: str | list[ChatMessage] | None = None
     messages: list[ChatMessage] | None = None
-    response: str | None = None
+    # A string; the object an API returned (ResponseObject) is read as its text by the decoder.
+    response: str | ResponseObject | None = None
     context: list[str] | None = None
     latency_ms: NonNegative | None = None
     prompt_tokens: Count | None = None

@@ -18,8 +18,8 @@ from monitor.local import traffic
 MAX_BYTES = 1_000
 NUMERIC_FIELDS = ("latency_ms", "prompt_tokens", "completion_tokens", "cost_usd")
 WIRE_FIELDS = (
-    "request_id", "timestamp", "model", "deployment", "prompt", "context", "latency_ms",
-    "prompt_tokens", "completion_tokens", "cost_usd", "status",
+    "request_id", "timestamp", "model", "deployment", "prompt", "response", "context",
+    "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "status",
 )
 PROPERTY = settings(max_examples=300, deadline=None)
 # Real generated traffic (HaluEval text), the seeds of the mutation property.
@@ -314,6 +314,67 @@ def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: De
 
 
 @pytest.mark.parametrize(
+    ("response", "text"),
+    [
+        pytest.param({"role": "assistant", "content": "Paris."}, "Paris.", id="openai-message"),
+        pytest.param({"id": "msg_1", "type": "message", "role": "assistant", "content": [
+            {"type": "text", "text": "It is"},
+            {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "x"}},
+            {"type": "text", "text": "Paris."}]}, "It is\nParis.", id="anthropic-blocks"),
+        pytest.param({"id": "chatcmpl-1", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Paris."},
+             "finish_reason": "stop"},
+            {"index": 1, "message": {"role": "assistant", "content": "Lyon."}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 2}}, "Paris.",
+            id="openai-completion-first-choice"),
+        pytest.param({"choices": [{"index": 0, "text": "Paris."}]}, "Paris.",
+                     id="legacy-completion"),
+        pytest.param({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "weather", "arguments": "{}"}}]}, "", id="tool-calls-alone"),
+        pytest.param({"choices": [{"message": {"role": "assistant", "content": None,
+                                               "refusal": "I can't help with that."}}]},
+                     "I can't help with that.", id="openai-refusal"),
+        pytest.param({"role": "assistant", "content": [
+            {"type": "refusal", "refusal": "I can't help with that."}]},
+            "I can't help with that.", id="openai-refusal-part"),
+    ],
+)
+def test_a_response_logged_as_the_api_object_is_read_as_its_text(
+    decoder: Decoder, response: dict[str, Any], text: str
+) -> None:
+    """Gateways often log the object the API returned; the prompt side already took chat
+    messages, and a response object was dead-lettered as invalid_field."""
+    record = _record(decoder.decode(_encode({"request_id": "r1", "response": response})))
+    assert record.response == text
+    assert type(record.response) is str
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param({"answer": "Paris."}, id="neither-shape"),
+        pytest.param({"choices": []}, id="no-choice"),
+        pytest.param({"choices": [{"delta": {"content": "Pa"}}]}, id="stream-chunk"),
+    ],
+)
+def test_a_response_object_without_its_text_is_invalid_field_saying_where_text_goes(
+    decoder: Decoder, response: dict[str, Any]
+) -> None:
+    result = decoder.decode(_encode({"request_id": "r1", "response": response}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert "`content`" in result.detail and "`choices`" in result.detail
+    assert result.detail.endswith("at `$.response`")
+
+
+def test_a_response_of_another_type_is_invalid_field(decoder: Decoder) -> None:
+    for value in (5, ["Paris."], True):
+        result = decoder.decode(_encode({"request_id": "r1", "response": value}))
+        assert isinstance(result, Rejection) and result.reason == "invalid_field", value
+        assert "`$.response`" in result.detail
+
+
+@pytest.mark.parametrize(
     "timestamp",
     ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00+01:00", "2023-12-31T19:00:00.000-05:00",
      1_704_067_200_000, 1_704_067_200_000.0],
@@ -423,6 +484,7 @@ def _assert_well_formed(result: Record | Rejection) -> None:
         value = getattr(result, name)
         assert value is None or value >= 0, (name, value)
     assert result.prompt_text is None or isinstance(result.prompt_text, str)
+    assert result.response is None or type(result.response) is str  # an object: its text
     assert result.event_time is None or isinstance(result.event_time, float)
 
 
@@ -463,6 +525,14 @@ _chat = st.lists(
     ),
     max_size=4,
 )
+_content = st.none() | st.text(max_size=20) | _parts
+_message = st.fixed_dictionaries({"content": _content},
+                                 optional={"role": st.just("assistant")})
+# A response as its text, or as the API's object: a message, or a completion's choices.
+_response = st.text(max_size=30) | _message | st.fixed_dictionaries({"choices": st.lists(
+    st.fixed_dictionaries({"message": st.fixed_dictionaries(
+        {"role": st.just("assistant"), "content": _content})}) | st.fixed_dictionaries(
+        {"text": st.text(max_size=20)}), min_size=1, max_size=2)})
 _non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
     min_value=0, max_value=1e12, allow_nan=False
 )
@@ -476,6 +546,7 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "model": st.text(_label, max_size=12),
     "deployment": st.sampled_from(["stable", "canary", "shadow"]) | st.text(_label, max_size=8),
     "prompt": st.text(max_size=30) | _chat,
+    "response": _response,
     "context": st.lists(st.text(max_size=10), max_size=3),
     "latency_ms": _non_negative,
     "prompt_tokens": st.integers(min_value=0, max_value=2**63 - 1),

@@ -44,6 +44,14 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
                     "response": "I'm sorry, but I can't help with that."}),
         '{"request_id": "broken", ',
         json.dumps({"request_id": "empty", "prompt": "hello", "response": "  "}),
+        # Responses logged as the API's objects are scored on their text.
+        json.dumps({"request_id": "completion", "prompt": "How tall is the Eiffel Tower?",
+                    "context": CONTEXT, "response": {"object": "chat.completion", "choices": [
+                        {"message": {"role": "assistant",
+                                     "content": "The Eiffel Tower is 530 metres tall."}}]}}),
+        json.dumps({"request_id": "blocks", "prompt": "hi", "response": {
+            "role": "assistant", "content": [
+                {"type": "text", "text": "Shut up, you are a worthless fucking idiot."}]}}),
     ]
     out = {row["request_id"] or f"line{row['line']}": row for row in _score(tmp_path, lines)}
     assert out["copied"]["groundedness"] == 1.0 and out["copied"]["novel_numbers"] == []
@@ -56,6 +64,8 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
     assert "refusal" in out["refusal"]["flags"] and "refusal" not in out["copied"]["flags"]
     assert out["empty"]["flags"] == ["empty_response"] and out["empty"]["toxicity"] is None
     assert out["line5"]["error"] == "not_json"
+    assert out["completion"]["novel_numbers"] == ["530"]
+    assert out["blocks"]["toxicity"] > 0.9 and "toxic" in out["blocks"]["flags"]
 
 
 @pytest.mark.broker
