@@ -25,6 +25,10 @@ MAX_FIELD_CHARS = 4_096
 Short = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
 
 
+# A chat's user turns: OpenAI's and Anthropic's role, and LangChain's.
+_USER_ROLES = frozenset({"user", "human"})
+
+
 class Origin(NamedTuple):
     """Where a message came from; offsets travel with the records they produced."""
 
@@ -117,6 +121,21 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         prompt = self.prompt if self.prompt is not None else self.messages
         if prompt is None or isinstance(prompt, str):
             return prompt
+        return "\n".join(m.text for m in prompt)
+
+    @property
+    def user_prompt(self) -> str | None:
+        """The prompt the models embed and score: of a chat, the last user message; a string
+        prompt as it is. A system prompt and the earlier turns stay out: they are often
+        longer than the embedder reads (a text's first 256 or 512 tokens), and a system
+        prompt the same on every request would stand in for what each user asked, in the
+        prompt's drift and toxicity alike. A chat without a user message is read whole."""
+        prompt = self.prompt if self.prompt is not None else self.messages
+        if prompt is None or isinstance(prompt, str):
+            return prompt
+        for m in reversed(prompt):
+            if m.role in _USER_ROLES:
+                return m.text
         return "\n".join(m.text for m in prompt)
 
     @property

@@ -366,7 +366,7 @@ def _worst(ids: Sequence[str], base: Sequence[Record], cand: Sequence[Record],
             "worse_on": sorted(n for n, v in raised.items() if v[i] > 0),
             "toxicity": [_rounded(base_tox[i]), _rounded(cand_tox[i])],
             "cosine": _rounded(cosine[i]),
-            "prompt": (base[i].prompt_text or "")[:_TEXT_LIMIT],
+            "prompt": (base[i].user_prompt or "")[:_TEXT_LIMIT],
             "baseline": (base[i].response or "")[:_TEXT_LIMIT],
             "candidate": (cand[i].response or "")[:_TEXT_LIMIT]})
     return out

@@ -155,7 +155,7 @@ def _window_texts(held: list[tuple[str, str]], records: Sequence[Record], idx: n
     """A detector's window as (request id, text) after the records `idx` (what it `held`
     before them, then theirs): only the last `window` are made."""
     tail = [(records[i].request_id,
-             (records[i].prompt_text if stream == "prompt" else records[i].response) or "")
+             (records[i].user_prompt if stream == "prompt" else records[i].response) or "")
             for i in idx[max(0, len(idx) - window):]]
     return (held + tail)[-window:]
 

@@ -196,7 +196,8 @@ class ModelScorers:
         idx = np.flatnonzero(sampled)
         picked = [records[i] for i in idx]
         responses = [r.response for r in picked]
-        prompts = [r.prompt_text for r in picked]
+        prompts = [r.prompt_text for r in picked]  # the whole chat: what grounds an answer
+        asked = [r.user_prompt for r in picked]  # what the prompt's vector and toxicity read
         nan = np.full(n, np.nan)
         toxicity, prompt_toxicity, groundedness = nan.copy(), nan.copy(), nan.copy()
         flags: dict[str, np.ndarray] = {}
@@ -211,7 +212,7 @@ class ModelScorers:
         prompt_vectors = response_vectors = None
         if self.embedder is not None and picked and self._embed_prompts:
             # One call for both: shared cache, one sort by length, fewer padded tokens.
-            both = self.embedder.encode([t or "" for t in prompts] + [t or "" for t in responses])
+            both = self.embedder.encode([t or "" for t in asked] + [t or "" for t in responses])
             prompt_vectors, response_vectors = both[: len(picked)], both[len(picked):]
         elif self.embedder is not None and picked and self._embed_responses:
             response_vectors = self.embedder.encode([t or "" for t in responses])
@@ -222,8 +223,8 @@ class ModelScorers:
                 scores = self.toxicity.score([t or "" for t in responses])
                 toxicity = spread(np.where(has, scores, np.nan))
             if "prompt" in fields:
-                has = ~sanity.empty(prompts)
-                scores = self.toxicity.score([t or "" for t in prompts])
+                has = ~sanity.empty(asked)
+                scores = self.toxicity.score([t or "" for t in asked])
                 prompt_toxicity = spread(np.where(has, scores, np.nan))
             limit = self.settings.toxicity.threshold
             flags["toxic"] = (np.nan_to_num(toxicity, nan=0) >= limit) | (

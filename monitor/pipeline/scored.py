@@ -77,7 +77,7 @@ class ScoredRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     novel_names: tuple[str, ...] = ()
     prompt_embedding: bytes | None = None  # float16, little-endian
     response_embedding: bytes | None = None
-    prompt_text: str | None = None
+    prompt_text: str | None = None  # of a chat, its last user message (Record.user_prompt)
     response_text: str | None = None
     # Input messages dead-lettered since the score stage's previous batch, on the batch's
     # first record: what the decide stage's dead-letter rules judge (as the single process's
@@ -177,7 +177,7 @@ def encode_batch(records: Sequence[Record], features: OperationalFeatures,
             _kept(novel_numbers[i]), _kept(novel_names[i]),
             None if row < 0 or prompt_blobs is None else prompt_blobs[row],
             None if row < 0 or response_blobs is None else response_blobs[row],
-            _cut(r.prompt_text), _cut(r.response), dead_letters if i == 0 else 0, counts[i],
+            _cut(r.user_prompt), _cut(r.response), dead_letters if i == 0 else 0, counts[i],
             None if row < 0 else named))
     return out
 

@@ -306,6 +306,30 @@ def test_messages_field_is_used_when_prompt_is_absent(decoder: Decoder) -> None:
     assert record.prompt_text == "hi\nhello\nbye"
 
 
+def test_the_prompt_the_models_read_is_a_chats_last_user_message(decoder: Decoder) -> None:
+    """A system prompt (the same on every request, and often past the 256 tokens the
+    embedder reads) and the earlier turns would stand in for what the user asked."""
+    system = {"role": "system", "content": "You are a helpful assistant. " * 20}
+    payload = _encode({"request_id": "c", "messages": [
+        system, {"role": "user", "content": "Who wrote Dune?"},
+        {"role": "assistant", "content": "Frank Herbert."},
+        {"role": "user", "content": [{"type": "text", "text": "When was it published?"}]},
+        {"role": "tool", "content": "1965"}]})
+    record = _record(decoder.decode(payload))
+    assert record.user_prompt == "When was it published?"
+    assert record.prompt_text is not None and record.prompt_text.startswith("You are")
+    assert record.prompt_text.endswith("When was it published?\n1965")
+    human = _encode({"request_id": "h", "prompt": [{"role": "human", "content": "hi"},
+                                                  {"role": "ai", "content": "hello"}]})
+    assert _record(decoder.decode(human)).user_prompt == "hi"  # LangChain's roles
+    # No user turn: read whole; a string prompt as it is.
+    alone = _encode({"request_id": "s", "messages": [system]})
+    assert _record(decoder.decode(alone)).user_prompt == system["content"]
+    assert _record(decoder.decode(_encode({"request_id": "p", "prompt": "plain"}))) \
+        .user_prompt == "plain"
+    assert _record(decoder.decode(b'{"request_id":"n"}')).user_prompt is None
+
+
 def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: Decoder) -> None:
     payload = _encode({"request_id": "p", "prompt": "plain",
                        "messages": [{"role": "user", "content": "ignored"}]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -151,3 +152,33 @@ def test_the_pipeline_counts_what_the_time_budget_left_unscored() -> None:
              sample("driftwatch_model_scored_records_total", segment))
     assert (after[0] - before[0], after[1] - before[1]) == (236, 64)
     assert sample("driftwatch_records_total", {"outcome": "scored", **segment}) == 300
+
+
+def test_a_chats_prompt_is_scored_on_its_last_user_message_and_grounds_on_the_whole_chat(
+) -> None:
+    """Production chats carry a system prompt, the same on every request and often longer
+    than the 256 tokens the embedder reads: scored on the joined chat, every prompt's vector
+    and toxicity were the system prompt's, and a toxic user message went unseen."""
+    settings = ScoringSettings(device="cpu", toxicity={"fields": ["response", "prompt"]})
+    models = ModelScorers(["toxicity", "groundedness"], settings, seed=1)
+    system = {"role": "system", "content": (
+        "You are the support assistant of Acme Travel. The premium plan costs 42 dollars a "
+        "month. Answer politely, cite the policy, and never discuss competitors. " * 12)}
+
+    def chat(rid: str, asked: str, response: str) -> Record:
+        return msgspec.convert({"request_id": rid, "response": response,
+                                "context": ["Refunds are made within 14 days."], "messages": [
+            system, {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi, how can I help?"},
+            {"role": "user", "content": asked}]}, Record)
+
+    toxic = "Shut up, you worthless fucking idiot, you are useless garbage."
+    records = [chat("toxic", toxic, "I am sorry to hear that."),
+               chat("kind", "What does the premium plan cost?", "It costs 42 dollars a month."),
+               Record(request_id="alone", prompt=toxic, response="I am sorry to hear that.")]
+    scores = models.score(records)
+    assert scores.prompt_toxicity[0] > 0.9 and scores.prompt_toxicity[1] < 0.2
+    assert scores.prompt_embeddings is not None
+    np.testing.assert_allclose(scores.prompt_embeddings[0], scores.prompt_embeddings[2],
+                               atol=1e-6)  # the user's message alone, not the system prompt
+    assert scores.novel_numbers[1] == ()  # 42 is in the system prompt: not invented
