@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from consumers.decode import Decoder
@@ -224,7 +225,9 @@ def assemble(
     if rules is not None or canary is not None or shadow is not None:
         assert on_decisions is not None
         stages.append(DecideStage(rules, canary, on_decisions, intake,
-                                  drift.request_rollover if drift is not None else None,
+                                  # A rule's decision: adopt the traffic that follows it.
+                                  partial(drift.request_rollover, following=True)
+                                  if drift is not None else None,
                                   rollover_actions, shadow,
                                   corrected_rates(review) if review is not None else None))
     if review is not None:

@@ -3,7 +3,9 @@ feature drift on scalar and categorical features, against a reference.
 
 The reference is a pinned snapshot, or the first `warmup_records` of each segment. It is
 never rolled over silently: a new reference takes an explicit command or rule
-(`request_rollover`), which adopts the segment's most recent `warmup_records` records.
+(`request_rollover`). A command adopts the segment's most recent `warmup_records` records;
+a rule's decision, the `warmup_records` records that follow it: a drift is decided within
+a few records of its start, so the records before the decision are the old traffic.
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ class _SegmentState:
     # older checkpoint), taken from the feature detector's reference then.
     known_classes: set[str] | None = None
     announced: int = 0
+    # A rule's rollover waits for this many more records, then adopts them (None: none
+    # asked); the reason is logged and saved with it.
+    rollover_in: int | None = None
+    rollover_reason: str = ""
 
     def __getstate__(self) -> dict[str, object]:
         return {**vars(self), "pending": None}  # a future does not outlive the process
@@ -188,7 +194,8 @@ class DriftStage:
         self._calibrator = _Calibrator() if background and calibrate_in_background else None
         self._labels: tuple[str, ...] = SEGMENT_LABELS
         # Rollover requests arrive from other threads (the admin endpoint); applied in update().
-        self._rollovers: queue.SimpleQueue[tuple[dict[str, str], str]] = queue.SimpleQueue()
+        self._rollovers: queue.SimpleQueue[tuple[dict[str, str], str, bool]] = \
+            queue.SimpleQueue()
 
     @classmethod
     def from_settings(cls, settings: DriftSettings, device: str, embedding_model: str = "",
@@ -206,10 +213,13 @@ class DriftStage:
                    embedding_model=embedding_model, calibrate_in_background=background)
 
     def request_rollover(self, segment: Mapping[str, str] | None = None,
-                         reason: str = "command") -> None:
+                         reason: str = "command", following: bool = False) -> None:
         """Adopt the recent records as the reference of every armed segment matching
-        `segment` (label -> value; None or empty: all), at the next batch. Thread-safe."""
-        self._rollovers.put((dict(segment or {}), reason))
+        `segment` (label -> value; None or empty: all), at the next batch; with `following`
+        (a rule's decision that a drift began), the `warmup_records` records that come next
+        instead, once they are in (a second request meanwhile changes nothing). The segment
+        is judged against its old reference until then. Thread-safe."""
+        self._rollovers.put((dict(segment or {}), reason, following))
 
     def state(self) -> dict[Segment, _SegmentState]:
         """Every tracked segment's warm-up, detectors and recent rows, for a checkpoint."""
@@ -273,6 +283,11 @@ class DriftStage:
             if state.recent is None:
                 state.recent = _Recent(self.settings.reference.warmup_records)
             state.recent.add(vectors, seg_numeric, seg_outcomes)
+            if state.rollover_in is not None:
+                state.rollover_in -= len(seg_outcomes)
+                if state.rollover_in <= 0:
+                    state.rollover_in = None
+                    self._adopt(seg, state, state.rollover_reason)
         if self.settings.new_error_classes.enabled:
             for seg, start in check_from.items():
                 idx = segments[seg]
@@ -320,13 +335,20 @@ class DriftStage:
                  reference.meta.version)
         return reference
 
-    def _rollover(self, wanted: dict[str, str], reason: str) -> None:
+    def _rollover(self, wanted: dict[str, str], reason: str, following: bool) -> None:
         matched = 0
         for seg, state in self._segments.items():
             labels = dict(zip(self._labels, seg, strict=True))
             if any(labels.get(k) != v for k, v in wanted.items()) or state.features is None:
                 continue
             matched += 1
+            if following:
+                if state.rollover_in is None:
+                    state.rollover_in = self.settings.reference.warmup_records
+                    state.rollover_reason = reason
+                    log.warning("drift reference of segment %s rolls over to its next %d "
+                                "records (%s)", seg, state.rollover_in, reason)
+                continue
             recent = state.recent
             need = min(self.settings.reference.warmup_records, 50)
             if recent is None or recent.n < need:
@@ -334,17 +356,22 @@ class DriftStage:
                             "needed; the reference stays", seg, 0 if recent is None else recent.n,
                             need)
                 continue
-            prompts, responses, numeric, outcomes = recent.take()
-            version = self._snapshot(warmup_name(self.settings.reference.name, seg, "rollover"),
-                                     prompts, responses, numeric, outcomes,
-                                     f"rollover:{reason}:{list(seg)}")
-            self._arm(seg, state, prompts, responses, numeric, outcomes)
-            m.DRIFT_ROLLOVERS.labels(*seg).inc()
-            log.warning("drift reference of segment %s rolled over to its last %d records "
-                        "(%s%s)", seg, len(outcomes), reason,
-                        f", saved as v{version}" if version else "")
+            self._adopt(seg, state, reason)
         if not matched:
             log.warning("rollover requested for %s: no armed segment matches", wanted or "all")
+
+    def _adopt(self, seg: Segment, state: _SegmentState, reason: str) -> None:
+        """The segment's recent records become its reference: saved, armed, counted."""
+        assert state.recent is not None
+        prompts, responses, numeric, outcomes = state.recent.take()
+        version = self._snapshot(warmup_name(self.settings.reference.name, seg, "rollover"),
+                                 prompts, responses, numeric, outcomes,
+                                 f"rollover:{reason}:{list(seg)}")
+        self._arm(seg, state, prompts, responses, numeric, outcomes)
+        m.DRIFT_ROLLOVERS.labels(*seg).inc()
+        log.warning("drift reference of segment %s rolled over to its last %d records "
+                    "(%s%s)", seg, len(outcomes), reason,
+                    f", saved as v{version}" if version else "")
 
     def _collect(self, seg: Segment, state: _SegmentState, vectors: dict[str, np.ndarray],
                  numeric: dict[str, np.ndarray], outcomes: list[str]) -> None:

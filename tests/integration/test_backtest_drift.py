@@ -248,10 +248,11 @@ def test_a_drift_rule_decides_and_its_rollover_action_adopts_the_new_traffic(
     assert decisions[0]["segment"] == {"deployment": "stable"}
     assert decisions[0]["evidence"]["statistic"] > decisions[0]["evidence"]["threshold"]
     # Without a rollover the detector re-fires all through the new traffic; with one, the
-    # reference becomes the new traffic and the alarms stop.
+    # reference becomes the traffic after the decision, and false alarms are what is left
+    # (ERT 5,000; 700 records).
     late = SHIFT + 700
-    assert len([i for i in prompt_drift(plain) if i >= late]) >= 2
-    assert [i for i in prompt_drift(rolled) if i >= late] == []
+    assert len([i for i in prompt_drift(plain) if i >= late]) >= 10
+    assert len([i for i in prompt_drift(rolled) if i >= late]) <= 3  # 60 without (this seed)
     rolled_decisions = [e for e in rolled if e.get("rule") == "prompt-drift"]
     assert rolled_decisions[0]["actions"] == ["roll"]
     assert rolled_decisions[-1]["status"] == "resolved"  # quiet once the reference moved

@@ -187,3 +187,45 @@ def test_a_store_that_cannot_take_the_warm_up_reference_leaves_the_segment_armed
     state = stage.state()[SEG]
     assert set(state.mmd) == {"prompt", "response"} and state.collected == 200
     assert [i for s, i in _feed(stage, rows[200:], 200) if s == "prompt"]  # it detects
+
+
+def test_a_rules_rollover_adopts_the_records_after_its_decision_a_commands_the_last_ones(
+) -> None:
+    """A drift is decided within a few records of its start: a rule that rolled over to the
+    last `warmup_records` records adopted mostly the old traffic, and went on alarming (or,
+    worse, fell quiet against a reference that was neither)."""
+    settings = DriftSettings.model_validate({
+        "reference": {"warmup_records": 100},
+        "embedding": {"ert": 200, "window_size": 20, "n_bootstraps": 2_000, "n_features": 64}})
+    rng = np.random.default_rng(3)
+
+    def rows(n: int, loc: float) -> np.ndarray:
+        r = rng.normal(loc=loc, size=(n, 16))
+        return (r / np.linalg.norm(r, axis=1, keepdims=True)).astype(np.float32)
+
+    old, new = rows(150, 0.0), rows(400, 0.8)
+    ruled, commanded = DriftStage(settings, "cpu"), DriftStage(settings, "cpu")
+    for stage in (ruled, commanded):
+        _feed(stage, old[:100], 0)  # the warm-up
+        _feed(stage, old[100:], 100)
+        assert _feed(stage, new[:20], 150)  # the shift, decided within its first records
+    ruled.request_rollover({"model": "m"}, "rule r", following=True)
+    commanded.request_rollover({"model": "m"}, "command")
+    # Until the next 100 records are in, the old reference judges them; a second request
+    # meanwhile (the rule firing again) changes nothing.
+    assert _feed(ruled, new[20:70], 170)
+    ruled.request_rollover({"model": "m"}, "rule r", following=True)
+    _feed(ruled, new[70:120], 220)
+    _feed(commanded, new[20:120], 170)
+
+    def reference(stage: DriftStage) -> np.ndarray:
+        return stage.state()[SEG].mmd["prompt"].reference.cpu().numpy()
+
+    np.testing.assert_allclose(reference(ruled), new[20:120], atol=1e-6)
+    # The last records at its request (70 since the segment was armed), 50 of them old.
+    np.testing.assert_allclose(reference(commanded), np.concatenate([old[100:], new[:20]]),
+                               atol=1e-6)
+    later_ruled = [i for s, i in _feed(ruled, new[120:], 270) if s == "prompt"]
+    later_commanded = [i for s, i in _feed(commanded, new[120:], 270) if s == "prompt"]
+    # Against the new traffic: false alarms alone (280 records at an ERT of 200).
+    assert len(later_commanded) >= 12 and len(later_ruled) <= 6, (later_ruled, later_commanded)
