@@ -80,10 +80,13 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     choices: list[Choice] | msgspec.UnsetType = msgspec.UNSET
 
 
-def response_text(response: ResponseObject) -> str | None:
+def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
     """The text of a response object (a message's content, or the first choice's; a refusal's
     text where OpenAI gives one; parts that are not text, such as images, have none, and a
-    message of tool calls alone is empty), or None when it is neither shape."""
+    message of tool calls alone is empty), or None when it is neither shape. Content parts
+    alone are a message's content."""
+    if isinstance(response, list):
+        return ChatMessage("assistant", response).text
     if response.content is not msgspec.UNSET:
         return ChatMessage("assistant", response.content, response.refusal).text
     if response.choices is msgspec.UNSET or not response.choices:
@@ -105,8 +108,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     route: Short | None = None
     prompt: str | list[ChatMessage] | None = None
     messages: list[ChatMessage] | None = None
-    # A string; the object an API returned (ResponseObject) is read as its text by the decoder.
-    response: str | ResponseObject | None = None
+    # A string; the object an API returned (ResponseObject), or a message's content parts,
+    # is read as its text by the decoder.
+    response: str | list[ContentPart] | ResponseObject | None = None
     context: list[str] | None = None
     latency_ms: NonNegative | None = None
     prompt_tokens: Count | None = None

@@ -353,6 +353,8 @@ def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: De
             id="openai-completion-first-choice"),
         pytest.param({"choices": [{"index": 0, "text": "Paris."}]}, "Paris.",
                      id="legacy-completion"),
+        pytest.param([{"type": "text", "text": "It is"}, {"type": "text", "text": "Paris."}],
+                     "It is\nParis.", id="content-parts-alone"),
         pytest.param({"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function",
              "function": {"name": "weather", "arguments": "{}"}}]}, "", id="tool-calls-alone"),
@@ -365,7 +367,7 @@ def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: De
     ],
 )
 def test_a_response_logged_as_the_api_object_is_read_as_its_text(
-    decoder: Decoder, response: dict[str, Any], text: str
+    decoder: Decoder, response: dict[str, Any] | list[dict[str, str]], text: str
 ) -> None:
     """Gateways often log the object the API returned; the prompt side already took chat
     messages, and a response object was dead-lettered as invalid_field."""
@@ -392,10 +394,10 @@ def test_a_response_object_without_its_text_is_invalid_field_saying_where_text_g
 
 
 def test_a_response_of_another_type_is_invalid_field(decoder: Decoder) -> None:
-    for value in (5, ["Paris."], True):
+    for value in (5, ["Paris."], True, [{"type": "text", "text": 5}]):
         result = decoder.decode(_encode({"request_id": "r1", "response": value}))
         assert isinstance(result, Rejection) and result.reason == "invalid_field", value
-        assert "`$.response`" in result.detail
+        assert "at `$.response" in result.detail
 
 
 @pytest.mark.parametrize(
@@ -553,7 +555,7 @@ _content = st.none() | st.text(max_size=20) | _parts
 _message = st.fixed_dictionaries({"content": _content},
                                  optional={"role": st.just("assistant")})
 # A response as its text, or as the API's object: a message, or a completion's choices.
-_response = st.text(max_size=30) | _message | st.fixed_dictionaries({"choices": st.lists(
+_response = st.text(max_size=30) | _parts | _message | st.fixed_dictionaries({"choices": st.lists(
     st.fixed_dictionaries({"message": st.fixed_dictionaries(
         {"role": st.just("assistant"), "content": _content})}) | st.fixed_dictionaries(
         {"text": st.text(max_size=20)}), min_size=1, max_size=2)})
