@@ -7,7 +7,7 @@ response halves on split topics decode with the same type.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -118,14 +118,21 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     cost_usd: NonNegative | None = None
     status: Short | None = None
     error_type: Short | None = None
+    # Anthropic's system prompt, beside a chat's messages: a string or text blocks, read
+    # before them. Any other value is ignored, as an unknown field is: the name is generic,
+    # and another producer's `system` must not dead-letter its records.
+    system: Any = None
 
     @property
     def prompt_text(self) -> str | None:
-        """The prompt as plain text; chat messages are joined one per line."""
+        """The prompt as plain text; chat messages are joined one per line, after a `system`
+        prompt."""
         prompt = self.prompt if self.prompt is not None else self.messages
         if prompt is None or isinstance(prompt, str):
             return prompt
-        return "\n".join(m.text for m in prompt)
+        joined = "\n".join(m.text for m in prompt)
+        system = _system_text(self.system)
+        return joined if system is None else f"{system}\n{joined}"
 
     @property
     def user_prompt(self) -> str | None:
@@ -140,7 +147,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         for m in reversed(prompt):
             if m.role in _USER_ROLES:
                 return m.text
-        return "\n".join(m.text for m in prompt)
+        return self.prompt_text
 
     @property
     def prompt_chars(self) -> int | None:
@@ -148,7 +155,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         prompt = self.prompt if self.prompt is not None else self.messages
         if prompt is None or isinstance(prompt, str):
             return None if prompt is None else len(prompt)
-        return sum(len(m.text) for m in prompt) + max(len(prompt) - 1, 0)
+        system = _system_text(self.system)
+        return (sum(len(m.text) for m in prompt) + max(len(prompt) - 1, 0)
+                + (0 if system is None else len(system) + 1))
 
     @property
     def event_time(self) -> float | None:
@@ -159,6 +168,17 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         if isinstance(ts, datetime):
             return (ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)).timestamp()
         return ts / 1000.0
+
+
+def _system_text(system: Any) -> str | None:
+    """A `system` field's text: a string, or the text of a list of `{type, text}` blocks."""
+    if system is None or isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        texts = [b["text"] for b in system
+                 if isinstance(b, dict) and isinstance(b.get("text"), str) and b["text"]]
+        return "\n".join(texts) if texts else None
+    return None
 
 
 def merge_halves(request: Record, response: Record) -> Record:

@@ -330,6 +330,32 @@ def test_the_prompt_the_models_read_is_a_chats_last_user_message(decoder: Decode
     assert _record(decoder.decode(b'{"request_id":"n"}')).user_prompt is None
 
 
+def test_a_system_field_beside_messages_is_read_before_them_and_any_other_is_ignored(
+    decoder: Decoder,
+) -> None:
+    """Anthropic's request body keeps the system prompt beside `messages`: groundedness reads
+    the prompt's whole text, so a fact given only there would make an answer look invented."""
+    chat = [{"role": "user", "content": "What does premium cost?"}]
+    for system, text in (("Premium costs 42 dollars.", "Premium costs 42 dollars."),
+                         ([{"type": "text", "text": "Premium costs"},
+                           {"type": "text", "text": "42 dollars."}],
+                          "Premium costs\n42 dollars.")):
+        record = _record(decoder.decode(_encode(
+            {"request_id": "a", "system": system, "messages": chat})))
+        assert record.prompt_text == f"{text}\nWhat does premium cost?"
+        assert record.prompt_chars == len(record.prompt_text)
+        assert record.user_prompt == "What does premium cost?"
+    # Another producer's `system` (a host, a number) is no reason to dead-letter a record.
+    for other in ({"host": "gpu-01"}, 7, [1, 2]):
+        record = _record(decoder.decode(_encode(
+            {"request_id": "b", "system": other, "messages": chat})))
+        assert record.prompt_text == "What does premium cost?"
+        assert record.prompt_chars == len(record.prompt_text)
+    # Beside a string prompt it is not the prompt's.
+    plain = _record(decoder.decode(_encode({"request_id": "c", "system": "s", "prompt": "p"})))
+    assert plain.prompt_text == "p" and plain.prompt_chars == 1
+
+
 def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: Decoder) -> None:
     payload = _encode({"request_id": "p", "prompt": "plain",
                        "messages": [{"role": "user", "content": "ignored"}]})
