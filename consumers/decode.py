@@ -101,7 +101,10 @@ class Decoder:
         try:
             record = self._json.decode(value)
         except msgspec.ValidationError as exc:
-            return _classify(str(exc))
+            rejection = _classify(str(exc))
+            if rejection.detail == _BAD_TIME:
+                return self._time_in_a_string(value) or rejection
+            return rejection
         except msgspec.DecodeError as exc:
             return Rejection("not_json", _json_problem(value, str(exc)))
         except RecursionError:
@@ -157,6 +160,24 @@ class Decoder:
             record = msgspec.structs.replace(record, **fixed)
         return record
 
+    def _time_in_a_string(self, value: bytes) -> Rejection | None:
+        """Epoch milliseconds written as a string ("1704067200000": producers that write every
+        field as a string) are no RFC 3339 time; say what they are. Off the hot path: only a
+        record already refused is read again."""
+        try:
+            obj = msgspec.json.decode(value)
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            return None
+        stamp = obj.get("timestamp") if isinstance(obj, dict) else None
+        if not isinstance(stamp, str) or not _DIGITS.fullmatch(stamp):
+            return None
+        hint = ""
+        if self.event_time.problem(float(stamp) / 1000.0, self._clock()) is not None:
+            hint = self._unit_hint(float(stamp))
+        return Rejection("invalid_field", f"{stamp[:40]!r} is a number in a string: epoch "
+                         "milliseconds are a JSON number (no quotes), an RFC 3339 time a "
+                         f"date and time{hint} - at `$.timestamp`")
+
     def _unit_hint(self, number: float) -> str:
         """A number on the wire is epoch milliseconds; seconds (`time.time()`), microseconds
         and nanoseconds are the usual mistakes, and the right one lands in range."""
@@ -170,6 +191,8 @@ class Decoder:
         return ""
 
 
+_BAD_TIME = "Invalid RFC3339 encoded datetime - at `$.timestamp`"
+_DIGITS = re.compile(r"[0-9]+(\.[0-9]+)?")
 _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
           "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
           "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")

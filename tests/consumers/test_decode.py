@@ -363,6 +363,24 @@ def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: De
     assert _record(decoder.decode(b'{"request_id":"p"}')).prompt_text is None
 
 
+def test_epoch_milliseconds_in_a_string_say_so() -> None:
+    """Some producers write every field as a string: "1704067200000" is no RFC 3339 time,
+    and msgspec's "Invalid RFC3339 encoded datetime" does not say why."""
+    decoder = Decoder(1 << 20, clock=lambda: 1_704_067_300.0)
+    result = decoder.decode(_encode({"request_id": "r", "timestamp": "1704067200000"}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert result.detail.startswith("'1704067200000' is a number in a string: epoch "
+                                    "milliseconds are a JSON number (no quotes)")
+    assert result.detail.endswith("at `$.timestamp`")
+    seconds = decoder.decode(_encode({"request_id": "r", "timestamp": "1704067200"}))
+    assert isinstance(seconds, Rejection)
+    assert "looks like epoch seconds (2024-01-01T00:00:00Z)" in seconds.detail
+    # Anything else keeps msgspec's words.
+    other = decoder.decode(_encode({"request_id": "r", "timestamp": "yesterday"}))
+    assert isinstance(other, Rejection)
+    assert other.detail == "Invalid RFC3339 encoded datetime - at `$.timestamp`"
+
+
 @pytest.mark.parametrize(
     ("response", "text"),
     [
