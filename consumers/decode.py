@@ -171,9 +171,9 @@ class Decoder:
         stamp = obj.get("timestamp") if isinstance(obj, dict) else None
         if not isinstance(stamp, str) or not _DIGITS.fullmatch(stamp):
             return None
-        hint = ""
-        if self.event_time.problem(float(stamp) / 1000.0, self._clock()) is not None:
-            hint = self._unit_hint(float(stamp))
+        number, hint = float(stamp), ""
+        if self.event_time.problem(number / 1000.0, self._clock()) is not None:
+            hint = self._unit_hint(number)
         return Rejection("invalid_field", f"{stamp[:40]!r} is a number in a string: epoch "
                          "milliseconds are a JSON number (no quotes), an RFC 3339 time a "
                          f"date and time{hint} - at `$.timestamp`")

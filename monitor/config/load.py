@@ -344,11 +344,11 @@ def environment_warnings() -> list[str]:
             continue
         if name in fields:
             continue
-        for section, model in _sections():
-            field = name.removeprefix(section + "_")
+        for known, model in _sections():
+            field = name.removeprefix(known + "_")
             if field != name and field in model.model_fields:
-                warnings.append(f"{variable} sets nothing: {section}.{field} is "
-                                f"{ENV_PREFIX}{section.upper()}__{field.upper()} (two "
+                warnings.append(f"{variable} sets nothing: {known}.{field} is "
+                                f"{ENV_PREFIX}{known.upper()}__{field.upper()} (two "
                                 "underscores between a section and its setting)")
     return warnings
 
