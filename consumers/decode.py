@@ -198,9 +198,11 @@ _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write 
           "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
 
 
-_RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message) or "
-                   "in `choices` (a chat completion: the first choice's `message` or `text`); "
-                   "neither is here - at `$.response`")
+_RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message), "
+                   "`choices` (a chat completion: the first choice's `message` or `text`), "
+                   "`message`, `output` (a Responses API or Bedrock Converse response), "
+                   "`candidates` (Gemini) or `generated_text`; none is here, or it is a "
+                   "stream's chunk - at `$.response`")
 
 
 def _json_problem(value: bytes, message: str) -> str:

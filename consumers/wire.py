@@ -68,31 +68,92 @@ class Choice(msgspec.Struct, frozen=True, gc=False):
     text: str | None = None
 
 
+class OutputItem(msgspec.Struct, frozen=True, gc=False):
+    """One item of an OpenAI Responses API object's `output`: a `message` carries the answer;
+    reasoning, tool calls and the rest carry none of it."""
+
+    type: str = "message"
+    role: str | None = None
+    content: str | list[ContentPart] | None = None
+
+
+class ConverseOutput(msgspec.Struct, frozen=True, gc=False):
+    """Amazon Bedrock Converse's `output`: the assistant's message."""
+
+    message: ChatMessage | None = None
+
+
+class GeminiPart(msgspec.Struct, frozen=True, gc=False):
+    """One part of a Gemini candidate's content; a thought summary is not the answer."""
+
+    text: str | None = None
+    thought: bool = False
+
+
+class GeminiContent(msgspec.Struct, frozen=True, gc=False):
+    """A Gemini candidate's content: its parts."""
+
+    parts: list[GeminiPart] = msgspec.field(default_factory=list)
+
+
+class Candidate(msgspec.Struct, frozen=True, gc=False):
+    """One candidate of a Gemini response (a blocked one has no content)."""
+
+    content: GeminiContent | None = None
+
+
 class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     """A response logged as the object the API returned rather than its text: an assistant
-    message (OpenAI's `{role, content}`, Anthropic's content blocks) or a chat completion
-    (`choices`). The decoder replaces it by its text (`response_text`), so the rest of the
-    daemon only ever sees a string."""
+    message (OpenAI's `{role, content}`, Anthropic's content blocks), a chat completion
+    (`choices`), a message beside other fields (`message`: Ollama's chat, Cohere), a
+    Responses API object or a Bedrock Converse response (`output`), a Gemini response
+    (`candidates`) or a text-generation server's (`generated_text`). The decoder replaces
+    it by its text (`response_text`), so the rest of the daemon only ever sees a string."""
 
     role: str | None = None
     content: str | list[ContentPart] | msgspec.UnsetType | None = msgspec.UNSET
     refusal: str | None = None
     choices: list[Choice] | msgspec.UnsetType = msgspec.UNSET
+    message: ChatMessage | msgspec.UnsetType = msgspec.UNSET
+    output: list[OutputItem] | ConverseOutput | msgspec.UnsetType = msgspec.UNSET
+    candidates: list[Candidate] | msgspec.UnsetType = msgspec.UNSET
+    generated_text: str | msgspec.UnsetType = msgspec.UNSET
+    done: bool | None = None  # Ollama: False on a stream's chunk, which is not the answer
 
 
 def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
-    """The text of a response object (a message's content, or the first choice's; a refusal's
-    text where OpenAI gives one; parts that are not text, such as images, have none, and a
-    message of tool calls alone is empty), or None when it is neither shape. Content parts
-    alone are a message's content."""
+    """The text of a response object, or None when it is none of the shapes: a message's
+    content, the first choice's or candidate's, the messages of a Responses API output (its
+    reasoning and tool calls left out), a Converse output's message, or `generated_text`. A
+    refusal's text where OpenAI gives one; parts that are not text (images, tool calls) have
+    none, so a message of tool calls alone is empty. Content parts alone are a message's
+    content."""
     if isinstance(response, list):
         return ChatMessage("assistant", response).text
     if response.content is not msgspec.UNSET:
         return ChatMessage("assistant", response.content, response.refusal).text
-    if response.choices is msgspec.UNSET or not response.choices:
-        return None
-    first = response.choices[0]
-    return first.message.text if first.message is not None else first.text
+    if response.choices is not msgspec.UNSET:
+        if not response.choices:
+            return None
+        first = response.choices[0]
+        return first.message.text if first.message is not None else first.text
+    if response.message is not msgspec.UNSET:
+        return None if response.done is False else response.message.text
+    if response.output is not msgspec.UNSET:
+        if isinstance(response.output, ConverseOutput):
+            message = response.output.message
+            return "" if message is None else message.text
+        return "\n".join(t for item in response.output if item.type == "message"
+                         and (t := ChatMessage("assistant", item.content).text))
+    if response.candidates is not msgspec.UNSET:
+        if not response.candidates:
+            return None
+        content = response.candidates[0].content
+        return "" if content is None else "\n".join(
+            p.text for p in content.parts if p.text and not p.thought)
+    if response.generated_text is not msgspec.UNSET:
+        return response.generated_text
+    return None
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):

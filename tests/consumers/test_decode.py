@@ -408,6 +408,39 @@ def test_epoch_milliseconds_in_a_string_say_so() -> None:
         pytest.param({"role": "assistant", "content": [
             {"type": "refusal", "refusal": "I can't help with that."}]},
             "I can't help with that.", id="openai-refusal-part"),
+        pytest.param({"id": "resp_1", "object": "response", "status": "completed", "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": [
+                {"type": "summary_text", "text": "The user asks for a capital."}],
+             "content": [{"type": "reasoning_text", "text": "France: Paris."}]},
+            {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
+            {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": "Paris.", "annotations": []}]}],
+            "usage": {"input_tokens": 9, "output_tokens": 2}}, "Paris.",
+            id="openai-responses-api"),
+        pytest.param({"object": "response", "output": [
+            {"type": "message", "role": "assistant", "content": [
+                {"type": "refusal", "refusal": "I can't help with that."}]}]},
+            "I can't help with that.", id="openai-responses-api-refusal"),
+        pytest.param({"object": "response", "status": "incomplete", "output": [
+            {"type": "reasoning", "summary": []}]}, "", id="openai-responses-api-no-message"),
+        pytest.param({"output": {"message": {"role": "assistant", "content": [
+            {"reasoningContent": {"reasoningText": {"text": "Capital of France."}}},
+            {"text": "Paris."}]}}, "stopReason": "end_turn",
+            "usage": {"inputTokens": 9, "outputTokens": 2}}, "Paris.", id="bedrock-converse"),
+        pytest.param({"model": "llama3.2", "created_at": "2026-12-01T00:00:00Z", "message": {
+            "role": "assistant", "content": "Paris."}, "done": True, "done_reason": "stop"},
+            "Paris.", id="ollama-chat"),
+        pytest.param({"id": "c1", "finish_reason": "COMPLETE", "message": {
+            "role": "assistant", "content": [{"type": "text", "text": "Paris."}]}}, "Paris.",
+            id="cohere-v2"),
+        pytest.param({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "The user asks for a capital.", "thought": True}, {"text": "Paris."}]},
+            "finishReason": "STOP"}, {"content": {"parts": [{"text": "Lyon."}]}}],
+            "usageMetadata": {"promptTokenCount": 9}}, "Paris.", id="gemini-first-candidate"),
+        pytest.param({"candidates": [{"finishReason": "SAFETY", "safetyRatings": []}]}, "",
+                     id="gemini-blocked-candidate"),
+        pytest.param({"generated_text": "Paris.", "details": {"finish_reason": "eos_token"}},
+                     "Paris.", id="text-generation-inference"),
     ],
 )
 def test_a_response_logged_as_the_api_object_is_read_as_its_text(
@@ -426,6 +459,9 @@ def test_a_response_logged_as_the_api_object_is_read_as_its_text(
         pytest.param({"answer": "Paris."}, id="neither-shape"),
         pytest.param({"choices": []}, id="no-choice"),
         pytest.param({"choices": [{"delta": {"content": "Pa"}}]}, id="stream-chunk"),
+        pytest.param({"message": {"role": "assistant", "content": "Pa"}, "done": False},
+                     id="ollama-stream-chunk"),
+        pytest.param({"candidates": []}, id="no-candidate"),
     ],
 )
 def test_a_response_object_without_its_text_is_invalid_field_saying_where_text_goes(
@@ -598,11 +634,22 @@ _chat = st.lists(
 _content = st.none() | st.text(max_size=20) | _parts
 _message = st.fixed_dictionaries({"content": _content},
                                  optional={"role": st.just("assistant")})
-# A response as its text, or as the API's object: a message, or a completion's choices.
-_response = st.text(max_size=30) | _parts | _message | st.fixed_dictionaries({"choices": st.lists(
-    st.fixed_dictionaries({"message": st.fixed_dictionaries(
-        {"role": st.just("assistant"), "content": _content})}) | st.fixed_dictionaries(
-        {"text": st.text(max_size=20)}), min_size=1, max_size=2)})
+# A response as its text, or as the API's object: a message, a completion's choices, a
+# Responses API output, a Gemini response's candidates, a text-generation server's text.
+_response = (
+    st.text(max_size=30) | _parts | _message | st.fixed_dictionaries({"choices": st.lists(
+        st.fixed_dictionaries({"message": st.fixed_dictionaries(
+            {"role": st.just("assistant"), "content": _content})}) | st.fixed_dictionaries(
+            {"text": st.text(max_size=20)}), min_size=1, max_size=2)})
+    | st.fixed_dictionaries({"output": st.lists(st.fixed_dictionaries(
+        {"type": st.sampled_from(["message", "reasoning", "function_call"])},
+        optional={"role": st.just("assistant"), "content": _content}), max_size=3)})
+    | st.fixed_dictionaries({"candidates": st.lists(st.fixed_dictionaries({}, optional={
+        "content": st.fixed_dictionaries({"parts": st.lists(st.fixed_dictionaries(
+            {}, optional={"text": st.text(max_size=10), "thought": st.booleans()}),
+            max_size=3)})}), min_size=1, max_size=2)})
+    | st.fixed_dictionaries({"generated_text": st.text(max_size=20)})
+)
 _non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
     min_value=0, max_value=1e12, allow_nan=False
 )
@@ -667,6 +714,9 @@ def test_json_objects_over_the_wire_fields_decode_without_raising(
         assert record.model == obj.get("model")
         assert record.deployment == obj.get("deployment")
         assert record.context == obj.get("context")
+        # Every shape the strategy draws is one the decoder reads as its text.
+        assert (record.response is None) == (obj.get("response") is None)
+        assert record.response is None or type(record.response) is str
     if isinstance(result, Record):
         assert result.request_id == obj["request_id"]
 

@@ -52,6 +52,16 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
         json.dumps({"request_id": "blocks", "prompt": "hi", "response": {
             "role": "assistant", "content": [
                 {"type": "text", "text": "Shut up, you are a worthless fucking idiot."}]}}),
+        json.dumps({"request_id": "responses-api", "prompt": "How tall is the Eiffel Tower?",
+                    "context": CONTEXT, "response": {"object": "response", "output": [
+                        {"type": "reasoning", "summary": [
+                            {"type": "summary_text", "text": "Maybe 412 metres."}]},
+                        {"type": "message", "role": "assistant", "content": [
+                            {"type": "output_text",
+                             "text": "The Eiffel Tower is 530 metres tall."}]}]}}),
+        json.dumps({"request_id": "gemini", "prompt": "hi", "response": {"candidates": [
+            {"content": {"role": "model", "parts": [
+                {"text": "Shut up, you are a worthless fucking idiot."}]}}]}}),
     ]
     out = {row["request_id"] or f"line{row['line']}": row for row in _score(tmp_path, lines)}
     assert out["copied"]["groundedness"] == 1.0 and out["copied"]["novel_numbers"] == []
@@ -66,6 +76,8 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
     assert out["line5"]["error"] == "not_json"
     assert out["completion"]["novel_numbers"] == ["530"]
     assert out["blocks"]["toxicity"] > 0.9 and "toxic" in out["blocks"]["flags"]
+    assert out["responses-api"]["novel_numbers"] == ["530"]  # its reasoning is not read
+    assert out["gemini"]["toxicity"] > 0.9 and "toxic" in out["gemini"]["flags"]
 
 
 @pytest.mark.broker
