@@ -43,6 +43,19 @@ class ContentPart(msgspec.Struct, frozen=True, gc=False):
     type: str = "text"
     text: str | None = None
     refusal: str | None = None  # OpenAI's refusal part: a model's refusal is its answer
+    # Anthropic's tool_result block: what a tool returned (a string or blocks), the facts an
+    # agent's answer is grounded on, as an OpenAI `tool` message's content is. A server
+    # tool's result may be an object (an error, code's output): it has no text here.
+    content: str | list[ContentPart] | dict[str, Any] | None = None
+
+    @property
+    def part_text(self) -> str | None:
+        content = self.content
+        if content is None or isinstance(content, dict):
+            return self.text or self.refusal
+        if isinstance(content, str):
+            return content
+        return "\n".join(t for p in content if (t := p.part_text)) or None
 
 
 class ChatMessage(msgspec.Struct, frozen=True, gc=False):
@@ -58,7 +71,17 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
             return self.refusal or ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(t for p in self.content if (t := p.text or p.refusal))
+        return "\n".join(t for p in self.content if (t := p.part_text))
+
+    @property
+    def said(self) -> str | None:
+        """What the message's author wrote: its text without the tool results it carries
+        (Anthropic sends them in `user` messages); None for a message of tool results alone."""
+        content = self.content
+        if not isinstance(content, list) or not any(p.type == "tool_result" for p in content):
+            return self.text
+        return "\n".join(t for p in content
+                         if p.type != "tool_result" and (t := p.text or p.refusal)) or None
 
 
 class Choice(msgspec.Struct, frozen=True, gc=False):
@@ -201,13 +224,15 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         prompt as it is. A system prompt and the earlier turns stay out: they are often
         longer than the embedder reads (a text's first 256 or 512 tokens), and a system
         prompt the same on every request would stand in for what each user asked, in the
-        prompt's drift and toxicity alike. A chat without a user message is read whole."""
+        prompt's drift and toxicity alike. A user message of tool results alone (Anthropic's
+        agent turns) is not what the user asked; a chat without a user message of its own is
+        read whole."""
         prompt = self.prompt if self.prompt is not None else self.messages
         if prompt is None or isinstance(prompt, str):
             return prompt
         for m in reversed(prompt):
-            if m.role in _USER_ROLES:
-                return m.text
+            if m.role in _USER_ROLES and (said := m.said) is not None:
+                return said
         return self.prompt_text
 
     @property

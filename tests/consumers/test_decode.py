@@ -330,6 +330,39 @@ def test_the_prompt_the_models_read_is_a_chats_last_user_message(decoder: Decode
     assert _record(decoder.decode(b'{"request_id":"n"}')).user_prompt is None
 
 
+def test_an_anthropic_tool_result_is_read_as_the_chats_text_and_not_as_what_the_user_asked(
+    decoder: Decoder,
+) -> None:
+    """Anthropic sends what a tool returned in a `user` message's tool_result block: the facts
+    an agent's answer rests on (groundedness reads the chat's text), but not the user's words
+    (the prompt's embedding and toxicity read those)."""
+    question = {"role": "user", "content": "How many apples are left?"}
+    call = {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "t1", "name": "stock", "input": {"item": "apples"}},
+        {"type": "web_search_tool_result", "tool_use_id": "w1",
+         "content": {"type": "web_search_tool_result_error", "error_code": "unavailable"}}]}
+    result = {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": "42 apples"},
+        {"type": "tool_result", "tool_use_id": "t2",
+         "content": [{"type": "text", "text": "7 pears"}], "is_error": False}]}
+    record = _record(decoder.decode(_encode(
+        {"request_id": "a", "messages": [question, call, result]})))
+    assert record.prompt_text == "How many apples are left?\nLet me look.\n42 apples\n7 pears"
+    assert record.prompt_chars == len(record.prompt_text)
+    assert record.user_prompt == "How many apples are left?"
+    # Words beside the results are the user's own.
+    follow = {"role": "user", "content": [*result["content"],
+                                          {"type": "text", "text": "And pears?"}]}
+    record = _record(decoder.decode(_encode(
+        {"request_id": "b", "messages": [question, call, follow]})))
+    assert record.user_prompt == "And pears?"
+    assert record.prompt_text is not None and record.prompt_text.endswith("7 pears\nAnd pears?")
+    # Tool results alone: the chat is read whole.
+    record = _record(decoder.decode(_encode({"request_id": "c", "messages": [result]})))
+    assert record.user_prompt == record.prompt_text == "42 apples\n7 pears"
+
+
 def test_a_system_field_beside_messages_is_read_before_them_and_any_other_is_ignored(
     decoder: Decoder,
 ) -> None:

@@ -59,6 +59,16 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
                         {"type": "message", "role": "assistant", "content": [
                             {"type": "output_text",
                              "text": "The Eiffel Tower is 530 metres tall."}]}]}}),
+        # An agent's answer rests on what its tool returned (Anthropic's tool_result).
+        json.dumps({"request_id": "tool-result", "context": ["Paris is in France."],
+                    "messages": [
+                        {"role": "user", "content": "How tall is the Eiffel Tower?"},
+                        {"role": "assistant", "content": [
+                            {"type": "tool_use", "id": "t1", "name": "search", "input": {}}]},
+                        {"role": "user", "content": [
+                            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                                {"type": "text", "text": CONTEXT[0].split(" It")[0]}]}]}],
+                    "response": "The Eiffel Tower is 330 metres tall."}),
         json.dumps({"request_id": "gemini", "prompt": "hi", "response": {"candidates": [
             {"content": {"role": "model", "parts": [
                 {"text": "Shut up, you are a worthless fucking idiot."}]}}]}}),
@@ -77,6 +87,8 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
     assert out["completion"]["novel_numbers"] == ["530"]
     assert out["blocks"]["toxicity"] > 0.9 and "toxic" in out["blocks"]["flags"]
     assert out["responses-api"]["novel_numbers"] == ["530"]  # its reasoning is not read
+    assert out["tool-result"]["novel_numbers"] == []
+    assert out["tool-result"]["groundedness"] > 0.5
     assert out["gemini"]["toxicity"] > 0.9 and "toxic" in out["gemini"]["flags"]
 
 
