@@ -133,6 +133,8 @@ class Decoder:
                     return Rejection("invalid_field", f"control character {bad.group()!r} at "
                                      f"character {bad.start()}: ids and labels are printed in "
                                      f"logs and events - at `$.{name}`")
+        if (type(r.prompt) is list or r.messages is not None) and (where := _speakerless(r)):
+            return Rejection("invalid_field", f"{_SPEAKER} - at `$.{where}`")
         if r.response is not None and type(r.response) is not str:
             text = response_text(r.response)
             if text is None:
@@ -198,6 +200,19 @@ _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write 
           "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
 
 
+def _speakerless(record: Record) -> str | None:
+    """Where the first chat message with neither a role nor a type is, if one is."""
+    for name, chat in (("prompt", record.prompt), ("messages", record.messages)):
+        if type(chat) is list:
+            for i, m in enumerate(chat):
+                if m.role is None and m.type is None:
+                    return f"{name}[{i}]"
+    return None
+
+
+_SPEAKER = ("a chat message needs its `role` (`user`, `assistant`, ...), or a `type`: "
+            "LangChain's (`human`, `ai`) or an OpenAI Responses API item's "
+            "(`function_call_output`)")
 _RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message), "
                    "`choices` (a chat completion: the first choice's `message` or `text`), "
                    "`message`, `output` (a Responses API or Bedrock Converse response), "

@@ -59,19 +59,35 @@ class ContentPart(msgspec.Struct, frozen=True, gc=False):
 
 
 class ChatMessage(msgspec.Struct, frozen=True, gc=False):
-    """An OpenAI-style chat message; content may be a string or a list of parts."""
+    """A chat message: OpenAI's `{role, content}`, content a string or a list of parts;
+    LangChain's `{type, content}`, its type the role; or an item of an OpenAI Responses API
+    input that is no message (a `type` without a role): a tool's result
+    (`function_call_output`, its `output` read as text), a call or a reasoning (no text).
+    The decoder refuses a message with neither role nor type."""
 
-    role: str
+    role: str | None = None
     content: str | list[ContentPart] | None = None
     refusal: str | None = None  # OpenAI: the refusal's text, content null
+    type: str | None = None
+    output: str | list[ContentPart] | None = None
+
+    @property
+    def speaker(self) -> str | None:
+        """Who wrote it: its role, or LangChain's type (`human`, `ai`, `tool`)."""
+        return self.role if self.role is not None else self.type
 
     @property
     def text(self) -> str:
-        if self.content is None:
+        content = self.content
+        if content is None:
+            if self.output is not None:
+                return ChatMessage("tool", self.output).text
             return self.refusal or ""
-        if isinstance(self.content, str):
-            return self.content
-        return "\n".join(t for p in self.content if (t := p.part_text))
+        if isinstance(content, str):
+            return content
+        if self.type == "reasoning":  # a model's earlier reasoning: no fact of the chat's
+            return ""
+        return "\n".join(t for p in content if (t := p.part_text))
 
     @property
     def said(self) -> str | None:
@@ -231,7 +247,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         if prompt is None or isinstance(prompt, str):
             return prompt
         for m in reversed(prompt):
-            if m.role in _USER_ROLES and (said := m.said) is not None:
+            if m.speaker in _USER_ROLES and (said := m.said) is not None:
                 return said
         return self.prompt_text
 

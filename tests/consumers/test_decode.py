@@ -363,6 +363,44 @@ def test_an_anthropic_tool_result_is_read_as_the_chats_text_and_not_as_what_the_
     assert record.user_prompt == record.prompt_text == "42 apples\n7 pears"
 
 
+def test_responses_api_input_items_and_langchain_messages_are_read_as_a_chat(
+    decoder: Decoder,
+) -> None:
+    """An OpenAI Responses API input mixes messages with items that have a `type` and no
+    role (a tool's call and its output, a reasoning); LangChain's dumped messages carry their
+    role as `type`. Both were refused for the missing role."""
+    items = [
+        {"role": "developer", "content": "Answer from the stock tool."},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "How many apples are left?"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [],
+         "content": [{"type": "reasoning_text", "text": "Maybe 12 apples."}]},
+        {"type": "function_call", "call_id": "c1", "name": "stock", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": '{"apples": 42}'},
+        {"type": "function_call_output", "call_id": "c2",
+         "output": [{"type": "input_text", "text": "7 pears"}]},
+    ]
+    record = _record(decoder.decode(_encode({"request_id": "r", "messages": items})))
+    assert record.prompt_text == ('Answer from the stock tool.\nHow many apples are left?'
+                                  '\n\n\n{"apples": 42}\n7 pears')
+    assert record.prompt_chars == len(record.prompt_text)
+    assert record.user_prompt == "How many apples are left?"
+    langchain = [{"type": "system", "content": "Be brief.", "additional_kwargs": {}},
+                 {"type": "human", "content": "Who wrote Dune?", "id": None},
+                 {"type": "ai", "content": "", "tool_calls": [{"name": "search", "args": {}}]},
+                 {"type": "tool", "content": "Frank Herbert", "tool_call_id": "t1"}]
+    record = _record(decoder.decode(_encode({"request_id": "l", "prompt": langchain})))
+    assert record.user_prompt == "Who wrote Dune?"
+    assert record.prompt_text == "Be brief.\nWho wrote Dune?\n\nFrank Herbert"
+    # Neither a role nor a type: refused, saying which message.
+    for field in ("prompt", "messages"):
+        result = decoder.decode(_encode({"request_id": "n", field: [
+            {"role": "user", "content": "hi"}, {"content": "no role"}]}))
+        assert isinstance(result, Rejection) and result.reason == "invalid_field"
+        assert "`role`" in result.detail
+        assert result.detail.endswith(f"at `$.{field}[1]`")
+
+
 def test_a_system_field_beside_messages_is_read_before_them_and_any_other_is_ignored(
     decoder: Decoder,
 ) -> None:
