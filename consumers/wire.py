@@ -58,18 +58,26 @@ class ContentPart(msgspec.Struct, frozen=True, gc=False):
         return "\n".join(t for p in content if (t := p.part_text)) or None
 
 
+class GeminiPart(msgspec.Struct, frozen=True, gc=False):
+    """One part of a Gemini message (`{role, parts}`); a thought summary is not the answer."""
+
+    text: str | None = None
+    thought: bool = False
+
+
 class ChatMessage(msgspec.Struct, frozen=True, gc=False):
     """A chat message: OpenAI's `{role, content}`, content a string or a list of parts;
-    LangChain's `{type, content}`, its type the role; or an item of an OpenAI Responses API
-    input that is no message (a `type` without a role): a tool's result
-    (`function_call_output`, its `output` read as text), a call or a reasoning (no text).
-    The decoder refuses a message with neither role nor type."""
+    LangChain's `{type, content}`, its type the role; Gemini's `{role, parts}`; or an item
+    of an OpenAI Responses API input that is no message (a `type` without a role): a tool's
+    result (`function_call_output`, its `output` read as text), a call or a reasoning (no
+    text). The decoder refuses a message with neither role nor type."""
 
     role: str | None = None
     content: str | list[ContentPart] | None = None
     refusal: str | None = None  # OpenAI: the refusal's text, content null
     type: str | None = None
     output: str | list[ContentPart] | None = None
+    parts: list[GeminiPart] | None = None  # Gemini's content, its role `user` or `model`
 
     @property
     def speaker(self) -> str | None:
@@ -80,6 +88,8 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
     def text(self) -> str:
         content = self.content
         if content is None:
+            if self.parts is not None:
+                return "\n".join(p.text for p in self.parts if p.text and not p.thought)
             if self.output is not None:
                 return ChatMessage("tool", self.output).text
             return self.refusal or ""
@@ -107,38 +117,16 @@ class Choice(msgspec.Struct, frozen=True, gc=False):
     text: str | None = None
 
 
-class OutputItem(msgspec.Struct, frozen=True, gc=False):
-    """One item of an OpenAI Responses API object's `output`: a `message` carries the answer;
-    reasoning, tool calls and the rest carry none of it."""
-
-    type: str = "message"
-    role: str | None = None
-    content: str | list[ContentPart] | None = None
-
-
 class ConverseOutput(msgspec.Struct, frozen=True, gc=False):
     """Amazon Bedrock Converse's `output`: the assistant's message."""
 
     message: ChatMessage | None = None
 
 
-class GeminiPart(msgspec.Struct, frozen=True, gc=False):
-    """One part of a Gemini candidate's content; a thought summary is not the answer."""
-
-    text: str | None = None
-    thought: bool = False
-
-
-class GeminiContent(msgspec.Struct, frozen=True, gc=False):
-    """A Gemini candidate's content: its parts."""
-
-    parts: list[GeminiPart] = msgspec.field(default_factory=list)
-
-
 class Candidate(msgspec.Struct, frozen=True, gc=False):
     """One candidate of a Gemini response (a blocked one has no content)."""
 
-    content: GeminiContent | None = None
+    content: ChatMessage | None = None
 
 
 class ResponseObject(msgspec.Struct, frozen=True, gc=False):
@@ -154,7 +142,8 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     refusal: str | None = None
     choices: list[Choice] | msgspec.UnsetType = msgspec.UNSET
     message: ChatMessage | msgspec.UnsetType = msgspec.UNSET
-    output: list[OutputItem] | ConverseOutput | msgspec.UnsetType = msgspec.UNSET
+    # A Responses API object's items (its `message`s are the answer) or Converse's output.
+    output: list[ChatMessage] | ConverseOutput | msgspec.UnsetType = msgspec.UNSET
     candidates: list[Candidate] | msgspec.UnsetType = msgspec.UNSET
     generated_text: str | msgspec.UnsetType = msgspec.UNSET
     done: bool | None = None  # Ollama: False on a stream's chunk, which is not the answer
@@ -182,14 +171,13 @@ def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
         if isinstance(response.output, ConverseOutput):
             message = response.output.message
             return "" if message is None else message.text
-        return "\n".join(t for item in response.output if item.type == "message"
-                         and (t := ChatMessage("assistant", item.content).text))
+        return "\n".join(t for item in response.output
+                         if item.type == "message" and (t := item.text))
     if response.candidates is not msgspec.UNSET:
         if not response.candidates:
             return None
         content = response.candidates[0].content
-        return "" if content is None else "\n".join(
-            p.text for p in content.parts if p.text and not p.thought)
+        return "" if content is None else content.text
     if response.generated_text is not msgspec.UNSET:
         return response.generated_text
     return None

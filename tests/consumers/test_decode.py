@@ -363,12 +363,12 @@ def test_an_anthropic_tool_result_is_read_as_the_chats_text_and_not_as_what_the_
     assert record.user_prompt == record.prompt_text == "42 apples\n7 pears"
 
 
-def test_responses_api_input_items_and_langchain_messages_are_read_as_a_chat(
+def test_responses_api_input_items_langchain_and_gemini_messages_are_read_as_a_chat(
     decoder: Decoder,
 ) -> None:
     """An OpenAI Responses API input mixes messages with items that have a `type` and no
     role (a tool's call and its output, a reasoning); LangChain's dumped messages carry their
-    role as `type`. Both were refused for the missing role."""
+    role as `type`. Both were refused for the missing role; Gemini's messages hold `parts`."""
     items = [
         {"role": "developer", "content": "Answer from the stock tool."},
         {"type": "message", "role": "user",
@@ -392,6 +392,14 @@ def test_responses_api_input_items_and_langchain_messages_are_read_as_a_chat(
     record = _record(decoder.decode(_encode({"request_id": "l", "prompt": langchain})))
     assert record.user_prompt == "Who wrote Dune?"
     assert record.prompt_text == "Be brief.\nWho wrote Dune?\n\nFrank Herbert"
+    # Gemini's contents: parts, not content (read as empty before); thoughts left out.
+    gemini = [{"role": "user", "parts": [{"text": "Who wrote Dune?"}]},
+              {"role": "model", "parts": [{"text": "Recall the 1965 novel.", "thought": True},
+                                          {"text": "Frank Herbert."}]},
+              {"role": "user", "parts": [{"text": "When?"}, {"inlineData": {"data": "AA=="}}]}]
+    record = _record(decoder.decode(_encode({"request_id": "g", "messages": gemini})))
+    assert record.prompt_text == "Who wrote Dune?\nFrank Herbert.\nWhen?"
+    assert record.user_prompt == "When?"
     # Neither a role nor a type: refused, saying which message.
     for field in ("prompt", "messages"):
         result = decoder.decode(_encode({"request_id": "n", field: [
