@@ -66,6 +66,8 @@ class EventTimeBounds:
     naive_utc: bool = False  # an RFC 3339 time without an offset: read as UTC, or refused
 
     def problem(self, t: float, now: float) -> str | None:
+        if t != t:  # NaN: a string "nan" decodes to it
+            return "event time is not a number"
         if t < self.not_before:
             return f"event time {t:.0f} (epoch s) is before not_before={self.not_before:.0f}"
         if t > now + self.max_future_seconds:
@@ -82,7 +84,10 @@ class Decoder:
         self.max_message_bytes = max_message_bytes
         self.event_time = event_time or EventTimeBounds()
         self._clock = clock
-        self._json = msgspec.json.Decoder(Record)
+        # Lax: a number written as a string ("123", as protobuf's JSON writes every int64
+        # and some log shippers every field) is read as the number; a time in epoch
+        # milliseconds too. Strings stay strings, and a string that is no number is refused.
+        self._json = msgspec.json.Decoder(Record, strict=False)
 
     def decode(self, value: bytes | None) -> Record | Rejection:
         if not value or value.isspace():
@@ -101,10 +106,7 @@ class Decoder:
         try:
             record = self._json.decode(value)
         except msgspec.ValidationError as exc:
-            rejection = _classify(str(exc))
-            if rejection.detail == _BAD_TIME:
-                return self._time_in_a_string(value) or rejection
-            return rejection
+            return _classify(str(exc))
         except msgspec.DecodeError as exc:
             return Rejection("not_json", _json_problem(value, str(exc)))
         except RecursionError:
@@ -140,6 +142,9 @@ class Decoder:
             if text is None:
                 return Rejection("invalid_field", _RESPONSE_SHAPE)
             record = msgspec.structs.replace(record, response=text)
+        if r.latency_ms == _INF or r.cost_usd == _INF:  # a string "inf" decodes to it
+            return Rejection("invalid_field", "Expected a finite number, got inf - at "
+                             f"`$.{'latency_ms' if r.latency_ms == _INF else 'cost_usd'}`")
         ts = record.timestamp
         if type(ts) is datetime and ts.tzinfo is None:
             if not self.event_time.naive_utc:
@@ -162,24 +167,6 @@ class Decoder:
             record = msgspec.structs.replace(record, **fixed)
         return record
 
-    def _time_in_a_string(self, value: bytes) -> Rejection | None:
-        """Epoch milliseconds written as a string ("1704067200000": producers that write every
-        field as a string) are no RFC 3339 time; say what they are. Off the hot path: only a
-        record already refused is read again."""
-        try:
-            obj = msgspec.json.decode(value)
-        except (msgspec.DecodeError, ValueError, RecursionError):
-            return None
-        stamp = obj.get("timestamp") if isinstance(obj, dict) else None
-        if not isinstance(stamp, str) or not _DIGITS.fullmatch(stamp):
-            return None
-        number, hint = float(stamp), ""
-        if self.event_time.problem(number / 1000.0, self._clock()) is not None:
-            hint = self._unit_hint(number)
-        return Rejection("invalid_field", f"{stamp[:40]!r} is a number in a string: epoch "
-                         "milliseconds are a JSON number (no quotes), an RFC 3339 time a "
-                         f"date and time{hint} - at `$.timestamp`")
-
     def _unit_hint(self, number: float) -> str:
         """A number on the wire is epoch milliseconds; seconds (`time.time()`), microseconds
         and nanoseconds are the usual mistakes, and the right one lands in range."""
@@ -193,8 +180,7 @@ class Decoder:
         return ""
 
 
-_BAD_TIME = "Invalid RFC3339 encoded datetime - at `$.timestamp`"
-_DIGITS = re.compile(r"[0-9]+(\.[0-9]+)?")
+_INF = float("inf")
 _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
           "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
           "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")

@@ -442,22 +442,38 @@ def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: De
     assert _record(decoder.decode(b'{"request_id":"p"}')).prompt_text is None
 
 
-def test_epoch_milliseconds_in_a_string_say_so() -> None:
-    """Some producers write every field as a string: "1704067200000" is no RFC 3339 time,
-    and msgspec's "Invalid RFC3339 encoded datetime" does not say why."""
+def test_numbers_written_as_strings_are_read_as_numbers() -> None:
+    """protobuf's JSON writes every int64 as a string, and some log shippers every field:
+    those records were dead-lettered for the quotes. A string that is no number, or one that
+    is no finite number, is still refused."""
     decoder = Decoder(1 << 20, clock=lambda: 1_704_067_300.0)
-    result = decoder.decode(_encode({"request_id": "r", "timestamp": "1704067200000"}))
-    assert isinstance(result, Rejection) and result.reason == "invalid_field"
-    assert result.detail.startswith("'1704067200000' is a number in a string: epoch "
-                                    "milliseconds are a JSON number (no quotes)")
-    assert result.detail.endswith("at `$.timestamp`")
+    record = _record(decoder.decode(_encode({
+        "request_id": "r", "timestamp": "1704067200000", "latency_ms": "812.5",
+        "prompt_tokens": "412", "completion_tokens": "37.0", "cost_usd": "1e-3",
+        "model": "123", "deployment": "null"})))
+    assert record.event_time == 1_704_067_200.0
+    assert (record.latency_ms, record.cost_usd) == (812.5, 0.001)
+    assert (record.prompt_tokens, record.completion_tokens) == (412, 37)
+    assert type(record.completion_tokens) is int
+    assert (record.model, record.deployment) == ("123", "null")  # strings stay strings
+    # Epoch seconds in a string: read as milliseconds, so before 2000; the hint says why.
     seconds = decoder.decode(_encode({"request_id": "r", "timestamp": "1704067200"}))
     assert isinstance(seconds, Rejection)
     assert "looks like epoch seconds (2024-01-01T00:00:00Z)" in seconds.detail
-    # Anything else keeps msgspec's words.
-    other = decoder.decode(_encode({"request_id": "r", "timestamp": "yesterday"}))
-    assert isinstance(other, Rejection)
-    assert other.detail == "Invalid RFC3339 encoded datetime - at `$.timestamp`"
+    for field, value, detail in (
+        ("timestamp", "yesterday", "Invalid RFC3339 encoded datetime - at `$.timestamp`"),
+        ("timestamp", "nan", "event time is not a number - at `$.timestamp`"),
+        ("latency_ms", "12 ms", "Expected `float | null`, got `str` - at `$.latency_ms`"),
+        ("latency_ms", "inf", "Expected a finite number, got inf - at `$.latency_ms`"),
+        ("cost_usd", "Infinity", "Expected a finite number, got inf - at `$.cost_usd`"),
+        ("latency_ms", "nan", "Expected `float` >= 0.0 - at `$.latency_ms`"),
+        ("prompt_tokens", "12.5", "Expected a whole number, got 12.5 - at `$.prompt_tokens`"),
+        ("prompt_tokens", "inf", "Expected a whole number, got inf - at `$.prompt_tokens`"),
+        ("request_id", 42, "Expected `str`, got `int` - at `$.request_id`"),
+    ):
+        result = decoder.decode(_encode({"request_id": "r", field: value}))
+        assert isinstance(result, Rejection) and result.reason == "invalid_field", value
+        assert result.detail == detail
 
 
 @pytest.mark.parametrize(
