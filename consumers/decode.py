@@ -137,6 +137,12 @@ class Decoder:
                                      f"logs and events - at `$.{name}`")
         if (type(r.prompt) is list or r.messages is not None) and (where := _speakerless(r)):
             return Rejection("invalid_field", f"{_SPEAKER} - at `$.{where}`")
+        if r.context is not None and not all(type(p) is str for p in r.context):
+            texts = [p if type(p) is str else p.passage_text for p in r.context]
+            if None in texts:
+                return Rejection("invalid_field", f"{_PASSAGE} - at `$.context"
+                                 f"[{texts.index(None)}]`")
+            record = msgspec.structs.replace(record, context=texts)
         if r.response is not None and type(r.response) is not str:
             text = response_text(r.response)
             if text is None:
@@ -196,6 +202,8 @@ def _speakerless(record: Record) -> str | None:
     return None
 
 
+_PASSAGE = ("a passage object carries its text in `page_content` (LangChain), `text`, "
+            "`content` or `node` (LlamaIndex); none is here")
 _SPEAKER = ("a chat message needs its `role` (`user`, `assistant`, ...), or a `type`: "
             "LangChain's (`human`, `ai`) or an OpenAI Responses API item's "
             "(`function_call_output`)")

@@ -129,6 +129,28 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
     content: ChatMessage | None = None
 
 
+class Passage(msgspec.Struct, frozen=True, gc=False):
+    """A retrieved passage logged as an object rather than its text: LangChain's Document
+    (`page_content`), a `text` (LlamaIndex's node, Cohere's documents), a `content` (Haystack's
+    Document; OpenAI's vector store results, as text parts) or LlamaIndex's scored node
+    (`node`). Metadata, scores and ids beside it are not read."""
+
+    page_content: str | None = None
+    text: str | None = None
+    content: str | list[ContentPart] | None = None
+    node: Passage | None = None
+
+    @property
+    def passage_text(self) -> str | None:
+        if self.page_content is not None:
+            return self.page_content
+        if self.text is not None:
+            return self.text
+        if self.content is not None:
+            return ChatMessage("tool", self.content).text
+        return None if self.node is None else self.node.passage_text
+
+
 class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     """A response logged as the object the API returned rather than its text: an assistant
     message (OpenAI's `{role, content}`, Anthropic's content blocks), a chat completion
@@ -199,7 +221,8 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # A string; the object an API returned (ResponseObject), or a message's content parts,
     # is read as its text by the decoder.
     response: str | list[ContentPart] | ResponseObject | None = None
-    context: list[str] | None = None
+    # Strings; a passage logged as an object (Passage) is read as its text by the decoder.
+    context: list[str | Passage] | None = None
     latency_ms: NonNegative | None = None
     prompt_tokens: Count | None = None
     completion_tokens: Count | None = None

@@ -568,6 +568,30 @@ def test_a_response_object_without_its_text_is_invalid_field_saying_where_text_g
     assert result.detail.endswith("at `$.response`")
 
 
+def test_passages_logged_as_objects_are_read_as_their_text(decoder: Decoder) -> None:
+    """RAG pipelines log what they retrieved as their framework's objects, with metadata and
+    scores; every such record was dead-lettered, and groundedness never ran on them."""
+    context = [
+        "A plain string.",
+        {"page_content": "LangChain's Document.", "metadata": {"source": "a.md"},
+         "type": "Document"},
+        {"node": {"id_": "n1", "text": "LlamaIndex's node.", "metadata": {}}, "score": 0.8},
+        {"id": "d1", "content": "Haystack's Document.", "score": 0.5},
+        {"file_id": "f1", "score": 0.9, "content": [{"type": "text", "text": "OpenAI's."}]},
+        {"text": "Cohere's document.", "title": "t"},
+    ]
+    record = _record(decoder.decode(_encode({"request_id": "c", "context": context})))
+    assert record.context == ["A plain string.", "LangChain's Document.", "LlamaIndex's node.",
+                              "Haystack's Document.", "OpenAI's.", "Cohere's document."]
+    assert all(type(p) is str for p in record.context)
+    result = decoder.decode(_encode({"request_id": "c", "context": ["ok", {"url": "x"}]}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert "`page_content`" in result.detail and result.detail.endswith("at `$.context[1]`")
+    # A list of strings is what it was.
+    plain = _record(decoder.decode(_encode({"request_id": "p", "context": ["a", "b"]})))
+    assert plain.context == ["a", "b"]
+
+
 def test_a_response_of_another_type_is_invalid_field(decoder: Decoder) -> None:
     for value in (5, ["Paris."], True, [{"type": "text", "text": 5}]):
         result = decoder.decode(_encode({"request_id": "r1", "response": value}))
@@ -745,6 +769,10 @@ _response = (
             max_size=3)})}), min_size=1, max_size=2)})
     | st.fixed_dictionaries({"generated_text": st.text(max_size=20)})
 )
+# A passage as its text, or as a framework's object around it.
+_passage = st.text(max_size=10) | st.sampled_from(["page_content", "text", "content"]).flatmap(
+    lambda key: st.fixed_dictionaries({key: st.text(max_size=10)},
+                                      optional={"score": st.floats(allow_nan=False)}))
 _non_negative = st.integers(min_value=0, max_value=10**12) | st.floats(
     min_value=0, max_value=1e12, allow_nan=False
 )
@@ -759,7 +787,7 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "deployment": st.sampled_from(["stable", "canary", "shadow"]) | st.text(_label, max_size=8),
     "prompt": st.text(max_size=30) | _chat,
     "response": _response,
-    "context": st.lists(st.text(max_size=10), max_size=3),
+    "context": st.lists(_passage, max_size=3),
     "latency_ms": _non_negative,
     "prompt_tokens": st.integers(min_value=0, max_value=2**63 - 1),
     "completion_tokens": st.integers(min_value=0, max_value=2**63 - 1),
@@ -808,7 +836,11 @@ def test_json_objects_over_the_wire_fields_decode_without_raising(
             assert getattr(record, name) == obj.get(name)
         assert record.model == obj.get("model")
         assert record.deployment == obj.get("deployment")
-        assert record.context == obj.get("context")
+        context = obj.get("context")
+        # A passage object is read as its text (the one key beside its score).
+        assert record.context == (None if context is None else [
+            p if isinstance(p, str) else next(v for k, v in p.items() if k != "score")
+            for p in context])
         # Every shape the strategy draws is one the decoder reads as its text.
         assert (record.response is None) == (obj.get("response") is None)
         assert record.response is None or type(record.response) is str
