@@ -137,7 +137,9 @@ class Decoder:
                                      f"logs and events - at `$.{name}`")
         if (type(r.prompt) is list or r.messages is not None) and (where := _speakerless(r)):
             return Rejection("invalid_field", f"{_SPEAKER} - at `$.{where}`")
-        if r.context is not None and not all(type(p) is str for p in r.context):
+        if type(r.context) is str:
+            record = msgspec.structs.replace(record, context=[r.context])
+        elif r.context is not None and not all(type(p) is str for p in r.context):
             texts = [p if type(p) is str else p.passage_text for p in r.context]
             if None in texts:
                 return Rejection("invalid_field", f"{_PASSAGE} - at `$.context"

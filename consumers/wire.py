@@ -221,8 +221,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # A string; the object an API returned (ResponseObject), or a message's content parts,
     # is read as its text by the decoder.
     response: str | list[ContentPart] | ResponseObject | None = None
-    # Strings; a passage logged as an object (Passage) is read as its text by the decoder.
-    context: list[str | Passage] | None = None
+    # Strings; a passage logged as an object (Passage) is read as its text by the decoder,
+    # and one string is one passage.
+    context: list[str | Passage] | str | None = None
     latency_ms: NonNegative | None = None
     prompt_tokens: Count | None = None
     completion_tokens: Count | None = None

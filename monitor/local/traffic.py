@@ -327,10 +327,11 @@ def _changed(**changes: object) -> _Payload:
     return lambda record: encode({**record, **changes})
 
 
-def _context_as_string(record: dict[str, object]) -> bytes:
+def _context_of_numbers(record: dict[str, object]) -> bytes:
+    # A producer that logged its passages' lengths (or ids, or scores) instead of their text.
     context = record["context"]
-    joined = "\n".join(context) if isinstance(context, list) else str(context)
-    return encode({**record, "context": joined})
+    lengths = [len(p) for p in context] if isinstance(context, list) else [0]
+    return encode({**record, "context": lengths})
 
 
 def _negative_tokens(record: dict[str, object]) -> bytes:
@@ -346,7 +347,7 @@ _MALFORMED: tuple[tuple[str, tuple[_Payload, ...]], ...] = (
     ("not_json", (_truncated,)),
     ("not_object", (_batched, _number, _string)),
     ("missing_request_id", (_without_request_id, _changed(request_id=""))),
-    ("invalid_field", (_changed(latency_ms="fast"), _context_as_string,
+    ("invalid_field", (_changed(latency_ms="fast"), _context_of_numbers,
                        _changed(deployment=["stable"]), _negative_tokens)),
 )
 # Round-robin over reasons, one variant each per round: the first 6 payloads cover every reason,

@@ -136,7 +136,7 @@ def test_printable_ids_and_labels_in_any_script_and_with_any_space_are_kept() ->
         (b'{"request_id":"r1","deployment":["stable"]}', "invalid_field"),
         (b'{"request_id":"r1","completion_tokens":-3}', "invalid_field"),
         (b'{"request_id":"r1","prompt_tokens":1.5}', "invalid_field"),
-        (b'{"request_id":"r1","context":"one string"}', "invalid_field"),
+        (b'{"request_id":"r1","context":[1, 2]}', "invalid_field"),
         (b'{"request_id":"r1","cost_usd":true}', "invalid_field"),
         (b'{"request_id":"r1","latency_ms":1e400}', "invalid_field"),
         (b'{"request_id":"r1","prompt":[{"content":"no role"}]}', "invalid_field"),
@@ -587,9 +587,11 @@ def test_passages_logged_as_objects_are_read_as_their_text(decoder: Decoder) -> 
     result = decoder.decode(_encode({"request_id": "c", "context": ["ok", {"url": "x"}]}))
     assert isinstance(result, Rejection) and result.reason == "invalid_field"
     assert "`page_content`" in result.detail and result.detail.endswith("at `$.context[1]`")
-    # A list of strings is what it was.
+    # A list of strings is what it was; one string is one passage.
     plain = _record(decoder.decode(_encode({"request_id": "p", "context": ["a", "b"]})))
     assert plain.context == ["a", "b"]
+    one = _record(decoder.decode(_encode({"request_id": "o", "context": "a\nb"})))
+    assert one.context == ["a\nb"]
 
 
 def test_a_response_of_another_type_is_invalid_field(decoder: Decoder) -> None:
@@ -787,7 +789,7 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "deployment": st.sampled_from(["stable", "canary", "shadow"]) | st.text(_label, max_size=8),
     "prompt": st.text(max_size=30) | _chat,
     "response": _response,
-    "context": st.lists(_passage, max_size=3),
+    "context": st.lists(_passage, max_size=3) | st.text(max_size=10),
     "latency_ms": _non_negative,
     "prompt_tokens": st.integers(min_value=0, max_value=2**63 - 1),
     "completion_tokens": st.integers(min_value=0, max_value=2**63 - 1),
@@ -837,8 +839,10 @@ def test_json_objects_over_the_wire_fields_decode_without_raising(
         assert record.model == obj.get("model")
         assert record.deployment == obj.get("deployment")
         context = obj.get("context")
-        # A passage object is read as its text (the one key beside its score).
-        assert record.context == (None if context is None else [
+        # A passage object is read as its text (the one key beside its score); one string
+        # is one passage.
+        assert record.context == (None if context is None else [context]
+                                  if isinstance(context, str) else [
             p if isinstance(p, str) else next(v for k, v in p.items() if k != "score")
             for p in context])
         # Every shape the strategy draws is one the decoder reads as its text.
