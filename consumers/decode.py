@@ -118,8 +118,14 @@ class Decoder:
         return self._checked(record)
 
     def _checked(self, record: Record) -> Record | Rejection:
-        """What the type cannot say: no control character in an id or label, a response object
-        read as its text, event time in range, token counts whole numbers."""
+        """What the type cannot say: an id given as a number written as its string, no control
+        character in an id or label, passages and a response object read as their text,
+        event time in range, token counts whole numbers."""
+        if type(record.request_id) is int:
+            if not -_ID_NUMBER < record.request_id < _ID_NUMBER:
+                return Rejection("invalid_field", "Expected an id of at most 20 digits, got a "
+                                 "longer number - at `$.request_id`")
+            record = msgspec.structs.replace(record, request_id=str(record.request_id))
         # str.isprintable at C speed first (0.2 us a record); it is False for some spaces
         # too (U+00A0), so a False is looked at closer.
         r = record
@@ -189,6 +195,7 @@ class Decoder:
 
 
 _INF = float("inf")
+_ID_NUMBER = 10**20  # a 64-bit id has at most 20 digits
 _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
           "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
           "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
@@ -234,7 +241,7 @@ def _classify(message: str) -> Rejection:
     # Missing: absent, null or empty. One of another type (a number) or too long is there,
     # and wrong: invalid_field, as for any other field.
     if message in ("Object missing required field `request_id`",
-                   "Expected `str`, got `null` - at `$.request_id`",
+                   "Expected `int | str`, got `null` - at `$.request_id`",
                    "Expected `str` of length >= 1 - at `$.request_id`"):
         return Rejection("missing_request_id", detail)
     return Rejection("invalid_field", detail)

@@ -208,7 +208,9 @@ def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
 class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One LLM request/response as it arrives on the wire (validated)."""
 
-    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD_CHARS)]
+    # A whole number is an id too (the decoder writes it as its decimal string, so halves
+    # that write it as a number and as a string still join).
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD_CHARS)] | int
     timestamp: Rfc3339 | float | None = None
     model: Short | None = None
     model_version: Short | None = None

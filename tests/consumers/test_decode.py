@@ -129,7 +129,9 @@ def test_printable_ids_and_labels_in_any_script_and_with_any_space_are_kept() ->
     [
         (b'{"request_id":""}', "missing_request_id"),
         (b'{"request_id":null}', "missing_request_id"),
-        (b'{"request_id":42}', "invalid_field"),  # there, of another type: not missing
+        (b'{"request_id":true}', "invalid_field"),  # there, of another type: not missing
+        (b'{"request_id":4.5}', "invalid_field"),
+        (b'{"request_id":123456789012345678901}', "invalid_field"),
         (b"42", "not_object"),
         (b'"r1"', "not_object"),
         (b"null", "not_object"),
@@ -442,7 +444,7 @@ def test_string_prompt_is_its_own_text_and_prompt_wins_over_messages(decoder: De
     assert _record(decoder.decode(b'{"request_id":"p"}')).prompt_text is None
 
 
-def test_numbers_written_as_strings_are_read_as_numbers() -> None:
+def test_numbers_written_as_strings_are_read_as_numbers_and_an_id_as_a_number_too() -> None:
     """protobuf's JSON writes every int64 as a string, and some log shippers every field:
     those records were dead-lettered for the quotes. A string that is no number, or one that
     is no finite number, is still refused."""
@@ -456,6 +458,10 @@ def test_numbers_written_as_strings_are_read_as_numbers() -> None:
     assert (record.prompt_tokens, record.completion_tokens) == (412, 37)
     assert type(record.completion_tokens) is int
     assert (record.model, record.deployment) == ("123", "null")  # strings stay strings
+    # An id given as a number is its decimal string: halves that write it as a number and
+    # as a string join.
+    for rid in (42, 1234567890123456789):
+        assert _record(decoder.decode(_encode({"request_id": rid}))).request_id == str(rid)
     # Epoch seconds in a string: read as milliseconds, so before 2000; the hint says why.
     seconds = decoder.decode(_encode({"request_id": "r", "timestamp": "1704067200"}))
     assert isinstance(seconds, Rejection)
@@ -469,7 +475,6 @@ def test_numbers_written_as_strings_are_read_as_numbers() -> None:
         ("latency_ms", "nan", "Expected `float` >= 0.0 - at `$.latency_ms`"),
         ("prompt_tokens", "12.5", "Expected a whole number, got 12.5 - at `$.prompt_tokens`"),
         ("prompt_tokens", "inf", "Expected a whole number, got inf - at `$.prompt_tokens`"),
-        ("request_id", 42, "Expected `str`, got `int` - at `$.request_id`"),
     ):
         result = decoder.decode(_encode({"request_id": "r", field: value}))
         assert isinstance(result, Rejection) and result.reason == "invalid_field", value
@@ -849,7 +854,9 @@ def test_json_objects_over_the_wire_fields_decode_without_raising(
         assert (record.response is None) == (obj.get("response") is None)
         assert record.response is None or type(record.response) is str
     if isinstance(result, Record):
-        assert result.request_id == obj["request_id"]
+        # A whole number (1 or 1.0) is an id written as its decimal string.
+        rid = obj["request_id"]
+        assert result.request_id == (rid if isinstance(rid, str) else str(int(rid)))
 
 
 
