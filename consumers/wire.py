@@ -129,6 +129,42 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
     content: ChatMessage | None = None
 
 
+class RequestObject(msgspec.Struct, frozen=True, gc=False):
+    """A prompt logged as the request body the API was sent, as gateways log it: a chat's
+    `messages` (OpenAI, Anthropic, Bedrock Converse), a Responses API `input` (a string or
+    items) with its `instructions`, Gemini's `contents` with its system instruction, or a
+    completion's `prompt`. The decoder reads it into the record's prompt and system prompt,
+    and its `model` into the record's where the record names none."""
+
+    model: Short | None = None
+    messages: list[ChatMessage] | None = None
+    input: str | list[ChatMessage] | None = None
+    contents: str | list[ChatMessage] | None = None
+    prompt: str | None = None
+    system: Any = None  # Anthropic's and Converse's: a string or text blocks
+    instructions: str | None = None
+    gemini_system: str | ChatMessage | None = msgspec.field(default=None,
+                                                           name="systemInstruction")
+    system_instruction: str | ChatMessage | None = None  # Gemini's SDK spells it so
+
+    @property
+    def chat(self) -> str | list[ChatMessage] | None:
+        for prompt in (self.messages, self.input, self.contents, self.prompt):
+            if prompt is not None:
+                return prompt
+        return None
+
+    @property
+    def system_prompt(self) -> Any:
+        if self.system is not None:
+            return self.system
+        if self.instructions is not None:
+            return self.instructions
+        gemini = self.gemini_system if self.gemini_system is not None \
+            else self.system_instruction
+        return gemini if gemini is None or isinstance(gemini, str) else gemini.text
+
+
 class Passage(msgspec.Struct, frozen=True, gc=False):
     """A retrieved passage logged as an object rather than its text: LangChain's Document
     (`page_content`), a `text` (LlamaIndex's node, Cohere's documents), a `content` (Haystack's
@@ -218,7 +254,9 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # canary and shadow by default; blue and green, prod and candidate as the stack says).
     deployment: Short | None = None
     route: Short | None = None
-    prompt: str | list[ChatMessage] | None = None
+    # A string or a chat; the request body the API was sent (RequestObject) is read into
+    # them by the decoder.
+    prompt: str | list[ChatMessage] | RequestObject | None = None
     messages: list[ChatMessage] | None = None
     # A string; the object an API returned (ResponseObject), or a message's content parts,
     # is read as its text by the decoder.

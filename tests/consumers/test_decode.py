@@ -411,6 +411,74 @@ def test_responses_api_input_items_langchain_and_gemini_messages_are_read_as_a_c
         assert result.detail.endswith(f"at `$.{field}[1]`")
 
 
+@pytest.mark.parametrize(
+    ("body", "text", "asked"),
+    [
+        pytest.param({"model": "gpt-4o", "temperature": 0.2, "messages": [
+            {"role": "system", "content": "Premium costs 42 dollars."},
+            {"role": "user", "content": "What does premium cost?"}]},
+            "Premium costs 42 dollars.\nWhat does premium cost?", "What does premium cost?",
+            id="openai-chat"),
+        pytest.param({"model": "gpt-4o", "max_tokens": 1024, "system": [
+            {"type": "text", "text": "Premium costs 42 dollars."}], "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What does premium cost?"}]}]},
+            "Premium costs 42 dollars.\nWhat does premium cost?", "What does premium cost?",
+            id="anthropic-messages"),
+        pytest.param({"model": "gpt-4o", "instructions": "Premium costs 42 dollars.",
+                      "input": "What does premium cost?"},
+                     "Premium costs 42 dollars.\nWhat does premium cost?",
+                     "What does premium cost?", id="responses-api-string-input"),
+        pytest.param({"model": "gpt-4o", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "What does it cost?"}]},
+            {"type": "function_call", "call_id": "c1", "name": "price", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "42 dollars"}]},
+            "What does it cost?\n\n42 dollars", "What does it cost?", id="responses-api-items"),
+        pytest.param({"model": "gpt-4o", "contents": [
+            {"role": "user", "parts": [{"text": "What does premium cost?"}]}],
+            "systemInstruction": {"parts": [{"text": "Premium costs 42 dollars."}]},
+            "generationConfig": {"temperature": 0}},
+            "Premium costs 42 dollars.\nWhat does premium cost?", "What does premium cost?",
+            id="gemini-rest"),
+        pytest.param({"model": "gpt-4o", "contents": "What does premium cost?",
+                      "system_instruction": "Premium costs 42 dollars."},
+                     "Premium costs 42 dollars.\nWhat does premium cost?",
+                     "What does premium cost?", id="gemini-sdk"),
+        pytest.param({"model": "gpt-4o", "system": [{"text": "Premium costs 42 dollars."}],
+                      "messages": [{"role": "user", "content": [
+                          {"text": "What does premium cost?"}]}],
+                      "inferenceConfig": {"maxTokens": 512}},
+                     "Premium costs 42 dollars.\nWhat does premium cost?",
+                     "What does premium cost?", id="bedrock-converse"),
+        pytest.param({"model": "gpt-4o", "prompt": "What does premium cost?", "max_tokens": 5},
+                     "What does premium cost?", "What does premium cost?", id="completion"),
+    ],
+)
+def test_a_prompt_logged_as_the_request_body_is_read_as_its_chat(
+    decoder: Decoder, body: dict[str, Any], text: str, asked: str
+) -> None:
+    """Gateways log the request body the API was sent, as they log the response it returned;
+    the response side took the API's objects, and every such prompt was dead-lettered."""
+    record = _record(decoder.decode(_encode({"request_id": "b", "prompt": body})))
+    assert (record.prompt_text, record.user_prompt) == (text, asked)
+    assert record.prompt_chars == len(text)
+    assert record.model == "gpt-4o"  # the body's, where the record names none
+
+
+def test_a_request_body_without_a_prompt_is_refused_and_the_records_model_wins(
+    decoder: Decoder,
+) -> None:
+    result = decoder.decode(_encode({"request_id": "b", "prompt": {"model": "m", "n": 1}}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert "`messages`, `input`, `contents`" in result.detail
+    assert result.detail.endswith("at `$.prompt`")
+    record = _record(decoder.decode(_encode(
+        {"request_id": "b", "model": "mine", "prompt": {"model": "m", "prompt": "p"}})))
+    assert (record.model, record.prompt_text) == ("mine", "p")
+    # Its messages are checked as a chat's are.
+    result = decoder.decode(_encode({"request_id": "b", "prompt": {"messages": [{"x": 1}]}}))
+    assert isinstance(result, Rejection) and "`role`" in result.detail
+
+
 def test_a_system_field_beside_messages_is_read_before_them_and_any_other_is_ignored(
     decoder: Decoder,
 ) -> None:
@@ -776,6 +844,15 @@ _response = (
             max_size=3)})}), min_size=1, max_size=2)})
     | st.fixed_dictionaries({"generated_text": st.text(max_size=20)})
 )
+# A request body the API was sent: its prompt under one of the keys, a model, instructions.
+_request_body = st.one_of(
+    st.fixed_dictionaries({"messages": _chat}), st.fixed_dictionaries({"input": _chat}),
+    st.fixed_dictionaries({"input": st.text(max_size=20)}),
+    st.fixed_dictionaries({"contents": st.text(max_size=20)}),
+    st.fixed_dictionaries({"prompt": st.text(max_size=20)}),
+).flatmap(lambda body: st.fixed_dictionaries(
+    {k: st.just(v) for k, v in body.items()},
+    optional={"model": st.text(_label, max_size=8), "instructions": st.text(max_size=9)}))
 # A passage as its text, or as a framework's object around it.
 _passage = st.text(max_size=10) | st.sampled_from(["page_content", "text", "content"]).flatmap(
     lambda key: st.fixed_dictionaries({key: st.text(max_size=10)},
@@ -792,7 +869,7 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     | _aware_times,
     "model": st.text(_label, max_size=12),
     "deployment": st.sampled_from(["stable", "canary", "shadow"]) | st.text(_label, max_size=8),
-    "prompt": st.text(max_size=30) | _chat,
+    "prompt": st.text(max_size=30) | _chat | _request_body,
     "response": _response,
     "context": st.lists(_passage, max_size=3) | st.text(max_size=10),
     "latency_ms": _non_negative,
@@ -841,7 +918,9 @@ def test_json_objects_over_the_wire_fields_decode_without_raising(
         assert record.request_id == obj["request_id"]
         for name in NUMERIC_FIELDS:
             assert getattr(record, name) == obj.get(name)
-        assert record.model == obj.get("model")
+        body = obj.get("prompt")
+        assert record.model == (obj["model"] if obj.get("model") is not None else
+                                body.get("model") if isinstance(body, dict) else None)
         assert record.deployment == obj.get("deployment")
         context = obj.get("context")
         # A passage object is read as its text (the one key beside its score); one string
@@ -850,6 +929,8 @@ def test_json_objects_over_the_wire_fields_decode_without_raising(
                                   if isinstance(context, str) else [
             p if isinstance(p, str) else next(v for k, v in p.items() if k != "score")
             for p in context])
+        # A request body is read into the prompt, a string or a chat.
+        assert record.prompt is None or type(record.prompt) in (str, list)
         # Every shape the strategy draws is one the decoder reads as its text.
         assert (record.response is None) == (obj.get("response") is None)
         assert record.response is None or type(record.response) is str
