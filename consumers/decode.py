@@ -11,10 +11,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
-from consumers.wire import ChatMessage, Record, RequestObject, response_text
+from consumers.wire import (
+    ChatMessage,
+    ContentPart,
+    Record,
+    RequestObject,
+    ResponseObject,
+    response_text,
+)
 
 REASONS: tuple[str, ...] = (
     "empty",
@@ -131,6 +139,11 @@ class Decoder:
             if read is None:
                 return Rejection("invalid_field", _REQUEST_SHAPE)
             record = read
+        if record.response is not None and type(record.response) is not str:
+            read = _response_read(record, record.response)
+            if read is None:
+                return Rejection("invalid_field", _RESPONSE_SHAPE)
+            record = read
         # str.isprintable at C speed first (0.2 us a record); it is False for some spaces
         # too (U+00A0), so a False is looked at closer.
         r = record
@@ -156,11 +169,6 @@ class Decoder:
                 return Rejection("invalid_field", f"{_PASSAGE} - at `$.context"
                                  f"[{texts.index(None)}]`")
             record = msgspec.structs.replace(record, context=texts)
-        if r.response is not None and type(r.response) is not str:
-            text = response_text(r.response)
-            if text is None:
-                return Rejection("invalid_field", _RESPONSE_SHAPE)
-            record = msgspec.structs.replace(record, response=text)
         if r.latency_ms == _INF or r.cost_usd == _INF:  # a string "inf" decodes to it
             return Rejection("invalid_field", "Expected a finite number, got inf - at "
                              f"`$.{'latency_ms' if r.latency_ms == _INF else 'cost_usd'}`")
@@ -220,6 +228,21 @@ def _request_read(record: Record, request: RequestObject) -> Record | None:
         chat = [ChatMessage("user", chat)]
     model = record.model if record.model is not None else request.model
     return msgspec.structs.replace(record, prompt=chat, system=system, model=model)
+
+
+def _response_read(record: Record, response: ResponseObject | list[ContentPart]
+                   ) -> Record | None:
+    """The record with its response object read as its text, and what the object says of
+    itself (model, token counts, latency) where the record gives none of its own; None when
+    the object holds no response."""
+    text = response_text(response)
+    if text is None:
+        return None
+    changes: dict[str, Any] = {"response": text}
+    if type(response) is ResponseObject:
+        changes.update((name, value) for name, value in response.facts().items()
+                       if getattr(record, name) is None)
+    return msgspec.structs.replace(record, **changes)
 
 
 def _speakerless(record: Record) -> str | None:

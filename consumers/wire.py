@@ -187,6 +187,57 @@ class Passage(msgspec.Struct, frozen=True, gc=False):
         return None if self.node is None else self.node.passage_text
 
 
+Tokens = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Usage(msgspec.Struct, frozen=True, gc=False):
+    """Token counts as the APIs report them: OpenAI's chat and completions
+    (`prompt_tokens`), Anthropic's and the Responses API's (`input_tokens`; Anthropic's
+    leaves out the tokens read from or written to its cache, counted beside it), Bedrock
+    Converse's (`inputTokens`, its cache's likewise), Cohere's (within `tokens`)."""
+
+    prompt_tokens: Tokens | None = None
+    completion_tokens: Tokens | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cache_read_input_tokens: Tokens = 0
+    cache_creation_input_tokens: Tokens = 0
+    converse_input: Tokens | None = msgspec.field(default=None, name="inputTokens")
+    converse_output: Tokens | None = msgspec.field(default=None, name="outputTokens")
+    converse_cache_read: Tokens = msgspec.field(default=0, name="cacheReadInputTokens")
+    converse_cache_write: Tokens = msgspec.field(default=0, name="cacheWriteInputTokens")
+    tokens: Usage | None = None
+
+    def counts(self) -> tuple[int | None, int | None]:
+        """(prompt tokens, completion tokens), each None where not reported."""
+        if self.prompt_tokens is not None or self.completion_tokens is not None:
+            return self.prompt_tokens, self.completion_tokens
+        if self.input_tokens is not None or self.output_tokens is not None:
+            cached = self.cache_read_input_tokens + self.cache_creation_input_tokens
+            return (None if self.input_tokens is None else self.input_tokens + cached,
+                    self.output_tokens)
+        if self.converse_input is not None or self.converse_output is not None:
+            cached = self.converse_cache_read + self.converse_cache_write
+            return (None if self.converse_input is None else self.converse_input + cached,
+                    self.converse_output)
+        return (None, None) if self.tokens is None else self.tokens.counts()
+
+
+class GeminiUsage(msgspec.Struct, frozen=True, gc=False):
+    """Gemini's `usageMetadata`: its answer's tokens and its thinking's are the completion."""
+
+    prompt: Tokens | None = msgspec.field(default=None, name="promptTokenCount")
+    candidates: Tokens | None = msgspec.field(default=None, name="candidatesTokenCount")
+    thoughts: Tokens = msgspec.field(default=0, name="thoughtsTokenCount")
+
+
+class ConverseMetrics(msgspec.Struct, frozen=True, gc=False):
+    """Bedrock Converse's `metrics`."""
+
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = msgspec.field(
+        default=None, name="latencyMs")
+
+
 class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     """A response logged as the object the API returned rather than its text: an assistant
     message (OpenAI's `{role, content}`, Anthropic's content blocks), a chat completion
@@ -205,6 +256,36 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     candidates: list[Candidate] | msgspec.UnsetType = msgspec.UNSET
     generated_text: str | msgspec.UnsetType = msgspec.UNSET
     done: bool | None = None  # Ollama: False on a stream's chunk, which is not the answer
+    # What it says of itself, read into the record where the record says nothing: the model
+    # (Gemini's `modelVersion`), token counts, latency (Converse's, Ollama's in ns).
+    model: Short | None = None
+    gemini_model: Short | None = msgspec.field(default=None, name="modelVersion")
+    usage: Usage | None = None
+    gemini_usage: GeminiUsage | None = msgspec.field(default=None, name="usageMetadata")
+    prompt_eval_count: Tokens | None = None
+    eval_count: Tokens | None = None
+    metrics: ConverseMetrics | None = None
+    total_duration: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The record's fields this object reports (model, token counts, latency_ms), by
+        name; a field it does not report is left out."""
+        prompt, completion = None, None
+        if self.usage is not None:
+            prompt, completion = self.usage.counts()
+        elif self.gemini_usage is not None:
+            g = self.gemini_usage
+            prompt = g.prompt
+            completion = None if g.candidates is None else g.candidates + g.thoughts
+        elif self.prompt_eval_count is not None or self.eval_count is not None:
+            prompt, completion = self.prompt_eval_count, self.eval_count
+        latency = None if self.metrics is None else self.metrics.latency_ms
+        if latency is None and self.total_duration is not None:
+            latency = self.total_duration / 1e6
+        found = {"model": self.model if self.model is not None else self.gemini_model,
+                 "prompt_tokens": prompt, "completion_tokens": completion,
+                 "latency_ms": latency}
+        return {name: value for name, value in found.items() if value is not None}
 
 
 def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
