@@ -11,9 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors.sanity import TRUNCATION_STATUSES
+
 OK = "ok"
 ERROR = "error"
-_OK_STATUSES = frozenset({"ok", "success", "succeeded", "200", "stop", "completed"})
+# A status may be a word, an HTTP code or the API's finish reason: a generation that ended
+# normally (OpenAI's stop, tool_calls; Anthropic's and Converse's end_turn, stop_sequence,
+# tool_use, pause_turn; a text-generation server's eos_token) or at its token limit (length,
+# max_tokens: flagged `truncated`, not failed) is no error. Anything else counts as one.
+_OK_STATUSES = frozenset({
+    "ok", "success", "succeeded", "completed", "stop", "end_turn", "stop_sequence",
+    "tool_calls", "tool_use", "function_call", "pause_turn", "eos", "eos_token",
+}) | TRUNCATION_STATUSES
 
 
 def status_class(status: str | None, error_type: str | None) -> str:
@@ -22,7 +31,10 @@ def status_class(status: str | None, error_type: str | None) -> str:
         return ERROR
     if status is None:
         return OK
-    return OK if status.strip().lower() in _OK_STATUSES else ERROR
+    word = status.strip().lower()
+    if word in _OK_STATUSES or (len(word) == 3 and word[0] == "2" and word.isdigit()):
+        return OK
+    return ERROR
 
 
 # One row a record: latency_ms, prompt_tokens, completion_tokens, cost_usd, prompt and
