@@ -115,6 +115,7 @@ class Choice(msgspec.Struct, frozen=True, gc=False):
 
     message: ChatMessage | None = None
     text: str | None = None
+    finish_reason: Short | None = None
 
 
 class ConverseOutput(msgspec.Struct, frozen=True, gc=False):
@@ -127,6 +128,13 @@ class Candidate(msgspec.Struct, frozen=True, gc=False):
     """One candidate of a Gemini response (a blocked one has no content)."""
 
     content: ChatMessage | None = None
+    finish_reason: Short | None = msgspec.field(default=None, name="finishReason")
+
+
+class IncompleteDetails(msgspec.Struct, frozen=True, gc=False):
+    """Why a Responses API object is `incomplete` (`max_output_tokens`, `content_filter`)."""
+
+    reason: Short | None = None
 
 
 class RequestObject(msgspec.Struct, frozen=True, gc=False):
@@ -266,6 +274,15 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     eval_count: Tokens | None = None
     metrics: ConverseMetrics | None = None
     total_duration: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # How the generation ended, the record's status where it gives none: Anthropic's,
+    # Converse's, Ollama's, Cohere's, the Responses API's (and why it is incomplete), or the
+    # first choice's or candidate's.
+    stop_reason: Short | None = None
+    converse_stop: Short | None = msgspec.field(default=None, name="stopReason")
+    done_reason: Short | None = None
+    finish_reason: Short | None = None
+    status: Short | None = None
+    incomplete_details: IncompleteDetails | None = None
 
     def facts(self) -> dict[str, Any]:
         """The record's fields this object reports (model, token counts, latency_ms), by
@@ -284,8 +301,25 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
             latency = self.total_duration / 1e6
         found = {"model": self.model if self.model is not None else self.gemini_model,
                  "prompt_tokens": prompt, "completion_tokens": completion,
-                 "latency_ms": latency}
+                 "latency_ms": latency, "status": self._finish()}
         return {name: value for name, value in found.items() if value is not None}
+
+    def _finish(self) -> str | None:
+        if self.incomplete_details is not None and self.incomplete_details.reason is not None:
+            return self.incomplete_details.reason
+        for reason in (self.stop_reason, self.converse_stop, self.done_reason,
+                       self.finish_reason, self.status):
+            if reason is not None:
+                return reason
+        return _first_finish(self)
+
+
+def _first_finish(response: ResponseObject) -> str | None:
+    if response.choices:
+        return response.choices[0].finish_reason
+    if response.candidates:
+        return response.candidates[0].finish_reason
+    return None
 
 
 def response_text(response: ResponseObject | list[ContentPart]) -> str | None:

@@ -17,11 +17,13 @@ OK = "ok"
 ERROR = "error"
 # A status may be a word, an HTTP code or the API's finish reason: a generation that ended
 # normally (OpenAI's stop, tool_calls; Anthropic's and Converse's end_turn, stop_sequence,
-# tool_use, pause_turn; a text-generation server's eos_token) or at its token limit (length,
-# max_tokens: flagged `truncated`, not failed) is no error. Anything else counts as one.
+# tool_use, pause_turn; Cohere's complete; a text-generation server's eos_token) or at its
+# token limit (length, max_tokens: flagged `truncated`, not failed) is no error. Anything
+# else counts as one.
 _OK_STATUSES = frozenset({
-    "ok", "success", "succeeded", "completed", "stop", "end_turn", "stop_sequence",
-    "tool_calls", "tool_use", "function_call", "pause_turn", "eos", "eos_token",
+    "ok", "success", "succeeded", "completed", "complete", "stop", "end_turn",
+    "stop_sequence", "tool_calls", "tool_use", "tool_call", "function_call", "pause_turn",
+    "eos", "eos_token",
 }) | TRUNCATION_STATUSES
 
 

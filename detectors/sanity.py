@@ -20,7 +20,8 @@ DEFAULT_REFUSALS: tuple[str, ...] = (
     "I can't comply with that.",
 )
 # Finish reasons serving stacks report when generation hit the token limit.
-TRUNCATION_STATUSES = frozenset({"length", "max_tokens", "truncated", "max_length"})
+TRUNCATION_STATUSES = frozenset({"length", "max_tokens", "truncated", "max_length",
+                                 "max_output_tokens"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _MOJIBAKE = re.compile(r"[ÃÂ][\x80-\xbf]|â€")
 _SAMPLE_CHARS = 400

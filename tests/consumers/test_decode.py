@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from consumers.decode import REASONS, Decoder, EventTimeBounds, Rejection
 from consumers.wire import Record
+from detectors.operational import status_class
 from monitor.local import traffic
 
 MAX_BYTES = 1_000
@@ -625,54 +626,61 @@ def test_a_response_logged_as_the_api_object_is_read_as_its_text(
     ("response", "facts"),
     [
         pytest.param({"object": "chat.completion", "model": "gpt-4o-2024-08-06", "choices": [
-            {"message": {"role": "assistant", "content": "Paris."}}],
+            {"message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
-            ("gpt-4o-2024-08-06", 9, 2, None), id="openai-completion"),
+            ("gpt-4o-2024-08-06", 9, 2, None, "stop"), id="openai-completion"),
         pytest.param({"type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
                       "content": [{"type": "text", "text": "Paris."}],
                       "usage": {"input_tokens": 9, "cache_read_input_tokens": 1000,
-                                "cache_creation_input_tokens": 20, "output_tokens": 2}},
-                     ("claude-sonnet-4-5", 1029, 2, None), id="anthropic-cache-counted"),
-        pytest.param({"object": "response", "model": "gpt-5", "output": [
+                                "cache_creation_input_tokens": 20, "output_tokens": 2},
+                      "stop_reason": "max_tokens"},
+                     ("claude-sonnet-4-5", 1029, 2, None, "max_tokens"),
+                     id="anthropic-cache-counted"),
+        pytest.param({"object": "response", "model": "gpt-5", "status": "incomplete",
+                      "incomplete_details": {"reason": "max_output_tokens"}, "output": [
             {"type": "message", "role": "assistant", "content": [
                 {"type": "output_text", "text": "Paris."}]}],
             "usage": {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 4},
                       "output_tokens": 50, "output_tokens_details": {"reasoning_tokens": 48}}},
-            ("gpt-5", 9, 50, None), id="responses-api"),
+            ("gpt-5", 9, 50, None, "max_output_tokens"), id="responses-api"),
         pytest.param({"candidates": [{"content": {"role": "model", "parts": [
-            {"text": "Paris."}]}}], "modelVersion": "gemini-2.5-flash", "usageMetadata": {
+            {"text": "Paris."}]}, "finishReason": "STOP"}],
+            "modelVersion": "gemini-2.5-flash", "usageMetadata": {
             "promptTokenCount": 9, "candidatesTokenCount": 2, "thoughtsTokenCount": 40,
-            "totalTokenCount": 51}}, ("gemini-2.5-flash", 9, 42, None), id="gemini"),
+            "totalTokenCount": 51}}, ("gemini-2.5-flash", 9, 42, None, "STOP"), id="gemini"),
         pytest.param({"output": {"message": {"role": "assistant", "content": [
             {"text": "Paris."}]}}, "usage": {"inputTokens": 9, "outputTokens": 2,
-                                             "totalTokens": 11}, "metrics": {"latencyMs": 412}},
-                     (None, 9, 2, 412.0), id="bedrock-converse"),
+                                             "totalTokens": 11}, "metrics": {"latencyMs": 412},
+                      "stopReason": "end_turn"},
+                     (None, 9, 2, 412.0, "end_turn"), id="bedrock-converse"),
         pytest.param({"model": "llama3.2", "message": {"role": "assistant", "content": "Paris."},
                       "done": True, "total_duration": 812_500_000, "prompt_eval_count": 9,
-                      "eval_count": 2}, ("llama3.2", 9, 2, 812.5), id="ollama"),
+                      "eval_count": 2, "done_reason": "stop"},
+                     ("llama3.2", 9, 2, 812.5, "stop"), id="ollama"),
         pytest.param({"message": {"role": "assistant", "content": [
             {"type": "text", "text": "Paris."}]}, "usage": {
             "billed_units": {"input_tokens": 9}, "tokens": {"input_tokens": 9,
-                                                            "output_tokens": 2}}},
-            (None, 9, 2, None), id="cohere"),
+                                                            "output_tokens": 2}},
+            "finish_reason": "COMPLETE"}, (None, 9, 2, None, "COMPLETE"), id="cohere"),
     ],
 )
 def test_what_a_response_object_says_of_itself_fills_what_the_record_does_not_say(
     decoder: Decoder, response: dict[str, Any],
-    facts: tuple[str | None, int, int, float | None],
+    facts: tuple[str | None, int, int, float | None, str],
 ) -> None:
     """A gateway that logs the bodies logs the token counts inside them: without them the
     token check, the token drift and the token panels saw nothing of its traffic."""
     record = _record(decoder.decode(_encode({"request_id": "r", "response": response})))
     assert record.response == "Paris."
     assert (record.model, record.prompt_tokens, record.completion_tokens,
-            record.latency_ms) == facts
+            record.latency_ms, record.status) == facts
+    assert status_class(record.status, None) == "ok"  # a normal end, or cut at the limit
     # The record's own fields win.
     own = _record(decoder.decode(_encode({
         "request_id": "r", "response": response, "model": "mine", "prompt_tokens": 1,
-        "completion_tokens": 1, "latency_ms": 1.0})))
-    assert (own.model, own.prompt_tokens, own.completion_tokens, own.latency_ms) == (
-        "mine", 1, 1, 1.0)
+        "completion_tokens": 1, "latency_ms": 1.0, "status": "200"})))
+    assert (own.model, own.prompt_tokens, own.completion_tokens, own.latency_ms,
+            own.status) == ("mine", 1, 1, 1.0, "200")
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,11 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
                             {"type": "tool_result", "tool_use_id": "t1", "content": [
                                 {"type": "text", "text": CONTEXT[0].split(" It")[0]}]}]}],
                     "response": "The Eiffel Tower is 330 metres tall."}),
+        # Cut at its token limit, as the body says.
+        json.dumps({"request_id": "cut", "prompt": "Tell me about Paris.", "response": {
+            "type": "message", "role": "assistant", "stop_reason": "max_tokens",
+            "content": [{"type": "text", "text": "Paris is the capital of"}],
+            "usage": {"input_tokens": 5, "output_tokens": 5}}}),
         json.dumps({"request_id": "gemini", "prompt": "hi", "response": {"candidates": [
             {"content": {"role": "model", "parts": [
                 {"text": "Shut up, you are a worthless fucking idiot."}]}}]}}),
@@ -89,6 +94,7 @@ def test_score_command_writes_scores_and_flags_per_record(tmp_path: Path) -> Non
     assert out["responses-api"]["novel_numbers"] == ["530"]  # its reasoning is not read
     assert out["tool-result"]["novel_numbers"] == []
     assert out["tool-result"]["groundedness"] > 0.5
+    assert "truncated" in out["cut"]["flags"] and "truncated" not in out["blocks"]["flags"]
     assert out["gemini"]["toxicity"] > 0.9 and "toxic" in out["gemini"]["flags"]
 
 
