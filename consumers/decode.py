@@ -265,8 +265,8 @@ _SPEAKER = ("a chat message needs its `role` (`user`, `assistant`, ...), or a `t
 _RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message), "
                    "`choices` (a chat completion: the first choice's `message` or `text`), "
                    "`message`, `output` (a Responses API or Bedrock Converse response), "
-                   "`candidates` (Gemini) or `generated_text`; none is here, or it is a "
-                   "stream's chunk - at `$.response`")
+                   "`candidates` (Gemini) or `generated_text`, a failed request's body its "
+                   "`error`; none is here, or it is a stream's chunk - at `$.response`")
 
 
 def _json_problem(value: bytes, message: str) -> str:

@@ -246,6 +246,21 @@ class ConverseMetrics(msgspec.Struct, frozen=True, gc=False):
         default=None, name="latencyMs")
 
 
+class ApiError(msgspec.Struct, frozen=True, gc=False):
+    """An API's error body: OpenAI's and Anthropic's `type`, Gemini's `status`, a `code`."""
+
+    type: Short | None = None
+    status: Short | None = None
+    code: Short | int | None = None
+
+    @property
+    def kind(self) -> str:
+        for kind in (self.type, self.status, self.code):
+            if kind is not None and kind != "":
+                return str(kind)
+        return "api_error"
+
+
 class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     """A response logged as the object the API returned rather than its text: an assistant
     message (OpenAI's `{role, content}`, Anthropic's content blocks), a chat completion
@@ -283,10 +298,13 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     finish_reason: Short | None = None
     status: Short | None = None
     incomplete_details: IncompleteDetails | None = None
+    # A failed request's body (OpenAI's, Anthropic's, Gemini's; Ollama's a string): no
+    # answer, an error of its type.
+    error: str | ApiError | None = None
 
     def facts(self) -> dict[str, Any]:
-        """The record's fields this object reports (model, token counts, latency_ms), by
-        name; a field it does not report is left out."""
+        """The record's fields this object reports (model, token counts, latency_ms, status,
+        error_type), by name; a field it does not report is left out."""
         prompt, completion = None, None
         if self.usage is not None:
             prompt, completion = self.usage.counts()
@@ -302,6 +320,10 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
         found = {"model": self.model if self.model is not None else self.gemini_model,
                  "prompt_tokens": prompt, "completion_tokens": completion,
                  "latency_ms": latency, "status": self._finish()}
+        if self.error is not None:
+            found["status"] = "error"
+            found["error_type"] = ("api_error" if isinstance(self.error, str)
+                                   else self.error.kind)
         return {name: value for name, value in found.items() if value is not None}
 
     def _finish(self) -> str | None:
@@ -353,7 +375,7 @@ def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
         return "" if content is None else content.text
     if response.generated_text is not msgspec.UNSET:
         return response.generated_text
-    return None
+    return None if response.error is None else ""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):

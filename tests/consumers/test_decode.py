@@ -684,6 +684,34 @@ def test_what_a_response_object_says_of_itself_fills_what_the_record_does_not_sa
 
 
 @pytest.mark.parametrize(
+    ("response", "error_type"),
+    [
+        pytest.param({"error": {"message": "You exceeded your current quota.",
+                                "type": "insufficient_quota", "param": None,
+                                "code": "insufficient_quota"}},
+                     "insufficient_quota", id="openai"),
+        pytest.param({"type": "error", "error": {"type": "overloaded_error",
+                                                 "message": "Overloaded"}},
+                     "overloaded_error", id="anthropic"),
+        pytest.param({"error": {"code": 429, "message": "Quota exceeded.",
+                                "status": "RESOURCE_EXHAUSTED"}},
+                     "RESOURCE_EXHAUSTED", id="gemini"),
+        pytest.param({"error": {"code": 503, "message": "Unavailable."}}, "503",
+                     id="code-alone"),
+        pytest.param({"error": "model 'llama9' not found"}, "api_error", id="ollama"),
+    ],
+)
+def test_a_failed_requests_error_body_is_an_error_of_its_type(
+    decoder: Decoder, response: dict[str, Any], error_type: str
+) -> None:
+    """A gateway logs a failed request's error body where the answer would be: those were
+    dead-lettered, and the error rate never saw the failures they were."""
+    record = _record(decoder.decode(_encode({"request_id": "e", "response": response})))
+    assert (record.response, record.status, record.error_type) == ("", "error", error_type)
+    assert status_class(record.status, record.error_type) == "error"
+
+
+@pytest.mark.parametrize(
     "response",
     [
         pytest.param({"answer": "Paris."}, id="neither-shape"),
