@@ -412,46 +412,41 @@ def test_responses_api_input_items_langchain_and_gemini_messages_are_read_as_a_c
         assert result.detail.endswith(f"at `$.{field}[1]`")
 
 
+_FACT, _ASKED = "Premium costs 42 dollars.", "What does premium cost?"
+_BOTH = f"{_FACT}\n{_ASKED}"
+
+
 @pytest.mark.parametrize(
     ("body", "text", "asked"),
     [
         pytest.param({"model": "gpt-4o", "temperature": 0.2, "messages": [
-            {"role": "system", "content": "Premium costs 42 dollars."},
-            {"role": "user", "content": "What does premium cost?"}]},
-            "Premium costs 42 dollars.\nWhat does premium cost?", "What does premium cost?",
-            id="openai-chat"),
-        pytest.param({"model": "gpt-4o", "max_tokens": 1024, "system": [
-            {"type": "text", "text": "Premium costs 42 dollars."}], "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "What does premium cost?"}]}]},
-            "Premium costs 42 dollars.\nWhat does premium cost?", "What does premium cost?",
-            id="anthropic-messages"),
-        pytest.param({"model": "gpt-4o", "instructions": "Premium costs 42 dollars.",
-                      "input": "What does premium cost?"},
-                     "Premium costs 42 dollars.\nWhat does premium cost?",
-                     "What does premium cost?", id="responses-api-string-input"),
+            {"role": "system", "content": _FACT}, {"role": "user", "content": _ASKED}]},
+            _BOTH, _ASKED, id="openai-chat"),
+        pytest.param({"model": "gpt-4o", "max_tokens": 1024,
+                      "system": [{"type": "text", "text": _FACT}],
+                      "messages": [{"role": "user", "content": [
+                          {"type": "text", "text": _ASKED}]}]},
+                     _BOTH, _ASKED, id="anthropic-messages"),
+        pytest.param({"model": "gpt-4o", "instructions": _FACT, "input": _ASKED},
+                     _BOTH, _ASKED, id="responses-api-string-input"),
         pytest.param({"model": "gpt-4o", "input": [
             {"role": "user", "content": [{"type": "input_text", "text": "What does it cost?"}]},
             {"type": "function_call", "call_id": "c1", "name": "price", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": "42 dollars"}]},
             "What does it cost?\n\n42 dollars", "What does it cost?", id="responses-api-items"),
-        pytest.param({"model": "gpt-4o", "contents": [
-            {"role": "user", "parts": [{"text": "What does premium cost?"}]}],
-            "systemInstruction": {"parts": [{"text": "Premium costs 42 dollars."}]},
-            "generationConfig": {"temperature": 0}},
-            "Premium costs 42 dollars.\nWhat does premium cost?", "What does premium cost?",
-            id="gemini-rest"),
-        pytest.param({"model": "gpt-4o", "contents": "What does premium cost?",
-                      "system_instruction": "Premium costs 42 dollars."},
-                     "Premium costs 42 dollars.\nWhat does premium cost?",
-                     "What does premium cost?", id="gemini-sdk"),
-        pytest.param({"model": "gpt-4o", "system": [{"text": "Premium costs 42 dollars."}],
-                      "messages": [{"role": "user", "content": [
-                          {"text": "What does premium cost?"}]}],
+        pytest.param({"model": "gpt-4o",
+                      "contents": [{"role": "user", "parts": [{"text": _ASKED}]}],
+                      "systemInstruction": {"parts": [{"text": _FACT}]},
+                      "generationConfig": {"temperature": 0}},
+                     _BOTH, _ASKED, id="gemini-rest"),
+        pytest.param({"model": "gpt-4o", "contents": _ASKED, "system_instruction": _FACT},
+                     _BOTH, _ASKED, id="gemini-sdk"),
+        pytest.param({"model": "gpt-4o", "system": [{"text": _FACT}],
+                      "messages": [{"role": "user", "content": [{"text": _ASKED}]}],
                       "inferenceConfig": {"maxTokens": 512}},
-                     "Premium costs 42 dollars.\nWhat does premium cost?",
-                     "What does premium cost?", id="bedrock-converse"),
-        pytest.param({"model": "gpt-4o", "prompt": "What does premium cost?", "max_tokens": 5},
-                     "What does premium cost?", "What does premium cost?", id="completion"),
+                     _BOTH, _ASKED, id="bedrock-converse"),
+        pytest.param({"model": "gpt-4o", "prompt": _ASKED, "max_tokens": 5},
+                     _ASKED, _ASKED, id="completion"),
     ],
 )
 def test_a_prompt_logged_as_the_request_body_is_read_as_its_chat(
