@@ -15,14 +15,14 @@ from typing import Any
 
 import msgspec
 
-from consumers.wire import (
+from consumers.api_bodies import (
     ChatMessage,
     ContentPart,
-    Record,
     RequestObject,
     ResponseObject,
     response_text,
 )
+from consumers.wire import Record
 
 REASONS: tuple[str, ...] = (
     "empty",
