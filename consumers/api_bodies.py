@@ -51,7 +51,7 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
     LangChain's `{type, content}`, its type the role; Gemini's `{role, parts}`; or an item
     of an OpenAI Responses API input that is no message (a `type` without a role): a tool's
     result (`function_call_output`, its `output` read as text), a call or a reasoning (no
-    text). The decoder refuses a message with neither role nor type."""
+    text)."""
 
     role: str | None = None
     content: str | list[ContentPart] | None = None
@@ -91,6 +91,21 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
                          if p.type != "tool_result" and (t := p.text or p.refusal)) or None
 
 
+class PromptMessage(ChatMessage, frozen=True, gc=False):
+    """A message of a prompt's chat: it needs a role or a type (a response's message is
+    read whatever it lacks)."""
+
+    def __post_init__(self) -> None:
+        # Checked while decoding, so the error names the message's path, at no loop's cost.
+        if self.role is None and self.type is None:
+            raise ValueError(SPEAKER_NEEDED)
+
+
+SPEAKER_NEEDED = ("a chat message needs its `role` (`user`, `assistant`, ...), or a `type`: "
+                  "LangChain's (`human`, `ai`) or an OpenAI Responses API item's "
+                  "(`function_call_output`)")
+
+
 class Choice(msgspec.Struct, frozen=True, gc=False):
     """One choice of a chat completion (`message`) or of a legacy completion (`text`)."""
 
@@ -126,9 +141,9 @@ class RequestObject(msgspec.Struct, frozen=True, gc=False):
     and its `model` into the record's where the record names none."""
 
     model: Short | None = None
-    messages: list[ChatMessage] | None = None
-    input: str | list[ChatMessage] | None = None
-    contents: str | list[ChatMessage] | None = None
+    messages: list[PromptMessage] | None = None
+    input: str | list[PromptMessage] | None = None
+    contents: str | list[PromptMessage] | None = None
     prompt: str | None = None
     system: Any = None  # Anthropic's and Converse's: a string or text blocks
     instructions: str | None = None

@@ -159,16 +159,18 @@ class Decoder:
                     return Rejection("invalid_field", f"control character {bad.group()!r} at "
                                      f"character {bad.start()}: ids and labels are printed in "
                                      f"logs and events - at `$.{name}`")
-        if (type(r.prompt) is list or r.messages is not None) and (where := _speakerless(r)):
-            return Rejection("invalid_field", f"{_SPEAKER} - at `$.{where}`")
-        if type(r.context) is str:
-            record = msgspec.structs.replace(record, context=[r.context])
-        elif r.context is not None and not all(type(p) is str for p in r.context):
-            texts = [p if type(p) is str else p.passage_text for p in r.context]
-            if None in texts:
-                return Rejection("invalid_field", f"{_PASSAGE} - at `$.context"
-                                 f"[{texts.index(None)}]`")
-            record = msgspec.structs.replace(record, context=texts)
+        context = r.context
+        if type(context) is str:
+            record = msgspec.structs.replace(record, context=[context])
+        elif context is not None:
+            for passage in context:  # a loop, not all(): a generator costs more than a list
+                if type(passage) is not str:
+                    texts = [p if type(p) is str else p.passage_text for p in context]
+                    if None in texts:
+                        return Rejection("invalid_field", f"{_PASSAGE} - at `$.context"
+                                         f"[{texts.index(None)}]`")
+                    record = msgspec.structs.replace(record, context=texts)
+                    break
         if r.latency_ms == _INF or r.cost_usd == _INF:  # a string "inf" decodes to it
             return Rejection("invalid_field", "Expected a finite number, got inf - at "
                              f"`$.{'latency_ms' if r.latency_ms == _INF else 'cost_usd'}`")
@@ -245,6 +247,44 @@ def _response_read(record: Record, response: ResponseObject | list[ContentPart]
     return msgspec.structs.replace(record, **changes)
 
 
+_INF = float("inf")
+_ID_NUMBER = 10**20  # a 64-bit id has at most 20 digits
+_NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
+          "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
+          "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
+
+
+def _request_read(record: Record, request: RequestObject) -> Record | None:
+    """The record with its request body read into its prompt, system prompt and model (where
+    the record gives none of its own); None when the body holds no prompt. A string prompt
+    beside the body's system prompt becomes a user message, so that one is read too."""
+    chat = request.chat
+    if chat is None:
+        return None
+    system = request.system_prompt
+    if system is None:
+        system = record.system
+    elif isinstance(chat, str):
+        chat = [ChatMessage("user", chat)]
+    model = record.model if record.model is not None else request.model
+    return msgspec.structs.replace(record, prompt=chat, system=system, model=model)
+
+
+def _response_read(record: Record, response: ResponseObject | list[ContentPart]
+                   ) -> Record | None:
+    """The record with its response object read as its text, and what the object says of
+    itself (model, token counts, latency) where the record gives none of its own; None when
+    the object holds no response."""
+    text = response_text(response)
+    if text is None:
+        return None
+    changes: dict[str, Any] = {"response": text}
+    if type(response) is ResponseObject:
+        changes.update((name, value) for name, value in response.facts().items()
+                       if getattr(record, name) is None)
+    return msgspec.structs.replace(record, **changes)
+
+
 def _speakerless(record: Record) -> str | None:
     """Where the first chat message with neither a role nor a type is, if one is."""
     for name, chat in (("prompt", record.prompt), ("messages", record.messages)):
@@ -259,9 +299,6 @@ _REQUEST_SHAPE = ("a request object carries its prompt in `messages`, `input`, `
                   "(Gemini) or `prompt`; none is here - at `$.prompt`")
 _PASSAGE = ("a passage object carries its text in `page_content` (LangChain), `text`, "
             "`content` or `node` (LlamaIndex); none is here")
-_SPEAKER = ("a chat message needs its `role` (`user`, `assistant`, ...), or a `type`: "
-            "LangChain's (`human`, `ai`) or an OpenAI Responses API item's "
-            "(`function_call_output`)")
 _RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message), "
                    "`choices` (a chat completion: the first choice's `message` or `text`), "
                    "`message`, `output` (a Responses API or Bedrock Converse response), "

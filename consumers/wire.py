@@ -13,9 +13,9 @@ import msgspec
 
 from consumers.api_bodies import (
     MAX_FIELD_CHARS,
-    ChatMessage,
     ContentPart,
     Passage,
+    PromptMessage,
     RequestObject,
     ResponseObject,
     Short,
@@ -58,8 +58,8 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     route: Short | None = None
     # A string or a chat; the request body the API was sent (RequestObject) is read into
     # them by the decoder.
-    prompt: str | list[ChatMessage] | RequestObject | None = None
-    messages: list[ChatMessage] | None = None
+    prompt: str | list[PromptMessage] | RequestObject | None = None
+    messages: list[PromptMessage] | None = None
     # A string; the object an API returned (ResponseObject), or a message's content parts,
     # is read as its text by the decoder.
     response: str | list[ContentPart] | ResponseObject | None = None
