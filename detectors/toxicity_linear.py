@@ -34,7 +34,7 @@ FORMAT = 2  # 2: trained on every packaged source
 # human-scored hateful LLM answers, ordinary LLM answers. Its out-of-source figures come from
 # models trained with one source left out (detectors/toxicity_eval.py FOLDS).
 TRAIN_SOURCES = ("impermium-insults", "rtp-toxic", "pyrit-hate", "halueval-qa",
-                 "halueval-dialogue")
+                 "halueval-dialogue", "halueval-summarization")
 C = 0.1  # inverse regularisation: the best out of source of 0.1, 1 and 10 (README)
 SEED = 0
 

