@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,13 +133,14 @@ HELD_OUT_BENIGN: dict[str, Callable[[], LabelledTexts]] = {
 }
 
 
-def combine(names: Sequence[str], limit: int | None = None, seed: int = 0) -> LabelledTexts:
-    """Several sources as one labelled set, in the order given; `limit`: a seeded sample of
-    at most that many texts of each."""
+def combine(names: Sequence[str], limit: int | None = None, seed: int = 0,
+            sources: Mapping[str, Callable[[], LabelledTexts]] | None = None) -> LabelledTexts:
+    """Several sources (of `sources`, the training ones by default) as one labelled set, in
+    the order given; `limit`: a seeded sample of at most that many texts of each."""
     texts: list[str] = []
     labels: list[np.ndarray] = []
     for name in names:
-        part = SOURCES[name]()
+        part = (SOURCES if sources is None else sources)[name]()
         rows = np.arange(len(part.texts))
         if limit is not None and limit < rows.size:
             rows = np.sort(np.random.default_rng(seed).choice(rows.size, limit, replace=False))

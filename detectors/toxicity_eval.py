@@ -166,10 +166,7 @@ def flag_rates_on_held_out_benign(scorers: list[ToxicityScorer], threshold: floa
     `limit`: a seeded sample of at most that many texts per set."""
     out = []
     for name in sets:
-        texts = list(HELD_OUT_BENIGN[name]().texts)
-        if limit is not None and limit < len(texts):
-            rows = np.random.default_rng(seed).choice(len(texts), limit, replace=False)
-            texts = [texts[i] for i in np.sort(rows)]
+        texts = list(combine((name,), limit, seed, HELD_OUT_BENIGN).texts)
         out.append(BenignEval(name, len(texts), {
             s.name: float(np.mean(s.score(texts) >= threshold)) for s in scorers}))
     return out
