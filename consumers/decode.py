@@ -247,54 +247,6 @@ def _response_read(record: Record, response: ResponseObject | list[ContentPart]
     return msgspec.structs.replace(record, **changes)
 
 
-_INF = float("inf")
-_ID_NUMBER = 10**20  # a 64-bit id has at most 20 digits
-_NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
-          "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "
-          "validation.naive_timestamps: utc to read such times as UTC - at `$.timestamp`")
-
-
-def _request_read(record: Record, request: RequestObject) -> Record | None:
-    """The record with its request body read into its prompt, system prompt and model (where
-    the record gives none of its own); None when the body holds no prompt. A string prompt
-    beside the body's system prompt becomes a user message, so that one is read too."""
-    chat = request.chat
-    if chat is None:
-        return None
-    system = request.system_prompt
-    if system is None:
-        system = record.system
-    elif isinstance(chat, str):
-        chat = [ChatMessage("user", chat)]
-    model = record.model if record.model is not None else request.model
-    return msgspec.structs.replace(record, prompt=chat, system=system, model=model)
-
-
-def _response_read(record: Record, response: ResponseObject | list[ContentPart]
-                   ) -> Record | None:
-    """The record with its response object read as its text, and what the object says of
-    itself (model, token counts, latency) where the record gives none of its own; None when
-    the object holds no response."""
-    text = response_text(response)
-    if text is None:
-        return None
-    changes: dict[str, Any] = {"response": text}
-    if type(response) is ResponseObject:
-        changes.update((name, value) for name, value in response.facts().items()
-                       if getattr(record, name) is None)
-    return msgspec.structs.replace(record, **changes)
-
-
-def _speakerless(record: Record) -> str | None:
-    """Where the first chat message with neither a role nor a type is, if one is."""
-    for name, chat in (("prompt", record.prompt), ("messages", record.messages)):
-        if type(chat) is list:
-            for i, m in enumerate(chat):
-                if m.role is None and m.type is None:
-                    return f"{name}[{i}]"
-    return None
-
-
 _REQUEST_SHAPE = ("a request object carries its prompt in `messages`, `input`, `contents` "
                   "(Gemini) or `prompt`; none is here - at `$.prompt`")
 _PASSAGE = ("a passage object carries its text in `page_content` (LangChain), `text`, "
