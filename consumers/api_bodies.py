@@ -262,7 +262,8 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     message (OpenAI's `{role, content}`, Anthropic's content blocks), a chat completion
     (`choices`), a message beside other fields (`message`: Ollama's chat, Cohere), a
     Responses API object or a Bedrock Converse response (`output`), a Gemini response
-    (`candidates`) or a text-generation server's (`generated_text`). The decoder replaces
+    (`candidates`), a text-generation server's (`generated_text`) or Ollama's generate
+    (`response`). The decoder replaces
     it by its text (`response_text`), so the rest of the daemon only ever sees a string."""
 
     role: str | None = None
@@ -274,6 +275,7 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     output: list[ChatMessage] | ConverseOutput | msgspec.UnsetType = msgspec.UNSET
     candidates: list[Candidate] | msgspec.UnsetType = msgspec.UNSET
     generated_text: str | msgspec.UnsetType = msgspec.UNSET
+    response: str | msgspec.UnsetType = msgspec.UNSET  # Ollama's generate
     done: bool | None = None  # Ollama: False on a stream's chunk, which is not the answer
     # What it says of itself, read into the record where the record says nothing: the model
     # (Gemini's `modelVersion`), token counts, latency (Converse's, Ollama's in ns).
@@ -365,4 +367,6 @@ def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
         return "" if content is None else content.text
     if response.generated_text is not msgspec.UNSET:
         return response.generated_text
+    if response.response is not msgspec.UNSET:
+        return None if response.done is False else response.response
     return None if response.error is None else ""

@@ -254,7 +254,8 @@ _PASSAGE = ("a passage object carries its text in `page_content` (LangChain), `t
 _RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistant message), "
                    "`choices` (a chat completion: the first choice's `message` or `text`), "
                    "`message`, `output` (a Responses API or Bedrock Converse response), "
-                   "`candidates` (Gemini) or `generated_text`, a failed request's body its "
+                   "`candidates` (Gemini), `generated_text` or `response` (Ollama's "
+                   "generate), a failed request's body its "
                    "`error`; none is here, or it is a stream's chunk - at `$.response`")
 
 

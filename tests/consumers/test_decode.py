@@ -605,6 +605,8 @@ def test_numbers_written_as_strings_are_read_as_numbers_and_an_id_as_a_number_to
                      id="gemini-blocked-candidate"),
         pytest.param({"generated_text": "Paris.", "details": {"finish_reason": "eos_token"}},
                      "Paris.", id="text-generation-inference"),
+        pytest.param({"model": "llama3.2", "response": "Paris.", "done": True,
+                      "done_reason": "stop", "eval_count": 2}, "Paris.", id="ollama-generate"),
     ],
 )
 def test_a_response_logged_as_the_api_object_is_read_as_its_text(
@@ -714,6 +716,7 @@ def test_a_failed_requests_error_body_is_an_error_of_its_type(
         pytest.param({"choices": [{"delta": {"content": "Pa"}}]}, id="stream-chunk"),
         pytest.param({"message": {"role": "assistant", "content": "Pa"}, "done": False},
                      id="ollama-stream-chunk"),
+        pytest.param({"response": "Pa", "done": False}, id="ollama-generate-chunk"),
         pytest.param({"candidates": []}, id="no-candidate"),
     ],
 )
