@@ -294,7 +294,7 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     converse_stop: Short | None = msgspec.field(default=None, name="stopReason")
     done_reason: Short | None = None
     finish_reason: Short | None = None
-    status: Short | None = None
+    status: Short | int | None = None  # a wrapper's HTTP code, too
     incomplete_details: IncompleteDetails | None = None
     # A failed request's body (OpenAI's, Anthropic's, Gemini's; Ollama's a string): no
     # answer, an error of its type.
@@ -330,7 +330,7 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
         for reason in (self.stop_reason, self.converse_stop, self.done_reason,
                        self.finish_reason, self.status):
             if reason is not None:
-                return reason
+                return str(reason)
         if self.choices:  # UNSET is false too
             return self.choices[0].finish_reason
         return self.candidates[0].finish_reason if self.candidates else None

@@ -607,6 +607,8 @@ def test_numbers_written_as_strings_are_read_as_numbers_and_an_id_as_a_number_to
                      "Paris.", id="text-generation-inference"),
         pytest.param({"model": "llama3.2", "response": "Paris.", "done": True,
                       "done_reason": "stop", "eval_count": 2}, "Paris.", id="ollama-generate"),
+        pytest.param({"status": 200, "choices": [{"text": "Paris."}]}, "Paris.",
+                     id="http-status-beside"),
     ],
 )
 def test_a_response_logged_as_the_api_object_is_read_as_its_text(
@@ -617,6 +619,7 @@ def test_a_response_logged_as_the_api_object_is_read_as_its_text(
     record = _record(decoder.decode(_encode({"request_id": "r1", "response": response})))
     assert record.response == text
     assert type(record.response) is str
+    assert record.status is None or type(record.status) is str  # 200 is read as "200"
 
 
 @pytest.mark.parametrize(
