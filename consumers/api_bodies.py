@@ -34,9 +34,15 @@ class ContentPart(msgspec.Struct, frozen=True, gc=False):
         content = self.content
         if content is None or isinstance(content, dict):
             return self.text or self.refusal
-        if isinstance(content, str):
-            return content
-        return "\n".join(t for p in content if (t := p.part_text)) or None
+        return content_text(content) or None
+
+
+def content_text(content: str | list[ContentPart]) -> str:
+    """A content's text: a string as it is, or its parts' texts one per line (a part without
+    text, an image or a tool call, adds nothing)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(t for p in content if (t := p.part_text))
 
 
 class GeminiPart(msgspec.Struct, frozen=True, gc=False):
@@ -72,13 +78,13 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
             if self.parts is not None:
                 return "\n".join(p.text for p in self.parts if p.text and not p.thought)
             if self.output is not None:
-                return ChatMessage("tool", self.output).text
+                return content_text(self.output)
             return self.refusal or ""
-        if isinstance(content, str):
+        if isinstance(content, str):  # the common case, without a call
             return content
         if self.type == "reasoning":  # a model's earlier reasoning: no fact of the chat's
             return ""
-        return "\n".join(t for p in content if (t := p.part_text))
+        return content_text(content)
 
     @property
     def said(self) -> str | None:
@@ -187,7 +193,7 @@ class Passage(msgspec.Struct, frozen=True, gc=False):
         if self.text is not None:
             return self.text
         if self.content is not None:
-            return ChatMessage("tool", self.content).text
+            return content_text(self.content)
         return None if self.node is None else self.node.passage_text
 
 
@@ -263,8 +269,8 @@ class ResponseObject(msgspec.Struct, frozen=True, gc=False):
     (`choices`), a message beside other fields (`message`: Ollama's chat, Cohere), a
     Responses API object or a Bedrock Converse response (`output`), a Gemini response
     (`candidates`), a text-generation server's (`generated_text`) or Ollama's generate
-    (`response`). The decoder replaces
-    it by its text (`response_text`), so the rest of the daemon only ever sees a string."""
+    (`response`). The decoder replaces it by its text (`response_text`), so the rest of the
+    daemon only ever sees a string."""
 
     role: str | None = None
     content: str | list[ContentPart] | msgspec.UnsetType | None = msgspec.UNSET
@@ -344,9 +350,10 @@ def response_text(response: ResponseObject | list[ContentPart]) -> str | None:
     none, so a message of tool calls alone is empty. Content parts alone are a message's
     content."""
     if isinstance(response, list):
-        return ChatMessage("assistant", response).text
+        return content_text(response)
     if response.content is not msgspec.UNSET:
-        return ChatMessage("assistant", response.content, response.refusal).text
+        content = response.content
+        return (response.refusal or "") if content is None else content_text(content)
     if response.choices is not msgspec.UNSET:
         if not response.choices:
             return None
