@@ -40,7 +40,7 @@ def hostile_messages(copies: int = 2, seed: int = 0) -> list[Hostile]:
                     "invalid_field"),
             Hostile("timestamp 9999-12-31T23:59:59Z",
                     _record(f"{rid}-y9999", timestamp="9999-12-31T23:59:59Z"), "invalid_field"),
-            Hostile("epoch-ms timestamp 0 (1970)", _record(f"{rid}-epoch", timestamp=0),
+            Hostile("epoch timestamp 0 (1970)", _record(f"{rid}-epoch", timestamp=0),
                     "invalid_field"),
             Hostile("lone surrogate escape", _record(f"{rid}-surrogate").replace(
                 b"Paris.", b"Par\\ud800is."), "not_json"),

@@ -53,6 +53,13 @@ _LABELS = ("request_id", "model", "model_version", "deployment", "route", "statu
            "error_type")
 # 2000-01-01T00:00:00Z: older event times are clock or unit errors, not traffic.
 NOT_BEFORE = 946_684_800.0
+# An epoch number's unit, and what one of it is in milliseconds (the Record's).
+EPOCH_UNITS: dict[str, float] = {"s": 1e3, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+# `auto`: a number below a bound is in that unit. Seconds reach 1e11 in the year 5138 and
+# milliseconds only pass it in 1973 (so for microseconds at 1e14 and nanoseconds at 1e17):
+# for any event time since 1973 the magnitudes cannot be confused.
+_BY_MAGNITUDE = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,17 @@ class EventTimeBounds:
     max_future_seconds: float = 86_400.0
     not_before: float = NOT_BEFORE
     naive_utc: bool = False  # an RFC 3339 time without an offset: read as UTC, or refused
+    epoch_unit: str = "auto"  # a number's unit: one of EPOCH_UNITS, or auto (by magnitude)
+
+    def unit_of(self, number: float) -> str:
+        """The unit an epoch number is read in."""
+        if self.epoch_unit != "auto":
+            return self.epoch_unit
+        size = abs(number)
+        for bound, unit in _BY_MAGNITUDE:
+            if size < bound:
+                return unit
+        return "ns"
 
     def problem(self, t: float, now: float) -> str | None:
         if t != t:  # NaN: a string "nan" decodes to it
@@ -93,8 +111,8 @@ class Decoder:
         self.event_time = event_time or EventTimeBounds()
         self._clock = clock
         # Lax: a number written as a string ("123", as protobuf's JSON writes every int64
-        # and some log shippers every field) is read as the number; a time in epoch
-        # milliseconds too. Strings stay strings, and a string that is no number is refused.
+        # and some log shippers every field) is read as the number; an epoch time too.
+        # Strings stay strings, and a string that is no number is refused.
         self._json = msgspec.json.Decoder(Record, strict=False)
 
     def decode(self, value: bytes | None) -> Record | Rejection:
@@ -179,10 +197,13 @@ class Decoder:
             if not self.event_time.naive_utc:
                 return Rejection("invalid_field", _NAIVE)
             record = msgspec.structs.replace(record, timestamp=ts.replace(tzinfo=UTC))
+        number = ts if type(ts) is float else None
+        if number is not None and (unit := self.event_time.unit_of(number)) != "ms":
+            record = msgspec.structs.replace(record, timestamp=number * EPOCH_UNITS[unit])
         t = record.event_time
         if t is not None and (problem := self.event_time.problem(t, self._clock())):
-            if isinstance(record.timestamp, float):
-                problem += self._unit_hint(record.timestamp)
+            if number is not None and number == number:  # NaN has no unit to hint at
+                problem += self._unit_hint(number)
             return Rejection("invalid_field", f"{problem} - at `$.timestamp`")
         p, c = record.prompt_tokens, record.completion_tokens
         if type(p) is float or type(c) is float:  # 1000.0 is a count, 1000.5 is not
@@ -197,15 +218,20 @@ class Decoder:
         return record
 
     def _unit_hint(self, number: float) -> str:
-        """A number on the wire is epoch milliseconds; seconds (`time.time()`), microseconds
-        and nanoseconds are the usual mistakes, and the right one lands in range."""
+        """What unit a number was read in, and, where another unit lands it in range (a
+        producer writing `time.time()` seconds under `validation.epoch_unit: ms`), that one."""
+        bounds = self.event_time
+        read = _UNIT_NAMES[bounds.unit_of(number)]
+        if bounds.epoch_unit == "auto":
+            return f"; {number:.0f} was read as epoch {read} by its size"
         now = self._clock()
-        for unit, seconds in (("seconds", number), ("microseconds", number / 1e6),
-                              ("nanoseconds", number / 1e9)):
-            if self.event_time.problem(seconds, now) is None:
+        for unit, scale in EPOCH_UNITS.items():
+            seconds = number * scale / 1e3
+            if unit != bounds.epoch_unit and bounds.problem(seconds, now) is None:
                 when = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
-                return (f"; a number is epoch milliseconds, and {number:.0f} looks like epoch "
-                        f"{unit} ({when.replace('+00:00', 'Z')})")
+                return (f"; a number is epoch {read} (validation.epoch_unit: "
+                        f"{bounds.epoch_unit}), and {number:.0f} looks like epoch "
+                        f"{_UNIT_NAMES[unit]} ({when.replace('+00:00', 'Z')})")
         return ""
 
 

@@ -276,10 +276,13 @@ class ValidationSettings(BaseModel):
     # datetime.utcnow().isoformat() writes it): refused, or read as UTC for a producer that
     # writes UTC so and cannot be changed. Never the host's zone.
     naive_timestamps: Literal["refuse", "utc"] = "refuse"
+    # A number's unit: auto tells seconds (time.time()), milliseconds, microseconds and
+    # nanoseconds apart by size (no time since 1973 is ambiguous); or one unit for all.
+    epoch_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"
 
     def event_time_bounds(self) -> EventTimeBounds:
         return EventTimeBounds(self.max_future_seconds, self.not_before.timestamp(),
-                               self.naive_timestamps == "utc")
+                               self.naive_timestamps == "utc", self.epoch_unit)
 
 
 class JoinSettings(BaseModel):

@@ -117,7 +117,8 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     @property
     def event_time(self) -> float | None:
-        """Event time in epoch seconds (the wire carries RFC 3339 or epoch milliseconds)."""
+        """Event time in epoch seconds (the wire carries RFC 3339 or an epoch number, which
+        the decoder leaves in milliseconds)."""
         ts = self.timestamp
         if ts is None:
             return None

@@ -230,15 +230,50 @@ def test_event_time_bounds_follow_the_arrival_clock() -> None:
     (1_800_000_000, "seconds"), (1_800_000_000.25, "seconds"),
     (1_800_000_000_000_000, "microseconds"), (1_800_000_000_000_000_000, "nanoseconds")])
 def test_an_event_time_in_another_unit_says_which_it_looks_like(number: float, unit: str) -> None:
-    """The wire's numbers are epoch milliseconds; `time.time()` seconds (and Go's or Java's
-    micro- and nanoseconds) are refused all the same, with the unit they look like."""
+    """Under `validation.epoch_unit: ms` every number is epoch milliseconds; `time.time()`
+    seconds (and Go's or Java's micro- and nanoseconds) are refused, with the unit they look
+    like."""
     now = 1_800_000_100.0
-    decoder = Decoder(1 << 20, clock=lambda: now)
+    decoder = Decoder(1 << 20, EventTimeBounds(epoch_unit="ms"), clock=lambda: now)
     result = decoder.decode(_encode({"request_id": "t", "timestamp": number}))
     assert isinstance(result, Rejection) and result.reason == "invalid_field"
-    assert (f"a number is epoch milliseconds, and {number:.0f} looks like epoch {unit} "
-            "(2027-01-15T08:00:00Z)") in result.detail
+    assert (f"a number is epoch milliseconds (validation.epoch_unit: ms), and {number:.0f} "
+            f"looks like epoch {unit} (2027-01-15T08:00:00Z)") in result.detail
     assert result.detail.endswith("- at `$.timestamp`")
+
+
+@pytest.mark.parametrize("number", [
+    1_800_000_000, 1_800_000_000.25, "1800000000.25", 1_800_000_000_250,
+    1_800_000_000_250_000, "1800000000250000000", 1_800_000_000_250_000_000])
+def test_an_epoch_time_is_read_in_the_unit_its_size_says(number: float | str) -> None:
+    """By default (`epoch_unit: auto`) seconds (`time.time()`, LiteLLM's startTime),
+    milliseconds, microseconds and nanoseconds (OpenTelemetry's, in a string as protobuf's
+    JSON writes int64) are each read as the same time: no event time since 1973 has a size
+    two units share."""
+    now = 1_800_000_100.0
+    decoder = Decoder(1 << 20, clock=lambda: now)
+    record = _record(decoder.decode(_encode({"request_id": "t", "timestamp": number})))
+    exact = 1_800_000_000.25 if str(number).endswith(("25", "250", "250000", "250000000")) \
+        else 1_800_000_000.0
+    assert record.event_time == pytest.approx(exact, abs=1e-6)
+    # One unit for all: a time in another is out of range, and refused.
+    for unit in ("s", "ms", "us", "ns"):
+        pinned = Decoder(1 << 20, EventTimeBounds(epoch_unit=unit), clock=lambda: now)
+        result = pinned.decode(_encode({"request_id": "t", "timestamp": number}))
+        size = float(number)
+        right = {"s": size < 1e11, "ms": 1e11 <= size < 1e14, "us": 1e14 <= size < 1e17,
+                 "ns": size >= 1e17}[unit]
+        assert isinstance(result, Record) is right, (unit, result)
+
+
+@pytest.mark.parametrize(("timestamp", "unit"), [
+    (0, "seconds"), (1e20, "nanoseconds"), (50_000_000_000_000, "milliseconds")])
+def test_an_epoch_time_out_of_range_says_the_unit_it_was_read_in(timestamp: float,
+                                                                 unit: str) -> None:
+    result = Decoder(1 << 20).decode(_encode({"request_id": "t", "timestamp": timestamp}))
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert result.detail.endswith(
+        f"; {timestamp:.0f} was read as epoch {unit} by its size - at `$.timestamp`")
 
 
 @pytest.mark.parametrize("timestamp", [0, 1e20, "1999-12-31T23:59:59Z"])
@@ -526,10 +561,9 @@ def test_numbers_written_as_strings_are_read_as_numbers_and_an_id_as_a_number_to
     # as a string join.
     for rid in (42, 1234567890123456789):
         assert _record(decoder.decode(_encode({"request_id": rid}))).request_id == str(rid)
-    # Epoch seconds in a string: read as milliseconds, so before 2000; the hint says why.
+    # Epoch seconds in a string: read as seconds, by their size.
     seconds = decoder.decode(_encode({"request_id": "r", "timestamp": "1704067200"}))
-    assert isinstance(seconds, Rejection)
-    assert "looks like epoch seconds (2024-01-01T00:00:00Z)" in seconds.detail
+    assert _record(seconds).event_time == 1_704_067_200.0
     for field, value, detail in (
         ("timestamp", "yesterday", "Invalid RFC3339 encoded datetime - at `$.timestamp`"),
         ("timestamp", "nan", "event time is not a number - at `$.timestamp`"),

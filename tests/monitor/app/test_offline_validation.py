@@ -1,6 +1,7 @@
 """The offline verbs read records as the daemon does, under the config's `validation`: a
 producer's times without offset, read as UTC by the daemon, are read so by `score` and
-`backtest` too (a backtest must decide what the daemon decides)."""
+`backtest` too (a backtest must decide what the daemon decides); so are its epoch numbers'
+units."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def test_backtest_follows_validation_naive_timestamps() -> None:
     assert dead_letters(OfflineConfig(scorers=["latency"])) == 3
     assert dead_letters(OfflineConfig(scorers=["latency"],
                                       validation={"naive_timestamps": "utc"})) == 0
+
+
+def test_score_follows_validation_epoch_unit() -> None:
+    seconds = [json.dumps({"request_id": f"s{i}", "timestamp": 1_767_261_600 + i,
+                           "response": "hello"}).encode() for i in range(2)]
+    read = list(score_lines(seconds, OfflineConfig(scorers=["latency"])))
+    assert [row.get("request_id") for row in read] == ["s0", "s1"]
+    pinned = OfflineConfig(scorers=["latency"], validation={"epoch_unit": "ms"})
+    assert [row.get("error") for row in score_lines(seconds, pinned)] == ["invalid_field"] * 2
