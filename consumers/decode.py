@@ -22,6 +22,7 @@ from consumers.api_bodies import (
     ResponseObject,
     response_text,
 )
+from consumers.field_map import FieldMap
 from consumers.wire import Record
 
 REASONS: tuple[str, ...] = (
@@ -106,10 +107,16 @@ class Decoder:
     """Decodes one message value at a time with a reusable msgspec decoder (the hot path)."""
 
     def __init__(self, max_message_bytes: int, event_time: EventTimeBounds | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, fields: FieldMap | None = None,
+                 latency_scale: float = 1.0) -> None:
+        """`fields`: where the producer keeps the wire's fields (`wire.fields`); None or an
+        empty map reads the wire's own names on the fast path. `latency_scale`: what one of
+        the producer's latency unit is in milliseconds (`wire.latency_unit`)."""
         self.max_message_bytes = max_message_bytes
         self.event_time = event_time or EventTimeBounds()
         self._clock = clock
+        self._fields = fields or None
+        self._latency_scale = latency_scale
         # Lax: a number written as a string ("123", as protobuf's JSON writes every int64
         # and some log shippers every field) is read as the number; an epoch time too.
         # Strings stay strings, and a string that is no number is refused.
@@ -129,8 +136,17 @@ class Decoder:
                 value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
+        result = self._read(value)
+        if self._fields is not None and type(result) is Rejection:
+            return Rejection(result.reason, self._fields.producers_path(result.detail))
+        return result
+
+    def _read(self, value: bytes) -> Record | Rejection:
         try:
-            record = self._json.decode(value)
+            if self._fields is None:
+                record = self._json.decode(value)
+            else:
+                record = self._fields.decode(value)
         except msgspec.ValidationError as exc:
             return _classify(str(exc))
         except msgspec.DecodeError as exc:
@@ -141,6 +157,9 @@ class Decoder:
                              "parsed, so the limit holds for them too")
         except ValueError as exc:
             return Rejection("not_json", f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
+        if self._latency_scale != 1.0 and record.latency_ms is not None:
+            record = msgspec.structs.replace(
+                record, latency_ms=record.latency_ms * self._latency_scale)
         return self._checked(record)
 
     def _checked(self, record: Record) -> Record | Rejection:

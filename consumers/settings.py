@@ -16,11 +16,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import NoDecode
 
-from consumers.decode import EventTimeBounds
+from consumers.decode import Decoder, EventTimeBounds
+from consumers.field_map import WIRE_FIELDS, FieldMap, path_problem
 
 
 def _broker_list(value: Any) -> Any:
@@ -283,6 +285,37 @@ class ValidationSettings(BaseModel):
     def event_time_bounds(self) -> EventTimeBounds:
         return EventTimeBounds(self.max_future_seconds, self.not_before.timestamp(),
                                self.naive_timestamps == "utc", self.epoch_unit)
+
+
+class WireSettings(BaseModel):
+    """A producer that names the wire's fields otherwise, or logs latency in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The wire's field -> where the producer keeps it: a key or a dotted path (`id`,
+    # `metadata.team`, `choices.0.message`). A mapped field is read from there only.
+    fields: dict[str, str] = {}
+    # The unit of the latency read (`latency_ms`, or where `fields` says it is).
+    latency_unit: Literal["ms", "s"] = "ms"
+
+    @field_validator("fields")
+    @classmethod
+    def _known(cls, fields: dict[str, str]) -> dict[str, str]:
+        for ours, path in fields.items():
+            if ours not in WIRE_FIELDS:
+                raise ValueError(f"{ours!r} is no field of the wire; one of "
+                                 f"{', '.join(WIRE_FIELDS)}")
+            if problem := path_problem(path):
+                raise ValueError(f"{ours}: {path!r} is not {problem}")
+        return fields
+
+    def decoder(self, max_message_bytes: int,
+                validation: ValidationSettings | None = None) -> Decoder:
+        """How a message becomes a record under these and the `validation` settings."""
+        return Decoder(max_message_bytes,
+                       (validation or ValidationSettings()).event_time_bounds(),
+                       fields=FieldMap(self.fields),
+                       latency_scale=1_000.0 if self.latency_unit == "s" else 1.0)
 
 
 class JoinSettings(BaseModel):

@@ -20,10 +20,16 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.batcher import Batch, Batcher
 from consumers.dead_letter import DeadLetter, DeadLetterWriter
-from consumers.decode import Decoder, Rejection
+from consumers.decode import Rejection
 from consumers.join import Half, Joined, Joiner, Side
 from consumers.offsets import OffsetTracker, Partition
-from consumers.settings import BatchSettings, JoinSettings, KafkaSettings, ValidationSettings
+from consumers.settings import (
+    BatchSettings,
+    JoinSettings,
+    KafkaSettings,
+    ValidationSettings,
+    WireSettings,
+)
 from consumers.wire import Origin
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,7 @@ class KafkaSource:
         clock: Callable[[], float] = time.monotonic,
         validation: ValidationSettings | None = None,
         decoder: MessageDecoder | None = None,
+        wire: WireSettings | None = None,
     ) -> None:
         """`decoder`: how a message value becomes a record (default: the JSON wire format,
         validated); a Rejection from it dead-letters the message."""
@@ -106,8 +113,8 @@ class KafkaSource:
         batch = batch or BatchSettings()
         self._observer: SourceObserver = observer or NullObserver()
         self._clock = clock
-        bounds = (validation or ValidationSettings()).event_time_bounds()
-        self._decoder: MessageDecoder = decoder or Decoder(kafka.max_message_bytes, bounds)
+        self._decoder: MessageDecoder = decoder or (wire or WireSettings()).decoder(
+            kafka.max_message_bytes, validation)
         self._batcher = Batcher(batch.max_records, batch.max_wait_ms / 1000.0, clock)
         join = self.join_settings
         self._joiner = Joiner(join.window_seconds, join.max_pending, clock,

@@ -118,7 +118,7 @@ def _run_all(config: Config, stop: threading.Event, health: Health, endpoints: E
         closers.append(checkpoints.close)
     observer = MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag))
     source = KafkaSource(config.kafka, config.join, config.batch, observer,
-                         validation=config.validation)
+                         validation=config.validation, wire=config.wire)
     if not _open(source, stop, health):
         return 0
     cancel = acting.cancel  # set by the processor when a stop cannot wait any longer
@@ -143,7 +143,7 @@ def _run_score(config: Config, stop: threading.Event, health: Health, endpoints:
     _log_models(models)
     observer = MetricsObserver(on_lag=lambda lag: setattr(overload, "lag", lag))
     source = KafkaSource(config.kafka, config.join, config.batch, observer,
-                         validation=config.validation)
+                         validation=config.validation, wire=config.wire)
     if not _open(source, stop, health):
         return 0
     k = config.kafka

@@ -55,8 +55,9 @@ OFFLINE_MAX_LINE = 100 * 1_048_576
 
 def offline_decoder(config: OfflineConfig) -> Decoder:
     """How score, backtest, compare and reference build read a line: as the daemon reads a
-    message, under the config's `validation` (so they refuse what the daemon refuses)."""
-    return Decoder(OFFLINE_MAX_LINE, config.validation.event_time_bounds())
+    message, under the config's `validation` and `wire` (so they refuse what the daemon
+    refuses, and read a producer's field names as it does)."""
+    return config.wire.decoder(OFFLINE_MAX_LINE, config.validation)
 
 
 @dataclass

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     consume.add_argument("--partitions", type=whole(1), default=4)
     consume.add_argument("--rounds", type=int, default=3,
                          help="timed rounds of each path (median and spread)")
+    consume.add_argument("--mapped", action="store_true",
+                         help="also time one process reading the records as a gateway names "
+                              "their fields (wire.fields: LiteLLM's id, startTime, ...)")
     consume.add_argument("--workers", type=whole(1), nargs="+", default=[1, 2],
                          help="process counts to time each path with, in one consumer group "
                               "(1 is always timed: the baseline)")
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     if args.bench == "consume":
         from monitor.local.bench_consume import bench_consume
 
-        return bench_consume(args.records, args.partitions, args.rounds, args.workers)
+        return bench_consume(args.records, args.partitions, args.rounds, args.workers,
+                             args.mapped)
     if args.bench == "drift" and args.embedders:
         from monitor.local.bench_drift import bench_embedders
 

@@ -31,6 +31,7 @@ from consumers.settings import (
     KafkaClientSettings,
     KafkaSettings,
     ValidationSettings,
+    WireSettings,
     any_case,
     shared_topic,
 )
@@ -96,6 +97,7 @@ class Config(_EnvBeatsFile):
     join: JoinSettings = JoinSettings()
     batch: BatchSettings = BatchSettings()
     validation: ValidationSettings = ValidationSettings()
+    wire: WireSettings = WireSettings()
     metrics: MetricsSettings = MetricsSettings()
     scorers: list[ScorerName] = [
         "latency", "tokens", "cost", "status", "length", "toxicity", "groundedness", "sanity"
@@ -212,6 +214,7 @@ class OfflineConfig(_EnvBeatsFile):
     kafka: KafkaClientSettings = KafkaClientSettings()  # for reading a topic, if one is read
     # What a record must hold, as the daemon reads it: the same records valid offline.
     validation: ValidationSettings = ValidationSettings()
+    wire: WireSettings = WireSettings()  # the producer's field names, as the daemon reads them
 
     @model_validator(mode="before")
     @classmethod

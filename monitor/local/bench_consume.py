@@ -12,6 +12,7 @@ monotonic clock). Rounds interleave the paths, so drift in the machine's load hi
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -68,11 +69,34 @@ def _raw(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -
     consumer.close(autocommit=False)
 
 
-def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
+# `--mapped`: the records as a gateway names their fields (LiteLLM's standard logging
+# payload: `id`, `startTime` and `response_time` in seconds, `response_cost`), read through
+# `wire.fields`, and the route from a nested object.
+MAPPED_FIELDS = {"request_id": "id", "timestamp": "startTime", "latency_ms": "response_time",
+                 "cost_usd": "response_cost", "route": "metadata.team"}
+
+
+def as_gateway_logs(record: dict[str, Any]) -> dict[str, Any]:
+    """A wire record as the gateway of MAPPED_FIELDS logs it."""
+    out = {k: v for k, v in record.items()
+           if k not in ("request_id", "timestamp", "latency_ms", "cost_usd", "route")}
+    out.update(id=record["request_id"], startTime=record["timestamp"] / 1_000,
+               response_cost=record.get("cost_usd"), metadata={"team": record.get("route")})
+    if record.get("latency_ms") is not None:
+        out["response_time"] = record["latency_ms"] / 1_000
+    return out
+
+
+def _mapped(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
+    _driftwatch(bootstrap, topic, group, number, shared, mapped=True)
+
+
+def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Shared,
+                mapped: bool = False) -> None:
     """The same topic through KafkaSource, the worker thread, the pipeline and the metrics."""
     from consumers.batcher import Batch
     from consumers.processor import StreamProcessor
-    from consumers.settings import BatchSettings, KafkaSettings
+    from consumers.settings import BatchSettings, KafkaSettings, WireSettings
     from consumers.source import KafkaSource
     from monitor.app.wiring import assemble
     from monitor.pipeline.stages import SCORERS
@@ -82,7 +106,8 @@ def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Sh
                              dead_letter_topic=f"{topic}-dlq", session_timeout_ms=_SESSION_MS,
                              heartbeat_interval_ms=_HEARTBEAT_MS,
                              max_poll_interval_ms=_SESSION_MS)
-    source = KafkaSource(settings, batch=BatchSettings(), observer=MetricsObserver())
+    wire = WireSettings(fields=MAPPED_FIELDS, latency_unit="s") if mapped else None
+    source = KafkaSource(settings, batch=BatchSettings(), observer=MetricsObserver(), wire=wire)
     pipeline = assemble(list(SCORERS), ["model", "model_version", "deployment"], 50)
 
     def process(batch: Batch) -> None:
@@ -97,7 +122,7 @@ def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Sh
 
 
 _PATHS: dict[str, Callable[[str, str, str, int, _Shared], None]] = {
-    "raw": _raw, "driftwatch": _driftwatch}
+    "raw": _raw, "driftwatch": _driftwatch, "mapped": _mapped}
 
 
 def timed_run(bootstrap: str, broker: LocalBroker, path: str, processes: int,
@@ -154,17 +179,21 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str,
         time.sleep(0.005)
 
 
-def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int]) -> int:
-    """One row per path and process count, median (min-max) of `rounds`, and the ratios."""
-    payloads = [traffic.encode(r)
-                for r in traffic.wire_records(n, seed=11, start_ms=traffic.FIXED_START_MS)]
+def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int],
+                  mapped: bool = False) -> int:
+    """One row per path and process count, median (min-max) of `rounds`, and the ratios;
+    `mapped`: one process also reads the records as a gateway logs them (`wire.fields`)."""
+    records = list(traffic.wire_records(n, seed=11, start_ms=traffic.FIXED_START_MS))
+    payloads = [traffic.encode(r) for r in records]
+    gateway = [json.dumps(as_gateway_logs(r)).encode() for r in records] if mapped else []
     counts = sorted(set(workers) | {1})
     rates: dict[tuple[str, int], list[float]] = {}
     with LocalBroker() as broker:
         for r in range(rounds):
             for k in counts:
-                for path in ("raw", "driftwatch"):
-                    rate = timed_run(broker.bootstrap, broker, path, k, payloads, partitions,
+                for path in ("raw", "driftwatch") + (("mapped",) if mapped and k == 1 else ()):
+                    rate = timed_run(broker.bootstrap, broker, path, k,
+                                     gateway if path == "mapped" else payloads, partitions,
                                      f"{path}-{k}-{r}")
                     rates.setdefault((path, k), []).append(rate)
     mean_bytes = sum(map(len, payloads)) / n
@@ -182,10 +211,16 @@ def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int]) 
         if k > 1:
             print(f"ratio {label} / raw {k} processes: "
                   f"{ours / statistics.median(rates['raw', k]):.2f}  (same parallelism)")
+    if mapped:
+        ours = statistics.median(rates["mapped", 1])
+        print(f"ratio driftwatch, fields mapped / raw: {ours / raw:.2f}; / driftwatch: "
+              f"{ours / statistics.median(rates['driftwatch', 1]):.2f}")
     return 0
 
 
 def _name(path: str, processes: int) -> str:
+    if path == "mapped":
+        return "driftwatch, the gateway's field names (wire.fields)"
     if path == "raw":
         return ("raw kafka-python poll loop (baseline)" if processes == 1 else
                 f"raw kafka-python poll loop, {processes} processes")

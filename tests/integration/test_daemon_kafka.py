@@ -264,3 +264,41 @@ def test_input_compressed_with_every_kafka_codec_is_scored(
              "committed offsets to reach the end offsets")
     assert daemon.metrics().sum("driftwatch_dead_letter_total") == 0
     assert daemon.terminate() == 0
+
+
+def test_a_gateways_field_names_are_read_through_wire_fields(
+        broker, names, daemons, tmp_path: Path) -> None:
+    """Records as a gateway logs them (LiteLLM's `id`, `startTime` and `response_time` in
+    seconds, `response_cost`, the team in `metadata`), read through `wire.fields`: scored with
+    their route label and latency in seconds; a broken one dead-lettered at its own path."""
+    from monitor.local.bench_consume import MAPPED_FIELDS, as_gateway_logs
+
+    topic, dlq, group = names("gateway"), names("gateway-dlq"), names("group")
+    broker.create_topics([(topic, 2), (dlq, 1)])
+    raw = list(traffic.wire_records(500, seed=8, start_ms=traffic.FIXED_START_MS))
+    logged = [as_gateway_logs(r) for r in raw]
+    broken = [{**logged[0], "id": None}, {**logged[1], "metadata": {"team": 7}}]
+    payloads = [json.dumps(x).encode() for x in logged + broken]
+    ends = produce(broker.bootstrap, topic, ((i % 2, v, None) for i, v in enumerate(payloads)))
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
+                          kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq},
+                          metrics={"labels": ["route"]},
+                          wire={"fields": MAPPED_FIELDS, "latency_unit": "s"})
+    daemon = daemons(config, port)
+    daemon.wait_ready()
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 2) == ends, 60,
+             "every record scored or dead-lettered, and committed")
+    m = daemon.metrics()
+    assert m.sum("driftwatch_records_total", outcome="scored") == len(raw)
+    routes = Counter(r["route"] for r in raw)
+    assert {route: m.sum("driftwatch_records_total", outcome="scored", route=route)
+            for route in routes} == routes
+    seconds = [r["latency_ms"] / 1_000 for r in raw if r.get("latency_ms") is not None]
+    assert m.sum("driftwatch_request_latency_seconds_count") == len(seconds)
+    assert m.sum("driftwatch_request_latency_seconds_sum") == pytest.approx(sum(seconds))
+    letters = read_topic(broker.bootstrap, dlq, 1, 2)
+    details = sorted({k: v.decode() for k, v in x.headers}["detail"] for x in letters)
+    assert details == ["Expected `int | str`, got `null` - at `$.id`",
+                       "Expected `str | null`, got `int` - at `$.metadata.team`"]
+    assert daemon.terminate() == 0

@@ -40,3 +40,20 @@ def test_score_follows_validation_epoch_unit() -> None:
     assert [row.get("request_id") for row in read] == ["s0", "s1"]
     pinned = OfflineConfig(scorers=["latency"], validation={"epoch_unit": "ms"})
     assert [row.get("error") for row in score_lines(seconds, pinned)] == ["invalid_field"] * 2
+
+
+def test_score_and_backtest_read_the_producers_field_names() -> None:
+    logged = [json.dumps({"id": f"g{i}", "startTime": 1_767_261_600 + i, "response_time": 0.5,
+                          "messages": [{"role": "user", "content": "hi"}],
+                          "response": "hello"}).encode() for i in range(3)]
+    config = OfflineConfig(scorers=["latency"], wire={
+        "fields": {"request_id": "id", "timestamp": "startTime", "latency_ms": "response_time"},
+        "latency_unit": "s"})
+    assert [row.get("request_id") for row in score_lines(logged, config)] == ["g0", "g1", "g2"]
+    unmapped = list(score_lines(logged, OfflineConfig(scorers=["latency"])))
+    assert [row.get("error") for row in unmapped] == ["missing_request_id"] * 3
+    def dead_letters(config: OfflineConfig) -> list[str]:
+        events = backtest(io.BytesIO(b"\n".join(logged)), config)
+        return [e["reason"] for e in events if e.get("type") == "dead_letter"]
+    assert dead_letters(OfflineConfig(scorers=["latency"])) == ["missing_request_id"] * 3
+    assert dead_letters(config) == []

@@ -1,0 +1,74 @@
+"""A producer's own field names, read as the wire's (`wire.fields`): a gateway's or a logging
+library's record (LiteLLM's standard logging payload, a nested `entries` object) decodes
+without a transformer in front of the topic.
+
+Each wire field names where the producer keeps it: a key, or a dotted path into nested
+objects (a number steps into a list). Only the messages of a mapped topic pay for it: they
+are parsed once to plain values, moved, and converted to a Record by msgspec with the same
+lax rules as the fast path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from consumers.wire import Record
+
+WIRE_FIELDS: tuple[str, ...] = tuple(f.encode_name for f in msgspec.structs.fields(Record))
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` is no dotted path, or None."""
+    if not path or any(not key for key in path.split(".")):
+        return "a key or a dotted path of non-empty keys (such as `metadata.team`)"
+    return None
+
+
+class FieldMap:
+    """Where a producer keeps each wire field: the wire's name -> its key path."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.paths = {ours: tuple(path.split(".")) for ours, path in fields.items()}
+        # The wire's path in a decoder's error ("- at `$.request_id`", "missing required field
+        # `request_id`"), to say the producer's.
+        names = "|".join(map(re.escape, self.paths)) or "(?!)"
+        self._at = re.compile(r"`\$\.(" + names + r")(?=[`.\[])")
+        self._missing = re.compile(r"field `(" + names + r")`")
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """`obj` with each mapped field read from its path (absent where the path is)."""
+        out = dict(obj)
+        for ours, path in self.paths.items():
+            out.pop(ours, None)
+            value: Any = obj
+            for key in path:
+                if type(value) is dict and key in value:
+                    value = value[key]
+                elif type(value) is list and key.isdigit() and int(key) < len(value):
+                    value = value[int(key)]
+                else:
+                    break
+            else:
+                out[ours] = value
+        return out
+
+    def decode(self, value: bytes) -> Record:
+        """A message as a Record: raises what msgspec raises, as the fast path does."""
+        obj = msgspec.json.decode(value)
+        if type(obj) is not dict:
+            return msgspec.convert(obj, Record, strict=False)  # raises: not an object
+        return msgspec.convert(self.apply(obj), Record, strict=False)
+
+    def producers_path(self, detail: str) -> str:
+        """A rejection's detail with each mapped field's path as the producer wrote it."""
+        detail = self._missing.sub(
+            lambda m: f"field `{m.group(1)}` (read from `$.{'.'.join(self.paths[m.group(1)])}`)",
+            detail)
+        return self._at.sub(lambda m: "`$." + ".".join(self.paths[m.group(1)]), detail)

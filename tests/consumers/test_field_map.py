@@ -1,0 +1,156 @@
+"""`wire.fields` and `wire.latency_unit`: a producer's own field names and latency unit, read
+as the wire's; its errors name the producer's paths."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from consumers.decode import Decoder, Rejection
+from consumers.field_map import WIRE_FIELDS, FieldMap
+from consumers.settings import WireSettings
+from consumers.wire import Record
+from monitor.local import traffic
+from monitor.local.bench_consume import MAPPED_FIELDS, as_gateway_logs
+
+NOW = 1_800_000_100.0
+# As LiteLLM's standard logging payload names them (its `messages`, `response`, `model`,
+# `status` and token counts are the wire's names already).
+LITELLM = {"request_id": "id", "timestamp": "startTime", "latency_ms": "response_time",
+           "cost_usd": "response_cost", "route": "metadata.user_api_key_team_alias"}
+PAYLOAD: dict[str, Any] = {
+    "id": "chatcmpl-7f3a", "trace_id": "t-1", "call_type": "acompletion",
+    "startTime": 1_800_000_000.25, "endTime": 1_800_000_001.5, "response_time": 1.25,
+    "response_cost": 0.00042, "model": "gpt-4o-mini", "status": "success",
+    "messages": [{"role": "user", "content": "How tall is the Eiffel Tower?"}],
+    "response": {"choices": [{"message": {"role": "assistant",
+                                          "content": "It is 330 metres tall."},
+                              "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 14, "completion_tokens": 8}},
+    "metadata": {"user_api_key_team_alias": "search", "requester_ip_address": "10.0.0.1"},
+}
+
+
+def _decoder(fields: dict[str, str], latency_unit: str = "ms") -> Decoder:
+    decoder = WireSettings(fields=fields, latency_unit=latency_unit).decoder(1 << 20)
+    decoder._clock = lambda: NOW
+    return decoder
+
+
+def _decode(decoder: Decoder, obj: Any) -> Record | Rejection:
+    return decoder.decode(json.dumps(obj).encode())
+
+
+def test_a_gateway_record_is_read_through_its_own_field_names() -> None:
+    record = _decode(_decoder(LITELLM, "s"), PAYLOAD)
+    assert isinstance(record, Record)
+    assert record.request_id == "chatcmpl-7f3a"
+    assert record.event_time == 1_800_000_000.25  # epoch seconds, read by their size
+    assert record.latency_ms == 1_250.0  # seconds, read as milliseconds
+    assert (record.cost_usd, record.route, record.model) == (0.00042, "search", "gpt-4o-mini")
+    assert record.user_prompt == "How tall is the Eiffel Tower?"
+    assert record.response == "It is 330 metres tall."
+    assert (record.prompt_tokens, record.completion_tokens, record.status) == (14, 8, "success")
+    # The same message without the map: no `request_id`, dead-lettered.
+    plain = Decoder(1 << 20, clock=lambda: NOW).decode(json.dumps(PAYLOAD).encode())
+    assert isinstance(plain, Rejection) and plain.reason == "missing_request_id"
+
+
+def test_a_mapped_field_is_read_from_its_path_only() -> None:
+    """A producer's own key of the wire's name does not stand in for a mapped field whose path
+    is absent: the map says where the field is."""
+    decoder = _decoder({"request_id": "id", "route": "metadata.team"})
+    record = _decode(decoder, {"id": "a", "route": "ignored", "metadata": {}})
+    assert isinstance(record, Record) and record.route is None
+    record = _decode(decoder, {"id": "a", "route": "ignored", "metadata": {"team": "ads"}})
+    assert isinstance(record, Record) and record.route == "ads"
+    # A path through a number that is no key (a string, a scalar) reads nothing.
+    assert _decode(decoder, {"id": "a", "metadata": "flat"}).route is None  # type: ignore[union-attr]
+
+
+def test_a_number_in_a_path_steps_into_a_list() -> None:
+    decoder = _decoder({"request_id": "spans.0.id", "model": "spans.1.attributes.model"})
+    message = {"spans": [{"id": "s0"}, {"attributes": {"model": "m1"}}]}
+    record = _decode(decoder, message)
+    assert isinstance(record, Record) and (record.request_id, record.model) == ("s0", "m1")
+    past = _decode(decoder, {"spans": [{"id": "s0"}]})  # no second span: no model
+    assert isinstance(past, Record) and past.model is None
+
+
+@pytest.mark.parametrize(("message", "reason", "detail"), [
+    ({**PAYLOAD, "id": None}, "missing_request_id",
+     "Expected `int | str`, got `null` - at `$.id`"),
+    ({k: v for k, v in PAYLOAD.items() if k != "id"}, "missing_request_id",
+     "Object missing required field `request_id` (read from `$.id`)"),
+    ({**PAYLOAD, "metadata": {"user_api_key_team_alias": 7}}, "invalid_field",
+     "Expected `str | null`, got `int` - at `$.metadata.user_api_key_team_alias`"),
+    ({**PAYLOAD, "response_time": -1}, "invalid_field",
+     "Expected `float` >= 0.0 - at `$.response_time`"),
+    ({**PAYLOAD, "startTime": 5}, "invalid_field",
+     "event time 5 (epoch s) is before not_before=946684800; 5 was read as epoch seconds by "
+     "its size - at `$.startTime`"),
+    # An unmapped field's path is the wire's own.
+    ({**PAYLOAD, "prompt_tokens": 1.5}, "invalid_field",
+     "Expected a whole number, got 1.5 - at `$.prompt_tokens`"),
+    ([PAYLOAD], "not_object", "Expected `object`, got `array`"),
+])
+def test_a_rejection_names_the_producers_path(message: Any, reason: str, detail: str) -> None:
+    result = _decode(_decoder(LITELLM, "s"), message)
+    assert isinstance(result, Rejection)
+    assert (result.reason, result.detail) == (reason, detail)
+
+
+def test_broken_messages_are_refused_as_on_the_fast_path() -> None:
+    decoder = _decoder(LITELLM)
+    assert decoder.decode(b'{"id": "a",').reason == "not_json"  # type: ignore[union-attr]
+    deep = b'{"id": "a", "x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    assert decoder.decode(deep).reason == "too_deep"  # type: ignore[union-attr]
+    assert decoder.decode(b'{"id": "a\xff"}').reason == "not_utf8"  # type: ignore[union-attr]
+
+
+def test_records_logged_by_a_gateway_decode_as_the_wire_records_they_are() -> None:
+    """Every generated record, renamed and nested as a gateway logs it (the bench's
+    `--mapped` payloads), decodes to the record the wire's own names give."""
+    fast = Decoder(1 << 20, clock=lambda: traffic.FIXED_START_MS / 1_000 + 86_400)
+    mapped = _decoder(MAPPED_FIELDS, "s")
+    mapped._clock = fast._clock
+    for raw in traffic.wire_records(400, seed=3, start_ms=traffic.FIXED_START_MS):
+        want = fast.decode(traffic.encode(raw))
+        got = mapped.decode(json.dumps(as_gateway_logs(raw)).encode())
+        assert isinstance(want, Record) and isinstance(got, Record)
+        if want.latency_ms is not None:
+            assert got.latency_ms == pytest.approx(want.latency_ms)
+        assert got.event_time == pytest.approx(want.event_time)
+        assert {**_fields(got), "latency_ms": 0, "timestamp": 0} == \
+            {**_fields(want), "latency_ms": 0, "timestamp": 0}
+
+
+def _fields(record: Record) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__struct_fields__}
+
+
+def test_latency_in_seconds_without_a_map() -> None:
+    record = _decode(_decoder({}, "s"), {"request_id": "a", "latency_ms": "0.25"})
+    assert isinstance(record, Record) and record.latency_ms == 250.0
+    assert _decoder({})._fields is None  # no map: the fast path
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"requestid": "id"}, ["'requestid' is no field of the wire", "request_id, timestamp"]),
+    ({"route": "metadata..team"}, ["route: 'metadata..team' is not a key or a dotted path"]),
+    ({"route": ""}, ["route: '' is not"]),
+])
+def test_a_bad_map_names_the_field_and_what_is_allowed(fields: dict[str, str],
+                                                       words: list[str]) -> None:
+    with pytest.raises(ValidationError) as info:
+        WireSettings(fields=fields)
+    assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_every_wire_field_may_be_mapped() -> None:
+    assert set(WIRE_FIELDS) == set(Record.__struct_fields__)
+    assert WireSettings(fields={name: f"x.{name}" for name in WIRE_FIELDS}).fields
+    assert not FieldMap({})
