@@ -95,6 +95,8 @@ class EventTimeBounds:
     def problem(self, t: float, now: float) -> str | None:
         if t != t:  # NaN: a string "nan" decodes to it
             return "event time is not a number"
+        if abs(t) == _INF:  # "inf", "-Infinity"
+            return "event time is not a finite number"
         if t < self.not_before:
             return f"event time {t:.0f} (epoch s) is before not_before={self.not_before:.0f}"
         if t > now + self.max_future_seconds:
@@ -221,7 +223,7 @@ class Decoder:
             record = msgspec.structs.replace(record, timestamp=number * EPOCH_UNITS[unit])
         t = record.event_time
         if t is not None and (problem := self.event_time.problem(t, self._clock())):
-            if number is not None and number == number:  # NaN has no unit to hint at
+            if number is not None and abs(number) < _INF:  # NaN and inf have no unit
                 problem += self._unit_hint(number)
             return Rejection("invalid_field", f"{problem} - at `$.timestamp`")
         p, c = record.prompt_tokens, record.completion_tokens

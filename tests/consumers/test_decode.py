@@ -567,6 +567,8 @@ def test_numbers_written_as_strings_are_read_as_numbers_and_an_id_as_a_number_to
     for field, value, detail in (
         ("timestamp", "yesterday", "Invalid RFC3339 encoded datetime - at `$.timestamp`"),
         ("timestamp", "nan", "event time is not a number - at `$.timestamp`"),
+        ("timestamp", "inf", "event time is not a finite number - at `$.timestamp`"),
+        ("timestamp", "-Infinity", "event time is not a finite number - at `$.timestamp`"),
         ("latency_ms", "12 ms", "Expected `float | null`, got `str` - at `$.latency_ms`"),
         ("latency_ms", "inf", "Expected a finite number, got inf - at `$.latency_ms`"),
         ("cost_usd", "Infinity", "Expected a finite number, got inf - at `$.cost_usd`"),
