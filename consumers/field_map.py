@@ -32,7 +32,10 @@ class FieldMap:
     """Where a producer keeps each wire field: the wire's name -> its key path."""
 
     def __init__(self, fields: Mapping[str, str]) -> None:
-        self.paths = {ours: tuple(path.split(".")) for ours, path in fields.items()}
+        # In the wire's order: a record's first error is the one the wire's names give first
+        # (a missing id before a bad label, as on the fast path).
+        self.paths = {ours: tuple(fields[ours].split(".")) for ours in WIRE_FIELDS
+                      if ours in fields}
         # The wire's path in a decoder's error ("- at `$.request_id`", "missing required field
         # `request_id`"), to say the producer's.
         names = "|".join(map(re.escape, self.paths)) or "(?!)"
@@ -43,10 +46,10 @@ class FieldMap:
         return bool(self.paths)
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """`obj` with each mapped field read from its path (absent where the path is)."""
-        out = dict(obj)
+        """`obj` with each mapped field read from its path (absent where the path is), the
+        mapped fields first."""
+        out: dict[str, Any] = {}
         for ours, path in self.paths.items():
-            out.pop(ours, None)
             value: Any = obj
             for key in path:
                 if type(value) is dict and key in value:
@@ -57,6 +60,9 @@ class FieldMap:
                     break
             else:
                 out[ours] = value
+        for key, value in obj.items():
+            if key not in self.paths:
+                out[key] = value
         return out
 
     def decode(self, value: bytes) -> Record:

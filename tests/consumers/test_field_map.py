@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from consumers.decode import Decoder, Rejection
@@ -15,6 +17,7 @@ from consumers.settings import WireSettings
 from consumers.wire import Record
 from monitor.local import traffic
 from monitor.local.bench_consume import MAPPED_FIELDS, as_gateway_logs
+from tests.consumers.test_decode import MAX_BYTES, PROPERTY, _assert_well_formed, _wire_objects
 
 NOW = 1_800_000_100.0
 # As LiteLLM's standard logging payload names them (its `messages`, `response`, `model`,
@@ -154,3 +157,49 @@ def test_every_wire_field_may_be_mapped() -> None:
     assert set(WIRE_FIELDS) == set(Record.__struct_fields__)
     assert WireSettings(fields={name: f"x.{name}" for name in WIRE_FIELDS}).fields
     assert not FieldMap({})
+
+
+# Where a nesting producer keeps each wire field: under `meta`, `body` and a list.
+NESTED = {"request_id": "meta.id", "timestamp": "meta.at", "model": "body.model",
+          "prompt": "body.input", "response": "body.output.0", "context": "docs",
+          "latency_ms": "meta.took"}
+
+
+def _nested(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in obj.items() if k not in NESTED}
+    meta = {short: obj[ours] for ours, short in (("request_id", "id"), ("timestamp", "at"),
+                                                 ("latency_ms", "took")) if ours in obj}
+    body: dict[str, Any] = {k: obj[ours] for ours, k in (("model", "model"),
+                                                         ("prompt", "input")) if ours in obj}
+    if "response" in obj:
+        body["output"] = [obj["response"]]
+    if "context" in obj:
+        out["docs"] = obj["context"]
+    return {**out, "meta": meta, "body": body}
+
+
+@pytest.mark.slow  # runs many examples
+@PROPERTY
+@given(_wire_objects())
+def test_nested_objects_decode_as_the_wire_objects_they_hold(
+        drawn: tuple[dict[str, Any], bool]) -> None:
+    """Any object over the wire fields, nested as a producer might keep it, decodes under the
+    map to what the object decodes to under the wire's names, or is refused for the same
+    reason (or as not JSON where it holds a token JSON has not, such as Infinity: the map
+    parses the whole message first, where the wire's decoder stops at its first bad field);
+    never an exception."""
+    obj, _ = drawn
+    mapped = Decoder(1 << 20, fields=FieldMap(NESTED)).decode(json.dumps(_nested(obj)).encode())
+    plain = Decoder(1 << 20).decode(json.dumps(obj).encode())
+    _assert_well_formed(mapped)
+    if isinstance(plain, Record):
+        assert mapped == plain
+    else:
+        assert isinstance(mapped, Rejection)
+        assert mapped.reason in (plain.reason, "not_json"), (mapped, plain)
+
+
+@PROPERTY
+@given(st.binary(max_size=2_000))
+def test_any_bytes_decode_under_a_map_without_raising(payload: bytes) -> None:
+    _assert_well_formed(Decoder(MAX_BYTES, fields=FieldMap(NESTED)).decode(payload))
