@@ -22,7 +22,7 @@ from consumers.api_bodies import (
     ResponseObject,
     response_text,
 )
-from consumers.field_map import FieldMap
+from consumers.field_map import FieldMap, at, present
 from consumers.wire import Record
 
 REASONS: tuple[str, ...] = (
@@ -144,11 +144,13 @@ class Decoder:
         return result
 
     def _read(self, value: bytes) -> Record | Rejection:
+        obj = None
         try:
             if self._fields is None:
                 record = self._json.decode(value)
             else:
-                record = self._fields.decode(value)
+                obj = msgspec.json.decode(value)
+                record = self._fields.convert(obj)
         except msgspec.ValidationError as exc:
             return _classify(str(exc))
         except msgspec.DecodeError as exc:
@@ -162,7 +164,61 @@ class Decoder:
         if self._latency_scale != 1.0 and record.latency_ms is not None:
             record = msgspec.structs.replace(
                 record, latency_ms=record.latency_ms * self._latency_scale)
+        if obj is not None and record.latency_ms is None:
+            latency = self._latency_between(obj)
+            if type(latency) is Rejection:
+                return latency
+            if latency is not None:
+                record = msgspec.structs.replace(record, latency_ms=latency)
         return self._checked(record)
+
+    def _latency_between(self, obj: dict[str, Any]) -> float | Rejection | None:
+        """Milliseconds from the producer's start time to its end time (`wire.latency_from`),
+        where the record logs no latency and both times are there."""
+        assert self._fields is not None
+        if self._fields.latency_from is None:
+            return None
+        times: list[float] = []
+        for path in self._fields.latency_from:
+            value = at(obj, tuple(path.split(".")))
+            if not present(value):
+                return None
+            read = self._epoch_seconds(value, path)
+            if type(read) is Rejection:
+                return read
+            times.append(read)
+        start, end = self._fields.latency_from
+        if times[1] < times[0]:
+            return Rejection("invalid_field", f"latency from `$.{start}` to `$.{end}` would be "
+                             f"{(times[1] - times[0]) * 1e3:.1f} ms: the end is before the start")
+        return (times[1] - times[0]) * 1e3
+
+    def _epoch_seconds(self, value: Any, path: str) -> float | Rejection:
+        """A time the producer logged, in epoch seconds: an epoch number (in a string too),
+        in the unit `validation.epoch_unit` says, or an RFC 3339 string."""
+        number: float | None = None
+        if type(value) in (int, float):
+            number = float(value)
+        elif type(value) is str:
+            try:
+                number = float(value)
+            except ValueError:
+                try:
+                    when = datetime.fromisoformat(value)
+                except ValueError:
+                    return Rejection("invalid_field", "Expected an epoch number or an RFC 3339 "
+                                     f"time, got {value[:40]!r} - at `$.{path}`")
+                if when.tzinfo is None:
+                    if not self.event_time.naive_utc:
+                        return Rejection("invalid_field", "a time without an offset is "
+                                         "ambiguous: write Z or +00:00, or set validation."
+                                         f"naive_timestamps: utc - at `$.{path}`")
+                    when = when.replace(tzinfo=UTC)
+                return when.timestamp()
+        if number is None or not abs(number) < _INF:
+            return Rejection("invalid_field", f"Expected a finite epoch number or an RFC 3339 "
+                             f"time - at `$.{path}`")
+        return number * EPOCH_UNITS[self.event_time.unit_of(number)] / 1e3
 
     def _checked(self, record: Record) -> Record | Rejection:
         """What the type cannot say: an id given as a number written as its string, no control

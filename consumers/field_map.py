@@ -31,7 +31,11 @@ def path_problem(path: str) -> str | None:
 class FieldMap:
     """Where a producer keeps each wire field: the wire's name -> its key path."""
 
-    def __init__(self, fields: Mapping[str, str]) -> None:
+    def __init__(self, fields: Mapping[str, str],
+                 latency_from: tuple[str, str] | None = None) -> None:
+        """`latency_from`: the paths of a start and an end time whose difference is the
+        latency of a record that logs none (`wire.latency_from`)."""
+        self.latency_from = latency_from
         # In the wire's order: a record's first error is the one the wire's names give first
         # (a missing id before a bad label, as on the fast path).
         self.paths = {ours: tuple(fields[ours].split(".")) for ours in WIRE_FIELDS
@@ -43,31 +47,22 @@ class FieldMap:
         self._missing = re.compile(r"field `(" + names + r")`")
 
     def __bool__(self) -> bool:
-        return bool(self.paths)
+        return bool(self.paths) or self.latency_from is not None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """`obj` with each mapped field read from its path (absent where the path is), the
         mapped fields first."""
         out: dict[str, Any] = {}
         for ours, path in self.paths.items():
-            value: Any = obj
-            for key in path:
-                if type(value) is dict and key in value:
-                    value = value[key]
-                elif type(value) is list and key.isdigit() and int(key) < len(value):
-                    value = value[int(key)]
-                else:
-                    break
-            else:
+            if (value := at(obj, path)) is not _ABSENT:
                 out[ours] = value
         for key, value in obj.items():
             if key not in self.paths:
                 out[key] = value
         return out
 
-    def decode(self, value: bytes) -> Record:
-        """A message as a Record: raises what msgspec raises, as the fast path does."""
-        obj = msgspec.json.decode(value)
+    def convert(self, obj: Any) -> Record:
+        """A parsed message as a Record: raises what msgspec raises, as the fast path does."""
         if type(obj) is not dict:
             return msgspec.convert(obj, Record, strict=False)  # raises: not an object
         return msgspec.convert(self.apply(obj), Record, strict=False)
@@ -78,3 +73,24 @@ class FieldMap:
             lambda m: f"field `{m.group(1)}` (read from `$.{'.'.join(self.paths[m.group(1)])}`)",
             detail)
         return self._at.sub(lambda m: "`$." + ".".join(self.paths[m.group(1)]), detail)
+
+
+_ABSENT = object()
+
+
+def at(obj: Any, path: tuple[str, ...]) -> Any:
+    """The value at `path` in `obj`, or _ABSENT."""
+    value = obj
+    for key in path:
+        if type(value) is dict and key in value:
+            value = value[key]
+        elif type(value) is list and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return _ABSENT
+    return value
+
+
+def present(value: Any) -> bool:
+    """Whether a value read by `at` is there (absent and null are not)."""
+    return value is not _ABSENT and value is not None

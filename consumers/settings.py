@@ -297,6 +297,9 @@ class WireSettings(BaseModel):
     fields: dict[str, str] = {}
     # The unit of the latency read (`latency_ms`, or where `fields` says it is).
     latency_unit: Literal["ms", "s"] = "ms"
+    # [start, end]: where a producer that logs no latency keeps a request's start and end
+    # times (epoch numbers or RFC 3339); their difference is its latency.
+    latency_from: tuple[str, str] | None = None
 
     @field_validator("fields")
     @classmethod
@@ -309,12 +312,20 @@ class WireSettings(BaseModel):
                 raise ValueError(f"{ours}: {path!r} is not {problem}")
         return fields
 
+    @field_validator("latency_from")
+    @classmethod
+    def _paths(cls, paths: tuple[str, str] | None) -> tuple[str, str] | None:
+        for path in paths or ():
+            if problem := path_problem(path):
+                raise ValueError(f"{path!r} is not {problem}")
+        return paths
+
     def decoder(self, max_message_bytes: int,
                 validation: ValidationSettings | None = None) -> Decoder:
         """How a message becomes a record under these and the `validation` settings."""
         return Decoder(max_message_bytes,
                        (validation or ValidationSettings()).event_time_bounds(),
-                       fields=FieldMap(self.fields),
+                       fields=FieldMap(self.fields, self.latency_from),
                        latency_scale=1_000.0 if self.latency_unit == "s" else 1.0)
 
 

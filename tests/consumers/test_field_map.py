@@ -4,6 +4,7 @@ as the wire's; its errors name the producer's paths."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -203,3 +204,65 @@ def test_nested_objects_decode_as_the_wire_objects_they_hold(
 @given(st.binary(max_size=2_000))
 def test_any_bytes_decode_under_a_map_without_raising(payload: bytes) -> None:
     _assert_well_formed(Decoder(MAX_BYTES, fields=FieldMap(NESTED)).decode(payload))
+
+
+@pytest.mark.parametrize(("start", "end", "latency"), [
+    (1_800_000_000.25, 1_800_000_001.5, 1_250.0),  # epoch seconds (LiteLLM, Braintrust)
+    ("2027-01-15T08:00:00Z", "2027-01-15T08:00:00.75+00:00", 750.0),  # RFC 3339 (LangSmith)
+    ("1800000000000000000", "1800000000042000000", 42.0),  # OTel's nanoseconds, in strings
+    # Mixed: milliseconds (2027-01-15T08:00:00Z), and an RFC 3339 time.
+    (1_800_000_000_000, "2027-01-15T08:00:00.5Z", 500.0),
+])
+def test_a_latency_is_the_time_from_start_to_end_where_none_is_logged(
+        start: Any, end: Any, latency: float) -> None:
+    decoder = WireSettings(latency_from=("span.start", "span.end")).decoder(1 << 20)
+    decoder._clock = lambda: NOW
+    record = _decode(decoder, {"request_id": "a", "span": {"start": start, "end": end}})
+    assert isinstance(record, Record)
+    assert record.latency_ms == pytest.approx(latency, abs=1e-3)
+    # A latency the record logs is its own; a missing time gives none.
+    own = _decode(decoder, {"request_id": "a", "latency_ms": 9, "span": {"start": start,
+                                                                         "end": end}})
+    assert isinstance(own, Record) and own.latency_ms == 9
+    for span in ({"start": start}, {"start": start, "end": None}, {}):
+        alone = _decode(decoder, {"request_id": "a", "span": span})
+        assert isinstance(alone, Record) and alone.latency_ms is None
+
+
+@pytest.mark.parametrize(("span", "detail"), [
+    ({"start": 1_800_000_001, "end": 1_800_000_000},
+     "latency from `$.span.start` to `$.span.end` would be -1000.0 ms: the end is before the "
+     "start"),
+    ({"start": "yesterday", "end": 1_800_000_000},
+     "Expected an epoch number or an RFC 3339 time, got 'yesterday' - at `$.span.start`"),
+    ({"start": 1_800_000_000, "end": "2027-01-15T08:00:00"},
+     "a time without an offset is ambiguous: write Z or +00:00, or set "
+     "validation.naive_timestamps: utc - at `$.span.end`"),
+    ({"start": 1_800_000_000, "end": "inf"},
+     "Expected a finite epoch number or an RFC 3339 time - at `$.span.end`"),
+    ({"start": True, "end": 1_800_000_000},
+     "Expected a finite epoch number or an RFC 3339 time - at `$.span.start`"),
+])
+def test_a_latency_that_cannot_be_read_from_its_times_is_refused_at_their_path(
+        span: dict[str, Any], detail: str) -> None:
+    decoder = WireSettings(latency_from=("span.start", "span.end")).decoder(1 << 20)
+    result = _decode(decoder, {"request_id": "a", "span": span})
+    assert isinstance(result, Rejection) and result.reason == "invalid_field"
+    assert result.detail == detail
+
+
+def test_latency_from_follows_the_validation_settings() -> None:
+    """A time without offset is read as UTC where validation says so; epoch numbers are read
+    in the unit validation pins."""
+    from consumers.settings import ValidationSettings
+
+    wire = WireSettings(latency_from=("t0", "t1"))
+    utc = wire.decoder(1 << 20, ValidationSettings(naive_timestamps="utc"))
+    record = _decode(utc, {"request_id": "a", "t0": "2027-01-15T08:00:00",
+                           "t1": "2027-01-15T08:00:02Z"})
+    assert isinstance(record, Record) and record.latency_ms == 2_000.0
+    pinned = wire.decoder(1 << 20, ValidationSettings(epoch_unit="ms"))
+    record = _decode(pinned, {"request_id": "a", "t0": 1_000, "t1": 1_250})  # milliseconds
+    assert isinstance(record, Record) and record.latency_ms == 250.0
+    with pytest.raises(ValidationError, match=re.escape("'a..b' is not a key or a dotted path")):
+        WireSettings(latency_from=("a..b", "c"))

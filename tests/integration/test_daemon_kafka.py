@@ -6,6 +6,7 @@ import json
 import random
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -270,13 +271,19 @@ def test_a_gateways_field_names_are_read_through_wire_fields(
         broker, names, daemons, tmp_path: Path) -> None:
     """Records as a gateway logs them (LiteLLM's `id`, `startTime` and `response_time` in
     seconds, `response_cost`, the team in `metadata`), read through `wire.fields`: scored with
-    their route label and latency in seconds; a broken one dead-lettered at its own path."""
+    their route label and latency in seconds, or, where a record logs only its start and end
+    (every other one here), the time between them (`wire.latency_from`); a broken one
+    dead-lettered at its own path."""
     from monitor.local.bench_consume import MAPPED_FIELDS, as_gateway_logs
 
     topic, dlq, group = names("gateway"), names("gateway-dlq"), names("group")
     broker.create_topics([(topic, 2), (dlq, 1)])
     raw = list(traffic.wire_records(500, seed=8, start_ms=traffic.FIXED_START_MS))
     logged = [as_gateway_logs(r) for r in raw]
+    for i, x in enumerate(logged):
+        if i % 2 and "response_time" in x:  # its end time instead, in RFC 3339
+            end = x["startTime"] + x.pop("response_time")
+            x["endTime"] = datetime.fromtimestamp(end, UTC).isoformat()
     broken = [{**logged[0], "id": None}, {**logged[1], "metadata": {"team": 7}}]
     payloads = [json.dumps(x).encode() for x in logged + broken]
     ends = produce(broker.bootstrap, topic, ((i % 2, v, None) for i, v in enumerate(payloads)))
@@ -284,7 +291,8 @@ def test_a_gateways_field_names_are_read_through_wire_fields(
     config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
                           kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq},
                           metrics={"labels": ["route"]},
-                          wire={"fields": MAPPED_FIELDS, "latency_unit": "s"})
+                          wire={"fields": MAPPED_FIELDS, "latency_unit": "s",
+                                "latency_from": ["startTime", "endTime"]})
     daemon = daemons(config, port)
     daemon.wait_ready()
     wait_for(lambda: committed(broker.bootstrap, group, topic, 2) == ends, 60,
