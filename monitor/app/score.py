@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -28,10 +29,11 @@ def _null(x: float) -> float | None:
 
 
 def score_lines(
-    lines: Iterable[bytes], config: OfflineConfig, models: ModelScorers | None = None
+    lines: Iterable[bytes], config: OfflineConfig, models: ModelScorers | None = None,
+    read: bool = False,
 ) -> Iterator[dict[str, object]]:
     """One output object per input line, in order; bad lines say why (as the dead-letter topic
-    would)."""
+    would). `read`: each row also says what was read of its record (`read_of`)."""
     models = models or ModelScorers(config.scorers, config.scoring)
     decoder = offline_decoder(config)
     pending: list[tuple[int, Record | Rejection]] = []
@@ -41,12 +43,12 @@ def score_lines(
             continue
         pending.append((number, decoder.decode(line)))
         if len(pending) >= OFFLINE_BATCH:
-            yield from _flush(pending, models)
+            yield from _flush(pending, models, read)
             pending = []
-    yield from _flush(pending, models)
+    yield from _flush(pending, models, read)
 
 
-def _flush(pending: list[tuple[int, Record | Rejection]], models: ModelScorers
+def _flush(pending: list[tuple[int, Record | Rejection]], models: ModelScorers, read: bool
            ) -> Iterator[dict[str, object]]:
     records = [r for _, r in pending if isinstance(r, Record)]
     scores = models.score(records) if records else None
@@ -57,8 +59,32 @@ def _flush(pending: list[tuple[int, Record | Rejection]], models: ModelScorers
                    "detail": item.detail}
             continue
         assert scores is not None
-        yield _row(item, scores, j)
+        row = _row(item, scores, j)
+        if read:
+            row["read"] = read_of(item)
+        yield row
         j += 1
+
+
+# What `read_of` shows of a text: enough to recognise it.
+_SHOWN_CHARS = 120
+
+
+def read_of(record: Record) -> dict[str, object]:
+    """What the decoder read of a record (the labels, numbers and event time the daemon uses,
+    and the start of the texts the models read), to check a producer's records or a
+    `wire.fields` map against a sample before the daemon reads the topic."""
+    t = record.event_time
+    texts = {"prompt": record.user_prompt, "response": record.response}
+    return {
+        "event_time": None if t is None else datetime.fromtimestamp(t, UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z"),
+        **{name: getattr(record, name) for name in (
+            "model", "model_version", "deployment", "route", "status", "error_type",
+            "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd")},
+        **{name: None if text is None else text[:_SHOWN_CHARS] for name, text in texts.items()},
+        "context_passages": None if record.context is None else len(record.context),
+    }
 
 
 def _row(record: Record, s: BatchScores, i: int) -> dict[str, object]:
@@ -73,7 +99,8 @@ def _row(record: Record, s: BatchScores, i: int) -> dict[str, object]:
     }
 
 
-def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig) -> int:
+def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig,
+              read: bool = False) -> int:
     source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
     total = input_path.stat().st_size if input_path else None
     encoder = msgspec.json.Encoder()
@@ -90,7 +117,7 @@ def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig)
                     progress.advance(task, len(line))
                     yield line
 
-            for row in score_lines(lines(), config, models):
+            for row in score_lines(lines(), config, models, read):
                 output.write(encoder.encode(row) + b"\n")
                 if "error" in row:
                     refused += 1

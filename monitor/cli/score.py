@@ -16,6 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--output", type=or_std(writable_file), default=None,
                        help="JSONL file (default or -: stdout)")
     score.add_argument("--config", default=None, help="YAML config (its scorers and scoring)")
+    score.add_argument("--read", action="store_true",
+                       help="each row also says what was read of its record (labels, numbers, "
+                            "event time, the start of its texts): check a producer's records "
+                            "or a wire.fields map")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,4 +29,4 @@ def run(args: argparse.Namespace) -> int:
     offline = load_offline_config(args.config)
     if args.input is None:
         hint_when_reading_a_terminal("score")
-    return to_output(args.output, lambda out: run_score(args.input, out, offline))
+    return to_output(args.output, lambda out: run_score(args.input, out, offline, args.read))

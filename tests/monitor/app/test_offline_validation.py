@@ -57,3 +57,28 @@ def test_score_and_backtest_read_the_producers_field_names() -> None:
         return [e["reason"] for e in events if e.get("type") == "dead_letter"]
     assert dead_letters(OfflineConfig(scorers=["latency"])) == ["missing_request_id"] * 3
     assert dead_letters(config) == []
+
+
+def test_score_says_what_it_read_of_each_record_when_asked() -> None:
+    """`driftwatch score --read`: what a map read, to check it against a sample."""
+    line = json.dumps({
+        "id": "g1", "start": "2026-01-01T10:00:00Z", "end": "2026-01-01T10:00:01.5Z",
+        "model": "gpt-4o", "meta": {"team": "search"}, "response_cost": "0.002",
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "How tall is it?"}],
+        "response": {"choices": [{"message": {"role": "assistant", "content": "330 m."},
+                                  "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 12, "completion_tokens": 3}},
+        "docs": ["The tower is 330 m tall.", "x" * 500]}).encode()
+    config = OfflineConfig(scorers=["latency"], wire={
+        "fields": {"request_id": "id", "timestamp": "start", "route": "meta.team",
+                   "cost_usd": "response_cost", "context": "docs"},
+        "latency_from": ["start", "end"]})
+    (row,) = score_lines([line], config, read=True)
+    assert row["read"] == {
+        "event_time": "2026-01-01T10:00:00.000Z", "model": "gpt-4o", "model_version": None,
+        "deployment": None, "route": "search", "status": "stop", "error_type": None,
+        "latency_ms": 1_500.0, "prompt_tokens": 12, "completion_tokens": 3, "cost_usd": 0.002,
+        "prompt": "How tall is it?", "response": "330 m.", "context_passages": 2}
+    (plain,) = score_lines([line], config)
+    assert "read" not in plain and plain["request_id"] == "g1"

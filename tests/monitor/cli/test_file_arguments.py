@@ -216,3 +216,20 @@ def test_a_model_or_device_not_there_is_one_line_in_every_verb(
     for argv in (["score", "--input", str(lines)], ["backtest", "--input", str(lines)]):
         assert main([*argv, "--config", str(config)]) == 2
         assert capsys.readouterr().err.startswith(says)
+
+
+def test_score_read_adds_what_was_read_to_each_row(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    records = tmp_path / "in.jsonl"
+    records.write_text(json.dumps({"id": "a1", "startTime": 1_767_261_600, "response": "hi",
+                                   "team": "ads"}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\nwire:\n  fields: {request_id: id, timestamp: "
+                      "startTime, route: team}\n")
+    assert main(["score", "--input", str(records), "--config", str(config), "--read"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["request_id"] == "a1"
+    assert (row["read"]["event_time"], row["read"]["route"], row["read"]["response"]) == (
+        "2026-01-01T10:00:00.000Z", "ads", "hi")
