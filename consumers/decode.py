@@ -176,18 +176,18 @@ class Decoder:
         """Milliseconds from the producer's start time to its end time (`wire.latency_from`),
         where the record logs no latency and both times are there."""
         assert self._fields is not None
-        if self._fields.latency_from is None:
+        if self._fields.latency_paths is None:
             return None
         times: list[float] = []
-        for path in self._fields.latency_from:
-            value = at(obj, tuple(path.split(".")))
+        for path, keys in self._fields.latency_paths:
+            value = at(obj, keys)
             if not present(value):
                 return None
             read = self._epoch_seconds(value, path)
             if type(read) is Rejection:
                 return read
             times.append(read)
-        start, end = self._fields.latency_from
+        (start, _), (end, _) = self._fields.latency_paths
         if times[1] < times[0]:
             return Rejection("invalid_field", f"latency from `$.{start}` to `$.{end}` would be "
                              f"{(times[1] - times[0]) * 1e3:.1f} ms: the end is before the start")

@@ -35,7 +35,9 @@ class FieldMap:
                  latency_from: tuple[str, str] | None = None) -> None:
         """`latency_from`: the paths of a start and an end time whose difference is the
         latency of a record that logs none (`wire.latency_from`)."""
-        self.latency_from = latency_from
+        # Each as written (for errors) and as its keys.
+        self.latency_paths = (None if latency_from is None
+                              else tuple((path, tuple(path.split("."))) for path in latency_from))
         # In the wire's order: a record's first error is the one the wire's names give first
         # (a missing id before a bad label, as on the fast path).
         self.paths = {ours: tuple(fields[ours].split(".")) for ours in WIRE_FIELDS
@@ -47,7 +49,7 @@ class FieldMap:
         self._missing = re.compile(r"field `(" + names + r")`")
 
     def __bool__(self) -> bool:
-        return bool(self.paths) or self.latency_from is not None
+        return bool(self.paths) or self.latency_paths is not None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """`obj` with each mapped field read from its path (absent where the path is), the
