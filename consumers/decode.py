@@ -194,31 +194,28 @@ class Decoder:
         return (times[1] - times[0]) * 1e3
 
     def _epoch_seconds(self, value: Any, path: str) -> float | Rejection:
-        """A time the producer logged, in epoch seconds: an epoch number (in a string too),
-        in the unit `validation.epoch_unit` says, or an RFC 3339 string."""
-        number: float | None = None
-        if type(value) in (int, float):
-            number = float(value)
-        elif type(value) is str:
-            try:
-                number = float(value)
-            except ValueError:
-                try:
-                    when = datetime.fromisoformat(value)
-                except ValueError:
-                    return Rejection("invalid_field", "Expected an epoch number or an RFC 3339 "
-                                     f"time, got {value[:40]!r} - at `$.{path}`")
-                if when.tzinfo is None:
-                    if not self.event_time.naive_utc:
-                        return Rejection("invalid_field", "a time without an offset is "
-                                         "ambiguous: write Z or +00:00, or set validation."
-                                         f"naive_timestamps: utc - at `$.{path}`")
-                    when = when.replace(tzinfo=UTC)
-                return when.timestamp()
-        if number is None or not abs(number) < _INF:
+        """A time the producer logged, in epoch seconds: read as the wire's `timestamp` is (an
+        epoch number, in a string too, in the unit `validation.epoch_unit` says, or an RFC 3339
+        string), by the same msgspec conversion."""
+        try:
+            read = msgspec.convert(value, float | datetime, strict=False)
+        except msgspec.ValidationError:
+            if type(value) is str:
+                return Rejection("invalid_field", "Expected an epoch number or an RFC 3339 "
+                                 f"time, got {value[:40]!r} - at `$.{path}`")
+            read = None
+        if type(read) is datetime:
+            if read.tzinfo is None:
+                if not self.event_time.naive_utc:
+                    return Rejection("invalid_field", "a time without an offset is ambiguous: "
+                                     "write Z or +00:00, or set validation.naive_timestamps: "
+                                     f"utc - at `$.{path}`")
+                read = read.replace(tzinfo=UTC)
+            return read.timestamp()
+        if read is None or not abs(read) < _INF:
             return Rejection("invalid_field", f"Expected a finite epoch number or an RFC 3339 "
                              f"time - at `$.{path}`")
-        return number * EPOCH_UNITS[self.event_time.unit_of(number)] / 1e3
+        return read * EPOCH_UNITS[self.event_time.unit_of(read)] / 1e3
 
     def _checked(self, record: Record) -> Record | Rejection:
         """What the type cannot say: an id given as a number written as its string, no control
