@@ -287,8 +287,8 @@ class ValidationSettings(BaseModel):
                                self.naive_timestamps == "utc", self.epoch_unit)
 
 
-class WireSettings(BaseModel):
-    """A producer that names the wire's fields otherwise, or logs latency in seconds."""
+class TopicWire(BaseModel):
+    """How one producer writes a record: its field names, its latency's unit or times."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -320,13 +320,27 @@ class WireSettings(BaseModel):
                 raise ValueError(f"{path!r} is not {problem}")
         return paths
 
-    def decoder(self, max_message_bytes: int,
-                validation: ValidationSettings | None = None) -> Decoder:
-        """How a message becomes a record under these and the `validation` settings."""
+    def _decoder(self, max_message_bytes: int, validation: ValidationSettings | None) -> Decoder:
         return Decoder(max_message_bytes,
                        (validation or ValidationSettings()).event_time_bounds(),
                        fields=FieldMap(self.fields, self.latency_from),
                        latency_scale=1_000.0 if self.latency_unit == "s" else 1.0)
+
+
+class WireSettings(TopicWire):
+    """A producer that names the wire's fields otherwise, or logs latency in seconds; and a
+    topic whose producer writes otherwise than the rest (`topics`)."""
+
+    # A topic -> its own settings, in place of those above (the request and response topics
+    # of a split deployment are often written by two producers: a gateway and a model server).
+    topics: dict[str, TopicWire] = {}
+
+    def decoder(self, max_message_bytes: int, validation: ValidationSettings | None = None,
+                topic: str | None = None) -> Decoder:
+        """How a message of `topic` becomes a record under these and the `validation`
+        settings: the topic's own under `topics`, else the section's."""
+        own = self.topics.get(topic) if topic is not None else None
+        return (own or self)._decoder(max_message_bytes, validation)
 
 
 class JoinSettings(BaseModel):

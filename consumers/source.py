@@ -113,8 +113,13 @@ class KafkaSource:
         batch = batch or BatchSettings()
         self._observer: SourceObserver = observer or NullObserver()
         self._clock = clock
-        self._decoder: MessageDecoder = decoder or (wire or WireSettings()).decoder(
-            kafka.max_message_bytes, validation)
+        wire = wire or WireSettings()
+        self._decoder: MessageDecoder = decoder or wire.decoder(kafka.max_message_bytes,
+                                                                validation)
+        # A topic written by a producer of its own (`wire.topics`) is read by its own decoder.
+        self._topic_decoders: dict[str, MessageDecoder] = {} if decoder else {
+            topic: wire.decoder(kafka.max_message_bytes, validation, topic)
+            for topic in wire.topics}
         self._batcher = Batcher(batch.max_records, batch.max_wait_ms / 1000.0, clock)
         join = self.join_settings
         self._joiner = Joiner(join.window_seconds, join.max_pending, clock,
@@ -245,10 +250,11 @@ class KafkaSource:
         assert self._consumer is not None, "open() first"
         fetched = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
         n = 0
-        decode, batcher = self._decoder.decode, self._batcher
+        batcher = self._batcher
         for tp, messages in fetched.items():
             n += len(messages)
             topic, partition = tp.topic, tp.partition
+            decode = self._topic_decoders.get(topic, self._decoder).decode
             self._observer.consumed(topic, len(messages))
             self._tracker.started_many((topic, partition), [m.offset for m in messages])
             side = self._sides.get(topic)

@@ -35,12 +35,13 @@ class ReferenceInputError(ValueError):
 
 def build_reference(
     lines: Iterable[bytes], config: OfflineConfig, store: ReferenceStore, name: str,
-    source: str, limit: int | None = None,
+    source: str, limit: int | None = None, topic: str | None = None,
 ) -> ReferenceMeta:
+    """`topic`: the lines are that topic's messages (read under its `wire.topics` settings)."""
     scoring = config.scoring
     models = ModelScorers(sorted(set(config.scorers) | {"sanity"}), scoring)
     assert models.embedder is not None
-    decoder = offline_decoder(config)
+    decoder = offline_decoder(config, topic)
     prompts: list[np.ndarray] = []
     responses: list[np.ndarray] = []
     numeric: dict[str, list[np.ndarray]] = {}
@@ -151,7 +152,7 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
         source = f"topic:{topic} offsets {start}..{'end' if end is None else end}"
         meta = build_reference(topic_values(servers, topic, start, end,
                                             client_options=security),
-                               config, store, name, source, limit)
+                               config, store, name, source, limit, topic)
     elif input_path is None:
         raise ReferenceInputError("reference build needs --input FILE.jsonl or --topic NAME")
     else:

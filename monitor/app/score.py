@@ -30,12 +30,13 @@ def _null(x: float) -> float | None:
 
 def score_lines(
     lines: Iterable[bytes], config: OfflineConfig, models: ModelScorers | None = None,
-    read: bool = False,
+    read: bool = False, topic: str | None = None,
 ) -> Iterator[dict[str, object]]:
     """One output object per input line, in order; bad lines say why (as the dead-letter topic
-    would). `read`: each row also says what was read of its record (`read_of`)."""
+    would). `read`: each row also says what was read of its record (`read_of`). `topic`: the
+    lines are read as that topic's messages (its `wire.topics` settings)."""
     models = models or ModelScorers(config.scorers, config.scoring)
-    decoder = offline_decoder(config)
+    decoder = offline_decoder(config, topic)
     pending: list[tuple[int, Record | Rejection]] = []
     for number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\r\n")
@@ -100,7 +101,7 @@ def _row(record: Record, s: BatchScores, i: int) -> dict[str, object]:
 
 
 def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig,
-              read: bool = False) -> int:
+              read: bool = False, topic: str | None = None) -> int:
     source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
     total = input_path.stat().st_size if input_path else None
     encoder = msgspec.json.Encoder()
@@ -117,7 +118,7 @@ def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig,
                     progress.advance(task, len(line))
                     yield line
 
-            for row in score_lines(lines(), config, models, read):
+            for row in score_lines(lines(), config, models, read, topic):
                 output.write(encoder.encode(row) + b"\n")
                 if "error" in row:
                     refused += 1

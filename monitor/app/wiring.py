@@ -53,11 +53,12 @@ OFFLINE_BATCH = 256
 OFFLINE_MAX_LINE = 100 * 1_048_576
 
 
-def offline_decoder(config: OfflineConfig) -> Decoder:
+def offline_decoder(config: OfflineConfig, topic: str | None = None) -> Decoder:
     """How score, backtest, compare and reference build read a line: as the daemon reads a
-    message, under the config's `validation` and `wire` (so they refuse what the daemon
-    refuses, and read a producer's field names as it does)."""
-    return config.wire.decoder(OFFLINE_MAX_LINE, config.validation)
+    message (of `topic`, where `wire.topics` has settings of its own), under the config's
+    `validation` and `wire` (so they refuse what the daemon refuses, and read a producer's
+    field names as it does)."""
+    return config.wire.decoder(OFFLINE_MAX_LINE, config.validation, topic)
 
 
 @dataclass

@@ -118,6 +118,16 @@ class Config(_EnvBeatsFile):
     checkpoint: CheckpointSettings = CheckpointSettings()
 
     @model_validator(mode="after")
+    def _wire_topics_read(self) -> Config:
+        inputs = self.kafka.topics
+        for topic in self.wire.topics:
+            if topic not in inputs:
+                raise ValueError(
+                    f"wire.topics names {topic!r}, which is no input topic of this config; "
+                    f"the input topics: {', '.join(inputs)}")
+        return self
+
+    @model_validator(mode="after")
     def _rules_fit(self) -> Config:
         check_rules(self.rules, self.actions, self.canary, self.scorers, self.drift,
                     self.shadow, self.review)

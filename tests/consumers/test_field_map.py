@@ -266,3 +266,29 @@ def test_latency_from_follows_the_validation_settings() -> None:
     assert isinstance(record, Record) and record.latency_ms == 250.0
     with pytest.raises(ValidationError, match=re.escape("'a..b' is not a key or a dotted path")):
         WireSettings(latency_from=("a..b", "c"))
+
+
+def test_a_topic_of_its_own_producer_is_read_by_its_own_map() -> None:
+    """A split deployment's halves written by two producers: requests as the wire names them
+    (the section's settings), responses by a model server with names and a unit of its own."""
+    wire = WireSettings(topics={"responses": {
+        "fields": {"request_id": "id", "response": "output.text", "latency_ms": "took"},
+        "latency_unit": "s"}})
+    response = {"id": "r-1", "timestamp": 1_800_000_000_000,
+                "output": {"text": "Paris."}, "took": 0.5}
+    request = {"request_id": "r-1", "timestamp": 1_800_000_000_000, "prompt": "Capital?"}
+    own, others, offline = (wire.decoder(1 << 20, topic=t)
+                            for t in ("responses", "requests", None))
+    for decoder in (own, others, offline):
+        decoder._clock = lambda: NOW
+    half = _decode(own, response)
+    assert isinstance(half, Record)
+    assert (half.request_id, half.response, half.latency_ms) == ("r-1", "Paris.", 500.0)
+    # The other topic, and no topic (the offline verbs), read the wire's names.
+    assert _decode(others, request) == _decode(offline, request)
+    assert isinstance(_decode(others, request), Record)
+    assert _decode(others, response) == Rejection(
+        "missing_request_id", "Object missing required field `request_id`")
+    # The map is the topic's alone: the wire's own name is not read there.
+    refused = _decode(own, {**response, "request_id": "r-1", "id": None})
+    assert isinstance(refused, Rejection) and refused.detail.endswith("at `$.id`"), refused

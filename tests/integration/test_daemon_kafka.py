@@ -310,3 +310,60 @@ def test_a_gateways_field_names_are_read_through_wire_fields(
     assert details == ["Expected `int | str`, got `null` - at `$.id`",
                        "Expected `str | null`, got `int` - at `$.metadata.team`"]
     assert daemon.terminate() == 0
+
+
+def test_a_split_deployments_response_topic_is_read_through_its_own_map(
+        broker, names, daemons, tmp_path: Path) -> None:
+    """Requests logged by a gateway in the wire's names, responses by a model server in its
+    own (`id`, the text in `output.text`, `duration` in seconds, token counts in `usage`):
+    `wire.topics` reads the response topic under its own map, so every pair is joined and
+    scored with its latency; a response without its id is dead-lettered at `$.id`."""
+    req_topic, resp_topic, dlq, group = (names("req"), names("resp"), names("dlq"),
+                                         names("group"))
+    broker.create_topics([(req_topic, 2), (resp_topic, 2), (dlq, 1)])
+    records = list(traffic.wire_records(300, seed=5, start_ms=traffic.FIXED_START_MS))
+    requests, responses = [], []
+    for record in records:
+        request, response = traffic.split_request_response(record)
+        requests.append(request)
+        served = {"id": response.pop("request_id"), "timestamp": response.pop("timestamp"),
+                  "output": {"text": response.pop("response", None)},
+                  "usage": {"completion_tokens": response.pop("completion_tokens", None)}}
+        if "latency_ms" in response:
+            served["duration"] = response.pop("latency_ms") / 1_000
+        responses.append({**served, **response})  # status, error_type, cost_usd as they are
+    broken = {**responses[0], "id": None}
+
+    def partition(rid: str) -> int:
+        return int(rid.rsplit("-", 1)[1]) % 2
+
+    produce(broker.bootstrap, req_topic, ((partition(h["request_id"]), traffic.encode(h),
+                                           None) for h in requests))
+    ends = produce(broker.bootstrap, resp_topic, (
+        (partition(h["id"] or "x-0"), traffic.encode(h), None) for h in [*responses, broken]))
+    port = free_port()
+    config = write_config(
+        tmp_path / "dw.yaml", broker.bootstrap, port,
+        kafka={"request_topic": req_topic, "response_topic": resp_topic, "group_id": group,
+               "dead_letter_topic": dlq},
+        wire={"topics": {resp_topic: {
+            "fields": {"request_id": "id", "response": "output.text", "latency_ms": "duration",
+                       "completion_tokens": "usage.completion_tokens"},
+            "latency_unit": "s"}}})
+    daemon = daemons(config, port)
+    daemon.wait_ready()
+    wait_for(lambda: committed(broker.bootstrap, group, resp_topic, 2) == ends, 60,
+             "every response joined or dead-lettered, and committed")
+    wait_for(lambda: daemon.metrics().sum("driftwatch_records_total", outcome="scored")
+             >= len(records), 60, "every pair scored")
+    m = daemon.metrics()
+    assert m.sum("driftwatch_records_total", outcome="scored") == len(records)
+    assert m.sum("driftwatch_join_unmatched_total") == 0
+    seconds = [r["latency_ms"] / 1_000 for r in records if r.get("latency_ms") is not None]
+    assert m.sum("driftwatch_request_latency_seconds_count") == len(seconds)
+    assert m.sum("driftwatch_request_latency_seconds_sum") == pytest.approx(sum(seconds))
+    (letter,) = read_topic(broker.bootstrap, dlq, 1, 1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert (headers["reason"], headers["original_topic"]) == ("missing_request_id", resp_topic)
+    assert headers["detail"].endswith("at `$.id`"), headers
+    assert daemon.terminate() == 0

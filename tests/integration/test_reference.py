@@ -119,3 +119,25 @@ def test_built_from_a_topic_offset_range_without_moving_any_group(broker, names,
     meta = ReferenceStore(store_dir).load("prod").meta
     assert meta.records == 2 * 50  # offsets 10..59 of both partitions
     assert meta.source == f"topic:{topic} offsets 10..60"
+
+    # A topic whose producer names the fields otherwise is read under its `wire.topics` map:
+    # the same records, the same reference.
+    renamed = names("renamed")
+    broker.create_topics([(renamed, 2)])
+    produce(broker.bootstrap, renamed, (
+        (i % 2, traffic.encode({"id": r["request_id"], "data": {"question": r["prompt"]},
+                                **{k: v for k, v in r.items()
+                                   if k not in ("request_id", "prompt")}}), None)
+        for i, r in enumerate(records)))
+    mapped = OfflineConfig(kafka={"bootstrap_servers": [broker.bootstrap]},
+                           wire={"topics": {renamed: {"fields": {
+                               "request_id": "id", "prompt": "data.question"}}}})
+    assert run_reference("build", "renamed", store_dir, None, None, mapped, renamed, None,
+                         (10, 60)) == 0
+    ours, theirs = ReferenceStore(store_dir).load("prod"), ReferenceStore(store_dir).load(
+        "renamed")
+    assert theirs.meta.records == 100
+    assert np.array_equal(ours.prompt_embeddings, theirs.prompt_embeddings)
+    assert ours.numeric.keys() == theirs.numeric.keys() and ours.numeric
+    for name, column in ours.numeric.items():
+        assert np.array_equal(column, theirs.numeric[name], equal_nan=True), name

@@ -233,3 +233,30 @@ def test_score_read_adds_what_was_read_to_each_row(tmp_path: Path,
     assert row["request_id"] == "a1"
     assert (row["read"]["event_time"], row["read"]["route"], row["read"]["response"]) == (
         "2026-01-01T10:00:00.000Z", "ads", "hi")
+
+
+def test_score_topic_reads_a_sample_under_that_topics_own_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    records = tmp_path / "responses.jsonl"
+    records.write_text(json.dumps({"id": "a1", "timestamp": 1_767_261_600, "output": "hi",
+                                   "took": 0.25}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\nwire:\n  topics:\n    responses:\n      fields: "
+                      "{request_id: id, response: output, latency_ms: took}\n"
+                      "      latency_unit: s\n")
+    argv = ["score", "--input", str(records), "--config", str(config), "--read"]
+    assert main([*argv, "--topic", "responses"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["request_id"], row["read"]["response"], row["read"]["latency_ms"]) == (
+        "a1", "hi", 250.0)
+    # Without --topic, the section's own settings: the wire's names, so no request_id.
+    assert main(argv) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["error"], row["line"]) == ("missing_request_id", 1)
+    # A topic with no settings of its own is refused, naming those there are.
+    assert main([*argv, "--topic", "requests"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "driftwatch score: --topic 'requests' has no settings under wire.topics "
+        "(it lists: responses)")
