@@ -3,7 +3,7 @@ library's record (LiteLLM's standard logging payload, a nested `entries` object)
 without a transformer in front of the topic.
 
 Each wire field names where the producer keeps it: a key, or a dotted path into nested
-objects (a number steps into a list). Only the messages of a mapped topic pay for it: they
+objects (a number steps into a list; a key with dots in it is found too). Only the messages of a mapped topic pay for it: they
 are parsed once to plain values, moved, and converted to a Record by msgspec with the same
 lax rules as the fast path.
 """
@@ -81,13 +81,24 @@ _ABSENT = object()
 
 
 def at(obj: Any, path: tuple[str, ...]) -> Any:
-    """The value at `path` in `obj`, or _ABSENT."""
-    value = obj
-    for key in path:
-        if type(value) is dict and key in value:
-            value = value[key]
+    """The value at `path` in `obj`, or _ABSENT. A key is looked up as written first, then
+    joined with those after it: a key with dots in it (`gen_ai.request.model`, as flattened
+    logs and OpenTelemetry's attributes write them), the longest there is."""
+    value, i, n = obj, 0, len(path)
+    while i < n:
+        key = path[i]
+        if type(value) is dict:
+            if key in value:
+                value, i = value[key], i + 1
+                continue
+            for j in range(n, i + 1, -1):
+                if (joined := ".".join(path[i:j])) in value:
+                    value, i = value[joined], j
+                    break
+            else:
+                return _ABSENT
         elif type(value) is list and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
+            value, i = value[int(key)], i + 1
         else:
             return _ABSENT
     return value

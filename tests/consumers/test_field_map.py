@@ -292,3 +292,24 @@ def test_a_topic_of_its_own_producer_is_read_by_its_own_map() -> None:
     # The map is the topic's alone: the wire's own name is not read there.
     refused = _decode(own, {**response, "request_id": "r-1", "id": None})
     assert isinstance(refused, Rejection) and refused.detail.endswith("at `$.id`"), refused
+
+
+def test_a_key_with_dots_in_it_is_found_by_its_path() -> None:
+    """Flattened logs and OpenTelemetry's attributes keep `gen_ai.request.model` as one key:
+    a path finds it whole, inside nested objects too; a key as written is looked up first,
+    then the longest joined one."""
+    decoder = _decoder({"request_id": "span.id", "model": "attributes.gen_ai.request.model",
+                        "route": "http.route", "prompt_tokens": "gen_ai.usage.input_tokens"})
+    record = _decode(decoder, {
+        "span": {"id": "s-1"}, "timestamp": 1_800_000_000, "http.route": "/chat",
+        "attributes": {"gen_ai.request.model": "gpt-4o"},
+        "gen_ai.usage": {"input_tokens": 12}, "gen_ai.usage.input_tokens": 99})
+    assert isinstance(record, Record), record
+    assert (record.request_id, record.model, record.route) == ("s-1", "gpt-4o", "/chat")
+    assert record.prompt_tokens == 99  # the longest key there is
+    nested = _decode(decoder, {"span": {"id": "s-2"}, "timestamp": 1_800_000_000, "attributes": {
+        "gen_ai": {"request": {"model": "nested"}}, "gen_ai.request.model": "flat"}})
+    assert isinstance(nested, Record) and nested.model == "nested"
+    missing = _decode(decoder, {"span": {"id": "s-3"}, "timestamp": 1_800_000_000,
+                                "attributes": {"gen_ai.request": "gpt-4o"}})
+    assert isinstance(missing, Record) and missing.model is None
