@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from consumers import otlp
 from consumers.api_bodies import (
     ChatMessage,
     ContentPart,
@@ -40,6 +41,7 @@ REASONS: tuple[str, ...] = (
     "scored_format",  # on the internal scored topic: not a record this version reads
 )
 _DETAIL_LIMIT = 300
+_WIRE_NAMES = FieldMap({})  # an OTLP span's fields as read, under no map
 # msgspec builds (or skips) nested values recursively; past this it raises RecursionError.
 MAX_DEPTH_NOTE = "about 1,000 levels"
 # An escaped high surrogate not followed by a low one, or a low one on its own.
@@ -110,10 +112,12 @@ class Decoder:
 
     def __init__(self, max_message_bytes: int, event_time: EventTimeBounds | None = None,
                  clock: Callable[[], float] = time.time, fields: FieldMap | None = None,
-                 latency_scale: float = 1.0) -> None:
+                 latency_scale: float = 1.0, otlp: bool = False) -> None:
         """`fields`: where the producer keeps the wire's fields (`wire.fields`); None or an
         empty map reads the wire's own names on the fast path. `latency_scale`: what one of
-        the producer's latency unit is in milliseconds (`wire.latency_unit`)."""
+        the producer's latency unit is in milliseconds (`wire.latency_unit`). `otlp`: a
+        message is an OTLP traces request, its model calls the records (`wire.format`)."""
+        self._otlp = otlp
         self.max_message_bytes = max_message_bytes
         self.event_time = event_time or EventTimeBounds()
         self._clock = clock
@@ -124,7 +128,7 @@ class Decoder:
         # Strings stay strings, and a string that is no number is refused.
         self._json = msgspec.json.Decoder(Record, strict=False)
 
-    def decode(self, value: bytes | None) -> Record | Rejection:
+    def decode(self, value: bytes | None) -> Record | list[Record] | Rejection:
         if not value or value.isspace():
             return Rejection("empty", "message value is empty, whitespace or null")
         if len(value) > self.max_message_bytes:
@@ -138,6 +142,8 @@ class Decoder:
                 value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
+        if self._otlp:
+            return self._calls(value)
         result = self._read(value)
         if self._fields is not None and type(result) is Rejection:
             return Rejection(result.reason, self._fields.producers_path(result.detail))
@@ -151,16 +157,9 @@ class Decoder:
             else:
                 obj = msgspec.json.decode(value)
                 record = self._fields.convert(obj)
-        except msgspec.ValidationError as exc:
-            return _classify(str(exc))
-        except msgspec.DecodeError as exc:
-            return Rejection("not_json", _json_problem(value, str(exc)))
-        except RecursionError:
-            return Rejection("too_deep", f"nested deeper than the decoder allows "
-                             f"({MAX_DEPTH_NOTE}); unknown fields are skipped, but they are "
-                             "parsed, so the limit holds for them too")
-        except ValueError as exc:
-            return Rejection("not_json", f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError,
+                ValueError) as exc:
+            return _unread(value, exc)
         if self._latency_scale != 1.0 and record.latency_ms is not None:
             record = msgspec.structs.replace(
                 record, latency_ms=record.latency_ms * self._latency_scale)
@@ -171,6 +170,30 @@ class Decoder:
             if latency is not None:
                 record = msgspec.structs.replace(record, latency_ms=latency)
         return self._checked(record)
+
+    def _calls(self, value: bytes) -> list[Record] | Rejection:
+        """The model calls among an OTLP traces message's spans (`wire.format: otlp_json`),
+        each read and checked as a record; the message is refused whole, naming the span,
+        where one of them is (a message is dead-lettered or scored, never split)."""
+        try:
+            calls = list(otlp.calls(msgspec.json.decode(value)))
+        except otlp.NotTraces as exc:
+            return Rejection(exc.reason, str(exc))
+        except (msgspec.DecodeError, RecursionError, ValueError) as exc:
+            return _unread(value, exc)
+        fields = self._fields or _WIRE_NAMES
+        records: list[Record] = []
+        for where, span in calls:
+            try:
+                result = self._checked(fields.convert(span))
+            except (msgspec.ValidationError, RecursionError, ValueError) as exc:
+                result = _unread(value, exc)
+            if type(result) is Rejection:
+                detail = fields.producers_path(result.detail)
+                return Rejection(result.reason, f"{otlp.call_at(where, span)}: "
+                                 f"{detail}"[:_DETAIL_LIMIT])
+            records.append(result)
+        return records
 
     def _latency_between(self, obj: dict[str, Any]) -> float | Rejection | None:
         """Milliseconds from the producer's start time to its end time (`wire.latency_from`),
@@ -357,6 +380,25 @@ _RESPONSE_SHAPE = ("a response object carries its text in `content` (an assistan
                    "`candidates` (Gemini), `generated_text` or `response` (Ollama's "
                    "generate), a failed request's body its "
                    "`error`; none is here, or it is a stream's chunk - at `$.response`")
+
+
+def each(decoded: Record | list[Record] | Rejection) -> Sequence[Record | Rejection]:
+    """What one message decoded to, one by one: a record or a rejection alone, or the
+    records of a message that holds several (an OTLP traces message's model calls)."""
+    return decoded if type(decoded) is list else (decoded,)  # type: ignore[return-value]
+
+
+def _unread(value: bytes, exc: Exception) -> Rejection:
+    """Why a message could not be read as a record."""
+    if isinstance(exc, msgspec.ValidationError):
+        return _classify(str(exc))
+    if isinstance(exc, msgspec.DecodeError):
+        return Rejection("not_json", _json_problem(value, str(exc)))
+    if isinstance(exc, RecursionError):
+        return Rejection("too_deep", f"nested deeper than the decoder allows "
+                         f"({MAX_DEPTH_NOTE}); unknown fields are skipped, but they are "
+                         "parsed, so the limit holds for them too")
+    return Rejection("not_json", f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
 
 
 def _json_problem(value: bytes, message: str) -> str:

@@ -3,9 +3,9 @@ library's record (LiteLLM's standard logging payload, a nested `entries` object)
 without a transformer in front of the topic.
 
 Each wire field names where the producer keeps it: a key, or a dotted path into nested
-objects (a number steps into a list; a key with dots in it is found too). Only the messages of a mapped topic pay for it: they
-are parsed once to plain values, moved, and converted to a Record by msgspec with the same
-lax rules as the fast path.
+objects (a number steps into a list; a key with dots in it is found too). Only the messages
+of a mapped topic pay for it: they are parsed once to plain values, moved, and converted to
+a Record by msgspec with the same lax rules as the fast path.
 """
 
 from __future__ import annotations

@@ -300,6 +300,10 @@ class TopicWire(BaseModel):
     # [start, end]: where a producer that logs no latency keeps a request's start and end
     # times (epoch numbers or RFC 3339); their difference is its latency.
     latency_from: tuple[str, str] | None = None
+    # json: one record a message, in the wire's names or `fields`. otlp_json: an
+    # OpenTelemetry Collector's traces (its Kafka exporter's `encoding: otlp_json`), each
+    # model call among their spans a record (`fields` paths into the span as read).
+    format: Literal["json", "otlp_json"] = "json"
 
     @field_validator("fields")
     @classmethod
@@ -320,11 +324,19 @@ class TopicWire(BaseModel):
                 raise ValueError(f"{path!r} is not {problem}")
         return paths
 
+    @model_validator(mode="after")
+    def _span_latency(self) -> TopicWire:
+        if self.format == "otlp_json" and (self.latency_from or self.latency_unit != "ms"):
+            raise ValueError("format otlp_json: a span's latency is its end less its start "
+                             "(in ms); latency_from and latency_unit are for json records")
+        return self
+
     def _decoder(self, max_message_bytes: int, validation: ValidationSettings | None) -> Decoder:
         return Decoder(max_message_bytes,
                        (validation or ValidationSettings()).event_time_bounds(),
                        fields=FieldMap(self.fields, self.latency_from),
-                       latency_scale=1_000.0 if self.latency_unit == "s" else 1.0)
+                       latency_scale=1_000.0 if self.latency_unit == "s" else 1.0,
+                       otlp=self.format == "otlp_json")
 
 
 class WireSettings(TopicWire):

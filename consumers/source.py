@@ -264,6 +264,9 @@ class KafkaSource:
                 if isinstance(decoded, Rejection):
                     self._dead_letter(m.value, m.key, origin, decoded, (origin,))
                 elif side is None:
+                    if type(decoded) is list and not decoded:  # no record in it (OTLP spans
+                        self._tracker.finish((origin,))  # of no model call): done
+                        continue
                     for record in decoded if isinstance(decoded, list) else (decoded,):
                         batcher.add(record, (origin,))
                     if batcher.full():

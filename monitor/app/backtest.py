@@ -14,7 +14,7 @@ from typing import IO
 import msgspec
 
 from consumers.batcher import Batch
-from consumers.decode import Rejection
+from consumers.decode import Rejection, each
 from consumers.wire import Record
 from monitor.app.wiring import OFFLINE_BATCH, build_parts, offline_decoder, wire
 from monitor.config import OfflineConfig
@@ -49,8 +49,9 @@ def backtest(lines: Iterable[bytes], config: OfflineConfig,
             yield {"index": index, "type": "dead_letter", "reason": decoded.reason,
                    "detail": decoded.detail}
             continue
-        batch.append(decoded)
-        positions.append(index)
+        for record in each(decoded):  # an OTLP message's calls share its index
+            batch.append(record)  # type: ignore[arg-type]
+            positions.append(index)
         if len(batch) >= OFFLINE_BATCH:
             yield from _run(pipeline, batch, positions, fired)
             batch, positions = [], []

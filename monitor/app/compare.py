@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 from scipy import stats
 
-from consumers.decode import Decoder, Rejection
+from consumers.decode import Decoder, Rejection, each
 from consumers.wire import Record
 from detectors.operational import status_class
 from detectors.two_sample import mmd_permutation_test, resamples_for
@@ -127,15 +127,15 @@ def read_side(path: Path, decoder: Decoder | None = None) -> Side:
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            item = decoder.decode(line)
-            if isinstance(item, Rejection):
-                side.rejected.append(Rejected(str(path), number, f"{item.reason}: "
-                                              f"{item.detail}"[:300]))
-            elif item.request_id in side.records:
-                side.rejected.append(Rejected(str(path), number, "duplicate request_id "
-                                              f"{item.request_id!r} (the first is kept)"))
-            else:
-                side.records[item.request_id] = item
+            for item in each(decoder.decode(line)):
+                if isinstance(item, Rejection):
+                    side.rejected.append(Rejected(str(path), number, f"{item.reason}: "
+                                                  f"{item.detail}"[:300]))
+                elif item.request_id in side.records:
+                    side.rejected.append(Rejected(str(path), number, "duplicate request_id "
+                                                  f"{item.request_id!r} (the first is kept)"))
+                else:
+                    side.records[item.request_id] = item
     return side
 
 

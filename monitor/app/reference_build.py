@@ -18,6 +18,7 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from consumers.decode import Rejection, each
 from consumers.wire import Record
 from monitor.acting import bounded_post
 from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
@@ -66,9 +67,10 @@ def build_reference(
         if limit is not None and taken >= limit:
             break
         decoded = decoder.decode(line.rstrip(b"\r\n"))
-        if isinstance(decoded, Record):
-            batch.append(decoded)
-            taken += 1
+        if not isinstance(decoded, Rejection):
+            for record in each(decoded):
+                batch.append(record)  # type: ignore[arg-type]
+                taken += 1
             if len(batch) >= OFFLINE_BATCH:
                 flush()
         elif line.strip():

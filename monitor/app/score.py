@@ -17,7 +17,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumers.decode import Rejection
+from consumers.decode import Rejection, each
 from consumers.wire import Record
 from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
 from monitor.config import OfflineConfig
@@ -42,7 +42,7 @@ def score_lines(
         line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
-        pending.append((number, decoder.decode(line)))
+        pending.extend((number, item) for item in each(decoder.decode(line)))
         if len(pending) >= OFFLINE_BATCH:
             yield from _flush(pending, models, read)
             pending = []

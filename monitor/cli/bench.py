@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     consume.add_argument("--mapped", action="store_true",
                          help="also time one process reading the records as a gateway names "
                               "their fields (wire.fields: LiteLLM's id, startTime, ...)")
+    consume.add_argument("--otlp", action="store_true",
+                         help="also time one process reading the records as an OpenTelemetry "
+                              "Collector writes their spans (wire.format: otlp_json)")
     consume.add_argument("--workers", type=whole(1), nargs="+", default=[1, 2],
                          help="process counts to time each path with, in one consumer group "
                               "(1 is always timed: the baseline)")
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from monitor.local.bench_consume import bench_consume
 
         return bench_consume(args.records, args.partitions, args.rounds, args.workers,
-                             args.mapped)
+                             args.mapped, args.otlp)
     if args.bench == "drift" and args.embedders:
         from monitor.local.bench_drift import bench_embedders
 

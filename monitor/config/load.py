@@ -125,6 +125,14 @@ class Config(_EnvBeatsFile):
                 raise ValueError(
                     f"wire.topics names {topic!r}, which is no input topic of this config; "
                     f"the input topics: {', '.join(inputs)}")
+        if self.kafka.topic is None:  # halves to join: one record a message
+            for topic in inputs:
+                own = self.wire.topics.get(topic)
+                if (own or self.wire).format != "json":
+                    where = f"wire.topics.{topic}.format" if own else "wire.format"
+                    raise ValueError(f"{where} = {(own or self.wire).format!r}: a request or "
+                                     "response topic holds one half a message; otlp_json "
+                                     "reads whole calls from kafka.topic")
         return self
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from consumers.settings import WireSettings
 from monitor.local import traffic
 from monitor.local.broker import LocalBroker
 from monitor.local.figures import summary
@@ -87,16 +88,87 @@ def as_gateway_logs(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# `--otlp`: the records as an OpenTelemetry Collector's Kafka exporter writes their spans
+# (otlp_json), OTLP_CALLS model calls a message, each beside an HTTP span; the labels the
+# GenAI conventions have no name for in attributes of the application's, mapped.
+OTLP_CALLS = 8
+OTLP_FIELDS = {"route": "attributes.app.route", "deployment": "attributes.app.deployment",
+               "model_version": "attributes.app.model_version"}
+
+
+def as_otel_traces(records: Sequence[dict[str, Any]], per_message: int = OTLP_CALLS
+                   ) -> list[bytes]:
+    """Wire records as model-call spans of the GenAI conventions, `per_message` calls (and as
+    many HTTP spans) a message of otlp_json."""
+    out = []
+    for first in range(0, len(records), per_message):
+        spans: list[dict[str, Any]] = []
+        for n, record in enumerate(records[first:first + per_message], start=first):
+            start = int(record["timestamp"]) * 1_000_000
+            spans.append(_otel_span(f"{n:016x}", start, record.get("latency_ms") or 0.0,
+                                    _call_attributes(record), record.get("status") == "error"))
+            spans.append(_otel_span(f"{n:015x}f", start, 1.0, {"http.request.method": "POST"}))
+        out.append(json.dumps({"resourceSpans": [{
+            "resource": {"attributes": [_kv("service.name", "chat-api")]},
+            "scopeSpans": [{"scope": {"name": "opentelemetry.instrumentation.openai_v2"},
+                            "spans": spans}]}]}).encode())
+    return out
+
+
+def _call_attributes(record: dict[str, Any]) -> dict[str, Any]:
+    prompt = record.get("prompt")
+    chat = ([{"role": "user", "content": prompt}] if isinstance(prompt, str)
+            else [m for m in prompt or () if isinstance(m, dict)])
+    attributes = {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": record.get("model"),
+        "gen_ai.usage.input_tokens": record.get("prompt_tokens"),
+        "gen_ai.usage.output_tokens": record.get("completion_tokens"),
+        "gen_ai.input.messages": json.dumps([
+            {"role": m.get("role") or "user",
+             "parts": [{"type": "text", "content": m.get("content")}]} for m in chat]),
+        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+            {"type": "text", "content": record.get("response") or ""}]}]),
+        "app.route": record.get("route"), "app.deployment": record.get("deployment"),
+        "app.model_version": record.get("model_version")}
+    return {k: v for k, v in attributes.items() if v is not None}
+
+
+def _otel_span(span_id: str, start_ns: int, took_ms: float, attributes: dict[str, Any],
+               error: bool = False) -> dict[str, Any]:
+    return {"traceId": f"{int(span_id, 16):032x}", "spanId": span_id, "name": "chat",
+            "kind": 3, "startTimeUnixNano": str(start_ns),
+            "endTimeUnixNano": str(start_ns + int(took_ms * 1e6)),
+            "attributes": [_kv(k, v) for k, v in attributes.items()],
+            "status": {"code": 2} if error else {}}
+
+
+def _kv(key: str, value: Any) -> dict[str, Any]:
+    """An attribute as OTLP's JSON writes it (int64 as a string)."""
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"stringValue": str(value)}}
+
+
 def _mapped(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
-    _driftwatch(bootstrap, topic, group, number, shared, mapped=True)
+    _driftwatch(bootstrap, topic, group, number, shared,
+                WireSettings(fields=MAPPED_FIELDS, latency_unit="s"))
+
+
+def _otlp(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
+    _driftwatch(bootstrap, topic, group, number, shared,
+                WireSettings(fields=OTLP_FIELDS, format="otlp_json"))
 
 
 def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Shared,
-                mapped: bool = False) -> None:
+                wire: WireSettings | None = None) -> None:
     """The same topic through KafkaSource, the worker thread, the pipeline and the metrics."""
     from consumers.batcher import Batch
     from consumers.processor import StreamProcessor
-    from consumers.settings import BatchSettings, KafkaSettings, WireSettings
+    from consumers.settings import BatchSettings, KafkaSettings
     from consumers.source import KafkaSource
     from monitor.app.wiring import assemble
     from monitor.pipeline.stages import SCORERS
@@ -106,7 +178,6 @@ def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Sh
                              dead_letter_topic=f"{topic}-dlq", session_timeout_ms=_SESSION_MS,
                              heartbeat_interval_ms=_HEARTBEAT_MS,
                              max_poll_interval_ms=_SESSION_MS)
-    wire = WireSettings(fields=MAPPED_FIELDS, latency_unit="s") if mapped else None
     source = KafkaSource(settings, batch=BatchSettings(), observer=MetricsObserver(), wire=wire)
     pipeline = assemble(list(SCORERS), ["model", "model_version", "deployment"], 50)
 
@@ -122,12 +193,15 @@ def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Sh
 
 
 _PATHS: dict[str, Callable[[str, str, str, int, _Shared], None]] = {
-    "raw": _raw, "driftwatch": _driftwatch, "mapped": _mapped}
+    "raw": _raw, "driftwatch": _driftwatch, "mapped": _mapped, "otlp": _otlp}
 
 
 def timed_run(bootstrap: str, broker: LocalBroker, path: str, processes: int,
-              payloads: Sequence[bytes], partitions: int, name: str) -> float:
-    """Records/s of `processes` processes of `path` over `payloads` in a fresh topic."""
+              payloads: Sequence[bytes], partitions: int, name: str,
+              records: int | None = None) -> float:
+    """Records/s of `processes` processes of `path` over `payloads` in a fresh topic;
+    `records`: how many the payloads hold, where a message holds several."""
+    records = len(payloads) if records is None else records
     topic = f"{TOPIC}-{name}"
     broker.create_topics([(topic, partitions), (f"{topic}-dlq", 1)])
     shared = _Shared(processes)
@@ -157,8 +231,8 @@ def timed_run(bootstrap: str, broker: LocalBroker, path: str, processes: int,
             raise RuntimeError(f"producing {len(payloads):,} records took "
                                f"{started - stopped:.1f}s, over the {_MAX_STOP_S:.0f}s a "
                                "stopped consumer keeps its partitions: use fewer --records")
-        _wait(lambda: shared.done.value >= len(payloads), 600,
-              f"{len(payloads):,} records through {path}", children)
+        _wait(lambda: shared.done.value >= records, 600,
+              f"{records:,} records through {path}", children)
         return shared.done.value / (max(shared.last) - started)
     finally:
         shared.stop.set()
@@ -180,21 +254,26 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 
 def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int],
-                  mapped: bool = False) -> int:
+                  mapped: bool = False, otlp: bool = False) -> int:
     """One row per path and process count, median (min-max) of `rounds`, and the ratios;
-    `mapped`: one process also reads the records as a gateway logs them (`wire.fields`)."""
+    `mapped`: one process also reads the records as a gateway logs them (`wire.fields`);
+    `otlp`: as an OpenTelemetry Collector writes their spans (`wire.format: otlp_json`)."""
     records = list(traffic.wire_records(n, seed=11, start_ms=traffic.FIXED_START_MS))
-    payloads = [traffic.encode(r) for r in records]
-    gateway = [json.dumps(as_gateway_logs(r)).encode() for r in records] if mapped else []
+    inputs = {"raw": [traffic.encode(r) for r in records]}
+    inputs["driftwatch"] = payloads = inputs["raw"]
+    if mapped:
+        inputs["mapped"] = [json.dumps(as_gateway_logs(r)).encode() for r in records]
+    if otlp:
+        inputs["otlp"] = as_otel_traces(records)
     counts = sorted(set(workers) | {1})
     rates: dict[tuple[str, int], list[float]] = {}
     with LocalBroker() as broker:
         for r in range(rounds):
             for k in counts:
-                for path in ("raw", "driftwatch") + (("mapped",) if mapped and k == 1 else ()):
-                    rate = timed_run(broker.bootstrap, broker, path, k,
-                                     gateway if path == "mapped" else payloads, partitions,
-                                     f"{path}-{k}-{r}")
+                for path in inputs if k == 1 else ("raw", "driftwatch"):
+                    rate = timed_run(broker.bootstrap, broker, path, k, inputs[path],
+                                     partitions, f"{path}-{k}-{r}",
+                                     records=n if path == "otlp" else None)
                     rates.setdefault((path, k), []).append(rate)
     mean_bytes = sum(map(len, payloads)) / n
     print(f"bench consume: {n:,} HaluEval records ({mean_bytes:,.0f} B mean) on {partitions} "
@@ -215,12 +294,19 @@ def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int],
         ours = statistics.median(rates["mapped", 1])
         print(f"ratio driftwatch, fields mapped / raw: {ours / raw:.2f}; / driftwatch: "
               f"{ours / statistics.median(rates['driftwatch', 1]):.2f}")
+    if otlp:
+        ours = statistics.median(rates["otlp", 1])
+        print(f"ratio driftwatch, OTLP spans / driftwatch: "
+              f"{ours / statistics.median(rates['driftwatch', 1]):.2f}  (the same records; "
+              f"{OTLP_CALLS} model calls and {OTLP_CALLS} HTTP spans a message)")
     return 0
 
 
 def _name(path: str, processes: int) -> str:
     if path == "mapped":
         return "driftwatch, the gateway's field names (wire.fields)"
+    if path == "otlp":
+        return "driftwatch, OTLP spans (wire.format: otlp_json)"
     if path == "raw":
         return ("raw kafka-python poll loop (baseline)" if processes == 1 else
                 f"raw kafka-python poll loop, {processes} processes")

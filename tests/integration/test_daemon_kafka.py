@@ -367,3 +367,64 @@ def test_a_split_deployments_response_topic_is_read_through_its_own_map(
     assert (headers["reason"], headers["original_topic"]) == ("missing_request_id", resp_topic)
     assert headers["detail"].endswith("at `$.id`"), headers
     assert daemon.terminate() == 0
+
+
+def test_an_otel_collectors_traces_are_read_as_their_model_calls(
+        broker, names, daemons, tmp_path: Path) -> None:
+    """`wire.format: otlp_json` on the real broker: messages as an OpenTelemetry Collector's
+    Kafka exporter writes them, each with 0 to 3 model calls among other spans. Every call is
+    scored once with its latency and its route from a mapped attribute; a message of no call
+    is committed all the same; one with a bad call is dead-lettered whole, naming it."""
+    from tests.consumers.test_otlp import span, traces
+
+    topic, dlq, group = names("otlp"), names("otlp-dlq"), names("group")
+    broker.create_topics([(topic, 2), (dlq, 1)])
+    calls = list(traffic.wire_records(120, seed=12, start_ms=traffic.FIXED_START_MS))
+    rng = random.Random(12)
+    messages: list[bytes] = []
+    taken = 0
+    while taken < len(calls):
+        these = calls[taken:taken + rng.randint(0, 3)]
+        taken += len(these)
+        spans = [span(f"{int(c['request_id'].rsplit('-', 1)[1]):016x}", {
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": c["model"],
+            "app.route": c["route"],
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+                {"type": "text", "content": c["prompt"]}]}]),
+            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                {"type": "text", "content": c.get("response") or ""}]}])},
+            took_ms=c.get("latency_ms") or 0.0) for c in these]
+        spans.append(span("ffffffffffffffff", {"http.request.method": "POST"}))
+        messages.append(traces(*spans))
+    broken = traces(span("0000000000000bad", {"gen_ai.request.model": "m"},
+                         startTimeUnixNano="yesterday"))
+    ends = produce(broker.bootstrap, topic,
+                   ((i % 2, v, None) for i, v in enumerate([*messages, broken])))
+    port = free_port()
+    config = write_config(tmp_path / "dw.yaml", broker.bootstrap, port,
+                          kafka={"topic": topic, "group_id": group, "dead_letter_topic": dlq},
+                          metrics={"labels": ["route"]},
+                          # the spans start in 2027: arrival is now
+                          validation={"max_future_seconds": 10 * 365 * 86_400},
+                          wire={"format": "otlp_json",
+                                "fields": {"route": "attributes.app.route"}})
+    daemon = daemons(config, port)
+    daemon.wait_ready()
+    wait_for(lambda: committed(broker.bootstrap, group, topic, 2) == ends, 60,
+             "every message scored, dead-lettered or found empty, and committed")
+    m = daemon.metrics()
+    assert m.sum("driftwatch_messages_consumed_total") == len(messages) + 1
+    assert m.sum("driftwatch_records_total", outcome="scored") == len(calls)
+    routes = Counter(c["route"] for c in calls)
+    assert {route: m.sum("driftwatch_records_total", outcome="scored", route=route)
+            for route in routes} == routes
+    seconds = [(c.get("latency_ms") or 0.0) / 1_000 for c in calls]
+    assert m.sum("driftwatch_request_latency_seconds_count") == len(calls)
+    assert m.sum("driftwatch_request_latency_seconds_sum") == pytest.approx(sum(seconds),
+                                                                            abs=1e-3)
+    (letter,) = read_topic(broker.bootstrap, dlq, 1, 1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["reason"] == "invalid_field" and letter.value == broken
+    assert headers["detail"].startswith(
+        "the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` (spanId 0000000000000bad)")
+    assert daemon.terminate() == 0

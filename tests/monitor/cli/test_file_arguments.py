@@ -260,3 +260,23 @@ def test_score_topic_reads_a_sample_under_that_topics_own_settings(
     assert capsys.readouterr().err.startswith(
         "driftwatch score: --topic 'requests' has no settings under wire.topics "
         "(it lists: responses)")
+
+
+def test_score_reads_each_model_call_of_an_otlp_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from tests.consumers.test_otlp import OPENINFERENCE, SEMCONV, traces
+
+    records = tmp_path / "spans.jsonl"
+    records.write_bytes(traces(SEMCONV, OPENINFERENCE) + b"\n" + b'{"resourceSpans": []}\n'
+                        + traces(OPENINFERENCE) + b"\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\nvalidation: {max_future_seconds: 315360000}\n"
+                      "wire: {format: otlp_json}\n")
+    assert main(["score", "--input", str(records), "--config", str(config), "--read"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # A row a call; the line of no call gives none.
+    assert [(r["request_id"], r["read"]["response"]) for r in rows] == [
+        ("00f067aa0ba902b7", "Sunny tomorrow."), ("0102030405060708", "7"),
+        ("0102030405060708", "7")]

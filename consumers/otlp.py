@@ -1,0 +1,281 @@
+"""OpenTelemetry traces as records (`wire.format: otlp_json`): the model calls among the
+spans an OpenTelemetry Collector's Kafka exporter writes (`encoding: otlp_json`, one
+ExportTraceServiceRequest a message), each read as the wire's fields.
+
+A model call is a span of OpenTelemetry's GenAI conventions (`gen_ai.operation.name` chat,
+text_completion or generate_content; or, without one, a `gen_ai.request.model`), of
+OpenLLMetry's (`gen_ai.prompt.0.content`) or of OpenInference's (`openinference.span.kind`
+LLM, as Arize Phoenix's instrumentations write). Other spans (HTTP, databases, tools,
+agents, embeddings) are not records. Each call's wire fields:
+
+- request_id: the span's id; timestamp: its start; latency: its end less its start;
+- model: `gen_ai.response.model`, else `gen_ai.request.model` (`llm.model_name`);
+- prompt: `gen_ai.input.messages` (their text parts; `gen_ai.system_instructions` as the
+  system prompt), else the indexed `gen_ai.prompt.N.*` or `llm.input_messages.N.message.*`,
+  else `input.value`;
+- response: the text of `gen_ai.output.messages`, else `gen_ai.completion.N.content`,
+  `llm.output_messages.N.message.content` or `output.value`;
+- token counts: `gen_ai.usage.input_tokens`/`output_tokens` (`prompt_tokens`/
+  `completion_tokens`, `llm.token_count.prompt`/`completion`);
+- status: `error` for a span whose status is an error, else `ok`; error_type: `error.type`.
+
+`wire.fields` maps any wire field to a path in the span as read here instead: `traceId`,
+`spanId`, `name`, `attributes.<key>` and `resource.<key>` (a key with dots in it is found
+whole), e.g. `route: attributes.app.route`, `deployment: resource.service.version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+# What `gen_ai.operation.name` says of a model call (a chat, a completion, Gemini's).
+_CALLS = frozenset({"chat", "text_completion", "generate_content", "completion"})
+_ERROR = (2, "2", "STATUS_CODE_ERROR")
+
+
+class NotTraces(ValueError):
+    """The message is JSON but no ExportTraceServiceRequest: its dead-letter reason, and a
+    detail that names where."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def plain(value: Any) -> Any:
+    """An OTLP AnyValue (`{"stringValue": ...}`, arrays and key-value lists) as plain JSON."""
+    if type(value) is not dict:
+        return value
+    for key in ("stringValue", "boolValue", "doubleValue", "intValue", "bytesValue"):
+        if key in value:
+            return value[key]
+    if type(array := value.get("arrayValue")) is dict:
+        return [plain(v) for v in array.get("values") or ()]
+    if type(kvlist := value.get("kvlistValue")) is dict:
+        return attributes(kvlist.get("values"))
+    return None
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    """OTLP's `[{key, value}]` list as a dict."""
+    if type(pairs) is not list:
+        return {}
+    return {kv["key"]: plain(kv.get("value")) for kv in pairs
+            if type(kv) is dict and type(kv.get("key")) is str}
+
+
+def calls(message: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, span) for each model call in an ExportTraceServiceRequest, in order: the
+    span with its attributes and its resource's as dicts, and the wire's fields read from
+    them. NotTraces where the message is no such request."""
+    if type(message) is not dict:
+        raise NotTraces("not_object", f"Expected `object`, got {_kind(message)}: an OTLP "
+                        "traces message is an ExportTraceServiceRequest object")
+    if type(message.get("resourceSpans")) is not list:
+        raise NotTraces("invalid_field", "Expected `array` of resource spans, got "
+                        f"{_kind(message.get('resourceSpans'))} - at `$.resourceSpans`: not an "
+                        "OTLP traces message (ExportTraceServiceRequest)")
+    for i, rs in enumerate(_array(message, "resourceSpans", "")):
+        at = f"resourceSpans.{i}"
+        _object(rs, at)
+        resource = _attributes(_object(rs.get("resource"), f"{at}.resource"),
+                               f"{at}.resource")
+        for j, ss in enumerate(_array(rs, "scopeSpans", at)):
+            _object(ss, f"{at}.scopeSpans.{j}")
+            for k, span in enumerate(_array(ss, "spans", f"{at}.scopeSpans.{j}")):
+                where = f"{at}.scopeSpans.{j}.spans.{k}"
+                attrs = _attributes(_object(span, where), where)
+                if is_call(attrs):
+                    try:
+                        fields = _fields(span, attrs)
+                    except NotTraces as exc:
+                        raise NotTraces(exc.reason, f"{call_at(where, span)}: {exc}") from None
+                    yield where, {**fields, "traceId": span.get("traceId"),
+                                  "spanId": span.get("spanId"), "name": span.get("name"),
+                                  "attributes": attrs, "resource": resource}
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """`value` where OTLP has an object (absent: an empty one). NotTraces otherwise."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise NotTraces("invalid_field", f"Expected `object`, got {_kind(value)} - at "
+                        f"`$.{where}`")
+    return value
+
+
+def _array(obj: dict[str, Any], key: str, where: str) -> list[Any]:
+    """`obj[key]` where OTLP has an array (absent: an empty one). NotTraces otherwise."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise NotTraces("invalid_field", f"Expected `array`, got {_kind(value)} - at "
+                        f"`$.{where + '.' if where else ''}{key}`")
+    return value
+
+
+def _attributes(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """An object's `attributes` (`[{key, value}]`) as a dict. NotTraces where one is no
+    `{key, value}` with a string key."""
+    pairs = _array(obj, "attributes", where)
+    for n, kv in enumerate(pairs):
+        if type(kv) is not dict or type(kv.get("key")) is not str:
+            raise NotTraces("invalid_field", "Expected `{key, value}` with a string key - at "
+                            f"`$.{where}.attributes.{n}`")
+    return attributes(pairs)
+
+
+def call_at(where: str, span: dict[str, Any]) -> str:
+    """Where a model call is in its message, for a dead letter's detail."""
+    return f"the model call at `$.{where}` (spanId {span.get('spanId')})"
+
+
+def is_call(attrs: dict[str, Any]) -> bool:
+    """Whether a span's attributes say it is a model call."""
+    operation = attrs.get("gen_ai.operation.name")
+    if operation is not None:
+        return operation in _CALLS
+    kind = attrs.get("openinference.span.kind")
+    if kind is not None:
+        return str(kind).upper() == "LLM"
+    return ("gen_ai.request.model" in attrs or "gen_ai.response.model" in attrs
+            or "gen_ai.prompt.0.content" in attrs)
+
+
+def _fields(span: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
+    """The wire's fields of a model call's span (absent where it says nothing)."""
+    out: dict[str, Any] = {"request_id": span.get("spanId")}
+    start = _nanos(span, "startTimeUnixNano")
+    end = _nanos(span, "endTimeUnixNano")
+    if start is not None:
+        out["timestamp"] = datetime.fromtimestamp(start / 1e9, UTC)
+        if end is not None and end >= start:
+            out["latency_ms"] = (end - start) / 1e6
+    found = {
+        "model": _first(attrs, "gen_ai.response.model", "gen_ai.request.model",
+                        "llm.model_name"),
+        "prompt_tokens": _first(attrs, "gen_ai.usage.input_tokens",
+                                "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+        "completion_tokens": _first(attrs, "gen_ai.usage.output_tokens",
+                                    "gen_ai.usage.completion_tokens",
+                                    "llm.token_count.completion"),
+        "error_type": attrs.get("error.type"),
+        "prompt": _prompt(attrs),
+        "response": _response(attrs),
+        "system": _text(_json(attrs.get("gen_ai.system_instructions"))),
+    }
+    out.update((name, value) for name, value in found.items() if value is not None)
+    status = span.get("status")
+    out["status"] = "error" if type(status) is dict and status.get("code") in _ERROR else "ok"
+    return out
+
+
+def _prompt(attrs: dict[str, Any]) -> Any:
+    messages = _json(attrs.get("gen_ai.input.messages"))
+    if type(messages) is list:
+        return [_message(m) for m in messages if type(m) is dict]
+    if messages is not None:  # a string that is no JSON: the prompt itself
+        return messages
+    for prefix, role, content in (("gen_ai.prompt.", "role", "content"),
+                                  ("llm.input_messages.", "message.role", "message.content")):
+        indexed = _indexed(attrs, prefix, role, content)
+        if indexed:
+            return indexed
+    value = attrs.get("input.value")
+    if value is not None and attrs.get("input.mime_type") == "application/json":
+        return _json(value)  # a request body: the wire reads its messages
+    return value
+
+
+def _response(attrs: dict[str, Any]) -> Any:
+    messages = _json(attrs.get("gen_ai.output.messages"))
+    if type(messages) is list:
+        return "\n".join(t for m in messages if type(m) is dict and (t := _text(m.get("parts"))))
+    if messages is not None:
+        return messages
+    for prefix, content in (("gen_ai.completion.", "content"),
+                            ("llm.output_messages.", "message.content")):
+        indexed = _indexed(attrs, prefix, "role", content)
+        if indexed:
+            return "\n".join(m["content"] for m in indexed if type(m["content"]) is str)
+    return attrs.get("output.value")
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """A GenAI convention message (`{role, parts: [{type, content}]}`) as a chat message of
+    the wire: its text parts its content, a tool's response a tool result."""
+    parts = []
+    for part in message.get("parts") or ():
+        if type(part) is not dict:
+            continue
+        if part.get("type") == "tool_call_response":
+            response = part.get("response")
+            parts.append({"type": "tool_result",
+                          "content": response if type(response) is str else None})
+        else:
+            content = part.get("content")
+            parts.append({"type": part.get("type") or "text",
+                          "content": content if type(content) is str else None})
+    return {"role": message.get("role") or "user", "content": parts}
+
+
+def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str
+             ) -> list[dict[str, Any]]:
+    """Messages flattened with an index (`gen_ai.prompt.0.role`, `.content`), in order."""
+    out = []
+    for i in range(len(attrs)):
+        said = attrs.get(f"{prefix}{i}.{content}")
+        who = attrs.get(f"{prefix}{i}.{role}")
+        if said is None and who is None:
+            break
+        out.append({"role": who or "user", "content": said if type(said) is str else ""})
+    return out
+
+
+def _text(parts: Any) -> str | None:
+    """The text of convention parts (`[{type: text, content}]`), or a string as it is."""
+    if type(parts) is str or parts is None:
+        return parts
+    if type(parts) is not list:
+        return None
+    return "\n".join(p["content"] for p in parts if type(p) is dict
+                     and p.get("type", "text") == "text" and type(p.get("content")) is str)
+
+
+def _json(value: Any) -> Any:
+    """A value the conventions allow as a JSON string or as structure: the structure."""
+    if type(value) is not str or not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return value
+
+
+def _first(attrs: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if attrs.get(key) is not None:
+            return attrs[key]
+    return None
+
+
+def _nanos(span: dict[str, Any], key: str) -> int | None:
+    """A time of the span in epoch nanoseconds, as OTLP's JSON writes them (a string) or as a
+    number; None where it is absent. NotTraces where it is no such number."""
+    value = span.get(key)
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    if type(value) is str and value.isdigit() and len(value) < 20:
+        return int(value)
+    raise NotTraces("invalid_field", f"Expected epoch nanoseconds, got {value!r:.40} - at "
+                    f"`$.{key}`")
+
+
+def _kind(value: Any) -> str:
+    return "`null`" if value is None else f"`{type(value).__name__}`"

@@ -1,0 +1,282 @@
+"""`wire.format: otlp_json`: the model calls among an OpenTelemetry Collector's traces (its
+Kafka exporter's otlp_json encoding), each a record, as the GenAI conventions, OpenLLMetry
+and OpenInference write them; everything else in the message is not a record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from consumers.decode import REASONS, Decoder, Rejection
+from consumers.settings import TopicWire, WireSettings
+from consumers.wire import Record
+from tests.consumers.test_decode import PROPERTY
+
+NOW = 1_800_000_100.0
+START_NS = 1_800_000_000_250_000_000  # 2027-01-15T08:00:00.25Z
+
+
+def value(v: Any) -> dict[str, Any]:
+    """A plain value as OTLP's JSON writes an AnyValue (int64 as a string)."""
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, list):
+        return {"arrayValue": {"values": [value(x) for x in v]}}
+    if isinstance(v, dict):
+        return {"kvlistValue": {"values": [{"key": k, "value": value(x)} for k, x in v.items()]}}
+    return {"stringValue": v}
+
+
+def span(span_id: str, attributes: dict[str, Any], took_ms: float = 1_500.0,
+         error: bool = False, **extra: Any) -> dict[str, Any]:
+    return {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": span_id,
+            "name": "chat gpt-4o", "kind": 3,
+            "startTimeUnixNano": str(START_NS),
+            "endTimeUnixNano": str(START_NS + int(took_ms * 1e6)),
+            "attributes": [{"key": k, "value": value(v)} for k, v in attributes.items()],
+            "status": {"code": 2, "message": "rate limited"} if error else {}, **extra}
+
+
+def traces(*spans: dict[str, Any], resource: dict[str, Any] | None = None) -> bytes:
+    """An ExportTraceServiceRequest as the Collector's Kafka exporter writes it."""
+    return json.dumps({"resourceSpans": [{
+        "resource": {"attributes": [{"key": k, "value": value(v)}
+                                    for k, v in (resource or {}).items()]},
+        "scopeSpans": [{"scope": {"name": "opentelemetry.instrumentation.openai"},
+                        "spans": list(spans)}]}]}).encode()
+
+
+# The GenAI conventions (1.37 on): messages as JSON strings of parts.
+SEMCONV = span("00f067aa0ba902b7", {
+    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.response.id": "chatcmpl-123", "gen_ai.usage.input_tokens": 31,
+    "gen_ai.usage.output_tokens": 7, "app.route": "support",
+    "gen_ai.system_instructions": json.dumps([{"type": "text", "content": "Be brief."}]),
+    "gen_ai.input.messages": json.dumps([
+        {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1",
+                                         "name": "weather", "arguments": {"q": "Paris"}}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1",
+                                    "response": "rainy, 57F"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "And tomorrow?"}]}]),
+    "gen_ai.output.messages": json.dumps([{"role": "assistant", "finish_reason": "stop",
+                                           "parts": [{"type": "text",
+                                                      "content": "Sunny tomorrow."}]}]),
+})
+# OpenLLMetry (Traceloop): indexed prompt and completion attributes.
+OPENLLMETRY = span("a1b2c3d4e5f60718", {
+    "gen_ai.system": "openai", "llm.request.type": "chat",
+    "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.prompt_tokens": 12,
+    "gen_ai.usage.completion_tokens": 3,
+    "gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "You translate.",
+    "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": "Bonjour",
+    "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "Hello",
+}, took_ms=250.0, error=True, **{})
+# OpenInference (Arize Phoenix's instrumentations).
+OPENINFERENCE = span("0102030405060708", {
+    "openinference.span.kind": "LLM", "llm.model_name": "claude-sonnet-4",
+    "llm.token_count.prompt": 20, "llm.token_count.completion": 5,
+    "llm.input_messages.0.message.role": "user",
+    "llm.input_messages.0.message.content": "Name a prime.",
+    "llm.output_messages.0.message.role": "assistant",
+    "llm.output_messages.0.message.content": "7",
+}, took_ms=80.0)
+NOT_CALLS = [
+    span("1111111111111111", {"http.request.method": "POST", "url.path": "/chat"}),
+    span("2222222222222222", {"gen_ai.operation.name": "execute_tool",
+                              "gen_ai.tool.name": "weather"}),
+    span("3333333333333333", {"gen_ai.operation.name": "embeddings",
+                              "gen_ai.request.model": "text-embedding-3-small"}),
+    span("4444444444444444", {"openinference.span.kind": "CHAIN", "input.value": "hi"}),
+]
+
+
+def _decoder(**settings: Any) -> Decoder:
+    decoder = WireSettings(format="otlp_json", **settings).decoder(1 << 20)
+    decoder._clock = lambda: NOW
+    return decoder
+
+
+def test_each_model_call_is_a_record_in_each_conventions_names() -> None:
+    records = _decoder().decode(traces(NOT_CALLS[0], SEMCONV, *NOT_CALLS[1:], OPENLLMETRY,
+                                       OPENINFERENCE))
+    assert isinstance(records, list) and len(records) == 3, records
+    semconv, openllmetry, openinference = records
+    assert [r.request_id for r in records] == [
+        "00f067aa0ba902b7", "a1b2c3d4e5f60718", "0102030405060708"]
+    start = datetime.fromtimestamp(START_NS / 1e9, UTC)
+    assert all(r.timestamp == start for r in records)
+    assert [r.latency_ms for r in records] == [1_500.0, 250.0, 80.0]
+    assert [r.model for r in records] == ["gpt-4o-2024-08-06", "gpt-4o-mini", "claude-sonnet-4"]
+    assert [(r.prompt_tokens, r.completion_tokens) for r in records] == [(31, 7), (12, 3),
+                                                                          (20, 5)]
+    assert [r.status for r in records] == ["ok", "error", "ok"]
+    # The prompt the models read: the last user message; the whole chat for groundedness,
+    # the tool's response among its facts, after the system instructions.
+    assert semconv.user_prompt == "And tomorrow?"
+    assert semconv.prompt_text == ("Be brief.\nWeather in Paris?\n\nrainy, 57F\nAnd tomorrow?")
+    assert semconv.response == "Sunny tomorrow."
+    assert (openllmetry.user_prompt, openllmetry.response) == ("Bonjour", "Hello")
+    assert openllmetry.prompt_text == "You translate.\nBonjour"
+    assert (openinference.user_prompt, openinference.response) == ("Name a prime.", "7")
+
+
+def test_a_message_of_no_model_call_holds_no_record() -> None:
+    assert _decoder().decode(traces(*NOT_CALLS)) == []
+    assert _decoder().decode(b'{"resourceSpans": []}') == []
+
+
+def test_wire_fields_read_the_span_its_attributes_and_its_resource() -> None:
+    decoder = _decoder(fields={"request_id": "attributes.gen_ai.response.id",
+                               "route": "attributes.app.route",
+                               "deployment": "resource.service.version",
+                               "model_version": "name"})
+    (record,) = decoder.decode(traces(SEMCONV, resource={"service.name": "chat-api",
+                                                         "service.version": "canary"}))
+    assert (record.request_id, record.route, record.deployment, record.model_version) == (
+        "chatcmpl-123", "support", "canary", "chat gpt-4o")
+
+
+def test_openinference_input_value_and_plain_strings() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi there"}]}
+    records = _decoder().decode(traces(
+        span("5555555555555555", {"openinference.span.kind": "LLM",
+                                  "input.value": json.dumps(body),
+                                  "input.mime_type": "application/json",
+                                  "output.value": "Hello!"}),
+        span("6666666666666666", {"gen_ai.operation.name": "text_completion",
+                                  "gen_ai.request.model": "m",
+                                  "gen_ai.input.messages": "just a string",
+                                  "gen_ai.output.messages": [{"role": "assistant", "parts": [
+                                      {"type": "text", "content": "structured"}]}]})))
+    assert isinstance(records, list)
+    assert [(r.user_prompt, r.response) for r in records] == [
+        ("Hi there", "Hello!"), ("just a string", "structured")]
+
+
+@pytest.mark.parametrize(("message", "reason", "detail"), [
+    (b"{", "not_json", "truncated"),
+    (b"[1, 2]", "not_object", "Expected `object`, got `list`"),
+    (b'{"resourceLogs": []}', "invalid_field",
+     "Expected `array` of resource spans, got `null` - at `$.resourceSpans`"),
+    (traces(SEMCONV, {**span("7777777777777777", {"gen_ai.request.model": "m"}),
+                      "startTimeUnixNano": "yesterday"}),
+     "invalid_field", "the model call at `$.resourceSpans.0.scopeSpans.0.spans.1` (spanId "
+     "7777777777777777): Expected epoch nanoseconds, got 'yesterday' - at "
+     "`$.startTimeUnixNano`"),
+    (traces(span("8888888888888888", {"gen_ai.request.model": "gpt\x1b[2J"})),
+     "invalid_field", "the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` (spanId "
+     "8888888888888888): control character '\\x1b' at character 3"),
+    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [5]}]}]}', "invalid_field",
+     "Expected `object`, got `int` - at `$.resourceSpans.0.scopeSpans.0.spans.0`"),
+    (b'{"resourceSpans": [{"resource": {"attributes": [{"value": 1}]}}]}', "invalid_field",
+     "Expected `{key, value}` with a string key - at `$.resourceSpans.0.resource.attributes.0`"),
+    (traces(span("", {"gen_ai.request.model": "m"})), "missing_request_id",
+     "(spanId ): Expected `str` of length >= 1 - at `$.request_id`"),
+])
+def test_a_message_with_a_bad_call_is_refused_whole_naming_the_span(
+        message: bytes, reason: str, detail: str) -> None:
+    refused = _decoder().decode(message)
+    assert isinstance(refused, Rejection), refused
+    assert refused.reason == reason and detail in refused.detail, refused
+
+
+def test_a_mapped_fields_error_names_the_path_in_the_span() -> None:
+    decoder = _decoder(fields={"route": "attributes.app.route"})
+    refused = decoder.decode(traces(span("9999999999999999", {"gen_ai.request.model": "m",
+                                                              "app.route": ["a", "b"]})))
+    assert isinstance(refused, Rejection)
+    assert refused.detail.endswith("got `array` - at `$.attributes.app.route`"), refused
+
+
+def test_latency_settings_are_for_json_records_and_otlp_is_a_topics_choice() -> None:
+    with pytest.raises(ValidationError, match="a span's latency is its end less its start"):
+        WireSettings(format="otlp_json", latency_unit="s")
+    with pytest.raises(ValidationError, match="a span's latency is its end less its start"):
+        TopicWire(format="otlp_json", latency_from=("a", "b"))
+    wire = WireSettings(topics={"spans": {"format": "otlp_json"}})
+    decoder = wire.decoder(1 << 20, topic="spans")
+    decoder._clock = lambda: NOW
+    assert isinstance(decoder.decode(traces(SEMCONV)), list)
+    assert isinstance(wire.decoder(1 << 20).decode(traces(SEMCONV)), Rejection)
+
+
+def test_a_record_from_a_span_is_the_record_the_wire_would_carry() -> None:
+    """The same call, logged on the wire in its own names, decodes to the same record."""
+    (from_span,) = _decoder().decode(traces(OPENINFERENCE))
+    wire = Decoder(1 << 20)
+    wire._clock = lambda: NOW
+    on_wire = wire.decode(json.dumps({
+        "request_id": "0102030405060708", "timestamp": START_NS // 1_000_000 + 0.0,
+        "model": "claude-sonnet-4", "prompt": [{"role": "user", "content": "Name a prime."}],
+        "response": "7", "latency_ms": 80.0, "prompt_tokens": 20, "completion_tokens": 5,
+        "status": "ok"}).encode())
+    assert isinstance(on_wire, Record)
+    assert from_span.event_time == on_wire.event_time
+    assert (from_span.user_prompt, from_span.response, from_span.latency_ms) == (
+        on_wire.user_prompt, on_wire.response, on_wire.latency_ms)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                     | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+_KEYS = st.sampled_from([
+    "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model",
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    "gen_ai.usage.input_tokens", "gen_ai.prompt.0.content", "gen_ai.prompt.0.role",
+    "gen_ai.completion.0.content", "openinference.span.kind", "input.value",
+    "input.mime_type", "llm.input_messages.0.message.content", "error.type", "x"])
+_ANY_VALUE = _JSON | st.builds(value, _JSON) | st.sampled_from([
+    {"stringValue": "chat"}, {"stringValue": "LLM"}, {"stringValue": "[{\"role\": 1}]"},
+    {"stringValue": "application/json"}, {"intValue": "12"}, {"intValue": "x"}])
+
+
+@st.composite
+def _otlp_like(draw: st.DrawFn) -> Any:
+    """OTLP-shaped messages with any value anywhere: attributes, times, ids, nesting."""
+    def spans() -> list[Any]:
+        return draw(st.lists(st.fixed_dictionaries({}, optional={
+            "spanId": _JSON, "name": _JSON, "status": _JSON,
+            "startTimeUnixNano": st.sampled_from([str(START_NS), "x", -1, 1.5, None]) | _JSON,
+            "endTimeUnixNano": st.sampled_from([str(START_NS + 10**9), "0"]) | _JSON,
+            "attributes": st.lists(st.fixed_dictionaries({"key": _KEYS | _JSON},
+                                                         optional={"value": _ANY_VALUE}),
+                                   max_size=6) | _JSON,
+        }) | _JSON, max_size=3))
+    if draw(st.integers(0, 4)) == 0:
+        return draw(_JSON)
+    return {"resourceSpans": [{"resource": draw(_JSON), "scopeSpans": [{"spans": spans()}]}]}
+
+
+@given(_otlp_like())
+@PROPERTY
+def test_any_message_decodes_to_records_or_one_reason_without_raising(message: Any) -> None:
+    result = _decoder().decode(json.dumps(message).encode())
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS and result.detail, result
+    else:
+        assert isinstance(result, list) and all(isinstance(r, Record) for r in result)
+        for r in result:
+            assert isinstance(r.request_id, str) and r.request_id
+            assert r.latency_ms is None or r.latency_ms >= 0
+
+
+@given(st.binary(max_size=300) | st.builds(
+    lambda m, cut: m[:cut], st.sampled_from([traces(SEMCONV), traces(OPENLLMETRY)]),
+    st.integers(0, 2_000)))
+@PROPERTY
+def test_any_bytes_decode_without_raising(message: bytes) -> None:
+    result = _decoder().decode(message)
+    assert isinstance(result, list) or result.reason in REASONS, result
