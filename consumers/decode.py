@@ -181,6 +181,11 @@ class Decoder:
             return Rejection(exc.reason, str(exc))
         except (msgspec.DecodeError, RecursionError, ValueError) as exc:
             return _unread(value, exc)
+        except (TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+            # A shape the spans' reading did not foresee: this message dead-lettered, saying
+            # what, rather than the consumer stopped on it.
+            return Rejection("invalid_field", f"an OTLP message this decoder cannot read: "
+                             f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT])
         fields = self._fields or _WIRE_NAMES
         records: list[Record] = []
         for where, span in calls:

@@ -35,6 +35,7 @@ import msgspec
 # What `gen_ai.operation.name` says of a model call (a chat, a completion, Gemini's).
 _CALLS = frozenset({"chat", "text_completion", "generate_content", "completion"})
 _ERROR = (2, "2", "STATUS_CODE_ERROR")
+_MAX_NANOS = 2**63  # OTLP's fixed64 times, read as the int64 they are in practice
 
 
 class NotTraces(ValueError):
@@ -140,7 +141,7 @@ def is_call(attrs: dict[str, Any]) -> bool:
     """Whether a span's attributes say it is a model call."""
     operation = attrs.get("gen_ai.operation.name")
     if operation is not None:
-        return operation in _CALLS
+        return type(operation) is str and operation in _CALLS
     kind = attrs.get("openinference.span.kind")
     if kind is not None:
         return str(kind).upper() == "LLM"
@@ -269,9 +270,11 @@ def _nanos(span: dict[str, Any], key: str) -> int | None:
     """A time of the span in epoch nanoseconds, as OTLP's JSON writes them (a string) or as a
     number; None where it is absent. NotTraces where it is no such number."""
     value = span.get(key)
-    if value is None or (type(value) is int and value >= 0):
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value < _MAX_NANOS:
         return value
-    if type(value) is str and value.isdigit() and len(value) < 20:
+    if type(value) is str and value.isdigit() and int(value) < _MAX_NANOS:
         return int(value)
     raise NotTraces("invalid_field", f"Expected epoch nanoseconds, got {value!r:.40} - at "
                     f"`$.{key}`")

@@ -134,6 +134,9 @@ def test_each_model_call_is_a_record_in_each_conventions_names() -> None:
 
 def test_a_message_of_no_model_call_holds_no_record() -> None:
     assert _decoder().decode(traces(*NOT_CALLS)) == []
+    # An operation that is no name (a list, a number) is no call either.
+    assert _decoder().decode(traces(span("0b", {"gen_ai.operation.name": ["chat"]}),
+                                    span("0c", {"gen_ai.operation.name": 3}))) == []
     assert _decoder().decode(b'{"resourceSpans": []}') == []
 
 
@@ -182,6 +185,8 @@ def test_openinference_input_value_and_plain_strings() -> None:
      "Expected `object`, got `int` - at `$.resourceSpans.0.scopeSpans.0.spans.0`"),
     (b'{"resourceSpans": [{"resource": {"attributes": [{"value": 1}]}}]}', "invalid_field",
      "Expected `{key, value}` with a string key - at `$.resourceSpans.0.resource.attributes.0`"),
+    (traces({**span("0a", {"gen_ai.request.model": "m"}), "startTimeUnixNano": 10**30}),
+     "invalid_field", "Expected epoch nanoseconds, got 1000000000000000000000000000000"),
     (traces(span("", {"gen_ai.request.model": "m"})), "missing_request_id",
      "(spanId ): Expected `str` of length >= 1 - at `$.request_id`"),
 ])

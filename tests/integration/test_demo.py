@@ -42,7 +42,7 @@ def test_demo_shows_live_numbers_and_exits_cleanly() -> None:
 def test_bench_consume_prints_each_path_in_one_and_two_processes_and_their_ratios() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "bench", "consume", "--records", "4000",
-         "--partitions", "2", "--rounds", "1", "--workers", "2"],
+         "--partitions", "2", "--rounds", "1", "--workers", "2", "--otlp"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -62,6 +62,12 @@ def test_bench_consume_prints_each_path_in_one_and_two_processes_and_their_ratio
     assert ratios == pytest.approx({
         "driftwatch / raw": ours / raw, "driftwatch 2 processes / raw": ours_2 / raw,
         "driftwatch 2 processes / raw 2 processes": ours_2 / raw_2}, abs=0.01)
+    # The same records as OTLP spans, 8 calls a message: every one read (a rate at all).
+    otlp = rate("driftwatch, OTLP spans (wire.format: otlp_json)")
+    ratio = re.search(r"ratio driftwatch, OTLP spans / driftwatch: ([\d.]+)", done.stdout)
+    assert otlp > 0 and ratio, done.stdout
+    low, high = ratio_range(otlp, ours, 0.5, 0.5)  # rates printed to 1
+    assert low <= float(ratio.group(1)) <= high, done.stdout
 
 
 def test_bench_throughput_times_both_paths_in_rounds_and_prints_median_and_spread() -> None:
