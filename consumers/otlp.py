@@ -82,11 +82,11 @@ def calls(message: Any) -> Iterator[tuple[str, dict[str, Any]]]:
                         "OTLP traces message (ExportTraceServiceRequest)")
     for i, rs in enumerate(_array(message, "resourceSpans", "")):
         at = f"resourceSpans.{i}"
-        _object(rs, at)
+        rs = _object(rs, at)
         resource = _attributes(_object(rs.get("resource"), f"{at}.resource"),
                                f"{at}.resource")
         for j, ss in enumerate(_array(rs, "scopeSpans", at)):
-            _object(ss, f"{at}.scopeSpans.{j}")
+            ss = _object(ss, f"{at}.scopeSpans.{j}")
             for k, span in enumerate(_array(ss, "spans", f"{at}.scopeSpans.{j}")):
                 where = f"{at}.scopeSpans.{j}.spans.{k}"
                 attrs = _attributes(_object(span, where), where)
@@ -133,8 +133,11 @@ def _attributes(obj: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def call_at(where: str, span: dict[str, Any]) -> str:
-    """Where a model call is in its message, for a dead letter's detail."""
-    return f"the model call at `$.{where}` (spanId {span.get('spanId')})"
+    """Where a model call is in its message, for a dead letter's detail (an id that is no
+    short printable string shown escaped: a detail is printed in logs)."""
+    sid = span.get("spanId")
+    shown = sid if type(sid) is str and len(sid) <= 64 and sid.isprintable() else f"{sid!r:.40}"
+    return f"the model call at `$.{where}` (spanId {shown})"
 
 
 def is_call(attrs: dict[str, Any]) -> bool:

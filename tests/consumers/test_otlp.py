@@ -138,6 +138,10 @@ def test_a_message_of_no_model_call_holds_no_record() -> None:
     assert _decoder().decode(traces(span("0b", {"gen_ai.operation.name": ["chat"]}),
                                     span("0c", {"gen_ai.operation.name": 3}))) == []
     assert _decoder().decode(b'{"resourceSpans": []}') == []
+    # null where OTLP has an object or a list: an empty one, as protobuf's JSON reads it.
+    assert _decoder().decode(
+        b'{"resourceSpans": [null, {"resource": null, "scopeSpans": [null, {"spans": [null]}]}]}'
+    ) == []
 
 
 def test_wire_fields_read_the_span_its_attributes_and_its_resource() -> None:
@@ -181,6 +185,8 @@ def test_openinference_input_value_and_plain_strings() -> None:
     (traces(span("8888888888888888", {"gen_ai.request.model": "gpt\x1b[2J"})),
      "invalid_field", "the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` (spanId "
      "8888888888888888): control character '\\x1b' at character 3"),
+    (traces(span("\x1b[2J", {"gen_ai.request.model": "m"})), "invalid_field",
+     "(spanId '\\x1b[2J'): control character"),
     (b'{"resourceSpans": [{"scopeSpans": [{"spans": [5]}]}]}', "invalid_field",
      "Expected `object`, got `int` - at `$.resourceSpans.0.scopeSpans.0.spans.0`"),
     (b'{"resourceSpans": [{"resource": {"attributes": [{"value": 1}]}}]}', "invalid_field",
