@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -39,6 +39,7 @@ REASONS: tuple[str, ...] = (
     "unmatched_response",
     "processing_error",
     "scored_format",  # on the internal scored topic: not a record this version reads
+    "not_protobuf",  # wire.format otlp_proto: no OTLP traces request in protobuf
 )
 _DETAIL_LIMIT = 300
 _WIRE_NAMES = FieldMap({})  # an OTLP span's fields as read, under no map
@@ -112,11 +113,13 @@ class Decoder:
 
     def __init__(self, max_message_bytes: int, event_time: EventTimeBounds | None = None,
                  clock: Callable[[], float] = time.time, fields: FieldMap | None = None,
-                 latency_scale: float = 1.0, otlp: bool = False) -> None:
+                 latency_scale: float = 1.0, otlp: Literal["json", "proto"] | None = None
+                 ) -> None:
         """`fields`: where the producer keeps the wire's fields (`wire.fields`); None or an
         empty map reads the wire's own names on the fast path. `latency_scale`: what one of
         the producer's latency unit is in milliseconds (`wire.latency_unit`). `otlp`: a
-        message is an OTLP traces request, its model calls the records (`wire.format`)."""
+        message is an OTLP traces request in that encoding, its model calls the records
+        (`wire.format`)."""
         self._otlp = otlp
         self.max_message_bytes = max_message_bytes
         self.event_time = event_time or EventTimeBounds()
@@ -135,6 +138,8 @@ class Decoder:
             return Rejection(
                 "oversized", f"{len(value)} bytes > max_message_bytes={self.max_message_bytes}"
             )
+        if self._otlp == "proto":  # binary: its strings are checked by protobuf
+            return self._calls(value)
         # msgspec only checks UTF-8 inside fields it reads; unknown fields must be valid too.
         # ASCII is valid UTF-8 and checking it is ~10x cheaper than decoding a copy.
         if not value.isascii():
@@ -142,7 +147,7 @@ class Decoder:
                 value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
-        if self._otlp:
+        if self._otlp is not None:
             return self._calls(value)
         result = self._read(value)
         if self._fields is not None and type(result) is Rejection:
@@ -176,7 +181,9 @@ class Decoder:
         each read and checked as a record; the message is refused whole, naming the span,
         where one of them is (a message is dead-lettered or scored, never split)."""
         try:
-            calls = list(otlp.calls(msgspec.json.decode(value)))
+            message = (otlp.from_proto(value) if self._otlp == "proto"
+                       else msgspec.json.decode(value))
+            calls = list(otlp.calls(message))
         except otlp.NotTraces as exc:
             return Rejection(exc.reason, str(exc))
         except (msgspec.DecodeError, RecursionError, ValueError) as exc:

@@ -1,6 +1,7 @@
-"""OpenTelemetry traces as records (`wire.format: otlp_json`): the model calls among the
-spans an OpenTelemetry Collector's Kafka exporter writes (`encoding: otlp_json`, one
-ExportTraceServiceRequest a message), each read as the wire's fields.
+"""OpenTelemetry traces as records (`wire.format: otlp_json | otlp_proto`): the model calls
+among the spans an OpenTelemetry Collector's Kafka exporter writes (one
+ExportTraceServiceRequest a message, in its `otlp_json` or default `otlp_proto` encoding),
+each read as the wire's fields.
 
 A model call is a span of OpenTelemetry's GenAI conventions (`gen_ai.operation.name` chat,
 text_completion or generate_content; or, without one, a `gen_ai.request.model`), of
@@ -26,11 +27,15 @@ whole), e.g. `route: attributes.app.route`, `deployment: resource.service.versio
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 # What `gen_ai.operation.name` says of a model call (a chat, a completion, Gemini's).
 _CALLS = frozenset({"chat", "text_completion", "generate_content", "completion"})
@@ -130,6 +135,42 @@ def _attributes(obj: dict[str, Any], where: str) -> dict[str, Any]:
             raise NotTraces("invalid_field", "Expected `{key, value}` with a string key - at "
                             f"`$.{where}.attributes.{n}`")
     return attributes(pairs)
+
+
+def from_proto(value: bytes) -> dict[str, Any]:
+    """An ExportTraceServiceRequest in protobuf (the Collector's `otlp_proto`) as what its
+    OTLP JSON decodes to: ids in hex, times as integers. NotTraces where it is none."""
+    try:
+        request = ExportTraceServiceRequest.FromString(value)
+    except (DecodeError, RecursionError) as exc:
+        raise NotTraces("not_protobuf", "not an OTLP traces request (ExportTraceServiceRequest) "
+                        f"in protobuf: {exc}") from None
+    return {"resourceSpans": [{
+        "resource": {"attributes": [_proto_kv(kv) for kv in rs.resource.attributes]},
+        "scopeSpans": [{"spans": [{
+            "traceId": span.trace_id.hex(), "spanId": span.span_id.hex(), "name": span.name,
+            "startTimeUnixNano": span.start_time_unix_nano,
+            "endTimeUnixNano": span.end_time_unix_nano,
+            "attributes": [_proto_kv(kv) for kv in span.attributes],
+            "status": {"code": span.status.code}} for span in ss.spans]}
+            for ss in rs.scope_spans]} for rs in request.resource_spans]}
+
+
+def _proto_kv(kv: Any) -> dict[str, Any]:
+    return {"key": kv.key, "value": _proto_value(kv.value)}
+
+
+def _proto_value(value: AnyValue) -> Any:
+    """A protobuf AnyValue as `plain` reads it: a scalar as it is, lists and maps as OTLP's
+    JSON writes them."""
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return {"arrayValue": {"values": [_proto_value(v) for v in value.array_value.values]}}
+    if which == "kvlist_value":
+        return {"kvlistValue": {"values": [_proto_kv(kv) for kv in value.kvlist_value.values]}}
+    if which == "bytes_value":
+        return {"bytesValue": base64.b64encode(value.bytes_value).decode()}
+    return None if which is None else getattr(value, which)
 
 
 def call_at(where: str, span: dict[str, Any]) -> str:
@@ -273,7 +314,7 @@ def _nanos(span: dict[str, Any], key: str) -> int | None:
     """A time of the span in epoch nanoseconds, as OTLP's JSON writes them (a string) or as a
     number; None where it is absent. NotTraces where it is no such number."""
     value = span.get(key)
-    if value is None:
+    if value is None or value == 0 or value == "0":  # unset, as protobuf writes it
         return None
     if type(value) is int and 0 <= value < _MAX_NANOS:
         return value

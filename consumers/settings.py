@@ -287,6 +287,9 @@ class ValidationSettings(BaseModel):
                                self.naive_timestamps == "utc", self.epoch_unit)
 
 
+_OTLP: dict[str, Literal["json", "proto"]] = {"otlp_json": "json", "otlp_proto": "proto"}
+
+
 class TopicWire(BaseModel):
     """How one producer writes a record: its field names, its latency's unit or times."""
 
@@ -300,10 +303,10 @@ class TopicWire(BaseModel):
     # [start, end]: where a producer that logs no latency keeps a request's start and end
     # times (epoch numbers or RFC 3339); their difference is its latency.
     latency_from: tuple[str, str] | None = None
-    # json: one record a message, in the wire's names or `fields`. otlp_json: an
-    # OpenTelemetry Collector's traces (its Kafka exporter's `encoding: otlp_json`), each
+    # json: one record a message, in the wire's names or `fields`. otlp_json, otlp_proto:
+    # an OpenTelemetry Collector's traces (its Kafka exporter's encoding of that name), each
     # model call among their spans a record (`fields` paths into the span as read).
-    format: Literal["json", "otlp_json"] = "json"
+    format: Literal["json", "otlp_json", "otlp_proto"] = "json"
 
     @field_validator("fields")
     @classmethod
@@ -326,9 +329,9 @@ class TopicWire(BaseModel):
 
     @model_validator(mode="after")
     def _span_latency(self) -> TopicWire:
-        if self.format == "otlp_json" and (self.latency_from or self.latency_unit != "ms"):
-            raise ValueError("format otlp_json: a span's latency is its end less its start "
-                             "(in ms); latency_from and latency_unit are for json records")
+        if self.format != "json" and (self.latency_from or self.latency_unit != "ms"):
+            raise ValueError(f"format {self.format}: a span's latency is its end less its "
+                             "start (in ms); latency_from and latency_unit are for json records")
         return self
 
     def _decoder(self, max_message_bytes: int, validation: ValidationSettings | None) -> Decoder:
@@ -336,7 +339,7 @@ class TopicWire(BaseModel):
                        (validation or ValidationSettings()).event_time_bounds(),
                        fields=FieldMap(self.fields, self.latency_from),
                        latency_scale=1_000.0 if self.latency_unit == "s" else 1.0,
-                       otlp=self.format == "otlp_json")
+                       otlp=None if self.format == "json" else _OTLP[self.format])
 
 
 class WireSettings(TopicWire):

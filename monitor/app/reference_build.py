@@ -38,11 +38,12 @@ def build_reference(
     lines: Iterable[bytes], config: OfflineConfig, store: ReferenceStore, name: str,
     source: str, limit: int | None = None, topic: str | None = None,
 ) -> ReferenceMeta:
-    """`topic`: the lines are that topic's messages (read under its `wire.topics` settings)."""
+    """`topic`: the lines are that topic's messages, read from it (under its `wire.topics`
+    settings)."""
     scoring = config.scoring
     models = ModelScorers(sorted(set(config.scorers) | {"sanity"}), scoring)
     assert models.embedder is not None
-    decoder = offline_decoder(config, topic)
+    decoder = offline_decoder(config, topic, lines=topic is None)
     prompts: list[np.ndarray] = []
     responses: list[np.ndarray] = []
     numeric: dict[str, list[np.ndarray]] = {}

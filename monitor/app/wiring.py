@@ -24,7 +24,7 @@ from monitor.acting.canary import CanaryGate
 from monitor.acting.review import ReviewSampler, ReviewStore
 from monitor.acting.rules import RuleEngine
 from monitor.acting.shadow import ShadowGate
-from monitor.config import MODEL_SCORERS, Config, OfflineConfig, rollover_actions
+from monitor.config import MODEL_SCORERS, Config, ConfigError, OfflineConfig, rollover_actions
 from monitor.config.scoring import EmbeddingSettings
 from monitor.pipeline import scored
 from monitor.pipeline.checkpoint import Checkpointer, fingerprint
@@ -53,11 +53,18 @@ OFFLINE_BATCH = 256
 OFFLINE_MAX_LINE = 100 * 1_048_576
 
 
-def offline_decoder(config: OfflineConfig, topic: str | None = None) -> Decoder:
-    """How score, backtest, compare and reference build read a line: as the daemon reads a
-    message (of `topic`, where `wire.topics` has settings of its own), under the config's
-    `validation` and `wire` (so they refuse what the daemon refuses, and read a producer's
-    field names as it does)."""
+def offline_decoder(config: OfflineConfig, topic: str | None = None,
+                    lines: bool = True) -> Decoder:
+    """How score, backtest, compare and reference build read a line (`lines`; else a
+    message read from a topic): as the daemon reads a message (of `topic`, where
+    `wire.topics` has settings of its own), under the config's `validation` and `wire` (so
+    they refuse what the daemon refuses, and read a producer's field names as it does)."""
+    own = config.wire.topics.get(topic) if topic is not None else None
+    if lines and (own or config.wire).format == "otlp_proto":
+        where = f"wire.topics.{topic}.format" if own else "wire.format"
+        raise ConfigError(f"{where} = 'otlp_proto': its messages are binary, not lines of a "
+                          "file; read a file of the Collector's otlp_json messages with "
+                          "format otlp_json (or build a reference from the topic itself)")
     return config.wire.decoder(OFFLINE_MAX_LINE, config.validation, topic)
 
 

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               "their fields (wire.fields: LiteLLM's id, startTime, ...)")
     consume.add_argument("--otlp", action="store_true",
                          help="also time one process reading the records as an OpenTelemetry "
-                              "Collector writes their spans (wire.format: otlp_json)")
+                              "Collector writes their spans (wire.format: otlp_json and "
+                              "otlp_proto)")
     consume.add_argument("--workers", type=whole(1), nargs="+", default=[1, 2],
                          help="process counts to time each path with, in one consumer group "
                               "(1 is always timed: the baseline)")

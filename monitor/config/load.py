@@ -131,7 +131,7 @@ class Config(_EnvBeatsFile):
                 if (own or self.wire).format != "json":
                     where = f"wire.topics.{topic}.format" if own else "wire.format"
                     raise ValueError(f"{where} = {(own or self.wire).format!r}: a request or "
-                                     "response topic holds one half a message; otlp_json "
+                                     "response topic holds one half a message; OTLP "
                                      "reads whole calls from kafka.topic")
         return self
 

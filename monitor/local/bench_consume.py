@@ -12,6 +12,7 @@ monotonic clock). Rounds interleave the paths, so drift in the machine's load hi
 
 from __future__ import annotations
 
+import base64
 import json
 import multiprocessing
 import os
@@ -22,7 +23,9 @@ from collections.abc import Callable, Sequence
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from typing import Any
 
+from google.protobuf.json_format import ParseDict
 from kafka import KafkaConsumer, KafkaProducer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from consumers.settings import WireSettings
 from monitor.local import traffic
@@ -115,6 +118,17 @@ def as_otel_traces(records: Sequence[dict[str, Any]], per_message: int = OTLP_CA
     return out
 
 
+def as_proto(message: bytes) -> bytes:
+    """An otlp_json message in the Collector's default otlp_proto encoding."""
+    parsed = json.loads(message)
+    for rs in parsed["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:  # OTLP's JSON writes ids in hex, protobuf's in base64
+                for key in ("traceId", "spanId"):
+                    span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    return ParseDict(parsed, ExportTraceServiceRequest()).SerializeToString()
+
+
 def _call_attributes(record: dict[str, Any]) -> dict[str, Any]:
     prompt = record.get("prompt")
     chat = ([{"role": "user", "content": prompt}] if isinstance(prompt, str)
@@ -163,6 +177,11 @@ def _otlp(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) 
                 WireSettings(fields=OTLP_FIELDS, format="otlp_json"))
 
 
+def _otlp_proto(bootstrap: str, topic: str, group: str, number: int, shared: _Shared) -> None:
+    _driftwatch(bootstrap, topic, group, number, shared,
+                WireSettings(fields=OTLP_FIELDS, format="otlp_proto"))
+
+
 def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Shared,
                 wire: WireSettings | None = None) -> None:
     """The same topic through KafkaSource, the worker thread, the pipeline and the metrics."""
@@ -193,7 +212,8 @@ def _driftwatch(bootstrap: str, topic: str, group: str, number: int, shared: _Sh
 
 
 _PATHS: dict[str, Callable[[str, str, str, int, _Shared], None]] = {
-    "raw": _raw, "driftwatch": _driftwatch, "mapped": _mapped, "otlp": _otlp}
+    "raw": _raw, "driftwatch": _driftwatch, "mapped": _mapped, "otlp": _otlp,
+    "otlp_proto": _otlp_proto}
 
 
 def timed_run(bootstrap: str, broker: LocalBroker, path: str, processes: int,
@@ -265,6 +285,7 @@ def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int],
         inputs["mapped"] = [json.dumps(as_gateway_logs(r)).encode() for r in records]
     if otlp:
         inputs["otlp"] = as_otel_traces(records)
+        inputs["otlp_proto"] = [as_proto(m) for m in inputs["otlp"]]
     counts = sorted(set(workers) | {1})
     rates: dict[tuple[str, int], list[float]] = {}
     with LocalBroker() as broker:
@@ -273,7 +294,7 @@ def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int],
                 for path in inputs if k == 1 else ("raw", "driftwatch"):
                     rate = timed_run(broker.bootstrap, broker, path, k, inputs[path],
                                      partitions, f"{path}-{k}-{r}",
-                                     records=n if path == "otlp" else None)
+                                     records=n if path.startswith("otlp") else None)
                     rates.setdefault((path, k), []).append(rate)
     mean_bytes = sum(map(len, payloads)) / n
     print(f"bench consume: {n:,} HaluEval records ({mean_bytes:,.0f} B mean) on {partitions} "
@@ -295,18 +316,19 @@ def bench_consume(n: int, partitions: int, rounds: int, workers: Sequence[int],
         print(f"ratio driftwatch, fields mapped / raw: {ours / raw:.2f}; / driftwatch: "
               f"{ours / statistics.median(rates['driftwatch', 1]):.2f}")
     if otlp:
-        ours = statistics.median(rates["otlp", 1])
-        print(f"ratio driftwatch, OTLP spans / driftwatch: "
-              f"{ours / statistics.median(rates['driftwatch', 1]):.2f}  (the same records; "
-              f"{OTLP_CALLS} model calls and {OTLP_CALLS} HTTP spans a message)")
+        wire = statistics.median(rates["driftwatch", 1])
+        for path, encoding in (("otlp", "otlp_json"), ("otlp_proto", "otlp_proto")):
+            print(f"ratio driftwatch, OTLP spans ({encoding}) / driftwatch: "
+                  f"{statistics.median(rates[path, 1]) / wire:.2f}  (the same records; "
+                  f"{OTLP_CALLS} model calls and {OTLP_CALLS} HTTP spans a message)")
     return 0
 
 
 def _name(path: str, processes: int) -> str:
     if path == "mapped":
         return "driftwatch, the gateway's field names (wire.fields)"
-    if path == "otlp":
-        return "driftwatch, OTLP spans (wire.format: otlp_json)"
+    if path.startswith("otlp"):
+        return f"driftwatch, OTLP spans (wire.format: {'otlp_json' if path == 'otlp' else path})"
     if path == "raw":
         return ("raw kafka-python poll loop (baseline)" if processes == 1 else
                 f"raw kafka-python poll loop, {processes} processes")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from consumers.decode import REASONS, Decoder, Rejection
 from consumers.settings import TopicWire, WireSettings
 from consumers.wire import Record
+from monitor.local.bench_consume import as_proto
 from tests.consumers.test_decode import PROPERTY
 
 NOW = 1_800_000_100.0
@@ -290,4 +291,55 @@ def test_any_message_decodes_to_records_or_one_reason_without_raising(message: A
 @PROPERTY
 def test_any_bytes_decode_without_raising(message: bytes) -> None:
     result = _decoder().decode(message)
+    assert isinstance(result, list) or result.reason in REASONS, result
+
+
+def _proto_decoder(**settings: Any) -> Decoder:
+    decoder = WireSettings(format="otlp_proto", **settings).decoder(1 << 20)
+    decoder._clock = lambda: NOW
+    return decoder
+
+
+def test_otlp_proto_reads_the_calls_otlp_json_reads() -> None:
+    message = traces(NOT_CALLS[0], SEMCONV, *NOT_CALLS[1:], OPENLLMETRY, OPENINFERENCE,
+                     resource={"service.version": "canary", "tags": ["a", {"b": 1}]})
+    fields = {"deployment": "resource.service.version", "route": "attributes.app.route"}
+    from_json = _decoder(fields=fields).decode(message)
+    from_proto = _proto_decoder(fields=fields).decode(as_proto(message))
+    assert isinstance(from_proto, list) and len(from_proto) == 3, from_proto
+    assert from_proto == from_json
+    assert (from_proto[0].deployment, from_proto[0].route) == ("canary", "support")
+
+
+@pytest.mark.parametrize(("message", "reason", "detail"), [
+    (b"\xff\xff\xff", "not_protobuf", "not an OTLP traces request (ExportTraceServiceRequest) "
+     "in protobuf"),
+    (traces(SEMCONV), "not_protobuf", "in protobuf"),  # otlp_json on a topic said otlp_proto
+    (None, "empty", "message value is empty"),
+])
+def test_a_message_that_is_no_protobuf_request_is_refused(message: bytes | None, reason: str,
+                                                         detail: str) -> None:
+    refused = _proto_decoder().decode(message)
+    assert isinstance(refused, Rejection) and refused.reason == reason, refused
+    assert detail in refused.detail, refused
+
+
+def test_a_protobuf_call_without_times_has_no_event_time_and_a_bad_one_names_the_span() -> None:
+    unset = {**span("0d", {"gen_ai.request.model": "m"}), "startTimeUnixNano": "0",
+             "endTimeUnixNano": "0"}
+    (record,) = _proto_decoder().decode(as_proto(traces(unset)))
+    assert record.timestamp is None and record.latency_ms is None
+    control = span("0e", {"gen_ai.request.model": "m\x07"})
+    refused = _proto_decoder().decode(as_proto(traces(control)))
+    assert isinstance(refused, Rejection) and refused.detail.startswith(
+        "the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` (spanId 0e): control "
+        "character '\\x07'"), refused
+
+
+@given(st.binary(max_size=300) | st.builds(
+    lambda m, cut: m[:cut], st.sampled_from([as_proto(traces(SEMCONV, OPENINFERENCE))]),
+    st.integers(0, 3_000)))
+@PROPERTY
+def test_any_bytes_decode_as_protobuf_without_raising(message: bytes) -> None:
+    result = _proto_decoder().decode(message)
     assert isinstance(result, list) or result.reason in REASONS, result

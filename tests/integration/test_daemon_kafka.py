@@ -369,13 +369,18 @@ def test_a_split_deployments_response_topic_is_read_through_its_own_map(
     assert daemon.terminate() == 0
 
 
+@pytest.mark.parametrize("encoding", ["otlp_json", "otlp_proto"])
 def test_an_otel_collectors_traces_are_read_as_their_model_calls(
-        broker, names, daemons, tmp_path: Path) -> None:
-    """`wire.format: otlp_json` on the real broker: messages as an OpenTelemetry Collector's
-    Kafka exporter writes them, each with 0 to 3 model calls among other spans. Every call is
-    scored once with its latency and its route from a mapped attribute; a message of no call
-    is committed all the same; one with a bad call is dead-lettered whole, naming it."""
+        broker, names, daemons, tmp_path: Path, encoding: str) -> None:
+    """`wire.format: otlp_json | otlp_proto` on the real broker: messages as an
+    OpenTelemetry Collector's Kafka exporter writes them, each with 0 to 3 model calls among
+    other spans. Every call is scored once with its latency and its route from a mapped
+    attribute; a message of no call is committed all the same; one with a bad call is
+    dead-lettered whole, naming it."""
+    from monitor.local.bench_consume import as_proto
     from tests.consumers.test_otlp import span, traces
+
+    encode = as_proto if encoding == "otlp_proto" else (lambda message: message)
 
     topic, dlq, group = names("otlp"), names("otlp-dlq"), names("group")
     broker.create_topics([(topic, 2), (dlq, 1)])
@@ -395,9 +400,8 @@ def test_an_otel_collectors_traces_are_read_as_their_model_calls(
                 {"type": "text", "content": c.get("response") or ""}]}])},
             took_ms=c.get("latency_ms") or 0.0) for c in these]
         spans.append(span("ffffffffffffffff", {"http.request.method": "POST"}))
-        messages.append(traces(*spans))
-    broken = traces(span("0000000000000bad", {"gen_ai.request.model": "m"},
-                         startTimeUnixNano="yesterday"))
+        messages.append(encode(traces(*spans)))
+    broken = encode(traces(span("0000000000000bad", {"gen_ai.request.model": "m\x07"})))
     ends = produce(broker.bootstrap, topic,
                    ((i % 2, v, None) for i, v in enumerate([*messages, broken])))
     port = free_port()
@@ -406,7 +410,7 @@ def test_an_otel_collectors_traces_are_read_as_their_model_calls(
                           metrics={"labels": ["route"]},
                           # the spans start in 2027: arrival is now
                           validation={"max_future_seconds": 10 * 365 * 86_400},
-                          wire={"format": "otlp_json",
+                          wire={"format": encoding,
                                 "fields": {"route": "attributes.app.route"}})
     daemon = daemons(config, port)
     daemon.wait_ready()
@@ -426,5 +430,6 @@ def test_an_otel_collectors_traces_are_read_as_their_model_calls(
     headers = {k: v.decode() for k, v in letter.headers}
     assert headers["reason"] == "invalid_field" and letter.value == broken
     assert headers["detail"].startswith(
-        "the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` (spanId 0000000000000bad)")
+        "the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` (spanId 0000000000000bad): "
+        "control character '\\x07'"), headers
     assert daemon.terminate() == 0

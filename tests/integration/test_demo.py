@@ -63,11 +63,13 @@ def test_bench_consume_prints_each_path_in_one_and_two_processes_and_their_ratio
         "driftwatch / raw": ours / raw, "driftwatch 2 processes / raw": ours_2 / raw,
         "driftwatch 2 processes / raw 2 processes": ours_2 / raw_2}, abs=0.01)
     # The same records as OTLP spans, 8 calls a message: every one read (a rate at all).
-    otlp = rate("driftwatch, OTLP spans (wire.format: otlp_json)")
-    ratio = re.search(r"ratio driftwatch, OTLP spans / driftwatch: ([\d.]+)", done.stdout)
-    assert otlp > 0 and ratio, done.stdout
-    low, high = ratio_range(otlp, ours, 0.5, 0.5)  # rates printed to 1
-    assert low <= float(ratio.group(1)) <= high, done.stdout
+    for encoding in ("otlp_json", "otlp_proto"):
+        otlp = rate(f"driftwatch, OTLP spans (wire.format: {encoding})")
+        ratio = re.search(rf"ratio driftwatch, OTLP spans \({encoding}\) / driftwatch: "
+                          r"([\d.]+)", done.stdout)
+        assert otlp > 0 and ratio, done.stdout
+        low, high = ratio_range(otlp, ours, 0.5, 0.5)  # rates printed to 1
+        assert low <= float(ratio.group(1)) <= high, done.stdout
 
 
 def test_bench_throughput_times_both_paths_in_rounds_and_prints_median_and_spread() -> None:

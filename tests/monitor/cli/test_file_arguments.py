@@ -280,3 +280,15 @@ def test_score_reads_each_model_call_of_an_otlp_line(
     assert [(r["request_id"], r["read"]["response"]) for r in rows] == [
         ("00f067aa0ba902b7", "Sunny tomorrow."), ("0102030405060708", "7"),
         ("0102030405060708", "7")]
+
+
+def test_offline_verbs_refuse_to_read_otlp_proto_as_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "spans.bin"
+    records.write_bytes(b"\x0a\x00\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\nwire: {format: otlp_proto}\n")
+    for argv in (["score", "--input", str(records)], ["backtest", "--input", str(records)]):
+        assert main([*argv, "--config", str(config)]) == 2
+        assert capsys.readouterr().err.startswith(
+            "driftwatch: wire.format = 'otlp_proto': its messages are binary, not lines")
