@@ -177,7 +177,7 @@ class Decoder:
         return self._checked(record)
 
     def _calls(self, value: bytes) -> list[Record] | Rejection:
-        """The model calls among an OTLP traces message's spans (`wire.format: otlp_json`),
+        """The model calls among an OTLP traces message's spans (`wire.format: otlp_*`),
         each read and checked as a record; the message is refused whole, naming the span,
         where one of them is (a message is dead-lettered or scored, never split)."""
         try:
