@@ -350,12 +350,17 @@ class WireSettings(TopicWire):
     # of a split deployment are often written by two producers: a gateway and a model server).
     topics: dict[str, TopicWire] = {}
 
+    def for_topic(self, topic: str | None) -> tuple[TopicWire, str]:
+        """The settings a topic is read under (its own under `topics`, else the section's),
+        and where they are set, for an error to name."""
+        own = self.topics.get(topic) if topic is not None else None
+        return (own, f"wire.topics.{topic}") if own is not None else (self, "wire")
+
     def decoder(self, max_message_bytes: int, validation: ValidationSettings | None = None,
                 topic: str | None = None) -> Decoder:
         """How a message of `topic` becomes a record under these and the `validation`
         settings: the topic's own under `topics`, else the section's."""
-        own = self.topics.get(topic) if topic is not None else None
-        return (own or self)._decoder(max_message_bytes, validation)
+        return self.for_topic(topic)[0]._decoder(max_message_bytes, validation)
 
 
 class JoinSettings(BaseModel):

@@ -59,10 +59,9 @@ def offline_decoder(config: OfflineConfig, topic: str | None = None,
     message read from a topic): as the daemon reads a message (of `topic`, where
     `wire.topics` has settings of its own), under the config's `validation` and `wire` (so
     they refuse what the daemon refuses, and read a producer's field names as it does)."""
-    own = config.wire.topics.get(topic) if topic is not None else None
-    if lines and (own or config.wire).format == "otlp_proto":
-        where = f"wire.topics.{topic}.format" if own else "wire.format"
-        raise ConfigError(f"{where} = 'otlp_proto': its messages are binary, not lines of a "
+    settings, where = config.wire.for_topic(topic)
+    if lines and settings.format == "otlp_proto":
+        raise ConfigError(f"{where}.format = 'otlp_proto': its messages are binary, not lines of a "
                           "file; read a file of the Collector's otlp_json messages with "
                           "format otlp_json (or build a reference from the topic itself)")
     return config.wire.decoder(OFFLINE_MAX_LINE, config.validation, topic)

@@ -127,10 +127,9 @@ class Config(_EnvBeatsFile):
                     f"the input topics: {', '.join(inputs)}")
         if self.kafka.topic is None:  # halves to join: one record a message
             for topic in inputs:
-                own = self.wire.topics.get(topic)
-                if (own or self.wire).format != "json":
-                    where = f"wire.topics.{topic}.format" if own else "wire.format"
-                    raise ValueError(f"{where} = {(own or self.wire).format!r}: a request or "
+                settings, where = self.wire.for_topic(topic)
+                if settings.format != "json":
+                    raise ValueError(f"{where}.format = {settings.format!r}: a request or "
                                      "response topic holds one half a message; OTLP "
                                      "reads whole calls from kafka.topic")
         return self
