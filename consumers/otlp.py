@@ -13,9 +13,9 @@ agents, embeddings) are not records. Each call's wire fields:
 - model: `gen_ai.response.model`, else `gen_ai.request.model` (`llm.model_name`);
 - prompt: `gen_ai.input.messages` (their text parts; `gen_ai.system_instructions` as the
   system prompt), else the indexed `gen_ai.prompt.N.*` or `llm.input_messages.N.message.*`,
-  else `input.value`;
+  else the Vercel AI SDK's `ai.prompt.messages`, else `input.value`;
 - response: the text of `gen_ai.output.messages`, else `gen_ai.completion.N.content`,
-  `llm.output_messages.N.message.content` or `output.value`;
+  `llm.output_messages.N.message.content`, `ai.response.text` or `output.value`;
 - token counts: `gen_ai.usage.input_tokens`/`output_tokens` (`prompt_tokens`/
   `completion_tokens`, `llm.token_count.prompt`/`completion`);
 - status: `error` for a span whose status is an error, else `ok`; error_type: `error.type`.
@@ -232,6 +232,8 @@ def _prompt(attrs: dict[str, Any]) -> Any:
         indexed = _indexed(attrs, prefix, role, content)
         if indexed:
             return indexed
+    if (chat := attrs.get("ai.prompt.messages")) is not None:  # the Vercel AI SDK's
+        return _json(chat)  # [{role, content}], content text or parts: the wire's own chat
     value = attrs.get("input.value")
     if value is not None and attrs.get("input.mime_type") == "application/json":
         return _json(value)  # a request body: the wire reads its messages
@@ -249,7 +251,7 @@ def _response(attrs: dict[str, Any]) -> Any:
         indexed = _indexed(attrs, prefix, "role", content)
         if indexed:
             return "\n".join(m["content"] for m in indexed if type(m["content"]) is str)
-    return attrs.get("output.value")
+    return _first(attrs, "ai.response.text", "output.value")
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

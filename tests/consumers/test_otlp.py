@@ -156,6 +156,31 @@ def test_wire_fields_read_the_span_its_attributes_and_its_resource() -> None:
         "chatcmpl-123", "support", "canary", "chat gpt-4o")
 
 
+def test_the_vercel_ai_sdks_model_call_is_read_from_its_own_attributes() -> None:
+    """`ai.generateText.doGenerate`, the AI SDK's call to the provider: the GenAI model and
+    usage attributes, its prompt and answer under `ai.*`; its parent `ai.generateText`
+    span (no `gen_ai.*` attribute) is no second call."""
+    chat = [{"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
+    records = _decoder().decode(traces(
+        span("0f0f0f0f0f0f0f0f", {"operation.name": "ai.generateText", "ai.model.id": "gpt-4o",
+                                  "ai.prompt": json.dumps({"messages": chat}),
+                                  "ai.response.text": "Paris"}),
+        span("1e1e1e1e1e1e1e1e", {"operation.name": "ai.generateText.doGenerate",
+                                  "ai.model.id": "gpt-4o", "gen_ai.system": "openai.chat",
+                                  "gen_ai.request.model": "gpt-4o",
+                                  "gen_ai.usage.input_tokens": 19,
+                                  "gen_ai.usage.output_tokens": 1,
+                                  "ai.prompt.messages": json.dumps(chat),
+                                  "ai.response.text": "Paris"})))
+    assert isinstance(records, list) and len(records) == 1, records
+    (call,) = records
+    assert (call.request_id, call.model, call.user_prompt, call.response) == (
+        "1e1e1e1e1e1e1e1e", "gpt-4o", "Capital of France?", "Paris")
+    assert call.prompt_text == "Answer in one word.\nCapital of France?"
+    assert (call.prompt_tokens, call.completion_tokens) == (19, 1)
+
+
 def test_openinference_input_value_and_plain_strings() -> None:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi there"}]}
     records = _decoder().decode(traces(
