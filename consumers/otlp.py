@@ -85,7 +85,7 @@ def calls(message: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         raise NotTraces("invalid_field", "Expected `array` of resource spans, got "
                         f"{_kind(message.get('resourceSpans'))} - at `$.resourceSpans`: not an "
                         "OTLP traces message (ExportTraceServiceRequest)")
-    for i, rs in enumerate(_array(message, "resourceSpans", "")):
+    for i, rs in enumerate(message["resourceSpans"]):
         at = f"resourceSpans.{i}"
         rs = _object(rs, at)
         resource = _attributes(_object(rs.get("resource"), f"{at}.resource"),
@@ -122,7 +122,7 @@ def _array(obj: dict[str, Any], key: str, where: str) -> list[Any]:
         return []
     if type(value) is not list:
         raise NotTraces("invalid_field", f"Expected `array`, got {_kind(value)} - at "
-                        f"`$.{where + '.' if where else ''}{key}`")
+                        f"`$.{where}.{key}`")
     return value
 
 
@@ -250,7 +250,7 @@ def _response(attrs: dict[str, Any]) -> Any:
                             ("llm.output_messages.", "message.content")):
         indexed = _indexed(attrs, prefix, "role", content)
         if indexed:
-            return "\n".join(m["content"] for m in indexed if type(m["content"]) is str)
+            return "\n".join(m["content"] for m in indexed)  # strings, as _indexed reads them
     return _first(attrs, "ai.response.text", "output.value")
 
 

@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.batcher import Batch, Batcher
 from consumers.dead_letter import DeadLetter, DeadLetterWriter
-from consumers.decode import Rejection
+from consumers.decode import Rejection, each
 from consumers.join import Half, Joined, Joiner, Side
 from consumers.offsets import OffsetTracker, Partition
 from consumers.settings import (
@@ -267,7 +267,7 @@ class KafkaSource:
                     if type(decoded) is list and not decoded:  # no record in it (OTLP spans
                         self._tracker.finish((origin,))  # of no model call): done
                         continue
-                    for record in decoded if isinstance(decoded, list) else (decoded,):
+                    for record in each(decoded):
                         batcher.add(record, (origin,))
                     if batcher.full():
                         self._ready.append(batcher.take(force=True))  # type: ignore[arg-type]
