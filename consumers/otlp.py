@@ -16,6 +16,10 @@ agents, embeddings) are not records. Each call's wire fields:
   else the Vercel AI SDK's `ai.prompt.messages`, else `input.value`;
 - response: the text of `gen_ai.output.messages`, else `gen_ai.completion.N.content`,
   `llm.output_messages.N.message.content`, `ai.response.text` or `output.value`;
+- an indexed message of several parts: OpenLLMetry writes its content as the JSON of the
+  API's parts (`[{"type": "text", "text": ...}, {"type": "image_url", ...}]`), read as
+  those parts; OpenInference writes them indexed
+  (`message.contents.M.message_content.type`/`.text`), their text parts read;
 - token counts: `gen_ai.usage.input_tokens`/`output_tokens` (`prompt_tokens`/
   `completion_tokens`, `llm.token_count.prompt`/`completion`);
 - status: `error` for a span whose status is an error, else `ok`; error_type: `error.type`.
@@ -40,6 +44,19 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 # What `gen_ai.operation.name` says of a model call (a chat, a completion, Gemini's).
 _CALLS = frozenset({"chat", "text_completion", "generate_content", "completion"})
 _ERROR = (2, "2", "STATUS_CODE_ERROR")
+# A message's text parts: the Chat Completions' and Anthropic's `text`, the Responses API's
+# `input_text` and `output_text` (OpenInference's parts carry the API's own type).
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+# The part types of a message's content list in the Chat Completions, Responses and
+# Anthropic Messages APIs (OpenLLMetry logs such a list as its JSON).
+_API_PARTS = _TEXT_PARTS | {
+    "image_url", "input_image", "input_audio", "file", "input_file", "refusal", "image",
+    "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
+# Indexed messages (prefix, role, content, parts): OpenLLMetry's, then OpenInference's.
+_INPUTS = (("gen_ai.prompt.", "role", "content", None),
+           ("llm.input_messages.", "message.role", "message.content", "message.contents"))
+_OUTPUTS = (("gen_ai.completion.", "role", "content", None),
+            ("llm.output_messages.", "message.role", "message.content", "message.contents"))
 _MAX_NANOS = 2**63  # OTLP's fixed64 times, read as the int64 they are in practice
 
 
@@ -227,9 +244,8 @@ def _prompt(attrs: dict[str, Any]) -> Any:
         return [_message(m) for m in messages if type(m) is dict]
     if messages is not None:  # a string that is no JSON: the prompt itself
         return messages
-    for prefix, role, content in (("gen_ai.prompt.", "role", "content"),
-                                  ("llm.input_messages.", "message.role", "message.content")):
-        indexed = _indexed(attrs, prefix, role, content)
+    for names in _INPUTS:
+        indexed = _indexed(attrs, *names)
         if indexed:
             return indexed
     if (chat := attrs.get("ai.prompt.messages")) is not None:  # the Vercel AI SDK's
@@ -246,11 +262,10 @@ def _response(attrs: dict[str, Any]) -> Any:
         return "\n".join(t for m in messages if type(m) is dict and (t := _text(m.get("parts"))))
     if messages is not None:
         return messages
-    for prefix, content in (("gen_ai.completion.", "content"),
-                            ("llm.output_messages.", "message.content")):
-        indexed = _indexed(attrs, prefix, "role", content)
+    for names in _OUTPUTS:
+        indexed = _indexed(attrs, *names)
         if indexed:
-            return "\n".join(m["content"] for m in indexed)  # strings, as _indexed reads them
+            return "\n".join(t for m in indexed if (t := _parts_text(m["content"])))
     return _first(attrs, "ai.response.text", "output.value")
 
 
@@ -272,17 +287,48 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": message.get("role") or "user", "content": parts}
 
 
-def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str
-             ) -> list[dict[str, Any]]:
-    """Messages flattened with an index (`gen_ai.prompt.0.role`, `.content`), in order."""
+def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str,
+             parts: str | None) -> list[dict[str, Any]]:
+    """Messages flattened with an index (`gen_ai.prompt.0.role`, `.content`, or `.contents`
+    indexed in turn), in order, each content a string or a list of the API's parts."""
     out = []
     for i in range(len(attrs)):
         said = attrs.get(f"{prefix}{i}.{content}")
         who = attrs.get(f"{prefix}{i}.{role}")
+        if said is None and parts is not None:
+            said = _contents(attrs, f"{prefix}{i}.{parts}.")
         if said is None and who is None:
             break
-        out.append({"role": who or "user", "content": said if type(said) is str else ""})
+        if type(said) is str:
+            said = _json_parts(said)
+        out.append({"role": who or "user", "content": said if type(said) in (str, list) else ""})
     return out
+
+
+def _json_parts(said: str) -> str | list[dict[str, Any]]:
+    """A message's content as OpenLLMetry writes it: text, or the JSON of the API's list of
+    parts for a message of several (read as parts only where each is an object of a part
+    type the APIs send: a prompt that is JSON of its own stays text)."""
+    parts = _json(said)
+    if type(parts) is list and parts and all(
+            type(p) is dict and type(p.get("type")) is str and p["type"] in _API_PARTS
+            for p in parts):
+        return parts
+    return said
+
+
+def _contents(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]] | None:
+    """OpenInference's indexed parts of a message (`message.contents.0.message_content.text`
+    and `.type`): its text parts as the API's, an image's dropped; None where it has none."""
+    parts: list[dict[str, Any]] = []
+    for j in range(len(attrs) + 1):  # a part more than there are attributes: the loop ends
+        text = attrs.get(f"{prefix}{j}.message_content.text")
+        kind = attrs.get(f"{prefix}{j}.message_content.type")
+        if text is None and kind is None:
+            break
+        if type(text) is str and (kind is None or kind in _TEXT_PARTS):
+            parts.append({"type": "text", "text": text})
+    return parts if j else None
 
 
 def _text(parts: Any) -> str | None:
@@ -293,6 +339,14 @@ def _text(parts: Any) -> str | None:
         return None
     return "\n".join(p["content"] for p in parts if type(p) is dict
                      and p.get("type", "text") == "text" and type(p.get("content")) is str)
+
+
+def _parts_text(content: str | list[dict[str, Any]]) -> str:
+    """An indexed message's text: a string as it is, or its text parts' one per line."""
+    if type(content) is str:
+        return content
+    return "\n".join(p["text"] for p in content
+                     if p["type"] in _TEXT_PARTS and type(p.get("text")) is str)
 
 
 def _json(value: Any) -> Any:

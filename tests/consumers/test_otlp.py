@@ -198,6 +198,66 @@ def test_openinference_input_value_and_plain_strings() -> None:
         ("Hi there", "Hello!"), ("just a string", "structured")]
 
 
+def test_a_message_of_several_parts_is_read_as_each_instrumentation_writes_it() -> None:
+    """OpenInference indexes the parts of a multi-part message (an image beside the question,
+    the Responses API's `output_text`); OpenLLMetry writes the API's own list of parts as
+    JSON, an Anthropic tool result among them. Their text is the message's; a prompt that is
+    JSON of its own is text."""
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    records = _decoder().decode(traces(
+        span("0a0a0a0a0a0a0a0a", {
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4.1",
+            "llm.input_messages.0.message.role": "system",
+            "llm.input_messages.0.message.content": "Describe images.",
+            "llm.input_messages.1.message.role": "user",
+            "llm.input_messages.1.message.contents.0.message_content.type": "text",
+            "llm.input_messages.1.message.contents.0.message_content.text": "What is this?",
+            "llm.input_messages.1.message.contents.1.message_content.type": "image",
+            "llm.input_messages.1.message.contents.1.message_content.image.image.url":
+                "https://example.com/cat.png",
+            "llm.input_messages.1.message.contents.2.message_content.type": "text",
+            "llm.input_messages.1.message.contents.2.message_content.text": "Be short.",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.contents.0.message_content.type": "output_text",
+            "llm.output_messages.0.message.contents.0.message_content.text": "A cat.",
+            "llm.output_messages.0.message.contents.1.message_content.type": "output_text",
+            "llm.output_messages.0.message.contents.1.message_content.text": "Orange."}),
+        span("0b0b0b0b0b0b0b0b", {
+            "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": json.dumps([{"type": "text", "text": "And this?"},
+                                                   image]),
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.content": json.dumps([{"type": "text", "text": "A dog."}])}),
+        span("0c0c0c0c0c0c0c0c", {
+            "gen_ai.system": "anthropic", "gen_ai.request.model": "claude-sonnet-4",
+            "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "Weather in Oslo?",
+            "gen_ai.prompt.1.role": "assistant", "gen_ai.prompt.1.content": json.dumps([
+                {"type": "tool_use", "id": "t1", "name": "weather", "input": {"q": "Oslo"}}]),
+            "gen_ai.prompt.2.role": "user", "gen_ai.prompt.2.content": json.dumps([
+                {"type": "tool_result", "tool_use_id": "t1", "content": "snow, -4C"},
+                {"type": "text", "text": "Do I need boots?"}]),
+            "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "Yes."}),
+        span("0d0d0d0d0d0d0d0d", {
+            "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": '[{"type": "row", "id": 7}]',
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.content": '{"type": "text", "text": "a JSON answer"}'})))
+    assert isinstance(records, list) and len(records) == 4, records
+    openinference, openai, anthropic, json_of_its_own = records
+    assert openinference.user_prompt == "What is this?\nBe short."
+    assert openinference.prompt_text == "Describe images.\nWhat is this?\nBe short."
+    assert openinference.response == "A cat.\nOrange."
+    assert (openai.user_prompt, openai.response) == ("And this?", "A dog.")
+    # The tool's result is among the facts the answer stands on, not what the user said.
+    assert anthropic.user_prompt == "Do I need boots?"
+    assert anthropic.prompt_text == "Weather in Oslo?\n\nsnow, -4C\nDo I need boots?"
+    assert anthropic.response == "Yes."
+    assert json_of_its_own.user_prompt == '[{"type": "row", "id": 7}]'
+    assert json_of_its_own.response == '{"type": "text", "text": "a JSON answer"}'
+
+
 @pytest.mark.parametrize(("message", "reason", "detail"), [
     (b"{", "not_json", "truncated"),
     (b"[1, 2]", "not_object", "Expected `object`, got `list`"),
@@ -274,10 +334,15 @@ _KEYS = st.sampled_from([
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
     "gen_ai.usage.input_tokens", "gen_ai.prompt.0.content", "gen_ai.prompt.0.role",
     "gen_ai.completion.0.content", "openinference.span.kind", "input.value",
-    "input.mime_type", "llm.input_messages.0.message.content", "error.type", "x"])
+    "input.mime_type", "llm.input_messages.0.message.content", "error.type", "x",
+    "llm.input_messages.0.message.contents.0.message_content.text",
+    "llm.input_messages.0.message.contents.0.message_content.type",
+    "llm.output_messages.0.message.contents.1.message_content.text"])
 _ANY_VALUE = _JSON | st.builds(value, _JSON) | st.sampled_from([
     {"stringValue": "chat"}, {"stringValue": "LLM"}, {"stringValue": "[{\"role\": 1}]"},
-    {"stringValue": "application/json"}, {"intValue": "12"}, {"intValue": "x"}])
+    {"stringValue": "application/json"}, {"intValue": "12"}, {"intValue": "x"},
+    {"stringValue": '[{"type": "text", "text": 5}, {"type": "image"}]'},
+    {"stringValue": '[{"type": "tool_result", "content": {"x": [1]}}]'}])
 
 
 @st.composite
