@@ -20,6 +20,10 @@ agents, embeddings) are not records. Each call's wire fields:
   API's parts (`[{"type": "text", "text": ...}, {"type": "image_url", ...}]`), read as
   those parts; OpenInference writes them indexed
   (`message.contents.M.message_content.type`/`.text`), their text parts read;
+- content an instrumentation logs as span events, where the span's attributes hold none:
+  the `gen_ai.client.inference.operation.details` event's attributes (as the span's),
+  the per-message events (`gen_ai.user.message` ... `gen_ai.choice`, the body in
+  `gen_ai.event.content`), or `gen_ai.content.prompt`/`completion`;
 - token counts: `gen_ai.usage.input_tokens`/`output_tokens` (`prompt_tokens`/
   `completion_tokens`, `llm.token_count.prompt`/`completion`);
 - status: `error` for a span whose status is an error, else `ok`; error_type: `error.type`.
@@ -52,6 +56,9 @@ _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _API_PARTS = _TEXT_PARTS | {
     "image_url", "input_image", "input_audio", "file", "input_file", "refusal", "image",
     "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
+# A message's event in the GenAI conventions 1.28 to 1.36, and its author.
+_MESSAGE_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
+                   "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
 # Indexed messages (prefix, role, content, parts): OpenLLMetry's, then OpenInference's.
 _INPUTS = (("gen_ai.prompt.", "role", "content", None),
            ("llm.input_messages.", "message.role", "message.content", "message.contents"))
@@ -169,6 +176,9 @@ def from_proto(value: bytes) -> dict[str, Any]:
             "startTimeUnixNano": span.start_time_unix_nano,
             "endTimeUnixNano": span.end_time_unix_nano,
             "attributes": [_proto_kv(kv) for kv in span.attributes],
+            "events": [{"name": event.name,
+                        "attributes": [_proto_kv(kv) for kv in event.attributes]}
+                       for event in span.events],
             "status": {"code": span.status.code}} for span in ss.spans]}
             for ss in rs.scope_spans]} for rs in request.resource_spans]}
 
@@ -228,14 +238,109 @@ def _fields(span: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
                                     "gen_ai.usage.completion_tokens",
                                     "llm.token_count.completion"),
         "error_type": attrs.get("error.type"),
-        "prompt": _prompt(attrs),
-        "response": _response(attrs),
-        "system": _text(_json(attrs.get("gen_ai.system_instructions"))),
     }
+    content, chat, answer = attrs, None, None
+    if span.get("events") is not None:  # the content an instrumentation logs as events
+        details, chat, answer = _from_events(_events(span))
+        content = {**details, **attrs} if details else attrs
+    prompt, response = _prompt(content), _response(content)
+    found["prompt"] = chat if prompt is None else prompt
+    found["response"] = answer if response is None else response
+    found["system"] = _text(_json(content.get("gen_ai.system_instructions")))
     out.update((name, value) for name, value in found.items() if value is not None)
     status = span.get("status")
     out["status"] = "error" if type(status) is dict and status.get("code") in _ERROR else "ok"
     return out
+
+
+def _events(span: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A span's events as (name, attributes). NotTraces where one is no such object."""
+    events = span["events"]
+    if type(events) is not list:
+        raise NotTraces("invalid_field", f"Expected `array`, got {_kind(events)} - at "
+                        "`$.events`")
+    out = []
+    for n, event in enumerate(events):
+        event = _object(event, f"events.{n}")
+        name = event.get("name")
+        out.append((name if type(name) is str else "", _attributes(event, f"events.{n}")))
+    return out
+
+
+def _from_events(events: list[tuple[str, dict[str, Any]]]
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None, str | None]:
+    """The content a span's events carry: the attributes of the GenAI conventions'
+    `gen_ai.client.inference.operation.details` event (1.37 on: the messages as the span's
+    own attributes would hold them); else a chat and an answer from their per-message events
+    (1.28 to 1.36: `gen_ai.user.message`, `gen_ai.choice` and the rest, the body in
+    `gen_ai.event.content` as Azure's and Semantic Kernel's SDKs write it) or the older
+    `gen_ai.content.prompt`/`completion` (the chat's JSON in `gen_ai.prompt`/`completion`)."""
+    details: dict[str, Any] = {}
+    chat: list[dict[str, Any]] = []
+    answers: list[str] = []
+    for name, attrs in events:
+        if name == "gen_ai.client.inference.operation.details":
+            details.update(attrs)
+        elif name in _MESSAGE_EVENTS:
+            role, body = _MESSAGE_EVENTS[name], _body(attrs)
+            if type(body) is dict:
+                role = body["role"] if type(body.get("role")) is str else role
+                body = body.get("content")
+            chat.append({"role": role, "content": _said(body)})
+        elif name == "gen_ai.choice":
+            answers.append(_answer(_body(attrs)))
+        elif name == "gen_ai.content.prompt":
+            said = _chat(attrs.get("gen_ai.prompt"))
+            if type(said) is str:
+                chat.append({"role": "user", "content": said})
+            elif said is not None:
+                chat.extend({"role": m["role"] if type(m.get("role")) is str else "user",
+                             "content": _said(m.get("content"))} for m in said)
+        elif name == "gen_ai.content.completion":
+            said = _chat(attrs.get("gen_ai.completion"))
+            answers.extend([said] if type(said) is str else map(_answer, said or ()))
+    answer = "\n".join(a for a in answers if a)
+    return details, chat or None, answer if answers else None
+
+
+def _chat(value: Any) -> str | list[dict[str, Any]] | None:
+    """The older events' `gen_ai.prompt`/`gen_ai.completion`: the JSON of a list of messages
+    (or one), else text as it is (an answer that is JSON of its own included)."""
+    said = _json(value)
+    if type(said) is dict:
+        said = [said]
+    if type(said) is list and said and all(
+            type(m) is dict and ("content" in m or "message" in m) for m in said):
+        return said
+    return value if type(value) is str else None
+
+
+def _body(attrs: dict[str, Any]) -> Any:
+    """A message event's body, as its attributes carry it."""
+    return _json(attrs.get("gen_ai.event.content", attrs.get("content")))
+
+
+def _answer(body: Any) -> str:
+    """An answer's text from an event's body: text, a message, or a choice of one."""
+    if type(body) is dict:
+        body = body["message"] if type(body.get("message")) is dict else body
+        body = body.get("content")
+    return _parts_text(_said(body))
+
+
+def _said(content: Any) -> str | list[dict[str, Any]]:
+    """A message's content as a chat message of the wire holds it: text, the API's parts
+    (as a list or as its JSON), else empty."""
+    if type(content) is str:
+        return _json_parts(content)
+    return content if _is_parts(content) else ""
+
+
+def _is_parts(value: Any) -> bool:
+    """Whether a value is a content list as the APIs send it: objects of their part types."""
+    return type(value) is list and bool(value) and all(
+        type(p) is dict and type(p.get("type")) is str and p["type"] in _API_PARTS
+        for p in value)
 
 
 def _prompt(attrs: dict[str, Any]) -> Any:
@@ -310,11 +415,7 @@ def _json_parts(said: str) -> str | list[dict[str, Any]]:
     parts for a message of several (read as parts only where each is an object of a part
     type the APIs send: a prompt that is JSON of its own stays text)."""
     parts = _json(said)
-    if type(parts) is list and parts and all(
-            type(p) is dict and type(p.get("type")) is str and p["type"] in _API_PARTS
-            for p in parts):
-        return parts
-    return said
+    return parts if _is_parts(parts) else said
 
 
 def _contents(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]] | None:

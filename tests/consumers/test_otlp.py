@@ -258,6 +258,81 @@ def test_a_message_of_several_parts_is_read_as_each_instrumentation_writes_it() 
     assert json_of_its_own.response == '{"type": "text", "text": "a JSON answer"}'
 
 
+def event(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    return {"timeUnixNano": str(START_NS + 1), "name": name,
+            "attributes": [{"key": k, "value": value(v)} for k, v in attributes.items()]}
+
+
+# Content an instrumentation logs as span events rather than as the span's attributes.
+EVENTS = [
+    # The GenAI conventions 1.37 on: one event holds the messages' attributes.
+    span("e1e1e1e1e1e1e1e1", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m1"},
+         events=[event("gen_ai.client.inference.operation.details", {
+             "gen_ai.system_instructions": json.dumps([{"type": "text",
+                                                        "content": "Be brief."}]),
+             "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+                 {"type": "text", "content": "Capital of Chile?"}]}]),
+             "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                 {"type": "text", "content": "Santiago."}]}])})]),
+    # 1.28 to 1.36, as Azure's AI Inference SDK writes them: an event a message.
+    span("e2e2e2e2e2e2e2e2", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m2"},
+         events=[event("gen_ai.system.message", {"gen_ai.event.content": json.dumps(
+                     {"role": "system", "content": "Use the tool."})}),
+                 event("gen_ai.user.message", {"gen_ai.event.content": json.dumps(
+                     {"content": "Weather in Lima?"})}),
+                 event("gen_ai.assistant.message", {"gen_ai.event.content": json.dumps(
+                     {"content": None, "tool_calls": [{"id": "c1", "type": "function"}]})}),
+                 event("gen_ai.tool.message", {"gen_ai.event.content": json.dumps(
+                     {"content": "fog, 17C", "id": "c1"})}),
+                 event("exception", {"exception.message": "retried once"}),
+                 event("gen_ai.choice", {"gen_ai.event.content": json.dumps(
+                     {"index": 0, "finish_reason": "stop",
+                      "message": {"role": "assistant", "content": "Foggy, 17C."}})})]),
+    # 1.26 and 1.27 (Semantic Kernel's): the chat's JSON, and an answer's text as it is.
+    span("e3e3e3e3e3e3e3e3", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m3"},
+         events=[event("gen_ai.content.prompt", {"gen_ai.prompt": json.dumps(
+                     [{"role": "system", "content": "Answer in JSON."},
+                      {"role": "user", "content": "Two primes?"}])}),
+                 event("gen_ai.content.completion", {"gen_ai.completion": '{"primes": [2, 3]}'})]),
+    # The span's own attributes come first: its events add nothing then.
+    span("e4e4e4e4e4e4e4e4", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m4",
+                              "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "Hi",
+                              "gen_ai.completion.0.content": "Hello"},
+         events=[event("gen_ai.content.prompt", {"gen_ai.prompt": "not this"}),
+                 event("gen_ai.content.completion", {"gen_ai.completion": "nor this"})]),
+]
+
+
+def test_a_calls_content_logged_as_span_events_is_read_from_them() -> None:
+    records = _decoder().decode(traces(*EVENTS))
+    assert isinstance(records, list) and len(records) == 4, records
+    details, per_message, legacy, attributes_first = records
+    assert (details.user_prompt, details.response) == ("Capital of Chile?", "Santiago.")
+    assert details.prompt_text == "Be brief.\nCapital of Chile?"
+    assert (per_message.user_prompt, per_message.response) == ("Weather in Lima?",
+                                                               "Foggy, 17C.")
+    assert per_message.prompt_text == "Use the tool.\nWeather in Lima?\n\nfog, 17C"
+    assert (legacy.user_prompt, legacy.response) == ("Two primes?", '{"primes": [2, 3]}')
+    assert legacy.prompt_text == "Answer in JSON.\nTwo primes?"
+    assert (attributes_first.user_prompt, attributes_first.response) == ("Hi", "Hello")
+    assert _proto_decoder().decode(as_proto(traces(*EVENTS))) == records
+
+
+@pytest.mark.parametrize(("events", "detail"), [
+    ({"a": 1}, "Expected `array`, got `dict` - at `$.events`"),
+    ([7], "Expected `object`, got `int` - at `$.events.0`"),
+    ([{"name": "gen_ai.choice", "attributes": [{"key": 1}]}],
+     "Expected `{key, value}` with a string key - at `$.events.0.attributes.0`"),
+])
+def test_a_calls_events_not_as_otlp_writes_them_name_the_span_and_the_place(
+        events: Any, detail: str) -> None:
+    refused = _decoder().decode(traces(span("e5e5e5e5e5e5e5e5", {"gen_ai.request.model": "m"},
+                                            events=events)))
+    assert isinstance(refused, Rejection) and refused.reason == "invalid_field", refused
+    assert refused.detail == ("the model call at `$.resourceSpans.0.scopeSpans.0.spans.0` "
+                              f"(spanId e5e5e5e5e5e5e5e5): {detail}"), refused
+
+
 @pytest.mark.parametrize(("message", "reason", "detail"), [
     (b"{", "not_json", "truncated"),
     (b"[1, 2]", "not_object", "Expected `object`, got `list`"),
@@ -345,6 +420,13 @@ _ANY_VALUE = _JSON | st.builds(value, _JSON) | st.sampled_from([
     {"stringValue": '[{"type": "tool_result", "content": {"x": [1]}}]'}])
 
 
+_EVENTS = st.sampled_from([
+    "gen_ai.client.inference.operation.details", "gen_ai.user.message", "gen_ai.choice",
+    "gen_ai.tool.message", "gen_ai.content.prompt", "gen_ai.content.completion"])
+_EVENT_KEYS = _KEYS | st.sampled_from([
+    "gen_ai.event.content", "content", "gen_ai.prompt", "gen_ai.completion"])
+
+
 @st.composite
 def _otlp_like(draw: st.DrawFn) -> Any:
     """OTLP-shaped messages with any value anywhere: attributes, times, ids, nesting."""
@@ -356,6 +438,11 @@ def _otlp_like(draw: st.DrawFn) -> Any:
             "attributes": st.lists(st.fixed_dictionaries({"key": _KEYS | _JSON},
                                                          optional={"value": _ANY_VALUE}),
                                    max_size=6) | _JSON,
+            "events": st.lists(st.fixed_dictionaries({}, optional={
+                "name": _EVENTS | _JSON,
+                "attributes": st.lists(st.fixed_dictionaries(
+                    {"key": _EVENT_KEYS | _JSON}, optional={"value": _ANY_VALUE}),
+                    max_size=3) | _JSON}) | _JSON, max_size=3) | _JSON,
         }) | _JSON, max_size=3))
     if draw(st.integers(0, 4)) == 0:
         return draw(_JSON)
