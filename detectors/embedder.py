@@ -77,6 +77,11 @@ def resolve_model_path(model: str | None, setting: str = SETTING) -> str:
     )
 
 
+def first_line(error: Exception) -> str:
+    """An error's first line: transformers' own messages run to paragraphs."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 @dataclass
 class EmbedderStats:
     """Counts of the embedder's work since last read: texts, cache hits, batches, time."""
@@ -143,7 +148,14 @@ class Embedder:
         self.backend, self.precision = backend, precision
         self.name = embedding_model_name(model)
         quiet_model_loading()
-        self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
+        try:
+            self._st = SentenceTransformer(self.path, device=self.device, local_files_only=True)
+        except (OSError, ValueError) as e:  # a directory without a model's config or weights
+            raise ModelNotFound(
+                f"{SETTING}={model!r} is a directory ({self.path}) but holds no model "
+                f"sentence-transformers can load ({first_line(e)}); save one there with "
+                f"model.save_pretrained, or leave {SETTING} unset for the offline default"
+            ) from e
         self._st.eval()
         # transformers 5 loads a checkpoint in its saved dtype (often fp16 or bf16) when the
         # config names none: the precision asked for is set here, not inherited.

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.embedder import ModelNotFound  # the one toxicity.py re-exports
+# ModelNotFound: the one toxicity.py re-exports
+from detectors.embedder import ModelNotFound, first_line
 from detectors.inference import inference
 from detectors.load_report import quiet_model_loading
 
@@ -398,7 +399,7 @@ class NliSupport:
         except (OSError, ValueError) as e:  # no config, weights or tokenizer files there
             raise ModelNotFound(
                 f"{NLI_SETTING}={str(path)!r} is not a complete sequence-classification model "
-                f"({e}); save one there with save_pretrained, or leave it unset") from e
+                f"({first_line(e)}); save one there with save_pretrained, or leave it unset") from e
         self.model = model.to(device).eval()
         self.device = device
         self.batch_size = batch_size

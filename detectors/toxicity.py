@@ -12,7 +12,7 @@ import numpy as np
 from scipy.sparse import issparse
 from scipy.special import expit
 
-from detectors.embedder import ModelNotFound
+from detectors.embedder import ModelNotFound, first_line
 from detectors.inference import inference
 from detectors.load_report import quiet_model_loading
 
@@ -157,7 +157,7 @@ class TransformersToxicityScorer:
         except (OSError, ValueError) as e:  # no config, weights or tokenizer files there
             raise ModelNotFound(
                 f"{SETTING}={str(path)!r} is not a complete sequence-classification model "
-                f"({e}); save one there with model.save_pretrained and "
+                f"({first_line(e)}); save one there with model.save_pretrained and "
                 f"tokenizer.save_pretrained, or leave it unset for the offline default"
             ) from e
         self.device = device

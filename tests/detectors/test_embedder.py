@@ -88,6 +88,17 @@ def test_a_model_that_is_not_on_disk_is_a_clear_error_naming_the_setting(tmp_pat
         resolve_model_path("some-org/not-cached-model")
 
 
+@pytest.mark.parametrize("files", [{}, {"config.json": "{}"}])
+def test_a_directory_without_a_model_is_a_clear_one_line_error(tmp_path, files) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ModelNotFound) as refused:
+        Embedder(str(tmp_path), device="cpu")
+    message = str(refused.value)
+    assert message.startswith(f"scoring.embedding.model={str(tmp_path)!r} is a directory")
+    assert "holds no model" in message and "\n" not in message, message
+
+
 def test_device_choice_falls_back_to_cpu_and_refuses_absent_cuda() -> None:
     import torch
 
