@@ -7,8 +7,23 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
+
+
+class StreamError(OSError):
+    """A verb's input or output that cannot be read or written as given (a standard stream
+    the caller closed, a full disk, a path the system refuses): one line naming it, exit 2,
+    not a traceback."""
+
+
+def standard_input() -> IO[bytes]:
+    """stdin's bytes; StreamError where the caller closed it (`<&-`: Python has none)."""
+    if sys.stdin is None:
+        raise StreamError("standard input is closed: name a file with --input")
+    return sys.stdin.buffer
 
 
 def readable_file(text: str) -> Path:

@@ -16,6 +16,7 @@ import msgspec
 from consumers.batcher import Batch
 from consumers.decode import Rejection, each
 from consumers.wire import Record
+from monitor.app.arguments import standard_input
 from monitor.app.wiring import OFFLINE_BATCH, build_parts, offline_decoder, wire
 from monitor.config import OfflineConfig
 from monitor.pipeline.model_scoring import ModelScorers
@@ -90,7 +91,7 @@ def _decision(d: Decision, batch_size: int) -> dict[str, object]:
 
 def run_backtest(input_path: str | Path | None, output: IO[bytes], config: OfflineConfig
                  ) -> int:
-    source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
+    source = open(input_path, "rb") if input_path else standard_input()  # noqa: SIM115
     encoder = msgspec.json.Encoder()
     summary: Counter[str] = Counter()
     first: dict[str, int] = {}

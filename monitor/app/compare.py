@@ -261,8 +261,10 @@ def compare(baseline: Side, candidate: Side, config: OfflineConfig,
     """Score both sides, pair them, and judge every gate on the paired differences."""
     ids = [rid for rid in baseline.records if rid in candidate.records]
     if not ids:
+        refused = rejected_lines(baseline.rejected + candidate.rejected, 3)
         raise InputError(f"no request_id is in both files ({len(baseline.records)} valid "
-                         f"baseline and {len(candidate.records)} valid candidate records)")
+                         f"baseline and {len(candidate.records)} valid candidate records)"
+                         + "".join(f"\n  refused: {line}" for line in refused))
     canary = config.canary
     gates = [*canary.hard_gates, *canary.soft_gates]
     models = models or ModelScorers(config.scorers, config.scoring, embeddings=True)

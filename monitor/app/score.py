@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consumers.decode import Rejection, each
 from consumers.wire import Record
+from monitor.app.arguments import standard_input
 from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
 from monitor.config import OfflineConfig
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
@@ -102,7 +103,7 @@ def _row(record: Record, s: BatchScores, i: int) -> dict[str, object]:
 
 def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig,
               read: bool = False, topic: str | None = None) -> int:
-    source = open(input_path, "rb") if input_path else sys.stdin.buffer  # noqa: SIM115
+    source = open(input_path, "rb") if input_path else standard_input()  # noqa: SIM115
     total = input_path.stat().st_size if input_path else None
     encoder = msgspec.json.Encoder()
     models = ModelScorers(config.scorers, config.scoring)

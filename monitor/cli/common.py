@@ -11,7 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
+
+from monitor.app.arguments import StreamError
 
 DEFAULT_CONFIG = "driftwatch.yaml"
 
@@ -151,9 +153,55 @@ def quiet_closed_socket_reads() -> None:
         logger.addFilter(_ClosedSocketRead())
 
 
+class _Named:
+    """A binary output whose write errors name it (reads name their own file)."""
+
+    def __init__(self, raw: IO[bytes], name: str) -> None:
+        self._raw, self._name = raw, name
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._raw.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StreamError(f"cannot write {self._name}: {exc.strerror or exc}") from exc
+
+    def flush(self) -> None:
+        try:
+            self._raw.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StreamError(f"cannot write {self._name}: {exc.strerror or exc}") from exc
+
+
+def write_file(path: Path, text: str, flag: str) -> None:
+    """Write a report a flag names; StreamError naming the flag where the system refuses."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise StreamError(f"cannot write {flag} {str(path)!r}: {exc.strerror or exc}") from exc
+
+
 def to_output(path: Path | None, write: Callable[[IO[bytes]], int]) -> int:
-    """Run `write` on the file at `path` (stdout when None); return its exit code."""
+    """Run `write` on the file at `path` (stdout when None); return its exit code.
+    StreamError where it cannot be opened or written."""
     if path is None:
-        return write(sys.stdout.buffer)
-    with open(path, "wb") as out:
-        return write(out)
+        if sys.stdout is None:  # `>&-`: Python leaves no stream at all
+            raise StreamError("standard output is closed: name a file with --output")
+        return write(cast(IO[bytes], _Named(sys.stdout.buffer, "standard output")))
+    name = f"--output {str(path)!r}"
+    try:
+        raw = open(path, "wb")  # noqa: SIM115 - closed below, its error named
+    except OSError as exc:
+        raise StreamError(f"cannot write {name}: {exc.strerror or exc}") from exc
+    try:
+        code = write(cast(IO[bytes], _Named(raw, name)))
+    finally:
+        try:
+            raw.close()
+        except OSError as exc:  # the last buffered write fails here
+            raise StreamError(f"cannot write {name}: {exc.strerror or exc}") from exc
+    return code
+

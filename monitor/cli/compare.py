@@ -7,7 +7,7 @@ import json
 import sys
 
 from monitor.app.arguments import readable_file, whole, writable_file
-from monitor.cli.common import setup_logging
+from monitor.cli.common import setup_logging, write_file
 from monitor.config import load_offline_config
 
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         console = Console(width=160)
     print_table(result, console)
     if args.json is not None:
-        args.json.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False))
+        write_file(args.json, json.dumps(result.to_json(), indent=2, allow_nan=False), "--json")
     if args.html is not None:
-        args.html.write_text(render_html(result), encoding="utf-8")
+        write_file(args.html, render_html(result), "--html")
     return VERDICTS[result.verdict]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from chaos import command as chaos
 from dashboards import command as dashboards
+from monitor.app.arguments import StreamError
 from monitor.cli import (
     backtest,
     bench,
@@ -46,10 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         verb.add_parser(sub)
         for name in set(sub.choices) - before:
             sub.choices[name].set_defaults(verb=verb)
+    if sys.stderr is None:  # `2>&-`: what would be said goes nowhere, and the work is done
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     args = parser.parse_args(argv)
     try:
         return args.verb.run(args)
-    except ConfigError as exc:
+    except (ConfigError, StreamError) as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # what any verb's models may meet, said as one line

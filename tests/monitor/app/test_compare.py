@@ -62,6 +62,26 @@ def test_bad_lines_and_repeated_ids_are_refused_with_their_line(tmp_path: Path) 
     assert expected == {"a": "x"} and [r.line for r in refused] == [2]
 
 
+def test_nothing_to_pair_says_why_the_lines_were_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A candidate of which no line is valid: before, only the counts (0 valid records)."""
+    baseline = tmp_path / "baseline.jsonl"
+    baseline.write_text('{"request_id": "a", "response": "x"}\n')
+    candidate = tmp_path / "candidate.jsonl"
+    candidate.write_bytes(b'garbage\n{"response": "no id"}\n\xff\n[1]\n')
+    config = tmp_path / "dw.yaml"
+    config.write_text("scorers: [latency]\n")
+    assert main(["compare", "--config", str(config), "--baseline", str(baseline),
+                 "--candidate", str(candidate)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("driftwatch compare: no request_id is in both files (1 valid baseline "
+                      "and 0 valid candidate records)")
+    assert [line.split(": ")[:2] for line in err[1:]] == [
+        ["  refused", f"{candidate}:1"], ["  refused", f"{candidate}:2"],
+        ["  refused", f"{candidate}:3"], ["  refused", "... and 1 more"]], err
+    assert "not_json" in err[1] and "missing_request_id" in err[2] and "not_utf8" in err[3]
+
+
 def _write(path: Path, records: list[dict[str, object]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

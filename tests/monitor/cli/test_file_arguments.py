@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -105,6 +106,56 @@ def test_score_into_a_closed_pipe_ends_quietly_with_141(tmp_path: Path) -> None:
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "Broken pipe" not in err
+
+
+def _records(tmp_path: Path) -> tuple[Path, Path]:
+    records = tmp_path / "in.jsonl"
+    records.write_bytes(b"".join(traffic.encode(r) + b"\n" for r in traffic.wire_records(
+        20, seed=3, start_ms=traffic.FIXED_START_MS)))
+    config = tmp_path / "c.yaml"
+    config.write_text("scorers: [latency]\n")
+    return records, config
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="a full device: Linux's /dev/full")
+def test_an_output_the_system_will_not_take_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk, where a traceback (OSError: No space left on device) was."""
+    records, config = _records(tmp_path)
+    score = ["score", "--config", str(config), "--input", str(records)]
+    assert main([*score, "--output", "/dev/full"]) == 2
+    assert capsys.readouterr().err == (
+        "driftwatch: cannot write --output '/dev/full': No space left on device\n")
+    with open("/dev/full", "wb", buffering=0) as full:  # each write meets the full device
+        monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=full))
+        assert main(score) == 2
+    assert capsys.readouterr().err == (
+        "driftwatch: cannot write standard output: No space left on device\n")
+
+
+def test_a_standard_stream_the_caller_closed(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`>&-`, `<&-`, `2>&-`: Python has no stream there (None), where `.buffer` was an
+    AttributeError; with stderr closed the work is done and said nowhere."""
+    records, config = _records(tmp_path)
+    score = ["score", "--config", str(config)]
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main([*score, "--input", str(records)]) == 2
+    assert capsys.readouterr().err == (
+        "driftwatch: standard output is closed: name a file with --output\n")
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "stdin", None)
+    assert main(score) == 2
+    assert capsys.readouterr().err == (
+        "driftwatch: standard input is closed: name a file with --input\n")
+    monkeypatch.undo()
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main([*score, "--input", str(records), "--output", str(out)]) == 0
+    assert sys.stderr is not None and sys.stderr.name == os.devnull
+    assert len(out.read_text().splitlines()) == 20
 
 
 @pytest.mark.parametrize(("argv", "says"), [
