@@ -26,11 +26,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from monitor.config import ConfigError
 from monitor.config.acting import ReviewSettings
 from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS, Segment
@@ -68,6 +70,16 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 
+def _copy(path: Path, into: sqlite3.Connection) -> None:
+    """The store at `path`, read only, into `into`; ConfigError where it is no such store."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as saved:
+            saved.backup(into)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"review.store {str(path)!r}: cannot read it as a review store "
+                          f"({exc})") from None
+
+
 @dataclass(frozen=True)
 class Estimate:
     """What the labels say of one flag in one segment."""
@@ -83,11 +95,21 @@ class Estimate:
 class ReviewStore:
     """SQLite (WAL) under `review.store`: the sampled records, the frame, the labels."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, scratch: bool = False) -> None:
+        """`scratch`: a copy in memory of the store at `path` (empty where there is none),
+        for a backtest: its labelled rules read the labels the daemon reads, and what it
+        samples never enters the daemon's frame (which would bias the corrected rates) or
+        its queue."""
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        if scratch:
+            self._db = sqlite3.connect(":memory:", check_same_thread=False,
+                                       isolation_level=None)
+            if path.is_file():
+                _copy(path, self._db)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()  # the pipeline samples, the labels thread labels
         self._estimates: dict[tuple[str, Segment], Estimate] = {}

@@ -127,7 +127,7 @@ def build_parts(config: OfflineConfig | Config, live: bool,
                 config.drift, device,
                 embedding_model or embedding_vectors_name(config.scoring.embedding),
                 keep_warmup=live, background=live)
-        _decisions(config, parts, last_fired, device)
+        _decisions(config, parts, last_fired, device, live)
         _token_check(config, parts)
         return parts
     models = models if models is not None else build_models(config, live)
@@ -137,7 +137,7 @@ def build_parts(config: OfflineConfig | Config, live: bool,
     if config.drift.enabled and embedder is not None:
         parts.drift = DriftStage.from_settings(config.drift, embedder.device, embedder.name,
                                                keep_warmup=live, background=live)
-    _decisions(config, parts, last_fired, parts.device)
+    _decisions(config, parts, last_fired, parts.device, live)
     return parts
 
 
@@ -146,13 +146,15 @@ def _token_check(config: OfflineConfig | Config, parts: Parts) -> None:
         parts.token_check = TokenCheckStep(config.scoring.tokenizer)
 
 
-def build_review(config: OfflineConfig | Config) -> ReviewSampler | None:
-    """The review queue's sampler over its store (None: the queue is off)."""
+def build_review(config: OfflineConfig | Config, live: bool = True) -> ReviewSampler | None:
+    """The review queue's sampler over its store (None: the queue is off). Not `live` (a
+    backtest): over a copy of the store in memory, writing no review file."""
     if not config.review.enabled:
         return None
     s = config.scoring
-    return ReviewSampler(config.review, ReviewStore(config.review.store), s.toxicity.threshold,
-                         s.groundedness.ungrounded_below)
+    settings = config.review if live else config.review.model_copy(update={"file": None})
+    return ReviewSampler(settings, ReviewStore(config.review.store, scratch=not live),
+                         s.toxicity.threshold, s.groundedness.ungrounded_below)
 
 
 def corrected_rates(review: ReviewSampler
@@ -167,14 +169,15 @@ def corrected_rates(review: ReviewSampler
 
 
 def _decisions(config: OfflineConfig | Config, parts: Parts,
-               last_fired: Callable[[str], float | None] | None, device: str) -> None:
+               last_fired: Callable[[str], float | None] | None, device: str,
+               live: bool) -> None:
     if config.rules:
         parts.rules = RuleEngine(config.rules, config.actions, last_fired=last_fired)
     if config.canary.enabled:
         parts.canary = CanaryGate(config.canary, device)
     if config.shadow.enabled:
         parts.shadow = ShadowGate(config.shadow)
-    parts.review = build_review(config)
+    parts.review = build_review(config, live)
 
 
 def assemble(

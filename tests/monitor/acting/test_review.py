@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from monitor.acting.review import ReviewSampler, ReviewStore
+from monitor.config import ConfigError
 from monitor.config.acting import ReviewSettings
 
 SEG = ("m", "v1", "stable", "")
@@ -157,3 +158,60 @@ def test_a_review_store_that_refuses_a_batch_leaves_it_out_whole_and_raises_noth
         sampled = sorted(r for (r,) in db.execute("SELECT request_id FROM sampled"))
         frame = sum(n for (n,) in db.execute("SELECT records FROM frame"))
     assert (sampled, frame) == (["b0", "b1"], 2)  # nothing of the refused batch
+
+
+def test_a_scratch_copy_reads_the_store_and_never_writes_it(tmp_path: Path) -> None:
+    """What a backtest samples stays out of the daemon's store: before, its frame counts
+    (the denominators of the corrected rates) grew by every record a backtest replayed."""
+    sampler = _sampler(tmp_path, uniform_rate=1.0, max_per_hour=10**6)
+    ids = [f"r{i}" for i in range(20)]
+    sampler.sample(ids, [SEG] * 20, {"toxicity": np.zeros(20)},
+                   {"toxic": np.zeros(20, dtype=bool)}, {}, now=0.0)
+    assert sampler.store.add_label("r0", "not_toxic", "ann") == "stored"
+    sampler.store.close()
+    path = tmp_path / "review.sqlite3"
+    before = path.read_bytes()
+    scratch = ReviewStore(path, scratch=True)
+    config = ReviewSettings(enabled=True, file=tmp_path / "r.jsonl", uniform_rate=1.0,
+                            max_per_hour=10**6)
+    ReviewSampler(config, scratch, 0.5, 0.5, seed=0).sample(
+        [f"s{i}" for i in range(30)], [SEG] * 30, {"toxicity": np.zeros(30)},
+        {"toxic": np.zeros(30, dtype=bool)}, {}, now=0.0)
+    frame = "SELECT SUM(records) FROM frame"
+    assert scratch._db.execute(frame).fetchone() == (50,)  # the copy: 20 saved, 30 its own
+    assert scratch._db.execute("SELECT COUNT(*) FROM labels").fetchone() == (1,)
+    assert path.read_bytes() == before
+    saved = ReviewStore(path)
+    assert saved._db.execute(frame).fetchone() == (20,)
+    assert not ReviewStore(tmp_path / "none" / "r.sqlite3", scratch=True).path.parent.exists()
+    (tmp_path / "junk.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(ConfigError, match=r"review\.store '.*junk\.sqlite3': cannot read it as "
+                                          r"a review store \(file is not a database\)"):
+        ReviewStore(tmp_path / "junk.sqlite3", scratch=True)
+
+
+def test_a_backtest_samples_into_no_store_and_no_review_file(tmp_path: Path) -> None:
+    """`driftwatch backtest` with the daemon's config: its review queue is a scratch copy."""
+    import yaml
+
+    from monitor.cli import main
+    from monitor.local import traffic
+
+    records = tmp_path / "in.jsonl"
+    records.write_bytes(b"".join(traffic.encode(r) + b"\n" for r in traffic.wire_records(
+        60, seed=4, start_ms=traffic.FIXED_START_MS)))
+    store, queue = tmp_path / "state" / "review.sqlite3", tmp_path / "review.jsonl"
+    config = tmp_path / "dw.yaml"
+    config.write_text(yaml.safe_dump({
+        "scorers": ["latency", "toxicity"], "drift": {"enabled": False},
+        "scoring": {"toxicity": {"model": "profanity-check"}},
+        "review": {"enabled": True, "file": str(queue), "store": str(store),
+                   "uniform_rate": 1.0, "max_per_hour": 1_000}}))
+    out = tmp_path / "events.jsonl"
+    argv = ["backtest", "--config", str(config), "--input", str(records), "--output", str(out)]
+    assert main(argv) == 0
+    assert not store.parent.exists() and not queue.exists()
+    ReviewStore(store).close()  # a daemon's store, empty: the backtest reads it, adds nothing
+    before = store.read_bytes()
+    assert main(argv) == 0
+    assert store.read_bytes() == before and not queue.exists()
