@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from monitor.app.arguments import or_std, readable_file, writable_file
 from monitor.cli.common import hint_when_reading_a_terminal, setup_logging, to_output
@@ -21,8 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     from monitor.app.backtest import run_backtest
+    from monitor.pipeline.reference import ReferenceStoreError
 
     offline = load_offline_config(args.config)
     if args.input is None:
         hint_when_reading_a_terminal("backtest")
-    return to_output(args.output, lambda out: run_backtest(args.input, out, offline))
+    try:
+        return to_output(args.output, lambda out: run_backtest(args.input, out, offline))
+    except ReferenceStoreError as exc:  # drift.reference.source: snapshot, and none usable
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 2

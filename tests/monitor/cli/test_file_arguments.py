@@ -343,3 +343,16 @@ def test_offline_verbs_refuse_to_read_otlp_proto_as_lines(
         assert main([*argv, "--config", str(config)]) == 2
         assert capsys.readouterr().err.startswith(
             "driftwatch: wire.format = 'otlp_proto': its messages are binary, not lines")
+
+
+def test_a_backtest_whose_reference_snapshot_is_missing_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`drift.reference.source: snapshot` naming one that is not there: a traceback before."""
+    records, _ = _records(tmp_path)
+    config = tmp_path / "snap.yaml"
+    config.write_text(f"scorers: [sanity]\ndrift: {{enabled: true, reference: {{source: "
+                      f"snapshot, store: {tmp_path / 'refs'}, name: nope}}}}\n")
+    assert main(["backtest", "--config", str(config), "--input", str(records)]) == 2
+    assert capsys.readouterr().err == (
+        f"driftwatch: no reference snapshot named 'nope' under {tmp_path / 'refs'}; build one "
+        "with `driftwatch reference build --name nope --input traffic.jsonl`\n")
