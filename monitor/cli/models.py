@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from monitor.cli.common import setup_logging
 from monitor.config import load_offline_config
@@ -37,8 +38,18 @@ def run(args: argparse.Namespace) -> int:
 
     scoring = load_offline_config(args.config).scoring
     emb = scoring.embedding
+    folder = Path(args.dir or scoring.models_dir).expanduser()
+    try:  # before the model's work (tens of seconds), not after it
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = "--dir" if args.dir else "scoring.models_dir"
+        why = ("a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError)
+               else exc.strerror or str(exc))
+        print(f"driftwatch: {where} {str(folder)!r}: cannot keep tables there ({why})",
+              file=sys.stderr)
+        return 2
     try:
-        table = ensure_table(args.model or emb.model, args.dir or scoring.models_dir,
+        table = ensure_table(args.model or emb.model, folder,
                              DistillSettings(emb.static_pca_dims))
     except ModelNotFound as e:
         print(f"driftwatch: {e}", file=sys.stderr)

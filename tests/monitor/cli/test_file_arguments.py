@@ -356,3 +356,14 @@ def test_a_backtest_whose_reference_snapshot_is_missing_is_one_line(
     assert capsys.readouterr().err == (
         f"driftwatch: no reference snapshot named 'nope' under {tmp_path / 'refs'}; build one "
         "with `driftwatch reference build --name nope --input traffic.jsonl`\n")
+
+
+def test_models_distill_refuses_a_tables_folder_it_cannot_make_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file in the way was a FileExistsError after 20 s of distilling."""
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for folder in (taken, taken / "tables"):
+        assert main(["models", "distill", "--dir", str(folder)]) == 2
+        assert capsys.readouterr().err == (f"driftwatch: --dir {str(folder)!r}: cannot keep "
+                                           "tables there (a file is in the way)\n")
