@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.app.arguments import positive, writable_file
+from monitor.app.arguments import http_url, positive, writable_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +18,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--check", action="store_true",
                        help="write nothing; exit 1 if a committed file is stale")
     push = which.add_parser("push", help="upload the dashboards to Grafana (idempotent)")
-    push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+    push.add_argument("--url", type=http_url, required=True, help="Grafana base URL, e.g. http://grafana:3000")
     push.add_argument("--token-env", required=True,
                       help="environment variable holding a service account token")
     push.add_argument("--folder", default="driftwatch", help="folder title (default %(default)s)")
     render = which.add_parser("render", help="plot the main panels from a Prometheus to a PNG")
     source = render.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prometheus", help="Prometheus base URL")
+    source.add_argument("--prometheus", type=http_url, help="Prometheus base URL")
     source.add_argument("--demo", action="store_true",
                         help="run the demo (broker, traffic, daemon) and a local Prometheus "
                              "for --minutes first, then plot: how overview.png is made")

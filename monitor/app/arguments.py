@@ -62,6 +62,23 @@ def or_std(check: Callable[[str], Path]) -> Callable[[str], Path | None]:
     return parse
 
 
+def http_url(text: str) -> str:
+    """argparse type of an http(s) base URL (a daemon, Grafana, Prometheus): a scheme, a host
+    and a port that parse, so a typo is refused here, not met as httpx's InvalidURL."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a URL has no spaces or control characters")
+    try:
+        url = urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError for a port that is no number or too large
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r}: give http://HOST[:PORT] or https://...")
+    return text.rstrip("/")
+
+
 def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """argparse type of a whole number from `minimum` (to `maximum`): a count, a limit, an
     offset, a port. Out of range is refused when parsed, not met as an IndexError later."""

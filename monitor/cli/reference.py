@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.app.arguments import readable_file, whole
+from monitor.app.arguments import http_url, readable_file, whole
 from monitor.cli.common import setup_logging
 from monitor.config import load_offline_config
 
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     reference.add_argument("--from-offset", type=whole(0), default=0, help="per partition")
     reference.add_argument("--to-offset", type=whole(0), default=None, help="exclusive")
     reference.add_argument("--config", default=None)
-    reference.add_argument("--url", default="http://127.0.0.1:9108",
+    reference.add_argument("--url", type=http_url, default="http://127.0.0.1:9108",
                            help="rollover: the daemon's metrics address (default %(default)s)")
     reference.add_argument("--segment", action="append", default=[], metavar="LABEL=VALUE",
                            help="rollover: only segments with this label value (repeatable)")

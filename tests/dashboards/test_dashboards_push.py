@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from dashboards.build import GRAFANA_DIR
+from dashboards.push import PushError, push
 from monitor.cli import main
 
 TOKEN = "glsa_secret-token-value"
@@ -157,8 +158,11 @@ def test_a_grafana_out_of_reach_or_a_url_without_scheme_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"driftwatch: cannot reach Grafana at {url}: ConnectionError: ")
     assert len(err.splitlines()) == 1 and TOKEN not in err
-    assert main(["dashboards", "push", "--url", "grafana:3000", "--token-env",
-                 "GRAFANA_TOKEN"]) == 1
-    assert capsys.readouterr().err == (
-        "driftwatch: --url 'grafana:3000': give Grafana's base URL, http:// or https:// and "
-        "its host, e.g. http://grafana:3000\n")
+    with pytest.raises(SystemExit) as stopped:  # refused when parsed, before any request
+        main(["dashboards", "push", "--url", "grafana:3000", "--token-env", "GRAFANA_TOKEN"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: argument --url: 'grafana:3000': give http://HOST[:PORT] or https://...")
+    with pytest.raises(PushError, match=r"--url 'grafana:3000': give Grafana's base URL, "
+                                        r"http:// or https:// and its host"):
+        push("grafana:3000", "GRAFANA_TOKEN")  # called as a library: its own check

@@ -52,7 +52,10 @@ def test_what_is_not_a_prometheus_is_one_line(
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"
         code, err = _render(url, output, capsys)
     assert code == 1 and err.startswith(f"driftwatch: cannot reach Prometheus at {url}: ")
-    assert _render("prometheus:9090", output, capsys) == (
-        1, "driftwatch: cannot reach Prometheus at prometheus:9090: Request URL is missing an "
-        "'http://' or 'https://' protocol.\n")
+    with pytest.raises(SystemExit) as stopped:  # refused when parsed, before any request
+        _render("prometheus:9090", output, capsys)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: argument --prometheus: 'prometheus:9090': give http://HOST[:PORT] or "
+        "https://...")
     assert not output.exists()

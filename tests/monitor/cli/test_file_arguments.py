@@ -367,3 +367,27 @@ def test_models_distill_refuses_a_tables_folder_it_cannot_make_before_any_work(
         assert main(["models", "distill", "--dir", str(folder)]) == 2
         assert capsys.readouterr().err == (f"driftwatch: --dir {str(folder)!r}: cannot keep "
                                            "tables there (a file is in the way)\n")
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["reference", "rollover", "--url", "http://[::1"],
+     "argument --url: 'http://[::1' is not a URL (Invalid IPv6 URL)"),
+    (["reference", "rollover", "--url", "http://host:abc/"],
+     "argument --url: 'http://host:abc/' is not a URL (Port could not be cast to integer value "
+     "as 'abc')"),
+    (["reference", "rollover", "--url", "http://h:99999"],
+     "argument --url: 'http://h:99999' is not a URL (Port out of range 0-65535)"),
+    (["reference", "rollover", "--url", "http://x\n/"],
+     "argument --url: 'http://x\\n/': a URL has no spaces or control characters"),
+    (["dashboards", "render", "--prometheus", "127.0.0.1:9090"],
+     "argument --prometheus: '127.0.0.1:9090': give http://HOST[:PORT] or https://..."),
+    (["dashboards", "push", "--url", "http://[::1", "--token-env", "T"],
+     "argument --url: 'http://[::1' is not a URL (Invalid IPv6 URL)"),
+])
+def test_a_url_that_does_not_parse_is_refused_when_parsed(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was httpx's InvalidURL or urllib's ValueError as a traceback."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {says}")
