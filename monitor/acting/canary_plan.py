@@ -17,7 +17,7 @@ from monitor.config.acting import CanarySettings
 # is the share above stable's own p95: 5% by construction.
 ASSUMED_RATES: dict[str, float] = {"toxic": 0.02, "ungrounded": 0.10, "refusal": 0.03,
                                    "error": 0.01, "latency_p95": 0.05}
-_BATCH = 50  # records per arm between looks, as a busy daemon's batch gives
+LOOK = 50  # records per arm between looks, as a busy daemon's batch gives
 _MODEL = "canary-plan"
 
 
@@ -83,11 +83,17 @@ def _latency_records(tested: int, reference: int) -> int:
 
 def _batch(rng: np.random.Generator, rates: Mapping[str, float]
            ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
-    n = 2 * _BATCH
+    n = 2 * LOOK
     signals = {g: (rng.random(n) < rates[g]).astype(np.float64)
                for g in ("toxic", "ungrounded", "refusal", "error")}
     signals["latency_seconds"] = np.exp(rng.normal(0.0, 0.5, n))
-    return [_MODEL] * n, ["stable", "canary"] * _BATCH, signals
+    return [_MODEL] * n, ["stable", "canary"] * LOOK, signals
+
+
+def _p90(records: np.ndarray) -> float:
+    """The 90th percentile of records to a verdict, a run that never got there infinite: an
+    observed value (interpolating towards infinity is inf - inf, NaN and a warning)."""
+    return float(np.quantile(records, 0.9, method="inverted_cdf"))
 
 
 def plan(settings: CanarySettings, rates: Mapping[str, float] | None = None, runs: int = 200,
@@ -105,13 +111,13 @@ def plan(settings: CanarySettings, rates: Mapping[str, float] | None = None, run
     for _ in range(runs):
         gate = CanaryGate(simulated)
         first: dict[str, float] = {}
-        for looks in range(1, max_records // _BATCH + 1):
+        for looks in range(1, max_records // LOOK + 1):
             models, deployments, signals = _batch(rng, rates)
             gate.update(models, deployments, signals, None, at=float(looks))
             status = gate.status()["models"][_MODEL]  # type: ignore[index]
             for g, figures in status["gates"].items():
                 if figures["passed"]:
-                    first.setdefault(g, looks * _BATCH)
+                    first.setdefault(g, looks * LOOK)
             if status["verdict"] != "watching":
                 break
         for g in status["failed"]:
@@ -119,7 +125,7 @@ def plan(settings: CanarySettings, rates: Mapping[str, float] | None = None, run
         for g in gates:
             passed_at[g].append(first.get(g, np.inf))
         if status["verdict"] == "promote":
-            promoted.append(looks * _BATCH)
+            promoted.append(looks * LOOK)
     rows = []
     for g in (*settings.hard_gates, *settings.soft_gates):
         kind = "hard" if g in settings.hard_gates else "soft"
@@ -130,9 +136,9 @@ def plan(settings: CanarySettings, rates: Mapping[str, float] | None = None, run
         at = np.asarray(passed_at[g])
         rows.append(GatePlan(g, kind, rates[g], settings.margin_of(g),
                              records_to_pass(settings, g, rates[g]),
-                             float(np.median(at)), float(np.quantile(at, 0.9)), failed[g]))
+                             float(np.median(at)), _p90(at), failed[g]))
     done = np.asarray(promoted + [np.inf] * (runs - len(promoted)))
-    return Plan(tuple(rows), float(np.median(done)), float(np.quantile(done, 0.9)),
+    return Plan(tuple(rows), float(np.median(done)), _p90(done),
                 runs - len(promoted), runs, max_records)
 
 
@@ -157,7 +163,7 @@ def render(p: Plan, settings: CanarySettings) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"identical canary, {p.runs} runs, looked at every {_BATCH} records "
+    table = Table(title=f"identical canary, {p.runs} runs, looked at every {LOOK} records "
                         f"per arm, up to {p.max_records:,}")
     for column in ("gate", "kind", "stable rate", "margin", "bound", "median", "p90",
                    "false rollbacks"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monitor.acting.canary_plan import ASSUMED_RATES, plan, render
+from monitor.acting.canary_plan import ASSUMED_RATES, LOOK, plan, render
 from monitor.app.arguments import whole
 from monitor.config import CanarySettings, load_offline_config
 
@@ -17,19 +17,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "plan", help="records per arm to promote an identical canary, measured by simulation")
     p.add_argument("--config", default=None, help="a config whose canary section to plan")
     p.add_argument("--rate", action="append", default=[], metavar="GATE=RATE",
-                   help=f"a stable rate to assume (default: {ASSUMED_RATES})")
+                   help=f"a stable rate to assume (default: {_RATES})")
     p.add_argument("--runs", type=whole(1), default=200)
-    p.add_argument("--max-records", type=whole(1), default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-records", type=whole(LOOK), default=10_000,
+                   help=f"records per arm before a run gives up (at least one look: {LOOK})")
+    p.add_argument("--seed", type=whole(0), default=0)
+
+
+# The rates --rate may set: latency_p95's is 5% by its definition (a share above a p95).
+_RATES = {gate: rate for gate, rate in ASSUMED_RATES.items() if gate != "latency_p95"}
 
 
 def parse_rates(items: list[str]) -> dict[str, float]:
     rates: dict[str, float] = {}
     for item in items:
         gate, _, value = item.partition("=")
-        if gate not in ASSUMED_RATES or gate == "latency_p95":
-            raise ValueError(f"--rate {item}: the gate must be one of "
-                             f"{[g for g in ASSUMED_RATES if g != 'latency_p95']}")
+        if gate not in _RATES:
+            raise ValueError(f"--rate {item}: the gate must be one of {list(_RATES)}")
         try:
             rates[gate] = float(value)
         except ValueError:

@@ -84,3 +84,14 @@ def test_check_config_prints_each_gates_records_and_plan_rejects_a_bad_rate(
     out = capsys.readouterr().out
     assert "records per arm to promote (every gate at once): median" in out
     assert "│ toxic           │ hard │       0.001 │" in out
+
+
+def test_runs_that_never_reach_a_verdict_give_an_infinite_p90_without_warnings() -> None:
+    """Interpolating towards a run's infinity was inf - inf: NaN and numpy's warnings."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = plan(CanarySettings(), runs=3, max_records=100, seed=1)
+    assert p.promote_p90 == np.inf and p.promote_median == np.inf
+    assert all(row.p90 == np.inf or np.isnan(row.rate) for row in p.gates), p.gates

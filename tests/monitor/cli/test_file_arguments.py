@@ -160,7 +160,9 @@ def test_a_standard_stream_the_caller_closed(tmp_path: Path,
 
 @pytest.mark.parametrize(("argv", "says"), [
     (["canary", "plan", "--runs", "0"], "argument --runs: 0: give 1 or more"),
-    (["canary", "plan", "--max-records", "-5"], "argument --max-records: -5: give 1 or more"),
+    (["canary", "plan", "--max-records", "-5"], "argument --max-records: -5: give 50 or more"),
+    (["canary", "plan", "--max-records", "49"], "argument --max-records: 49: give 50 or more"),
+    (["canary", "plan", "--seed", "-1"], "argument --seed: -1: give 0 or more"),
     (["events", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
     (["demo", "--rate", "0"], "argument --rate: 0: give a number above 0"),
     (["demo", "--duration", "nan"], "argument --duration: nan: give a number above 0"),
