@@ -155,6 +155,10 @@ class Outbox:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise OutboxError(f"no outbox at {self.path}: check outbox.path in the config")
+        if not create and self.path.is_file() and self.path.stat().st_size == 0:
+            # A reader writes nothing: an empty file would have been given the schema.
+            raise OutboxError(f"{self.path} is empty: no outbox was written there; check "
+                              "outbox.path in the config")
         # One connection behind a lock: writes are small, and SQLite serialises them anyway.
         self._lock = threading.Lock()
         try:  # a directory, a file for a directory, a path this user may not write
@@ -273,7 +277,8 @@ class Outbox:
             + " FROM deliveries d JOIN events e ON e.id = d.event_id "
             "WHERE d.state = 'pending' AND d.next_attempt <= ?" + where
             + " ORDER BY d.next_attempt, e.created LIMIT ?", (*args, limit))
-        return [PendingDelivery(r[0], r[1], r[2], r[3], _decision(r[4:])) for r in rows]
+        return [PendingDelivery(r[0], r[1], r[2], r[3], self._decision(r[0], r[4:]))
+                for r in rows]
 
     def delivered(self, event_id: str, action: str, now: float) -> None:
         with self._write() as db:
@@ -359,9 +364,18 @@ class Outbox:
             deliveries = self._read(
                 "SELECT action, state, attempts, next_attempt, last_error, delivered "
                 "FROM deliveries WHERE event_id = ? ORDER BY action", (r[0],))
-            out.append(EventRecord(r[0], r[1], _decision(r[2:]),
+            out.append(EventRecord(r[0], r[1], self._decision(r[0], r[2:]),
                                    tuple(DeliveryRecord(*d) for d in deliveries)))
         return out
+
+    def _decision(self, event_id: str, r: Sequence) -> Decision:
+        """A stored decision; OutboxError naming the event where its row is not one this
+        driftwatch wrote (edited by hand, damaged)."""
+        try:
+            return _decision(r)
+        except (ValueError, TypeError) as exc:
+            raise OutboxError(f"{self.path}: event {event_id} is not as driftwatch writes it "
+                              f"({type(exc).__name__}: {exc})") from None
 
     def prune(self, before: float) -> int:
         """Drop events created before `before` whose deliveries are all settled; return count."""

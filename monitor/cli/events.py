@@ -42,13 +42,13 @@ def run_events(outbox_path: Path, limit: int, json_lines: bool, out: TextIO | No
     out = out or sys.stdout  # looked up now: a caller may have redirected it
     try:
         box = Outbox(outbox_path, create=False)
+        try:
+            events = box.recent(limit)
+        finally:
+            box.close()
     except OutboxError as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2
-    try:
-        events = box.recent(limit)
-    finally:
-        box.close()
     if json_lines:
         for event in events:
             out.write(json.dumps(as_json(event), default=str) + "\n")

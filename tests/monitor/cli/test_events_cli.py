@@ -71,3 +71,35 @@ def test_labels_and_errors_with_brackets_are_printed_as_they_are(tmp_path: Path,
     assert "model=llama[bold]" in out and "model=x[/]" in out
     assert "HTTP 500: [error] queue full [/]" in out
 
+
+
+@pytest.mark.parametrize(("column", "value", "why"), [
+    ("segment", "not json", "JSONDecodeError: Expecting value"),
+    ("targets", "7", "TypeError: 'int' object is not iterable"),
+])
+def test_an_event_row_edited_by_hand_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str, value: str,
+        why: str) -> None:
+    import sqlite3
+
+    path = tmp_path / "outbox.sqlite3"
+    ids = filled(path)
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE events SET {column} = ? WHERE id = ?", (value, ids[0]))
+    db.close()
+    assert main(["events", "--outbox", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"driftwatch: {path}: event {ids[0]} is not as driftwatch writes it "
+                          f"({why}"), err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_empty_file_is_no_outbox_and_is_left_empty(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader gave an empty file the outbox's schema (53 kB) before saying nothing."""
+    empty = tmp_path / "empty.sqlite3"
+    empty.write_bytes(b"")
+    assert main(["events", "--outbox", str(empty)]) == 2
+    assert capsys.readouterr().err == (f"driftwatch: {empty} is empty: no outbox was written "
+                                       "there; check outbox.path in the config\n")
+    assert empty.read_bytes() == b"" and sorted(tmp_path.iterdir()) == [empty]
