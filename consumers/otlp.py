@@ -378,7 +378,8 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     """A GenAI convention message (`{role, parts: [{type, content}]}`) as a chat message of
     the wire: its text parts its content, a tool's response a tool result."""
     parts = []
-    for part in message.get("parts") or ():
+    given = message.get("parts")
+    for part in given if type(given) is list else ():
         if type(part) is not dict:
             continue
         if part.get("type") == "tool_call_response":

@@ -364,6 +364,18 @@ def test_a_message_with_a_bad_call_is_refused_whole_naming_the_span(
     assert refused.reason == reason and detail in refused.detail, refused
 
 
+def test_a_message_whose_parts_are_no_list_has_no_text() -> None:
+    """`parts: 5` was a TypeError inside the decoder, dead-lettered as one of its own."""
+    records = _decoder().decode(traces(span("5a5a5a5a5a5a5a5a", {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": 5},
+                                             {"role": "user", "parts": [
+                                                 {"type": "text", "content": "Hi"}]}]),
+        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": 5}])})))
+    assert isinstance(records, list) and len(records) == 1, records
+    assert (records[0].user_prompt, records[0].response) == ("Hi", "")
+
+
 def test_a_mapped_fields_error_names_the_path_in_the_span() -> None:
     decoder = _decoder(fields={"route": "attributes.app.route"})
     refused = decoder.decode(traces(span("9999999999999999", {"gen_ai.request.model": "m",
@@ -417,7 +429,8 @@ _ANY_VALUE = _JSON | st.builds(value, _JSON) | st.sampled_from([
     {"stringValue": "chat"}, {"stringValue": "LLM"}, {"stringValue": "[{\"role\": 1}]"},
     {"stringValue": "application/json"}, {"intValue": "12"}, {"intValue": "x"},
     {"stringValue": '[{"type": "text", "text": 5}, {"type": "image"}]'},
-    {"stringValue": '[{"type": "tool_result", "content": {"x": [1]}}]'}])
+    {"stringValue": '[{"type": "tool_result", "content": {"x": [1]}}]'},
+    {"stringValue": '[{"role": "user", "parts": 5}]'}])
 
 
 _EVENTS = st.sampled_from([
