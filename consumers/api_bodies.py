@@ -16,6 +16,9 @@ import msgspec
 # every copy of them (join table, scored topic, events, webhooks) would carry it.
 MAX_FIELD_CHARS = 4_096
 Short = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
+# A billion tokens is past any model's context by a hundred times: a count beyond is garbage
+# (1e308 became a 309-digit integer that overflowed the token sums).
+MAX_TOKENS = 1_000_000_000
 
 
 class ContentPart(msgspec.Struct, frozen=True, gc=False):
@@ -197,7 +200,7 @@ class Passage(msgspec.Struct, frozen=True, gc=False):
         return None if self.node is None else self.node.passage_text
 
 
-Tokens = Annotated[int, msgspec.Meta(ge=0)]
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 
 
 class Usage(msgspec.Struct, frozen=True, gc=False):

@@ -101,11 +101,17 @@ class EventTimeBounds:
         if abs(t) == _INF:  # "inf", "-Infinity"
             return "event time is not a finite number"
         if t < self.not_before:
-            return f"event time {t:.0f} (epoch s) is before not_before={self.not_before:.0f}"
+            return f"event time {_shown(t)} (epoch s) is before not_before={self.not_before:.0f}"
         if t > now + self.max_future_seconds:
-            return (f"event time {t:.0f} (epoch s) is {t - now:.0f}s after arrival; "
+            return (f"event time {_shown(t)} (epoch s) is {_shown(t - now)}s after arrival; "
                     f"max_future_seconds={self.max_future_seconds:g}")
         return None
+
+
+def _shown(t: float) -> str:
+    """A time as a detail shows it: whole, or in exponent form past any calendar (1e308
+    would print 309 digits)."""
+    return f"{t:.0f}" if abs(t) < 1e21 else f"{t:.6g}"
 
 
 class Decoder:
@@ -332,14 +338,14 @@ class Decoder:
         bounds = self.event_time
         read = _UNIT_NAMES[bounds.unit_of(number)]
         if bounds.epoch_unit == "auto":
-            return f"; {number:.0f} was read as epoch {read} by its size"
+            return f"; {_shown(number)} was read as epoch {read} by its size"
         now = self._clock()
         for unit, scale in EPOCH_UNITS.items():
             seconds = number * scale / 1e3
             if unit != bounds.epoch_unit and bounds.problem(seconds, now) is None:
                 when = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
                 return (f"; a number is epoch {read} (validation.epoch_unit: "
-                        f"{bounds.epoch_unit}), and {number:.0f} looks like epoch "
+                        f"{bounds.epoch_unit}), and {_shown(number)} looks like epoch "
                         f"{_UNIT_NAMES[unit]} ({when.replace('+00:00', 'Z')})")
         return ""
 

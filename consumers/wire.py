@@ -13,6 +13,7 @@ import msgspec
 
 from consumers.api_bodies import (
     MAX_FIELD_CHARS,
+    MAX_TOKENS,
     ContentPart,
     Passage,
     PromptMessage,
@@ -23,8 +24,9 @@ from consumers.api_bodies import (
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 # Whole numbers; 1000.0 decodes too (some encoders write every number as a float) and the
-# decoder turns it into 1000, or rejects 1000.5.
-Count = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
+# decoder turns it into 1000, or rejects 1000.5; at most MAX_TOKENS.
+Count = (Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+         | Annotated[float, msgspec.Meta(ge=0, le=MAX_TOKENS)])
 # RFC 3339 requires an offset. One without (Python's `datetime.utcnow().isoformat()`) decodes
 # here, and the decoder refuses it, saying how to fix the producer, or reads it as UTC
 # (`validation.naive_timestamps`): never in the host's zone.

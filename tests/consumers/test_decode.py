@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers.api_bodies import MAX_TOKENS
 from consumers.decode import REASONS, Decoder, EventTimeBounds, Rejection
 from consumers.wire import Record
 from detectors.operational import status_class
@@ -199,6 +200,20 @@ def test_integral_float_token_counts_are_whole_numbers(decoder: Decoder, field: 
     record = _record(decoder.decode(_encode({"request_id": "t", field: 1000.0})))
     value = getattr(record, field)
     assert value == 1000 and type(value) is int
+
+
+def test_a_token_count_past_any_context_is_invalid_wherever_it_is_written(
+        decoder: Decoder) -> None:
+    """1e308 became a 309-digit integer (and overflowed the backtest's token sums)."""
+    for record, detail in (
+            ({"prompt_tokens": 1e308}, "`float` <= 1000000000.0 - at `$.prompt_tokens`"),
+            ({"response": {"choices": [{"text": "x"}], "usage": {
+                "prompt_tokens": 10**12, "completion_tokens": 2}}},
+             "`int` <= 1000000000 - at `$.response.usage.prompt_tokens`")):
+        result = decoder.decode(_encode({"request_id": "t", **record}))
+        assert isinstance(result, Rejection) and result.reason == "invalid_field", result
+        assert result.detail == f"Expected {detail}", result
+    assert _record(decoder.decode(_encode({"request_id": "t", "prompt_tokens": 10**9})))
 
 
 def test_fractional_token_counts_are_invalid_field(decoder: Decoder) -> None:
@@ -574,7 +589,13 @@ def test_numbers_written_as_strings_are_read_as_numbers_and_an_id_as_a_number_to
         ("cost_usd", "Infinity", "Expected a finite number, got inf - at `$.cost_usd`"),
         ("latency_ms", "nan", "Expected `float` >= 0.0 - at `$.latency_ms`"),
         ("prompt_tokens", "12.5", "Expected a whole number, got 12.5 - at `$.prompt_tokens`"),
-        ("prompt_tokens", "inf", "Expected a whole number, got inf - at `$.prompt_tokens`"),
+        ("prompt_tokens", "inf", "Expected `float` <= 1000000000.0 - at `$.prompt_tokens`"),
+        ("prompt_tokens", "1e308", "Expected `float` <= 1000000000.0 - at `$.prompt_tokens`"),
+        ("completion_tokens", str(10**400),
+         "Expected `int` <= 1000000000 - at `$.completion_tokens`"),
+        ("timestamp", "1e308", "event time 1e+299 (epoch s) is 1e+299s after arrival; "
+         "max_future_seconds=86400; 1e+308 was read as epoch nanoseconds by its size - at "
+         "`$.timestamp`"),
     ):
         result = decoder.decode(_encode({"request_id": "r", field: value}))
         assert isinstance(result, Rejection) and result.reason == "invalid_field", value
@@ -1000,8 +1021,8 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "response": _response,
     "context": st.lists(_passage, max_size=3) | st.text(max_size=10),
     "latency_ms": _non_negative,
-    "prompt_tokens": st.integers(min_value=0, max_value=2**63 - 1),
-    "completion_tokens": st.integers(min_value=0, max_value=2**63 - 1),
+    "prompt_tokens": st.integers(min_value=0, max_value=MAX_TOKENS),
+    "completion_tokens": st.integers(min_value=0, max_value=MAX_TOKENS),
     "cost_usd": _non_negative,
     "status": st.text(_label, max_size=8),
 }
