@@ -153,6 +153,8 @@ class Decoder:
                 value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return Rejection("not_utf8", str(exc)[:_DETAIL_LIMIT])
+            if value.startswith(_BOM):  # a Windows editor's; RFC 8259 lets a reader ignore it
+                value = value[len(_BOM):]
         if self._otlp is not None:
             return self._calls(value)
         result = self._read(value)
@@ -351,6 +353,7 @@ class Decoder:
 
 
 _INF = float("inf")
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 _ID_NUMBER = 10**20  # a 64-bit id has at most 20 digits
 _NAIVE = ("a time without an offset is ambiguous (RFC 3339 requires one): write Z or "
           "+00:00 (Python: datetime.now(timezone.utc).isoformat()), or set "

@@ -216,6 +216,16 @@ def test_a_token_count_past_any_context_is_invalid_wherever_it_is_written(
     assert _record(decoder.decode(_encode({"request_id": "t", "prompt_tokens": 10**9})))
 
 
+def test_a_byte_order_mark_before_the_json_is_ignored(decoder: Decoder) -> None:
+    """A file saved by a Windows editor starts with one: `not_json` at byte 0 before."""
+    bom = "\ufeff".encode()
+    record = _record(decoder.decode(bom + _encode({"request_id": "t", "prompt": "é"})))
+    assert (record.request_id, record.prompt) == ("t", "é")
+    refused = decoder.decode(bom + b"[1]")
+    assert isinstance(refused, Rejection) and refused.reason == "not_object", refused
+    assert isinstance(decoder.decode(b"{}" + bom), Rejection)  # only before the JSON
+
+
 def test_fractional_token_counts_are_invalid_field(decoder: Decoder) -> None:
     result = decoder.decode(_encode({"request_id": "t", "prompt_tokens": 1000.5}))
     assert isinstance(result, Rejection) and result.reason == "invalid_field"
