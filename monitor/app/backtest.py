@@ -17,7 +17,13 @@ from consumers.batcher import Batch
 from consumers.decode import Rejection, each
 from consumers.wire import Record
 from monitor.app.arguments import standard_input
-from monitor.app.wiring import OFFLINE_BATCH, build_parts, offline_decoder, wire
+from monitor.app.wiring import (
+    OFFLINE_BATCH,
+    bounded_lines,
+    build_parts,
+    offline_decoder,
+    wire,
+)
 from monitor.config import OfflineConfig
 from monitor.pipeline.model_scoring import ModelScorers
 from monitor.pipeline.pipeline import Pipeline
@@ -96,7 +102,7 @@ def run_backtest(input_path: str | Path | None, output: IO[bytes], config: Offli
     summary: Counter[str] = Counter()
     first: dict[str, int] = {}
     try:
-        for event in backtest(source, config):
+        for event in backtest(bounded_lines(source), config):
             output.write(encoder.encode(event) + b"\n")
             key = str(event["type"]) + (f" {event['stream']}" if "stream" in event else "")
             if "rule" in event:

@@ -33,7 +33,7 @@ from consumers.wire import Record
 from detectors.operational import status_class
 from detectors.two_sample import mmd_permutation_test, resamples_for
 from monitor.acting.canary import finite_or_none
-from monitor.app.wiring import OFFLINE_BATCH, OFFLINE_MAX_LINE
+from monitor.app.wiring import OFFLINE_BATCH, OFFLINE_MAX_LINE, bounded_lines
 from monitor.config import RATE_GATES, OfflineConfig
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
 from monitor.pipeline.stages import rule_signals
@@ -123,7 +123,7 @@ def read_side(path: Path, decoder: Decoder | None = None) -> Side:
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(bounded_lines(handle), start=1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
                 continue

@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from consumers.decode import Rejection, each
 from consumers.wire import Record
 from monitor.acting import bounded_post
-from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
+from monitor.app.wiring import OFFLINE_BATCH, bounded_lines, offline_decoder
 from monitor.config import OfflineConfig
 from monitor.pipeline.drift import feature_columns, outcome
 from monitor.pipeline.model_scoring import ModelScorers
@@ -160,7 +160,8 @@ def run_reference(action: str, name: str, store_dir: Path, input_path: Path | No
         raise ReferenceInputError("reference build needs --input FILE.jsonl or --topic NAME")
     else:
         with open(input_path, "rb") as lines:
-            meta = build_reference(lines, config, store, name, f"file:{input_path}", limit)
+            meta = build_reference(bounded_lines(lines), config, store, name,
+                                   f"file:{input_path}", limit)
     print(f"saved {name} v{meta.version}: {meta.records} records -> "
           f"{store_dir / name / f'v{meta.version:04d}'}")
     return 0

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from consumers.decode import Rejection, each
 from consumers.wire import Record
 from monitor.app.arguments import standard_input
-from monitor.app.wiring import OFFLINE_BATCH, offline_decoder
+from monitor.app.wiring import OFFLINE_BATCH, bounded_lines, offline_decoder
 from monitor.config import OfflineConfig
 from monitor.pipeline.model_scoring import BatchScores, ModelScorers
 
@@ -115,7 +115,7 @@ def run_score(input_path: Path | None, output: IO[bytes], config: OfflineConfig,
             task = progress.add_task("score", total=total)
 
             def lines() -> Iterator[bytes]:
-                for line in source:
+                for line in bounded_lines(source):
                     progress.advance(task, len(line))
                     yield line
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from consumers.decode import Decoder
 from detectors.embedder import pick_device, resolve_model_path
@@ -51,6 +52,17 @@ log = logging.getLogger(__name__)
 OFFLINE_BATCH = 256
 # The longest line the offline verbs read (a recorded message, whatever the broker's limit).
 OFFLINE_MAX_LINE = 100 * 1_048_576
+
+
+def bounded_lines(source: IO[bytes], limit: int = OFFLINE_MAX_LINE) -> Iterator[bytes]:
+    """A file's lines, each read to at most `limit` + 1 bytes: a longer one is given cut
+    there (the decoder refuses it as oversized) and the rest of it skipped, so a file with
+    no newline (a binary given by mistake, /dev/zero) never sits whole in memory."""
+    while line := source.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := source.readline(limit)) and not rest.endswith(b"\n"):
+                pass
+        yield line
 
 
 def offline_decoder(config: OfflineConfig, topic: str | None = None,

@@ -82,3 +82,18 @@ def test_score_says_what_it_read_of_each_record_when_asked() -> None:
         "prompt": "How tall is it?", "response": "330 m.", "context_passages": 2}
     (plain,) = score_lines([line], config)
     assert "read" not in plain and plain["request_id"] == "g1"
+
+
+def test_a_line_past_the_limit_is_cut_there_and_refused_and_the_next_lines_read() -> None:
+    """A file with no newline (a binary given by mistake, /dev/zero) was read whole into
+    memory by `for line in file`."""
+    from consumers.decode import Decoder, Rejection
+    from monitor.app.wiring import bounded_lines
+
+    long = b"x" * 100
+    source = io.BytesIO(b"a\n" + long + b"\n" + b"b\n" + long[:20] + b"\n" + long)
+    lines = list(bounded_lines(source, limit=16))
+    assert lines == [b"a\n", long[:17], b"b\n", long[:17], long[:17]]
+    refused = Decoder(16).decode(lines[1])
+    assert isinstance(refused, Rejection) and refused.reason == "oversized", refused
+    assert list(bounded_lines(io.BytesIO(b"x" * 16 + b"\n"), limit=16)) == [b"x" * 16 + b"\n"]
