@@ -87,7 +87,7 @@ class KafkaSecurity(BaseModel):
     """TLS and SASL, passed through to kafka-python. The SASL password comes from the
     environment or a file, never from the config file, and is never logged."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # In any case, as Kafka's own clients take security.protocol.
     protocol: Annotated[Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], any_case(
@@ -153,7 +153,7 @@ class KafkaClientSettings(BaseModel):
     """What a one-off client (`driftwatch reference build --topic`) takes from the config's
     `kafka` section: where the brokers are and how to reach them; the rest is ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     bootstrap_servers: Brokers
     security: KafkaSecurity = KafkaSecurity()
@@ -162,7 +162,7 @@ class KafkaClientSettings(BaseModel):
 class KafkaSettings(BaseModel):
     """The kafka section: brokers, group, topics, timeouts, limits and security."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bootstrap_servers: Brokers
     group_id: str = Field(default="driftwatch", min_length=1)
@@ -268,7 +268,7 @@ class ValidationSettings(BaseModel):
     """What a record must hold beyond its types; a record outside is dead-lettered as
     invalid_field, so one broken clock cannot date decisions or stall cooldowns."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # Event times later than arrival by more than this are refused.
     max_future_seconds: float = Field(default=86_400.0, ge=0, le=10 * 365 * 86_400)
@@ -293,7 +293,7 @@ _OTLP: dict[str, Literal["json", "proto"]] = {"otlp_json": "json", "otlp_proto":
 class TopicWire(BaseModel):
     """How one producer writes a record: its field names, its latency's unit or times."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # The wire's field -> where the producer keeps it: a key or a dotted path (`id`,
     # `metadata.team`, `choices.0.message`). A mapped field is read from there only.
@@ -366,7 +366,7 @@ class WireSettings(TopicWire):
 class JoinSettings(BaseModel):
     """How long and how many halves wait for a partner, and what becomes of the rest."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     window_seconds: float = Field(default=30.0, gt=0, le=3_600)
     max_pending: int = Field(default=100_000, ge=1, le=10_000_000)
@@ -380,7 +380,7 @@ class JoinSettings(BaseModel):
 class BatchSettings(BaseModel):
     """Micro-batch size and wait, batches in flight, and the drain time at a stop."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_records: int = Field(default=512, ge=1, le=100_000)
     # A decide stage's batches (`--stage decide`, and the deciding parent of `--workers N`):

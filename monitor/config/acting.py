@@ -31,7 +31,7 @@ def shown_url(url: str) -> str:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- Actions ------------------------------------------------------------------------------------

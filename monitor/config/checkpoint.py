@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class CheckpointSettings(BaseModel):
     """Whether state checkpoints are written, where, and how often."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
     path: Path = Path("state/checkpoint.bin")

@@ -90,7 +90,8 @@ class Config(_EnvBeatsFile):
     """The whole driftwatch config, from driftwatch.yaml with environment overrides."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,
+        allow_inf_nan=False,
     )
 
     kafka: KafkaSettings
@@ -216,7 +217,8 @@ class OfflineConfig(_EnvBeatsFile):
     """The parts of the config that `driftwatch score` and `backtest` use (no Kafka needed)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True,
+        allow_inf_nan=False,
     )
 
     scorers: list[ScorerName] = Config.model_fields["scorers"].default

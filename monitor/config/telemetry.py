@@ -19,7 +19,7 @@ class AdminTokenError(ValueError):
 class MetricsSettings(BaseModel):
     """The HTTP port: address, segment labels, admin token and connection limits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # Loopback by default: /metrics and the admin endpoints are not for the open network.
     host: str = Field(default="127.0.0.1", pattern=HOST)

@@ -566,6 +566,24 @@ def test_the_admin_token_is_read_at_start_with_errors_that_name_the_setting(
     assert MetricsSettings().admin_token() is None
 
 
+@pytest.mark.parametrize(("section", "says"), [
+    ({"canary": {"alpha": float("nan")}}, "canary.alpha = nan"),
+    ({"validation": {"max_future_seconds": float("inf")}}, "validation.max_future_seconds = inf"),
+    ({"scoring": {"toxicity": {"threshold": float("nan")}}}, "scoring.toxicity.threshold = nan"),
+])
+def test_a_setting_that_is_no_finite_number_is_refused_as_such(
+        tmp_path: Path, section: dict[str, Any], says: str) -> None:
+    """Before: NaN was "Input should be less than 0.5" (every comparison with it is false),
+    and infinity the bound it passed."""
+    from monitor.config import load_offline_config
+
+    path = tmp_path / "dw.yaml"
+    path.write_text(yaml.safe_dump(section))
+    with pytest.raises(ConfigError) as info:
+        load_offline_config(path)
+    assert f"{says}: Input should be a finite number" in str(info.value), info.value
+
+
 @pytest.mark.parametrize("key", ["rulez", "drfit"])
 def test_offline_use_refuses_a_misspelled_section_and_needs_no_kafka(
         tmp_path: Path, key: str) -> None:
