@@ -45,7 +45,7 @@ def _broker_list(value: Any) -> Any:
 _BROKER = re.compile(r"^(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)(?::(\d{1,5}))?$")
 
 
-def _brokers_checked(brokers: list[str]) -> list[str]:
+def brokers_checked(brokers: list[str]) -> list[str]:
     """A broker kafka-python cannot parse (`kafka:abc`) passed the config and then failed in
     the daemon's connect thread at every try, for good."""
     for broker in brokers:
@@ -58,7 +58,7 @@ def _brokers_checked(brokers: list[str]) -> list[str]:
 
 # NoDecode: the environment's value reaches _broker_list as it is, not parsed as JSON first.
 Brokers = Annotated[list[str], NoDecode, BeforeValidator(_broker_list),
-                    AfterValidator(_brokers_checked),
+                    AfterValidator(brokers_checked),
                     Field(default=["127.0.0.1:9092"], min_length=1)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "build" and (problem := unusable(args.store, directory=True)):
         print(f"driftwatch reference: --store {str(args.store)!r}: {problem}", file=sys.stderr)
         return 2
+    if args.action == "list" and args.store.exists() and not args.store.is_dir():
+        print(f"driftwatch reference: --store {str(args.store)!r} is a file, not a store "
+              "directory", file=sys.stderr)
+        return 2
+    if args.action == "build" and (problem := _source_problem(args)):
+        print(f"driftwatch reference: {problem}", file=sys.stderr)
+        return 2
     try:
         return run_reference(args.action, args.name, args.store, args.input,
                              args.limit, load_offline_config(args.config), args.topic,
@@ -61,4 +69,29 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the store cannot be written (or the input read) here
         print(f"driftwatch reference: {exc.filename or args.store}: {exc.strerror or exc}",
               file=sys.stderr)
-        return 1
+        return 2
+
+
+def _source_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with where `reference build` reads from, said before the models load
+    and the brokers are waited for (each was read past or met after a 30 s wait)."""
+    from consumers.settings import TOPIC, brokers_checked
+
+    reads_topic = args.from_offset != 0 or args.to_offset is not None or args.bootstrap
+    if args.topic is None:
+        return ("--from-offset, --to-offset and --bootstrap say how to read a topic: give "
+                "--topic NAME too" if reads_topic else None)
+    if args.input is not None:
+        return "give --input FILE or --topic NAME, not both"
+    if not re.match(TOPIC, args.topic):
+        return (f"--topic {args.topic!r}: a topic's name is 1 to 249 letters, digits, '.', "
+                "'_' or '-'")
+    if args.to_offset is not None and args.to_offset <= args.from_offset:
+        return (f"--to-offset {args.to_offset} is not past --from-offset {args.from_offset}: "
+                "the records read are those from the first up to the second")
+    if args.bootstrap is not None:
+        try:
+            brokers_checked([args.bootstrap])
+        except ValueError as exc:
+            return f"--bootstrap: {exc}"
+    return None

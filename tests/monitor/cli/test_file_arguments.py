@@ -393,3 +393,30 @@ def test_a_url_that_does_not_parse_is_refused_when_parsed(
         main(argv)
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {says}")
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--topic", "t", "--input", "{there}"], "give --input FILE or --topic NAME, not both"),
+    (["--input", "{there}", "--from-offset", "5"],
+     "--from-offset, --to-offset and --bootstrap say how to read a topic: give --topic NAME "
+     "too"),
+    (["--topic", "bad topic!"],
+     "--topic 'bad topic!': a topic's name is 1 to 249 letters, digits, '.', '_' or '-'"),
+    (["--topic", "t", "--from-offset", "10", "--to-offset", "5"],
+     "--to-offset 5 is not past --from-offset 10: the records read are those from the first "
+     "up to the second"),
+    (["--topic", "t", "--bootstrap", "not a host"],
+     "--bootstrap: 'not a host' is not a broker's address: HOST:PORT (a port from 1 to "
+     "65535), e.g. kafka-1:9092"),
+])
+def test_reference_build_says_what_is_wrong_with_its_source_before_any_wait(
+        argv: list[str], says: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was read past, or met after a 30 s wait for brokers."""
+    there = tmp_path / "there.jsonl"
+    there.write_text("{}\n")
+    argv = [a.format(there=there) for a in argv]
+    assert _reference(["build", "--store", str(tmp_path / "refs"), *argv], capsys) == (
+        2, f"driftwatch reference: {says}\n")
+    assert _reference(["list", "--store", str(there)], capsys) == (
+        2, f"driftwatch reference: --store {str(there)!r} is a file, not a store directory\n")
