@@ -43,9 +43,13 @@ def push(url: str, token_env: str, folder: str = "driftwatch",
         for board in boards:
             # Grafana assigns ids per instance; sending one would clash with another server's.
             board = {k: v for k, v in board.items() if k != "id"}
-            api.dashboard.update_dashboard(
+            saved = api.dashboard.update_dashboard(
                 {"dashboard": board, "folderUid": uid, "overwrite": True,
                  "message": "driftwatch dashboards push"})
+            if not isinstance(saved, dict) or saved.get("uid") != board["uid"]:
+                raise PushError(f"{url} answered the save of dashboard {board['uid']!r} with "
+                                f"{str(saved)[:200]}, not Grafana's answer (the dashboard's "
+                                "uid): give --url Grafana's base URL, e.g. http://grafana:3000")
     except GrafanaException as exc:
         if exc.status_code in (401, 403):
             raise PushError(f"Grafana at {url} refused the token in {token_env} "

@@ -166,3 +166,39 @@ def test_a_grafana_out_of_reach_or_a_url_without_scheme_is_one_line(
     with pytest.raises(PushError, match=r"--url 'grafana:3000': give Grafana's base URL, "
                                         r"http:// or https:// and its host"):
         push("grafana:3000", "GRAFANA_TOKEN")  # called as a library: its own check
+
+
+class _AnyJson(BaseHTTPRequestHandler):
+    """A server that is no Grafana: every request answered 200 with a JSON list."""
+
+    def _reply(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "9")
+        self.end_headers()
+        self.wfile.write(b"[1, 2, 3]")
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_is_no_grafana_is_not_reported_as_pushed_to(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It answered every save with 200, and `pushed 5 dashboards` was printed."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AnyJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["dashboards", "push", "--url", url, "--token-env", "GRAFANA_TOKEN"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    out, err = capsys.readouterr()
+    assert "pushed" not in out
+    assert err.startswith(f"driftwatch: {url} answered the save of dashboard ")
+    assert err.endswith("with [1, 2, 3], not Grafana's answer (the dashboard's uid): give --url "
+                        "Grafana's base URL, e.g. http://grafana:3000\n")
