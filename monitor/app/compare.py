@@ -157,9 +157,11 @@ def read_golden(path: Path) -> tuple[dict[str, str], list[Rejected]]:
             continue
         answer = row.get("expected", row.get("response")) if isinstance(row, dict) else None
         rid = row.get("request_id") if isinstance(row, dict) else None
+        if type(rid) is int:  # as the wire reads an id given as a number: its decimal string
+            rid = str(rid)
         if not isinstance(rid, str) or not rid or not isinstance(answer, str):
-            rejected.append(Rejected(str(path), number, "needs a string request_id and a "
-                                     "string expected (or response)"))
+            rejected.append(Rejected(str(path), number, "needs a request_id (a string or a "
+                                     "whole number) and a string expected (or response)"))
         elif rid in expected:
             rejected.append(Rejected(str(path), number, f"duplicate request_id {rid!r}"))
         else:

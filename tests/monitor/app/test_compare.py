@@ -57,9 +57,11 @@ def test_bad_lines_and_repeated_ids_are_refused_with_their_line(tmp_path: Path) 
         (3, "not_json"), (4, "duplicate request_id 'a' (the first is kept)"),
         (5, "missing_request_id")]
     golden = tmp_path / "golden.jsonl"
-    golden.write_text('{"request_id": "a", "expected": "x"}\n{"request_id": 3}\n')
+    golden.write_text('{"request_id": "a", "expected": "x"}\n{"request_id": 3}\n'
+                      '{"request_id": 7, "expected": "y"}\n{"request_id": true, "expected": "z"}\n')
     expected, refused = read_golden(golden)
-    assert expected == {"a": "x"} and [r.line for r in refused] == [2]
+    # An id as a number is its decimal string, as on the wire (a candidate's 7 is "7").
+    assert expected == {"a": "x", "7": "y"} and [r.line for r in refused] == [2, 4]
 
 
 def test_nothing_to_pair_says_why_the_lines_were_refused(
