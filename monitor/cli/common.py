@@ -9,7 +9,8 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, cast
 
@@ -153,6 +154,18 @@ def quiet_closed_socket_reads() -> None:
         logger.addFilter(_ClosedSocketRead())
 
 
+@contextmanager
+def _writing(name: str) -> Iterator[None]:
+    """An OSError of writing `name` as a StreamError naming it; a reader gone (a broken
+    pipe) stays what it is, for main's quiet exit."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise StreamError(f"cannot write {name}: {exc.strerror or exc}") from exc
+
+
 class _Named:
     """A binary output whose write errors name it (reads name their own file)."""
 
@@ -160,28 +173,18 @@ class _Named:
         self._raw, self._name = raw, name
 
     def write(self, data: bytes) -> int:
-        try:
+        with _writing(self._name):
             return self._raw.write(data)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise StreamError(f"cannot write {self._name}: {exc.strerror or exc}") from exc
 
     def flush(self) -> None:
-        try:
+        with _writing(self._name):
             self._raw.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise StreamError(f"cannot write {self._name}: {exc.strerror or exc}") from exc
 
 
 def write_file(path: Path, text: str, flag: str) -> None:
     """Write a report a flag names; StreamError naming the flag where the system refuses."""
-    try:
+    with _writing(f"{flag} {str(path)!r}"):
         path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise StreamError(f"cannot write {flag} {str(path)!r}: {exc.strerror or exc}") from exc
 
 
 def to_output(path: Path | None, write: Callable[[IO[bytes]], int]) -> int:
@@ -192,16 +195,11 @@ def to_output(path: Path | None, write: Callable[[IO[bytes]], int]) -> int:
             raise StreamError("standard output is closed: name a file with --output")
         return write(cast(IO[bytes], _Named(sys.stdout.buffer, "standard output")))
     name = f"--output {str(path)!r}"
-    try:
+    with _writing(name):
         raw = open(path, "wb")  # noqa: SIM115 - closed below, its error named
-    except OSError as exc:
-        raise StreamError(f"cannot write {name}: {exc.strerror or exc}") from exc
     try:
-        code = write(cast(IO[bytes], _Named(raw, name)))
+        return write(cast(IO[bytes], _Named(raw, name)))
     finally:
-        try:
+        with _writing(name):  # the last buffered write fails here
             raw.close()
-        except OSError as exc:  # the last buffered write fails here
-            raise StreamError(f"cannot write {name}: {exc.strerror or exc}") from exc
-    return code
 
