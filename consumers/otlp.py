@@ -405,9 +405,8 @@ def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str,
             said = _contents(attrs, f"{prefix}{i}.{parts}.")
         if said is None and who is None:
             break
-        if type(said) is str:
-            said = _json_parts(said)
-        out.append({"role": who or "user", "content": said if type(said) in (str, list) else ""})
+        read = _json_parts(said) if type(said) is str else said if _is_parts(said) else ""
+        out.append({"role": who or "user", "content": read})
     return out
 
 
@@ -428,7 +427,7 @@ def _contents(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]] | None
         kind = attrs.get(f"{prefix}{j}.message_content.type")
         if text is None and kind is None:
             break
-        if type(text) is str and (kind is None or kind in _TEXT_PARTS):
+        if type(text) is str and kind in (None, *_TEXT_PARTS):  # == each: any kind
             parts.append({"type": "text", "text": text})
     return parts if j else None
 

@@ -256,6 +256,15 @@ def test_a_message_of_several_parts_is_read_as_each_instrumentation_writes_it() 
     assert anthropic.response == "Yes."
     assert json_of_its_own.user_prompt == '[{"type": "row", "id": 7}]'
     assert json_of_its_own.response == '{"type": "text", "text": "a JSON answer"}'
+    # Values that are no content at all read as none (each was a TypeError in the reading).
+    odd = _decoder().decode(traces(span("0e0e0e0e0e0e0e0e", {
+        "gen_ai.request.model": "m", "gen_ai.prompt.0.role": "user",
+        "gen_ai.prompt.0.content": [1, 2], "gen_ai.completion.0.content": [3],
+        "llm.output_messages.0.message.role": "assistant",
+        "llm.output_messages.0.message.contents.0.message_content.type": ["text"],
+        "llm.output_messages.0.message.contents.0.message_content.text": "x"})))
+    assert isinstance(odd, list) and len(odd) == 1, odd
+    assert (odd[0].user_prompt, odd[0].response) == ("", "")
 
 
 def event(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
