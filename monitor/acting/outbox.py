@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -22,6 +23,7 @@ from monitor.types import SEGMENT_LABELS, Decision
 
 SCHEMA_VERSION = 1
 FINAL_STATES = ("delivered", "expired", "disabled", "failed")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE events (
@@ -277,8 +279,14 @@ class Outbox:
             + " FROM deliveries d JOIN events e ON e.id = d.event_id "
             "WHERE d.state = 'pending' AND d.next_attempt <= ?" + where
             + " ORDER BY d.next_attempt, e.created LIMIT ?", (*args, limit))
-        return [PendingDelivery(r[0], r[1], r[2], r[3], self._decision(r[0], r[4:]))
-                for r in rows]
+        due = []
+        for r in rows:
+            try:
+                due.append(PendingDelivery(r[0], r[1], r[2], r[3], self._decision(r[0], r[4:])))
+            except OutboxError as exc:  # one damaged row must not hold every delivery behind it
+                log.error("%s; its delivery to %r is marked failed", exc, r[1])
+                self.give_up(r[0], r[1], "failed", str(exc)[:500], attempted=False)
+        return due
 
     def delivered(self, event_id: str, action: str, now: float) -> None:
         with self._write() as db:

@@ -107,6 +107,27 @@ def test_due_and_retry_follow_the_next_attempt_time(box: Outbox) -> None:
     assert (delivery.state, delivery.attempts, delivery.delivered) == ("delivered", 2, NOW + 11)
 
 
+def test_a_damaged_event_row_fails_its_own_delivery_and_holds_back_no_other(
+        box: Outbox, caplog: pytest.LogCaptureFixture) -> None:
+    """A row edited by hand (or damaged) made every pass over its lane raise: every
+    delivery behind it waited for ever."""
+    import sqlite3
+
+    bad, good = box.put([decision(targets=("hook",)), decision(model="n", targets=("hook",))],
+                        ACTIONS, now=NOW)
+    with sqlite3.connect(box.path) as db:
+        db.execute("UPDATE events SET segment = 'not json' WHERE id = ?", (bad,))
+    db.close()
+    [item] = box.due(NOW)
+    assert item.event_id == good
+    assert f"event {bad} is not as driftwatch writes it" in caplog.text
+    assert box.due(NOW + 1_000) == [item]  # the damaged one is settled, not met again
+    [(state, attempts, error)] = box._read(
+        "SELECT state, attempts, last_error FROM deliveries WHERE event_id = ?", (bad,))
+    assert (state, attempts) == ("failed", 0)
+    assert error.startswith(f"{box.path}: event {bad} is not as driftwatch writes it")
+
+
 def test_a_delivery_older_than_max_age_expires_without_an_attempt(
         box: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", SECRET)
