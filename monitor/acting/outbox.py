@@ -322,7 +322,17 @@ class Outbox:
     def alerts_due(self, now: float) -> list[StoredAlert]:
         rows = self._read("SELECT " + _ALERT_COLUMNS + " FROM alerts WHERE next_send <= ? "
                           "ORDER BY action, decision_key", (now,))
-        return [_alert(r) for r in rows]
+        due = []
+        for r in rows:
+            try:
+                due.append(_alert(r))
+            except (ValueError, TypeError) as exc:  # one damaged row must not hold the rest
+                log.error("%s: the alert %r of action %r is not as driftwatch writes it "
+                          "(%s: %s); dropped", self.path, r[1], r[0], type(exc).__name__, exc)
+                with self._write() as db:
+                    db.execute("DELETE FROM alerts WHERE action = ? AND decision_key = ?",
+                               (r[0], r[1]))
+        return due
 
     def alert_sent(self, alert: StoredAlert, now: float, next_send: float) -> None:
         with self._write() as db:

@@ -128,6 +128,22 @@ def test_a_damaged_event_row_fails_its_own_delivery_and_holds_back_no_other(
     assert error.startswith(f"{box.path}: event {bad} is not as driftwatch writes it")
 
 
+def test_a_damaged_alert_row_is_dropped_and_holds_back_no_other(
+        box: Outbox, caplog: pytest.LogCaptureFixture) -> None:
+    import sqlite3
+
+    box.put([decision(targets=("am",)), decision(model="n", targets=("am",))], ACTIONS,
+            now=NOW)
+    with sqlite3.connect(box.path) as db:
+        damaged = db.execute("SELECT decision_key FROM alerts ORDER BY decision_key").fetchone()
+        db.execute("UPDATE alerts SET labels = '{' WHERE decision_key = ?", damaged)
+    db.close()
+    [alert] = box.alerts_due(NOW + 1)
+    assert alert.key != damaged[0] and [a.key for a in box.alerts()] == [alert.key]
+    assert f"the alert {damaged[0]!r} of action 'am' is not as driftwatch writes it" \
+        in caplog.text
+
+
 def test_a_delivery_older_than_max_age_expires_without_an_attempt(
         box: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTWATCH_WEBHOOK_SECRET", SECRET)
