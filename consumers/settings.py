@@ -215,6 +215,12 @@ class KafkaSettings(BaseModel):
         shared = shared_topic(self.topic_roles())
         if shared is not None:
             raise ValueError(shared)
+        if self.decide_group_id == self.group_id:
+            raise ValueError(
+                f"kafka.decide_group_id and kafka.group_id are both {self.group_id!r}: the "
+                "decide stage's group reads the scored topic, the score stage's the input; in "
+                "one group they share one assignment, and the input's partitions go to no "
+                "scoring process (unset decide_group_id for <group_id>-decide)")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(
                 f"kafka.heartbeat_interval_ms={self.heartbeat_interval_ms} must be below "

@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StreamError) as exc:
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a verb's own handling (while it imports torch)
+        print("driftwatch: interrupted", file=sys.stderr)
+        return 130
     except RuntimeError as exc:  # what any verb's models may meet, said as one line
         from detectors.embedder import DeviceUnavailable, ModelNotFound
 

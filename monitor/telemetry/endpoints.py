@@ -14,7 +14,9 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,16 @@ class _BoundedServer(ThreadingHTTPServer):
         finally:
             self._slots.release()
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client gone before its reply was written (a scrape that timed out, a probe, a
+        scanner) is no fault of the daemon's: nothing said. Anything else is logged once,
+        through the logger (socketserver printed a traceback to stderr, outside the log's
+        format, garbled when many came at once)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        log.error("HTTP request from %s failed: %r", client_address, error)
+
 
 def host_port(host: str, port: int) -> str:
     """host:port as a URL writes it: an IPv6 address in brackets."""
@@ -202,9 +216,10 @@ class EndpointError(OSError):
     """The HTTP side cannot listen where `metrics.host` and `metrics.port` say."""
 
 
-def _cannot_serve(host: str, port: int, exc: OSError, fix: str) -> EndpointError:
+def _cannot_serve(host: str, port: int, exc: OSError | OverflowError,
+                  fix: str) -> EndpointError:
     return EndpointError(f"cannot serve /metrics on {host_port(host, port)} "
-                         f"({exc.strerror or exc}): {fix}")
+                         f"({getattr(exc, 'strerror', None) or exc}): {fix}")
 
 
 def check_port(host: str, port: int, fix: str) -> None:
@@ -212,7 +227,7 @@ def check_port(host: str, port: int, fix: str) -> None:
     and let go, before starting processes that would each find it taken."""
     try:
         _BoundedServer((host, port), BaseHTTPRequestHandler, 1).server_close()
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # Overflow: a port past 65535 (port + worker)
         raise _cannot_serve(host, port, exc, fix) from None
 
 
@@ -299,6 +314,9 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
                 ok, detail = health.live() if path == "/healthz" else health.ready()
                 body = json.dumps({"ok": ok, **detail}).encode()
                 self._send(200 if ok else 503, body, "application/json")
+            elif path == "/admin/reference/rollover":
+                self._send(405, b"POST /admin/reference/rollover (with the admin token)\n",
+                           "text/plain", {"Allow": "POST"})
             else:
                 self._send(404, b"not found: try /metrics, /healthz, /readyz, /canary or "
                                 b"/shadow\n",
@@ -307,7 +325,9 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
         def _read_body(self) -> bool:
             """Read the announced body within the limits; False (answered) when it breaks them."""
             length = self.headers.get("Content-Length") or "0"
-            if not length.isdigit():
+            # ASCII digits only ('²' is a digit to str.isdigit, not to int), and no more of
+            # them than a body could have (int() refuses 4,300).
+            if not (length.isascii() and length.isdigit()) or len(length) > 18:
                 self._refuse(400, f"Content-Length {length[:20]!r} is not a byte count")
                 return False
             if int(length) > limits.max_body_bytes:
@@ -337,7 +357,18 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:  # a probe's: GET's status and headers, no body
+            self.do_GET()
+
+        def _not_allowed(self) -> None:
+            self._send(405, f"{self.command} is not served: GET, HEAD, or POST for "
+                       "/canary/promote, /canary/rollback and /admin/reference/rollover\n"
+                       .encode(), "text/plain", {"Allow": "GET, HEAD, POST"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
         def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
             pass

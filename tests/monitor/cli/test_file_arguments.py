@@ -92,6 +92,20 @@ def test_a_broken_pipe_elsewhere_is_not_taken_for_stdout(
         main(["score"])
 
 
+def test_ctrl_c_before_a_verbs_own_handling_is_one_line_and_130(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`driftwatch run` interrupted while it imports torch printed a KeyboardInterrupt
+    traceback through torch's import machinery."""
+    from monitor.cli import run
+
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "run", interrupted)
+    assert main(["run"]) == 130
+    assert capsys.readouterr().err == "driftwatch: interrupted\n"
+
+
 def test_score_into_a_closed_pipe_ends_quietly_with_141(tmp_path: Path) -> None:
     records = tmp_path / "in.jsonl"
     records.write_bytes(b"".join(traffic.encode(r) + b"\n" for r in traffic.wire_records(

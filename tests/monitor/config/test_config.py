@@ -468,6 +468,11 @@ def test_a_topic_name_kafka_refuses_is_refused_in_words(tmp_path: Path) -> None:
      "kafka.topic and review.topic are both 't'"),
     ({"kafka": {"topic": "t"}, "review": {"enabled": True, "topic": "r", "labels_topic": "r"}},
      "review.topic and review.labels_topic are both 'r'"),
+    # One group for both stages: one assignment, the input's partitions given to no scoring
+    # process, and every /readyz green.
+    ({"kafka": {"topic": "t", "group_id": "g", "decide_group_id": "g"}},
+     "kafka: kafka.decide_group_id and kafka.group_id are both 'g': the decide stage's group "
+     "reads the scored topic, the score stage's the input"),
 ])
 def test_a_topic_in_two_roles_is_refused(tmp_path: Path, sections: dict[str, Any],
                                          says: str) -> None:

@@ -217,3 +217,54 @@ def test_host_port_puts_an_ipv6_address_in_brackets() -> None:
     assert host_port("::1", 9108) == "[::1]:9108"
     assert host_port("0.0.0.0", 9108) == "0.0.0.0:9108"
     assert host_port("metrics.internal", 80) == "metrics.internal:80"
+
+
+@pytest.mark.parametrize("length", ["\xb2".encode("latin-1"), b"9" * 5_000, b"+5", b"5 "],
+                         ids=["superscript-two", "5000-nines", "plus", "space"])
+def test_a_content_length_that_is_no_byte_count_is_400(served, length: bytes) -> None:
+    """'²' is a digit to str.isdigit (headers are read as latin-1) and 5,000 nines are
+    digits int() refuses: each dropped the connection with a traceback on stderr."""
+    _, _, url = served
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /canary/promote HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n")
+        answer = s.recv(200)
+    assert answer.startswith(b"HTTP/1.0 400"), answer
+
+
+def test_a_client_gone_before_its_reply_leaves_nothing_on_stderr(
+        served, capfd: pytest.CaptureFixture[str]) -> None:
+    """A scrape that timed out, a probe: socketserver printed ~25 lines of traceback each."""
+    import struct
+
+    _, _, url = served
+    host, port = url.removeprefix("http://").split(":")
+    for _ in range(20):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        s.close()
+    assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200  # after them: served
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_head_is_a_probes_get_and_other_methods_are_405(served) -> None:
+    _, _, url = served
+    with httpx.Client(base_url=url, timeout=5) as http:
+        head, get = http.head("/healthz"), http.get("/healthz")
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-length"] == str(len(get.content))
+        for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+            refused = http.request(method, "/metrics")
+            assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
+        rollover = http.get("/admin/reference/rollover")
+        assert rollover.status_code == 405 and rollover.headers["allow"] == "POST"
+
+
+def test_a_worker_port_past_65535_is_a_clear_error() -> None:
+    """`--workers 2` with metrics.port 65534: the second worker's port overflowed bind()."""
+    from monitor.telemetry.endpoints import check_port
+
+    with pytest.raises(EndpointError, match=r"cannot serve /metrics on 127\.0\.0\.1:65536 "
+                                            r"\(bind\(\): port must be 0-65535\.?\): fix it"):
+        check_port("127.0.0.1", 65_536, "fix it")
