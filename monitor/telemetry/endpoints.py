@@ -42,6 +42,12 @@ class HttpLimits:
     max_connections: int = 1_024
     admin_token: str | None = None  # None: admin requests only from loopback clients
 
+    @property
+    def request_deadline_s(self) -> float:
+        """The whole request (line, headers, body) must arrive within this: the read timeout
+        bounds each read only, and a client sending a byte a second never met it."""
+        return 2 * self.read_timeout_s
+
 
 class Health:
     """Shared between the poll loop (writer) and the HTTP threads (readers)."""
@@ -166,15 +172,48 @@ class _BoundedServer(ThreadingHTTPServer):
              b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many connections, retry\n")
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 max_connections: int) -> None:
+                 max_connections: int, request_deadline_s: float = 10.0) -> None:
         # The address's own family: socketserver's is IPv4 only, so "::" (every address of
         # an IPv6 or dual-stack pod) and "::1" were refused. IPv4 when the name has both, as
         # before. Read by TCPServer.__init__.
         families = [info[0] for info in socket.getaddrinfo(
             address[0], address[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)]
         self.address_family = socket.AF_INET if socket.AF_INET in families else families[0]
+        # Connections still sending their request, and when it must have arrived by (set
+        # first: a bind that fails calls server_close from TCPServer.__init__).
+        self._deadline_s = request_deadline_s
+        self._reading: dict[socket.socket, float] = {}
+        self._reading_lock = threading.Lock()
+        self._closed = threading.Event()
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
+        threading.Thread(target=self._cut_late_requests, name="driftwatch-http-deadline",
+                         daemon=True).start()
+
+    def reading(self, connection: socket.socket) -> None:
+        """A connection's request begins: it has the request deadline to arrive whole."""
+        with self._reading_lock:
+            self._reading[connection] = time.monotonic() + self._deadline_s
+
+    def read(self, connection: socket.socket) -> None:
+        """A connection's request has arrived (or it has ended): no deadline on it now."""
+        with self._reading_lock:
+            self._reading.pop(connection, None)
+
+    def _cut_late_requests(self) -> None:
+        """A request past its deadline gets a read timeout of a millisecond: its next read
+        times out, and the handler answers 408 and closes, as for a silent client."""
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self._reading_lock:
+                for connection, deadline in self._reading.items():
+                    if now > deadline:
+                        with contextlib.suppress(OSError):
+                            connection.settimeout(0.001)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
 
     def process_request(self, request: socket.socket, client_address: object) -> None:
         if not self._slots.acquire(blocking=False):
@@ -243,7 +282,8 @@ class Endpoints:
         self.limits = limits or HttpLimits()
         handler = _handler(health, self)
         try:
-            self._server = _BoundedServer((host, port), handler, self.limits.max_connections)
+            self._server = _BoundedServer((host, port), handler, self.limits.max_connections,
+                                          self.limits.request_deadline_s)
         except OSError as exc:  # taken, a host not of this machine, a name that does not resolve
             raise _cannot_serve(host, port, exc, "set metrics.host and metrics.port to an "
                                 "address of this machine that no other process holds") from None
@@ -272,12 +312,28 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
 
     class Handler(BaseHTTPRequestHandler):
         timeout = limits.read_timeout_s  # on every read of the socket: request line to body
+        server: _BoundedServer
+
+        def setup(self) -> None:
+            super().setup()
+            self.server.reading(self.connection)
+
+        def finish(self) -> None:
+            self.server.read(self.connection)
+            super().finish()
+
+        def _arrived(self) -> None:
+            """The request is read: its reply is written under the read timeout again."""
+            self.server.read(self.connection)
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(limits.read_timeout_s)
 
         def do_POST(self) -> None:
             # Flagger POSTs its webhook payload; the verdict does not depend on it, but it is
             # read (bounded) so the connection stays well-formed.
             if not self._read_body():
                 return
+            self._arrived()
             url = urlsplit(self.path)
             if url.path in _CANARY_PATHS[1:]:
                 self.do_GET()
@@ -294,6 +350,7 @@ def _handler(health: Health, endpoints: Endpoints) -> type[BaseHTTPRequestHandle
                                 b"/admin/reference/rollover\n", "text/plain")
 
         def do_GET(self) -> None:
+            self._arrived()
             url = urlsplit(self.path)
             path = url.path
             if path in _CANARY_PATHS:

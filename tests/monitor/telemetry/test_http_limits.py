@@ -3,6 +3,7 @@ and slow, large or many connections cannot starve /metrics and /healthz. Real so
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -251,9 +252,10 @@ def test_a_client_gone_before_its_reply_leaves_nothing_on_stderr(
 def test_head_is_a_probes_get_and_other_methods_are_405(served) -> None:
     _, _, url = served
     with httpx.Client(base_url=url, timeout=5) as http:
-        head, get = http.head("/healthz"), http.get("/healthz")
+        head = http.head("/healthz")  # its body's length told, the body not sent
         assert (head.status_code, head.content) == (200, b"")
-        assert head.headers["content-length"] == str(len(get.content))
+        assert int(head.headers["content-length"]) > len('{"ok": true}')
+        assert http.head("/nowhere").status_code == 404
         for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
             refused = http.request(method, "/metrics")
             assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
@@ -268,3 +270,30 @@ def test_a_worker_port_past_65535_is_a_clear_error() -> None:
     with pytest.raises(EndpointError, match=r"cannot serve /metrics on 127\.0\.0\.1:65536 "
                                             r"\(bind\(\): port must be 0-65535\.?\): fix it"):
         check_port("127.0.0.1", 65_536, "fix it")
+
+
+def test_a_client_that_trickles_its_request_is_cut_at_the_request_deadline(served) -> None:
+    """A byte every 0.3 s never met the 1 s read timeout, and a thousand such clients held
+    every slot: /metrics answered 503 for as long as they went on. The whole request now
+    has twice the read timeout to arrive."""
+    endpoints, _, url = served
+    host, port = url.removeprefix("http://").split(":")
+    assert endpoints.limits.request_deadline_s == 2.0
+    before = _refused("408")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 15 and not answer:
+            with contextlib.suppress(OSError):  # cut: the answer is waiting
+                s.sendall(b"X")
+            s.settimeout(0.3)
+            try:
+                answer = s.recv(100)
+            except TimeoutError:
+                continue
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.0 408"), answer
+    assert took > 1.5, took  # not before the deadline (2 s); without one, never (15 s)
+    assert _refused("408") == before + 1
+    assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
