@@ -254,12 +254,16 @@ def _consume(config: Config, stop: threading.Event, health: Health, source: Kafk
              cancel: threading.Event) -> int:
     """The poll loop over an open source until `stop`; readiness follows the group."""
 
+    joining = JoinWatch(source.settings.group_id)
+
     def loop() -> None:
         connected = source.connected()
         missing = source.missing_topics() if connected else health.missing_topics
         if missing != health.missing_topics:
             _log_missing(missing, health.missing_topics)
-        health.tick(connected, len(source.assignment), source.in_group(), missing)
+        in_group = source.in_group()
+        health.tick(connected, len(source.assignment), in_group, missing)
+        joining.observe(connected, in_group or bool(source.assignment), time.monotonic())
         m.READY.set(health.ready()[0])  # what /readyz answers, by the same rule
         m.PAUSED.set(source.paused)
         on_loop()
@@ -271,6 +275,35 @@ def _consume(config: Config, stop: threading.Event, health: Health, source: Kafk
     processor.run(stop)
     log.info("stopped: %s", processor.summary)
     return 0
+
+
+class JoinWatch:
+    """Says when a connected member has not finished joining its consumer group for a while
+    (a rebalance that never completes: a member stuck joining, a broker's coordinator
+    wedged): /readyz says not ready, and without this line nothing said why."""
+
+    AFTER_S = 30.0
+    EVERY_S = 60.0
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self._since: float | None = None
+        self._next = 0.0
+
+    def observe(self, connected: bool, joined: bool, now: float) -> None:
+        if not connected or joined:
+            if joined and self._since is not None and now - self._since >= self.AFTER_S:
+                log.info("joined consumer group %s after %.0fs", self.group, now - self._since)
+            self._since = None
+            return
+        if self._since is None:
+            self._since, self._next = now, now + self.AFTER_S
+        elif now >= self._next:
+            log.warning("connected to Kafka but not a member of consumer group %s after %.0fs: "
+                        "its rebalance has not completed (a member stuck joining, or the "
+                        "group's coordinator); nothing is read and this process is not ready "
+                        "meanwhile", self.group, now - self._since)
+            self._next = now + self.EVERY_S
 
 
 def _log_missing(missing: list[str], before: list[str]) -> None:

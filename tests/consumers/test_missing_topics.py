@@ -14,7 +14,7 @@ from kafka.protocol.metadata import MetadataResponse
 
 from consumers.settings import JoinSettings, KafkaSettings
 from consumers.source import MISSING_AFTER_S, KafkaSource
-from monitor.app.daemon import _log_missing
+from monitor.app.daemon import JoinWatch, _log_missing
 from monitor.telemetry.endpoints import Health
 from tests.consumers.test_offsets_batcher_join import FakeClock
 
@@ -89,3 +89,25 @@ def test_the_log_says_which_topics_and_when_they_come(caplog: pytest.LogCaptureF
         "input topic 't' not on the brokers: nothing is read from it, and this process is not "
         "ready, until it is created (a name misspelt in the kafka section, or a cluster that "
         "creates no topic on demand)"]
+
+
+def test_a_member_that_never_finishes_joining_is_said_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A group whose rebalance never completed left /readyz at 503 and the log silent, even
+    at DEBUG, for as long as it lasted."""
+    caplog.set_level("INFO", logger="driftwatch")
+    watch = JoinWatch("dw")
+    for t in (0.0, 10.0, 29.0):
+        watch.observe(connected=True, joined=False, now=t)
+    assert caplog.records == []  # an ordinary join takes seconds
+    watch.observe(connected=True, joined=False, now=31.0)
+    watch.observe(connected=True, joined=False, now=60.0)  # said again a minute later
+    watch.observe(connected=True, joined=False, now=92.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and warnings[0].startswith(
+        "connected to Kafka but not a member of consumer group dw after 31s")
+    watch.observe(connected=True, joined=True, now=95.0)
+    assert caplog.records[-1].getMessage() == "joined consumer group dw after 95s"
+    watch.observe(connected=False, joined=False, now=100.0)  # the broker's absence: said apart
+    watch.observe(connected=False, joined=False, now=200.0)
+    assert len(caplog.records) == 3
