@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from monitor.telemetry.labels import MAX_LEN
 from monitor.telemetry.metrics import METRICS as m
 from monitor.types import SEGMENT_LABELS
 
@@ -142,6 +143,10 @@ def rollover_reply(drift: Rollover | None, query: dict[str, list[str]]
     if unknown:
         return 400, {"error": f"unknown segment labels {unknown}; use {list(SEGMENT_LABELS)}"}
     segment = {k: v[0] for k, v in query.items()}
+    long = sorted(k for k, v in segment.items() if len(v) > MAX_LEN)
+    if long:  # no segment's value is longer: it would match none, and fill the log line
+        return 400, {"error": f"{', '.join(long)}: a segment label's value has at most "
+                              f"{MAX_LEN} characters"}
     drift.request_rollover(segment, reason="admin endpoint")
     return 202, {"rollover": "requested", "segment": segment or "all"}
 

@@ -11,11 +11,11 @@ log = logging.getLogger(__name__)
 OTHER = "other"
 UNKNOWN = "unknown"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:/@+-]")
-_MAX_LEN = 64
+MAX_LEN = 64  # a label value's characters, after sanitising
 
 
 def sanitize(value: str) -> str:
-    cleaned = _UNSAFE.sub("_", value.strip())[:_MAX_LEN]
+    cleaned = _UNSAFE.sub("_", value.strip())[:MAX_LEN]
     return cleaned or UNKNOWN
 
 

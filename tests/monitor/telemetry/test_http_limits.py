@@ -70,6 +70,12 @@ def test_the_rollover_needs_the_admin_bearer_token(served) -> None:
     assert missing.status_code == 401 and "Bearer" in missing.headers["www-authenticate"]
     assert wrong.status_code == 403
     assert right.status_code == 202 and drift.requests == [{"model": "m"}]
+    # Longer than any segment's value (64): it matched none and filled a 12 kB log line.
+    long = httpx.post(f"{url}/admin/reference/rollover", params={"deployment": "x" * 65},
+                      headers={"Authorization": "Bearer s3cret-token"})
+    assert long.status_code == 400 and drift.requests == [{"model": "m"}]
+    assert long.json() == {"error": "deployment: a segment label's value has at most 64 "
+                                    "characters"}
     assert (_refused("401"), _refused("403")) == (before[0] + 1, before[1] + 1)
 
 
@@ -292,8 +298,6 @@ def test_a_client_that_trickles_its_request_is_cut_at_the_request_deadline(serve
                 answer = s.recv(100)
             except TimeoutError:
                 continue
-        took = time.monotonic() - started
-    assert answer.startswith(b"HTTP/1.0 408"), answer
-    assert took > 1.5, took  # not before the deadline (2 s); without one, never (15 s)
+    assert answer.startswith(b"HTTP/1.0 408"), answer  # without a deadline: none in 15 s
     assert _refused("408") == before + 1
     assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
