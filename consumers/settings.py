@@ -24,6 +24,10 @@ from pydantic_settings import NoDecode
 from consumers.decode import Decoder, EventTimeBounds
 from consumers.field_map import WIRE_FIELDS, FieldMap, path_problem
 
+# Every settings section: an unknown key refused, frozen, and no NaN or infinity in a number
+# (NaN passes every bound: each comparison with it is false).
+SECTION = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
 
 def _broker_list(value: Any) -> Any:
     """Kafka's own `bootstrap.servers` is one comma-separated string, and that is what users
@@ -87,7 +91,7 @@ class KafkaSecurity(BaseModel):
     """TLS and SASL, passed through to kafka-python. The SASL password comes from the
     environment or a file, never from the config file, and is never logged."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # In any case, as Kafka's own clients take security.protocol.
     protocol: Annotated[Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], any_case(
@@ -162,7 +166,7 @@ class KafkaClientSettings(BaseModel):
 class KafkaSettings(BaseModel):
     """The kafka section: brokers, group, topics, timeouts, limits and security."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     bootstrap_servers: Brokers
     group_id: str = Field(default="driftwatch", min_length=1)
@@ -274,7 +278,7 @@ class ValidationSettings(BaseModel):
     """What a record must hold beyond its types; a record outside is dead-lettered as
     invalid_field, so one broken clock cannot date decisions or stall cooldowns."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # Event times later than arrival by more than this are refused.
     max_future_seconds: float = Field(default=86_400.0, ge=0, le=10 * 365 * 86_400)
@@ -299,7 +303,7 @@ _OTLP: dict[str, Literal["json", "proto"]] = {"otlp_json": "json", "otlp_proto":
 class TopicWire(BaseModel):
     """How one producer writes a record: its field names, its latency's unit or times."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # The wire's field -> where the producer keeps it: a key or a dotted path (`id`,
     # `metadata.team`, `choices.0.message`). A mapped field is read from there only.
@@ -372,7 +376,7 @@ class WireSettings(TopicWire):
 class JoinSettings(BaseModel):
     """How long and how many halves wait for a partner, and what becomes of the rest."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     window_seconds: float = Field(default=30.0, gt=0, le=3_600)
     max_pending: int = Field(default=100_000, ge=1, le=10_000_000)
@@ -386,7 +390,7 @@ class JoinSettings(BaseModel):
 class BatchSettings(BaseModel):
     """Micro-batch size and wait, batches in flight, and the drain time at a stop."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     max_records: int = Field(default=512, ge=1, le=100_000)
     # A decide stage's batches (`--stage decide`, and the deciding parent of `--workers N`):

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from consumers.settings import Topic
+from consumers.settings import SECTION, Topic
 from monitor.config.names import ENV_NAME, NAME, GateName
 from monitor.types import EventType, Severity
 
@@ -31,7 +31,7 @@ def shown_url(url: str) -> str:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
 
 # -- Actions ------------------------------------------------------------------------------------

