@@ -405,8 +405,7 @@ def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str,
             said = _contents(attrs, f"{prefix}{i}.{parts}.")
         if said is None and who is None:
             break
-        read = _json_parts(said) if type(said) is str else said if _is_parts(said) else ""
-        out.append({"role": who or "user", "content": read})
+        out.append({"role": who or "user", "content": _said(said)})
     return out
 
 
