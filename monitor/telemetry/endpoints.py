@@ -177,7 +177,8 @@ class _BoundedServer(ThreadingHTTPServer):
              b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many connections, retry\n")
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 max_connections: int, request_deadline_s: float = 10.0) -> None:
+                 max_connections: int,
+                 request_deadline_s: float = HttpLimits().request_deadline_s) -> None:
         # The address's own family: socketserver's is IPv4 only, so "::" (every address of
         # an IPv6 or dual-stack pod) and "::1" were refused. IPv4 when the name has both, as
         # before. Read by TCPServer.__init__.
@@ -192,8 +193,13 @@ class _BoundedServer(ThreadingHTTPServer):
         self._closed = threading.Event()
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        # The deadlines' watchdog lives while the server serves (a server bound only to
+        # check a port needs none).
         threading.Thread(target=self._cut_late_requests, name="driftwatch-http-deadline",
                          daemon=True).start()
+        super().serve_forever(poll_interval)
 
     def reading(self, connection: socket.socket) -> None:
         """A connection's request begins: it has the request deadline to arrive whole."""
