@@ -140,13 +140,14 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _array(obj: dict[str, Any], key: str, where: str) -> list[Any]:
-    """`obj[key]` where OTLP has an array (absent: an empty one). NotTraces otherwise."""
+    """`obj[key]` where OTLP has an array (absent: an empty one). NotTraces otherwise;
+    `where`: the path to `obj` (empty: a span, whose details name it apart)."""
     value = obj.get(key)
     if value is None:
         return []
     if type(value) is not list:
         raise NotTraces("invalid_field", f"Expected `array`, got {_kind(value)} - at "
-                        f"`$.{where}.{key}`")
+                        f"`$.{f'{where}.' if where else ''}{key}`")
     return value
 
 
@@ -255,12 +256,8 @@ def _fields(span: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
 
 def _events(span: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """A span's events as (name, attributes). NotTraces where one is no such object."""
-    events = span["events"]
-    if type(events) is not list:
-        raise NotTraces("invalid_field", f"Expected `array`, got {_kind(events)} - at "
-                        "`$.events`")
     out = []
-    for n, event in enumerate(events):
+    for n, event in enumerate(_array(span, "events", "")):
         event = _object(event, f"events.{n}")
         name = event.get("name")
         out.append((name if type(name) is str else "", _attributes(event, f"events.{n}")))
