@@ -240,10 +240,9 @@ def _fields(span: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
                                     "llm.token_count.completion"),
         "error_type": attrs.get("error.type"),
     }
-    content, chat, answer = attrs, None, None
-    if span.get("events") is not None:  # the content an instrumentation logs as events
-        details, chat, answer = _from_events(_events(span))
-        content = {**details, **attrs} if details else attrs
+    # The content an instrumentation logs as events: the span's own attributes first.
+    details, chat, answer = _from_events(_events(span))
+    content = {**details, **attrs} if details else attrs
     prompt, response = _prompt(content), _response(content)
     found["prompt"] = chat if prompt is None else prompt
     found["response"] = answer if response is None else response
