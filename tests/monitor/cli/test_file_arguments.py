@@ -107,11 +107,7 @@ def test_ctrl_c_before_a_verbs_own_handling_is_one_line_and_130(
 
 
 def test_score_into_a_closed_pipe_ends_quietly_with_141(tmp_path: Path) -> None:
-    records = tmp_path / "in.jsonl"
-    records.write_bytes(b"".join(traffic.encode(r) + b"\n" for r in traffic.wire_records(
-        20, seed=3, start_ms=traffic.FIXED_START_MS)))
-    config = tmp_path / "c.yaml"
-    config.write_text("scorers: [latency]\n")
+    records, config = _records(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "score", "--input", str(records), "--config",
          str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
